@@ -1,0 +1,788 @@
+//! The in-memory model of live broadcasts: each track keeps its newest groups,
+//! and any number of readers (MoQT subscribers, HLS requests) follow them.
+//!
+//! One copy of every object lives here, shared by reference (`Bytes`) with all
+//! protocols that serve it. Writers are the origin's packager or an upstream
+//! subscription; readers never block writers.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// A broadcast's MoQT track namespace: (tenant, event, stream).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace(Vec<String>);
+
+impl Namespace {
+    pub fn new(fields: Vec<String>) -> Result<Self, NamespaceError> {
+        if fields.is_empty() || fields.len() > 32 {
+            return Err(NamespaceError::FieldCount(fields.len()));
+        }
+        for field in &fields {
+            let valid = !field.is_empty()
+                && field.len() <= 128
+                && field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !valid || field == "." || field == ".." {
+                return Err(NamespaceError::Field(field.clone()));
+            }
+        }
+        Ok(Self(fields))
+    }
+
+    /// Parses `tenant/event/stream`.
+    pub fn parse(path: &str) -> Result<Self, NamespaceError> {
+        Self::new(path.split('/').map(str::to_owned).collect())
+    }
+
+    pub fn fields(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn starts_with(&self, prefix: &[String]) -> bool {
+        self.0.len() >= prefix.len() && self.0[..prefix.len()] == *prefix
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Namespace({self})")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("a namespace has 1 to 32 fields, not {0}")]
+    FieldCount(usize),
+    #[error("namespace field {0:?} is not 1-128 characters of [A-Za-z0-9._-]")]
+    Field(String),
+}
+
+/// How long and how much a track keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheLimits {
+    /// Groups older than this (since their first object arrived) are dropped.
+    pub max_age: Duration,
+    /// Bytes kept per track at most; the newest group is always kept.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// One object as stored: its id in the group, its payload, and what the
+/// media layer learnt from it (duration in track ticks, producer wall clock).
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub id: u64,
+    pub payload: Bytes,
+    pub meta: ObjectMeta,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ObjectMeta {
+    /// Media duration in the track's timescale (0 when unknown, e.g. catalog).
+    pub duration_ticks: u64,
+    /// The origin's ingest wall clock (`prft`), Unix microseconds.
+    pub producer_time_us: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub id: u64,
+    pub objects: Vec<Object>,
+    pub complete: bool,
+    pub bytes: usize,
+    pub first_arrival: Instant,
+}
+
+impl Group {
+    pub fn duration_ticks(&self) -> u64 {
+        self.objects.iter().map(|o| o.meta.duration_ticks).sum()
+    }
+}
+
+#[derive(Default)]
+struct TrackState {
+    groups: VecDeque<Group>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// Counters a track keeps about itself.
+#[derive(Default, Debug)]
+pub struct TrackCounters {
+    pub objects_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub objects_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub groups_evicted: AtomicU64,
+    /// Downstream MoQT subscriptions accepted for this track.
+    pub subscriptions: AtomicU64,
+    /// Times a reader fell behind the cache and skipped to the oldest kept group.
+    pub objects_skipped: AtomicU64,
+}
+
+/// A live track: its newest groups, readers waiting on them, and demand.
+pub struct TrackCache {
+    pub name: String,
+    limits: CacheLimits,
+    state: Mutex<TrackState>,
+    version: watch::Sender<u64>,
+    readers: AtomicUsize,
+    last_demand: Mutex<Instant>,
+    pub counters: TrackCounters,
+}
+
+impl fmt::Debug for TrackCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrackCache")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TrackCache {
+    pub fn new(name: impl Into<String>, limits: CacheLimits) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            limits,
+            state: Mutex::new(TrackState::default()),
+            version: watch::channel(0).0,
+            readers: AtomicUsize::new(0),
+            last_demand: Mutex::new(Instant::now()),
+            counters: TrackCounters::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TrackState> {
+        // A panic while holding this lock cannot leave the deque half-written
+        // in a way readers could misread, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Stores an object. Objects for groups older than the oldest kept group,
+    /// or duplicates, are ignored (returns false).
+    pub fn insert(&self, group_id: u64, object: Object, now: Instant) -> bool {
+        let size = object.payload.len();
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return false;
+            }
+            let position = state.groups.iter().position(|g| g.id >= group_id);
+            let index = match position {
+                Some(i) if state.groups[i].id == group_id => i,
+                Some(0) if !state.groups.is_empty() => {
+                    // Older than everything we keep: a late straggler.
+                    return false;
+                }
+                Some(i) => {
+                    state.groups.insert(i, new_group(group_id, now));
+                    i
+                }
+                None => {
+                    // A new newest group: groups two or more behind it will
+                    // receive nothing more worth waiting for.
+                    let newest = state.groups.len();
+                    for g in state.groups.iter_mut() {
+                        if g.id + 1 < group_id {
+                            g.complete = true;
+                        }
+                    }
+                    state.groups.push_back(new_group(group_id, now));
+                    newest
+                }
+            };
+            let group = &mut state.groups[index];
+            if group.complete || group.objects.last().is_some_and(|o| o.id >= object.id) {
+                return false;
+            }
+            group.objects.push(object);
+            group.bytes += size;
+            state.bytes += size;
+            self.evict(&mut state, now);
+        }
+        self.counters.objects_in.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_in
+            .fetch_add(size as u64, Ordering::Relaxed);
+        self.bump();
+        true
+    }
+
+    /// Marks a group as complete: no more objects will be accepted for it.
+    pub fn finish_group(&self, group_id: u64) {
+        {
+            let mut state = self.lock();
+            match state.groups.iter_mut().find(|g| g.id == group_id) {
+                Some(g) if !g.complete => g.complete = true,
+                _ => return,
+            }
+        }
+        self.bump();
+    }
+
+    /// Marks every group complete (the source went away).
+    pub fn finish_all(&self) {
+        {
+            let mut state = self.lock();
+            for g in state.groups.iter_mut() {
+                g.complete = true;
+            }
+        }
+        self.bump();
+    }
+
+    /// Closes the track: readers end after draining what is cached.
+    pub fn close(&self) {
+        {
+            let mut state = self.lock();
+            state.closed = true;
+            for g in state.groups.iter_mut() {
+                g.complete = true;
+            }
+        }
+        self.bump();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn evict(&self, state: &mut TrackState, now: Instant) {
+        while state.groups.len() > 1 {
+            let oldest = &state.groups[0];
+            let too_old = now.duration_since(oldest.first_arrival) > self.limits.max_age;
+            let too_big = state.bytes > self.limits.max_bytes;
+            if !(too_old || too_big) {
+                break;
+            }
+            if let Some(g) = state.groups.pop_front() {
+                state.bytes -= g.bytes;
+                self.counters.groups_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The largest (group, object) stored.
+    pub fn largest(&self) -> Option<(u64, u64)> {
+        let state = self.lock();
+        let g = state.groups.back()?;
+        Some((g.id, g.objects.last()?.id))
+    }
+
+    /// Bytes held in memory for this track.
+    pub fn cached_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Runs `f` over the cached groups (oldest first) under the lock.
+    pub fn with_groups<R>(&self, f: impl FnOnce(&VecDeque<Group>) -> R) -> R {
+        f(&self.lock().groups)
+    }
+
+    /// A future that resolves at the next change of this track.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Records demand from a request-driven client (HLS) that holds no reader.
+    pub fn touch(&self) {
+        *self.last_demand.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// True while a reader is attached or a request touched the track within `idle`.
+    pub fn in_demand(&self, idle: Duration, now: Instant) -> bool {
+        if self.readers.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let last = *self.last_demand.lock().unwrap_or_else(|p| p.into_inner());
+        now.duration_since(last) < idle
+    }
+
+    pub fn reader_count(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
+    }
+
+    /// A reader that starts at the first object of the newest group (or of the
+    /// first group to arrive, if none has yet).
+    pub fn reader_from_newest(self: &Arc<Self>) -> TrackReader {
+        let start = self.lock().groups.back().map(|g| g.id);
+        self.reader_at(start)
+    }
+
+    /// A reader that starts at `group` (or the oldest kept group after it).
+    pub fn reader_at(self: &Arc<Self>, group: Option<u64>) -> TrackReader {
+        self.readers.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        TrackReader {
+            track: self.clone(),
+            changes: self.version.subscribe(),
+            group,
+            index: 0,
+        }
+    }
+}
+
+fn new_group(id: u64, now: Instant) -> Group {
+    Group {
+        id,
+        objects: Vec::new(),
+        complete: false,
+        bytes: 0,
+        first_arrival: now,
+    }
+}
+
+/// What a reader gets next.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Object {
+        group: u64,
+        object: Object,
+    },
+    /// The group has no more objects.
+    GroupEnd {
+        group: u64,
+    },
+}
+
+/// Follows a track in order: objects of one group, then its end, then the next group.
+pub struct TrackReader {
+    track: Arc<TrackCache>,
+    changes: watch::Receiver<u64>,
+    /// The group being read; None until the first group exists.
+    group: Option<u64>,
+    index: usize,
+}
+
+impl TrackReader {
+    pub fn track(&self) -> &Arc<TrackCache> {
+        &self.track
+    }
+
+    /// The next delivery, or None once the track is closed and drained.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            self.changes.borrow_and_update();
+            if let Some(delivery) = self.poll() {
+                return Some(delivery);
+            }
+            if self.track.is_closed() && self.poll().is_none() {
+                return None;
+            }
+            if self.changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Takes the next delivery if one is ready.
+    pub fn poll(&mut self) -> Option<Delivery> {
+        let state = self.track.lock();
+        let first = state.groups.front()?;
+        let current = match self.group {
+            None => {
+                self.group = Some(first.id);
+                self.index = 0;
+                first.id
+            }
+            Some(g) if g < first.id => {
+                // Fell behind the cache: skip to the oldest kept group.
+                self.track
+                    .counters
+                    .objects_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                self.group = Some(first.id);
+                self.index = 0;
+                first.id
+            }
+            Some(g) => g,
+        };
+        let group = state.groups.iter().find(|x| x.id >= current)?;
+        if group.id != current {
+            // Our group vanished (never arrived or was evicted): move on.
+            self.group = Some(group.id);
+            self.index = 0;
+            return Some(Delivery::GroupEnd { group: current });
+        }
+        if let Some(object) = group.objects.get(self.index) {
+            self.index += 1;
+            self.track
+                .counters
+                .objects_out
+                .fetch_add(1, Ordering::Relaxed);
+            self.track
+                .counters
+                .bytes_out
+                .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
+            return Some(Delivery::Object {
+                group: current,
+                object: object.clone(),
+            });
+        }
+        if group.complete {
+            let next = state.groups.iter().find(|x| x.id > current).map(|x| x.id);
+            match next {
+                Some(n) => {
+                    self.group = Some(n);
+                    self.index = 0;
+                }
+                None => {
+                    // Wait for the next group to exist; remember we ended this one.
+                    self.group = Some(current + 1);
+                    self.index = 0;
+                }
+            }
+            return Some(Delivery::GroupEnd { group: current });
+        }
+        None
+    }
+}
+
+impl Drop for TrackReader {
+    fn drop(&mut self) {
+        self.track.readers.fetch_sub(1, Ordering::Relaxed);
+        self.track.touch();
+    }
+}
+
+/// Where a broadcast's media comes from.
+pub enum Source {
+    /// Packaged in this process (origin).
+    Local,
+    /// Pulled from an upstream on demand: a track request is sent on this channel.
+    Upstream(mpsc::UnboundedSender<Arc<TrackCache>>),
+}
+
+/// One live broadcast: its tracks by name.
+pub struct Broadcast {
+    pub namespace: Namespace,
+    source: Source,
+    limits: CacheLimits,
+    tracks: Mutex<HashMap<String, Arc<TrackCache>>>,
+}
+
+impl Broadcast {
+    pub fn new(namespace: Namespace, source: Source, limits: CacheLimits) -> Arc<Self> {
+        Arc::new(Self {
+            namespace,
+            source,
+            limits,
+            tracks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn tracks(&self) -> MutexGuard<'_, HashMap<String, Arc<TrackCache>>> {
+        self.tracks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The track with this name; for an upstream broadcast an unknown track is
+    /// created and requested upstream (exactly once, however many ask).
+    pub fn track(&self, name: &str) -> Option<Arc<TrackCache>> {
+        let mut tracks = self.tracks();
+        if let Some(t) = tracks.get(name) {
+            if !t.is_closed() {
+                return Some(t.clone());
+            }
+        }
+        match &self.source {
+            Source::Local => None,
+            Source::Upstream(requests) => {
+                if !valid_track_name(name) {
+                    return None;
+                }
+                let track = TrackCache::new(name, self.limits);
+                requests.send(track.clone()).ok()?;
+                tracks.insert(name.to_owned(), track.clone());
+                Some(track)
+            }
+        }
+    }
+
+    /// Creates (or replaces a closed) local track. Used by the packaging side.
+    pub fn create_track(&self, name: &str) -> Arc<TrackCache> {
+        let mut tracks = self.tracks();
+        if let Some(t) = tracks.get(name) {
+            if !t.is_closed() {
+                return t.clone();
+            }
+        }
+        let track = TrackCache::new(name, self.limits);
+        tracks.insert(name.to_owned(), track.clone());
+        track
+    }
+
+    /// Forgets a track (after its upstream subscription ended).
+    pub fn remove_track(&self, track: &Arc<TrackCache>) {
+        let mut tracks = self.tracks();
+        if tracks
+            .get(&track.name)
+            .is_some_and(|t| Arc::ptr_eq(t, track))
+        {
+            tracks.remove(&track.name);
+        }
+    }
+
+    pub fn track_list(&self) -> Vec<Arc<TrackCache>> {
+        self.tracks().values().cloned().collect()
+    }
+
+    /// Closes every track (the broadcast ends).
+    pub fn close(&self) {
+        for t in self.tracks().values() {
+            t.close();
+        }
+    }
+}
+
+fn valid_track_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A change in the set of broadcasts.
+#[derive(Clone, Debug)]
+pub enum Announcement {
+    Active(Namespace),
+    Ended(Namespace),
+}
+
+/// All broadcasts this process knows, announced to whoever listens.
+pub struct Broadcasts {
+    map: Mutex<HashMap<Namespace, Arc<Broadcast>>>,
+    events: broadcast::Sender<Announcement>,
+}
+
+impl Default for Broadcasts {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Broadcasts {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<Namespace, Arc<Broadcast>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, namespace: &Namespace) -> Option<Arc<Broadcast>> {
+        self.map().get(namespace).cloned()
+    }
+
+    /// Registers a broadcast unless one with that namespace exists; returns the registered one.
+    pub fn insert(&self, broadcast: Arc<Broadcast>) -> Arc<Broadcast> {
+        let ns = broadcast.namespace.clone();
+        let registered = {
+            let mut map = self.map();
+            if let Some(existing) = map.get(&ns) {
+                return existing.clone();
+            }
+            map.insert(ns.clone(), broadcast.clone());
+            broadcast
+        };
+        let _ = self.events.send(Announcement::Active(ns));
+        registered
+    }
+
+    /// Removes this exact broadcast (not a newer one under the same name).
+    pub fn remove(&self, broadcast: &Arc<Broadcast>) {
+        let removed = {
+            let mut map = self.map();
+            match map.get(&broadcast.namespace) {
+                Some(b) if Arc::ptr_eq(b, broadcast) => map.remove(&broadcast.namespace),
+                _ => None,
+            }
+        };
+        if let Some(b) = removed {
+            b.close();
+            let _ = self.events.send(Announcement::Ended(b.namespace.clone()));
+        }
+    }
+
+    pub fn list(&self) -> Vec<Arc<Broadcast>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// The current set and a stream of later changes, consistent with each other.
+    pub fn watch(&self) -> (Vec<Namespace>, broadcast::Receiver<Announcement>) {
+        let map = self.map();
+        let rx = self.events.subscribe();
+        (map.keys().cloned().collect(), rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(id: u64, len: usize) -> Object {
+        Object {
+            id,
+            payload: Bytes::from(vec![id as u8; len]),
+            meta: ObjectMeta::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reader_starts_at_newest_group_and_follows() {
+        let t = TrackCache::new("video", CacheLimits::default());
+        let now = Instant::now();
+        t.insert(0, obj(0, 10), now);
+        t.insert(0, obj(1, 10), now);
+        t.insert(1, obj(0, 10), now);
+        let mut r = t.reader_from_newest();
+        match r.next().await {
+            Some(Delivery::Object { group: 1, object }) => assert_eq!(object.id, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+        t.insert(1, obj(1, 10), now);
+        t.finish_group(1);
+        assert!(matches!(
+            r.next().await,
+            Some(Delivery::Object { group: 1, .. })
+        ));
+        assert!(matches!(
+            r.next().await,
+            Some(Delivery::GroupEnd { group: 1 })
+        ));
+        t.insert(2, obj(0, 10), now);
+        assert!(matches!(
+            r.next().await,
+            Some(Delivery::Object { group: 2, .. })
+        ));
+        t.close();
+        assert!(matches!(
+            r.next().await,
+            Some(Delivery::GroupEnd { group: 2 })
+        ));
+        assert!(r.next().await.is_none());
+    }
+
+    #[test]
+    fn eviction_by_bytes_keeps_newest_group() {
+        let t = TrackCache::new(
+            "v",
+            CacheLimits {
+                max_age: Duration::from_secs(100),
+                max_bytes: 100,
+            },
+        );
+        let now = Instant::now();
+        for g in 0..10 {
+            t.insert(g, obj(0, 60), now);
+        }
+        assert!(t.cached_bytes() <= 100 || t.with_groups(|g| g.len()) == 1);
+        assert_eq!(t.largest(), Some((9, 0)));
+        // A huge single group is still kept.
+        t.insert(10, obj(0, 1000), now);
+        assert_eq!(t.with_groups(|g| g.len()), 1);
+    }
+
+    #[test]
+    fn eviction_by_age() {
+        let t = TrackCache::new(
+            "v",
+            CacheLimits {
+                max_age: Duration::from_secs(5),
+                max_bytes: usize::MAX,
+            },
+        );
+        let t0 = Instant::now();
+        t.insert(0, obj(0, 1), t0);
+        t.insert(1, obj(0, 1), t0 + Duration::from_secs(3));
+        t.insert(2, obj(0, 1), t0 + Duration::from_secs(6));
+        let ids: Vec<u64> = t.with_groups(|g| g.iter().map(|g| g.id).collect());
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn slow_reader_skips_evicted_groups() {
+        let t = TrackCache::new(
+            "v",
+            CacheLimits {
+                max_age: Duration::from_secs(100),
+                max_bytes: 25,
+            },
+        );
+        let now = Instant::now();
+        t.insert(0, obj(0, 10), now);
+        let mut r = t.reader_from_newest();
+        for g in 1..5 {
+            t.insert(g, obj(0, 10), now);
+        }
+        match r.poll() {
+            Some(Delivery::Object { group, .. }) => assert!(group >= 3),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(t.counters.objects_skipped.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn duplicates_and_stragglers_are_ignored() {
+        let t = TrackCache::new("v", CacheLimits::default());
+        let now = Instant::now();
+        assert!(t.insert(5, obj(0, 1), now));
+        assert!(!t.insert(5, obj(0, 1), now));
+        assert!(t.insert(5, obj(1, 1), now));
+        t.finish_group(5);
+        assert!(!t.insert(5, obj(2, 1), now));
+        assert!(!t.insert(4, obj(0, 1), now));
+    }
+
+    #[test]
+    fn upstream_broadcast_requests_each_track_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let b = Broadcast::new(
+            Namespace::parse("t/e/s").unwrap(),
+            Source::Upstream(tx),
+            CacheLimits::default(),
+        );
+        let a = b.track("video").unwrap();
+        let c = b.track("video").unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err());
+        assert!(b.track("../etc").is_none());
+    }
+
+    #[test]
+    fn namespace_validation() {
+        assert!(Namespace::parse("acme/town-hall/main").is_ok());
+        assert!(Namespace::parse("acme//main").is_err());
+        assert!(Namespace::parse("acme/../main").is_err());
+        assert!(Namespace::parse("a b").is_err());
+    }
+}

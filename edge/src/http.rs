@@ -1,0 +1,353 @@
+//! HTTP(S) serving of the cache: LL-HLS playlists and media, `/metrics`, `/healthz`.
+//!
+//! URLs: `/hls/<tenant>/<event>/<stream>/master.m3u8`, then per track
+//! `<track>/playlist.m3u8`, `<track>/init.mp4`, `<track>/<N>.m4s` (segment N =
+//! group N) and `<track>/<N>.<P>.m4s` (part P of segment N).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::cache::{Broadcast, Broadcasts, Namespace, TrackCache};
+use crate::catalog_view::CatalogView;
+use crate::hls::{self, PlaylistParams};
+use crate::metrics::{self, ServerCounters};
+
+/// How long a blocking playlist reload or a not-yet-complete segment may wait.
+const BLOCK_LIMIT: Duration = Duration::from_secs(6);
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub role: &'static str,
+    pub broadcasts: Arc<Broadcasts>,
+    pub counters: Arc<ServerCounters>,
+    pub part_target: f64,
+    pub window: usize,
+    /// More metric families appended to `/metrics` (e.g. the origin's ingest).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+/// Serves HTTP (or HTTPS when `tls` is set) on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: HttpState,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let state = Arc::new(state);
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(err) => {
+                tracing::warn!(error = %err, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => builder
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await
+                            .map_err(|e| anyhow::anyhow!(e)),
+                        Ok(Err(err)) => Err(anyhow::Error::from(err).context("TLS handshake")),
+                        Err(_) => Err(anyhow::anyhow!("TLS handshake timed out")),
+                    }
+                }
+                None => builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e)),
+            };
+            if let Err(err) = result {
+                tracing::debug!(%remote, error = %format!("{err:#}"), "HTTP connection ended");
+            }
+        });
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding HTTP on {addr}"))
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let mut r = response(status, "text/plain; charset=utf-8", format!("{message}\n"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn cache_control(mut r: Response<Full<Bytes>>, value: &'static str) -> Response<Full<Bytes>> {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    r
+}
+
+async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == Method::OPTIONS {
+        let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return r;
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    }
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    match path.as_str() {
+        "/healthz" => return response(StatusCode::OK, "text/plain", "ok\n"),
+        "/metrics" => {
+            let mut text = metrics::render(state.role, &state.counters, &state.broadcasts);
+            if let Some(extra) = &state.extra_metrics {
+                text.push_str(&extra());
+            }
+            return response(StatusCode::OK, "text/plain; version=0.0.4", text);
+        }
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/hls/") else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    state.counters.hls_requests.fetch_add(1, Ordering::Relaxed);
+    let r = hls_request(state, rest, &query).await;
+    let len = hyper::body::Body::size_hint(r.body()).exact().unwrap_or(0);
+    state.counters.hls_bytes.fetch_add(len, Ordering::Relaxed);
+    r
+}
+
+async fn hls_request(state: &HttpState, rest: &str, query: &str) -> Response<Full<Bytes>> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let Some((&file, dirs)) = parts.split_last() else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if file == "master.m3u8" {
+        let Some(broadcast) = find(state, dirs) else {
+            return error(StatusCode::NOT_FOUND, "no such broadcast");
+        };
+        return master(state, &broadcast).await;
+    }
+    let Some((&track_name, ns)) = dirs.split_last() else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let Some(broadcast) = find(state, ns) else {
+        return error(StatusCode::NOT_FOUND, "no such broadcast");
+    };
+    let Some(catalog) = catalog(&broadcast).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broadcast has no catalog yet",
+        );
+    };
+    let Some(info) = catalog.track(track_name) else {
+        return error(StatusCode::NOT_FOUND, "no such track");
+    };
+    if file == "init.mp4" {
+        return match catalog.init_segment(track_name) {
+            Some(init) => cache_control(response(StatusCode::OK, "video/mp4", init), "max-age=60"),
+            None => error(StatusCode::NOT_FOUND, "no init segment"),
+        };
+    }
+    let Some(track) = broadcast.track(track_name) else {
+        return error(StatusCode::NOT_FOUND, "no such track");
+    };
+    track.touch();
+    let params = PlaylistParams {
+        timescale: info.timescale,
+        part_target: state.part_target,
+        window: state.window,
+        nominal_segment: info.group_duration_secs,
+    };
+    if file == "playlist.m3u8" {
+        return playlist(&track, &params, query).await;
+    }
+    let Some(name) = file.strip_suffix(".m4s") else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let mut numbers = name.split('.');
+    let msn = numbers.next().and_then(|n| n.parse::<u64>().ok());
+    let part = numbers.next().map(|p| p.parse::<usize>().ok());
+    match (msn, part, numbers.next()) {
+        (Some(msn), None, None) => media(&track, &params, msn, None).await,
+        (Some(msn), Some(Some(part)), None) => media(&track, &params, msn, Some(part)).await,
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn find(state: &HttpState, fields: &[&str]) -> Option<Arc<Broadcast>> {
+    let ns = Namespace::new(fields.iter().map(|s| s.to_string()).collect()).ok()?;
+    state.broadcasts.get(&ns)
+}
+
+/// Waits until `ready` holds for the track (or the limit passes); returns whether it held.
+async fn wait_for(
+    track: &Arc<TrackCache>,
+    limit: Duration,
+    ready: impl Fn(&TrackCache) -> bool,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut changes = track.changes();
+    loop {
+        changes.borrow_and_update();
+        if ready(track) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || track.is_closed() {
+            return false;
+        }
+        match tokio::time::timeout(left, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return ready(track),
+        }
+    }
+}
+
+async fn catalog(broadcast: &Arc<Broadcast>) -> Option<CatalogView> {
+    let track = broadcast.track("catalog")?;
+    track.touch();
+    wait_for(&track, Duration::from_secs(5), |t| t.largest().is_some()).await;
+    CatalogView::latest(&track)
+}
+
+async fn master(state: &HttpState, broadcast: &Arc<Broadcast>) -> Response<Full<Bytes>> {
+    let Some(catalog) = catalog(broadcast).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broadcast has no catalog yet",
+        );
+    };
+    let _ = state;
+    cache_control(
+        response(
+            StatusCode::OK,
+            "application/vnd.apple.mpegurl",
+            catalog.multivariant(),
+        ),
+        "no-cache",
+    )
+}
+
+async fn playlist(
+    track: &Arc<TrackCache>,
+    params: &PlaylistParams,
+    query: &str,
+) -> Response<Full<Bytes>> {
+    let mut msn = None;
+    let mut part = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("_HLS_msn", v)) => msn = v.parse::<u64>().ok(),
+            Some(("_HLS_part", v)) => part = v.parse::<usize>().ok(),
+            _ => {}
+        }
+    }
+    if part.is_some() && msn.is_none() {
+        return error(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
+    }
+    if let Some(msn) = msn {
+        let newest = track.largest().map_or(0, |(g, _)| g);
+        if msn > newest + 2 {
+            return error(StatusCode::BAD_REQUEST, "_HLS_msn is too far in the future");
+        }
+        wait_for(track, BLOCK_LIMIT, |t| {
+            t.with_groups(|g| hls::has(g, params, msn, part))
+        })
+        .await;
+    } else {
+        wait_for(track, Duration::from_secs(5), |t| {
+            t.with_groups(|g| {
+                g.iter()
+                    .any(|g| g.objects.first().is_some_and(|o| o.id == 0))
+            })
+        })
+        .await;
+    }
+    match track.with_groups(|g| hls::media_playlist(g, params)) {
+        Some(text) => cache_control(
+            response(StatusCode::OK, "application/vnd.apple.mpegurl", text),
+            "no-cache",
+        ),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
+    }
+}
+
+async fn media(
+    track: &Arc<TrackCache>,
+    params: &PlaylistParams,
+    msn: u64,
+    part: Option<usize>,
+) -> Response<Full<Bytes>> {
+    let newest = track.largest().map_or(0, |(g, _)| g);
+    if msn > newest + 2 {
+        return error(StatusCode::NOT_FOUND, "segment is too far in the future");
+    }
+    let target = (params.part_target * params.timescale as f64).round() as u64;
+    wait_for(track, BLOCK_LIMIT, |t| {
+        t.with_groups(|g| hls::has(g, params, msn, part))
+    })
+    .await;
+    let body = track.with_groups(|groups| {
+        let g = groups.iter().find(|g| g.id == msn)?;
+        if g.objects.first().map(|o| o.id) != Some(0) {
+            return None;
+        }
+        match part {
+            None if g.complete => Some(hls::concat(g, 0, g.objects.len())),
+            None => None,
+            Some(p) => hls::parts_of(g, target)
+                .get(p)
+                .map(|x| hls::concat(g, x.first, x.end)),
+        }
+    });
+    match body {
+        Some(bytes) => cache_control(response(StatusCode::OK, "video/mp4", bytes), "max-age=30"),
+        None => error(StatusCode::NOT_FOUND, "segment not available"),
+    }
+}

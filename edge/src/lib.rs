@@ -1,0 +1,276 @@
+//! strom's edge: the relay core. It pulls broadcasts from upstreams (origins
+//! or parent edges) on demand, keeps their newest groups in one cache, and
+//! serves that cache over MoQT (raw QUIC and WebTransport) and LL-HLS.
+//!
+//! The origin reuses the same cache and MoQT server to publish what it ingests.
+
+pub mod cache;
+pub mod catalog_view;
+pub mod hls;
+pub mod http;
+pub mod metrics;
+pub mod moqt;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use cache::{Broadcasts, CacheLimits, ObjectMeta};
+use metrics::ServerCounters;
+
+/// TLS certificate and key files; when absent a development certificate is
+/// generated in the data directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn identity(files: Option<&TlsFiles>, data_dir: &Path) -> anyhow::Result<tls::Identity> {
+        match files {
+            Some(f) => tls::Identity::load(&f.cert, &f.key),
+            None => tls::Identity::dev(
+                data_dir,
+                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_sha256: Option<String>,
+    pub prefix: String,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            url: "moqt://127.0.0.1:4443".into(),
+            ca_file: None,
+            cert_sha256: None,
+            prefix: String::new(),
+        }
+    }
+}
+
+impl UpstreamSettings {
+    pub fn resolve(&self) -> anyhow::Result<upstream::UpstreamConfig> {
+        let url = url::Url::parse(&self.url)
+            .with_context(|| format!("edge.upstream.url = {:?} is not a URL", self.url))?;
+        if !matches!(url.scheme(), "moqt" | "https") {
+            anyhow::bail!(
+                "edge.upstream.url = {:?}: the scheme must be moqt:// (raw QUIC) or https:// (WebTransport)",
+                self.url
+            );
+        }
+        let trust = match (&self.cert_sha256, &self.ca_file) {
+            (Some(hash), _) => {
+                tls::Trust::Pinned(tls::parse_hex32(hash).context("edge.upstream.cert_sha256")?)
+            }
+            (None, Some(ca)) => tls::Trust::CaFile(ca.clone()),
+            (None, None) => anyhow::bail!(
+                "edge.upstream {:?} needs ca_file or cert_sha256 to trust the upstream",
+                self.url
+            ),
+        };
+        let prefix = self
+            .prefix
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(upstream::UpstreamConfig { url, trust, prefix })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    pub moqt_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub http_tls: bool,
+    pub tls: Option<TlsFiles>,
+    pub upstream: Vec<UpstreamSettings>,
+    pub cache_max_age_secs: u64,
+    pub cache_max_bytes: usize,
+    pub idle_secs: u64,
+    pub hls_part_target_secs: f64,
+    pub hls_window: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            moqt_listen: "127.0.0.1:4443".parse().expect("static address"),
+            http_listen: "127.0.0.1:8080".parse().expect("static address"),
+            http_tls: false,
+            tls: None,
+            upstream: Vec::new(),
+            cache_max_age_secs: 30,
+            cache_max_bytes: 64 * 1024 * 1024,
+            idle_secs: 10,
+            hls_part_target_secs: 0.5,
+            hls_window: 6,
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(0.1..=2.0).contains(&self.hls_part_target_secs) {
+            anyhow::bail!(
+                "edge.hls_part_target_secs = {} must be between 0.1 and 2.0",
+                self.hls_part_target_secs
+            );
+        }
+        if !(3..=60).contains(&self.hls_window) {
+            anyhow::bail!(
+                "edge.hls_window = {} must be between 3 and 60",
+                self.hls_window
+            );
+        }
+        if self.cache_max_age_secs < 2 {
+            anyhow::bail!(
+                "edge.cache_max_age_secs = {} must be at least 2",
+                self.cache_max_age_secs
+            );
+        }
+        if self.cache_max_bytes < 1024 * 1024 {
+            anyhow::bail!(
+                "edge.cache_max_bytes = {} must be at least 1 MiB",
+                self.cache_max_bytes
+            );
+        }
+        if !self.http_tls && !self.http_listen.ip().is_loopback() {
+            anyhow::bail!(
+                "edge.http_listen = {} is not loopback: plain HTTP is allowed on loopback only, set http_tls = true",
+                self.http_listen
+            );
+        }
+        for u in &self.upstream {
+            u.resolve()?;
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> CacheLimits {
+        CacheLimits {
+            max_age: Duration::from_secs(self.cache_max_age_secs),
+            max_bytes: self.cache_max_bytes,
+        }
+    }
+}
+
+/// What a CMAF object tells the cache: duration and producer wall clock.
+pub fn object_meta(track: &str, payload: &[u8]) -> ObjectMeta {
+    if track == "catalog" {
+        return ObjectMeta::default();
+    }
+    match strom_media::cmaf::parse_chunk(payload) {
+        Ok(info) => ObjectMeta {
+            duration_ticks: info.duration,
+            producer_time_us: info.prft.map(|p| p.unix_micros),
+        },
+        Err(_) => ObjectMeta::default(),
+    }
+}
+
+/// A running edge: bound sockets, shared cache, counters.
+pub struct Edge {
+    config: EdgeConfig,
+    moqt: moqt::MoqtServer,
+    http: tokio::net::TcpListener,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    upstreams: Vec<upstream::UpstreamConfig>,
+    pub broadcasts: Arc<Broadcasts>,
+    pub counters: Arc<ServerCounters>,
+    pub cert_sha256: String,
+}
+
+impl Edge {
+    /// Validates the configuration and binds every socket.
+    pub async fn load(config: EdgeConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        config.validate()?;
+        let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
+        let moqt = moqt::MoqtServer::bind(
+            config.moqt_listen,
+            identity.server_config(&moqt::server_alpns())?,
+        )?;
+        let http = http::bind(config.http_listen).await?;
+        let http_tls = if config.http_tls {
+            Some(Arc::new(identity.server_config(&[b"h2", b"http/1.1"])?))
+        } else {
+            None
+        };
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(UpstreamSettings::resolve)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            config,
+            moqt,
+            http,
+            http_tls,
+            upstreams,
+            broadcasts: Broadcasts::new(),
+            counters: Arc::new(ServerCounters::default()),
+            cert_sha256: identity.sha256_hex(),
+        })
+    }
+
+    pub fn moqt_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.moqt.local_addr()
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.http.local_addr()?)
+    }
+
+    /// Serves until the process ends.
+    pub async fn run(self) -> anyhow::Result<()> {
+        tracing::info!(
+            moqt = %self.moqt_addr()?,
+            http = %self.http_addr()?,
+            cert_sha256 = %self.cert_sha256,
+            upstreams = self.upstreams.len(),
+            "edge ready"
+        );
+        let ctx = upstream::UpstreamContext {
+            broadcasts: self.broadcasts.clone(),
+            counters: self.counters.clone(),
+            limits: self.config.limits(),
+            idle: Duration::from_secs(self.config.idle_secs),
+        };
+        for u in self.upstreams {
+            tokio::spawn(upstream::run(u, ctx.clone()));
+        }
+        let state = http::HttpState {
+            role: "edge",
+            broadcasts: self.broadcasts.clone(),
+            counters: self.counters.clone(),
+            part_target: self.config.hls_part_target_secs,
+            window: self.config.hls_window,
+            extra_metrics: None,
+        };
+        let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
+        let moqt = tokio::spawn(self.moqt.run(self.broadcasts, self.counters));
+        tokio::select! {
+            res = http => res.context("HTTP server stopped")?,
+            res = moqt => res.context("MoQT server stopped")?,
+        }
+        anyhow::bail!("edge stopped serving")
+    }
+}

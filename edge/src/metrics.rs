@@ -1,0 +1,206 @@
+//! Prometheus text exposition of what a relay does: sessions, subscriptions,
+//! and per-track traffic, labelled by namespace and track (never personal data).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cache::Broadcasts;
+
+/// Counters of one MoQT server.
+#[derive(Default, Debug)]
+pub struct ServerCounters {
+    pub sessions_quic: AtomicU64,
+    pub sessions_webtransport: AtomicU64,
+    pub sessions_active_quic: AtomicU64,
+    pub sessions_active_webtransport: AtomicU64,
+    pub subscriptions_total: AtomicU64,
+    pub subscriptions_refused: AtomicU64,
+    pub hls_requests: AtomicU64,
+    pub hls_bytes: AtomicU64,
+    pub upstream_subscriptions: AtomicU64,
+    pub upstream_subscriptions_active: AtomicU64,
+}
+
+/// Decrements the active-session gauge when the session ends.
+pub struct SessionGuard {
+    counters: Arc<ServerCounters>,
+    webtransport: bool,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let gauge = if self.webtransport {
+            &self.counters.sessions_active_webtransport
+        } else {
+            &self.counters.sessions_active_quic
+        };
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ServerCounters {
+    pub fn session_opened(self: &Arc<Self>, protocol: &str) -> SessionGuard {
+        let webtransport = protocol == "webtransport";
+        let (total, active) = if webtransport {
+            (
+                &self.sessions_webtransport,
+                &self.sessions_active_webtransport,
+            )
+        } else {
+            (&self.sessions_quic, &self.sessions_active_quic)
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        active.fetch_add(1, Ordering::Relaxed);
+        SessionGuard {
+            counters: self.clone(),
+            webtransport,
+        }
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders the counters and per-track figures for `role` ("origin" or "edge").
+pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) -> String {
+    let mut out = String::new();
+    let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{role=\"{role}\"{labels}}} {value}");
+        }
+    };
+    family(
+        "strom_moqt_sessions_total",
+        "counter",
+        "MoQT sessions accepted, by transport.",
+        vec![
+            (",protocol=\"quic\"".into(), c(&counters.sessions_quic)),
+            (
+                ",protocol=\"webtransport\"".into(),
+                c(&counters.sessions_webtransport),
+            ),
+        ],
+    );
+    family(
+        "strom_moqt_sessions_active",
+        "gauge",
+        "MoQT sessions open now, by transport.",
+        vec![
+            (
+                ",protocol=\"quic\"".into(),
+                c(&counters.sessions_active_quic),
+            ),
+            (
+                ",protocol=\"webtransport\"".into(),
+                c(&counters.sessions_active_webtransport),
+            ),
+        ],
+    );
+    family(
+        "strom_moqt_subscriptions_refused_total",
+        "counter",
+        "SUBSCRIBE requests for unknown broadcasts or tracks.",
+        vec![(String::new(), c(&counters.subscriptions_refused))],
+    );
+    family(
+        "strom_upstream_subscriptions_total",
+        "counter",
+        "Track subscriptions this relay opened upstream.",
+        vec![(String::new(), c(&counters.upstream_subscriptions))],
+    );
+    family(
+        "strom_upstream_subscriptions_active",
+        "gauge",
+        "Track subscriptions this relay holds upstream now.",
+        vec![(String::new(), c(&counters.upstream_subscriptions_active))],
+    );
+    family(
+        "strom_hls_requests_total",
+        "counter",
+        "HTTP requests for HLS playlists and media.",
+        vec![(String::new(), c(&counters.hls_requests))],
+    );
+    family(
+        "strom_hls_egress_bytes_total",
+        "counter",
+        "Bytes of HLS playlists and media sent.",
+        vec![(String::new(), c(&counters.hls_bytes))],
+    );
+
+    let mut per_track: Vec<(String, [u64; 7])> = Vec::new();
+    for b in broadcasts.list() {
+        for t in b.track_list() {
+            let labels = format!(
+                ",namespace=\"{}\",track=\"{}\"",
+                escape(&b.namespace.to_string()),
+                escape(&t.name)
+            );
+            let k = &t.counters;
+            per_track.push((
+                labels,
+                [
+                    c(&k.subscriptions),
+                    t.reader_count() as u64,
+                    c(&k.objects_in),
+                    c(&k.bytes_in),
+                    c(&k.bytes_out),
+                    t.cached_bytes() as u64,
+                    c(&k.objects_skipped),
+                ],
+            ));
+        }
+    }
+    per_track.sort();
+    let pick = |i: usize| per_track.iter().map(|(l, v)| (l.clone(), v[i])).collect();
+    family(
+        "strom_track_subscriptions_total",
+        "counter",
+        "Downstream MoQT subscriptions accepted per track.",
+        pick(0),
+    );
+    family(
+        "strom_track_readers",
+        "gauge",
+        "Readers (MoQT subscribers) following a track now.",
+        pick(1),
+    );
+    family(
+        "strom_track_objects_in_total",
+        "counter",
+        "Objects stored per track.",
+        pick(2),
+    );
+    family(
+        "strom_track_ingress_bytes_total",
+        "counter",
+        "Object bytes stored per track.",
+        pick(3),
+    );
+    family(
+        "strom_track_egress_bytes_total",
+        "counter",
+        "Object bytes handed to MoQT subscribers per track.",
+        pick(4),
+    );
+    family(
+        "strom_track_cache_bytes",
+        "gauge",
+        "Bytes held in the group cache per track.",
+        pick(5),
+    );
+    family(
+        "strom_track_reader_skips_total",
+        "counter",
+        "Times a slow reader fell behind the cache and skipped ahead.",
+        pick(6),
+    );
+    out
+}

@@ -1,0 +1,338 @@
+//! MoQT (draft-18) over QUIC and WebTransport: the server that fans the cache
+//! out to subscribers and announces broadcasts, and the conversions between
+//! strom's model and moq-transport's types.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use moq_transport::coding::{Location, TrackNamespace, TrackNamespacePrefix, TupleField};
+use moq_transport::message::FilterType;
+use moq_transport::serve::{self, ServeError, Subgroup};
+use moq_transport::session::{Publisher, Subscribed, SubscribedNamespace, Transport};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::cache::{Announcement, Broadcasts, Delivery, Namespace};
+use crate::metrics::ServerCounters;
+
+/// ALPNs a MoQT endpoint offers: HTTP/3 for WebTransport, then the raw-QUIC MoQT versions.
+pub fn server_alpns() -> Vec<&'static [u8]> {
+    let mut alpns: Vec<&'static [u8]> = vec![web_transport_quinn::ALPN.as_bytes()];
+    alpns.extend(
+        moq_transport::setup::SUPPORTED_ALPNS
+            .iter()
+            .map(|a| a.as_bytes()),
+    );
+    alpns
+}
+
+pub fn to_track_namespace(ns: &Namespace) -> TrackNamespace {
+    let mut out = TrackNamespace::new();
+    for f in ns.fields() {
+        out.add(TupleField::from_utf8(f));
+    }
+    out
+}
+
+pub fn from_track_namespace(ns: &TrackNamespace) -> anyhow::Result<Namespace> {
+    let fields = ns
+        .fields
+        .iter()
+        .map(|f| String::from_utf8(f.value.clone()).context("namespace field is not UTF-8"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Namespace::new(fields)?)
+}
+
+fn prefix_fields(prefix: &TrackNamespacePrefix) -> anyhow::Result<Vec<String>> {
+    prefix
+        .fields
+        .iter()
+        .map(|f| String::from_utf8(f.value.clone()).context("namespace prefix is not UTF-8"))
+        .collect()
+}
+
+/// Publisher priorities (lower is more important): audio survives congestion first.
+pub fn priority_of(track: &str) -> u8 {
+    match track {
+        "catalog" => 0,
+        t if t.starts_with("audio") => 1,
+        _ => 2,
+    }
+}
+
+pub fn quic_transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        std::time::Duration::from_secs(10)
+            .try_into()
+            .expect("10 s is a valid idle timeout"),
+    ));
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(3)));
+    // One stream per group per track per subscriber; be generous.
+    transport.max_concurrent_uni_streams(1024u32.into());
+    transport.max_concurrent_bidi_streams(256u32.into());
+    transport
+}
+
+/// A bound QUIC endpoint serving MoQT over raw QUIC and WebTransport.
+pub struct MoqtServer {
+    endpoint: quinn::Endpoint,
+}
+
+impl MoqtServer {
+    pub fn bind(addr: SocketAddr, tls: rustls::ServerConfig) -> anyhow::Result<Self> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .context("TLS configuration unusable for QUIC")?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(Arc::new(quic_transport_config()));
+        let endpoint = quinn::Endpoint::server(config, addr)
+            .with_context(|| format!("binding QUIC on {addr}"))?;
+        Ok(Self { endpoint })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Accepts sessions until the endpoint closes; each runs on its own task.
+    pub async fn run(self, broadcasts: Arc<Broadcasts>, counters: Arc<ServerCounters>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let broadcasts = broadcasts.clone();
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                if let Err(err) = accept_session(incoming, broadcasts, counters).await {
+                    tracing::info!(%remote, error = %format!("{err:#}"), "MoQT session ended");
+                }
+            });
+        }
+    }
+}
+
+async fn accept_session(
+    incoming: quinn::Incoming,
+    broadcasts: Arc<Broadcasts>,
+    counters: Arc<ServerCounters>,
+) -> anyhow::Result<()> {
+    let conn = incoming.await.context("QUIC handshake failed")?;
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .unwrap_or_default();
+    let (session, transport) = if alpn == web_transport_quinn::ALPN.as_bytes() {
+        let request = web_transport_quinn::Request::accept(conn)
+            .await
+            .context("WebTransport CONNECT failed")?;
+        // Browsers that do not offer WT-Available-Protocols get draft-18.
+        let mut response = web_transport_quinn::proto::ConnectResponse::OK;
+        if !request.protocols.is_empty() {
+            match moq_transport::setup::negotiate_version(&request.protocols) {
+                Some(v) => response = response.with_protocol(v.to_string()),
+                None => {
+                    let _ = request
+                        .reject(web_transport_quinn::http::StatusCode::NOT_ACCEPTABLE)
+                        .await;
+                    anyhow::bail!("WebTransport client offers no MoQT version we speak");
+                }
+            }
+        }
+        let session = request
+            .respond(response)
+            .await
+            .context("WebTransport response failed")?;
+        (session, Transport::WebTransport)
+    } else if moq_transport::setup::SUPPORTED_ALPNS
+        .iter()
+        .any(|a| a.as_bytes() == alpn.as_slice())
+    {
+        let url = url::Url::parse("moqt://localhost/").expect("static URL parses");
+        let session = web_transport_quinn::Session::raw(
+            conn,
+            url,
+            web_transport_quinn::proto::ConnectResponse::default(),
+        );
+        (session, Transport::RawQuic)
+    } else {
+        anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
+    };
+
+    let (session, publisher, _subscriber) =
+        moq_transport::session::Session::accept(session.into(), None, transport)
+            .await
+            .context("MoQT setup failed")?;
+    let protocol = match transport {
+        Transport::WebTransport => "webtransport",
+        Transport::RawQuic => "quic",
+    };
+    let _session_guard = counters.session_opened(protocol);
+    let publisher = publisher.context("peer did not take the subscriber role")?;
+    tokio::select! {
+        res = session.run() => res.context("MoQT session failed"),
+        _ = serve_publisher(publisher, broadcasts, counters.clone()) => Ok(()),
+    }
+}
+
+/// Answers every SUBSCRIBE and SUBSCRIBE_NAMESPACE of one session.
+pub async fn serve_publisher(
+    mut publisher: Publisher,
+    broadcasts: Arc<Broadcasts>,
+    counters: Arc<ServerCounters>,
+) {
+    let mut namespaces = publisher.clone();
+    loop {
+        tokio::select! {
+            subscribed = publisher.subscribed() => {
+                let Some(subscribed) = subscribed else { return };
+                let broadcasts = broadcasts.clone();
+                let counters = counters.clone();
+                tokio::spawn(async move {
+                    serve_subscription(subscribed, broadcasts, counters).await;
+                });
+            }
+            request = namespaces.subscribed_namespace() => {
+                let Some(request) = request else { return };
+                let broadcasts = broadcasts.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = serve_namespaces(request, broadcasts).await {
+                        tracing::debug!(error = %format!("{err:#}"), "namespace subscription ended");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_namespaces(
+    mut request: SubscribedNamespace,
+    broadcasts: Arc<Broadcasts>,
+) -> anyhow::Result<()> {
+    let prefix = match prefix_fields(&request.info.namespace_prefix) {
+        Ok(p) => p,
+        Err(err) => {
+            let _ = request.reject(0x3, "namespace prefix is not UTF-8");
+            return Err(err);
+        }
+    };
+    let (current, mut events) = broadcasts.watch();
+    request.ok()?;
+    for ns in current.iter().filter(|ns| ns.starts_with(&prefix)) {
+        request.namespace(&to_track_namespace(ns))?;
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(Announcement::Active(ns)) if ns.starts_with(&prefix) => {
+                    request.namespace(&to_track_namespace(&ns))?;
+                }
+                Ok(Announcement::Ended(ns)) if ns.starts_with(&prefix) => {
+                    request.namespace_done(&to_track_namespace(&ns))?;
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    // Too far behind to be exact: resend what exists now.
+                    for b in broadcasts.list() {
+                        if b.namespace.starts_with(&prefix) {
+                            request.namespace(&to_track_namespace(&b.namespace))?;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            res = request.closed() => return Ok(res?),
+        }
+    }
+}
+
+async fn serve_subscription(
+    subscribed: Subscribed,
+    broadcasts: Arc<Broadcasts>,
+    counters: Arc<ServerCounters>,
+) {
+    let info = subscribed.info.clone();
+    let track_name = info.track_name.to_string_lossy().into_owned();
+    let found = from_track_namespace(&info.track_namespace)
+        .ok()
+        .and_then(|ns| broadcasts.get(&ns))
+        .and_then(|b| b.track(&track_name).map(|t| (b, t)));
+    let Some((broadcast, track)) = found else {
+        counters
+            .subscriptions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = subscribed.close(ServeError::NotFound);
+        return;
+    };
+    counters.subscriptions_total.fetch_add(1, Ordering::Relaxed);
+    track.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(namespace = %broadcast.namespace, track = %track_name, "subscription");
+
+    let reader = match info
+        .filter
+        .as_ref()
+        .map(|f| (f.filter_type, f.start_location))
+    {
+        Some((FilterType::AbsoluteStart | FilterType::AbsoluteRange, Some(start))) => {
+            track.reader_at(Some(start.group_id))
+        }
+        Some((FilterType::NextGroupStart, _)) => {
+            track.reader_at(Some(track.largest().map_or(0, |(g, _)| g + 1)))
+        }
+        _ => track.reader_from_newest(),
+    };
+    let largest = track.largest().map(|(g, o)| Location::new(g, o));
+    let (writer, track_reader) =
+        serve::Track::new(info.track_namespace.clone(), info.track_name.clone()).produce();
+    let subgroups = match writer.subgroups() {
+        Ok(s) => s,
+        Err(err) => {
+            let _ = subscribed.close(err);
+            return;
+        }
+    };
+    let result = tokio::select! {
+        res = subscribed.serve_with_largest_location(track_reader, largest) => res.map_err(anyhow::Error::from),
+        res = feed(reader, subgroups, priority_of(&track_name)) => res,
+    };
+    if let Err(err) = result {
+        tracing::debug!(track = %track_name, error = %format!("{err:#}"), "subscription ended");
+    }
+}
+
+/// Copies the cache into one subscriber's track: a subgroup stream per group.
+async fn feed(
+    mut reader: crate::cache::TrackReader,
+    mut subgroups: serve::SubgroupsWriter,
+    priority: u8,
+) -> anyhow::Result<()> {
+    let mut current: Option<(u64, serve::SubgroupWriter)> = None;
+    while let Some(delivery) = reader.next().await {
+        match delivery {
+            Delivery::Object { group, object } => {
+                if current.as_ref().map(|(g, _)| *g) != Some(group) {
+                    current = Some((
+                        group,
+                        subgroups.create(Subgroup {
+                            group_id: group,
+                            subgroup_id: 0,
+                            priority,
+                        })?,
+                    ));
+                }
+                if let Some((_, writer)) = current.as_mut() {
+                    let mut w = writer.create_with_id(object.id, object.payload.len(), None)?;
+                    w.write(object.payload)?;
+                }
+            }
+            Delivery::GroupEnd { group } => {
+                if current.as_ref().map(|(g, _)| *g) == Some(group) {
+                    // Dropping the writer ends the group's stream.
+                    current = None;
+                }
+            }
+        }
+    }
+    drop(current);
+    subgroups.close(ServeError::Done).ok();
+    Ok(())
+}

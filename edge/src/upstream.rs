@@ -1,0 +1,340 @@
+//! Upstream links: an edge dials an origin or a parent edge, learns its
+//! broadcasts with SUBSCRIBE_NAMESPACE, and subscribes to a track only while
+//! someone downstream wants it — exactly one upstream subscription per track.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
+use moq_transport::serve::{self, TrackReaderMode};
+use moq_transport::session::{NamespaceEvent, Subscriber, Transport};
+use tokio::sync::mpsc;
+
+use crate::cache::{Broadcast, Broadcasts, CacheLimits, Namespace, Object, Source, TrackCache};
+use crate::metrics::ServerCounters;
+use crate::moqt::{from_track_namespace, quic_transport_config, to_track_namespace};
+use crate::object_meta;
+use crate::tls::{self, Trust};
+
+/// One upstream to pull from.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// `moqt://host:port` (raw QUIC) or `https://host:port/path` (WebTransport).
+    pub url: url::Url,
+    pub trust: Trust,
+    /// Only broadcasts under this namespace prefix (empty: all).
+    pub prefix: Vec<String>,
+}
+
+/// Shared settings of all upstream links of one edge.
+#[derive(Clone)]
+pub struct UpstreamContext {
+    pub broadcasts: Arc<Broadcasts>,
+    pub counters: Arc<ServerCounters>,
+    pub limits: CacheLimits,
+    /// How long a track stays subscribed upstream after its last viewer left.
+    pub idle: Duration,
+}
+
+/// Keeps one upstream link up for ever, reconnecting with backoff.
+pub async fn run(config: UpstreamConfig, ctx: UpstreamContext) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = Instant::now();
+        match connect_once(&config, &ctx).await {
+            Ok(()) => tracing::info!(upstream = %config.url, "upstream session closed"),
+            Err(err) => {
+                tracing::warn!(upstream = %config.url, error = %format!("{err:#}"), "upstream session failed")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(250);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn resolve(url: &url::Url) -> anyhow::Result<(SocketAddr, String)> {
+    let host = url
+        .host_str()
+        .context("upstream URL has no host")?
+        .to_owned();
+    let port = url.port().unwrap_or(443);
+    let host_for_lookup = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addr = tokio::net::lookup_host((host_for_lookup.as_str(), port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    Ok((addr, host_for_lookup))
+}
+
+/// Opens a MoQT session to `url` as a client (used by upstream links and `strom watch`).
+pub async fn connect(
+    url: &url::Url,
+    trust: &Trust,
+) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
+    let (addr, host) = resolve(url).await?;
+    let (alpn, transport): (&[u8], Transport) = match url.scheme() {
+        "moqt" => (
+            moq_transport::setup::DraftVersion::Draft18.alpn_bytes(),
+            Transport::RawQuic,
+        ),
+        "https" => (
+            web_transport_quinn::ALPN.as_bytes(),
+            Transport::WebTransport,
+        ),
+        other => bail!("upstream URL scheme must be moqt or https, not {other}"),
+    };
+    let client_tls = tls::client_config(trust, &[alpn])?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+        .context("TLS configuration unusable for QUIC")?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(quic_transport_config()));
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let endpoint = quinn::Endpoint::client(bind).context("binding QUIC client socket")?;
+    let server_name = if host.parse::<std::net::IpAddr>().is_ok() {
+        "localhost".to_owned()
+    } else {
+        host
+    };
+    let conn = endpoint
+        .connect_with(client, addr, &server_name)?
+        .await
+        .with_context(|| format!("QUIC connection to {url}"))?;
+    let session = match transport {
+        Transport::WebTransport => {
+            let mut request = web_transport_quinn::proto::ConnectRequest::new(url.clone());
+            for v in moq_transport::setup::SUPPORTED_ALPNS {
+                request = request.with_protocol(v.to_string());
+            }
+            web_transport_quinn::Session::connect(conn, request)
+                .await
+                .context("WebTransport CONNECT")?
+        }
+        Transport::RawQuic => web_transport_quinn::Session::raw(
+            conn,
+            url.clone(),
+            web_transport_quinn::proto::ConnectResponse::default(),
+        ),
+    };
+    let (session, _publisher, subscriber) =
+        moq_transport::session::Session::connect(session.into(), None, transport)
+            .await
+            .context("MoQT setup")?;
+    Ok((session, subscriber))
+}
+
+async fn connect_once(config: &UpstreamConfig, ctx: &UpstreamContext) -> anyhow::Result<()> {
+    let (session, subscriber) = connect(&config.url, &config.trust).await?;
+    tracing::info!(upstream = %config.url, "upstream connected");
+    let mut registered: HashMap<Namespace, Arc<Broadcast>> = HashMap::new();
+    let result = tokio::select! {
+        res = session.run() => res.context("upstream session"),
+        res = follow_namespaces(config, ctx, subscriber, &mut registered) => res,
+    };
+    for b in registered.values() {
+        ctx.broadcasts.remove(b);
+    }
+    result
+}
+
+async fn follow_namespaces(
+    config: &UpstreamConfig,
+    ctx: &UpstreamContext,
+    mut subscriber: Subscriber,
+    registered: &mut HashMap<Namespace, Arc<Broadcast>>,
+) -> anyhow::Result<()> {
+    let mut prefix = TrackNamespacePrefix::new();
+    for f in &config.prefix {
+        prefix.fields.push(TupleField::from_utf8(f));
+    }
+    let namespaces = subscriber
+        .subscribe_namespace(prefix, KeyValuePairs::default())
+        .await
+        .context("SUBSCRIBE_NAMESPACE")?;
+    namespaces
+        .ok()
+        .await
+        .context("SUBSCRIBE_NAMESPACE refused")?;
+    let mut pulls = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            event = namespaces.next() => match event? {
+                Some(NamespaceEvent::Added(ns)) => {
+                    let Ok(ns) = from_track_namespace(&ns) else {
+                        tracing::warn!("upstream announced a namespace that is not ours; ignored");
+                        continue;
+                    };
+                    if registered.contains_key(&ns) {
+                        continue;
+                    }
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let broadcast = Broadcast::new(ns.clone(), Source::Upstream(tx), ctx.limits);
+                    let active = ctx.broadcasts.insert(broadcast.clone());
+                    if !Arc::ptr_eq(&active, &broadcast) {
+                        tracing::debug!(namespace = %ns, "broadcast already served by another upstream");
+                        continue;
+                    }
+                    tracing::info!(namespace = %ns, upstream = %config.url, "broadcast announced upstream");
+                    registered.insert(ns, broadcast.clone());
+                    pulls.push(serve_track_requests(broadcast, rx, subscriber.clone(), ctx.clone()));
+                }
+                Some(NamespaceEvent::Removed(ns)) => {
+                    if let Ok(ns) = from_track_namespace(&ns) {
+                        if let Some(b) = registered.remove(&ns) {
+                            tracing::info!(namespace = %ns, "broadcast ended upstream");
+                            ctx.broadcasts.remove(&b);
+                        }
+                    }
+                }
+                None => bail!("upstream ended the namespace subscription"),
+            },
+            Some(()) = pulls.next(), if !pulls.is_empty() => {}
+        }
+    }
+}
+
+/// Subscribes upstream to each track the broadcast is asked for.
+async fn serve_track_requests(
+    broadcast: Arc<Broadcast>,
+    mut requests: mpsc::UnboundedReceiver<Arc<TrackCache>>,
+    subscriber: Subscriber,
+    ctx: UpstreamContext,
+) {
+    let mut pulls = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(track) => pulls.push(pull_track(broadcast.clone(), track, subscriber.clone(), ctx.clone())),
+                None => return,
+            },
+            Some(()) = pulls.next(), if !pulls.is_empty() => {}
+        }
+    }
+}
+
+async fn pull_track(
+    broadcast: Arc<Broadcast>,
+    track: Arc<TrackCache>,
+    mut subscriber: Subscriber,
+    ctx: UpstreamContext,
+) {
+    ctx.counters
+        .upstream_subscriptions
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.counters
+        .upstream_subscriptions_active
+        .fetch_add(1, Ordering::Relaxed);
+    let result = pull_track_inner(&broadcast, &track, &mut subscriber, &ctx).await;
+    ctx.counters
+        .upstream_subscriptions_active
+        .fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok(()) => {
+            tracing::debug!(namespace = %broadcast.namespace, track = %track.name, "upstream subscription released")
+        }
+        Err(err) => {
+            tracing::info!(namespace = %broadcast.namespace, track = %track.name, error = %format!("{err:#}"), "upstream subscription ended")
+        }
+    }
+    broadcast.remove_track(&track);
+    track.close();
+}
+
+async fn pull_track_inner(
+    broadcast: &Arc<Broadcast>,
+    track: &Arc<TrackCache>,
+    subscriber: &mut Subscriber,
+    ctx: &UpstreamContext,
+) -> anyhow::Result<()> {
+    let (writer, reader) = serve::Track::new(
+        to_track_namespace(&broadcast.namespace),
+        track.name.as_str(),
+    )
+    .produce();
+    let subscription = subscriber
+        .subscribe_open(writer)
+        .await
+        .context("SUBSCRIBE refused")?;
+    let mut idle_check = tokio::time::interval(Duration::from_millis(500));
+    let mut groups = FuturesUnordered::new();
+    let mode = tokio::select! {
+        mode = reader.mode() => mode.context("upstream track")?,
+        res = subscription.closed() => { res?; return Ok(()) },
+    };
+    let TrackReaderMode::Subgroups(mut subgroups) = mode else {
+        bail!("upstream delivers this track neither as subgroups; not supported");
+    };
+    let idle = loop {
+        tokio::select! {
+            next = subgroups.next() => match next? {
+                Some(subgroup) => groups.push(read_subgroup(subgroup, track.clone())),
+                None => break false,
+            },
+            Some(res) = groups.next(), if !groups.is_empty() => {
+                if let Err(err) = res {
+                    tracing::debug!(track = %track.name, error = %err, "upstream group stream ended early");
+                }
+            }
+            _ = idle_check.tick() => {
+                if !track.in_demand(ctx.idle, Instant::now()) {
+                    break true;
+                }
+            }
+            res = subscription.closed() => { res?; break false },
+        }
+    };
+    if idle {
+        subscription.unsubscribe().await;
+    }
+    Ok(())
+}
+
+async fn read_subgroup(
+    mut subgroup: serve::SubgroupReader,
+    track: Arc<TrackCache>,
+) -> Result<(), serve::ServeError> {
+    let group = subgroup.group_id;
+    let result = async {
+        while let Some(mut object) = subgroup.next().await? {
+            let id = object.info.object_id;
+            let payload = object.read_all().await?;
+            let meta = object_meta(&track.name, &payload);
+            track.insert(group, Object { id, payload, meta }, Instant::now());
+        }
+        Ok(())
+    }
+    .await;
+    // Stream end or reset: nothing more will arrive for this group.
+    track.finish_group(group);
+    result
+}
+
+/// A broadcast pulled from an already connected upstream session: tracks are
+/// subscribed when first asked for (used by `strom watch`). Drive the
+/// session's `run()` alongside; the returned task serves the track requests.
+pub fn attach(
+    namespace: Namespace,
+    subscriber: Subscriber,
+    ctx: UpstreamContext,
+) -> (Arc<Broadcast>, impl std::future::Future<Output = ()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let broadcast = Broadcast::new(namespace, Source::Upstream(tx), ctx.limits);
+    let serve = serve_track_requests(broadcast.clone(), rx, subscriber, ctx);
+    (broadcast, serve)
+}

@@ -1,0 +1,223 @@
+//! strom's origin: accepts broadcasters' pushes (RTMP), packages them as CMAF
+//! groups and objects, and publishes them over MoQT to edges.
+
+pub mod auth;
+pub mod publish;
+pub mod rtmp;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use strom_edge::cache::{Broadcasts, CacheLimits, Namespace};
+use strom_edge::metrics::ServerCounters;
+use strom_edge::{http, moqt, TlsFiles};
+
+use auth::{PublishAuthorizer, StaticKeys, StreamKey};
+use publish::Publications;
+use rtmp::{IngestCounters, RtmpContext};
+
+/// A stream a broadcaster may push: `rtmp://host/<app>/<key>` publishes `namespace`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    pub app: String,
+    pub key: String,
+    /// `tenant/event/stream`
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    pub rtmp_listen: SocketAddr,
+    pub moqt_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub streams: Vec<StreamSettings>,
+    pub cache_max_age_secs: u64,
+    pub cache_max_bytes: usize,
+    pub linger_secs: u64,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            rtmp_listen: "127.0.0.1:1935".parse().expect("static address"),
+            moqt_listen: "127.0.0.1:4444".parse().expect("static address"),
+            http_listen: "127.0.0.1:8081".parse().expect("static address"),
+            tls: None,
+            streams: Vec::new(),
+            cache_max_age_secs: 30,
+            cache_max_bytes: 64 * 1024 * 1024,
+            linger_secs: 300,
+        }
+    }
+}
+
+impl OriginConfig {
+    pub fn stream_keys(&self) -> anyhow::Result<Vec<StreamKey>> {
+        let mut keys: Vec<StreamKey> = Vec::new();
+        for s in &self.streams {
+            let namespace = Namespace::parse(&s.namespace)
+                .with_context(|| format!("origin.streams.namespace = {:?}", s.namespace))?;
+            if s.key.len() < 16 {
+                anyhow::bail!(
+                    "origin.streams key for {} is {} characters; at least 16 are required",
+                    s.namespace,
+                    s.key.len()
+                );
+            }
+            if s.app.is_empty() || s.app.contains('/') {
+                anyhow::bail!(
+                    "origin.streams.app = {:?} must be one non-empty path segment",
+                    s.app
+                );
+            }
+            if keys.iter().any(|k| k.key == s.key) {
+                anyhow::bail!("origin.streams: a key is used twice (for {})", s.namespace);
+            }
+            keys.push(StreamKey {
+                app: s.app.clone(),
+                key: s.key.clone(),
+                namespace,
+            });
+        }
+        Ok(keys)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.stream_keys()?;
+        if !self.http_listen.ip().is_loopback() {
+            anyhow::bail!(
+                "origin.http_listen = {} must be loopback (it serves metrics only)",
+                self.http_listen
+            );
+        }
+        if self.cache_max_age_secs < 2 {
+            anyhow::bail!(
+                "origin.cache_max_age_secs = {} must be at least 2",
+                self.cache_max_age_secs
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A running origin with bound sockets.
+pub struct Origin {
+    config: OriginConfig,
+    rtmp: tokio::net::TcpListener,
+    moqt: moqt::MoqtServer,
+    http: tokio::net::TcpListener,
+    authorizer: Arc<dyn PublishAuthorizer>,
+    pub broadcasts: Arc<Broadcasts>,
+    pub publications: Arc<Publications>,
+    pub counters: Arc<ServerCounters>,
+    pub ingest: Arc<IngestCounters>,
+    pub cert_sha256: String,
+}
+
+impl Origin {
+    pub async fn load(config: OriginConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        config.validate()?;
+        let authorizer: Arc<dyn PublishAuthorizer> =
+            Arc::new(StaticKeys::new(config.stream_keys()?));
+        Self::load_with(config, data_dir, authorizer).await
+    }
+
+    /// Like [`Origin::load`] with another way to authorise publishers.
+    pub async fn load_with(
+        config: OriginConfig,
+        data_dir: &Path,
+        authorizer: Arc<dyn PublishAuthorizer>,
+    ) -> anyhow::Result<Self> {
+        let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
+        let moqt = moqt::MoqtServer::bind(
+            config.moqt_listen,
+            identity.server_config(&moqt::server_alpns())?,
+        )?;
+        let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
+            .await
+            .with_context(|| format!("binding RTMP on {}", config.rtmp_listen))?;
+        let http = http::bind(config.http_listen).await?;
+        let broadcasts = Broadcasts::new();
+        let limits = CacheLimits {
+            max_age: Duration::from_secs(config.cache_max_age_secs),
+            max_bytes: config.cache_max_bytes,
+        };
+        Ok(Self {
+            publications: Publications::new(broadcasts.clone(), limits),
+            config,
+            rtmp,
+            moqt,
+            http,
+            authorizer,
+            broadcasts,
+            counters: Arc::new(ServerCounters::default()),
+            ingest: Arc::new(IngestCounters::default()),
+            cert_sha256: identity.sha256_hex(),
+        })
+    }
+
+    pub fn rtmp_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.rtmp.local_addr()?)
+    }
+
+    pub fn moqt_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.moqt.local_addr()
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.http.local_addr()?)
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        tracing::info!(
+            rtmp = %self.rtmp_addr()?,
+            moqt = %self.moqt_addr()?,
+            http = %self.http_addr()?,
+            cert_sha256 = %self.cert_sha256,
+            "origin ready"
+        );
+        let ingest = self.ingest.clone();
+        let ctx = Arc::new(RtmpContext {
+            authorizer: self.authorizer,
+            publications: self.publications.clone(),
+            counters: self.ingest.clone(),
+        });
+        let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx));
+        let moqt = tokio::spawn(
+            self.moqt
+                .run(self.broadcasts.clone(), self.counters.clone()),
+        );
+        let state = http::HttpState {
+            role: "origin",
+            broadcasts: self.broadcasts.clone(),
+            counters: self.counters.clone(),
+            part_target: 0.5,
+            window: 6,
+            extra_metrics: Some(Arc::new(move || ingest.render())),
+        };
+        let http = tokio::spawn(http::serve(self.http, None, state));
+        let linger = Duration::from_secs(self.config.linger_secs);
+        let publications = self.publications.clone();
+        let expiry = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                publications.expire(linger, Instant::now());
+            }
+        });
+        tokio::select! {
+            res = rtmp => res.context("RTMP listener stopped")?,
+            res = moqt => res.context("MoQT server stopped")?,
+            res = http => res.context("HTTP server stopped")?,
+            res = expiry => res.context("expiry stopped")?,
+        }
+        anyhow::bail!("origin stopped serving")
+    }
+}

@@ -1,0 +1,309 @@
+//! RTMP ingest (publish only): handshake, session, and hand-off of audio and
+//! video tags to a [`PublishSession`]. A misbehaving peer loses its own
+//! connection and nothing else.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::auth::{key_label, PublishAuthorizer};
+use crate::publish::{Publications, PublishSession};
+
+/// Time allowed for the RTMP handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publisher that sends nothing for this long is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ingest counters, for `/metrics`.
+#[derive(Default, Debug)]
+pub struct IngestCounters {
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl IngestCounters {
+    /// Prometheus text for the ingest counters.
+    pub fn render(&self) -> String {
+        let rows = [
+            (
+                "strom_ingest_connections_total",
+                "RTMP connections accepted.",
+                &self.connections,
+            ),
+            (
+                "strom_ingest_refused_total",
+                "Publishes refused (key, duplicate).",
+                &self.refused,
+            ),
+            (
+                "strom_ingest_failed_total",
+                "Connections closed on an error.",
+                &self.failed,
+            ),
+            (
+                "strom_ingest_bytes_total",
+                "Bytes received from broadcasters.",
+                &self.bytes,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{protocol=\"rtmp\"}} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+pub struct RtmpContext {
+    pub authorizer: Arc<dyn PublishAuthorizer>,
+    pub publications: Arc<Publications>,
+    pub counters: Arc<IngestCounters>,
+}
+
+pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(err) => {
+                tracing::warn!(error = %err, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            match handle(stream, remote, &ctx).await {
+                Ok(()) => tracing::info!(%remote, "RTMP connection closed"),
+                Err(err) => {
+                    ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%remote, error = %format!("{err:#}"), "RTMP connection closed on error");
+                }
+            }
+        });
+    }
+}
+
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    limit: Duration,
+) -> anyhow::Result<usize> {
+    match tokio::time::timeout(limit, stream.read(buf)).await {
+        Ok(Ok(0)) => Ok(0),
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(err)) => Err(err).context("reading from publisher"),
+        Err(_) => bail!("publisher sent nothing for {} s", limit.as_secs()),
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    ctx: &RtmpContext,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut handshake = Handshake::new(PeerType::Server);
+    let remaining = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            let n = read_some(&mut stream, &mut buf, HANDSHAKE_TIMEOUT).await?;
+            if n == 0 {
+                bail!("peer closed during the RTMP handshake");
+            }
+            match handshake
+                .process_bytes(&buf[..n])
+                .map_err(|e| anyhow!("RTMP handshake failed: {e:?}"))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    stream.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    stream.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow!("RTMP handshake timed out"))??;
+
+    let (session, initial) = ServerSession::new(ServerSessionConfig::new())
+        .map_err(|e| anyhow!("RTMP session: {e:?}"))?;
+    let mut ingest = Ingest {
+        session,
+        ctx,
+        remote,
+        publishing: None,
+    };
+    let mut out = Vec::new();
+    ingest.results(initial, &mut out)?;
+    let first = ingest.input(&remaining)?;
+    ingest.results(first, &mut out)?;
+    stream.write_all(&out).await?;
+
+    loop {
+        let n = read_some(&mut stream, &mut buf, READ_TIMEOUT).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        ctx.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        out.clear();
+        let results = ingest.input(&buf[..n])?;
+        let done = ingest.results(results, &mut out)?;
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+struct Ingest<'a> {
+    session: ServerSession,
+    ctx: &'a RtmpContext,
+    remote: SocketAddr,
+    publishing: Option<(String, String, PublishSession)>,
+}
+
+impl Ingest<'_> {
+    fn input(&mut self, bytes: &[u8]) -> anyhow::Result<Vec<ServerSessionResult>> {
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.session
+            .handle_input(bytes)
+            .map_err(|e| anyhow!("malformed RTMP: {e:?}"))
+    }
+
+    /// Handles session results; returns true when the publisher finished.
+    fn results(
+        &mut self,
+        results: Vec<ServerSessionResult>,
+        out: &mut Vec<u8>,
+    ) -> anyhow::Result<bool> {
+        let mut queue: std::collections::VecDeque<ServerSessionResult> = results.into();
+        let mut finished = false;
+        while let Some(result) = queue.pop_front() {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => {
+                    out.extend_from_slice(&packet.bytes)
+                }
+                ServerSessionResult::RaisedEvent(event) => {
+                    let (more, done) = self.event(event)?;
+                    queue.extend(more);
+                    finished |= done;
+                }
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(finished)
+    }
+
+    fn accept(&mut self, request_id: u32) -> anyhow::Result<Vec<ServerSessionResult>> {
+        self.session
+            .accept_request(request_id)
+            .map_err(|e| anyhow!("RTMP session: {e:?}"))
+    }
+
+    fn event(
+        &mut self,
+        event: ServerSessionEvent,
+    ) -> anyhow::Result<(Vec<ServerSessionResult>, bool)> {
+        match event {
+            ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                Ok((self.accept(request_id)?, false))
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => {
+                if self.publishing.is_some() {
+                    bail!("a second publish on one connection is not supported");
+                }
+                let label = key_label(&stream_key);
+                let namespace = match self.ctx.authorizer.authorize(&app_name, &stream_key) {
+                    Ok(ns) => ns,
+                    Err(refused) => {
+                        self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        bail!("publish refused for app {app_name:?}, key {label}: {refused}");
+                    }
+                };
+                let session = match self.ctx.publications.claim(namespace.clone()) {
+                    Ok(s) => s,
+                    Err(err) => {
+                        self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        bail!("publish refused: {err}");
+                    }
+                };
+                tracing::info!(remote = %self.remote, %namespace, key = %label, "publish started");
+                self.publishing = Some((app_name, stream_key, session));
+                Ok((self.accept(request_id)?, false))
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Some((_, _, session)) = self.publishing.take() {
+                    tracing::info!(namespace = %session.namespace, "publish finished by the broadcaster");
+                }
+                Ok((Vec::new(), true))
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let Some((_, _, session)) = self.publishing.as_mut() {
+                    session.set_bitrates(
+                        metadata.video_bitrate_kbps.map(|k| k as u64 * 1000),
+                        metadata.audio_bitrate_kbps.map(|k| k as u64 * 1000),
+                    );
+                }
+                Ok((Vec::new(), false))
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
+                self.media(data, timestamp.value, true)?;
+                Ok((Vec::new(), false))
+            }
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
+                self.media(data, timestamp.value, false)?;
+                Ok((Vec::new(), false))
+            }
+            ServerSessionEvent::PlayStreamRequested { .. } => {
+                bail!("playback over RTMP is not offered; watch over MoQT or HLS")
+            }
+            _ => Ok((Vec::new(), false)),
+        }
+    }
+
+    fn media(&mut self, data: Bytes, timestamp: u32, video: bool) -> anyhow::Result<()> {
+        let Some((_, _, session)) = self.publishing.as_mut() else {
+            bail!("media before a publish request");
+        };
+        let result = if video {
+            session.push_video(timestamp, &data)
+        } else {
+            session.push_audio(timestamp, &data)
+        };
+        result.with_context(|| format!("publish of {} stopped", session.namespace))
+    }
+}

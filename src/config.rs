@@ -1,0 +1,152 @@
+//! The one configuration file of strom (TOML): every option, its default and
+//! what it does. `strom config default` prints [`DEFAULT_CONFIG`]; a test keeps
+//! that text equal to the built-in defaults.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use strom_edge::EdgeConfig;
+use strom_origin::OriginConfig;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub origin: OriginConfig,
+    pub edge: EdgeConfig,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./strom-data"),
+            log_format: LogFormat::Text,
+            origin: OriginConfig::default(),
+            edge: EdgeConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("configuration {} is invalid", path.display()))
+    }
+}
+
+/// Every option with its default, commented. Keep in step with the structs
+/// (the test `default_text_matches_defaults` fails otherwise).
+pub const DEFAULT_CONFIG: &str = r#"# strom configuration. Every option is shown with its default.
+# Command-line flags and STROM_* environment variables override the file.
+
+# Where strom keeps generated certificates, keys and data.
+data_dir = "./strom-data"
+# Log lines as "text" (human) or "json" (one object per line). Logs never
+# carry personal data; stream keys appear only as short hashes.
+log_format = "text"
+
+[origin]
+# RTMP ingest (broadcasters push rtmp://host:1935/<app>/<key>).
+rtmp_listen = "127.0.0.1:1935"
+# MoQT over QUIC (UDP) for edges: ALPN moqt-18 and WebTransport (h3).
+moqt_listen = "127.0.0.1:4444"
+# HTTP for /metrics and /healthz; loopback only.
+http_listen = "127.0.0.1:8081"
+# Groups kept per track for late subscribers: age limit and byte limit.
+cache_max_age_secs = 30
+cache_max_bytes = 67108864
+# How long a broadcast waits for its broadcaster to reconnect before it ends.
+linger_secs = 300
+# Certificate for QUIC; without it a 13-day self-signed ECDSA certificate is
+# generated in data_dir (fine for development, pin it by its SHA-256).
+# [origin.tls]
+# cert = "/etc/strom/origin.pem"
+# key = "/etc/strom/origin.key"
+
+# Streams that may be pushed: rtmp://host:1935/<app>/<key> publishes the
+# MoQT namespace tenant/event/stream. Keys are secrets of 16+ characters.
+# [[origin.streams]]
+# app = "live"
+# key = "change-me-to-a-long-random-key"
+# namespace = "acme/town-hall/main"
+
+[edge]
+# MoQT over QUIC (UDP) for viewers and lower-tier edges (raw QUIC and WebTransport).
+moqt_listen = "127.0.0.1:4443"
+# HLS (LL-HLS, CMAF), /metrics and /healthz.
+http_listen = "127.0.0.1:8080"
+# Serve HTTPS with the edge certificate. Plain HTTP is refused off loopback.
+http_tls = false
+# Groups kept per track: age limit and byte limit (the newest group always stays).
+cache_max_age_secs = 30
+cache_max_bytes = 67108864
+# Seconds an upstream track subscription is kept after its last viewer left.
+idle_secs = 10
+# LL-HLS part target (seconds) and segments listed per media playlist.
+hls_part_target_secs = 0.5
+hls_window = 6
+# [edge.tls]
+# cert = "/etc/strom/edge.pem"
+# key = "/etc/strom/edge.key"
+
+# Upstreams (origins or parent edges) to pull broadcasts from, tried independently.
+# url: moqt://host:port (raw QUIC) or https://host:port/ (WebTransport).
+# Trust either a CA bundle (ca_file) or exactly one certificate (cert_sha256).
+# prefix: only broadcasts under this namespace prefix ("" for all).
+# [[edge.upstream]]
+# url = "moqt://origin.example.net:4444"
+# ca_file = "/etc/strom/ca.pem"
+# cert_sha256 = "…64 hex digits…"
+# prefix = ""
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_matches_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_CONFIG).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn commented_examples_parse_when_uncommented() {
+        let text: String = DEFAULT_CONFIG
+            .lines()
+            .map(|l| {
+                let t = l.trim_start_matches("# ");
+                if t.starts_with('[') || t.contains(" = ") {
+                    t.replace("…64 hex digits…", &"ab".repeat(32))
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed.origin.streams.len(), 1);
+        assert_eq!(parsed.edge.upstream.len(), 1);
+        assert!(parsed.origin.tls.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = toml::from_str::<Config>("[edge]\nhls_windw = 3\n").unwrap_err();
+        assert!(err.to_string().contains("hls_windw"), "{err}");
+    }
+}

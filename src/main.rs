@@ -1,0 +1,165 @@
+//! The `strom` command: wiring only; every service starts through its library.
+
+mod config;
+mod dev;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "strom",
+    version,
+    about = "Enterprise webcasts: ingest, MoQT distribution, playback"
+)]
+struct Cli {
+    /// Configuration file (TOML); `strom config default` prints every option.
+    #[arg(long, global = true, env = "STROM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`.
+    #[arg(long, global = true, env = "STROM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `log_format`.
+    #[arg(long, global = true, env = "STROM_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Origin and edge in one process on 127.0.0.1, ready to push to and watch.
+    Dev {
+        /// Bind every listener to a free port (endpoints.json tells which).
+        #[arg(long)]
+        random_ports: bool,
+    },
+    /// Run the origin (ingest and MoQT publishing) from the configuration.
+    Origin,
+    /// Run an edge (MoQT relay and HLS) from the configuration.
+    Edge,
+    /// Subscribe to a broadcast over MoQT and write fragmented MP4.
+    Watch {
+        /// moqt://host:port (raw QUIC) or https://host:port/ (WebTransport).
+        url: url::Url,
+        /// tenant/event/stream
+        namespace: String,
+        /// Output file ("-" or absent: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Trust exactly the certificate with this SHA-256 (hex).
+        #[arg(long)]
+        cert_sha256: Option<String>,
+        /// Trust certificates issued by the CAs in this PEM file.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration with every option, its default and a comment.
+    Default,
+    /// Check a configuration file and print it resolved.
+    Check,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,quinn=warn,moq_transport=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", config::DEFAULT_CONFIG);
+            return Ok(());
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            config.origin.validate()?;
+            config.edge.validate()?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            return Ok(());
+        }
+        _ => {}
+    }
+    init_logging(config.log_format);
+    match cli.command {
+        Command::Dev { random_ports } => {
+            dev::run(dev::DevOptions {
+                data_dir: config.data_dir,
+                random_ports,
+            })
+            .await
+        }
+        Command::Origin => {
+            std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
+            strom_origin::Origin::load(config.origin, &config.data_dir)
+                .await?
+                .run()
+                .await
+        }
+        Command::Edge => {
+            std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
+            strom_edge::Edge::load(config.edge, &config.data_dir)
+                .await?
+                .run()
+                .await
+        }
+        Command::Watch {
+            url,
+            namespace,
+            output,
+            cert_sha256,
+            ca,
+            duration,
+        } => {
+            let trust = watch::trust_from(cert_sha256.as_deref(), ca)?;
+            watch::run(watch::WatchOptions {
+                url,
+                namespace,
+                output,
+                trust,
+                duration: duration.map(Duration::from_secs_f64),
+            })
+            .await
+        }
+        Command::Config { .. } => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,175 @@
+//! `strom watch`: a MoQT subscriber that writes the broadcast as one
+//! fragmented MP4 (all tracks) and prints per-track statistics to stderr.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use strom_edge::cache::{CacheLimits, Delivery, Namespace, TrackReader};
+use strom_edge::catalog_view::CatalogView;
+use strom_edge::metrics::ServerCounters;
+use strom_edge::tls::{self, Trust};
+use strom_edge::upstream::{self, UpstreamContext};
+use tokio::io::AsyncWriteExt;
+
+pub struct WatchOptions {
+    pub url: url::Url,
+    pub namespace: String,
+    pub output: Option<PathBuf>,
+    pub trust: Trust,
+    pub duration: Option<Duration>,
+}
+
+#[derive(Default)]
+struct TrackStats {
+    objects: u64,
+    groups: u64,
+    bytes: u64,
+    latency_ms: Vec<f64>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn trust_from(cert_sha256: Option<&str>, ca: Option<PathBuf>) -> anyhow::Result<Trust> {
+    Ok(match (cert_sha256, ca) {
+        (Some(h), _) => Trust::Pinned(tls::parse_hex32(h)?),
+        (None, Some(ca)) => Trust::CaFile(ca),
+        (None, None) => bail!("give --cert-sha256 (development certificate) or --ca (CA bundle)"),
+    })
+}
+
+pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
+    let namespace = Namespace::parse(&options.namespace)?;
+    let (session, subscriber) = upstream::connect(&options.url, &options.trust).await?;
+    let ctx = UpstreamContext {
+        broadcasts: strom_edge::cache::Broadcasts::new(),
+        counters: Arc::new(ServerCounters::default()),
+        limits: CacheLimits::default(),
+        idle: Duration::from_secs(1),
+    };
+    let (broadcast, requests) = upstream::attach(namespace.clone(), subscriber, ctx);
+    let deadline = options.duration.map(|d| Instant::now() + d);
+    let work = async {
+        // The catalog tells which tracks exist and how to initialise a decoder.
+        let catalog_track = broadcast.track("catalog").context("catalog track")?;
+        let mut catalog_reader = catalog_track.reader_from_newest();
+        let first = tokio::time::timeout(Duration::from_secs(10), catalog_reader.next())
+            .await
+            .context("no catalog within 10 s: is the broadcast live?")?;
+        if first.is_none() {
+            bail!("the catalog track ended before delivering anything");
+        }
+        let catalog = CatalogView::latest(&catalog_track).context("the catalog does not parse")?;
+        let names = catalog.media_tracks();
+        if names.is_empty() {
+            bail!("the catalog lists no media tracks");
+        }
+        let inits: Vec<bytes::Bytes> = names
+            .iter()
+            .map(|n| {
+                catalog
+                    .init_segment(n)
+                    .with_context(|| format!("track {n} has no init data"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let init = strom_media::cmaf::combine_init(&inits).context("combining init segments")?;
+
+        let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &options.output {
+            Some(p) if p.as_os_str() != "-" => Box::new(
+                tokio::fs::File::create(p)
+                    .await
+                    .with_context(|| format!("creating {}", p.display()))?,
+            ),
+            _ => Box::new(tokio::io::stdout()),
+        };
+        out.write_all(&init).await?;
+
+        let mut readers: Vec<(String, TrackReader)> = Vec::new();
+        for n in &names {
+            let t = broadcast.track(n).with_context(|| format!("track {n}"))?;
+            readers.push((n.clone(), t.reader_from_newest()));
+        }
+        let mut stats: HashMap<String, TrackStats> = HashMap::new();
+        let mut report = tokio::time::interval(Duration::from_secs(1));
+        let mut started = false;
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let next = futures_next(&mut readers);
+            tokio::select! {
+                item = next => {
+                    let Some((name, delivery)) = item else { break };
+                    let s = stats.entry(name.clone()).or_default();
+                    match delivery {
+                        Delivery::Object { object, .. } => {
+                            // Start the file at a decodable point of the first track (video).
+                            if !started {
+                                if name != names[0] || object.id != 0 { continue; }
+                                started = true;
+                            }
+                            s.objects += 1;
+                            s.bytes += object.payload.len() as u64;
+                            if object.id == 0 { s.groups += 1; }
+                            if let Some(p) = object.meta.producer_time_us {
+                                s.latency_ms.push((now_us() as f64 - p as f64) / 1000.0);
+                            }
+                            out.write_all(&object.payload).await?;
+                        }
+                        Delivery::GroupEnd { .. } => {}
+                    }
+                }
+                _ = report.tick() => print_stats(&mut stats),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        out.flush().await?;
+        print_stats(&mut stats);
+        Ok(())
+    };
+    tokio::select! {
+        res = work => res,
+        res = session.run() => res.context("MoQT session ended"),
+        _ = requests => bail!("track requests stopped"),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// The next delivery from whichever track has one.
+async fn futures_next(readers: &mut [(String, TrackReader)]) -> Option<(String, Delivery)> {
+    let futures = readers.iter_mut().map(|(name, r)| {
+        let name = name.clone();
+        Box::pin(async move { r.next().await.map(|d| (name, d)) })
+    });
+    let (item, _, _) = futures::future::select_all(futures).await;
+    item
+}
+
+fn print_stats(stats: &mut HashMap<String, TrackStats>) {
+    let mut names: Vec<&String> = stats.keys().collect();
+    names.sort();
+    let mut line = String::new();
+    for n in names {
+        let s = &stats[n];
+        let mut l = s.latency_ms.clone();
+        l.sort_by(|a, b| a.total_cmp(b));
+        let p50 = l.get(l.len() / 2).copied().unwrap_or(f64::NAN);
+        line.push_str(&format!(
+            "{n}: {} objects, {} groups, {} bytes, latency p50 {:.0} ms; ",
+            s.objects, s.groups, s.bytes, p50
+        ));
+    }
+    if !line.is_empty() {
+        eprintln!("{}", line.trim_end_matches("; "));
+    }
+    for s in stats.values_mut() {
+        s.latency_ms.clear();
+    }
+}

@@ -1,0 +1,393 @@
+//! Harness for end-to-end tests: starts real `strom` processes, real ffmpeg
+//! pushers and players, and reads what they produce. Nothing here is mocked.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub mod rtmp_client;
+
+/// End-to-end tests share two cores; run them one at a time so that an
+/// encoder starved by another test does not look like a strom failure.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `strom` binary built next to the test executable (or `STROM_BIN`).
+pub fn strom_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("STROM_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/strom
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("strom");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` before the end-to-end tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process whose stderr goes to a file; killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        command.stderr(Stdio::from(file)).stdin(Stdio::null());
+        if command.get_program() == strom_bin().as_os_str() {
+            command.env(
+                "STROM_LOG",
+                "info,strom_edge=debug,quinn=warn,moq_transport=warn",
+            );
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn stdout_to_string(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(out) = self.child.stdout.as_mut() {
+            let _ = out.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ----\n{}",
+                self.name,
+                tail(&self.log_text(), 60)
+            );
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Polls `f` until it returns Some or `limit` passes.
+pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `strom dev` on free ports in a fresh data directory.
+pub struct Dev {
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+    pub endpoints: serde_json::Value,
+}
+
+impl Dev {
+    pub fn start() -> Dev {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(strom_bin());
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .arg("dev")
+            .arg("--random-ports");
+        cmd.stdout(Stdio::null());
+        let proc = Proc::spawn("strom-dev", cmd, dir.path());
+        let path = dir.path().join("endpoints.json");
+        let endpoints = wait_until(Duration::from_secs(30), "endpoints.json", || {
+            let text = std::fs::read_to_string(&path).ok()?;
+            serde_json::from_str::<serde_json::Value>(&text).ok()
+        });
+        Dev {
+            dir,
+            proc,
+            endpoints,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> String {
+        self.endpoints[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("endpoints.json has no {key}"))
+            .to_owned()
+    }
+}
+
+/// ffmpeg pushing a 720p30 H.264 + AAC test pattern with a 1 s GOP.
+pub fn push(url: &str, seconds: u32, dir: &Path, name: &str) -> Proc {
+    push_with(
+        url,
+        seconds,
+        dir,
+        name,
+        &["-c:a", "aac", "-b:a", "128k"],
+        "h264",
+    )
+}
+
+/// Like [`push`] with other audio arguments or video codec (e.g. "flv1").
+pub fn push_with(
+    url: &str,
+    seconds: u32,
+    dir: &Path,
+    name: &str,
+    audio: &[&str],
+    video: &str,
+) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=1280x720:rate=30:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=1000:sample_rate=48000:duration={seconds}"
+        ));
+    if video == "h264" {
+        cmd.args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "main",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "2500k",
+            "-maxrate",
+            "2500k",
+            "-bufsize",
+            "2500k",
+        ]);
+    } else {
+        cmd.args(["-c:v", video, "-g", "30"]);
+    }
+    cmd.args(audio)
+        .args(["-ar", "48000", "-ac", "2", "-f", "flv"])
+        .arg(url);
+    cmd.stdout(Stdio::null());
+    Proc::spawn(name, cmd, dir)
+}
+
+pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .build();
+    match agent.get(url).call() {
+        Ok(r) => {
+            let status = r.status();
+            let mut body = Vec::new();
+            r.into_reader()
+                .take(64 * 1024 * 1024)
+                .read_to_end(&mut body)
+                .map_err(|e| e.to_string())?;
+            Ok((status, body))
+        }
+        Err(ureq::Error::Status(code, r)) => {
+            Ok((code, r.into_string().unwrap_or_default().into_bytes()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn http_text(url: &str) -> Option<String> {
+    match http_get(url) {
+        Ok((200, body)) => String::from_utf8(body).ok(),
+        _ => None,
+    }
+}
+
+/// Sums a Prometheus metric over series whose labels contain all `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let (label_text, value) = match rest.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.trim().parse().ok()?;
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// One stream as ffprobe reports it.
+#[derive(Debug, Clone)]
+pub struct ProbedStream {
+    pub codec_type: String,
+    pub codec_name: String,
+    pub width: Option<u64>,
+    pub height: Option<u64>,
+    pub frame_rate: Option<f64>,
+    pub frames: u64,
+}
+
+/// ffprobe with frame counting of a file or URL.
+pub fn probe(input: &str) -> Vec<ProbedStream> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-print_format",
+            "json",
+            "-show_streams",
+        ])
+        .arg(input)
+        .output()
+        .expect("running ffprobe");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "ffprobe output is not JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    json["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| ProbedStream {
+            codec_type: s["codec_type"].as_str().unwrap_or("").into(),
+            codec_name: s["codec_name"].as_str().unwrap_or("").into(),
+            width: s["width"].as_u64(),
+            height: s["height"].as_u64(),
+            frame_rate: s["avg_frame_rate"].as_str().and_then(parse_rate),
+            frames: s["nb_read_frames"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        })
+        .collect()
+}
+
+fn parse_rate(text: &str) -> Option<f64> {
+    let (n, d) = text.split_once('/')?;
+    let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
+    (d > 0.0).then_some(n / d)
+}
+
+/// Decodes every stream of `input` fully; returns ffmpeg's error output (empty when clean).
+pub fn decode_errors(input: &str) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i"])
+        .arg(input)
+        .args(["-map", "0", "-f", "null", "-"])
+        .output()
+        .expect("running ffmpeg");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Copies `seconds` of an HLS or other URL into a local MP4 (what a player received).
+pub fn record(url: &str, seconds: u32, file: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y", "-i"])
+        .arg(url)
+        .args(["-t", &seconds.to_string(), "-map", "0", "-c", "copy"])
+        .arg(file)
+        .output()
+        .expect("running ffmpeg");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `strom watch` for `seconds`, writing to `file`.
+pub fn watch(
+    url: &str,
+    namespace: &str,
+    cert_sha256: &str,
+    seconds: f64,
+    file: &Path,
+    dir: &Path,
+    name: &str,
+) -> Proc {
+    let mut cmd = Command::new(strom_bin());
+    cmd.args([
+        "watch",
+        url,
+        namespace,
+        "--cert-sha256",
+        cert_sha256,
+        "--duration",
+    ])
+    .arg(seconds.to_string())
+    .arg("-o")
+    .arg(file);
+    cmd.stdout(Stdio::null());
+    Proc::spawn(name, cmd, dir)
+}

@@ -1,0 +1,130 @@
+//! A scripted RTMP publisher for tests that need to send what ffmpeg never
+//! would (truncated tags), built on rml_rtmp's client session.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+
+pub struct Publisher {
+    stream: TcpStream,
+    session: ClientSession,
+}
+
+fn io(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+}
+
+impl Publisher {
+    /// Connects, handshakes, and asks to publish `app`/`key`. Returns an error
+    /// string if the server refuses or closes.
+    pub fn connect(addr: &str, app: &str, key: &str) -> Result<Publisher, String> {
+        let mut stream = TcpStream::connect(addr).map_err(io)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(io)?;
+        let mut handshake = Handshake::new(PeerType::Client);
+        stream
+            .write_all(&handshake.generate_outbound_p0_and_p1().map_err(io)?)
+            .map_err(io)?;
+        let mut buf = vec![0u8; 65536];
+        let remaining = loop {
+            let n = stream.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Err("closed during handshake".into());
+            }
+            match handshake.process_bytes(&buf[..n]).map_err(io)? {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    stream.write_all(&response_bytes).map_err(io)?
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    stream.write_all(&response_bytes).map_err(io)?;
+                    break remaining_bytes;
+                }
+            }
+        };
+        let (session, initial) = ClientSession::new(ClientSessionConfig::new()).map_err(io)?;
+        let mut p = Publisher { stream, session };
+        p.send(initial)?;
+        if !remaining.is_empty() {
+            let r = p.session.handle_input(&remaining).map_err(io)?;
+            p.send(r)?;
+        }
+        let r = p.session.request_connection(app.to_owned()).map_err(io)?;
+        p.send(vec![r])?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))?;
+        let r = p
+            .session
+            .request_publishing(key.to_owned(), PublishRequestType::Live)
+            .map_err(io)?;
+        p.send(vec![r])?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))?;
+        Ok(p)
+    }
+
+    fn send(&mut self, results: Vec<ClientSessionResult>) -> Result<(), String> {
+        for r in results {
+            if let ClientSessionResult::OutboundResponse(packet) = r {
+                self.stream.write_all(&packet.bytes).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_for(&mut self, want: impl Fn(&ClientSessionEvent) -> bool) -> Result<(), String> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = self.stream.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            let results = self.session.handle_input(&buf[..n]).map_err(io)?;
+            let mut hit = false;
+            for r in &results {
+                if let ClientSessionResult::RaisedEvent(e) = r {
+                    hit |= want(e);
+                }
+            }
+            self.send(results)?;
+            if hit {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn video(&mut self, body: &[u8], ts: u32) -> Result<(), String> {
+        let r = self
+            .session
+            .publish_video_data(Bytes::copy_from_slice(body), RtmpTimestamp::new(ts), false)
+            .map_err(io)?;
+        self.send(vec![r])
+    }
+
+    /// True once the server has closed the connection (reads EOF or reset).
+    pub fn closed_by_server(&mut self, limit: Duration) -> bool {
+        let _ = self.stream.set_read_timeout(Some(limit));
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}

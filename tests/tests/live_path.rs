@@ -1,0 +1,130 @@
+//! The live path end to end with real ffmpeg: RTMP in, MoQT origin → edges,
+//! HLS and MoQT out (issue: live path).
+
+use std::path::Path;
+use std::time::Duration;
+
+use strom_tests::*;
+
+fn assert_decodes_720p30(file: &Path, min_seconds: f64) {
+    let streams = probe(file.to_str().unwrap());
+    let video = streams
+        .iter()
+        .find(|s| s.codec_type == "video")
+        .unwrap_or_else(|| panic!("no video stream in {}: {streams:?}", file.display()));
+    let audio = streams
+        .iter()
+        .find(|s| s.codec_type == "audio")
+        .unwrap_or_else(|| panic!("no audio stream in {}: {streams:?}", file.display()));
+    assert_eq!(video.codec_name, "h264");
+    assert_eq!((video.width, video.height), (Some(1280), Some(720)));
+    let fps = video.frame_rate.unwrap_or(0.0);
+    assert!((fps - 30.0).abs() < 0.5, "frame rate {fps}");
+    assert!(
+        video.frames as f64 >= min_seconds * 30.0,
+        "{} video frames, wanted {} s",
+        video.frames,
+        min_seconds
+    );
+    assert_eq!(audio.codec_name, "aac");
+    // AAC at 48 kHz: 46.875 frames per second.
+    assert!(
+        audio.frames as f64 >= min_seconds * 46.0,
+        "{} audio frames, wanted {} s",
+        audio.frames,
+        min_seconds
+    );
+    let errors = decode_errors(file.to_str().unwrap());
+    assert!(errors.trim().is_empty(), "decode errors: {errors}");
+}
+
+#[test]
+fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
+    let _serial = serial();
+    let dev = Dev::start();
+    let dir = dev.dir.path();
+    let _push = push(&dev.get("rtmp_publish_url"), 60, dir, "ffmpeg-push");
+    let hls = dev.get("hls_url");
+    wait_until(Duration::from_secs(20), "HLS master playlist", || {
+        http_text(&hls).filter(|t| t.contains("#EXT-X-STREAM-INF"))
+    });
+    // ffmpeg's HLS reader starts three segments from the live end; let the
+    // edge's cache (subscribed on this first demand) hold that many.
+    for track in ["video", "audio"] {
+        let url = hls.replace("master.m3u8", &format!("{track}/playlist.m3u8"));
+        wait_until(Duration::from_secs(20), "three HLS segments", || {
+            http_text(&url).filter(|t| t.matches("#EXTINF").count() >= 3)
+        });
+    }
+    let master = http_text(&hls).unwrap();
+    assert!(master.contains("CODECS=\"avc1.4d"), "{master}");
+    assert!(master.contains("mp4a.40.2"), "{master}");
+    assert!(master.contains("RESOLUTION=1280x720"), "{master}");
+
+    // A MoQT viewer and an HLS viewer at the same time.
+    let watched = dir.join("watch.mp4");
+    let mut watcher = watch(
+        &dev.get("moq_url"),
+        &dev.get("namespace"),
+        &dev.get("cert_sha256"),
+        14.0,
+        &watched,
+        dir,
+        "strom-watch",
+    );
+    let recorded = dir.join("hls.mp4");
+    let errors = record(&hls, 12, &recorded);
+    assert!(errors.trim().is_empty(), "ffmpeg reading HLS: {errors}");
+    assert_decodes_720p30(&recorded, 10.0);
+
+    let status = watcher
+        .wait(Duration::from_secs(40))
+        .expect("strom watch ends after --duration");
+    assert!(
+        status.success(),
+        "strom watch failed: {}",
+        watcher.log_text()
+    );
+    assert_decodes_720p30(&watched, 10.0);
+    let stats = watcher.log_text();
+    assert!(
+        stats.contains("video:") && stats.contains("audio:"),
+        "{stats}"
+    );
+
+    // LL-HLS: parts, a preload hint, and a blocking reload that returns
+    // only once the requested segment exists.
+    let video = hls.replace("master.m3u8", "video/playlist.m3u8");
+    let playlist = http_text(&video).unwrap();
+    assert!(playlist.contains("#EXT-X-PART:"), "{playlist}");
+    assert!(
+        playlist.contains("#EXT-X-PRELOAD-HINT:TYPE=PART"),
+        "{playlist}"
+    );
+    assert!(playlist.contains("CAN-BLOCK-RELOAD=YES"), "{playlist}");
+    let next = last_segment(&playlist) + 2;
+    let started = std::time::Instant::now();
+    let blocked = http_text(&format!("{video}?_HLS_msn={next}&_HLS_part=0")).unwrap();
+    assert!(
+        blocked.contains(&format!("URI=\"{next}.0.m4s\"")),
+        "{blocked}"
+    );
+    assert!(
+        started.elapsed() > Duration::from_millis(300),
+        "a reload for a future part must block until it exists"
+    );
+    let (status, body) =
+        http_get(&video.replace("playlist.m3u8", &format!("{next}.0.m4s"))).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.windows(4).any(|w| w == b"moof"));
+    assert!(!dev.proc.log_text().contains("panicked"));
+}
+
+fn last_segment(playlist: &str) -> u64 {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_suffix(".m4s"))
+        .filter_map(|l| l.parse::<u64>().ok())
+        .max()
+        .expect("playlist lists a segment")
+}
