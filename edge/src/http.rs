@@ -145,6 +145,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         "/healthz" => return response(StatusCode::OK, "text/plain", "ok\n"),
         "/metrics" => {
             let mut text = metrics::render(state.role, &state.counters, &state.broadcasts);
+            text.push_str(&metrics::render_process());
             if let Some(extra) = &state.extra_metrics {
                 text.push_str(&extra());
             }

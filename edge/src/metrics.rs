@@ -204,3 +204,42 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
     );
     out
 }
+
+/// CPU seconds and resident memory of this process (Linux `/proc/self`),
+/// in the standard Prometheus process metric names.
+pub fn render_process() -> String {
+    let mut out = String::new();
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may contain spaces) start at ')'.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat; 12 and 13 after ')'.
+            let ticks: f64 = [11, 12]
+                .iter()
+                .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+                .sum();
+            let hz = 100.0; // USER_HZ is 100 on Linux.
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total User and system CPU time spent."
+            );
+            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+            let _ = writeln!(out, "process_cpu_seconds_total {}", ticks / hz);
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        if let Some(pages) = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size."
+            );
+            let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+            let _ = writeln!(out, "process_resident_memory_bytes {}", pages * 4096);
+        }
+    }
+    out
+}

@@ -391,3 +391,119 @@ pub fn watch(
     cmd.stdout(Stdio::null());
     Proc::spawn(name, cmd, dir)
 }
+
+/// A free TCP port and a free UDP port on 127.0.0.1 (released before use;
+/// good enough for tests on one machine).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free TCP port")
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
+/// Reads `key=value` from the first log line that contains `marker`.
+pub fn log_field(log: &str, marker: &str, key: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    Some(
+        line[start..]
+            .split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_owned(),
+    )
+}
+
+/// A `strom origin` or `strom edge` started from a generated TOML file.
+pub struct Service {
+    pub proc: Proc,
+    pub cert_sha256: String,
+    pub moqt_port: u16,
+    pub http_port: u16,
+    pub rtmp_port: Option<u16>,
+}
+
+impl Service {
+    fn start(role: &str, name: &str, toml: &str, dir: &Path) -> Service {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).expect("writing config");
+        let mut cmd = Command::new(strom_bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .arg(role)
+            .stdout(Stdio::null());
+        let proc = Proc::spawn(name, cmd, dir);
+        let marker = format!("{role} ready");
+        let log = wait_until(Duration::from_secs(20), &marker, || {
+            let text = proc.log_text();
+            text.contains(&marker).then_some(text)
+        });
+        let port = |key: &str| {
+            log_field(&log, &marker, key)
+                .and_then(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()))
+        };
+        Service {
+            cert_sha256: log_field(&log, &marker, "cert_sha256").expect("cert_sha256 in log"),
+            moqt_port: port("moqt").expect("moqt port"),
+            http_port: port("http").expect("http port"),
+            rtmp_port: port("rtmp"),
+            proc,
+        }
+    }
+
+    /// An origin accepting the given (key, namespace) streams under app "live".
+    pub fn origin(name: &str, dir: &Path, streams: &[(&str, &str)]) -> Service {
+        let data = dir.join(name);
+        let mut toml = format!(
+            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
+            free_tcp_port(),
+            free_udp_port(),
+            free_tcp_port()
+        );
+        for (key, ns) in streams {
+            toml.push_str(&format!(
+                "[[origin.streams]]\napp = \"live\"\nkey = \"{key}\"\nnamespace = \"{ns}\"\n"
+            ));
+        }
+        Self::start("origin", name, &toml, dir)
+    }
+
+    /// An edge pulling from `upstream`.
+    pub fn edge(name: &str, dir: &Path, upstream: &Service) -> Service {
+        let data = dir.join(name);
+        let toml = format!(
+            "data_dir = {data:?}\n[edge]\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
+            free_udp_port(),
+            free_tcp_port(),
+            upstream.moqt_port,
+            upstream.cert_sha256
+        );
+        Self::start("edge", name, &toml, dir)
+    }
+
+    pub fn moq_url(&self) -> String {
+        format!("moqt://127.0.0.1:{}", self.moqt_port)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!(
+            "rtmp://127.0.0.1:{}/live/{key}",
+            self.rtmp_port.expect("an origin")
+        )
+    }
+
+    pub fn metrics(&self) -> String {
+        http_text(&self.http_url("/metrics")).unwrap_or_default()
+    }
+}
