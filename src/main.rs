@@ -78,10 +78,9 @@ enum ConfigCommand {
     Check,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,quinn=warn,moq_transport=warn")
-    });
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STROM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -119,7 +118,12 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {}
     }
-    init_logging(config.log_format);
+    // A viewer tool: the transport's teardown chatter is not the user's concern.
+    let default_filter = match cli.command {
+        Command::Watch { .. } => "warn,moq_transport=off",
+        _ => "info,quinn=warn,moq_transport=warn",
+    };
+    init_logging(config.log_format, default_filter);
     match cli.command {
         Command::Dev { random_ports } => {
             dev::run(dev::DevOptions {

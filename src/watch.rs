@@ -22,12 +22,44 @@ pub struct WatchOptions {
     pub duration: Option<Duration>,
 }
 
-#[derive(Default)]
+/// Per-track figures; latency in 1 ms buckets up to 60 s (the last bucket holds the rest).
 struct TrackStats {
     objects: u64,
     groups: u64,
     bytes: u64,
-    latency_ms: Vec<f64>,
+    latency_buckets: Vec<u64>,
+}
+
+impl Default for TrackStats {
+    fn default() -> Self {
+        Self {
+            objects: 0,
+            groups: 0,
+            bytes: 0,
+            latency_buckets: vec![0; 60_001],
+        }
+    }
+}
+
+impl TrackStats {
+    fn record_latency(&mut self, ms: f64) {
+        let i = (ms.max(0.0) as usize).min(self.latency_buckets.len() - 1);
+        self.latency_buckets[i] += 1;
+    }
+
+    /// The latency (ms) below which `q` of the samples lie.
+    fn quantile(&self, q: f64) -> Option<usize> {
+        let total: u64 = self.latency_buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        self.latency_buckets.iter().position(|c| {
+            seen += c;
+            seen >= want
+        })
+    }
 }
 
 fn now_us() -> u64 {
@@ -119,19 +151,19 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                             s.bytes += object.payload.len() as u64;
                             if object.id == 0 { s.groups += 1; }
                             if let Some(p) = object.meta.producer_time_us {
-                                s.latency_ms.push((now_us() as f64 - p as f64) / 1000.0);
+                                s.record_latency((now_us() as f64 - p as f64) / 1000.0);
                             }
                             out.write_all(&object.payload).await?;
                         }
                         Delivery::GroupEnd { .. } => {}
                     }
                 }
-                _ = report.tick() => print_stats(&mut stats),
+                _ = report.tick() => print_stats(&stats),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
         out.flush().await?;
-        print_stats(&mut stats);
+        print_stats(&stats);
         Ok(())
     };
     tokio::select! {
@@ -152,24 +184,25 @@ async fn futures_next(readers: &mut [(String, TrackReader)]) -> Option<(String, 
     item
 }
 
-fn print_stats(stats: &mut HashMap<String, TrackStats>) {
+fn print_stats(stats: &HashMap<String, TrackStats>) {
     let mut names: Vec<&String> = stats.keys().collect();
     names.sort();
-    let mut line = String::new();
-    for n in names {
-        let s = &stats[n];
-        let mut l = s.latency_ms.clone();
-        l.sort_by(|a, b| a.total_cmp(b));
-        let p50 = l.get(l.len() / 2).copied().unwrap_or(f64::NAN);
-        line.push_str(&format!(
-            "{n}: {} objects, {} groups, {} bytes, latency p50 {:.0} ms; ",
-            s.objects, s.groups, s.bytes, p50
-        ));
-    }
-    if !line.is_empty() {
-        eprintln!("{}", line.trim_end_matches("; "));
-    }
-    for s in stats.values_mut() {
-        s.latency_ms.clear();
+    let lines: Vec<String> = names
+        .into_iter()
+        .map(|n| {
+            let s = &stats[n];
+            let q = |q: f64| s.quantile(q).map_or("-".to_owned(), |v| v.to_string());
+            format!(
+                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms",
+                s.objects,
+                s.groups,
+                s.bytes,
+                q(0.5),
+                q(0.99)
+            )
+        })
+        .collect();
+    if !lines.is_empty() {
+        eprintln!("{}", lines.join("; "));
     }
 }

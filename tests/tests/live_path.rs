@@ -72,6 +72,16 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
         dir,
         "strom-watch",
     );
+    let watched_wt = dir.join("watch-webtransport.mp4");
+    let mut watcher_wt = watch(
+        &dev.get("webtransport_url"),
+        &dev.get("namespace"),
+        &dev.get("cert_sha256"),
+        12.0,
+        &watched_wt,
+        dir,
+        "strom-watch-webtransport",
+    );
     let recorded = dir.join("hls.mp4");
     let errors = record(&hls, 12, &recorded);
     assert!(errors.trim().is_empty(), "ffmpeg reading HLS: {errors}");
@@ -86,6 +96,15 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
         watcher.log_text()
     );
     assert_decodes_720p30(&watched, 10.0);
+    let status = watcher_wt
+        .wait(Duration::from_secs(40))
+        .expect("WebTransport watch ends");
+    assert!(
+        status.success(),
+        "strom watch over WebTransport: {}",
+        watcher_wt.log_text()
+    );
+    assert_decodes_720p30(&watched_wt, 10.0);
     let stats = watcher.log_text();
     assert!(
         stats.contains("video:") && stats.contains("audio:"),
