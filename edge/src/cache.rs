@@ -186,6 +186,17 @@ impl TrackCache {
     /// Stores an object. Objects for groups older than the oldest kept group,
     /// or duplicates, are ignored (returns false).
     pub fn insert(&self, group_id: u64, object: Object, now: Instant) -> bool {
+        self.insert_inner(group_id, object, now, false)
+    }
+
+    /// Stores history fetched after the live subscription began: groups older
+    /// than the oldest kept one are accepted. Call [`Self::finish_group`] for
+    /// each group once its history is complete.
+    pub fn backfill(&self, group_id: u64, object: Object, now: Instant) -> bool {
+        self.insert_inner(group_id, object, now, true)
+    }
+
+    fn insert_inner(&self, group_id: u64, object: Object, now: Instant, history: bool) -> bool {
         let size = object.payload.len();
         {
             let mut state = self.lock();
@@ -195,7 +206,7 @@ impl TrackCache {
             let position = state.groups.iter().position(|g| g.id >= group_id);
             let index = match position {
                 Some(i) if state.groups[i].id == group_id => i,
-                Some(0) if !state.groups.is_empty() => {
+                Some(0) if !history => {
                     // Older than everything we keep: a late straggler.
                     return false;
                 }
@@ -406,9 +417,11 @@ impl TrackReader {
         let first = state.groups.front()?;
         let current = match self.group {
             None => {
-                self.group = Some(first.id);
+                // Nothing existed when the reader started: begin at the newest group now.
+                let newest = state.groups.back().map_or(first.id, |g| g.id);
+                self.group = Some(newest);
                 self.index = 0;
-                first.id
+                newest
             }
             Some(g) if g < first.id => {
                 // Fell behind the cache: skip to the oldest kept group.
@@ -470,6 +483,9 @@ impl Drop for TrackReader {
     }
 }
 
+/// Renditions and audio languages of one broadcast stay far below this.
+const MAX_TRACKS_PER_BROADCAST: usize = 64;
+
 /// Where a broadcast's media comes from.
 pub enum Source {
     /// Packaged in this process (origin).
@@ -512,7 +528,10 @@ impl Broadcast {
         match &self.source {
             Source::Local => None,
             Source::Upstream(requests) => {
-                if !valid_track_name(name) {
+                // Every unknown name costs an upstream request: refuse junk
+                // names and cap how many a broadcast may have.
+                tracks.retain(|_, t| !t.is_closed());
+                if !valid_track_name(name) || tracks.len() >= MAX_TRACKS_PER_BROADCAST {
                     return None;
                 }
                 let track = TrackCache::new(name, self.limits);
@@ -748,6 +767,25 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(t.counters.objects_skipped.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn backfill_accepts_older_groups_in_order() {
+        let t = TrackCache::new("v", CacheLimits::default());
+        let now = Instant::now();
+        assert!(t.insert(7, obj(0, 1), now));
+        assert!(!t.insert(5, obj(0, 1), now));
+        assert!(t.backfill(5, obj(0, 1), now));
+        assert!(t.backfill(6, obj(0, 1), now));
+        assert!(
+            t.backfill(7, obj(0, 1), now) == false,
+            "duplicate of live object"
+        );
+        let ids: Vec<u64> = t.with_groups(|g| g.iter().map(|g| g.id).collect());
+        assert_eq!(ids, vec![5, 6, 7]);
+        // A reader created before history arrived still starts at the newest group.
+        let mut r = t.reader_from_newest();
+        assert!(matches!(r.poll(), Some(Delivery::Object { group: 7, .. })));
     }
 
     #[test]

@@ -137,10 +137,12 @@ pub fn media_playlist(groups: &VecDeque<Group>, params: &PlaylistParams) -> Opti
     let listed = &complete[start..];
     let live = if newest.complete { None } else { Some(newest) };
 
+    // Measured durations when there are any; the catalog's nominal one before.
     let max_segment = listed
         .iter()
         .map(|g| seconds(g.duration_ticks(), params.timescale))
-        .fold(params.nominal_segment, f64::max);
+        .reduce(f64::max)
+        .unwrap_or(params.nominal_segment);
     let target_duration = max_segment.round().max(1.0) as u64;
     let first_msn = listed
         .first()

@@ -302,11 +302,15 @@ async fn playlist(
         })
         .await;
     } else {
+        // A first request on a cold edge: give the upstream's history (joining
+        // FETCH) a moment so the playlist starts with whole segments.
+        let decodable = |g: &crate::cache::Group| g.objects.first().is_some_and(|o| o.id == 0);
         wait_for(track, Duration::from_secs(5), |t| {
-            t.with_groups(|g| {
-                g.iter()
-                    .any(|g| g.objects.first().is_some_and(|o| o.id == 0))
-            })
+            t.with_groups(|g| g.iter().any(decodable))
+        })
+        .await;
+        wait_for(track, Duration::from_secs(2), |t| {
+            t.with_groups(|g| g.iter().any(|g| g.complete && decodable(g)))
         })
         .await;
     }

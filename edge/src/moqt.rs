@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use moq_transport::coding::{Location, TrackNamespace, TrackNamespacePrefix, TupleField};
+use moq_transport::data::{FetchRecord, FetchRecordObject};
 use moq_transport::message::FilterType;
+use moq_transport::message::RequestErrorCode;
 use moq_transport::serve::{self, ServeError, Subgroup};
-use moq_transport::session::{Publisher, Subscribed, SubscribedNamespace, Transport};
+use moq_transport::session::{
+    FetchOkInfo, FetchRequested, Publisher, Subscribed, SubscribedNamespace, Transport,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::cache::{Announcement, Broadcasts, Delivery, Namespace};
@@ -181,8 +185,20 @@ pub async fn serve_publisher(
     counters: Arc<ServerCounters>,
 ) {
     let mut namespaces = publisher.clone();
+    let mut fetches = publisher.clone();
+    // Accept FETCH before the peer can send one (otherwise NOT_SUPPORTED).
+    publisher.accept_fetch();
     loop {
         tokio::select! {
+            request = fetches.fetch_requested() => {
+                let Some(request) = request else { return };
+                let broadcasts = broadcasts.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = serve_fetch(request, broadcasts).await {
+                        tracing::debug!(error = %format!("{err:#}"), "fetch ended");
+                    }
+                });
+            }
             subscribed = publisher.subscribed() => {
                 let Some(subscribed) = subscribed else { return };
                 let broadcasts = broadcasts.clone();
@@ -334,5 +350,69 @@ async fn feed(
     }
     drop(current);
     subgroups.close(ServeError::Done).ok();
+    Ok(())
+}
+
+/// Answers a FETCH (standalone or joining) from the cache: the cached objects
+/// in the requested range, in order.
+async fn serve_fetch(request: FetchRequested, broadcasts: Arc<Broadcasts>) -> anyhow::Result<()> {
+    let resolved = tokio::time::timeout(std::time::Duration::from_secs(5), request.resolve())
+        .await
+        .context("joining FETCH did not resolve")??;
+    let Some(range) = resolved else {
+        return Ok(()); // the library already answered REQUEST_ERROR
+    };
+    let name = range.track_name.to_string_lossy().into_owned();
+    let track = from_track_namespace(&range.track_namespace)
+        .ok()
+        .and_then(|ns| broadcasts.get(&ns))
+        .and_then(|b| b.track(&name));
+    let Some(track) = track else {
+        let _ = request.reject(RequestErrorCode::DoesNotExist, "no such track");
+        return Ok(());
+    };
+    let (start, end) = (range.start_location, range.end_location);
+    // End Location is exclusive; object 0 of the end group means "the whole previous group".
+    let objects: Vec<(u64, crate::cache::Object)> = track.with_groups(|groups| {
+        groups
+            .iter()
+            .filter(|g| g.id >= start.group_id && g.id <= end.group_id)
+            .flat_map(|g| g.objects.iter().map(move |o| (g.id, o.clone())))
+            .filter(|(g, o)| {
+                let at = Location::new(*g, o.id);
+                at >= start && at < end
+            })
+            .collect()
+    });
+    let Some(last) = objects.last().map(|(g, o)| Location::new(*g, o.id + 1)) else {
+        let _ = request.reject(
+            RequestErrorCode::InvalidRange,
+            "nothing cached in that range",
+        );
+        return Ok(());
+    };
+    let mut writer = request
+        .respond(FetchOkInfo {
+            end_of_track: false,
+            end_location: last,
+            params: Default::default(),
+            track_extensions: Default::default(),
+        })
+        .await?;
+    let priority = priority_of(&name);
+    for (group, object) in objects {
+        writer
+            .write_record(&FetchRecord::Object(FetchRecordObject {
+                group_id: group,
+                subgroup_id: Some(0),
+                object_id: object.id,
+                publisher_priority: priority,
+                extension_headers: Default::default(),
+                payload_length: object.payload.len() as u64,
+            }))
+            .await?;
+        writer.write_payload(&object.payload).await?;
+    }
+    writer.finish().await?;
     Ok(())
 }

@@ -206,7 +206,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub fn parse_hex32(text: &str) -> anyhow::Result<[u8; 32]> {
     let clean: String = text.chars().filter(|c| *c != ':').collect();
-    if clean.len() != 64 {
+    if clean.len() != 64 || !clean.is_ascii() {
         bail!(
             "a SHA-256 fingerprint has 64 hex digits, got {}",
             clean.len()

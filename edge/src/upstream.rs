@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
+use moq_transport::data::FetchRecord;
+use moq_transport::message::FetchType;
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber, Transport};
 use tokio::sync::mpsc;
@@ -273,6 +275,12 @@ async fn pull_track_inner(
         .context("SUBSCRIBE refused")?;
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
     let mut groups = FuturesUnordered::new();
+    // Recent history so that a cold edge can serve HLS at once (a joining
+    // FETCH ends where the subscription began). An upstream without FETCH
+    // support costs nothing but the request.
+    let history = backfill(subscriber.clone(), subscription.id, track.clone());
+    tokio::pin!(history);
+    let mut history_done = false;
     let mode = tokio::select! {
         mode = reader.mode() => mode.context("upstream track")?,
         res = subscription.closed() => { res?; return Ok(()) },
@@ -291,6 +299,12 @@ async fn pull_track_inner(
                     tracing::debug!(track = %track.name, error = %err, "upstream group stream ended early");
                 }
             }
+            res = &mut history, if !history_done => {
+                history_done = true;
+                if let Err(err) = res {
+                    tracing::debug!(track = %track.name, error = %format!("{err:#}"), "no history from upstream");
+                }
+            }
             _ = idle_check.tick() => {
                 if !track.in_demand(ctx.idle, Instant::now()) {
                     break true;
@@ -303,6 +317,59 @@ async fn pull_track_inner(
         subscription.unsubscribe().await;
     }
     Ok(())
+}
+
+/// Groups of history asked for when a track is first subscribed.
+const HISTORY_GROUPS: u64 = 3;
+
+async fn backfill(
+    mut subscriber: Subscriber,
+    subscription: u64,
+    track: Arc<TrackCache>,
+) -> anyhow::Result<()> {
+    let mut fetch = subscriber
+        .joining_fetch(
+            FetchType::RelativeJoining,
+            subscription,
+            HISTORY_GROUPS,
+            KeyValuePairs::default(),
+        )
+        .await?;
+    fetch.ok().await?;
+    let mut groups = Vec::new();
+    let result = async {
+        while let Some(record) = fetch.next().await? {
+            let FetchRecord::Object(header) = record else {
+                continue;
+            };
+            let mut payload =
+                bytes::BytesMut::with_capacity(header.payload_length.min(1 << 24) as usize);
+            while let Some(chunk) = fetch.read_payload_chunk(1 << 20).await? {
+                payload.extend_from_slice(&chunk);
+            }
+            let payload = payload.freeze();
+            let meta = object_meta(&track.name, &payload);
+            let object = Object {
+                id: header.object_id,
+                payload,
+                meta,
+            };
+            track.backfill(header.group_id, object, Instant::now());
+            if groups.last() != Some(&header.group_id) {
+                groups.push(header.group_id);
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // The last fetched group may continue live; earlier ones are whole.
+    let live = track.largest().map(|(g, _)| g);
+    for g in groups {
+        if Some(g) != live {
+            track.finish_group(g);
+        }
+    }
+    result
 }
 
 async fn read_subgroup(

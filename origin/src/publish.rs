@@ -80,7 +80,7 @@ impl Publications {
         Ok(PublishSession {
             publications: self.clone(),
             namespace,
-            packager: Packager::new(publication.resume.clone()),
+            packager: Packager::new(publication.resume),
             next_catalog_group: publication.next_catalog_group,
             tracks,
             open_groups: HashMap::new(),

@@ -48,8 +48,15 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
     wait_until(Duration::from_secs(20), "HLS master playlist", || {
         http_text(&hls).filter(|t| t.contains("#EXT-X-STREAM-INF"))
     });
-    // ffmpeg's HLS reader starts three segments from the live end; let the
-    // edge's cache (subscribed on this first demand) hold that many.
+    // A cold edge fetches recent history when it first subscribes upstream
+    // (joining FETCH), so the very first playlist already lists whole segments.
+    std::thread::sleep(Duration::from_secs(4));
+    let first = http_text(&hls.replace("master.m3u8", "video/playlist.m3u8")).unwrap();
+    assert!(
+        first.matches("#EXTINF").count() >= 2,
+        "first playlist of a cold edge:\n{first}"
+    );
+    // ffmpeg's HLS reader starts three segments from the live end.
     for track in ["video", "audio"] {
         let url = hls.replace("master.m3u8", &format!("{track}/playlist.m3u8"));
         wait_until(Duration::from_secs(20), "three HLS segments", || {
