@@ -2,6 +2,7 @@
 //! groups and objects, and publishes them over MoQT to edges.
 
 pub mod auth;
+mod contain;
 pub mod publish;
 pub mod rtmp;
 

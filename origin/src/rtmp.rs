@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{key_label, PublishAuthorizer};
+use crate::contain::contained;
 use crate::publish::{Publications, PublishSession};
 
 /// Time allowed for the RTMP handshake.
@@ -190,8 +191,9 @@ impl Ingest<'_> {
         if bytes.is_empty() {
             return Ok(Vec::new());
         }
-        self.session
-            .handle_input(bytes)
+        let session = &mut self.session;
+        contained(|| session.handle_input(bytes))
+            .map_err(|e| anyhow!("malformed RTMP: {e}"))?
             .map_err(|e| anyhow!("malformed RTMP: {e:?}"))
     }
 
@@ -305,5 +307,185 @@ impl Ingest<'_> {
             session.push_audio(timestamp, &data)
         };
         result.with_context(|| format!("publish of {} stopped", session.namespace))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hostile input against the real session: a valid publisher's byte
+    //! stream, produced by rml_rtmp's client, mutated at random.
+
+    use super::*;
+    use crate::auth::{StaticKeys, StreamKey};
+    use proptest::prelude::*;
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    };
+    use rml_rtmp::time::RtmpTimestamp;
+    use strom_edge::cache::{Broadcasts, CacheLimits, Namespace};
+
+    const KEY: &str = "fuzz-key-0123456789abcdef";
+
+    fn context() -> RtmpContext {
+        RtmpContext {
+            authorizer: Arc::new(StaticKeys::new(vec![StreamKey {
+                app: "live".into(),
+                key: KEY.into(),
+                namespace: Namespace::parse("t/e/s").unwrap(),
+            }])),
+            publications: Publications::new(Broadcasts::new(), CacheLimits::default()),
+            counters: Arc::default(),
+        }
+    }
+
+    fn bytes_of(results: Vec<ClientSessionResult>) -> Vec<u8> {
+        results
+            .into_iter()
+            .filter_map(|r| match r {
+                ClientSessionResult::OutboundResponse(p) => Some(p.bytes),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Drives a client and `Ingest` against each other in memory; returns what
+    /// the client sent (connect, publish, then `tags` as video data), one
+    /// segment per round trip, since the server answers between them.
+    fn valid_publisher_bytes(tags: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let ctx = context();
+        let (session, server_initial) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+        let mut server = Ingest {
+            session,
+            ctx: &ctx,
+            remote: "127.0.0.1:9".parse().unwrap(),
+            publishing: None,
+        };
+        let (mut client, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+        let mut greeting = Vec::new();
+        server.results(server_initial, &mut greeting).unwrap();
+        client.handle_input(&greeting).unwrap();
+        let mut sent = vec![bytes_of(initial)];
+        // Passes bytes back and forth until both sides are quiet.
+        let mut exchange = |client: &mut ClientSession, bytes: Vec<u8>, sent: &mut Vec<Vec<u8>>| {
+            let mut to_server = bytes;
+            let mut accepted = false;
+            while !to_server.is_empty() {
+                sent.push(to_server.clone());
+                let mut out = Vec::new();
+                let results = server.input(&to_server).unwrap();
+                server.results(results, &mut out).unwrap();
+                if out.is_empty() {
+                    break;
+                }
+                let replies = client.handle_input(&out).unwrap();
+                accepted |= replies.iter().any(|r| {
+                    matches!(
+                        r,
+                        ClientSessionResult::RaisedEvent(
+                            ClientSessionEvent::ConnectionRequestAccepted
+                                | ClientSessionEvent::PublishRequestAccepted
+                        )
+                    )
+                });
+                to_server = bytes_of(replies);
+            }
+            accepted
+        };
+        let connect = bytes_of(vec![client.request_connection("live".into()).unwrap()]);
+        assert!(exchange(&mut client, connect, &mut sent));
+        let publish = bytes_of(vec![client
+            .request_publishing(KEY.into(), PublishRequestType::Live)
+            .unwrap()]);
+        assert!(exchange(&mut client, publish, &mut sent));
+        for (i, tag) in tags.iter().enumerate() {
+            let r = client
+                .publish_video_data(
+                    Bytes::from(tag.clone()),
+                    RtmpTimestamp::new(i as u32 * 33),
+                    false,
+                )
+                .unwrap();
+            sent.push(bytes_of(vec![r]));
+        }
+        sent
+    }
+
+    /// Feeds segments (each in pieces); the ingest may refuse them but must not panic.
+    /// Returns whether the publisher got to publishing.
+    fn feed(segments: &[Vec<u8>], piece: usize) -> bool {
+        let ctx = context();
+        let (session, _) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+        let mut ingest = Ingest {
+            session,
+            ctx: &ctx,
+            remote: "127.0.0.1:9".parse().unwrap(),
+            publishing: None,
+        };
+        let mut out = Vec::new();
+        for chunk in segments.iter().flat_map(|s| s.chunks(piece.max(1))) {
+            match ingest.input(chunk) {
+                Ok(results) => {
+                    if ingest.results(results, &mut out).is_err() {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        ingest.publishing.is_some()
+    }
+
+    #[test]
+    fn a_valid_publisher_is_accepted_and_publishes() {
+        assert!(feed(&valid_publisher_bytes(&[]), usize::MAX));
+        // An inter frame before any sequence header is dropped, not fatal.
+        let early_frame = vec![0x27, 0x01, 0, 0, 0, 0, 0, 0, 1, 0x41];
+        assert!(feed(&valid_publisher_bytes(&[early_frame]), 7));
+        // A sequence header that is not an AVC configuration is fatal.
+        let bad_header = vec![0x17, 0x00, 0, 0, 0];
+        assert!(!feed(&valid_publisher_bytes(&[bad_header]), 7));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn mutated_publisher_streams_never_panic(
+            tags in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..6),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..12),
+            cut in any::<prop::sample::Index>(),
+            piece in 1usize..600,
+        ) {
+            let mut segments = valid_publisher_bytes(&tags);
+            let total: usize = segments.iter().map(Vec::len).sum();
+            for (at, value) in flips {
+                let mut i = at.index(total);
+                for s in segments.iter_mut() {
+                    if i < s.len() {
+                        s[i] = value;
+                        break;
+                    }
+                    i -= s.len();
+                }
+            }
+            // Cut the stream short somewhere.
+            let mut keep = cut.index(total + 1);
+            for s in segments.iter_mut() {
+                let n = keep.min(s.len());
+                s.truncate(n);
+                keep -= n;
+            }
+            feed(&segments, piece);
+        }
+
+        #[test]
+        fn random_bytes_after_the_handshake_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            piece in 1usize..600,
+        ) {
+            feed(&[bytes], piece);
+        }
     }
 }

@@ -12,6 +12,43 @@ use rml_rtmp::sessions::{
 };
 use rml_rtmp::time::RtmpTimestamp;
 
+/// Completes only the RTMP handshake, for tests that then send raw chunks.
+pub fn handshake(addr: &str) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    let mut handshake = Handshake::new(PeerType::Client);
+    stream
+        .write_all(&handshake.generate_outbound_p0_and_p1().map_err(io)?)
+        .map_err(io)?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = stream.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Err("closed during handshake".into());
+        }
+        match handshake.process_bytes(&buf[..n]).map_err(io)? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).map_err(io)?
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                stream.write_all(&response_bytes).map_err(io)?;
+                return Ok(stream);
+            }
+        }
+    }
+}
+
+/// One RTMP chunk (format 0, chunk stream 3) carrying an AMF0 command message
+/// whose body is only the string "connect": fewer values than a command has.
+pub fn short_amf0_command() -> Vec<u8> {
+    let body = [0x02, 0x00, 0x07, b'c', b'o', b'n', b'n', b'e', b'c', b't'];
+    let mut chunk = vec![0x03, 0, 0, 0, 0, 0, body.len() as u8, 20, 0, 0, 0, 0];
+    chunk.extend_from_slice(&body);
+    chunk
+}
+
 pub struct Publisher {
     stream: TcpStream,
     session: ClientSession,

@@ -323,6 +323,19 @@ fn bad_input_hurts_only_itself_while_a_good_stream_flows() {
         assert!(log.contains(expect), "no log line naming {expect}:\n{log}");
     }
 
+    // 5. An AMF0 command with too few values (the RTMP library panics on it;
+    //    the ingest contains that and closes only this connection).
+    let before = origin.proc.log_text().matches("malformed RTMP").count();
+    let mut short = strom_tests::rtmp_client::handshake(&rtmp_addr).expect("handshake");
+    short
+        .write_all(&strom_tests::rtmp_client::short_amf0_command())
+        .unwrap();
+    assert!(
+        closed_by_server(&mut short, Duration::from_secs(10)),
+        "short AMF0 command: connection stays open"
+    );
+    log_grows("malformed RTMP", before);
+
     // The good stream kept flowing to the viewer the whole time.
     let status = watcher.wait(Duration::from_secs(60)).expect("watch ends");
     assert!(status.success(), "{}", watcher.log_text());
