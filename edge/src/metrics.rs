@@ -16,6 +16,8 @@ pub struct ServerCounters {
     pub sessions_active_webtransport: AtomicU64,
     pub subscriptions_total: AtomicU64,
     pub subscriptions_refused: AtomicU64,
+    pub moqt_objects_out: AtomicU64,
+    pub moqt_bytes_out: AtomicU64,
     pub hls_requests: AtomicU64,
     pub hls_bytes: AtomicU64,
     pub upstream_subscriptions: AtomicU64,
@@ -109,6 +111,18 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
         "counter",
         "SUBSCRIBE requests for unknown broadcasts or tracks.",
         vec![(String::new(), c(&counters.subscriptions_refused))],
+    );
+    family(
+        "strom_moqt_egress_objects_total",
+        "counter",
+        "Objects handed to MoQT subscribers (all broadcasts; never resets).",
+        vec![(String::new(), c(&counters.moqt_objects_out))],
+    );
+    family(
+        "strom_moqt_egress_bytes_total",
+        "counter",
+        "Object payload bytes handed to MoQT subscribers (all broadcasts; never resets).",
+        vec![(String::new(), c(&counters.moqt_bytes_out))],
     );
     family(
         "strom_upstream_subscriptions_total",

@@ -75,8 +75,37 @@ pub fn quic_transport_config() -> quinn::TransportConfig {
     transport.keep_alive_interval(Some(std::time::Duration::from_secs(3)));
     // One stream per group per track per subscriber; be generous.
     transport.max_concurrent_uni_streams(1024u32.into());
+    // Unsent data a connection may buffer. quinn's default (10 MB) times
+    // hundreds of lagging viewers is gigabytes; 4 MB still fills 320 Mbit/s
+    // at 100 ms RTT (an edge-to-edge link with many broadcasts).
+    transport.send_window(4 * 1024 * 1024);
     transport.max_concurrent_bidi_streams(256u32.into());
     transport
+}
+
+/// Socket buffers for a QUIC server: the kernel's default (~208 KiB) drops
+/// handshakes when a hundred viewers join at once.
+const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// A UDP socket with large buffers (the kernel caps them at net.core.*mem_max).
+pub fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .context("creating UDP socket")?;
+    if let Err(err) = socket.set_recv_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::warn!(error = %err, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(err) = socket.set_send_buffer_size(UDP_BUFFER_BYTES) {
+        tracing::warn!(error = %err, "could not enlarge the UDP send buffer");
+    }
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr}"))?;
+    Ok(socket.into())
 }
 
 /// A bound QUIC endpoint serving MoQT over raw QUIC and WebTransport.
@@ -90,8 +119,15 @@ impl MoqtServer {
             .context("TLS configuration unusable for QUIC")?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(quic_transport_config()));
-        let endpoint = quinn::Endpoint::server(config, addr)
-            .with_context(|| format!("binding QUIC on {addr}"))?;
+        let socket = udp_socket(addr)?;
+        let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            socket,
+            runtime,
+        )
+        .with_context(|| format!("starting QUIC on {addr}"))?;
         Ok(Self { endpoint })
     }
 
@@ -106,8 +142,15 @@ impl MoqtServer {
             let counters = counters.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                if let Err(err) = accept_session(incoming, broadcasts, counters).await {
-                    tracing::info!(%remote, error = %format!("{err:#}"), "MoQT session ended");
+                match accept_session(incoming, broadcasts, counters).await {
+                    Ok(()) => tracing::debug!(%remote, "MoQT session ended"),
+                    // A viewer leaving closes with code 0: routine, not news.
+                    Err(err) if format!("{err:#}").contains("closed by peer: 0") => {
+                        tracing::debug!(%remote, "MoQT session closed by the peer")
+                    }
+                    Err(err) => {
+                        tracing::info!(%remote, error = %format!("{err:#}"), "MoQT session ended")
+                    }
                 }
             });
         }
@@ -308,7 +351,7 @@ async fn serve_subscription(
     };
     let result = tokio::select! {
         res = subscribed.serve_with_largest_location(track_reader, largest) => res.map_err(anyhow::Error::from),
-        res = feed(reader, subgroups, priority_of(&track_name)) => res,
+        res = feed(reader, subgroups, priority_of(&track_name), &counters) => res,
     };
     if let Err(err) = result {
         tracing::debug!(track = %track_name, error = %format!("{err:#}"), "subscription ended");
@@ -320,6 +363,7 @@ async fn feed(
     mut reader: crate::cache::TrackReader,
     mut subgroups: serve::SubgroupsWriter,
     priority: u8,
+    counters: &ServerCounters,
 ) -> anyhow::Result<()> {
     let mut current: Option<(u64, serve::SubgroupWriter)> = None;
     while let Some(delivery) = reader.next().await {
@@ -336,8 +380,11 @@ async fn feed(
                     ));
                 }
                 if let Some((_, writer)) = current.as_mut() {
+                    let size = object.payload.len() as u64;
                     let mut w = writer.create_with_id(object.id, object.payload.len(), None)?;
                     w.write(object.payload)?;
+                    counters.moqt_objects_out.fetch_add(1, Ordering::Relaxed);
+                    counters.moqt_bytes_out.fetch_add(size, Ordering::Relaxed);
                 }
             }
             Delivery::GroupEnd { group } => {
