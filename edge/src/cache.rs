@@ -141,6 +141,20 @@ pub struct TrackCounters {
     pub objects_skipped: AtomicU64,
 }
 
+/// Whether the source of a track has accepted it. Local tracks are ready at
+/// once; a track pulled from upstream is pending until the upstream answers
+/// its SUBSCRIBE (a relay must not accept a subscriber before that).
+#[derive(Clone, Debug)]
+pub enum UpstreamState {
+    Pending,
+    /// Accepted; the upstream's largest (group, object) when it accepted.
+    Ready {
+        largest: Option<(u64, u64)>,
+    },
+    /// Refused or failed, with the error to pass on.
+    Refused(moq_transport::serve::ServeError),
+}
+
 /// A live track: its newest groups, readers waiting on them, and demand.
 pub struct TrackCache {
     pub name: String,
@@ -149,6 +163,9 @@ pub struct TrackCache {
     version: watch::Sender<u64>,
     readers: AtomicUsize,
     last_demand: Mutex<Instant>,
+    upstream: watch::Sender<UpstreamState>,
+    /// False while history is being fetched from upstream.
+    history_done: watch::Sender<bool>,
     pub counters: TrackCounters,
 }
 
@@ -161,7 +178,21 @@ impl fmt::Debug for TrackCache {
 }
 
 impl TrackCache {
+    /// A track whose source is here (ready at once).
     pub fn new(name: impl Into<String>, limits: CacheLimits) -> Arc<Self> {
+        Self::with_state(name, limits, UpstreamState::Ready { largest: None })
+    }
+
+    /// A track to be pulled from upstream (pending until the upstream answers).
+    pub fn pending(name: impl Into<String>, limits: CacheLimits) -> Arc<Self> {
+        Self::with_state(name, limits, UpstreamState::Pending)
+    }
+
+    fn with_state(
+        name: impl Into<String>,
+        limits: CacheLimits,
+        upstream: UpstreamState,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
             limits,
@@ -169,8 +200,38 @@ impl TrackCache {
             version: watch::channel(0).0,
             readers: AtomicUsize::new(0),
             last_demand: Mutex::new(Instant::now()),
+            history_done: watch::channel(!matches!(upstream, UpstreamState::Pending)).0,
+            upstream: watch::channel(upstream).0,
             counters: TrackCounters::default(),
         })
+    }
+
+    /// Marks the history fetch from upstream as finished (or given up).
+    pub fn set_history_done(&self) {
+        self.history_done.send_replace(true);
+    }
+
+    /// Waits (up to `limit`) until history from upstream has arrived, so a
+    /// FETCH is answered from a complete cache.
+    pub async fn history_settled(&self, limit: Duration) {
+        let mut rx = self.history_done.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|done| *done)).await;
+    }
+
+    pub fn set_upstream(&self, state: UpstreamState) {
+        self.upstream.send_replace(state);
+    }
+
+    /// The upstream's answer, waiting up to `limit` while it is pending.
+    pub async fn upstream_answer(&self, limit: Duration) -> UpstreamState {
+        let mut rx = self.upstream.subscribe();
+        let waited =
+            tokio::time::timeout(limit, rx.wait_for(|s| !matches!(s, UpstreamState::Pending)))
+                .await;
+        match waited {
+            Ok(Ok(state)) => state.clone(),
+            _ => self.upstream.borrow().clone(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, TrackState> {
@@ -534,7 +595,7 @@ impl Broadcast {
                 if !valid_track_name(name) || tracks.len() >= MAX_TRACKS_PER_BROADCAST {
                     return None;
                 }
-                let track = TrackCache::new(name, self.limits);
+                let track = TrackCache::pending(name, self.limits);
                 requests.send(track.clone()).ok()?;
                 tracks.insert(name.to_owned(), track.clone());
                 Some(track)
@@ -786,6 +847,33 @@ mod tests {
         // A reader created before history arrived still starts at the newest group.
         let mut r = t.reader_from_newest();
         assert!(matches!(r.poll(), Some(Delivery::Object { group: 7, .. })));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_track_is_pending_until_answered() {
+        let t = TrackCache::pending("video", CacheLimits::default());
+        assert!(matches!(
+            t.upstream_answer(Duration::from_millis(20)).await,
+            UpstreamState::Pending
+        ));
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move { t.upstream_answer(Duration::from_secs(5)).await })
+        };
+        t.set_upstream(UpstreamState::Ready {
+            largest: Some((4, 2)),
+        });
+        assert!(matches!(
+            waiter.await.unwrap(),
+            UpstreamState::Ready {
+                largest: Some((4, 2))
+            }
+        ));
+        let local = TrackCache::new("video", CacheLimits::default());
+        assert!(matches!(
+            local.upstream_answer(Duration::ZERO).await,
+            UpstreamState::Ready { .. }
+        ));
     }
 
     #[test]

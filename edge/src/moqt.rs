@@ -17,7 +17,13 @@ use moq_transport::session::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::cache::{Announcement, Broadcasts, Delivery, Namespace};
+use crate::cache::{Announcement, Broadcasts, Delivery, Namespace, UpstreamState};
+
+/// The longest RENDEZVOUS_TIMEOUT honoured (ms).
+const MAX_RENDEZVOUS_MS: u64 = 30_000;
+
+/// How long a subscriber waits for the upstream to accept a track.
+const UPSTREAM_ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::metrics::ServerCounters;
 
 /// ALPNs a MoQT endpoint offers: HTTP/3 for WebTransport, then the raw-QUIC MoQT versions.
@@ -205,7 +211,7 @@ async fn accept_session(
         anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
     };
 
-    let (session, publisher, _subscriber) =
+    let (session, publisher, subscriber) =
         moq_transport::session::Session::accept(session.into(), None, transport)
             .await
             .context("MoQT setup failed")?;
@@ -218,6 +224,7 @@ async fn accept_session(
     tokio::select! {
         res = session.run() => res.context("MoQT session failed"),
         _ = serve_publisher(publisher, broadcasts, counters.clone()) => Ok(()),
+        _ = refuse_publishers(subscriber) => Ok(()),
     }
 }
 
@@ -231,8 +238,18 @@ pub async fn serve_publisher(
     let mut fetches = publisher.clone();
     // Accept FETCH before the peer can send one (otherwise NOT_SUPPORTED).
     publisher.accept_fetch();
+    let mut statuses = publisher.clone();
+    let mut track_sets = publisher.clone();
     loop {
         tokio::select! {
+            request = statuses.track_status_requested() => {
+                let Some(request) = request else { return };
+                answer_track_status(request, &broadcasts);
+            }
+            request = track_sets.subscribed_tracks() => {
+                let Some(request) = request else { return };
+                let _ = request.reject(RequestErrorCode::NotSupported as u64, "SUBSCRIBE_TRACKS is not supported");
+            }
             request = fetches.fetch_requested() => {
                 let Some(request) = request else { return };
                 let broadcasts = broadcasts.clone();
@@ -311,21 +328,46 @@ async fn serve_subscription(
 ) {
     let info = subscribed.info.clone();
     let track_name = info.track_name.to_string_lossy().into_owned();
-    let found = from_track_namespace(&info.track_namespace)
+    // RENDEZVOUS_TIMEOUT: hold the request until the broadcast appears.
+    let rendezvous = info
+        .params
+        .rendezvous_timeout()
         .ok()
-        .and_then(|ns| broadcasts.get(&ns))
-        .and_then(|b| b.track(&track_name).map(|t| (b, t)));
+        .flatten()
+        .map(|ms| std::time::Duration::from_millis(ms.min(MAX_RENDEZVOUS_MS)));
+    let broadcast = match from_track_namespace(&info.track_namespace) {
+        Ok(ns) => broadcast_within(&broadcasts, &ns, rendezvous).await,
+        Err(_) => None,
+    };
+    let found = broadcast.and_then(|b| b.track(&track_name).map(|t| (b, t)));
     let Some((broadcast, track)) = found else {
         counters
             .subscriptions_refused
             .fetch_add(1, Ordering::Relaxed);
-        let _ = subscribed.close(ServeError::NotFound);
+        let err = if rendezvous.is_some() {
+            ServeError::Timeout
+        } else {
+            ServeError::NotFound
+        };
+        let _ = subscribed.close(err);
         return;
     };
     counters.subscriptions_total.fetch_add(1, Ordering::Relaxed);
     track.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(namespace = %broadcast.namespace, track = %track_name, "subscription");
 
+    // A relay answers only once its own upstream subscription stands.
+    let upstream_largest = match track.upstream_answer(UPSTREAM_ANSWER_LIMIT).await {
+        UpstreamState::Ready { largest } => largest,
+        UpstreamState::Refused(err) => {
+            let _ = subscribed.close(err);
+            return;
+        }
+        UpstreamState::Pending => {
+            let _ = subscribed.close(ServeError::Timeout);
+            return;
+        }
+    };
     let reader = match info
         .filter
         .as_ref()
@@ -339,7 +381,10 @@ async fn serve_subscription(
         }
         _ => track.reader_from_newest(),
     };
-    let largest = track.largest().map(|(g, o)| Location::new(g, o));
+    let largest = track
+        .largest()
+        .max(upstream_largest)
+        .map(|(g, o)| Location::new(g, o));
     let (writer, track_reader) =
         serve::Track::new(info.track_namespace.clone(), info.track_name.clone()).produce();
     let subgroups = match writer.subgroups() {
@@ -418,6 +463,10 @@ async fn serve_fetch(request: FetchRequested, broadcasts: Arc<Broadcasts>) -> an
         let _ = request.reject(RequestErrorCode::DoesNotExist, "no such track");
         return Ok(());
     };
+    // A relay withholds FETCH_OK until it knows: let its own history arrive.
+    track
+        .history_settled(std::time::Duration::from_secs(3))
+        .await;
     let (start, end) = (range.start_location, range.end_location);
     // End Location is exclusive; object 0 of the end group means "the whole previous group".
     let objects: Vec<(u64, crate::cache::Object)> = track.with_groups(|groups| {
@@ -462,4 +511,101 @@ async fn serve_fetch(request: FetchRequested, broadcasts: Arc<Broadcasts>) -> an
     }
     writer.finish().await?;
     Ok(())
+}
+
+/// Viewers' sessions may not publish into this server: PUBLISH_NAMESPACE and
+/// PUBLISH are answered with REQUEST_ERROR rather than left hanging.
+async fn refuse_publishers(subscriber: Option<moq_transport::session::Subscriber>) {
+    let Some(subscriber) = subscriber else {
+        return std::future::pending().await;
+    };
+    let mut namespaces = subscriber.clone();
+    let mut tracks = subscriber;
+    loop {
+        tokio::select! {
+            request = namespaces.published_namespace() => match request {
+                Some(request) => {
+                    let _ = request.reject(RequestErrorCode::Unauthorized as u64, "this server does not accept publishers");
+                }
+                None => return std::future::pending().await,
+            },
+            request = tracks.publish_received() => match request {
+                Some(request) => request.close(ServeError::NotImplemented("PUBLISH is not accepted here".into())),
+                None => return std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// TRACK_STATUS: the track's largest object from the cache, or DOES_NOT_EXIST.
+fn answer_track_status(
+    mut request: moq_transport::session::TrackStatusRequested,
+    broadcasts: &Broadcasts,
+) {
+    let msg = &request.request_msg;
+    let name = msg.track_name.to_string_lossy().into_owned();
+    let track = from_track_namespace(&msg.track_namespace)
+        .ok()
+        .and_then(|ns| broadcasts.get(&ns))
+        .and_then(|b| b.track(&name));
+    let Some(track) = track else {
+        let _ = request.respond_error(RequestErrorCode::DoesNotExist as u64, "no such track");
+        return;
+    };
+    // moq-transport reports the largest object of a track reader; build one
+    // that holds just that location.
+    let (writer, reader) =
+        serve::Track::new(msg.track_namespace.clone(), msg.track_name.clone()).produce();
+    let largest_written = (|| -> Result<(), ServeError> {
+        let mut subgroups = writer.subgroups()?;
+        if let Some((group, object)) = track.largest() {
+            let mut subgroup = subgroups.create(Subgroup {
+                group_id: group,
+                subgroup_id: 0,
+                priority: priority_of(&name),
+            })?;
+            subgroup.create_with_id(object, 0, None)?;
+        }
+        Ok(())
+    })();
+    if largest_written.is_err() {
+        let _ = request.respond_error(
+            RequestErrorCode::InternalError as u64,
+            "track status unavailable",
+        );
+        return;
+    }
+    let _ = request.respond_ok(&reader);
+}
+
+/// The broadcast under `namespace`, waiting up to `wait` for it to be announced.
+async fn broadcast_within(
+    broadcasts: &Broadcasts,
+    namespace: &Namespace,
+    wait: Option<std::time::Duration>,
+) -> Option<Arc<crate::cache::Broadcast>> {
+    let (_, mut events) = broadcasts.watch();
+    if let Some(b) = broadcasts.get(namespace) {
+        return Some(b);
+    }
+    let wait = wait?;
+    tokio::time::timeout(wait, async {
+        loop {
+            match events.recv().await {
+                Ok(Announcement::Active(ns)) if &ns == namespace => {
+                    return broadcasts.get(namespace)
+                }
+                Err(RecvError::Closed) => return None,
+                Err(RecvError::Lagged(_)) => {
+                    if let Some(b) = broadcasts.get(namespace) {
+                        return Some(b);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }

@@ -18,7 +18,9 @@ use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber, Transport};
 use tokio::sync::mpsc;
 
-use crate::cache::{Broadcast, Broadcasts, CacheLimits, Namespace, Object, Source, TrackCache};
+use crate::cache::{
+    Broadcast, Broadcasts, CacheLimits, Namespace, Object, Source, TrackCache, UpstreamState,
+};
 use crate::metrics::ServerCounters;
 use crate::moqt::{from_track_namespace, quic_transport_config, to_track_namespace};
 use crate::object_meta;
@@ -255,6 +257,13 @@ async fn pull_track(
         }
     }
     broadcast.remove_track(&track);
+    track.set_history_done();
+    if matches!(
+        track.upstream_answer(Duration::ZERO).await,
+        UpstreamState::Pending
+    ) {
+        track.set_upstream(UpstreamState::Refused(serve::ServeError::Cancel));
+    }
     track.close();
 }
 
@@ -269,10 +278,20 @@ async fn pull_track_inner(
         track.name.as_str(),
     )
     .produce();
-    let subscription = subscriber
-        .subscribe_open(writer)
-        .await
-        .context("SUBSCRIBE refused")?;
+    let subscription = match subscriber.subscribe_open(writer).await {
+        Ok(s) => s,
+        Err(err) => {
+            track.set_upstream(UpstreamState::Refused(err.clone()));
+            return Err(anyhow::Error::from(err).context("SUBSCRIBE refused"));
+        }
+    };
+    let upstream_largest = subscription
+        .subscribe_ok()
+        .and_then(|ok| ok.params.largest_object().ok().flatten())
+        .map(|l| (l.group_id, l.object_id));
+    track.set_upstream(UpstreamState::Ready {
+        largest: upstream_largest,
+    });
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
     let mut groups = FuturesUnordered::new();
     // Recent history so that a cold edge can serve HLS at once (a joining
@@ -301,6 +320,7 @@ async fn pull_track_inner(
             }
             res = &mut history, if !history_done => {
                 history_done = true;
+                track.set_history_done();
                 if let Err(err) = res {
                     tracing::debug!(track = %track.name, error = %format!("{err:#}"), "no history from upstream");
                 }
