@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use strom_edge::cache::{CacheLimits, Delivery, Namespace, TrackReader};
+use strom_edge::broadcast::Namespace;
+use strom_edge::cache::{CacheLimits, Delivery, TrackReader};
 use strom_edge::catalog_view::CatalogView;
 use strom_edge::metrics::ServerCounters;
 use strom_edge::tls::{self, Trust};
@@ -81,7 +82,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let namespace = Namespace::parse(&options.namespace)?;
     let (session, subscriber) = upstream::connect(&options.url, &options.trust).await?;
     let ctx = UpstreamContext {
-        broadcasts: strom_edge::cache::Broadcasts::new(),
+        broadcasts: strom_edge::broadcast::Broadcasts::new(),
         counters: Arc::new(ServerCounters::default()),
         limits: CacheLimits::default(),
         idle: Duration::from_secs(1),

@@ -19,7 +19,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::cache::{Broadcast, Broadcasts, Namespace, TrackCache};
+use crate::broadcast::{Broadcast, Broadcasts, Namespace};
+use crate::cache::TrackCache;
 use crate::catalog_view::CatalogView;
 use crate::hls::{self, PlaylistParams};
 use crate::metrics::{self, ServerCounters};

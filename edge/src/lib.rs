@@ -4,6 +4,7 @@
 //!
 //! The origin reuses the same cache and MoQT server to publish what it ingests.
 
+pub mod broadcast;
 pub mod cache;
 pub mod catalog_view;
 pub mod hls;
@@ -21,7 +22,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use cache::{Broadcasts, CacheLimits, ObjectMeta};
+use broadcast::Broadcasts;
+use cache::{CacheLimits, ObjectMeta};
 use metrics::ServerCounters;
 
 /// TLS certificate and key files; when absent a development certificate is

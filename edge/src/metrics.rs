@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::Broadcasts;
+use crate::broadcast::Broadcasts;
 
 /// Counters of one MoQT server.
 #[derive(Default, Debug)]

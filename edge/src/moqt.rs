@@ -17,7 +17,8 @@ use moq_transport::session::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::cache::{Announcement, Broadcasts, Delivery, Namespace, UpstreamState};
+use crate::broadcast::{Announcement, Broadcast, Broadcasts, Namespace};
+use crate::cache::{Delivery, UpstreamState};
 
 /// The longest RENDEZVOUS_TIMEOUT honoured (ms).
 const MAX_RENDEZVOUS_MS: u64 = 30_000;
@@ -583,7 +584,7 @@ async fn broadcast_within(
     broadcasts: &Broadcasts,
     namespace: &Namespace,
     wait: Option<std::time::Duration>,
-) -> Option<Arc<crate::cache::Broadcast>> {
+) -> Option<Arc<Broadcast>> {
     let (_, mut events) = broadcasts.watch();
     if let Some(b) = broadcasts.get(namespace) {
         return Some(b);

@@ -18,9 +18,8 @@ use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber, Transport};
 use tokio::sync::mpsc;
 
-use crate::cache::{
-    Broadcast, Broadcasts, CacheLimits, Namespace, Object, Source, TrackCache, UpstreamState,
-};
+use crate::broadcast::{Broadcast, Broadcasts, Namespace, Source};
+use crate::cache::{CacheLimits, Object, TrackCache, UpstreamState};
 use crate::metrics::ServerCounters;
 use crate::moqt::{from_track_namespace, quic_transport_config, to_track_namespace};
 use crate::object_meta;

@@ -3,7 +3,7 @@
 //! control plane issues publish credentials.
 
 use sha2::{Digest, Sha256};
-use strom_edge::cache::Namespace;
+use strom_edge::broadcast::Namespace;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PublishRefused {

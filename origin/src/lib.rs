@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use strom_edge::cache::{Broadcasts, CacheLimits, Namespace};
+use strom_edge::broadcast::{Broadcasts, Namespace};
+use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
 use strom_edge::{http, moqt, TlsFiles};
 

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use strom_edge::cache::{
-    Broadcast, Broadcasts, CacheLimits, Namespace, Object, Source, TrackCache,
-};
+use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
+use strom_edge::cache::{CacheLimits, Object, TrackCache};
 use strom_media::{AudioTag, Output, Packager, PackagerError, Resume, VideoTag};
 
 #[derive(Debug, thiserror::Error)]

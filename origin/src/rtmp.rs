@@ -323,7 +323,8 @@ mod tests {
         PublishRequestType,
     };
     use rml_rtmp::time::RtmpTimestamp;
-    use strom_edge::cache::{Broadcasts, CacheLimits, Namespace};
+    use strom_edge::broadcast::{Broadcasts, Namespace};
+    use strom_edge::cache::CacheLimits;
 
     const KEY: &str = "fuzz-key-0123456789abcdef";
 

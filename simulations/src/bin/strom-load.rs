@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use strom_edge::cache::Namespace;
+use strom_edge::broadcast::Namespace;
 use strom_edge::moqt::to_track_namespace;
 use strom_edge::tls::{self, Trust};
 use strom_simulations::edge_metrics::{Sample, Scraper};
