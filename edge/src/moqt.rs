@@ -82,10 +82,10 @@ pub fn quic_transport_config() -> quinn::TransportConfig {
     transport.keep_alive_interval(Some(std::time::Duration::from_secs(3)));
     // One stream per group per track per subscriber; be generous.
     transport.max_concurrent_uni_streams(1024u32.into());
-    // Unsent data a connection may buffer. quinn's default (10 MB) times
-    // hundreds of lagging viewers is gigabytes; 4 MB still fills 320 Mbit/s
-    // at 100 ms RTT (an edge-to-edge link with many broadcasts).
-    transport.send_window(4 * 1024 * 1024);
+    // Unsent data a connection may buffer, to start with; each session's
+    // window then follows what it carries (see `SendWindow`). quinn's default
+    // (10 MB) times hundreds of lagging viewers is gigabytes.
+    transport.send_window(SendWindow::PER_TRACK * 2);
     transport.max_concurrent_bidi_streams(256u32.into());
     transport
 }
@@ -113,6 +113,51 @@ pub fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
         .bind(&addr.into())
         .with_context(|| format!("binding UDP {addr}"))?;
     Ok(socket.into())
+}
+
+/// A session's QUIC send window follows the number of tracks it receives:
+/// a viewer (two or three tracks) gets about 1 MB — ample for a few Mbit/s
+/// at any RTT — while an edge-to-edge link carrying many tracks gets more, so
+/// that many lagging viewers cannot pin gigabytes of unsent data.
+pub struct SendWindow {
+    conn: quinn::Connection,
+    tracks: std::sync::atomic::AtomicU64,
+}
+
+impl SendWindow {
+    const PER_TRACK: u64 = 512 * 1024;
+    const MAX: u64 = 32 * 1024 * 1024;
+
+    fn new(conn: quinn::Connection) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            tracks: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn set(&self, tracks: u64) {
+        let window = (tracks.max(2) * Self::PER_TRACK).min(Self::MAX);
+        self.conn.set_send_window(window);
+    }
+
+    /// Counts a track for as long as the guard lives.
+    fn track(self: &Arc<Self>) -> SendWindowGuard {
+        self.set(self.tracks.fetch_add(1, Ordering::Relaxed) + 1);
+        SendWindowGuard(self.clone())
+    }
+}
+
+struct SendWindowGuard(Arc<SendWindow>);
+
+impl Drop for SendWindowGuard {
+    fn drop(&mut self) {
+        self.0.set(
+            self.0
+                .tracks
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1),
+        );
+    }
 }
 
 /// A bound QUIC endpoint serving MoQT over raw QUIC and WebTransport.
@@ -170,6 +215,7 @@ async fn accept_session(
     counters: Arc<ServerCounters>,
 ) -> anyhow::Result<()> {
     let conn = incoming.await.context("QUIC handshake failed")?;
+    let window = SendWindow::new(conn.clone());
     let alpn = conn
         .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -224,16 +270,17 @@ async fn accept_session(
     let publisher = publisher.context("peer did not take the subscriber role")?;
     tokio::select! {
         res = session.run() => res.context("MoQT session failed"),
-        _ = serve_publisher(publisher, broadcasts, counters.clone()) => Ok(()),
+        _ = serve_publisher(publisher, broadcasts, counters.clone(), window) => Ok(()),
         _ = refuse_publishers(subscriber) => Ok(()),
     }
 }
 
 /// Answers every SUBSCRIBE and SUBSCRIBE_NAMESPACE of one session.
-pub async fn serve_publisher(
+async fn serve_publisher(
     mut publisher: Publisher,
     broadcasts: Arc<Broadcasts>,
     counters: Arc<ServerCounters>,
+    window: Arc<SendWindow>,
 ) {
     let mut namespaces = publisher.clone();
     let mut fetches = publisher.clone();
@@ -264,8 +311,10 @@ pub async fn serve_publisher(
                 let Some(subscribed) = subscribed else { return };
                 let broadcasts = broadcasts.clone();
                 let counters = counters.clone();
+                let window = window.track();
                 tokio::spawn(async move {
                     serve_subscription(subscribed, broadcasts, counters).await;
+                    drop(window);
                 });
             }
             request = namespaces.subscribed_namespace() => {
