@@ -257,3 +257,52 @@ pub fn render_process() -> String {
     }
     out
 }
+
+/// Reads back the exposition: sums `name` over the series whose labels
+/// contain every `(key, value)` of `labels` (tests and load tools use it).
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let Some((label_text, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let matches = labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+        if let (true, Ok(v)) = (matches, value.trim().parse::<f64>()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_reads_back_what_render_writes() {
+        let counters = ServerCounters::default();
+        counters
+            .subscriptions_refused
+            .fetch_add(3, Ordering::Relaxed);
+        let text = render("edge", &counters, &Broadcasts::default());
+        assert_eq!(
+            sum(&text, "strom_moqt_subscriptions_refused_total", &[]),
+            Some(3.0)
+        );
+        assert_eq!(
+            sum(&text, "strom_moqt_sessions_total", &[("protocol", "quic")]),
+            Some(0.0)
+        );
+        assert_eq!(sum(&text, "strom_no_such_metric", &[]), None);
+        // A name that is a prefix of another must not match it.
+        assert_eq!(sum(&text, "strom_moqt_sessions", &[]), None);
+    }
+}

@@ -6,33 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::{Client, Target};
 
-/// Sums a metric over the series whose labels contain all of `labels`.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        let Some((label_text, value)) = rest.rsplit_once(' ') else {
-            continue;
-        };
-        if labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            if let Ok(v) = value.trim().parse::<f64>() {
-                *found.get_or_insert(0.0) += v;
-            }
-        }
-    }
-    found
-}
+pub use strom_edge::metrics::sum as metric;
 
 /// The figures of one scrape.
 #[derive(Clone, Debug, Default, serde::Serialize)]

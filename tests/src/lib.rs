@@ -259,33 +259,7 @@ pub fn http_text(url: &str) -> Option<String> {
     }
 }
 
-/// Sums a Prometheus metric over series whose labels contain all `labels`.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        let (label_text, value) = match rest.rsplit_once(' ') {
-            Some(x) => x,
-            None => continue,
-        };
-        if labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            let v: f64 = value.trim().parse().ok()?;
-            *found.get_or_insert(0.0) += v;
-        }
-    }
-    found
-}
+pub use strom_edge::metrics::sum as metric;
 
 /// One stream as ffprobe reports it.
 #[derive(Debug, Clone)]

@@ -14,6 +14,11 @@ use rml_rtmp::time::RtmpTimestamp;
 
 /// Completes only the RTMP handshake, for tests that then send raw chunks.
 pub fn handshake(addr: &str) -> Result<TcpStream, String> {
+    handshake_with_rest(addr).map(|(stream, _)| stream)
+}
+
+/// The handshake, and any bytes the server sent after it.
+fn handshake_with_rest(addr: &str) -> Result<(TcpStream, Vec<u8>), String> {
     let mut stream = TcpStream::connect(addr).map_err(io)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -32,9 +37,12 @@ pub fn handshake(addr: &str) -> Result<TcpStream, String> {
             HandshakeProcessResult::InProgress { response_bytes } => {
                 stream.write_all(&response_bytes).map_err(io)?
             }
-            HandshakeProcessResult::Completed { response_bytes, .. } => {
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
                 stream.write_all(&response_bytes).map_err(io)?;
-                return Ok(stream);
+                return Ok((stream, remaining_bytes));
             }
         }
     }
@@ -62,33 +70,7 @@ impl Publisher {
     /// Connects, handshakes, and asks to publish `app`/`key`. Returns an error
     /// string if the server refuses or closes.
     pub fn connect(addr: &str, app: &str, key: &str) -> Result<Publisher, String> {
-        let mut stream = TcpStream::connect(addr).map_err(io)?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(io)?;
-        let mut handshake = Handshake::new(PeerType::Client);
-        stream
-            .write_all(&handshake.generate_outbound_p0_and_p1().map_err(io)?)
-            .map_err(io)?;
-        let mut buf = vec![0u8; 65536];
-        let remaining = loop {
-            let n = stream.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                return Err("closed during handshake".into());
-            }
-            match handshake.process_bytes(&buf[..n]).map_err(io)? {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    stream.write_all(&response_bytes).map_err(io)?
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    stream.write_all(&response_bytes).map_err(io)?;
-                    break remaining_bytes;
-                }
-            }
-        };
+        let (stream, remaining) = handshake_with_rest(addr)?;
         let (session, initial) = ClientSession::new(ClientSessionConfig::new()).map_err(io)?;
         let mut p = Publisher { stream, session };
         p.send(initial)?;
