@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::cache::{CacheLimits, TrackCache};
+use crate::cache::{CacheLimits, TrackCache, TrackCounters, UpstreamState};
 
 /// A broadcast's MoQT track namespace: (tenant, event, stream).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +68,8 @@ pub enum NamespaceError {
 
 /// Renditions and audio languages of one broadcast stay far below this.
 const MAX_TRACKS_PER_BROADCAST: usize = 64;
+/// Track names whose counters a broadcast remembers after their release.
+const MAX_COUNTED_TRACKS: usize = 256;
 
 /// Where a broadcast's media comes from.
 pub enum Source {
@@ -83,6 +85,9 @@ pub struct Broadcast {
     source: Source,
     limits: CacheLimits,
     tracks: Mutex<HashMap<String, Arc<TrackCache>>>,
+    /// Per track name, kept when an idle track is released so that its
+    /// counters never go backwards while the broadcast lives.
+    counters: Mutex<HashMap<String, Arc<TrackCounters>>>,
 }
 
 impl Broadcast {
@@ -92,7 +97,29 @@ impl Broadcast {
             source,
             limits,
             tracks: Mutex::new(HashMap::new()),
+            counters: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn counters_for(&self, name: &str) -> Arc<TrackCounters> {
+        let mut all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = all.get(name) {
+            return c.clone();
+        }
+        let c = Arc::<TrackCounters>::default();
+        if all.len() < MAX_COUNTED_TRACKS {
+            all.insert(name.to_owned(), c.clone());
+        }
+        c
+    }
+
+    /// Every track name with its counters and, while it is held, its cache.
+    pub fn track_figures(&self) -> Vec<(String, Arc<TrackCounters>, Option<Arc<TrackCache>>)> {
+        let tracks = self.tracks();
+        let all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .map(|(name, c)| (name.clone(), c.clone(), tracks.get(name).cloned()))
+            .collect()
     }
 
     fn tracks(&self) -> MutexGuard<'_, HashMap<String, Arc<TrackCache>>> {
@@ -117,7 +144,12 @@ impl Broadcast {
                 if !valid_track_name(name) || tracks.len() >= MAX_TRACKS_PER_BROADCAST {
                     return None;
                 }
-                let track = TrackCache::pending(name, self.limits);
+                let track = TrackCache::with_state(
+                    name,
+                    self.limits,
+                    UpstreamState::Pending,
+                    self.counters_for(name),
+                );
                 requests.send(track.clone()).ok()?;
                 tracks.insert(name.to_owned(), track.clone());
                 Some(track)
@@ -133,7 +165,12 @@ impl Broadcast {
                 return t.clone();
             }
         }
-        let track = TrackCache::new(name, self.limits);
+        let track = TrackCache::with_state(
+            name,
+            self.limits,
+            UpstreamState::Ready { largest: None },
+            self.counters_for(name),
+        );
         tracks.insert(name.to_owned(), track.clone());
         track
     }
@@ -264,6 +301,27 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_err());
         assert!(b.track("../etc").is_none());
+    }
+
+    #[test]
+    fn track_counters_outlive_an_idle_release() {
+        use std::sync::atomic::Ordering;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let b = Broadcast::new(
+            Namespace::parse("t/e/s").unwrap(),
+            Source::Upstream(tx),
+            CacheLimits::default(),
+        );
+        let first = b.track("video").unwrap();
+        first.counters.bytes_out.fetch_add(100, Ordering::Relaxed);
+        b.remove_track(&first);
+        first.close();
+        let second = b.track("video").unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.counters.bytes_out.load(Ordering::Relaxed), 100);
+        let figures = b.track_figures();
+        assert_eq!(figures.len(), 1);
+        assert!(figures[0].2.is_some());
     }
 
     #[test]

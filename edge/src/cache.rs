@@ -110,7 +110,8 @@ pub struct TrackCache {
     upstream: watch::Sender<UpstreamState>,
     /// False while history is being fetched from upstream.
     history_done: watch::Sender<bool>,
-    pub counters: TrackCounters,
+    /// Shared with the broadcast, so the figures outlive an idle release.
+    pub counters: Arc<TrackCounters>,
 }
 
 impl fmt::Debug for TrackCache {
@@ -124,18 +125,25 @@ impl fmt::Debug for TrackCache {
 impl TrackCache {
     /// A track whose source is here (ready at once).
     pub fn new(name: impl Into<String>, limits: CacheLimits) -> Arc<Self> {
-        Self::with_state(name, limits, UpstreamState::Ready { largest: None })
+        Self::with_state(
+            name,
+            limits,
+            UpstreamState::Ready { largest: None },
+            Arc::default(),
+        )
     }
 
     /// A track to be pulled from upstream (pending until the upstream answers).
     pub fn pending(name: impl Into<String>, limits: CacheLimits) -> Arc<Self> {
-        Self::with_state(name, limits, UpstreamState::Pending)
+        Self::with_state(name, limits, UpstreamState::Pending, Arc::default())
     }
 
-    fn with_state(
+    /// Like [`Self::new`] or [`Self::pending`], adding to existing counters.
+    pub fn with_state(
         name: impl Into<String>,
         limits: CacheLimits,
         upstream: UpstreamState,
+        counters: Arc<TrackCounters>,
     ) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
@@ -146,7 +154,7 @@ impl TrackCache {
             last_demand: Mutex::new(Instant::now()),
             history_done: watch::channel(!matches!(upstream, UpstreamState::Pending)).0,
             upstream: watch::channel(upstream).0,
-            counters: TrackCounters::default(),
+            counters,
         })
     }
 

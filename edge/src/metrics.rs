@@ -151,22 +151,24 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
 
     let mut per_track: Vec<(String, [u64; 7])> = Vec::new();
     for b in broadcasts.list() {
-        for t in b.track_list() {
+        for (name, k, track) in b.track_figures() {
             let labels = format!(
                 ",namespace=\"{}\",track=\"{}\"",
                 escape(&b.namespace.to_string()),
-                escape(&t.name)
+                escape(&name)
             );
-            let k = &t.counters;
+            let (readers, cached) = track.map_or((0, 0), |t| {
+                (t.reader_count() as u64, t.cached_bytes() as u64)
+            });
             per_track.push((
                 labels,
                 [
                     c(&k.subscriptions),
-                    t.reader_count() as u64,
+                    readers,
                     c(&k.objects_in),
                     c(&k.bytes_in),
                     c(&k.bytes_out),
-                    t.cached_bytes() as u64,
+                    cached,
                     c(&k.objects_skipped),
                 ],
             ));
