@@ -610,10 +610,7 @@ mod tests {
         assert!(!t.insert(5, obj(0, 1), now));
         assert!(t.backfill(5, obj(0, 1), now));
         assert!(t.backfill(6, obj(0, 1), now));
-        assert!(
-            t.backfill(7, obj(0, 1), now) == false,
-            "duplicate of live object"
-        );
+        assert!(!t.backfill(7, obj(0, 1), now), "duplicate of live object");
         let ids: Vec<u64> = t.with_groups(|g| g.iter().map(|g| g.id).collect());
         assert_eq!(ids, vec![5, 6, 7]);
         // A reader created before history arrived still starts at the newest group.

@@ -173,7 +173,7 @@ async fn hls_request(state: &HttpState, rest: &str, query: &str) -> Response<Ful
         let Some(broadcast) = find(state, dirs) else {
             return error(StatusCode::NOT_FOUND, "no such broadcast");
         };
-        return master(state, &broadcast).await;
+        return master(&broadcast).await;
     }
     let Some((&track_name, ns)) = dirs.split_last() else {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -258,14 +258,36 @@ async fn catalog(broadcast: &Arc<Broadcast>) -> Option<CatalogView> {
     CatalogView::latest(&track)
 }
 
-async fn master(state: &HttpState, broadcast: &Arc<Broadcast>) -> Response<Full<Bytes>> {
+async fn master(broadcast: &Arc<Broadcast>) -> Response<Full<Bytes>> {
     let Some(catalog) = catalog(broadcast).await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "broadcast has no catalog yet",
         );
     };
-    let _ = state;
+    // Encoders that announce no bitrate still get an honest BANDWIDTH: what
+    // the cached whole groups of each track carried.
+    let measured = catalog
+        .media_tracks()
+        .into_iter()
+        .filter_map(|name| {
+            let timescale = catalog.track(&name)?.timescale;
+            let track = broadcast
+                .track_list()
+                .into_iter()
+                .find(|t| t.name == name)?;
+            let (bytes, ticks) = track.with_groups(|groups| {
+                groups
+                    .iter()
+                    .filter(|g| g.complete)
+                    .fold((0u64, 0u64), |(b, d), g| {
+                        (b + g.bytes as u64, d + g.duration_ticks())
+                    })
+            });
+            (ticks > 0).then(|| (name, bytes * 8 * timescale / ticks))
+        })
+        .collect();
+    let catalog = catalog.with_measured(measured);
     cache_control(
         response(
             StatusCode::OK,
