@@ -11,6 +11,7 @@ pub mod hls;
 pub mod http;
 pub mod metrics;
 pub mod moqt;
+pub mod priority;
 pub mod tls;
 pub mod upstream;
 

@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::broadcast::{Announcement, Broadcast, Broadcasts, Namespace};
 use crate::cache::{Delivery, UpstreamState};
+use crate::priority::MoqtPrioritySession;
 
 /// The longest RENDEZVOUS_TIMEOUT honoured (ms).
 const MAX_RENDEZVOUS_MS: u64 = 30_000;
@@ -258,8 +259,11 @@ async fn accept_session(
         anyhow::bail!("unsupported ALPN {:?}", String::from_utf8_lossy(&alpn));
     };
 
+    let url = session.request().url.clone();
+    let session =
+        moq_transport::session::transport::Session::new(MoqtPrioritySession(session), url);
     let (session, publisher, subscriber) =
-        moq_transport::session::Session::accept(session.into(), None, transport)
+        moq_transport::session::Session::accept(session, None, transport)
             .await
             .context("MoQT setup failed")?;
     let protocol = match transport {
