@@ -1,0 +1,501 @@
+//! Publish and playback tokens: what a broadcaster shows the origin and a
+//! viewer shows an edge. PASETO v4.public (Ed25519, no algorithm choice to
+//! confuse), the signing key's PASERK id in the footer, scoped to tenant +
+//! event (+ stream) + action, with a pseudonymous subject and nothing personal.
+//!
+//! Verification is sans-IO: keys, revocations and the clock are arguments, so
+//! origin, edge and peer-agents check tokens offline. `sync` is the thin
+//! async shell that keeps a [`Verifier`] in step with the control plane.
+
+pub mod revocation;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
+use pasetors::paserk::{FormatAsPaserk, Id};
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
+use pasetors::Public;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use revocation::{Revocation, RevocationKind, Revocations};
+
+/// Issuer claim of every strom token.
+pub const ISSUER: &str = "strom";
+/// Clock difference between issuer and verifier that is tolerated.
+pub const CLOCK_SKEW_SECS: i64 = 30;
+/// Longest a playback token may live.
+pub const MAX_PLAY_SECS: i64 = 600;
+/// Longest a publish credential may live (it is pasted into an encoder once
+/// per event, so it spans the event's schedule, never more than this).
+pub const MAX_PUBLISH_SECS: i64 = 14 * 24 * 3600;
+/// Longest a relay (edge / agent → control plane) credential may live.
+pub const MAX_RELAY_SECS: i64 = 366 * 24 * 3600;
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Push media for a stream into an origin.
+    Publish,
+    /// Watch a stream (or every stream of an event) at an edge or agent.
+    Play,
+    /// A relay (edge, peer-agent) reading keys and revocations.
+    Relay,
+}
+
+impl Action {
+    pub fn max_lifetime_secs(self) -> i64 {
+        match self {
+            Action::Publish => MAX_PUBLISH_SECS,
+            Action::Play => MAX_PLAY_SECS,
+            Action::Relay => MAX_RELAY_SECS,
+        }
+    }
+}
+
+/// The claims of a strom token. Registered claims follow PASETO (RFC 3339
+/// times); the scope claims are short because tokens travel in URLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// Pseudonymous subject: a participant's, stream's or relay's id, never
+    /// an e-mail address or name.
+    pub sub: String,
+    /// Tenant id.
+    pub ten: String,
+    /// Event id; empty for relay credentials.
+    #[serde(default)]
+    pub evt: String,
+    /// Stream name; absent means every stream of the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub str: Option<String>,
+    pub act: Action,
+    #[serde(with = "time::serde::rfc3339")]
+    pub iat: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub nbf: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub exp: OffsetDateTime,
+    pub jti: String,
+}
+
+impl Claims {
+    /// The media namespace this token covers: `tenant/event[/stream]`.
+    pub fn namespace_prefix(&self) -> Vec<&str> {
+        let mut parts = vec![self.ten.as_str(), self.evt.as_str()];
+        if let Some(s) = &self.str {
+            parts.push(s);
+        }
+        parts
+    }
+
+    /// Whether this token allows `action` on the namespace `parts`
+    /// (`[tenant, event, stream]`). A token for an event covers its streams.
+    pub fn covers(&self, action: Action, parts: &[&str]) -> bool {
+        if self.act != action || parts.len() < 2 || self.evt.is_empty() {
+            return false;
+        }
+        let prefix = self.namespace_prefix();
+        if parts.len() < prefix.len() {
+            return false;
+        }
+        prefix.iter().zip(parts).all(|(a, b)| a == b)
+    }
+}
+
+/// What to mint.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub subject: String,
+    pub tenant: String,
+    pub event: String,
+    pub stream: Option<String>,
+    pub action: Action,
+    /// Requested lifetime; clipped to the action's maximum and to `not_after`.
+    pub lifetime_secs: i64,
+    /// Hard end, e.g. the event's end plus grace.
+    pub not_after: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TokenError {
+    #[error("not a strom token")]
+    Malformed,
+    #[error("signed by an unknown key")]
+    UnknownKey,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token lives longer than its action allows")]
+    TooLong,
+    #[error("token revoked")]
+    Revoked,
+    #[error("token does not cover {0}")]
+    OutOfScope(String),
+    #[error("cannot mint: {0}")]
+    Mint(String),
+}
+
+/// A signing key with its PASERK id (`k4.pid.…`).
+pub struct SigningKey {
+    kid: String,
+    secret: AsymmetricSecretKey<V4>,
+    public: AsymmetricPublicKey<V4>,
+}
+
+impl SigningKey {
+    pub fn generate() -> Self {
+        let pair = AsymmetricKeyPair::<V4>::generate().expect("system randomness for Ed25519");
+        Self::from_pair(pair.secret, pair.public)
+    }
+
+    /// From the 64-byte secret key (seed ‖ public key) as stored.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
+        let secret = AsymmetricSecretKey::<V4>::from(bytes).map_err(|_| TokenError::Malformed)?;
+        let public = AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|_| TokenError::Malformed)?;
+        Ok(Self::from_pair(secret, public))
+    }
+
+    fn from_pair(secret: AsymmetricSecretKey<V4>, public: AsymmetricPublicKey<V4>) -> Self {
+        let mut kid = String::new();
+        Id::from(&public).fmt(&mut kid).expect("PASERK id formats");
+        Self { kid, secret, public }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.secret.as_bytes().to_vec()
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            kid: self.kid.clone(),
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            alg: "v4.public".into(),
+            x: URL_SAFE_NO_PAD.encode(self.public.as_bytes()),
+        }
+    }
+
+    /// Mints a token for `grant` at `now`. Not-before lies `CLOCK_SKEW_SECS`
+    /// in the past so a verifier whose clock is slightly behind accepts it.
+    pub fn mint(&self, grant: &Grant, now: OffsetDateTime) -> Result<(String, Claims), TokenError> {
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let lifetime = grant.lifetime_secs.clamp(1, grant.action.max_lifetime_secs());
+        let mut exp = now + time::Duration::seconds(lifetime);
+        if let Some(limit) = grant.not_after {
+            exp = exp.min(limit);
+        }
+        if exp <= now {
+            return Err(TokenError::Mint("the grant has already ended".into()));
+        }
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: grant.subject.clone(),
+            ten: grant.tenant.clone(),
+            evt: grant.event.clone(),
+            str: grant.stream.clone(),
+            act: grant.action,
+            iat: now,
+            nbf: now - time::Duration::seconds(CLOCK_SKEW_SECS),
+            exp,
+            jti: random_id(),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Mint(e.to_string()))?;
+        let footer = serde_json::to_vec(&Footer { kid: self.kid.clone() }).map_err(|e| TokenError::Mint(e.to_string()))?;
+        let token = PublicToken::sign(&self.secret, &payload, Some(&footer), None)
+            .map_err(|e| TokenError::Mint(e.to_string()))?;
+        Ok((token, claims))
+    }
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[derive(Serialize, Deserialize)]
+struct Footer {
+    kid: String,
+}
+
+/// One public key as published at the key-set endpoint (JWK-like, OKP/Ed25519).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicKey {
+    pub kid: String,
+    pub kty: String,
+    pub crv: String,
+    pub alg: String,
+    /// Raw 32-byte Ed25519 public key, base64url without padding.
+    pub x: String,
+}
+
+/// The key-set document: every key a verifier should accept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeySet {
+    pub keys: Vec<PublicKey>,
+}
+
+/// Checks tokens offline against a key set and a revocation list.
+#[derive(Default)]
+pub struct Verifier {
+    keys: RwLock<HashMap<String, AsymmetricPublicKey<V4>>>,
+    revocations: RwLock<Revocations>,
+}
+
+impl Verifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the accepted keys. Keys whose id does not match their bytes
+    /// are skipped (and reported), so a bad document cannot smuggle a key
+    /// in under another key's id.
+    pub fn set_keys(&self, set: &KeySet) -> Vec<String> {
+        let mut keys = HashMap::new();
+        let mut rejected = Vec::new();
+        for key in &set.keys {
+            match parse_public(key) {
+                Some(public) => {
+                    keys.insert(key.kid.clone(), public);
+                }
+                None => rejected.push(key.kid.clone()),
+            }
+        }
+        *self.keys.write().expect("key lock") = keys;
+        rejected
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.read().expect("key lock").len()
+    }
+
+    pub fn revocations(&self) -> std::sync::RwLockReadGuard<'_, Revocations> {
+        self.revocations.read().expect("revocation lock")
+    }
+
+    pub fn revocations_mut(&self) -> std::sync::RwLockWriteGuard<'_, Revocations> {
+        self.revocations.write().expect("revocation lock")
+    }
+
+    /// Verifies signature, lifetime and revocation; scope is the caller's
+    /// (see [`Verifier::authorize`]).
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Claims, TokenError> {
+        let token = token.trim();
+        if token.len() > 4096 {
+            return Err(TokenError::Malformed);
+        }
+        let untrusted = UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
+        let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| TokenError::Malformed)?;
+        let public = self
+            .keys
+            .read()
+            .expect("key lock")
+            .get(&footer.kid)
+            .cloned()
+            .ok_or(TokenError::UnknownKey)?;
+        let trusted = PublicToken::verify(&public, &untrusted, None, None).map_err(|_| TokenError::BadSignature)?;
+        let claims: Claims = serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
+        check_times(&claims, now)?;
+        if self.revocations().revokes(&claims) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies `token` and that it allows `action` on the namespace `parts`.
+    pub fn authorize(
+        &self,
+        token: &str,
+        action: Action,
+        parts: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<Claims, TokenError> {
+        let claims = self.verify(token, now)?;
+        if claims.covers(action, parts) {
+            Ok(claims)
+        } else {
+            Err(TokenError::OutOfScope(parts.join("/")))
+        }
+    }
+}
+
+fn check_times(claims: &Claims, now: OffsetDateTime) -> Result<(), TokenError> {
+    let skew = time::Duration::seconds(CLOCK_SKEW_SECS);
+    if claims.iss != ISSUER {
+        return Err(TokenError::Malformed);
+    }
+    if now >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    if now + skew < claims.nbf {
+        return Err(TokenError::NotYetValid);
+    }
+    let lifetime = (claims.exp - claims.iat).whole_seconds();
+    if lifetime > claims.act.max_lifetime_secs() || claims.iat > now + skew {
+        return Err(TokenError::TooLong);
+    }
+    Ok(())
+}
+
+fn parse_public(key: &PublicKey) -> Option<AsymmetricPublicKey<V4>> {
+    if key.kty != "OKP" || key.crv != "Ed25519" || key.alg != "v4.public" {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(&key.x).ok()?;
+    let public = AsymmetricPublicKey::<V4>::from(&bytes).ok()?;
+    let mut kid = String::new();
+    Id::from(&public).fmt(&mut kid).ok()?;
+    (kid == key.kid).then_some(public)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(action: Action) -> Grant {
+        Grant {
+            subject: "p_7f3a".into(),
+            tenant: "t1".into(),
+            event: "e1".into(),
+            stream: None,
+            action,
+            lifetime_secs: 300,
+            not_after: None,
+        }
+    }
+
+    fn verifier(key: &SigningKey) -> Verifier {
+        let v = Verifier::new();
+        assert!(v.set_keys(&KeySet { keys: vec![key.public_key()] }).is_empty());
+        v
+    }
+
+    #[test]
+    fn minted_token_verifies_and_covers_its_event() {
+        let key = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let (token, claims) = key.mint(&grant(Action::Play), now).unwrap();
+        let v = verifier(&key);
+        assert_eq!(v.authorize(&token, Action::Play, &["t1", "e1", "main"], now).unwrap(), claims);
+        assert_eq!(
+            v.authorize(&token, Action::Play, &["t1", "e2", "main"], now),
+            Err(TokenError::OutOfScope("t1/e2/main".into()))
+        );
+        assert!(v.authorize(&token, Action::Publish, &["t1", "e1", "main"], now).is_err());
+        assert!(v.authorize(&token, Action::Play, &["t2", "e1", "main"], now).is_err());
+    }
+
+    #[test]
+    fn stream_scoped_token_covers_only_its_stream() {
+        let key = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let mut g = grant(Action::Publish);
+        g.stream = Some("main".into());
+        let (token, _) = key.mint(&g, now).unwrap();
+        let v = verifier(&key);
+        assert!(v.authorize(&token, Action::Publish, &["t1", "e1", "main"], now).is_ok());
+        assert!(v.authorize(&token, Action::Publish, &["t1", "e1", "backup"], now).is_err());
+        assert!(v.authorize(&token, Action::Publish, &["t1", "e1"], now).is_err());
+    }
+
+    #[test]
+    fn expired_future_and_clock_skew() {
+        let key = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let (token, _) = key.mint(&grant(Action::Play), now).unwrap();
+        let v = verifier(&key);
+        // A verifier 20 s behind still accepts (nbf is 30 s in the past).
+        assert!(v.verify(&token, now - time::Duration::seconds(20)).is_ok());
+        assert_eq!(v.verify(&token, now - time::Duration::seconds(90)), Err(TokenError::NotYetValid));
+        assert_eq!(v.verify(&token, now + time::Duration::seconds(301)), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn lifetime_is_clipped_to_the_action_and_the_grant_end() {
+        let key = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let mut g = grant(Action::Play);
+        g.lifetime_secs = 86_400;
+        let (_, claims) = key.mint(&g, now).unwrap();
+        assert_eq!((claims.exp - claims.iat).whole_seconds(), MAX_PLAY_SECS);
+        g.not_after = Some(now + time::Duration::seconds(60));
+        let (_, claims) = key.mint(&g, now).unwrap();
+        assert!((claims.exp - claims.iat).whole_seconds() <= 60);
+        g.not_after = Some(now - time::Duration::seconds(1));
+        assert!(key.mint(&g, now).is_err());
+    }
+
+    #[test]
+    fn forged_and_foreign_tokens_are_refused() {
+        let key = SigningKey::generate();
+        let other = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let v = verifier(&key);
+        let (foreign, _) = other.mint(&grant(Action::Play), now).unwrap();
+        assert_eq!(v.verify(&foreign, now), Err(TokenError::UnknownKey));
+
+        // Another key's signature under our kid.
+        let (token, _) = key.mint(&grant(Action::Play), now).unwrap();
+        let ours: Vec<&str> = token.split('.').collect();
+        let theirs: Vec<&str> = foreign.split('.').collect();
+        let spliced = format!("v4.public.{}.{}", theirs[2], ours[3]);
+        assert_eq!(v.verify(&spliced, now), Err(TokenError::BadSignature));
+
+        // A flipped payload byte.
+        let mut body = URL_SAFE_NO_PAD.decode(ours[2]).unwrap();
+        body[10] ^= 1;
+        let tampered = format!("v4.public.{}.{}", URL_SAFE_NO_PAD.encode(body), ours[3]);
+        assert!(v.verify(&tampered, now).is_err());
+
+        for junk in ["", "v4.public.", "v2.public.abc", "v4.local.AAAA.BBBB", &"x".repeat(5000)] {
+            assert!(v.verify(junk, now).is_err(), "{junk:.20}");
+        }
+    }
+
+    #[test]
+    fn key_set_entries_must_match_their_id() {
+        let key = SigningKey::generate();
+        let other = SigningKey::generate();
+        let mut swapped = key.public_key();
+        swapped.x = other.public_key().x;
+        let v = Verifier::new();
+        assert_eq!(v.set_keys(&KeySet { keys: vec![swapped] }), vec![key.kid().to_owned()]);
+        assert_eq!(v.key_count(), 0);
+    }
+
+    #[test]
+    fn keys_survive_a_round_trip_through_bytes() {
+        let key = SigningKey::generate();
+        let again = SigningKey::from_bytes(&key.to_bytes()).unwrap();
+        assert_eq!(key.kid(), again.kid());
+        assert!(key.kid().starts_with("k4.pid."));
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_while_their_key_is_listed() {
+        let old = SigningKey::generate();
+        let new = SigningKey::generate();
+        let now = OffsetDateTime::now_utc();
+        let (old_token, _) = old.mint(&grant(Action::Play), now).unwrap();
+        let (new_token, _) = new.mint(&grant(Action::Play), now).unwrap();
+        let v = Verifier::new();
+        v.set_keys(&KeySet { keys: vec![new.public_key(), old.public_key()] });
+        assert!(v.verify(&old_token, now).is_ok());
+        assert!(v.verify(&new_token, now).is_ok());
+        v.set_keys(&KeySet { keys: vec![new.public_key()] });
+        assert_eq!(v.verify(&old_token, now), Err(TokenError::UnknownKey));
+    }
+}

@@ -1,0 +1,153 @@
+//! Keeps a [`Verifier`] in step with the control plane: the key set every
+//! minute and the revocation log by long poll, so a revocation reaches a
+//! relay within about a second. New revocations are broadcast to the relay,
+//! which closes the sessions they cover. When the control plane is away the
+//! verifier keeps what it has: tokens keep verifying offline.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::broadcast;
+use url::Url;
+
+use crate::revocation::RevocationFeed;
+use crate::{KeySet, Revocation, Verifier};
+
+/// Key set path under the control plane's base URL.
+pub const KEYS_PATH: &str = "api/v1/relay/keys";
+/// Revocation log path under the control plane's base URL.
+pub const REVOCATIONS_PATH: &str = "api/v1/relay/revocations";
+/// How long the control plane holds a revocation poll open.
+pub const LONG_POLL_SECS: u64 = 20;
+
+/// Where a relay finds its control plane.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneLink {
+    /// Base URL, e.g. `https://cp.example.com/`.
+    pub url: Url,
+    /// Relay credential (a strom token with action `relay`).
+    pub credential: String,
+    /// CA certificate (PEM) to trust for an https URL besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A running sync; drop it to stop.
+pub struct SyncHandle {
+    revoked: broadcast::Sender<Revocation>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SyncHandle {
+    /// Revocations as they arrive.
+    pub fn subscribe(&self) -> broadcast::Receiver<Revocation> {
+        self.revoked.subscribe()
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Fetches the key set once (so a relay that starts knows its keys), then
+/// keeps syncing in the background.
+pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::Result<SyncHandle> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(LONG_POLL_SECS + 10));
+    if let Some(ca) = &link.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("control plane CA {}: {e}", ca.display()))?;
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let client = builder.build()?;
+    let keys_url = link.url.join(KEYS_PATH)?;
+    let revocations_url = link.url.join(REVOCATIONS_PATH)?;
+    match fetch_keys(&client, &keys_url).await {
+        Ok(set) => apply_keys(&verifier, &set),
+        Err(e) => tracing::warn!(error = %e, "control plane key set not reachable yet; retrying"),
+    }
+    let (revoked, _) = broadcast::channel(1024);
+    let sender = revoked.clone();
+    let task = tokio::spawn(async move {
+        let keys = {
+            let (client, verifier) = (client.clone(), verifier.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    match fetch_keys(&client, &keys_url).await {
+                        Ok(set) => apply_keys(&verifier, &set),
+                        Err(e) => tracing::warn!(error = %e, "key set refresh failed"),
+                    }
+                }
+            }
+        };
+        let revocations = async move {
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let after = verifier.revocations().seq();
+                match fetch_revocations(&client, &revocations_url, &link.credential, after).await {
+                    Ok(feed) => {
+                        backoff = Duration::from_millis(250);
+                        let fresh = {
+                            let mut held = verifier.revocations_mut();
+                            let fresh = held.apply(&feed);
+                            held.prune(time::OffsetDateTime::now_utc());
+                            fresh
+                        };
+                        for entry in fresh {
+                            tracing::info!(kind = ?entry.kind, tenant = %entry.tenant, id = %entry.id, "revocation received");
+                            let _ = sender.send(entry);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revocation poll failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        // Keys may have rotated while we were away.
+                        if let Ok(set) = fetch_keys(&client, &keys_url_of(&revocations_url)).await {
+                            apply_keys(&verifier, &set);
+                        }
+                    }
+                }
+            }
+        };
+        tokio::join!(keys, revocations);
+    });
+    Ok(SyncHandle { revoked, task })
+}
+
+fn keys_url_of(revocations_url: &Url) -> Url {
+    let mut url = revocations_url.clone();
+    url.set_query(None);
+    url.join("keys").unwrap_or(url)
+}
+
+fn apply_keys(verifier: &Verifier, set: &KeySet) {
+    for kid in verifier.set_keys(set) {
+        tracing::warn!(%kid, "key set entry refused: id does not match the key");
+    }
+}
+
+async fn fetch_keys(client: &reqwest::Client, url: &Url) -> anyhow::Result<KeySet> {
+    let response = client.get(url.clone()).send().await?.error_for_status()?;
+    Ok(response.json().await?)
+}
+
+async fn fetch_revocations(
+    client: &reqwest::Client,
+    url: &Url,
+    credential: &str,
+    after: u64,
+) -> anyhow::Result<RevocationFeed> {
+    let response = client
+        .get(url.clone())
+        .query(&[("after", after), ("wait", LONG_POLL_SECS)])
+        .bearer_auth(credential)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(response.json().await?)
+}
