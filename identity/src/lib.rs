@@ -8,4 +8,5 @@
 //! control plane persists the result in its own transaction. Only [`mail`]
 //! does I/O.
 
+pub mod lockout;
 pub mod password;
