@@ -10,3 +10,4 @@
 
 pub mod lockout;
 pub mod password;
+pub mod totp;
