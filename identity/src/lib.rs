@@ -10,4 +10,5 @@
 
 pub mod lockout;
 pub mod password;
+pub mod secret_link;
 pub mod totp;
