@@ -9,6 +9,7 @@
 //! does I/O.
 
 pub mod lockout;
+pub mod mail;
 pub mod participants_csv;
 pub mod password;
 pub mod secret_link;
