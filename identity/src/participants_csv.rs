@@ -27,6 +27,42 @@ pub const MAX_CELL_CHARS: usize = 1_000;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Columns written by [`export`] that import reads past.
 const EXPORT_ONLY: [&str; 2] = ["status", "created_at"];
+/// Column names with a fixed meaning (any letter case); form fields may not use them.
+pub const RESERVED_COLUMNS: [&str; 5] = ["email", "name", "password", "status", "created_at"];
+
+/// A form definition that cannot map onto CSV columns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("form field {index} has an empty name")]
+    EmptyName { index: usize },
+    #[error("form field name {0:?} is reserved")]
+    Reserved(String),
+    #[error("form field name {0:?} is used twice")]
+    Duplicate(String),
+    #[error("select field {0:?} has no options")]
+    NoOptions(String),
+}
+
+/// Checks a form before it is saved: names non-empty, unique, not reserved,
+/// select fields with options. Import and export assume this holds.
+pub fn check_form(form: &[FormField]) -> Result<(), FormError> {
+    for (index, field) in form.iter().enumerate() {
+        let name = field.name.trim();
+        if name.is_empty() || name != field.name {
+            return Err(FormError::EmptyName { index });
+        }
+        if RESERVED_COLUMNS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(FormError::Reserved(field.name.clone()));
+        }
+        if form[..index].iter().any(|f| f.name == field.name) {
+            return Err(FormError::Duplicate(field.name.clone()));
+        }
+        if matches!(&field.kind, FieldKind::Select(options) if options.is_empty()) {
+            return Err(FormError::NoOptions(field.name.clone()));
+        }
+    }
+    Ok(())
+}
 
 /// A field of an event's registration form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +97,9 @@ pub struct ImportedRow {
     pub name: String,
     /// Form field name → normalised value; empty optional fields are absent.
     pub fields: BTreeMap<String, String>,
-    /// A preset password, if the file has one for this row.
+    /// A preset password, if the file has one for this row. Not serialised, so
+    /// an import preview sent back to the browser never echoes passwords.
+    #[serde(skip_serializing)]
     pub password: Option<String>,
 }
 
@@ -248,16 +286,21 @@ fn parse_header<'f>(record: &csv::ByteRecord, form: &'f [FormField]) -> Result<V
             report.error(1, None, format!("header column {position} is not valid UTF-8"));
             continue;
         };
-        let name = name.trim();
+        let mut name = name.trim().to_owned();
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_COLUMNS.contains(&lower.as_str()) {
+            name = lower; // reserved columns match in any case: "Email" is "email"
+        }
+        let name = name.as_str();
         if names.iter().any(|n| n == name) {
             report.error(1, Some(name), "column appears twice in the header");
             continue;
         }
-        let column = match name.to_ascii_lowercase().as_str() {
+        let column = match name {
             "email" => Column::Email,
             "name" => Column::Name,
             "password" => Column::Password,
-            lower if EXPORT_ONLY.contains(&lower) => Column::Ignored,
+            other if EXPORT_ONLY.contains(&other) => Column::Ignored,
             _ => match form.iter().find(|f| f.name == name) {
                 Some(field) => Column::Field(field),
                 None => {
@@ -270,7 +313,7 @@ fn parse_header<'f>(record: &csv::ByteRecord, form: &'f [FormField]) -> Result<V
         columns.push(column);
     }
     for required in ["email", "name"] {
-        if !names.iter().any(|n| n.eq_ignore_ascii_case(required)) {
+        if !names.iter().any(|n| n == required) {
             report.error(1, Some(required), "required column is missing from the header");
         }
     }

@@ -43,6 +43,8 @@ fn clean_import_normalises_values() {
     assert_eq!(bob.fields.get("newsletter").map(String::as_str), Some("false"));
     assert_eq!(bob.fields.get("deputy").map(String::as_str), Some("vertretung@example.org"));
     assert_eq!(bob.password.as_deref(), Some("Sehr-geheim-42"));
+    let preview = serde_json::to_string(&report).unwrap();
+    assert!(!preview.contains("Sehr-geheim-42") && !preview.contains("password"), "{preview}");
 }
 
 #[test]
@@ -77,8 +79,11 @@ fn header_problems_stop_the_import() {
     assert!(errors.contains(&(1, Some("email"), "required column is missing from the header")));
     assert!(errors.contains(&(1, Some("company"), "required form field is missing from the header")));
 
-    let report = import(b"email,name,company,email\n", &form());
+    let report = import(b"email,name,company,EMAIL\n", &form());
     assert_eq!(messages(&report), vec![(1, Some("email"), "column appears twice in the header")]);
+
+    let report = import(b"Email,NAME,company\na@example.de,A,X\n", &form());
+    assert!(report.is_clean(), "{:?}", report.errors);
 
     let report = import(b"", &form());
     assert_eq!(messages(&report), vec![(0, None, "file is empty; a header row is required")]);
@@ -302,4 +307,15 @@ proptest! {
             prop_assert_eq!(&got.fields, &want.fields);
         }
     }
+}
+
+#[test]
+fn form_definitions_are_checked() {
+    assert_eq!(check_form(&form()), Ok(()));
+    let field = |name: &str, kind: FieldKind| FormField { name: name.into(), label: "L".into(), kind, required: false };
+    assert_eq!(check_form(&[field("", FieldKind::Text)]), Err(FormError::EmptyName { index: 0 }));
+    assert_eq!(check_form(&[field(" a", FieldKind::Text)]), Err(FormError::EmptyName { index: 0 }));
+    assert_eq!(check_form(&[field("E-Mail", FieldKind::Text), field("Email", FieldKind::Text)]), Err(FormError::Reserved("Email".into())));
+    assert_eq!(check_form(&[field("a", FieldKind::Text), field("a", FieldKind::Checkbox)]), Err(FormError::Duplicate("a".into())));
+    assert_eq!(check_form(&[field("s", FieldKind::Select(vec![]))]), Err(FormError::NoOptions("s".into())));
 }
