@@ -62,6 +62,9 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
+        /// Playback token, sent as the MoQT AUTHORIZATION TOKEN.
+        #[arg(long, env = "STROM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Configuration helpers.
     Config {
@@ -153,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             cert_sha256,
             ca,
             duration,
+            token,
         } => {
             let trust = watch::trust_from(cert_sha256.as_deref(), ca)?;
             watch::run(watch::WatchOptions {
@@ -161,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
                 output,
                 trust,
                 duration: duration.map(Duration::from_secs_f64),
+                token,
             })
             .await
         }

@@ -21,6 +21,8 @@ pub struct WatchOptions {
     pub output: Option<PathBuf>,
     pub trust: Trust,
     pub duration: Option<Duration>,
+    /// Playback token, sent as AUTHORIZATION TOKEN in SETUP.
+    pub token: Option<String>,
 }
 
 /// Per-track figures; latency in 1 ms buckets up to 60 s (the last bucket holds the rest).
@@ -80,12 +82,15 @@ pub fn trust_from(cert_sha256: Option<&str>, ca: Option<PathBuf>) -> anyhow::Res
 
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let namespace = Namespace::parse(&options.namespace)?;
-    let (session, subscriber) = upstream::connect(&options.url, &options.trust).await?;
+    let (session, subscriber) =
+        upstream::connect_with_token(&options.url, &options.trust, options.token.as_deref())
+            .await?;
     let ctx = UpstreamContext {
         broadcasts: strom_edge::broadcast::Broadcasts::new(),
         counters: Arc::new(ServerCounters::default()),
         limits: CacheLimits::default(),
         idle: Duration::from_secs(1),
+        credential: None,
     };
     let (broadcast, requests) = upstream::attach(namespace.clone(), subscriber, ctx);
     let deadline = options.duration.map(|d| Instant::now() + d);

@@ -3,6 +3,12 @@
 //! URLs: `/hls/<tenant>/<event>/<stream>/master.m3u8`, then per track
 //! `<track>/playlist.m3u8`, `<track>/init.mp4`, `<track>/<N>.m4s` (segment N =
 //! group N) and `<track>/<N>.<P>.m4s` (part P of segment N).
+//!
+//! With access control every HLS request carries a playback token, as a
+//! `token` query parameter or the `strom_token` cookie that the master
+//! playlist sets when fetched with `?token=`; each request is verified
+//! (offline, so a revocation applies to the very next request). Playlists
+//! fetched with `?token=` carry it on every URI, for players without cookies.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +25,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::access::{self, Access, Refused, TOKEN_COOKIE, TOKEN_PARAM};
 use crate::broadcast::{Broadcast, Broadcasts, Namespace};
 use crate::cache::TrackCache;
 use crate::catalog_view::CatalogView;
@@ -37,6 +44,18 @@ pub struct HttpState {
     pub window: usize,
     /// More metric families appended to `/metrics` (e.g. the origin's ingest).
     pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// When set, every HLS request needs a playback token.
+    pub access: Option<Arc<Access>>,
+    /// Mark token cookies `Secure` (the server speaks HTTPS).
+    pub secure_cookies: bool,
+}
+
+/// A request's standing after the token check.
+struct Admitted {
+    /// The token came as a query parameter: playlists carry it on their URIs
+    /// and the master playlist sets the cookie.
+    query_token: Option<String>,
+    claims: Option<strom_token::Claims>,
 }
 
 /// Serves HTTP (or HTTPS when `tls` is set) on `listener` until the task is dropped.
@@ -158,13 +177,90 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         return error(StatusCode::NOT_FOUND, "not found");
     };
     state.counters.hls_requests.fetch_add(1, Ordering::Relaxed);
-    let r = hls_request(state, rest, &query).await;
+    let admitted = match &state.access {
+        None => Admitted {
+            query_token: None,
+            claims: None,
+        },
+        Some(access) => match admit_hls(access, rest, &query, req.headers()) {
+            Ok(a) => a,
+            Err(refused) => {
+                state.counters.hls_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(reason = refused.label(), "HLS request refused");
+                let status = match refused {
+                    Refused::Missing => StatusCode::UNAUTHORIZED,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                return error(status, &refused.to_string());
+            }
+        },
+    };
+    let mut r = hls_request(state, rest, &query, admitted.query_token.as_deref()).await;
+    if let (Some(token), Some(claims)) = (&admitted.query_token, &admitted.claims) {
+        if rest.ends_with("/master.m3u8") && r.status() == StatusCode::OK {
+            let cookie = access::hls_cookie(
+                token,
+                claims,
+                state.secure_cookies,
+                time::OffsetDateTime::now_utc(),
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, value);
+            }
+        }
+    }
     let len = hyper::body::Body::size_hint(r.body()).exact().unwrap_or(0);
     state.counters.hls_bytes.fetch_add(len, Ordering::Relaxed);
     r
 }
 
-async fn hls_request(state: &HttpState, rest: &str, query: &str) -> Response<Full<Bytes>> {
+/// Checks the token of an HLS request for `/hls/<rest>`: the broadcast is
+/// the first three path segments (tenant/event/stream), checked before
+/// anything about it is revealed.
+fn admit_hls(
+    access: &Access,
+    rest: &str,
+    query: &str,
+    headers: &hyper::HeaderMap,
+) -> Result<Admitted, Refused> {
+    let namespace: Vec<&str> = rest.split('/').take(3).collect();
+    let query_token = access::query_value(query, TOKEN_PARAM);
+    let cookies = access::cookie_values(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        TOKEN_COOKIE,
+    );
+    let now = time::OffsetDateTime::now_utc();
+    // A token in the URL is the player's current one; cookies may be stale.
+    let mut refused = None;
+    if let Some(token) = query_token {
+        match access.authorize_hls([token.as_str()], &namespace, now) {
+            Ok(claims) => {
+                return Ok(Admitted {
+                    query_token: Some(token),
+                    claims: Some(claims),
+                })
+            }
+            Err(e) => refused = Some(e),
+        }
+    }
+    match access.authorize_hls(cookies, &namespace, now) {
+        Ok(claims) => Ok(Admitted {
+            query_token: None,
+            claims: Some(claims),
+        }),
+        Err(e) => Err(refused.unwrap_or(e)),
+    }
+}
+
+async fn hls_request(
+    state: &HttpState,
+    rest: &str,
+    query: &str,
+    token: Option<&str>,
+) -> Response<Full<Bytes>> {
     let parts: Vec<&str> = rest.split('/').collect();
     let Some((&file, dirs)) = parts.split_last() else {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -173,7 +269,7 @@ async fn hls_request(state: &HttpState, rest: &str, query: &str) -> Response<Ful
         let Some(broadcast) = find(state, dirs) else {
             return error(StatusCode::NOT_FOUND, "no such broadcast");
         };
-        return master(&broadcast).await;
+        return master(&broadcast, token).await;
     }
     let Some((&track_name, ns)) = dirs.split_last() else {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -207,7 +303,7 @@ async fn hls_request(state: &HttpState, rest: &str, query: &str) -> Response<Ful
         nominal_segment: info.group_duration_secs,
     };
     if file == "playlist.m3u8" {
-        return playlist(&track, &params, query).await;
+        return playlist(&track, &params, query, token).await;
     }
     let Some(name) = file.strip_suffix(".m4s") else {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -258,7 +354,15 @@ async fn catalog(broadcast: &Arc<Broadcast>) -> Option<CatalogView> {
     CatalogView::latest(&track)
 }
 
-async fn master(broadcast: &Arc<Broadcast>) -> Response<Full<Bytes>> {
+/// The playlist text, with `token` on every URI when the request carried one.
+fn playlist_text(text: String, token: Option<&str>) -> String {
+    match token {
+        Some(token) => access::tokenize_playlist(&text, token),
+        None => text,
+    }
+}
+
+async fn master(broadcast: &Arc<Broadcast>, token: Option<&str>) -> Response<Full<Bytes>> {
     let Some(catalog) = catalog(broadcast).await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -292,7 +396,7 @@ async fn master(broadcast: &Arc<Broadcast>) -> Response<Full<Bytes>> {
         response(
             StatusCode::OK,
             "application/vnd.apple.mpegurl",
-            catalog.multivariant(),
+            playlist_text(catalog.multivariant(), token),
         ),
         "no-cache",
     )
@@ -302,6 +406,7 @@ async fn playlist(
     track: &Arc<TrackCache>,
     params: &PlaylistParams,
     query: &str,
+    token: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let mut msn = None;
     let mut part = None;
@@ -339,7 +444,11 @@ async fn playlist(
     }
     match track.with_groups(|g| hls::media_playlist(g, params)) {
         Some(text) => cache_control(
-            response(StatusCode::OK, "application/vnd.apple.mpegurl", text),
+            response(
+                StatusCode::OK,
+                "application/vnd.apple.mpegurl",
+                playlist_text(text, token),
+            ),
             "no-cache",
         ),
         None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),

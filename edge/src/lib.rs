@@ -4,6 +4,7 @@
 //!
 //! The origin reuses the same cache and MoQT server to publish what it ingests.
 
+pub mod access;
 pub mod broadcast;
 pub mod cache;
 pub mod catalog_view;
@@ -23,7 +24,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use access::Access;
 use broadcast::Broadcasts;
+pub use strom_token;
+pub use strom_token::sync::ControlPlaneLink;
 use cache::{CacheLimits, ObjectMeta};
 use metrics::ServerCounters;
 
@@ -111,6 +115,9 @@ pub struct EdgeConfig {
     pub idle_secs: u64,
     pub hls_part_target_secs: f64,
     pub hls_window: usize,
+    /// When set, viewers need playback tokens (MoQT and HLS), lower-tier
+    /// edges relay tokens, and this edge presents `credential` upstream.
+    pub control_plane: Option<ControlPlaneLink>,
 }
 
 impl Default for EdgeConfig {
@@ -126,6 +133,7 @@ impl Default for EdgeConfig {
             idle_secs: 10,
             hls_part_target_secs: 0.5,
             hls_window: 6,
+            control_plane: None,
         }
     }
 }
@@ -165,6 +173,9 @@ impl EdgeConfig {
         for u in &self.upstream {
             u.resolve()?;
         }
+        if let Some(link) = &self.control_plane {
+            validate_control_plane("edge", link)?;
+        }
         Ok(())
     }
 
@@ -174,6 +185,32 @@ impl EdgeConfig {
             max_bytes: self.cache_max_bytes,
         }
     }
+}
+
+/// Checks a control-plane link at start-up (`role` names the section).
+pub fn validate_control_plane(role: &str, link: &ControlPlaneLink) -> anyhow::Result<()> {
+    if !matches!(link.url.scheme(), "https" | "http") {
+        anyhow::bail!(
+            "{role}.control_plane.url = {:?}: the scheme must be https (http on loopback only)",
+            link.url.as_str()
+        );
+    }
+    let loopback = match link.url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if link.url.scheme() == "http" && !loopback {
+        anyhow::bail!(
+            "{role}.control_plane.url = {:?}: plain http is allowed on loopback only",
+            link.url.as_str()
+        );
+    }
+    if link.credential.trim().is_empty() {
+        anyhow::bail!("{role}.control_plane.credential is empty: give this relay's credential");
+    }
+    Ok(())
 }
 
 /// What a CMAF object tells the cache: duration and producer wall clock.
@@ -197,15 +234,44 @@ pub struct Edge {
     http: tokio::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     upstreams: Vec<upstream::UpstreamConfig>,
+    access: Option<Arc<Access>>,
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<ServerCounters>,
     pub cert_sha256: String,
 }
 
 impl Edge {
-    /// Validates the configuration and binds every socket.
+    /// Validates the configuration and binds every socket. With a control
+    /// plane configured, fetches its key set first (and keeps it current).
     pub async fn load(config: EdgeConfig, data_dir: &Path) -> anyhow::Result<Self> {
         config.validate()?;
+        let access = match &config.control_plane {
+            Some(link) => Some(Arc::new(
+                Access::connect(link.clone(), access::EDGE_SESSIONS)
+                    .await
+                    .context("edge.control_plane")?,
+            )),
+            None => None,
+        };
+        Self::load_inner(config, data_dir, access).await
+    }
+
+    /// Like [`Edge::load`] with tokens checked by `access` (built with
+    /// [`Access::new`] or [`Access::connect`]) whatever `control_plane` says.
+    pub async fn load_with_access(
+        config: EdgeConfig,
+        data_dir: &Path,
+        access: Arc<Access>,
+    ) -> anyhow::Result<Self> {
+        config.validate()?;
+        Self::load_inner(config, data_dir, Some(access)).await
+    }
+
+    async fn load_inner(
+        config: EdgeConfig,
+        data_dir: &Path,
+        access: Option<Arc<Access>>,
+    ) -> anyhow::Result<Self> {
         let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
         let moqt = moqt::MoqtServer::bind(
             config.moqt_listen,
@@ -228,6 +294,7 @@ impl Edge {
             http,
             http_tls,
             upstreams,
+            access,
             broadcasts: Broadcasts::new(),
             counters: Arc::new(ServerCounters::default()),
             cert_sha256: identity.sha256_hex(),
@@ -249,6 +316,7 @@ impl Edge {
             http = %self.http_addr()?,
             cert_sha256 = %self.cert_sha256,
             upstreams = self.upstreams.len(),
+            tokens = self.access.is_some(),
             "edge ready"
         );
         let ctx = upstream::UpstreamContext {
@@ -256,6 +324,11 @@ impl Edge {
             counters: self.counters.clone(),
             limits: self.config.limits(),
             idle: Duration::from_secs(self.config.idle_secs),
+            credential: self
+                .access
+                .as_ref()
+                .and_then(|a| a.relay_credential())
+                .map(Arc::from),
         };
         for u in self.upstreams {
             tokio::spawn(upstream::run(u, ctx.clone()));
@@ -267,9 +340,11 @@ impl Edge {
             part_target: self.config.hls_part_target_secs,
             window: self.config.hls_window,
             extra_metrics: None,
+            access: self.access.clone(),
+            secure_cookies: self.http_tls.is_some(),
         };
         let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
-        let moqt = tokio::spawn(self.moqt.run(self.broadcasts, self.counters));
+        let moqt = tokio::spawn(self.moqt.run(self.broadcasts, self.counters, self.access));
         tokio::select! {
             res = http => res.context("HTTP server stopped")?,
             res = moqt => res.context("MoQT server stopped")?,

@@ -22,6 +22,12 @@ pub struct ServerCounters {
     pub hls_bytes: AtomicU64,
     pub upstream_subscriptions: AtomicU64,
     pub upstream_subscriptions_active: AtomicU64,
+    /// MoQT sessions refused for want of a valid token.
+    pub sessions_refused: AtomicU64,
+    /// MoQT requests (SUBSCRIBE, FETCH, …) outside the session token's scope.
+    pub requests_refused: AtomicU64,
+    /// HLS requests without a valid token for their broadcast.
+    pub hls_refused: AtomicU64,
 }
 
 /// Decrements the active-session gauge when the session ends.
@@ -111,6 +117,16 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
         "counter",
         "SUBSCRIBE requests for unknown broadcasts or tracks.",
         vec![(String::new(), c(&counters.subscriptions_refused))],
+    );
+    family(
+        "strom_access_refused_total",
+        "counter",
+        "Access refused for want of a valid token: MoQT sessions, MoQT requests outside the token's scope, HLS requests.",
+        vec![
+            (",what=\"moqt_session\"".into(), c(&counters.sessions_refused)),
+            (",what=\"moqt_request\"".into(), c(&counters.requests_refused)),
+            (",what=\"hls_request\"".into(), c(&counters.hls_refused)),
+        ],
     );
     family(
         "strom_moqt_egress_objects_total",

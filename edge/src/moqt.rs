@@ -17,6 +17,7 @@ use moq_transport::session::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::access::{Access, Refused, RevocationWatch, TOKEN_PARAM};
 use crate::broadcast::{Announcement, Broadcast, Broadcasts, Namespace};
 use crate::cache::{Delivery, UpstreamState};
 use crate::priority::MoqtPrioritySession;
@@ -189,13 +190,20 @@ impl MoqtServer {
     }
 
     /// Accepts sessions until the endpoint closes; each runs on its own task.
-    pub async fn run(self, broadcasts: Arc<Broadcasts>, counters: Arc<ServerCounters>) {
+    /// With `access`, a session must open with a token it admits.
+    pub async fn run(
+        self,
+        broadcasts: Arc<Broadcasts>,
+        counters: Arc<ServerCounters>,
+        access: Option<Arc<Access>>,
+    ) {
         while let Some(incoming) = self.endpoint.accept().await {
             let broadcasts = broadcasts.clone();
             let counters = counters.clone();
+            let access = access.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                match accept_session(incoming, broadcasts, counters).await {
+                match accept_session(incoming, broadcasts, counters, access).await {
                     Ok(()) => tracing::debug!(%remote, "MoQT session ended"),
                     // A viewer leaving closes with code 0: routine, not news.
                     Err(err) if format!("{err:#}").contains("closed by peer: 0") => {
@@ -210,10 +218,60 @@ impl MoqtServer {
     }
 }
 
+/// MoQT session termination code UNAUTHORIZED (draft-18 §15.10.1).
+const SESSION_UNAUTHORIZED: u32 = 0x2;
+
+/// The tokens a session presents: AUTHORIZATION TOKEN setup options, then a
+/// `token` query parameter of the WebTransport URL or the raw-QUIC PATH
+/// (for clients whose MoQT library cannot send setup options).
+pub fn session_tokens(
+    params: &moq_transport::coding::KeyValuePairs,
+    url: &url::Url,
+    path: Option<&str>,
+) -> Result<Vec<String>, Refused> {
+    let setup = moq_transport::setup::decode_setup_tokens(params)
+        .map_err(|_| Refused::Token(strom_token::TokenError::Malformed))?;
+    let mut tokens: Vec<String> = setup
+        .iter()
+        .map(|t| String::from_utf8_lossy(t.value).into_owned())
+        .collect();
+    let from_url = url.query().and_then(|q| crate::access::query_value(q, TOKEN_PARAM));
+    let from_path = path
+        .and_then(|p| p.split_once('?'))
+        .and_then(|(_, q)| crate::access::query_value(q, TOKEN_PARAM));
+    tokens.extend(from_url);
+    tokens.extend(from_path);
+    Ok(tokens)
+}
+
+/// A session's admission: what its token allows, and the watch that ends it.
+pub struct SessionGrant {
+    pub access: Arc<Access>,
+    pub claims: strom_token::Claims,
+}
+
+impl SessionGrant {
+    fn check(&self, namespace: &TrackNamespace) -> Result<(), Refused> {
+        let fields: Vec<String> = namespace
+            .fields
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.value).into_owned())
+            .collect();
+        let parts: Vec<&str> = fields.iter().map(String::as_str).collect();
+        self.access.permits(&self.claims, &parts)
+    }
+}
+
+/// Checks a request's namespace against the session's grant (no grant: open).
+fn refused(grant: Option<&SessionGrant>, namespace: &TrackNamespace) -> Option<Refused> {
+    grant.and_then(|g| g.check(namespace).err())
+}
+
 async fn accept_session(
     incoming: quinn::Incoming,
     broadcasts: Arc<Broadcasts>,
     counters: Arc<ServerCounters>,
+    access: Option<Arc<Access>>,
 ) -> anyhow::Result<()> {
     let conn = incoming.await.context("QUIC handshake failed")?;
     let window = SendWindow::new(conn.clone());
@@ -260,8 +318,11 @@ async fn accept_session(
     };
 
     let url = session.request().url.clone();
-    let session =
-        moq_transport::session::transport::Session::new(MoqtPrioritySession(session), url);
+    let closer = session.clone();
+    let session = moq_transport::session::transport::Session::new(
+        MoqtPrioritySession(session),
+        url.clone(),
+    );
     let (session, publisher, subscriber) =
         moq_transport::session::Session::accept(session, None, transport)
             .await
@@ -270,12 +331,43 @@ async fn accept_session(
         Transport::WebTransport => "webtransport",
         Transport::RawQuic => "quic",
     };
+    let (grant, mut watch): (Option<Arc<SessionGrant>>, Option<RevocationWatch>) = match access {
+        None => (None, None),
+        Some(access) => {
+            let admitted = session_tokens(session.setup_params(), &url, session.connection_path())
+                .and_then(|tokens| access.admit(&tokens, time::OffsetDateTime::now_utc()));
+            match admitted {
+                Ok(claims) => {
+                    tracing::debug!(protocol, subject = %claims.sub, tenant = %claims.ten, event = %claims.evt, action = ?claims.act, "MoQT session admitted");
+                    let watch = access.watch(claims.clone());
+                    (Some(Arc::new(SessionGrant { access, claims })), Some(watch))
+                }
+                Err(refused) => {
+                    counters.sessions_refused.fetch_add(1, Ordering::Relaxed);
+                    closer.close(SESSION_UNAUTHORIZED, refused.to_string().as_bytes());
+                    anyhow::bail!("MoQT session refused: {refused} ({})", refused.label());
+                }
+            }
+        }
+    };
     let _session_guard = counters.session_opened(protocol);
     let publisher = publisher.context("peer did not take the subscriber role")?;
+    let revoked = async {
+        match watch.as_mut() {
+            Some(w) => w.revoked().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         res = session.run() => res.context("MoQT session failed"),
-        _ = serve_publisher(publisher, broadcasts, counters.clone(), window) => Ok(()),
+        _ = serve_publisher(publisher, broadcasts, counters.clone(), window, grant.clone()) => Ok(()),
         _ = refuse_publishers(subscriber) => Ok(()),
+        _ = revoked => {
+            closer.close(SESSION_UNAUTHORIZED, b"credential revoked");
+            let subject = grant.as_ref().map(|g| g.claims.sub.clone()).unwrap_or_default();
+            tracing::info!(%subject, "MoQT session closed: credential revoked");
+            Ok(())
+        }
     }
 }
 
@@ -285,6 +377,7 @@ async fn serve_publisher(
     broadcasts: Arc<Broadcasts>,
     counters: Arc<ServerCounters>,
     window: Arc<SendWindow>,
+    grant: Option<Arc<SessionGrant>>,
 ) {
     let mut namespaces = publisher.clone();
     let mut fetches = publisher.clone();
@@ -295,7 +388,12 @@ async fn serve_publisher(
     loop {
         tokio::select! {
             request = statuses.track_status_requested() => {
-                let Some(request) = request else { return };
+                let Some(mut request) = request else { return };
+                if let Some(refused) = refused(grant.as_deref(), &request.request_msg.track_namespace) {
+                    counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = request.respond_error(refused.request_error_code() as u64, "not authorised for this namespace");
+                    continue;
+                }
                 answer_track_status(request, &broadcasts);
             }
             request = track_sets.subscribed_tracks() => {
@@ -305,14 +403,22 @@ async fn serve_publisher(
             request = fetches.fetch_requested() => {
                 let Some(request) = request else { return };
                 let broadcasts = broadcasts.clone();
+                let grant = grant.clone();
+                let counters = counters.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = serve_fetch(request, broadcasts).await {
+                    if let Err(err) = serve_fetch(request, broadcasts, grant.as_deref(), &counters).await {
                         tracing::debug!(error = %format!("{err:#}"), "fetch ended");
                     }
                 });
             }
             subscribed = publisher.subscribed() => {
                 let Some(subscribed) = subscribed else { return };
+                if let Some(refused) = refused(grant.as_deref(), &subscribed.info.track_namespace) {
+                    counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(reason = refused.label(), "SUBSCRIBE refused");
+                    let _ = subscribed.close(ServeError::Closed(refused.request_error_code() as u64));
+                    continue;
+                }
                 let broadcasts = broadcasts.clone();
                 let counters = counters.clone();
                 let window = window.track();
@@ -324,8 +430,10 @@ async fn serve_publisher(
             request = namespaces.subscribed_namespace() => {
                 let Some(request) = request else { return };
                 let broadcasts = broadcasts.clone();
+                let grant = grant.clone();
+                let counters = counters.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = serve_namespaces(request, broadcasts).await {
+                    if let Err(err) = serve_namespaces(request, broadcasts, grant.as_deref(), &counters).await {
                         tracing::debug!(error = %format!("{err:#}"), "namespace subscription ended");
                     }
                 });
@@ -337,6 +445,8 @@ async fn serve_publisher(
 async fn serve_namespaces(
     mut request: SubscribedNamespace,
     broadcasts: Arc<Broadcasts>,
+    grant: Option<&SessionGrant>,
+    counters: &ServerCounters,
 ) -> anyhow::Result<()> {
     let prefix = match prefix_fields(&request.info.namespace_prefix) {
         Ok(p) => p,
@@ -345,25 +455,41 @@ async fn serve_namespaces(
             return Err(err);
         }
     };
+    if let Some(grant) = grant {
+        let parts: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        if let Err(refused) = grant.access.permits_prefix(&grant.claims, &parts) {
+            counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+            let _ = request.reject(refused.request_error_code() as u64, "not authorised for this namespace");
+            anyhow::bail!("SUBSCRIBE_NAMESPACE refused: {}", refused.label());
+        }
+    }
+    // Only broadcasts the session's token covers are announced.
+    let wanted = |ns: &Namespace| {
+        ns.starts_with(&prefix)
+            && grant.is_none_or(|g| {
+                let parts: Vec<&str> = ns.fields().iter().map(String::as_str).collect();
+                g.access.permits(&g.claims, &parts).is_ok()
+            })
+    };
     let (current, mut events) = broadcasts.watch();
     request.ok()?;
-    for ns in current.iter().filter(|ns| ns.starts_with(&prefix)) {
+    for ns in current.iter().filter(|ns| wanted(ns)) {
         request.namespace(&to_track_namespace(ns))?;
     }
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Ok(Announcement::Active(ns)) if ns.starts_with(&prefix) => {
+                Ok(Announcement::Active(ns)) if wanted(&ns) => {
                     request.namespace(&to_track_namespace(&ns))?;
                 }
-                Ok(Announcement::Ended(ns)) if ns.starts_with(&prefix) => {
+                Ok(Announcement::Ended(ns)) if wanted(&ns) => {
                     request.namespace_done(&to_track_namespace(&ns))?;
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
                     // Too far behind to be exact: resend what exists now.
                     for b in broadcasts.list() {
-                        if b.namespace.starts_with(&prefix) {
+                        if wanted(&b.namespace) {
                             request.namespace(&to_track_namespace(&b.namespace))?;
                         }
                     }
@@ -501,13 +627,23 @@ async fn feed(
 
 /// Answers a FETCH (standalone or joining) from the cache: the cached objects
 /// in the requested range, in order.
-async fn serve_fetch(request: FetchRequested, broadcasts: Arc<Broadcasts>) -> anyhow::Result<()> {
+async fn serve_fetch(
+    request: FetchRequested,
+    broadcasts: Arc<Broadcasts>,
+    grant: Option<&SessionGrant>,
+    counters: &ServerCounters,
+) -> anyhow::Result<()> {
     let resolved = tokio::time::timeout(std::time::Duration::from_secs(5), request.resolve())
         .await
         .context("joining FETCH did not resolve")??;
     let Some(range) = resolved else {
         return Ok(()); // the library already answered REQUEST_ERROR
     };
+    if let Some(refused) = refused(grant, &range.track_namespace) {
+        counters.requests_refused.fetch_add(1, Ordering::Relaxed);
+        let _ = request.reject(refused.request_error_code(), "not authorised for this namespace");
+        anyhow::bail!("FETCH refused: {}", refused.label());
+    }
     let name = range.track_name.to_string_lossy().into_owned();
     let track = from_track_namespace(&range.track_namespace)
         .ok()

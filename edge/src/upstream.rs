@@ -43,6 +43,8 @@ pub struct UpstreamContext {
     pub limits: CacheLimits,
     /// How long a track stays subscribed upstream after its last viewer left.
     pub idle: Duration,
+    /// Presented as AUTHORIZATION TOKEN to every upstream (this relay's credential).
+    pub credential: Option<Arc<str>>,
 }
 
 /// Keeps one upstream link up for ever, reconnecting with backoff.
@@ -86,6 +88,15 @@ async fn resolve(url: &url::Url) -> anyhow::Result<(SocketAddr, String)> {
 pub async fn connect(
     url: &url::Url,
     trust: &Trust,
+) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
+    connect_with_token(url, trust, None).await
+}
+
+/// Like [`connect`], presenting `token` as AUTHORIZATION TOKEN in SETUP.
+pub async fn connect_with_token(
+    url: &url::Url,
+    trust: &Trust,
+    token: Option<&str>,
 ) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
     let (addr, host) = resolve(url).await?;
     let (alpn, transport): (&[u8], Transport) = match url.scheme() {
@@ -135,15 +146,25 @@ pub async fn connect(
             web_transport_quinn::proto::ConnectResponse::default(),
         ),
     };
+    let tokens = token
+        .map(|t| {
+            moq_transport::setup::AuthorizationToken::new(
+                crate::access::TOKEN_TYPE,
+                t.as_bytes().to_vec(),
+            )
+        })
+        .into_iter()
+        .collect();
     let (session, _publisher, subscriber) =
-        moq_transport::session::Session::connect(session.into(), None, transport)
+        moq_transport::session::Session::connect_with_tokens(session.into(), None, transport, tokens)
             .await
             .context("MoQT setup")?;
     Ok((session, subscriber))
 }
 
 async fn connect_once(config: &UpstreamConfig, ctx: &UpstreamContext) -> anyhow::Result<()> {
-    let (session, subscriber) = connect(&config.url, &config.trust).await?;
+    let (session, subscriber) =
+        connect_with_token(&config.url, &config.trust, ctx.credential.as_deref()).await?;
     tracing::info!(upstream = %config.url, "upstream connected");
     let mut registered: HashMap<Namespace, Arc<Broadcast>> = HashMap::new();
     let result = tokio::select! {

@@ -1,9 +1,19 @@
 //! Who may publish what: the one interface the RTMP (and later SRT) ingest
-//! asks before accepting a push. Stream keys come from configuration until the
-//! control plane issues publish credentials.
+//! asks before accepting a push. Stream keys come from configuration
+//! ([`StaticKeys`]) or are publish tokens issued by the control plane
+//! ([`PublishTokens`]), which can be revoked while the push runs.
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use strom_edge::access::{Access, RevocationWatch};
 use strom_edge::broadcast::Namespace;
+use strom_token::{Action, TokenError};
+
+/// The RTMP application publish tokens are pushed to: `rtmp://host/live/<token>`.
+/// One fixed name keeps encoder set-up uniform and makes a mistyped server
+/// URL fail loudly instead of publishing somewhere unexpected.
+pub const TOKEN_APP: &str = "live";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PublishRefused {
@@ -11,11 +21,94 @@ pub enum PublishRefused {
     UnknownKey,
     #[error("the stream key does not belong to application {0:?}")]
     WrongApplication(String),
+    #[error("publish token refused: {0}")]
+    Token(TokenError),
+    #[error("a {0:?} token does not allow publishing")]
+    NotPublish(Action),
+    #[error("the publish token names no stream")]
+    NoStream,
+    #[error("the publish token's tenant/event/stream is not a valid namespace")]
+    BadNamespace,
+}
+
+impl PublishRefused {
+    /// A short, fixed label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishRefused::UnknownKey => "unknown_key",
+            PublishRefused::WrongApplication(_) => "wrong_application",
+            PublishRefused::Token(TokenError::Expired) => "expired",
+            PublishRefused::Token(TokenError::Revoked) => "revoked",
+            PublishRefused::Token(_) => "invalid_token",
+            PublishRefused::NotPublish(_) => "not_publish",
+            PublishRefused::NoStream => "no_stream",
+            PublishRefused::BadNamespace => "bad_namespace",
+        }
+    }
+}
+
+/// An accepted push: where it publishes, and what ends its right to.
+pub struct Publisher {
+    pub namespace: Namespace,
+    /// Resolves when the credential is revoked (tokens only).
+    pub revocation: Option<RevocationWatch>,
 }
 
 /// Decides whether a push may publish, and under which namespace.
 pub trait PublishAuthorizer: Send + Sync + 'static {
     fn authorize(&self, app: &str, key: &str) -> Result<Namespace, PublishRefused>;
+
+    /// Like [`authorize`](PublishAuthorizer::authorize), with the watch that
+    /// ends the push when its credential is revoked.
+    fn admit(&self, app: &str, key: &str) -> Result<Publisher, PublishRefused> {
+        Ok(Publisher {
+            namespace: self.authorize(app, key)?,
+            revocation: None,
+        })
+    }
+}
+
+/// Publish tokens (PASETO, action `publish`, naming tenant, event and
+/// stream): the namespace is the token's, the RTMP key is the token.
+pub struct PublishTokens {
+    access: Arc<Access>,
+}
+
+impl PublishTokens {
+    pub fn new(access: Arc<Access>) -> Self {
+        Self { access }
+    }
+}
+
+impl PublishAuthorizer for PublishTokens {
+    fn authorize(&self, app: &str, key: &str) -> Result<Namespace, PublishRefused> {
+        self.admit(app, key).map(|p| p.namespace)
+    }
+
+    fn admit(&self, app: &str, key: &str) -> Result<Publisher, PublishRefused> {
+        if app != TOKEN_APP {
+            return Err(PublishRefused::WrongApplication(app.to_owned()));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let claims = self
+            .access
+            .verifier()
+            .verify(key, now)
+            .map_err(PublishRefused::Token)?;
+        if claims.act != Action::Publish {
+            return Err(PublishRefused::NotPublish(claims.act));
+        }
+        let stream = claims.str.clone().ok_or(PublishRefused::NoStream)?;
+        let namespace = Namespace::new(vec![claims.ten.clone(), claims.evt.clone(), stream])
+            .map_err(|_| PublishRefused::BadNamespace)?;
+        // The watch checks the held revocations first, so one that arrived
+        // since `verify` still ends the push at once.
+        let revocation = Some(self.access.watch(claims));
+        Ok(Publisher {
+            namespace,
+            revocation,
+        })
+    }
 }
 
 /// One configured stream: its key and where it publishes.
@@ -93,6 +186,98 @@ mod tests {
             keys().authorize("other", "s3cret"),
             Err(PublishRefused::WrongApplication("other".into()))
         );
+    }
+
+    mod tokens {
+        use super::super::*;
+        use strom_token::{Grant, KeySet, Revocation, RevocationKind, SigningKey, Verifier};
+        use time::OffsetDateTime;
+
+        fn setup() -> (SigningKey, Arc<Access>) {
+            let key = SigningKey::generate();
+            let verifier = Arc::new(Verifier::new());
+            verifier.set_keys(&KeySet {
+                keys: vec![key.public_key()],
+            });
+            let access = Arc::new(Access::new(
+                verifier,
+                strom_edge::access::ORIGIN_SESSIONS,
+            ));
+            (key, access)
+        }
+
+        fn mint(key: &SigningKey, action: Action, stream: Option<&str>) -> String {
+            let grant = Grant {
+                subject: "s_main".into(),
+                tenant: "acme".into(),
+                event: "townhall".into(),
+                stream: stream.map(str::to_owned),
+                action,
+                lifetime_secs: 3600,
+                not_after: None,
+            };
+            key.mint(&grant, OffsetDateTime::now_utc()).unwrap().0
+        }
+
+        #[test]
+        fn a_publish_token_names_the_namespace() {
+            let (key, access) = setup();
+            let tokens = PublishTokens::new(access);
+            let token = mint(&key, Action::Publish, Some("main"));
+            assert_eq!(
+                tokens.authorize("live", &token).unwrap().to_string(),
+                "acme/townhall/main"
+            );
+            assert_eq!(
+                tokens.authorize("other", &token),
+                Err(PublishRefused::WrongApplication("other".into()))
+            );
+        }
+
+        #[test]
+        fn other_tokens_and_junk_are_refused() {
+            let (key, access) = setup();
+            let tokens = PublishTokens::new(access);
+            let no_stream = mint(&key, Action::Publish, None);
+            assert_eq!(tokens.authorize("live", &no_stream), Err(PublishRefused::NoStream));
+            let play = mint(&key, Action::Play, Some("main"));
+            assert_eq!(
+                tokens.authorize("live", &play),
+                Err(PublishRefused::NotPublish(Action::Play))
+            );
+            let foreign = mint(&SigningKey::generate(), Action::Publish, Some("main"));
+            assert_eq!(
+                tokens.authorize("live", &foreign),
+                Err(PublishRefused::Token(TokenError::UnknownKey))
+            );
+            assert_eq!(
+                tokens.authorize("live", "s3cret-static-key"),
+                Err(PublishRefused::Token(TokenError::Malformed))
+            );
+        }
+
+        #[tokio::test]
+        async fn a_revoked_stream_ends_the_push_and_refuses_the_next() {
+            let (key, access) = setup();
+            let tokens = PublishTokens::new(access.clone());
+            let token = mint(&key, Action::Publish, Some("main"));
+            let mut publisher = tokens.admit("live", &token).unwrap();
+            let mut watch = publisher.revocation.take().expect("tokens are revocable");
+            access.revoke(vec![Revocation {
+                seq: 1,
+                kind: RevocationKind::Stream,
+                tenant: "acme".into(),
+                id: "townhall/main".into(),
+                issued_before: OffsetDateTime::now_utc() + time::Duration::seconds(1),
+            }]);
+            tokio::time::timeout(std::time::Duration::from_secs(1), watch.revoked())
+                .await
+                .expect("revocation ends the push");
+            assert_eq!(
+                tokens.authorize("live", &token).unwrap_err().label(),
+                "revoked"
+            );
+        }
     }
 
     #[test]

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use strom_edge::access::{self, Access};
 use strom_edge::broadcast::{Broadcasts, Namespace};
+use strom_edge::ControlPlaneLink;
 use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
 use strom_edge::{http, moqt, TlsFiles};
 
-use auth::{PublishAuthorizer, StaticKeys, StreamKey};
+use auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey};
 use publish::Publications;
 use rtmp::{IngestCounters, RtmpContext};
 
@@ -43,6 +45,10 @@ pub struct OriginConfig {
     pub cache_max_age_secs: u64,
     pub cache_max_bytes: usize,
     pub linger_secs: u64,
+    /// When set, broadcasters push with publish tokens
+    /// (`rtmp://host/live/<token>`) instead of `streams` keys, and edges
+    /// pulling over MoQT must present relay tokens.
+    pub control_plane: Option<ControlPlaneLink>,
 }
 
 impl Default for OriginConfig {
@@ -56,6 +62,7 @@ impl Default for OriginConfig {
             cache_max_age_secs: 30,
             cache_max_bytes: 64 * 1024 * 1024,
             linger_secs: 300,
+            control_plane: None,
         }
     }
 }
@@ -93,6 +100,14 @@ impl OriginConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.stream_keys()?;
+        if let Some(link) = &self.control_plane {
+            strom_edge::validate_control_plane("origin", link)?;
+            if !self.streams.is_empty() {
+                anyhow::bail!(
+                    "origin.streams and origin.control_plane are both set: with a control plane, broadcasters push with publish tokens; remove the static streams"
+                );
+            }
+        }
         if !self.http_listen.ip().is_loopback() {
             anyhow::bail!(
                 "origin.http_listen = {} must be loopback (it serves metrics only)",
@@ -116,6 +131,7 @@ pub struct Origin {
     moqt: moqt::MoqtServer,
     http: tokio::net::TcpListener,
     authorizer: Arc<dyn PublishAuthorizer>,
+    access: Option<Arc<Access>>,
     pub broadcasts: Arc<Broadcasts>,
     pub publications: Arc<Publications>,
     pub counters: Arc<ServerCounters>,
@@ -124,18 +140,48 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// Validates the configuration and binds every socket. With a control
+    /// plane configured, fetches its key set first (and keeps it current).
     pub async fn load(config: OriginConfig, data_dir: &Path) -> anyhow::Result<Self> {
         config.validate()?;
+        if let Some(link) = &config.control_plane {
+            let access = Access::connect(link.clone(), access::ORIGIN_SESSIONS)
+                .await
+                .context("origin.control_plane")?;
+            return Self::load_with_access(config, data_dir, Arc::new(access)).await;
+        }
         let authorizer: Arc<dyn PublishAuthorizer> =
             Arc::new(StaticKeys::new(config.stream_keys()?));
         Self::load_with(config, data_dir, authorizer).await
     }
 
-    /// Like [`Origin::load`] with another way to authorise publishers.
+    /// Like [`Origin::load`] with tokens checked by `access` (built with
+    /// [`Access::new`] or [`Access::connect`], sessions for
+    /// [`access::ORIGIN_SESSIONS`]): publish tokens for RTMP, relay tokens
+    /// for MoQT, whatever `control_plane` says.
+    pub async fn load_with_access(
+        config: OriginConfig,
+        data_dir: &Path,
+        access: Arc<Access>,
+    ) -> anyhow::Result<Self> {
+        let authorizer: Arc<dyn PublishAuthorizer> = Arc::new(PublishTokens::new(access.clone()));
+        Self::load_inner(config, data_dir, authorizer, Some(access)).await
+    }
+
+    /// Like [`Origin::load`] with another way to authorise publishers (MoQT open).
     pub async fn load_with(
         config: OriginConfig,
         data_dir: &Path,
         authorizer: Arc<dyn PublishAuthorizer>,
+    ) -> anyhow::Result<Self> {
+        Self::load_inner(config, data_dir, authorizer, None).await
+    }
+
+    async fn load_inner(
+        config: OriginConfig,
+        data_dir: &Path,
+        authorizer: Arc<dyn PublishAuthorizer>,
+        access: Option<Arc<Access>>,
     ) -> anyhow::Result<Self> {
         let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
         let moqt = moqt::MoqtServer::bind(
@@ -158,6 +204,7 @@ impl Origin {
             moqt,
             http,
             authorizer,
+            access,
             broadcasts,
             counters: Arc::new(ServerCounters::default()),
             ingest: Arc::new(IngestCounters::default()),
@@ -183,6 +230,7 @@ impl Origin {
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
             cert_sha256 = %self.cert_sha256,
+            tokens = self.access.is_some(),
             "origin ready"
         );
         let ingest = self.ingest.clone();
@@ -194,7 +242,7 @@ impl Origin {
         let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx));
         let moqt = tokio::spawn(
             self.moqt
-                .run(self.broadcasts.clone(), self.counters.clone()),
+                .run(self.broadcasts.clone(), self.counters.clone(), self.access.clone()),
         );
         let state = http::HttpState {
             role: "origin",
@@ -203,6 +251,8 @@ impl Origin {
             part_target: 0.5,
             window: 6,
             extra_metrics: Some(Arc::new(move || ingest.render())),
+            access: self.access.clone(),
+            secure_cookies: false,
         };
         let http = tokio::spawn(http::serve(self.http, None, state));
         let linger = Duration::from_secs(self.config.linger_secs);

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{key_label, PublishAuthorizer};
+use strom_edge::access::RevocationWatch;
 use crate::contain::contained;
 use crate::publish::{Publications, PublishSession};
 
@@ -32,6 +33,7 @@ pub struct IngestCounters {
     pub refused: AtomicU64,
     pub failed: AtomicU64,
     pub bytes: AtomicU64,
+    pub revoked: AtomicU64,
 }
 
 impl IngestCounters {
@@ -57,6 +59,11 @@ impl IngestCounters {
                 "strom_ingest_bytes_total",
                 "Bytes received from broadcasters.",
                 &self.bytes,
+            ),
+            (
+                "strom_ingest_revoked_total",
+                "Pushes stopped because their publish credential was revoked.",
+                &self.revoked,
             ),
         ];
         let mut out = String::new();
@@ -154,6 +161,7 @@ async fn handle(
         ctx,
         remote,
         publishing: None,
+        revocation: None,
     };
     let mut out = Vec::new();
     ingest.results(initial, &mut out)?;
@@ -162,7 +170,15 @@ async fn handle(
     stream.write_all(&out).await?;
 
     loop {
-        let n = read_some(&mut stream, &mut buf, READ_TIMEOUT).await?;
+        let n = tokio::select! {
+            n = read_some(&mut stream, &mut buf, READ_TIMEOUT) => n?,
+            () = revoked(&mut ingest.revocation) => {
+                ctx.counters.revoked.fetch_add(1, Ordering::Relaxed);
+                let namespace = ingest.publishing.as_ref().map(|(_, _, s)| s.namespace.to_string()).unwrap_or_default();
+                tracing::warn!(%remote, %namespace, "publish stopped: the publish credential was revoked");
+                return Ok(());
+            }
+        };
         if n == 0 {
             return Ok(());
         }
@@ -179,11 +195,20 @@ async fn handle(
     }
 }
 
+/// Resolves when the running push's credential is revoked (never without one).
+async fn revoked(watch: &mut Option<RevocationWatch>) {
+    match watch.as_mut() {
+        Some(w) => w.revoked().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Ingest<'a> {
     session: ServerSession,
     ctx: &'a RtmpContext,
     remote: SocketAddr,
     publishing: Option<(String, String, PublishSession)>,
+    revocation: Option<RevocationWatch>,
 }
 
 impl Ingest<'_> {
@@ -245,13 +270,15 @@ impl Ingest<'_> {
                     bail!("a second publish on one connection is not supported");
                 }
                 let label = key_label(&stream_key);
-                let namespace = match self.ctx.authorizer.authorize(&app_name, &stream_key) {
-                    Ok(ns) => ns,
+                let publisher = match self.ctx.authorizer.admit(&app_name, &stream_key) {
+                    Ok(p) => p,
                     Err(refused) => {
                         self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(remote = %self.remote, key = %label, reason = refused.label(), "publish refused");
                         bail!("publish refused for app {app_name:?}, key {label}: {refused}");
                     }
                 };
+                let namespace = publisher.namespace;
                 let session = match self.ctx.publications.claim(namespace.clone()) {
                     Ok(s) => s,
                     Err(err) => {
@@ -261,6 +288,7 @@ impl Ingest<'_> {
                 };
                 tracing::info!(remote = %self.remote, %namespace, key = %label, "publish started");
                 self.publishing = Some((app_name, stream_key, session));
+                self.revocation = publisher.revocation;
                 Ok((self.accept(request_id)?, false))
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
@@ -362,6 +390,7 @@ mod tests {
             ctx: &ctx,
             remote: "127.0.0.1:9".parse().unwrap(),
             publishing: None,
+            revocation: None,
         };
         let (mut client, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
         let mut greeting = Vec::new();
@@ -423,6 +452,7 @@ mod tests {
             ctx: &ctx,
             remote: "127.0.0.1:9".parse().unwrap(),
             publishing: None,
+            revocation: None,
         };
         let mut out = Vec::new();
         for chunk in segments.iter().flat_map(|s| s.chunks(piece.max(1))) {

@@ -1,0 +1,628 @@
+//! Who may read what at a relay (edge or origin): the token a MoQT session
+//! opens with and the scope of each of its requests, the token of each HLS
+//! request, and the revocations that end sessions early.
+//!
+//! The decisions are plain functions of tokens, namespaces and the clock,
+//! made offline by a [`strom_token::Verifier`]. The only async part is the
+//! revocation feed: [`RevocationWatch`] resolves when a revocation covering
+//! a session's claims arrives, and the session's owner closes it.
+//!
+//! Scope rules:
+//! - a `play` token opens a viewer session and covers its event (or its one
+//!   stream); SUBSCRIBE, FETCH, TRACK_STATUS and SUBSCRIBE_NAMESPACE outside
+//!   that scope are refused;
+//! - a `relay` token (an edge's credential from the control plane) opens a
+//!   session that may pull every broadcast: relays are the operator's
+//!   infrastructure and carry every tenant. A relay credential that names an
+//!   event is held to that event;
+//! - `publish` tokens open no MoQT session (they are for the origin's ingest).
+//!
+//! A session admitted with a valid token lives until it closes or its token
+//! is revoked; expiry is checked when a session opens and on every HLS
+//! request, so players refresh their token between HLS requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moq_transport::message::RequestErrorCode;
+use strom_token::revocation::RevocationFeed;
+use strom_token::sync::{ControlPlaneLink, SyncHandle};
+use strom_token::{Action, Claims, Revocation, TokenError, Verifier};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+/// AUTHORIZATION TOKEN type for strom tokens (0: a type agreed out of band;
+/// the value is a PASETO `v4.public.…` string).
+pub const TOKEN_TYPE: u64 = 0;
+/// Query parameter carrying a token in HLS and WebTransport URLs.
+pub const TOKEN_PARAM: &str = "token";
+/// Cookie carrying an HLS viewer's token.
+pub const TOKEN_COOKIE: &str = "strom_token";
+/// A revocation that the feed missed (a lagging receiver) is still found
+/// this often by looking at the revocations the verifier holds.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// Token actions that open a MoQT session at an origin: edges pulling.
+pub const ORIGIN_SESSIONS: &[Action] = &[Action::Relay];
+/// Token actions that open a MoQT session at an edge: viewers and lower-tier edges.
+pub const EDGE_SESSIONS: &[Action] = &[Action::Play, Action::Relay];
+
+/// Why access was refused. The text never contains the token.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum Refused {
+    #[error("no token presented")]
+    Missing,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("a {0:?} token does not open this session")]
+    WrongAction(Action),
+}
+
+impl Refused {
+    /// A short, fixed label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refused::Missing => "missing",
+            Refused::WrongAction(_) => "wrong_action",
+            Refused::Token(e) => match e {
+                TokenError::Malformed => "malformed",
+                TokenError::UnknownKey => "unknown_key",
+                TokenError::BadSignature => "bad_signature",
+                TokenError::Expired => "expired",
+                TokenError::NotYetValid => "not_yet_valid",
+                TokenError::TooLong => "too_long",
+                TokenError::Revoked => "revoked",
+                TokenError::OutOfScope(_) => "out_of_scope",
+                TokenError::Mint(_) => "mint",
+            },
+        }
+    }
+
+    /// The REQUEST_ERROR code that tells a MoQT peer why (draft-18 §10.6).
+    pub fn request_error_code(&self) -> RequestErrorCode {
+        match self {
+            Refused::Token(TokenError::Expired) => RequestErrorCode::ExpiredAuthToken,
+            Refused::Token(TokenError::Malformed) => RequestErrorCode::MalformedAuthToken,
+            _ => RequestErrorCode::Unauthorized,
+        }
+    }
+}
+
+/// Tokens and revocations of one relay. Build it with [`Access::new`] (tests,
+/// embedders that feed keys themselves) or [`Access::connect`] (the control
+/// plane keeps keys and revocations current).
+pub struct Access {
+    verifier: Arc<Verifier>,
+    revoked: broadcast::Sender<Revocation>,
+    session_actions: Vec<Action>,
+    relay_credential: Option<String>,
+    sync: Option<(SyncHandle, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        if let Some((_, forward)) = &self.sync {
+            forward.abort();
+        }
+    }
+}
+
+impl Access {
+    /// Access checked against `verifier`'s keys and revocations; MoQT sessions
+    /// open with a token whose action is one of `session_actions`.
+    pub fn new(verifier: Arc<Verifier>, session_actions: &[Action]) -> Self {
+        let (revoked, _) = broadcast::channel(1024);
+        Self {
+            verifier,
+            revoked,
+            session_actions: session_actions.to_vec(),
+            relay_credential: None,
+            sync: None,
+        }
+    }
+
+    /// The credential this relay presents to its own upstreams.
+    pub fn with_relay_credential(mut self, credential: impl Into<String>) -> Self {
+        self.relay_credential = Some(credential.into());
+        self
+    }
+
+    /// Keys and revocations from the control plane at `link`, kept current in
+    /// the background; `link.credential` is presented upstream.
+    pub async fn connect(link: ControlPlaneLink, session_actions: &[Action]) -> anyhow::Result<Self> {
+        let verifier = Arc::new(Verifier::new());
+        let credential = link.credential.clone();
+        let handle = strom_token::sync::start(link, verifier.clone()).await?;
+        let mut access = Self::new(verifier, session_actions).with_relay_credential(credential);
+        let mut feed = handle.subscribe();
+        let sender = access.revoked.clone();
+        let forward = tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(entry) => {
+                        let _ = sender.send(entry);
+                    }
+                    // Sessions also look at the held list (RECHECK): nothing is lost.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        access.sync = Some((handle, forward));
+        Ok(access)
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    pub fn relay_credential(&self) -> Option<&str> {
+        self.relay_credential.as_deref()
+    }
+
+    /// Applies revocations (as the control plane's feed would) and tells every
+    /// session watching; returns the entries that were new.
+    pub fn revoke(&self, entries: Vec<Revocation>) -> Vec<Revocation> {
+        let fresh = {
+            let mut held = self.verifier.revocations_mut();
+            let seq = entries.iter().map(|e| e.seq).max().unwrap_or(0).max(held.seq());
+            held.apply(&RevocationFeed {
+                seq,
+                entries,
+                reset: false,
+            })
+        };
+        for entry in &fresh {
+            let _ = self.revoked.send(entry.clone());
+        }
+        fresh
+    }
+
+    /// Checks the tokens a MoQT session opened with; the first that verifies
+    /// and whose action opens sessions here wins.
+    pub fn admit(&self, tokens: &[String], now: OffsetDateTime) -> Result<Claims, Refused> {
+        let mut refused = Refused::Missing;
+        for (i, token) in tokens.iter().enumerate() {
+            let outcome = match self.verifier.verify(token, now) {
+                Ok(claims) if self.session_actions.contains(&claims.act) => return Ok(claims),
+                Ok(claims) => Refused::WrongAction(claims.act),
+                Err(e) => Refused::Token(e),
+            };
+            if i == 0 {
+                refused = outcome;
+            }
+        }
+        Err(refused)
+    }
+
+    /// Whether a session admitted with `claims` may read the broadcast
+    /// `namespace` (SUBSCRIBE, FETCH, TRACK_STATUS, announcements).
+    pub fn permits(&self, claims: &Claims, namespace: &[&str]) -> Result<(), Refused> {
+        if self.verifier.revocations().revokes(claims) {
+            return Err(TokenError::Revoked.into());
+        }
+        let allowed = match claims.act {
+            Action::Play => claims.covers(Action::Play, namespace),
+            Action::Relay => claims.evt.is_empty() || within(&claims.namespace_prefix(), namespace),
+            Action::Publish => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(TokenError::OutOfScope(namespace.join("/")).into())
+        }
+    }
+
+    /// Whether a session may follow announcements under `prefix`
+    /// (SUBSCRIBE_NAMESPACE): the prefix must lie on the path to the token's
+    /// scope or inside it. What is then announced is filtered by [`permits`].
+    ///
+    /// [`permits`]: Access::permits
+    pub fn permits_prefix(&self, claims: &Claims, prefix: &[&str]) -> Result<(), Refused> {
+        if self.verifier.revocations().revokes(claims) {
+            return Err(TokenError::Revoked.into());
+        }
+        let allowed = match claims.act {
+            Action::Play => !claims.evt.is_empty() && compatible(&claims.namespace_prefix(), prefix),
+            Action::Relay => claims.evt.is_empty() || compatible(&claims.namespace_prefix(), prefix),
+            Action::Publish => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(TokenError::OutOfScope(prefix.join("/")).into())
+        }
+    }
+
+    /// Checks an HLS request for `namespace`: the first candidate token (query
+    /// parameter, then cookies) that allows playing it wins.
+    pub fn authorize_hls<'a>(
+        &self,
+        candidates: impl IntoIterator<Item = &'a str>,
+        namespace: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<Claims, Refused> {
+        let mut refused = Refused::Missing;
+        for (i, token) in candidates.into_iter().enumerate() {
+            match self.verifier.authorize(token, Action::Play, namespace, now) {
+                Ok(claims) => return Ok(claims),
+                Err(e) if i == 0 => refused = Refused::Token(e),
+                Err(_) => {}
+            }
+        }
+        Err(refused)
+    }
+
+    /// A watch that resolves once `claims` are revoked. Subscribe before the
+    /// session is admitted so that no revocation falls between the two.
+    pub fn watch(self: &Arc<Self>, claims: Claims) -> RevocationWatch {
+        RevocationWatch {
+            feed: Some(self.revoked.subscribe()),
+            access: self.clone(),
+            claims,
+        }
+    }
+}
+
+/// `scope` is a prefix of `namespace`.
+fn within(scope: &[&str], namespace: &[&str]) -> bool {
+    namespace.len() >= scope.len() && scope.iter().zip(namespace).all(|(a, b)| a == b)
+}
+
+/// One of `a`, `b` is a prefix of the other.
+fn compatible(a: &[&str], b: &[&str]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// Resolves when the claims it watches are revoked.
+pub struct RevocationWatch {
+    feed: Option<broadcast::Receiver<Revocation>>,
+    access: Arc<Access>,
+    claims: Claims,
+}
+
+impl RevocationWatch {
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// Waits until a revocation covers the claims (at once if one already does).
+    pub async fn revoked(&mut self) {
+        let mut recheck = tokio::time::interval(RECHECK);
+        loop {
+            if self.access.verifier.revocations().revokes(&self.claims) {
+                return;
+            }
+            let entry = match self.feed.as_mut() {
+                Some(feed) => tokio::select! {
+                    entry = feed.recv() => entry,
+                    _ = recheck.tick() => continue,
+                },
+                None => {
+                    recheck.tick().await;
+                    continue;
+                }
+            };
+            match entry {
+                Ok(entry) if entry.revokes(&self.claims) => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => self.feed = None,
+            }
+        }
+    }
+}
+
+/// The `Set-Cookie` value that lets a browser's HLS player present `token`
+/// on every request under the token's scope (`/hls/<tenant>/<event>/`).
+/// The token must have verified: its characters are cookie- and URL-safe.
+pub fn hls_cookie(token: &str, claims: &Claims, secure: bool, now: OffsetDateTime) -> String {
+    let path = claims.namespace_prefix().join("/");
+    let max_age = (claims.exp - now).whole_seconds().max(0);
+    // A player on another site's page needs SameSite=None, which browsers
+    // accept only with Secure.
+    let site = if secure { "SameSite=None; Secure" } else { "SameSite=Lax" };
+    format!("{TOKEN_COOKIE}={token}; Path=/hls/{path}/; Max-Age={max_age}; HttpOnly; {site}")
+}
+
+/// The values of every `name` cookie in `Cookie` header values.
+pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Vec<&'a str> {
+    headers
+        .into_iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+        .collect()
+}
+
+/// The decoded value of query parameter `name`.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Adds `?token=…` to every URI of an HLS playlist (URI lines and `URI="…"`
+/// attributes), so that players that do not keep cookies stay authorised.
+pub fn tokenize_playlist(text: &str, token: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let with = |uri: &str| {
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        format!("{uri}{sep}{TOKEN_PARAM}={encoded}")
+    };
+    let mut out = String::with_capacity(text.len() + 64 * encoded.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        if body.is_empty() {
+            out.push_str(line);
+            continue;
+        }
+        if !body.starts_with('#') {
+            out.push_str(&with(body));
+            out.push_str(end);
+            continue;
+        }
+        let mut rest = body;
+        while let Some(at) = rest.find("URI=\"") {
+            let start = at + "URI=\"".len();
+            let Some(len) = rest[start..].find('"') else {
+                break;
+            };
+            out.push_str(&rest[..start]);
+            out.push_str(&with(&rest[start..start + len]));
+            rest = &rest[start + len..];
+        }
+        out.push_str(rest);
+        out.push_str(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_token::{Grant, KeySet, RevocationKind, SigningKey};
+
+    struct Fixture {
+        key: SigningKey,
+        access: Arc<Access>,
+        now: OffsetDateTime,
+    }
+
+    fn fixture(actions: &[Action]) -> Fixture {
+        let key = SigningKey::generate();
+        let verifier = Arc::new(Verifier::new());
+        verifier.set_keys(&KeySet {
+            keys: vec![key.public_key()],
+        });
+        Fixture {
+            key,
+            access: Arc::new(Access::new(verifier, actions)),
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+
+    impl Fixture {
+        fn token(&self, action: Action, tenant: &str, event: &str, stream: Option<&str>) -> (String, Claims) {
+            self.key
+                .mint(
+                    &Grant {
+                        subject: "p_1".into(),
+                        tenant: tenant.into(),
+                        event: event.into(),
+                        stream: stream.map(str::to_owned),
+                        action,
+                        lifetime_secs: 300,
+                        not_after: None,
+                    },
+                    self.now,
+                )
+                .unwrap()
+        }
+
+        fn play(&self) -> (String, Claims) {
+            self.token(Action::Play, "acme", "townhall", None)
+        }
+
+        fn revoke_subject(&self, subject: &str) -> Vec<Revocation> {
+            self.access.revoke(vec![Revocation {
+                seq: 1,
+                kind: RevocationKind::Subject,
+                tenant: "acme".into(),
+                id: subject.into(),
+                issued_before: self.now + time::Duration::seconds(1),
+            }])
+        }
+    }
+
+    const MAIN: &[&str] = &["acme", "townhall", "main"];
+
+    #[test]
+    fn a_valid_play_token_opens_a_session_scoped_to_its_event() {
+        let f = fixture(EDGE_SESSIONS);
+        let (token, claims) = f.play();
+        let admitted = f.access.admit(&[token], f.now).unwrap();
+        assert_eq!(admitted, claims);
+        assert_eq!(f.access.permits(&claims, MAIN), Ok(()));
+        assert_eq!(f.access.permits(&claims, &["acme", "townhall", "backup"]), Ok(()));
+        let other_event = f.access.permits(&claims, &["acme", "allhands", "main"]);
+        assert_eq!(other_event.unwrap_err().label(), "out_of_scope");
+        let other_tenant = f.access.permits(&claims, &["globex", "townhall", "main"]);
+        assert_eq!(other_tenant.unwrap_err().label(), "out_of_scope");
+    }
+
+    #[test]
+    fn expired_forged_and_missing_tokens_open_no_session() {
+        let f = fixture(EDGE_SESSIONS);
+        let (token, _) = f.play();
+        let later = f.now + time::Duration::seconds(301);
+        let expired = f.access.admit(std::slice::from_ref(&token), later).unwrap_err();
+        assert_eq!(expired, Refused::Token(TokenError::Expired));
+        assert_eq!(expired.request_error_code(), RequestErrorCode::ExpiredAuthToken);
+
+        // Signed by a key the relay does not know.
+        let stranger = SigningKey::generate();
+        let (foreign, _) = stranger
+            .mint(
+                &Grant {
+                    subject: "p_1".into(),
+                    tenant: "acme".into(),
+                    event: "townhall".into(),
+                    stream: None,
+                    action: Action::Play,
+                    lifetime_secs: 300,
+                    not_after: None,
+                },
+                f.now,
+            )
+            .unwrap();
+        assert_eq!(
+            f.access.admit(&[foreign], f.now),
+            Err(Refused::Token(TokenError::UnknownKey))
+        );
+        // A payload altered after signing.
+        let mut forged = token.clone().into_bytes();
+        let i = "v4.public.".len() + 20;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(f.access.admit(&[forged], f.now).is_err());
+        assert_eq!(f.access.admit(&[], f.now), Err(Refused::Missing));
+        assert_eq!(
+            f.access.admit(&["garbage".into()], f.now),
+            Err(Refused::Token(TokenError::Malformed))
+        );
+    }
+
+    #[test]
+    fn session_kinds_follow_the_relay_role() {
+        let origin = fixture(ORIGIN_SESSIONS);
+        let (play, _) = origin.play();
+        assert_eq!(origin.access.admit(&[play], origin.now), Err(Refused::WrongAction(Action::Play)));
+        let (relay, relay_claims) = origin.token(Action::Relay, "operator", "", None);
+        assert!(origin.access.admit(std::slice::from_ref(&relay), origin.now).is_ok());
+        // A relay credential pulls every broadcast.
+        assert_eq!(origin.access.permits(&relay_claims, MAIN), Ok(()));
+        assert_eq!(origin.access.permits_prefix(&relay_claims, &[]), Ok(()));
+
+        let edge = fixture(EDGE_SESSIONS);
+        let (relay, _) = edge.token(Action::Relay, "operator", "", None);
+        assert!(edge.access.admit(&[relay], edge.now).is_ok());
+        let (publish, publish_claims) = edge.token(Action::Publish, "acme", "townhall", Some("main"));
+        assert_eq!(edge.access.admit(&[publish], edge.now), Err(Refused::WrongAction(Action::Publish)));
+        assert!(edge.access.permits(&publish_claims, MAIN).is_err());
+    }
+
+    #[test]
+    fn namespace_subscriptions_must_lead_into_the_scope() {
+        let f = fixture(EDGE_SESSIONS);
+        let (_, claims) = f.play();
+        for ok in [&[][..], &["acme"], &["acme", "townhall"], MAIN] {
+            assert_eq!(f.access.permits_prefix(&claims, ok), Ok(()), "{ok:?}");
+        }
+        for refused in [&["acme", "allhands"][..], &["globex"], &["globex", "townhall", "main"]] {
+            assert!(f.access.permits_prefix(&claims, refused).is_err(), "{refused:?}");
+        }
+        let (_, stream_only) = f.token(Action::Play, "acme", "townhall", Some("main"));
+        assert!(f.access.permits(&stream_only, MAIN).is_ok());
+        assert!(f.access.permits(&stream_only, &["acme", "townhall", "backup"]).is_err());
+        assert!(f.access.permits_prefix(&stream_only, &["acme", "townhall", "backup"]).is_err());
+    }
+
+    #[test]
+    fn a_revoked_subject_loses_admission_and_every_request() {
+        let f = fixture(EDGE_SESSIONS);
+        let (token, claims) = f.play();
+        assert_eq!(f.revoke_subject("p_1").len(), 1);
+        assert_eq!(
+            f.access.admit(std::slice::from_ref(&token), f.now),
+            Err(Refused::Token(TokenError::Revoked))
+        );
+        assert_eq!(f.access.permits(&claims, MAIN), Err(Refused::Token(TokenError::Revoked)));
+        assert_eq!(
+            f.access.authorize_hls([token.as_str()], MAIN, f.now),
+            Err(Refused::Token(TokenError::Revoked))
+        );
+        // The same revocation again is not news.
+        assert!(f.revoke_subject("p_1").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_watch_resolves_on_the_revocation_of_its_claims_only() {
+        let f = fixture(EDGE_SESSIONS);
+        let (_, claims) = f.play();
+        let mut watch = f.access.watch(claims);
+        let mut early = Box::pin(watch.revoked());
+        // Another subject's revocation leaves the session alone.
+        f.revoke_subject("p_2");
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut early).await.is_err());
+        f.revoke_subject("p_1");
+        tokio::time::timeout(Duration::from_secs(1), early)
+            .await
+            .expect("the watch resolves once its subject is revoked");
+        // A watch made after the revocation resolves at once.
+        let (_, claims) = f.play();
+        tokio::time::timeout(Duration::from_millis(100), f.access.watch(claims).revoked())
+            .await
+            .expect("already revoked");
+    }
+
+    #[test]
+    fn hls_requests_need_a_play_token_for_their_broadcast() {
+        let f = fixture(EDGE_SESSIONS);
+        let (token, claims) = f.play();
+        assert_eq!(f.access.authorize_hls([token.as_str()], MAIN, f.now), Ok(claims));
+        let refused = f.access.authorize_hls([token.as_str()], &["acme", "allhands", "main"], f.now);
+        assert_eq!(refused.unwrap_err().label(), "out_of_scope");
+        let refused = f.access.authorize_hls([token.as_str()], &["globex", "townhall", "main"], f.now);
+        assert_eq!(refused.unwrap_err().label(), "out_of_scope");
+        let later = f.now + time::Duration::seconds(400);
+        assert_eq!(
+            f.access.authorize_hls([token.as_str()], MAIN, later),
+            Err(Refused::Token(TokenError::Expired))
+        );
+        assert_eq!(f.access.authorize_hls([], MAIN, f.now), Err(Refused::Missing));
+        // A stale cookie beside a good query token: the good one wins.
+        assert!(f.access.authorize_hls(["v4.public.stale", token.as_str()], MAIN, f.now).is_ok());
+        // A publish token is not a ticket to watch.
+        let (publish, _) = f.token(Action::Publish, "acme", "townhall", Some("main"));
+        assert!(f.access.authorize_hls([publish.as_str()], MAIN, f.now).is_err());
+    }
+
+    #[test]
+    fn cookies_are_scoped_to_the_event_and_parsed_back() {
+        let f = fixture(EDGE_SESSIONS);
+        let (token, claims) = f.play();
+        let cookie = hls_cookie(&token, &claims, true, f.now);
+        assert!(cookie.starts_with(&format!("{TOKEN_COOKIE}={token};")), "{cookie}");
+        assert!(cookie.contains("Path=/hls/acme/townhall/;"), "{cookie}");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"), "{cookie}");
+        // Token times may be whole seconds: 299 or 300 s are left.
+        assert!(cookie.contains("Max-Age=300;") || cookie.contains("Max-Age=299;"), "{cookie}");
+        assert!(!hls_cookie(&token, &claims, false, f.now).contains("Secure"));
+        let header = format!("theme=dark; {TOKEN_COOKIE}={token}; other=1");
+        assert_eq!(cookie_values([header.as_str()], TOKEN_COOKIE), vec![token.as_str()]);
+        assert_eq!(
+            query_value("_HLS_msn=3&token=v4.public.a%2Eb", TOKEN_PARAM).as_deref(),
+            Some("v4.public.a.b")
+        );
+    }
+
+    #[test]
+    fn playlist_uris_carry_the_token() {
+        let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PART:DURATION=0.5,URI=\"3.0.m4s\",INDEPENDENT=YES\n#EXTINF:1.0,\n3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"4.1.m4s\"\n";
+        let out = tokenize_playlist(text, "v4.public.abc");
+        assert!(out.contains("URI=\"init.mp4?token=v4.public.abc\""), "{out}");
+        assert!(out.contains("URI=\"3.0.m4s?token=v4.public.abc\",INDEPENDENT=YES"), "{out}");
+        assert!(out.contains("\n3.m4s?token=v4.public.abc\n"), "{out}");
+        assert!(out.contains("URI=\"4.1.m4s?token=v4.public.abc\"\n"), "{out}");
+        assert!(out.contains("#EXTINF:1.0,\n"), "{out}");
+        let master = "#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/playlist.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\nvideo/playlist.m3u8";
+        let out = tokenize_playlist(master, "t");
+        assert!(out.contains("URI=\"audio/playlist.m3u8?token=t\""), "{out}");
+        assert!(out.ends_with("\nvideo/playlist.m3u8?token=t"), "{out}");
+    }
+}
