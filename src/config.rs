@@ -84,6 +84,16 @@ linger_secs = 300
 # key = "change-me-to-a-long-random-key"
 # namespace = "acme/town-hall/main"
 
+# Control plane: publish tokens instead of the streams above (which must then
+# be empty). Broadcasters push rtmp://host:1935/live/<publish token>; the token
+# names tenant, event and stream, and a revoked token stops its push within
+# seconds. Edges pulling over MoQT must present a relay credential. Keys and
+# revocations come from url; credential is this origin's relay credential.
+# [origin.control_plane]
+# url = "https://control.example.net/"
+# credential = "v4.public.…relay credential…"
+# ca_file = "/etc/strom/control-plane-ca.pem"
+
 [edge]
 # MoQT over QUIC (UDP) for viewers and lower-tier edges (raw QUIC and WebTransport).
 moqt_listen = "127.0.0.1:4443"
@@ -112,6 +122,17 @@ hls_window = 6
 # ca_file = "/etc/strom/ca.pem"
 # cert_sha256 = "…64 hex digits…"
 # prefix = ""
+
+# Control plane: every viewer needs a playback token for its event. MoQT and
+# WebTransport sessions send it as AUTHORIZATION TOKEN in SETUP (or as a token
+# query parameter of the URL); HLS requests as ?token=… or the cookie the
+# master playlist sets. Lower-tier edges present relay credentials. Revoked
+# tokens close their MoQT sessions within seconds. credential is this edge's
+# relay credential: it reads revocations and is presented to the upstreams.
+# [edge.control_plane]
+# url = "https://control.example.net/"
+# credential = "v4.public.…relay credential…"
+# ca_file = "/etc/strom/control-plane-ca.pem"
 "#;
 
 #[cfg(test)]
@@ -142,6 +163,11 @@ mod tests {
         assert_eq!(parsed.origin.streams.len(), 1);
         assert_eq!(parsed.edge.upstream.len(), 1);
         assert!(parsed.origin.tls.is_some());
+        for link in [&parsed.origin.control_plane, &parsed.edge.control_plane] {
+            let link = link.as_ref().expect("control_plane example");
+            assert_eq!(link.url.as_str(), "https://control.example.net/");
+            assert!(link.ca_file.is_some());
+        }
     }
 
     #[test]
