@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub mod control_plane;
 pub mod rtmp_client;
 
 /// End-to-end tests share two cores; run them one at a time so that an
@@ -252,6 +253,43 @@ pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
     }
 }
 
+/// A GET with extra request headers; returns status, response headers and body.
+pub fn http_request(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .build();
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let response = match request.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = response.status();
+    let names = response.headers_names();
+    let headers = names
+        .iter()
+        .flat_map(|n| {
+            response
+                .all(n)
+                .into_iter()
+                .map(move |v| (n.clone(), v.to_owned()))
+        })
+        .collect();
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(64 * 1024 * 1024)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok((status, headers, body))
+}
+
 pub fn http_text(url: &str) -> Option<String> {
     match http_get(url) {
         Ok((200, body)) => String::from_utf8(body).ok(),
@@ -350,7 +388,26 @@ pub fn watch(
     dir: &Path,
     name: &str,
 ) -> Proc {
+    watch_with_token(url, namespace, cert_sha256, seconds, file, dir, name, None)
+}
+
+/// Like [`watch`], presenting `token` (passed as `STROM_TOKEN`, so it does
+/// not show in the process list).
+#[allow(clippy::too_many_arguments)]
+pub fn watch_with_token(
+    url: &str,
+    namespace: &str,
+    cert_sha256: &str,
+    seconds: f64,
+    file: &Path,
+    dir: &Path,
+    name: &str,
+    token: Option<&str>,
+) -> Proc {
     let mut cmd = Command::new(strom_bin());
+    if let Some(token) = token {
+        cmd.env("STROM_TOKEN", token);
+    }
     cmd.args([
         "watch",
         url,
@@ -434,6 +491,12 @@ impl Service {
 
     /// An origin accepting the given (key, namespace) streams under app "live".
     pub fn origin(name: &str, dir: &Path, streams: &[(&str, &str)]) -> Service {
+        Self::origin_with(name, dir, streams, "")
+    }
+
+    /// Like [`Service::origin`] with more TOML appended (tables under `origin`,
+    /// e.g. `[origin.control_plane]`).
+    pub fn origin_with(name: &str, dir: &Path, streams: &[(&str, &str)], extra: &str) -> Service {
         let data = dir.join(name);
         let mut toml = format!(
             "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
@@ -446,19 +509,27 @@ impl Service {
                 "[[origin.streams]]\napp = \"live\"\nkey = \"{key}\"\nnamespace = \"{ns}\"\n"
             ));
         }
+        toml.push_str(extra);
         Self::start("origin", name, &toml, dir)
     }
 
     /// An edge pulling from `upstream`.
     pub fn edge(name: &str, dir: &Path, upstream: &Service) -> Service {
+        Self::edge_with(name, dir, upstream, "")
+    }
+
+    /// Like [`Service::edge`] with more TOML appended (tables under `edge`,
+    /// e.g. `[edge.control_plane]`).
+    pub fn edge_with(name: &str, dir: &Path, upstream: &Service, extra: &str) -> Service {
         let data = dir.join(name);
-        let toml = format!(
+        let mut toml = format!(
             "data_dir = {data:?}\n[edge]\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
             free_udp_port(),
             free_tcp_port(),
             upstream.moqt_port,
             upstream.cert_sha256
         );
+        toml.push_str(extra);
         Self::start("edge", name, &toml, dir)
     }
 
