@@ -192,7 +192,6 @@ impl SigningKey {
     /// Mints a token for `grant` at `now`. Not-before lies `CLOCK_SKEW_SECS`
     /// in the past so a verifier whose clock is slightly behind accepts it.
     pub fn mint(&self, grant: &Grant, now: OffsetDateTime) -> Result<(String, Claims), TokenError> {
-        let now = now.replace_nanosecond(0).unwrap_or(now);
         let lifetime = grant.lifetime_secs.clamp(1, grant.action.max_lifetime_secs());
         let mut exp = now + time::Duration::seconds(lifetime);
         if let Some(limit) = grant.not_after {

@@ -1,0 +1,234 @@
+//! The JSON API (axum): sessions by `__Host-` cookie with CSRF tokens,
+//! need-to-know checks per role, errors as `application/problem+json`, and an
+//! OpenAPI document at `/api/openapi.json`.
+
+pub mod auth;
+pub mod events;
+pub mod oidc;
+pub mod participants;
+pub mod problem;
+pub mod relay;
+pub mod tenant;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use strom_identity::mail::Mailer;
+use utoipa::OpenApi;
+
+pub use problem::{ApiError, ApiResult, Problem};
+
+use crate::limits::RateLimits;
+use crate::model::{Principal, Role, Session};
+use crate::repo::Repo;
+
+pub const SESSION_COOKIE: &str = "__Host-strom_session";
+pub const PREAUTH_COOKIE: &str = "__Host-strom_preauth";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What every handler can reach.
+pub struct AppState {
+    pub repo: Arc<Repo>,
+    pub mailer: Arc<dyn Mailer>,
+    pub limits: RateLimits,
+    /// Public base URL of the portal (links in mails point here).
+    pub public_url: url::Url,
+    /// Where encoders push (shown with publish credentials).
+    pub rtmp_url: std::sync::RwLock<String>,
+    /// The dev outbox, when mail is not sent by SMTP.
+    pub outbox: Option<std::path::PathBuf>,
+    /// Edges viewers are sent to (base URLs), until edges register.
+    pub edges: Vec<String>,
+    /// Cookies get `Secure` (always true outside tests over plain HTTP).
+    pub secure_cookies: bool,
+    pub verifier: Arc<strom_token::Verifier>,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The caller's session, loaded from the cookie.
+pub struct Caller {
+    pub session: Session,
+    pub secret: String,
+}
+
+impl Caller {
+    pub fn tenant(&self) -> &str {
+        &self.session.tenant
+    }
+
+    /// Pseudonymous id of the caller, for the audit trail.
+    pub fn actor(&self) -> &str {
+        crate::repo::principal_id(&self.session.principal)
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        match &self.session.principal {
+            Principal::Staff { role, .. } => Some(*role),
+            Principal::Participant { .. } => None,
+        }
+    }
+
+    /// Need-to-know: the caller must be staff with one of `roles`, and must
+    /// have completed any due password change or TOTP enrolment.
+    pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
+        if self.session.must_change_password || self.session.must_enrol_totp {
+            return Err(ApiError::forbidden("finish the password change or TOTP enrolment first"));
+        }
+        match self.role() {
+            Some(r) if roles.contains(&r) => Ok(()),
+            _ => Err(ApiError::forbidden("your role does not allow this")),
+        }
+    }
+
+    pub fn participant(&self) -> ApiResult<(&str, &str)> {
+        match &self.session.principal {
+            Principal::Participant { event, participant } if !self.session.must_change_password => Ok((event, participant)),
+            Principal::Participant { .. } => Err(ApiError::forbidden("finish the password change first")),
+            _ => Err(ApiError::forbidden("only participants can do this")),
+        }
+    }
+}
+
+pub const ALL_STAFF: &[Role] = &[Role::Owner, Role::EventManager, Role::Moderator];
+pub const MANAGERS: &[Role] = &[Role::Owner, Role::EventManager];
+pub const OWNERS: &[Role] = &[Role::Owner];
+
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(axum::http::header::COOKIE).iter().find_map(|v| {
+        v.to_str().ok()?.split(';').find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.to_owned())
+        })
+    })
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+        let name = if state.secure_cookies { SESSION_COOKIE } else { SESSION_COOKIE.trim_start_matches("__Host-") };
+        let secret = cookie_value(&parts.headers, name).ok_or_else(ApiError::unauthenticated)?;
+        let repo = state.repo.clone();
+        let s2 = secret.clone();
+        let session = tokio::task::spawn_blocking(move || repo.session(&s2))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|_| ApiError::unauthenticated())?;
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !crate::repo::constant_time_eq(given.as_bytes(), session.csrf.as_bytes()) {
+                return Err(ApiError::forbidden("missing or wrong x-csrf-token header"));
+            }
+        }
+        Ok(Caller { session, secret })
+    }
+}
+
+/// The client's address (for rate limits; never logged).
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl FromRequestParts<Shared> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &Shared) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientIp(ip))
+    }
+}
+
+pub fn session_cookie(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let cookie_name = if state.secure_cookies { name.to_owned() } else { name.trim_start_matches("__Host-").to_owned() };
+    HeaderValue::from_str(&format!("{cookie_name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"))
+        .expect("cookie is ASCII")
+}
+
+/// Refuses cross-site state changes (CSRF defence in depth beside the token).
+async fn same_origin(State(state): State<Shared>, req: axum::extract::Request, next: Next) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let cross_site = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site");
+        let origin_ok = match req.headers().get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            None => true,
+            Some(o) => url::Url::parse(o).map(|u| u.origin() == state.public_url.origin()).unwrap_or(false),
+        };
+        if cross_site || !origin_ok {
+            return ApiError::forbidden("cross-site request refused").into_response();
+        }
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    res
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+/// Health check.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "serving", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_json().unwrap_or_default())
+}
+
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi_json))
+        .merge(auth::routes())
+        .merge(tenant::routes())
+        .merge(events::routes())
+        .merge(participants::routes())
+        .merge(relay::routes())
+        .merge(oidc::routes())
+        .route("/api/v1/{*rest}", get(not_found).post(not_found).patch(not_found).delete(not_found).put(not_found))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), same_origin))
+        .layer(axum::extract::DefaultBodyLimit::max(12 * 1024 * 1024))
+        .with_state(state);
+    api
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "strom control plane", description = "Tenants, events, participants, roles, identity and tokens. Errors are application/problem+json (RFC 9457). Authenticated calls use the session cookie; state-changing calls also need the x-csrf-token header from GET /api/v1/session."),
+    paths(
+        healthz,
+        auth::login, auth::logout, auth::session_info, auth::magic_link, auth::consume_magic_link,
+        auth::password_reset, auth::complete_password_reset, auth::change_password, auth::totp_enrol, auth::totp_confirm,
+        tenant::get_tenant, tenant::update_tenant, tenant::list_users, tenant::create_user, tenant::get_user, tenant::update_user,
+        tenant::delete_user, tenant::unlock_user, tenant::list_sites, tenant::create_site, tenant::update_site, tenant::delete_site,
+        tenant::audit, tenant::audit_verify, tenant::access_review, tenant::retention_due, tenant::list_edges,
+        events::list_events, events::create_event, events::get_event, events::update_event, events::delete_event, events::end_event,
+        events::list_streams, events::create_stream, events::delete_stream, events::issue_credential, events::public_event,
+        participants::list_participants, participants::create_participant, participants::get_participant,
+        participants::update_participant, participants::erase_participant, participants::set_status, participants::unlock_participant,
+        participants::import_participants, participants::export_participants, participants::export_participant,
+        participants::register, participants::playback_token, participants::attendance,
+        participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
+        relay::keys, relay::revocations, relay::heartbeat,
+        oidc::start, oidc::callback,
+    ),
+    components(schemas(problem::Problem)),
+    tags((name = "auth"), (name = "tenant"), (name = "events"), (name = "participants"), (name = "relay"))
+)]
+pub struct ApiDoc;

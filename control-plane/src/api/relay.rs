@@ -1,0 +1,100 @@
+//! What relays (origins, edges, peer-agents) read: the token key set, the
+//! revocation log by long poll, and their own registration and load.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use strom_token::revocation::RevocationFeed;
+use strom_token::{Action, Claims, KeySet};
+use utoipa::{IntoParams, ToSchema};
+
+use super::problem::{blocking, Body, QueryOf};
+use super::*;
+use crate::model::EdgeRegistration;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/api/v1/relay/keys", get(keys))
+        .route("/api/v1/relay/revocations", get(revocations))
+        .route("/api/v1/relay/heartbeat", post(heartbeat))
+}
+
+fn relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthenticated)?;
+    let claims = state
+        .verifier
+        .verify(token, crate::repo::now())
+        .map_err(|_| ApiError::unauthenticated())?;
+    if claims.act != Action::Relay {
+        return Err(ApiError::forbidden("a relay credential is needed"));
+    }
+    Ok(claims)
+}
+
+/// Public keys that sign strom tokens (PASETO v4.public, Ed25519), by key id.
+#[utoipa::path(get, path = "/api/v1/relay/keys", tag = "relay", responses((status = 200, description = "key set", body = Object)))]
+pub async fn keys(State(state): State<Shared>) -> ApiResult<Json<KeySet>> {
+    let repo = state.repo.clone();
+    blocking(move || Ok(Json(repo.key_set()?))).await
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationQuery {
+    /// Entries after this sequence number.
+    #[serde(default)]
+    pub after: u64,
+    /// Hold the request open up to this many seconds (0 to 30) until there is news.
+    #[serde(default)]
+    pub wait: u8,
+}
+
+/// The revocation log after `after`; long-polls when there is nothing new.
+#[utoipa::path(get, path = "/api/v1/relay/revocations", tag = "relay", params(RevocationQuery),
+    security(("relay" = [])),
+    responses((status = 200, description = "revocation feed", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn revocations(State(state): State<Shared>, headers: HeaderMap, QueryOf(q): QueryOf<RevocationQuery>) -> ApiResult<Json<RevocationFeed>> {
+    relay_claims(&state, &headers)?;
+    let mut watch = state.repo.revocation_watch();
+    if q.wait > 0 && *watch.borrow() == q.after {
+        let _ = tokio::time::timeout(Duration::from_secs(q.wait.min(30) as u64), watch.changed()).await;
+    }
+    let repo = state.repo.clone();
+    blocking(move || Ok(Json(repo.revocations_after(q.after)?))).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub region: String,
+    /// Base URL viewers use (HLS and WebTransport).
+    pub url: String,
+    /// Share of capacity in use, 0 to 1.
+    pub load: f32,
+}
+
+/// An edge registers itself and reports its load (every few seconds).
+#[utoipa::path(post, path = "/api/v1/relay/heartbeat", tag = "relay", request_body = Heartbeat, security(("relay" = [])),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn heartbeat(State(state): State<Shared>, headers: HeaderMap, Body(req): Body<Heartbeat>) -> ApiResult<StatusCode> {
+    let claims = relay_claims(&state, &headers)?;
+    if !(0.0..=1.0).contains(&req.load) || url::Url::parse(&req.url).is_err() || req.region.is_empty() || req.region.len() > 64 {
+        return Err(ApiError::bad_request("region 1 to 64 characters, url a URL, load 0 to 1"));
+    }
+    let repo = state.repo.clone();
+    blocking(move || {
+        let now = crate::repo::now();
+        let registered_at = repo.edges()?.into_iter().find(|e| e.id == claims.sub).map(|e| e.registered_at).unwrap_or(now);
+        repo.put_edge(&EdgeRegistration { id: claims.sub, region: req.region, url: req.url, load: req.load, registered_at, last_seen: Some(now) })?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

@@ -1,0 +1,253 @@
+//! strom's control plane: tenants, staff and roles, events, streams,
+//! participants, sites and edges; identity (passwords with lockout, TOTP,
+//! magic links); publish and playback tokens with revocation push; audit
+//! trail, consent, data subject rights and retention — personal data sealed
+//! at rest under per-tenant and per-event keys.
+//!
+//! `ControlPlane::load(config, data_dir)` opens everything and
+//! `ControlPlane::run()` serves the API; `strom control-plane`, `strom dev`
+//! and the tests start it through these two calls.
+
+pub mod api;
+pub mod audit;
+pub mod keys;
+pub mod limits;
+pub mod model;
+pub mod repo;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use strom_identity::mail::{FileOutbox, Mailer, SmtpConfig, SmtpMailer};
+use strom_token::{Action, Grant};
+
+use crate::keys::{KeyRing, MasterKeys};
+use crate::model::Role;
+use crate::repo::Repo;
+use crate::store::{RocksStore, Store, Table};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Public base URL of the portal; links in mails point here.
+    pub public_url: url::Url,
+    /// RTMP URL shown to broadcasters with their publish credential.
+    pub rtmp_url: String,
+    /// Edge base URLs viewers are sent to (besides edges that register).
+    pub edges: Vec<String>,
+    /// Master key file (`v<N>:<base64>` lines); `STROM_MASTER_KEY` overrides.
+    /// Empty: `<data_dir>/control-plane/master.key`.
+    pub master_key_file: Option<PathBuf>,
+    /// Generate the master key file when it is missing (development).
+    pub generate_master_key: bool,
+    /// Outgoing mail; without it mails go to `<data_dir>/control-plane/outbox`.
+    pub smtp: Option<SmtpConfig>,
+    /// Cookies carry `Secure` (turn off only for plain-HTTP tests).
+    pub secure_cookies: bool,
+    pub rate_limit_per_ip_per_minute: u32,
+    pub rate_limit_per_account_per_minute: u32,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8090".parse().expect("address"),
+            public_url: "http://localhost:8090/".parse().expect("url"),
+            rtmp_url: "rtmp://localhost:1935/live".into(),
+            edges: vec![],
+            master_key_file: None,
+            generate_master_key: false,
+            smtp: None,
+            secure_cookies: true,
+            rate_limit_per_ip_per_minute: 120,
+            rate_limit_per_account_per_minute: 10,
+        }
+    }
+}
+
+impl ControlPlaneConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !matches!(self.public_url.scheme(), "http" | "https") {
+            anyhow::bail!("control_plane.public_url = {} must be http or https", self.public_url);
+        }
+        if self.rate_limit_per_ip_per_minute == 0 || self.rate_limit_per_account_per_minute == 0 {
+            anyhow::bail!("control_plane.rate_limit_* must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Paths under the data directory.
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { root: data_dir.join("control-plane") }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    /// Wrapped data keys and the deletion journal: never in data backups.
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+    pub fn master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+}
+
+pub struct ControlPlane {
+    pub config: ControlPlaneConfig,
+    pub repo: Arc<Repo>,
+    pub state: api::Shared,
+    listener: tokio::net::TcpListener,
+    master_key_file: PathBuf,
+}
+
+/// Opens the stores and key ring without serving (CLI commands use this).
+pub fn open_repo(config: &ControlPlaneConfig, data_dir: &Path) -> anyhow::Result<(Arc<Repo>, PathBuf)> {
+    let paths = Paths::new(data_dir);
+    let master_file = config.master_key_file.clone().unwrap_or_else(|| paths.master_key());
+    let master = MasterKeys::load(&master_file, config.generate_master_key).with_context(|| {
+        format!("master key: set STROM_MASTER_KEY, or create {} with `strom control-plane master-key new`", master_file.display())
+    })?;
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&paths.db(), &Table::DATA).context("opening the control-plane database")?);
+    let keys: Arc<dyn Store> = Arc::new(RocksStore::open(&paths.keys(), &Table::KEYS).context("opening the key store")?);
+    let ring = KeyRing::new(keys.clone(), master);
+    let repo = Arc::new(Repo::new(store, keys, ring)?);
+    let replayed = repo.replay_journal()?;
+    if replayed > 0 {
+        tracing::warn!(replayed, "deletions replayed from the journal (restored from a backup?)");
+    }
+    Ok((repo, master_file))
+}
+
+impl ControlPlane {
+    pub async fn load(config: ControlPlaneConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        config.validate()?;
+        let (repo, master_key_file) = open_repo(&config, data_dir)?;
+        let mailer: Arc<dyn Mailer> = match &config.smtp {
+            Some(smtp) => Arc::new(SmtpMailer::new(smtp.clone()).context("control_plane.smtp")?),
+            None => Arc::new(FileOutbox::new(Paths::new(data_dir).outbox())),
+        };
+        let verifier = Arc::new(strom_token::Verifier::new());
+        verifier.set_keys(&repo.key_set()?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the control plane on {}", config.listen))?;
+        let state = Arc::new(api::AppState {
+            repo: repo.clone(),
+            mailer,
+            limits: limits::RateLimits::new(config.rate_limit_per_ip_per_minute, config.rate_limit_per_account_per_minute),
+            public_url: config.public_url.clone(),
+            rtmp_url: std::sync::RwLock::new(config.rtmp_url.clone()),
+            outbox: config.smtp.is_none().then(|| Paths::new(data_dir).outbox()),
+            edges: config.edges.clone(),
+            secure_cookies: config.secure_cookies,
+            verifier,
+        });
+        Ok(Self { config, repo, state, listener, master_key_file })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The base URL relays use to reach this control plane.
+    pub fn url(&self) -> anyhow::Result<url::Url> {
+        Ok(format!("http://{}/", self.local_addr()?).parse()?)
+    }
+
+    /// Mints a relay credential (edges, origins, agents) for `subject`.
+    pub fn relay_credential(&self, subject: &str) -> anyhow::Result<String> {
+        mint_relay_credential(&self.repo, subject)
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        tracing::info!(http = %self.local_addr()?, "control plane ready");
+        let repo = self.repo.clone();
+        let sweeper = tokio::spawn(async move {
+            loop {
+                let r = repo.clone();
+                match tokio::task::spawn_blocking(move || r.sweep_retention()).await {
+                    Ok(Ok(done)) if !done.is_empty() => tracing::info!(deleted = done.len(), "retention sweep"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+        });
+        let repo = self.repo.clone();
+        let state = self.state.clone();
+        let master_file = self.master_key_file.clone();
+        let rotation = tokio::spawn(async move { watch_master_key(repo, state, master_file).await });
+        let app = api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app).await;
+        sweeper.abort();
+        rotation.abort();
+        served.context("control plane HTTP server")
+    }
+}
+
+pub fn mint_relay_credential(repo: &Repo, subject: &str) -> anyhow::Result<String> {
+    let grant = Grant {
+        subject: subject.into(),
+        tenant: "_platform".into(),
+        event: String::new(),
+        stream: None,
+        action: Action::Relay,
+        lifetime_secs: strom_token::MAX_RELAY_SECS,
+        not_after: None,
+    };
+    Ok(repo.mint(&grant)?.0)
+}
+
+/// Re-wraps data keys when a new master key version appears in the file,
+/// while serving (no downtime); keeps the verifier's key set fresh too.
+async fn watch_master_key(repo: Arc<Repo>, state: api::Shared, file: PathBuf) {
+    let mut seen = std::fs::read_to_string(&file).ok();
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if let Ok(set) = repo.key_set() {
+            state.verifier.set_keys(&set);
+        }
+        if std::env::var("STROM_MASTER_KEY").is_ok() {
+            continue;
+        }
+        let now = std::fs::read_to_string(&file).ok();
+        if now.is_none() || now == seen {
+            continue;
+        }
+        match MasterKeys::parse(now.as_deref().unwrap_or("")) {
+            Ok(keys) => {
+                let r = repo.clone();
+                match tokio::task::spawn_blocking(move || r.ring.rotate_master(keys)).await {
+                    Ok(Ok(n)) => tracing::info!(rewrapped = n, "master key rotated"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "master key rotation failed"),
+                    Err(e) => tracing::error!(error = %e, "master key rotation failed"),
+                }
+                seen = now;
+            }
+            Err(e) => tracing::error!(error = %e, "master key file unreadable; keeping the loaded keys"),
+        }
+    }
+}
+
+/// Creates the first tenant and its owner (CLI and `strom dev`).
+pub fn bootstrap(repo: &Repo, tenant_name: &str, owner_email: &str, owner_name: &str) -> anyhow::Result<(model::Tenant, repo::UserView, Option<String>)> {
+    let tenant = repo.create_tenant(tenant_name)?;
+    let (user, password) = repo.create_user("system", &tenant.id, owner_email, owner_name, Role::Owner, None)?;
+    Ok((tenant, user, password))
+}
