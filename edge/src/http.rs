@@ -196,6 +196,18 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         },
     };
     let mut r = hls_request(state, rest, &query, admitted.query_token.as_deref()).await;
+    if state.access.is_some() {
+        // Authorised media must not be served from a shared cache to others.
+        let cacheable = r
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.starts_with("max-age"))
+            .map(|v| format!("private, {v}"));
+        if let Some(value) = cacheable.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            r.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+    }
     if let (Some(token), Some(claims)) = (&admitted.query_token, &admitted.claims) {
         if rest.ends_with("/master.m3u8") && r.status() == StatusCode::OK {
             let cookie = access::hls_cookie(

@@ -799,3 +799,45 @@ async fn broadcast_within(
     .ok()
     .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moq_transport::coding::{Encode, KeyValuePairs, VarInt};
+
+    fn setup_token(value: &str) -> Vec<u8> {
+        let mut option = Vec::new();
+        VarInt::from(moq_transport::setup::AliasType::UseValue as u64)
+            .encode(&mut option)
+            .unwrap();
+        VarInt::from(crate::access::TOKEN_TYPE).encode(&mut option).unwrap();
+        option.extend_from_slice(value.as_bytes());
+        option
+    }
+
+    #[test]
+    fn session_tokens_come_from_setup_then_the_url() {
+        let key = u64::from(moq_transport::setup::ParameterType::AuthorizationToken);
+        let mut params = KeyValuePairs::default();
+        params.set_bytesvalue(key, setup_token("v4.public.setup"));
+        let url = url::Url::parse("https://edge.example/?token=v4.public.url").unwrap();
+        assert_eq!(
+            session_tokens(&params, &url, None).unwrap(),
+            vec!["v4.public.setup".to_owned(), "v4.public.url".to_owned()]
+        );
+        let plain = url::Url::parse("moqt://edge.example/").unwrap();
+        let none = KeyValuePairs::default();
+        assert_eq!(
+            session_tokens(&none, &plain, Some("/watch?token=v4.public.path")).unwrap(),
+            vec!["v4.public.path".to_owned()]
+        );
+        assert!(session_tokens(&none, &plain, None).unwrap().is_empty());
+        // An option that is not a Token structure is refused, not guessed at.
+        let mut broken = KeyValuePairs::default();
+        broken.set_bytesvalue(key, vec![0x2]);
+        assert_eq!(
+            session_tokens(&broken, &plain, None),
+            Err(Refused::Token(strom_token::TokenError::Malformed))
+        );
+    }
+}
