@@ -253,11 +253,11 @@ pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
     }
 }
 
+/// Status, response headers (name, value) and body of an HTTP exchange.
+pub type HttpResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A GET with extra request headers; returns status, response headers and body.
-pub fn http_request(
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+pub fn http_request(url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(15))
         .build();
