@@ -73,14 +73,23 @@ fn head_key(tenant: &str) -> Vec<u8> {
 pub fn head(store: &dyn Store, tenant: &str) -> Result<Head, StoreError> {
     match store.get(Table::Meta, &head_key(tenant))? {
         Some(raw) => serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt(e.to_string())),
-        None => Ok(Head { seq: 0, hash: GENESIS.into() }),
+        None => Ok(Head {
+            seq: 0,
+            hash: GENESIS.into(),
+        }),
     }
 }
 
 /// Adds records for `entries` to `batch` (written atomically with the change
 /// they describe). The caller holds the write lock, and `head` is the head
 /// before this batch; returns the new head.
-pub fn append(batch: &mut Batch, tenant: &str, mut head: Head, entries: Vec<Entry>, now: OffsetDateTime) -> Head {
+pub fn append(
+    batch: &mut Batch,
+    tenant: &str,
+    mut head: Head,
+    entries: Vec<Entry>,
+    now: OffsetDateTime,
+) -> Head {
     for e in entries {
         let mut r = AuditRecord {
             seq: head.seq + 1,
@@ -97,10 +106,21 @@ pub fn append(batch: &mut Batch, tenant: &str, mut head: Head, entries: Vec<Entr
             hash: String::new(),
         };
         r.hash = record_hash(&r);
-        batch.put(Table::Audit, record_key(tenant, r.seq), serde_json::to_vec(&r).expect("serialises"));
-        head = Head { seq: r.seq, hash: r.hash };
+        batch.put(
+            Table::Audit,
+            record_key(tenant, r.seq),
+            serde_json::to_vec(&r).expect("serialises"),
+        );
+        head = Head {
+            seq: r.seq,
+            hash: r.hash,
+        };
     }
-    batch.put(Table::Meta, head_key(tenant), serde_json::to_vec(&head).expect("serialises"));
+    batch.put(
+        Table::Meta,
+        head_key(tenant),
+        serde_json::to_vec(&head).expect("serialises"),
+    );
     head
 }
 
@@ -109,8 +129,18 @@ fn record_key(tenant: &str, seq: u64) -> Vec<u8> {
 }
 
 /// Records after `after`, oldest first.
-pub fn list(store: &dyn Store, tenant: &str, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-    let rows = store.scan_after(Table::Audit, &prefix(&[tenant]), &record_key(tenant, after), limit)?;
+pub fn list(
+    store: &dyn Store,
+    tenant: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = store.scan_after(
+        Table::Audit,
+        &prefix(&[tenant]),
+        &record_key(tenant, after),
+        limit,
+    )?;
     rows.into_iter()
         .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())))
         .collect()
@@ -146,7 +176,9 @@ pub fn verify(store: &dyn Store, tenant: &str) -> Result<(u64, Vec<Broken>), Sto
             let r: AuditRecord = match serde_json::from_slice(v) {
                 Ok(r) => r,
                 Err(_) => {
-                    broken.push(Broken::Unreadable { key: String::from_utf8_lossy(k).into() });
+                    broken.push(Broken::Unreadable {
+                        key: String::from_utf8_lossy(k).into(),
+                    });
                     continue;
                 }
             };
@@ -163,7 +195,10 @@ pub fn verify(store: &dyn Store, tenant: &str) -> Result<(u64, Vec<Broken>), Sto
     }
     let h = head(store, tenant)?;
     if h.seq != expected_seq - 1 || (h.seq > 0 && h.hash != prev) {
-        broken.push(Broken::HeadMismatch { head_seq: h.seq, last_seq: expected_seq - 1 });
+        broken.push(Broken::HeadMismatch {
+            head_seq: h.seq,
+            last_seq: expected_seq - 1,
+        });
     }
     Ok((count, broken))
 }
@@ -174,7 +209,13 @@ mod tests {
     use crate::store::RocksStore;
 
     fn entry(action: &str) -> Entry {
-        Entry { actor: "u_1".into(), action: action.into(), entity: "participant".into(), entity_id: "p_1".into(), ..Default::default() }
+        Entry {
+            actor: "u_1".into(),
+            action: action.into(),
+            entity: "participant".into(),
+            entity_id: "p_1".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -192,24 +233,37 @@ mod tests {
 
         // Edit record 2's action in place.
         let k = record_key("t1", 2);
-        let mut r: AuditRecord = serde_json::from_slice(&store.get(Table::Audit, &k).unwrap().unwrap()).unwrap();
+        let mut r: AuditRecord =
+            serde_json::from_slice(&store.get(Table::Audit, &k).unwrap().unwrap()).unwrap();
         r.action = "nothing happened".into();
         let mut b = Batch::default();
         b.put(Table::Audit, k.clone(), serde_json::to_vec(&r).unwrap());
         store.write(b).unwrap();
-        assert_eq!(verify(&store, "t1").unwrap().1, vec![Broken::Edited { seq: 2 }]);
+        assert_eq!(
+            verify(&store, "t1").unwrap().1,
+            vec![Broken::Edited { seq: 2 }]
+        );
 
         // Recomputing its hash only moves the break to the next record.
         r.hash = record_hash(&r);
         let mut b = Batch::default();
         b.put(Table::Audit, k.clone(), serde_json::to_vec(&r).unwrap());
         store.write(b).unwrap();
-        assert_eq!(verify(&store, "t1").unwrap().1, vec![Broken::Unlinked { seq: 3 }]);
+        assert_eq!(
+            verify(&store, "t1").unwrap().1,
+            vec![Broken::Unlinked { seq: 3 }]
+        );
 
         // Cutting the tail is found against the head.
         let mut b = Batch::default();
         b.delete(Table::Audit, record_key("t1", 3));
         store.write(b).unwrap();
-        assert!(verify(&store, "t1").unwrap().1.contains(&Broken::HeadMismatch { head_seq: 3, last_seq: 2 }));
+        assert!(verify(&store, "t1")
+            .unwrap()
+            .1
+            .contains(&Broken::HeadMismatch {
+                head_seq: 3,
+                last_seq: 2
+            }));
     }
 }

@@ -42,7 +42,11 @@ impl MasterKeys {
     /// Parses `v<N>:<base64 of 32 bytes>` lines (a bare base64 line is v1).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let mut versions = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (version, b64) = match line.split_once(':') {
                 Some((v, k)) => (
                     v.trim_start_matches('v')
@@ -69,7 +73,9 @@ impl MasterKeys {
     }
 
     pub fn generate() -> Self {
-        Self { versions: vec![(1, rand::random())] }
+        Self {
+            versions: vec![(1, rand::random())],
+        }
     }
 
     /// Adds a new newest version (rotation).
@@ -111,7 +117,10 @@ impl MasterKeys {
     }
 
     fn get(&self, version: u32) -> Option<&[u8; 32]> {
-        self.versions.iter().find(|(v, _)| *v == version).map(|(_, k)| k)
+        self.versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, k)| k)
     }
 }
 
@@ -123,7 +132,12 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(tmp, path)
@@ -166,7 +180,13 @@ fn aead(key: &[u8; 32]) -> Aes256Gcm {
 fn seal_raw(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> (Vec<u8>, [u8; 12]) {
     let nonce: [u8; 12] = rand::random();
     let ct = aead(key)
-        .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encrypts any length we store");
     (ct, nonce)
 }
@@ -180,7 +200,11 @@ fn open_raw(key: &[u8; 32], aad: &[u8], nonce: &[u8], ct: &[u8]) -> Result<Vec<u
 
 impl KeyRing {
     pub fn new(store: Arc<dyn Store>, master: MasterKeys) -> Self {
-        Self { store, master: RwLock::new(master), cache: RwLock::new(HashMap::new()) }
+        Self {
+            store,
+            master: RwLock::new(master),
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Creates the data key of `scope` if it does not exist yet.
@@ -195,11 +219,22 @@ impl KeyRing {
             (v, *k)
         };
         let (wrapped, nonce) = seal_raw(&kek, scope.key().as_bytes(), &key);
-        let record = WrappedKey { kek: kek_version, nonce: STANDARD.encode(nonce), wrapped: STANDARD.encode(wrapped) };
+        let record = WrappedKey {
+            kek: kek_version,
+            nonce: STANDARD.encode(nonce),
+            wrapped: STANDARD.encode(wrapped),
+        };
         let mut b = Batch::default();
-        b.put(Table::Keys, scope.key(), serde_json::to_vec(&record).expect("serialises"));
+        b.put(
+            Table::Keys,
+            scope.key(),
+            serde_json::to_vec(&record).expect("serialises"),
+        );
         self.store.write(b)?;
-        self.cache.write().expect("cache lock").insert(scope.clone(), Arc::new(key));
+        self.cache
+            .write()
+            .expect("cache lock")
+            .insert(scope.clone(), Arc::new(key));
         Ok(())
     }
 
@@ -211,18 +246,29 @@ impl KeyRing {
             .store
             .get(Table::Keys, scope.key().as_bytes())?
             .ok_or_else(|| KeyError::Shredded(scope.key()))?;
-        let record: WrappedKey = serde_json::from_slice(&raw).map_err(|_| KeyError::Corrupt("wrapped key record"))?;
+        let record: WrappedKey =
+            serde_json::from_slice(&raw).map_err(|_| KeyError::Corrupt("wrapped key record"))?;
         let master = self.master.read().expect("master lock");
-        let kek = master
-            .get(record.kek)
-            .ok_or_else(|| KeyError::Master(format!("data key wrapped by v{}, which is not loaded", record.kek)))?;
-        let nonce = STANDARD.decode(&record.nonce).map_err(|_| KeyError::Corrupt("nonce"))?;
-        let wrapped = STANDARD.decode(&record.wrapped).map_err(|_| KeyError::Corrupt("wrapped"))?;
+        let kek = master.get(record.kek).ok_or_else(|| {
+            KeyError::Master(format!(
+                "data key wrapped by v{}, which is not loaded",
+                record.kek
+            ))
+        })?;
+        let nonce = STANDARD
+            .decode(&record.nonce)
+            .map_err(|_| KeyError::Corrupt("nonce"))?;
+        let wrapped = STANDARD
+            .decode(&record.wrapped)
+            .map_err(|_| KeyError::Corrupt("wrapped"))?;
         let key: [u8; 32] = open_raw(kek, scope.key().as_bytes(), &nonce, &wrapped)?
             .try_into()
             .map_err(|_| KeyError::Corrupt("data key length"))?;
         let key = Arc::new(key);
-        self.cache.write().expect("cache lock").insert(scope.clone(), key.clone());
+        self.cache
+            .write()
+            .expect("cache lock")
+            .insert(scope.clone(), key.clone());
         Ok(key)
     }
 
@@ -236,8 +282,12 @@ impl KeyRing {
     }
 
     pub fn open(&self, scope: &Scope, aad: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
-        let b64 = sealed.strip_prefix("s1.").ok_or(KeyError::Corrupt("format"))?;
-        let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| KeyError::Corrupt("base64"))?;
+        let b64 = sealed
+            .strip_prefix("s1.")
+            .ok_or(KeyError::Corrupt("format"))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| KeyError::Corrupt("base64"))?;
         if bytes.len() < 12 + 16 {
             return Err(KeyError::Corrupt("length"));
         }
@@ -307,21 +357,43 @@ impl KeyRing {
                 break;
             }
             for (k, v) in &page {
-                let record: WrappedKey = serde_json::from_slice(v).map_err(|_| KeyError::Corrupt("wrapped key record"))?;
+                let record: WrappedKey = serde_json::from_slice(v)
+                    .map_err(|_| KeyError::Corrupt("wrapped key record"))?;
                 if record.kek == new_version {
                     continue;
                 }
                 let scope_key = String::from_utf8_lossy(k).to_string();
-                let kek = self.master.read().expect("master lock").get(record.kek).copied().ok_or_else(|| {
-                    KeyError::Master(format!("data key wrapped by v{}, which is not loaded", record.kek))
-                })?;
-                let nonce = STANDARD.decode(&record.nonce).map_err(|_| KeyError::Corrupt("nonce"))?;
-                let wrapped = STANDARD.decode(&record.wrapped).map_err(|_| KeyError::Corrupt("wrapped"))?;
+                let kek = self
+                    .master
+                    .read()
+                    .expect("master lock")
+                    .get(record.kek)
+                    .copied()
+                    .ok_or_else(|| {
+                        KeyError::Master(format!(
+                            "data key wrapped by v{}, which is not loaded",
+                            record.kek
+                        ))
+                    })?;
+                let nonce = STANDARD
+                    .decode(&record.nonce)
+                    .map_err(|_| KeyError::Corrupt("nonce"))?;
+                let wrapped = STANDARD
+                    .decode(&record.wrapped)
+                    .map_err(|_| KeyError::Corrupt("wrapped"))?;
                 let key = open_raw(&kek, scope_key.as_bytes(), &nonce, &wrapped)?;
                 let (wrapped, nonce) = seal_raw(&new_kek, scope_key.as_bytes(), &key);
-                let record = WrappedKey { kek: new_version, nonce: STANDARD.encode(nonce), wrapped: STANDARD.encode(wrapped) };
+                let record = WrappedKey {
+                    kek: new_version,
+                    nonce: STANDARD.encode(nonce),
+                    wrapped: STANDARD.encode(wrapped),
+                };
                 let mut b = Batch::default();
-                b.put(Table::Keys, k.clone(), serde_json::to_vec(&record).expect("serialises"));
+                b.put(
+                    Table::Keys,
+                    k.clone(),
+                    serde_json::to_vec(&record).expect("serialises"),
+                );
                 self.store.write(b)?;
                 rewrapped += 1;
             }
@@ -349,13 +421,24 @@ mod tests {
         let event = Scope::Event("t1".into(), "e1".into());
         ring.ensure(&Scope::Tenant("t1".into())).unwrap();
         ring.ensure(&event).unwrap();
-        let sealed = ring.seal_str(&event, "t1|participant|p1|email", "ada@example.com").unwrap();
+        let sealed = ring
+            .seal_str(&event, "t1|participant|p1|email", "ada@example.com")
+            .unwrap();
         assert!(!sealed.contains("ada"));
-        assert_eq!(ring.open_str(&event, "t1|participant|p1|email", &sealed).unwrap(), "ada@example.com");
+        assert_eq!(
+            ring.open_str(&event, "t1|participant|p1|email", &sealed)
+                .unwrap(),
+            "ada@example.com"
+        );
         // Moved to another record or field: refused.
-        assert!(ring.open_str(&event, "t1|participant|p2|email", &sealed).is_err());
+        assert!(ring
+            .open_str(&event, "t1|participant|p2|email", &sealed)
+            .is_err());
         ring.shred(&Scope::Tenant("t1".into())).unwrap();
-        assert!(matches!(ring.open_str(&event, "t1|participant|p1|email", &sealed), Err(KeyError::Shredded(_))));
+        assert!(matches!(
+            ring.open_str(&event, "t1|participant|p1|email", &sealed),
+            Err(KeyError::Shredded(_))
+        ));
     }
 
     #[test]
@@ -370,7 +453,9 @@ mod tests {
         let v2 = v1.rotated();
         assert_eq!(ring.rotate_master(v2.clone()).unwrap(), 1);
         // A fresh process that holds only v2 opens the data.
-        let only_v2 = MasterKeys { versions: vec![(2, *v2.current().1)] };
+        let only_v2 = MasterKeys {
+            versions: vec![(2, *v2.current().1)],
+        };
         let fresh = KeyRing::new(store, only_v2);
         assert_eq!(fresh.open_str(&scope, "a", &sealed).unwrap(), "secret");
     }

@@ -75,7 +75,10 @@ impl Default for ControlPlaneConfig {
 impl ControlPlaneConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if !matches!(self.public_url.scheme(), "http" | "https") {
-            anyhow::bail!("control_plane.public_url = {} must be http or https", self.public_url);
+            anyhow::bail!(
+                "control_plane.public_url = {} must be http or https",
+                self.public_url
+            );
         }
         if self.rate_limit_per_ip_per_minute == 0 || self.rate_limit_per_account_per_minute == 0 {
             anyhow::bail!("control_plane.rate_limit_* must be at least 1");
@@ -91,7 +94,9 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(data_dir: &Path) -> Self {
-        Self { root: data_dir.join("control-plane") }
+        Self {
+            root: data_dir.join("control-plane"),
+        }
     }
     pub fn db(&self) -> PathBuf {
         self.root.join("db")
@@ -117,19 +122,32 @@ pub struct ControlPlane {
 }
 
 /// Opens the stores and key ring without serving (CLI commands use this).
-pub fn open_repo(config: &ControlPlaneConfig, data_dir: &Path) -> anyhow::Result<(Arc<Repo>, PathBuf)> {
+pub fn open_repo(
+    config: &ControlPlaneConfig,
+    data_dir: &Path,
+) -> anyhow::Result<(Arc<Repo>, PathBuf)> {
     let paths = Paths::new(data_dir);
-    let master_file = config.master_key_file.clone().unwrap_or_else(|| paths.master_key());
+    let master_file = config
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| paths.master_key());
     let master = MasterKeys::load(&master_file, config.generate_master_key).with_context(|| {
         format!("master key: set STROM_MASTER_KEY, or create {} with `strom control-plane master-key new`", master_file.display())
     })?;
-    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&paths.db(), &Table::DATA).context("opening the control-plane database")?);
-    let keys: Arc<dyn Store> = Arc::new(RocksStore::open(&paths.keys(), &Table::KEYS).context("opening the key store")?);
+    let store: Arc<dyn Store> = Arc::new(
+        RocksStore::open(&paths.db(), &Table::DATA)
+            .context("opening the control-plane database")?,
+    );
+    let keys: Arc<dyn Store> =
+        Arc::new(RocksStore::open(&paths.keys(), &Table::KEYS).context("opening the key store")?);
     let ring = KeyRing::new(keys.clone(), master);
     let repo = Arc::new(Repo::new(store, keys, ring)?);
     let replayed = repo.replay_journal()?;
     if replayed > 0 {
-        tracing::warn!(replayed, "deletions replayed from the journal (restored from a backup?)");
+        tracing::warn!(
+            replayed,
+            "deletions replayed from the journal (restored from a backup?)"
+        );
     }
     Ok((repo, master_file))
 }
@@ -150,7 +168,10 @@ impl ControlPlane {
         let state = Arc::new(api::AppState {
             repo: repo.clone(),
             mailer,
-            limits: limits::RateLimits::new(config.rate_limit_per_ip_per_minute, config.rate_limit_per_account_per_minute),
+            limits: limits::RateLimits::new(
+                config.rate_limit_per_ip_per_minute,
+                config.rate_limit_per_account_per_minute,
+            ),
             public_url: config.public_url.clone(),
             rtmp_url: std::sync::RwLock::new(config.rtmp_url.clone()),
             outbox: config.smtp.is_none().then(|| Paths::new(data_dir).outbox()),
@@ -158,7 +179,13 @@ impl ControlPlane {
             secure_cookies: config.secure_cookies,
             verifier,
         });
-        Ok(Self { config, repo, state, listener, master_key_file })
+        Ok(Self {
+            config,
+            repo,
+            state,
+            listener,
+            master_key_file,
+        })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -182,7 +209,9 @@ impl ControlPlane {
             loop {
                 let r = repo.clone();
                 match tokio::task::spawn_blocking(move || r.sweep_retention()).await {
-                    Ok(Ok(done)) if !done.is_empty() => tracing::info!(deleted = done.len(), "retention sweep"),
+                    Ok(Ok(done)) if !done.is_empty() => {
+                        tracing::info!(deleted = done.len(), "retention sweep")
+                    }
                     Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
                     _ => {}
                 }
@@ -192,8 +221,10 @@ impl ControlPlane {
         let repo = self.repo.clone();
         let state = self.state.clone();
         let master_file = self.master_key_file.clone();
-        let rotation = tokio::spawn(async move { watch_master_key(repo, state, master_file).await });
-        let app = api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let rotation =
+            tokio::spawn(async move { watch_master_key(repo, state, master_file).await });
+        let app =
+            api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).await;
         sweeper.abort();
         rotation.abort();
@@ -240,14 +271,28 @@ async fn watch_master_key(repo: Arc<Repo>, state: api::Shared, file: PathBuf) {
                 }
                 seen = now;
             }
-            Err(e) => tracing::error!(error = %e, "master key file unreadable; keeping the loaded keys"),
+            Err(e) => {
+                tracing::error!(error = %e, "master key file unreadable; keeping the loaded keys")
+            }
         }
     }
 }
 
 /// Creates the first tenant and its owner (CLI and `strom dev`).
-pub fn bootstrap(repo: &Repo, tenant_name: &str, owner_email: &str, owner_name: &str) -> anyhow::Result<(model::Tenant, repo::UserView, Option<String>)> {
+pub fn bootstrap(
+    repo: &Repo,
+    tenant_name: &str,
+    owner_email: &str,
+    owner_name: &str,
+) -> anyhow::Result<(model::Tenant, repo::UserView, Option<String>)> {
     let tenant = repo.create_tenant(tenant_name)?;
-    let (user, password) = repo.create_user("system", &tenant.id, owner_email, owner_name, Role::Owner, None)?;
+    let (user, password) = repo.create_user(
+        "system",
+        &tenant.id,
+        owner_email,
+        owner_name,
+        Role::Owner,
+        None,
+    )?;
     Ok((tenant, user, password))
 }

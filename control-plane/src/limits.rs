@@ -16,7 +16,11 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(limit: u32, window: Duration) -> Self {
-        Self { limit, window, counts: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            window,
+            counts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts a request for `key`; `Err(seconds)` says when to come back.

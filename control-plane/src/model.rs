@@ -11,7 +11,10 @@ use time::OffsetDateTime;
 pub fn new_id(kind: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let bytes: [u8; 12] = rand::random();
-    let s: String = bytes.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect();
+    let s: String = bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect();
     format!("{kind}_{s}")
 }
 
@@ -20,15 +23,32 @@ pub fn valid_id(kind: &str, id: &str) -> bool {
     id.len() == kind.len() + 13
         && id.starts_with(kind)
         && id.as_bytes()[kind.len()] == b'_'
-        && id[kind.len() + 1..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id[kind.len() + 1..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Stream names are chosen by event managers: `[a-z0-9-]{1,32}`.
 pub fn valid_stream_name(name: &str) -> bool {
-    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    PartialOrd,
+    Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Owner / administrator: everything in the tenant, creates accounts.
@@ -49,7 +69,12 @@ pub struct LockoutMinutes {
 
 impl Default for LockoutMinutes {
     fn default() -> Self {
-        Self { owner: 60, event_manager: 30, moderator: 30, participant: 15 }
+        Self {
+            owner: 60,
+            event_manager: 30,
+            moderator: 30,
+            participant: 15,
+        }
     }
 }
 

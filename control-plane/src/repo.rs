@@ -105,7 +105,9 @@ pub struct ConsentRecord {
 }
 
 pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc())
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
 }
 
 fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T> {
@@ -124,20 +126,29 @@ pub fn normalise_email(email: &str) -> Result<String> {
     let e = email.trim().to_lowercase();
     let valid = e.len() <= 254
         && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         })
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',');
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',');
     if valid {
         Ok(e)
     } else {
-        Err(RepoError::Invalid("email is not a valid e-mail address".into()))
+        Err(RepoError::Invalid(
+            "email is not a valid e-mail address".into(),
+        ))
     }
 }
 
 pub fn clean_text(field: &str, s: &str, max: usize) -> Result<String> {
     let t = s.trim();
     if t.is_empty() || t.chars().count() > max || t.chars().any(|c| c.is_control()) {
-        return Err(RepoError::Invalid(format!("{field} must be 1 to {max} characters without control characters")));
+        return Err(RepoError::Invalid(format!(
+            "{field} must be 1 to {max} characters without control characters"
+        )));
     }
     Ok(t.to_owned())
 }
@@ -149,7 +160,14 @@ impl Repo {
             None => 0u64,
         };
         let (revocation_seq, _) = tokio::sync::watch::channel(seq);
-        let repo = Self { store, keys, ring, write: Mutex::new(()), revocation_seq, signing: Mutex::new(Vec::new()) };
+        let repo = Self {
+            store,
+            keys,
+            ring,
+            write: Mutex::new(()),
+            revocation_seq,
+            signing: Mutex::new(Vec::new()),
+        };
         repo.ring.ensure(&Scope::Tenant("_platform".into()))?;
         repo.load_signing_keys()?;
         Ok(repo)
@@ -167,7 +185,11 @@ impl Repo {
     }
 
     fn scan<T: DeserializeOwned>(&self, t: Table, p: &[u8]) -> Result<Vec<T>> {
-        self.store.scan(t, p, usize::MAX)?.into_iter().map(|(_, v)| decode(&v)).collect()
+        self.store
+            .scan(t, p, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| decode(&v))
+            .collect()
     }
 
     /// Writes `batch` plus audit records for `entries` atomically.
@@ -180,11 +202,23 @@ impl Repo {
         Ok(())
     }
 
-    fn seal_audit(&self, scope: &Scope, tenant: &str, entity_id: &str, field: &str, value: &str) -> Result<String> {
-        Ok(self.ring.seal_str(scope, &aad(tenant, "audit", entity_id, field), value)?)
+    fn seal_audit(
+        &self,
+        scope: &Scope,
+        tenant: &str,
+        entity_id: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<String> {
+        Ok(self
+            .ring
+            .seal_str(scope, &aad(tenant, "audit", entity_id, field), value)?)
     }
 
-    pub fn open_audit_value(&self, record: &audit::AuditRecord) -> (Option<String>, Option<String>) {
+    pub fn open_audit_value(
+        &self,
+        record: &audit::AuditRecord,
+    ) -> (Option<String>, Option<String>) {
         let field = record.field.clone().unwrap_or_default();
         let open = |v: &Option<String>| -> Option<String> {
             let v = v.as_ref()?;
@@ -196,7 +230,11 @@ impl Repo {
                 .participant_event(&record.tenant, &record.entity_id)
                 .map(|e| Scope::Event(record.tenant.clone(), e));
             for scope in scopes.iter().chain(event_scope.iter()) {
-                if let Ok(s) = self.ring.open_str(scope, &aad(&record.tenant, "audit", &record.entity_id, &field), v) {
+                if let Ok(s) = self.ring.open_str(
+                    scope,
+                    &aad(&record.tenant, "audit", &record.entity_id, &field),
+                    v,
+                ) {
                     return Some(s);
                 }
             }
@@ -207,7 +245,10 @@ impl Repo {
 
     fn participant_event(&self, tenant: &str, participant: &str) -> Option<String> {
         self.store
-            .get(Table::Index, &key(&[tenant, "participant-event", participant]))
+            .get(
+                Table::Index,
+                &key(&[tenant, "participant-event", participant]),
+            )
             .ok()
             .flatten()
             .and_then(|v| String::from_utf8(v).ok())
@@ -225,7 +266,11 @@ impl Repo {
         keys.sort_by_key(|k| k.created_at);
         for k in &keys {
             // Fails loudly if the platform key is gone.
-            self.ring.open(&scope, &aad("_platform", "signing-key", &k.kid, "secret"), &k.secret)?;
+            self.ring.open(
+                &scope,
+                &aad("_platform", "signing-key", &k.kid, "secret"),
+                &k.secret,
+            )?;
         }
         *self.signing.lock().expect("signing lock") = keys;
         Ok(())
@@ -239,20 +284,42 @@ impl Repo {
         let signing = SigningKey::generate();
         let stored = StoredSigningKey {
             kid: signing.kid().to_owned(),
-            secret: self.ring.seal(&scope, &aad("_platform", "signing-key", signing.kid(), "secret"), &signing.to_bytes())?,
+            secret: self.ring.seal(
+                &scope,
+                &aad("_platform", "signing-key", signing.kid(), "secret"),
+                &signing.to_bytes(),
+            )?,
             created_at: now(),
         };
         let mut b = Batch::default();
-        b.put(Table::Meta, key(&["signing-key", &format!("{}", stored.created_at.unix_timestamp()), &stored.kid]), encode(&stored));
+        b.put(
+            Table::Meta,
+            key(&[
+                "signing-key",
+                &format!("{}", stored.created_at.unix_timestamp()),
+                &stored.kid,
+            ]),
+            encode(&stored),
+        );
         self.store.write(b)?;
         self.signing.lock().expect("signing lock").push(stored);
         Ok(signing.kid().to_owned())
     }
 
     fn current_signing_key(&self) -> Result<SigningKey> {
-        let stored = self.signing.lock().expect("signing lock").last().cloned().ok_or(RepoError::NotFound)?;
+        let stored = self
+            .signing
+            .lock()
+            .expect("signing lock")
+            .last()
+            .cloned()
+            .ok_or(RepoError::NotFound)?;
         let scope = Scope::Tenant("_platform".into());
-        let bytes = self.ring.open(&scope, &aad("_platform", "signing-key", &stored.kid, "secret"), &stored.secret)?;
+        let bytes = self.ring.open(
+            &scope,
+            &aad("_platform", "signing-key", &stored.kid, "secret"),
+            &stored.secret,
+        )?;
         SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))
     }
 
@@ -264,15 +331,22 @@ impl Repo {
             if stored.created_at < cutoff && !keys.is_empty() {
                 continue;
             }
-            let bytes = self.ring.open(&scope, &aad("_platform", "signing-key", &stored.kid, "secret"), &stored.secret)?;
-            let key = SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))?;
+            let bytes = self.ring.open(
+                &scope,
+                &aad("_platform", "signing-key", &stored.kid, "secret"),
+                &stored.secret,
+            )?;
+            let key =
+                SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))?;
             keys.push(key.public_key());
         }
         Ok(strom_token::KeySet { keys })
     }
 
     pub fn mint(&self, grant: &Grant) -> Result<(String, strom_token::Claims)> {
-        self.current_signing_key()?.mint(grant, now()).map_err(|e| RepoError::Invalid(e.to_string()))
+        self.current_signing_key()?
+            .mint(grant, now())
+            .map_err(|e| RepoError::Invalid(e.to_string()))
     }
 
     // ---- revocations --------------------------------------------------
@@ -286,7 +360,13 @@ impl Repo {
         let seq = *self.revocation_seq.borrow() + 1;
         // Token times carry sub-second precision: tokens minted after this
         // instant stay valid, every earlier one is revoked.
-        let r = Revocation { seq, kind, tenant: tenant.into(), id: id.into(), issued_before: OffsetDateTime::now_utc() };
+        let r = Revocation {
+            seq,
+            kind,
+            tenant: tenant.into(),
+            id: id.into(),
+            issued_before: OffsetDateTime::now_utc(),
+        };
         let mut b = Batch::default();
         b.put(Table::Revocations, format!("{seq:016}"), encode(&r));
         b.put(Table::Meta, "revocation-seq", encode(&seq));
@@ -298,12 +378,26 @@ impl Repo {
 
     pub fn revocations_after(&self, after: u64) -> Result<strom_token::revocation::RevocationFeed> {
         let seq = *self.revocation_seq.borrow();
-        let rows = self.store.scan_after(Table::Revocations, b"", format!("{after:016}").as_bytes(), 10_000)?;
-        let entries: Vec<Revocation> = rows.iter().map(|(_, v)| decode(v)).collect::<Result<_>>()?;
+        let rows = self.store.scan_after(
+            Table::Revocations,
+            b"",
+            format!("{after:016}").as_bytes(),
+            10_000,
+        )?;
+        let entries: Vec<Revocation> =
+            rows.iter().map(|(_, v)| decode(v)).collect::<Result<_>>()?;
         // A relay ahead of us (we were restored from a backup) starts over.
         let reset = after > seq;
-        let entries = if reset { self.revocations_after(0)?.entries } else { entries };
-        Ok(strom_token::revocation::RevocationFeed { seq, entries, reset })
+        let entries = if reset {
+            self.revocations_after(0)?.entries
+        } else {
+            entries
+        };
+        Ok(strom_token::revocation::RevocationFeed {
+            seq,
+            entries,
+            reset,
+        })
     }
 
     pub fn revocation_watch(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -314,7 +408,12 @@ impl Repo {
 
     pub fn create_tenant(&self, name: &str) -> Result<Tenant> {
         let name = clean_text("name", name, 120)?;
-        let tenant = Tenant { id: new_id("t"), name, created_at: now(), settings: TenantSettings::default() };
+        let tenant = Tenant {
+            id: new_id("t"),
+            name,
+            created_at: now(),
+            settings: TenantSettings::default(),
+        };
         self.ring.ensure(&Scope::Tenant(tenant.id.clone()))?;
         let _g = self.lock();
         let mut b = Batch::default();
@@ -322,7 +421,13 @@ impl Repo {
         self.commit(
             &tenant.id,
             b,
-            vec![Entry { actor: "system".into(), action: "create".into(), entity: "tenant".into(), entity_id: tenant.id.clone(), ..Default::default() }],
+            vec![Entry {
+                actor: "system".into(),
+                action: "create".into(),
+                entity: "tenant".into(),
+                entity_id: tenant.id.clone(),
+                ..Default::default()
+            }],
         )?;
         Ok(tenant)
     }
@@ -336,15 +441,23 @@ impl Repo {
     }
 
     pub fn update_tenant(&self, actor: &str, tenant: &Tenant) -> Result<()> {
-        tenant.settings.password_policy.validate().map_err(|e| RepoError::Invalid(e.to_string()))?;
+        tenant
+            .settings
+            .password_policy
+            .validate()
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
         let lm = &tenant.settings.lockout_minutes;
         for m in [lm.owner, lm.event_manager, lm.moderator, lm.participant] {
             if !(1..=999).contains(&m) {
-                return Err(RepoError::Invalid("lockout minutes must be 1 to 999".into()));
+                return Err(RepoError::Invalid(
+                    "lockout minutes must be 1 to 999".into(),
+                ));
             }
         }
         if !(5..=1440).contains(&tenant.settings.session_idle_minutes) {
-            return Err(RepoError::Invalid("session_idle_minutes must be 5 to 1440".into()));
+            return Err(RepoError::Invalid(
+                "session_idle_minutes must be 5 to 1440".into(),
+            ));
         }
         let _g = self.lock();
         let mut b = Batch::default();
@@ -352,7 +465,14 @@ impl Repo {
         self.commit(
             &tenant.id,
             b,
-            vec![Entry { actor: actor.into(), action: "change".into(), entity: "tenant".into(), entity_id: tenant.id.clone(), field: Some("settings".into()), ..Default::default() }],
+            vec![Entry {
+                actor: actor.into(),
+                action: "change".into(),
+                entity: "tenant".into(),
+                entity_id: tenant.id.clone(),
+                field: Some("settings".into()),
+                ..Default::default()
+            }],
         )
     }
 
@@ -361,7 +481,10 @@ impl Repo {
     pub fn delete_tenant(&self, id: &str) -> Result<()> {
         self.tenant(id)?;
         let _g = self.lock();
-        journal(self.keys.as_ref(), &JournalEntry::Tenant { tenant: id.into() })?;
+        journal(
+            self.keys.as_ref(),
+            &JournalEntry::Tenant { tenant: id.into() },
+        )?;
         self.ring.shred(&Scope::Tenant(id.into()))?;
         self.purge_tenant_data(id)?;
         for ev in self.scan::<Event>(Table::Events, &prefix(&[id]))? {
@@ -385,20 +508,32 @@ impl Repo {
 
     /// Replays the deletion journal (after a restore, before serving).
     pub fn replay_journal(&self) -> Result<usize> {
-        let entries: Vec<JournalEntry> = self.keys.scan(Table::Journal, b"", usize::MAX)?.iter().map(|(_, v)| decode(v)).collect::<Result<_>>()?;
+        let entries: Vec<JournalEntry> = self
+            .keys
+            .scan(Table::Journal, b"", usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect::<Result<_>>()?;
         let mut replayed = 0;
         for entry in entries {
             match entry {
                 JournalEntry::Tenant { tenant } => {
                     if self.store.get(Table::Tenants, tenant.as_bytes())?.is_some()
-                        || !self.store.scan(Table::Events, &prefix(&[&tenant]), 1)?.is_empty()
+                        || !self
+                            .store
+                            .scan(Table::Events, &prefix(&[&tenant]), 1)?
+                            .is_empty()
                     {
                         self.purge_tenant_data(&tenant)?;
                         replayed += 1;
                     }
                 }
                 JournalEntry::Event { tenant, event } => {
-                    if self.store.get(Table::Events, &key(&[&tenant, &event]))?.is_some() {
+                    if self
+                        .store
+                        .get(Table::Events, &key(&[&tenant, &event]))?
+                        .is_some()
+                    {
                         self.purge_event_data(&tenant, &event)?;
                         replayed += 1;
                     }
@@ -411,18 +546,29 @@ impl Repo {
     // ---- staff --------------------------------------------------------
 
     fn user_email_index(&self, tenant: &str, email: &str) -> Result<Vec<u8>> {
-        let bi = self.ring.blind_index(&Scope::Tenant(tenant.into()), "user-email", email)?;
+        let bi = self
+            .ring
+            .blind_index(&Scope::Tenant(tenant.into()), "user-email", email)?;
         Ok(key(&[tenant, "user-email", &bi]))
     }
 
-    pub fn create_user(&self, actor: &str, tenant: &str, email: &str, name: &str, role: Role, password: Option<&str>) -> Result<(UserView, Option<String>)> {
+    pub fn create_user(
+        &self,
+        actor: &str,
+        tenant: &str,
+        email: &str,
+        name: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> Result<(UserView, Option<String>)> {
         let t = self.tenant(tenant)?;
         let email = normalise_email(email)?;
         let name = clean_text("name", name, 120)?;
         let scope = Scope::Tenant(tenant.into());
         let (initial, generated) = match password {
             Some(p) => {
-                password::check_password(&t.settings.password_policy, p, &[]).map_err(|e| RepoError::Invalid(e.to_string()))?;
+                password::check_password(&t.settings.password_policy, p, &[])
+                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
                 (Some(p.to_owned()), None)
             }
             None => {
@@ -441,8 +587,12 @@ impl Repo {
         let user = User {
             id: id.clone(),
             tenant: tenant.into(),
-            email: self.ring.seal_str(&scope, &aad(tenant, "user", &id, "email"), &email)?,
-            name: self.ring.seal_str(&scope, &aad(tenant, "user", &id, "name"), &name)?,
+            email: self
+                .ring
+                .seal_str(&scope, &aad(tenant, "user", &id, "email"), &email)?,
+            name: self
+                .ring
+                .seal_str(&scope, &aad(tenant, "user", &id, "name"), &name)?,
             role,
             role_since: now(),
             created_at: now(),
@@ -452,22 +602,57 @@ impl Repo {
         let idx = self.user_email_index(tenant, &email)?;
         let _g = self.lock();
         if self.store.get(Table::Index, &idx)?.is_some() {
-            return Err(RepoError::Conflict("an account with this e-mail address exists".into()));
+            return Err(RepoError::Conflict(
+                "an account with this e-mail address exists".into(),
+            ));
         }
         let mut b = Batch::default();
         b.put(Table::Users, key(&[tenant, &id]), encode(&user));
         b.put(Table::Index, idx, id.clone());
         let entries = vec![
-            self.entry(actor, "create", "user", &id, Some("email"), None, Some(self.seal_audit(&scope, tenant, &id, "email", &email)?)),
-            self.entry(actor, "create", "user", &id, Some("name"), None, Some(self.seal_audit(&scope, tenant, &id, "name", &name)?)),
-            self.entry(actor, "create", "user", &id, Some("role"), None, Some(format!("={role:?}"))),
+            self.entry(
+                actor,
+                "create",
+                "user",
+                &id,
+                Some("email"),
+                None,
+                Some(self.seal_audit(&scope, tenant, &id, "email", &email)?),
+            ),
+            self.entry(
+                actor,
+                "create",
+                "user",
+                &id,
+                Some("name"),
+                None,
+                Some(self.seal_audit(&scope, tenant, &id, "name", &name)?),
+            ),
+            self.entry(
+                actor,
+                "create",
+                "user",
+                &id,
+                Some("role"),
+                None,
+                Some(format!("={role:?}")),
+            ),
         ];
         self.commit(tenant, b, entries)?;
         Ok((self.user_view(&user)?, generated))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn entry(&self, actor: &str, action: &str, entity: &str, id: &str, field: Option<&str>, old: Option<String>, new: Option<String>) -> Entry {
+    fn entry(
+        &self,
+        actor: &str,
+        action: &str,
+        entity: &str,
+        id: &str,
+        field: Option<&str>,
+        old: Option<String>,
+        new: Option<String>,
+    ) -> Entry {
         Entry {
             actor: actor.into(),
             action: action.into(),
@@ -488,8 +673,13 @@ impl Repo {
 
     pub fn user_by_email(&self, tenant: &str, email: &str) -> Result<User> {
         let email = normalise_email(email).map_err(|_| RepoError::NotFound)?;
-        let idx = self.user_email_index(tenant, &email).map_err(|_| RepoError::NotFound)?;
-        let id = self.store.get(Table::Index, &idx)?.ok_or(RepoError::NotFound)?;
+        let idx = self
+            .user_email_index(tenant, &email)
+            .map_err(|_| RepoError::NotFound)?;
+        let id = self
+            .store
+            .get(Table::Index, &idx)?
+            .ok_or(RepoError::NotFound)?;
         self.user(tenant, &String::from_utf8_lossy(&id))
     }
 
@@ -497,8 +687,12 @@ impl Repo {
         let scope = Scope::Tenant(u.tenant.clone());
         Ok(UserView {
             id: u.id.clone(),
-            email: self.ring.open_str(&scope, &aad(&u.tenant, "user", &u.id, "email"), &u.email)?,
-            name: self.ring.open_str(&scope, &aad(&u.tenant, "user", &u.id, "name"), &u.name)?,
+            email: self
+                .ring
+                .open_str(&scope, &aad(&u.tenant, "user", &u.id, "email"), &u.email)?,
+            name: self
+                .ring
+                .open_str(&scope, &aad(&u.tenant, "user", &u.id, "name"), &u.name)?,
             role: u.role,
             role_since: u.role_since,
             active: u.active,
@@ -512,7 +706,15 @@ impl Repo {
         self.scan(Table::Users, &prefix(&[tenant]))
     }
 
-    pub fn update_user(&self, actor: &str, tenant: &str, id: &str, name: Option<&str>, role: Option<Role>, active: Option<bool>) -> Result<UserView> {
+    pub fn update_user(
+        &self,
+        actor: &str,
+        tenant: &str,
+        id: &str,
+        name: Option<&str>,
+        role: Option<Role>,
+        active: Option<bool>,
+    ) -> Result<UserView> {
         let scope = Scope::Tenant(tenant.into());
         let _g = self.lock();
         let mut u = self.user(tenant, id)?;
@@ -521,16 +723,36 @@ impl Repo {
         if let Some(name) = name {
             let name = clean_text("name", name, 120)?;
             if name != old.name {
-                u.name = self.ring.seal_str(&scope, &aad(tenant, "user", id, "name"), &name)?;
-                entries.push(self.entry(actor, "change", "user", id, Some("name"), Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?), Some(self.seal_audit(&scope, tenant, id, "name", &name)?)));
+                u.name = self
+                    .ring
+                    .seal_str(&scope, &aad(tenant, "user", id, "name"), &name)?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "user",
+                    id,
+                    Some("name"),
+                    Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?),
+                    Some(self.seal_audit(&scope, tenant, id, "name", &name)?),
+                ));
             }
         }
         if let Some(role) = role {
             if role != u.role {
                 if u.role == Role::Owner && self.owner_count(tenant)? <= 1 {
-                    return Err(RepoError::Conflict("the last owner cannot lose the owner role".into()));
+                    return Err(RepoError::Conflict(
+                        "the last owner cannot lose the owner role".into(),
+                    ));
                 }
-                entries.push(self.entry(actor, "change", "user", id, Some("role"), Some(format!("={:?}", u.role)), Some(format!("={role:?}"))));
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "user",
+                    id,
+                    Some("role"),
+                    Some(format!("={:?}", u.role)),
+                    Some(format!("={role:?}")),
+                ));
                 u.role = role;
                 u.role_since = now();
             }
@@ -538,9 +760,19 @@ impl Repo {
         if let Some(active) = active {
             if active != u.active {
                 if !active && u.role == Role::Owner && self.owner_count(tenant)? <= 1 {
-                    return Err(RepoError::Conflict("the last owner cannot be deactivated".into()));
+                    return Err(RepoError::Conflict(
+                        "the last owner cannot be deactivated".into(),
+                    ));
                 }
-                entries.push(self.entry(actor, "change", "user", id, Some("active"), Some(format!("={}", u.active)), Some(format!("={active}"))));
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "user",
+                    id,
+                    Some("active"),
+                    Some(format!("={}", u.active)),
+                    Some(format!("={active}")),
+                ));
                 u.active = active;
             }
         }
@@ -554,7 +786,11 @@ impl Repo {
     }
 
     fn owner_count(&self, tenant: &str) -> Result<usize> {
-        Ok(self.users(tenant)?.iter().filter(|u| u.role == Role::Owner && u.active).count())
+        Ok(self
+            .users(tenant)?
+            .iter()
+            .filter(|u| u.role == Role::Owner && u.active)
+            .count())
     }
 
     pub fn delete_user(&self, actor: &str, tenant: &str, id: &str) -> Result<()> {
@@ -562,7 +798,9 @@ impl Repo {
         let _g = self.lock();
         let u = self.user(tenant, id)?;
         if u.role == Role::Owner && self.owner_count(tenant)? <= 1 {
-            return Err(RepoError::Conflict("the last owner cannot be deleted".into()));
+            return Err(RepoError::Conflict(
+                "the last owner cannot be deleted".into(),
+            ));
         }
         let view = self.user_view(&u)?;
         let mut b = Batch::default();
@@ -570,8 +808,24 @@ impl Repo {
         b.delete(Table::Index, self.user_email_index(tenant, &view.email)?);
         b.delete_prefix(Table::Sessions, prefix(&[tenant, id]));
         let entries = vec![
-            self.entry(actor, "delete", "user", id, Some("email"), Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?), None),
-            self.entry(actor, "delete", "user", id, Some("name"), Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?), None),
+            self.entry(
+                actor,
+                "delete",
+                "user",
+                id,
+                Some("email"),
+                Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?),
+                None,
+            ),
+            self.entry(
+                actor,
+                "delete",
+                "user",
+                id,
+                Some("name"),
+                Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?),
+                None,
+            ),
         ];
         self.commit(tenant, b, entries)
     }
@@ -583,20 +837,43 @@ impl Repo {
     pub fn reserve_attempt(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
-        cred.lockout = lockout::begin_attempt(&cred.lockout, now()).map_err(|l| RepoError::Locked(l.until))?;
+        cred.lockout =
+            lockout::begin_attempt(&cred.lockout, now()).map_err(|l| RepoError::Locked(l.until))?;
         self.put_credential(tenant, principal, &cred, vec![])?;
         Ok(cred)
     }
 
-    pub fn finish_attempt(&self, tenant: &str, principal: &Principal, ok: bool, lock_minutes: u16) -> Result<()> {
+    pub fn finish_attempt(
+        &self,
+        tenant: &str,
+        principal: &Principal,
+        ok: bool,
+        lock_minutes: u16,
+    ) -> Result<()> {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         let was_locked = cred.lockout.locked_until.is_some();
-        cred.lockout = if ok { lockout::attempt_succeeded(&cred.lockout) } else { lockout::attempt_failed(&cred.lockout, lock_minutes, now()) };
+        cred.lockout = if ok {
+            lockout::attempt_succeeded(&cred.lockout)
+        } else {
+            lockout::attempt_failed(&cred.lockout, lock_minutes, now())
+        };
         let mut entries = vec![];
         if !was_locked && cred.lockout.locked_until.is_some() {
-            entries.push(self.entry("system", "locked", principal_entity(principal), principal_id(principal), None, None, None));
-            tracing::warn!(tenant, subject = principal_id(principal), "account locked after failed attempts");
+            entries.push(self.entry(
+                "system",
+                "locked",
+                principal_entity(principal),
+                principal_id(principal),
+                None,
+                None,
+                None,
+            ));
+            tracing::warn!(
+                tenant,
+                subject = principal_id(principal),
+                "account locked after failed attempts"
+            );
         }
         self.put_credential(tenant, principal, &cred, entries)
     }
@@ -605,19 +882,35 @@ impl Repo {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         cred.lockout = lockout::unlock();
-        let entries = vec![self.entry(actor, "unlock", principal_entity(principal), principal_id(principal), None, None, None)];
+        let entries = vec![self.entry(
+            actor,
+            "unlock",
+            principal_entity(principal),
+            principal_id(principal),
+            None,
+            None,
+            None,
+        )];
         self.put_credential(tenant, principal, &cred, entries)
     }
 
     pub fn credential(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
         Ok(match principal {
             Principal::Staff { user, .. } => self.user(tenant, user)?.credential,
-            Principal::Participant { event, participant } => self.participant(tenant, event, participant)?.credential,
+            Principal::Participant { event, participant } => {
+                self.participant(tenant, event, participant)?.credential
+            }
         })
     }
 
     /// Stores a credential; the caller holds the write lock.
-    fn put_credential(&self, tenant: &str, principal: &Principal, cred: &Credential, entries: Vec<Entry>) -> Result<()> {
+    fn put_credential(
+        &self,
+        tenant: &str,
+        principal: &Principal,
+        cred: &Credential,
+        entries: Vec<Entry>,
+    ) -> Result<()> {
         let mut b = Batch::default();
         match principal {
             Principal::Staff { user, .. } => {
@@ -628,18 +921,29 @@ impl Repo {
             Principal::Participant { event, participant } => {
                 let mut p = self.participant(tenant, event, participant)?;
                 p.credential = cred.clone();
-                b.put(Table::Participants, key(&[tenant, event, participant]), encode(&p));
+                b.put(
+                    Table::Participants,
+                    key(&[tenant, event, participant]),
+                    encode(&p),
+                );
             }
         }
         self.commit(tenant, b, entries)
     }
 
     /// Sets a new password chosen by its holder (policy and history apply).
-    pub fn set_password(&self, tenant: &str, principal: &Principal, new: &str, policy: &PasswordPolicy) -> Result<()> {
+    pub fn set_password(
+        &self,
+        tenant: &str,
+        principal: &Principal,
+        new: &str,
+        policy: &PasswordPolicy,
+    ) -> Result<()> {
         let cred = self.credential(tenant, principal)?;
         let mut history = cred.password.iter().cloned().collect::<Vec<_>>();
         history.extend(cred.history.iter().cloned());
-        password::check_password(policy, new, &history).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        password::check_password(policy, new, &history)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
         let hash = password::hash_password(new);
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
@@ -650,11 +954,24 @@ impl Repo {
         cred.password = Some(hash);
         cred.password_set_at = Some(now());
         cred.must_change = false;
-        let entries = vec![self.entry(principal_id(principal), "change", principal_entity(principal), principal_id(principal), Some("password"), None, None)];
+        let entries = vec![self.entry(
+            principal_id(principal),
+            "change",
+            principal_entity(principal),
+            principal_id(principal),
+            Some("password"),
+            None,
+            None,
+        )];
         self.put_credential(tenant, principal, &cred, entries)
     }
 
-    pub fn update_credential(&self, tenant: &str, principal: &Principal, f: impl FnOnce(&mut Credential) -> Result<()>) -> Result<Credential> {
+    pub fn update_credential(
+        &self,
+        tenant: &str,
+        principal: &Principal,
+        f: impl FnOnce(&mut Credential) -> Result<()>,
+    ) -> Result<Credential> {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         f(&mut cred)?;
@@ -664,19 +981,45 @@ impl Repo {
 
     /// Seals a tenant-level secret (e.g. the OIDC client secret).
     pub fn seal_tenant_secret(&self, tenant: &str, field: &str, value: &str) -> Result<String> {
-        Ok(self.ring.seal_str(&Scope::Tenant(tenant.into()), &aad(tenant, "tenant", tenant, field), value)?)
+        Ok(self.ring.seal_str(
+            &Scope::Tenant(tenant.into()),
+            &aad(tenant, "tenant", tenant, field),
+            value,
+        )?)
     }
 
     pub fn open_tenant_secret(&self, tenant: &str, field: &str, sealed: &str) -> Result<String> {
-        Ok(self.ring.open_str(&Scope::Tenant(tenant.into()), &aad(tenant, "tenant", tenant, field), sealed)?)
+        Ok(self.ring.open_str(
+            &Scope::Tenant(tenant.into()),
+            &aad(tenant, "tenant", tenant, field),
+            sealed,
+        )?)
     }
 
     pub fn seal_totp(&self, tenant: &str, principal: &Principal, secret: &str) -> Result<String> {
-        Ok(self.ring.seal_str(&Scope::Tenant(tenant.into()), &aad(tenant, principal_entity(principal), principal_id(principal), "totp"), secret)?)
+        Ok(self.ring.seal_str(
+            &Scope::Tenant(tenant.into()),
+            &aad(
+                tenant,
+                principal_entity(principal),
+                principal_id(principal),
+                "totp",
+            ),
+            secret,
+        )?)
     }
 
     pub fn open_totp(&self, tenant: &str, principal: &Principal, sealed: &str) -> Result<String> {
-        Ok(self.ring.open_str(&Scope::Tenant(tenant.into()), &aad(tenant, principal_entity(principal), principal_id(principal), "totp"), sealed)?)
+        Ok(self.ring.open_str(
+            &Scope::Tenant(tenant.into()),
+            &aad(
+                tenant,
+                principal_entity(principal),
+                principal_id(principal),
+                "totp",
+            ),
+            sealed,
+        )?)
     }
 
     // ---- sessions and links --------------------------------------------
@@ -684,18 +1027,31 @@ impl Repo {
     pub fn create_session(&self, session: &Session) -> Result<String> {
         let secret = random_secret();
         let mut b = Batch::default();
-        b.put(Table::Sessions, session_key(&session.tenant, &session.principal, &secret), encode(session));
-        b.put(Table::Index, key(&["session", &sha256_hex(&secret)]), session_key(&session.tenant, &session.principal, &secret));
+        b.put(
+            Table::Sessions,
+            session_key(&session.tenant, &session.principal, &secret),
+            encode(session),
+        );
+        b.put(
+            Table::Index,
+            key(&["session", &sha256_hex(&secret)]),
+            session_key(&session.tenant, &session.principal, &secret),
+        );
         self.store.write(b)?;
         Ok(secret)
     }
 
     /// The live session for a cookie value; touches it (idle expiry).
     pub fn session(&self, secret: &str) -> Result<Session> {
-        let skey = self.store.get(Table::Index, &key(&["session", &sha256_hex(secret)]))?.ok_or(RepoError::NotFound)?;
+        let skey = self
+            .store
+            .get(Table::Index, &key(&["session", &sha256_hex(secret)]))?
+            .ok_or(RepoError::NotFound)?;
         let mut s: Session = self.get(Table::Sessions, &skey)?;
         let t = now();
-        if t - s.last_seen > time::Duration::minutes(s.idle_minutes as i64) || t - s.created_at > time::Duration::hours(12) {
+        if t - s.last_seen > time::Duration::minutes(s.idle_minutes as i64)
+            || t - s.created_at > time::Duration::hours(12)
+        {
             self.delete_session(secret)?;
             return Err(RepoError::NotFound);
         }
@@ -709,7 +1065,10 @@ impl Repo {
     }
 
     pub fn update_session(&self, secret: &str, f: impl FnOnce(&mut Session)) -> Result<()> {
-        let skey = self.store.get(Table::Index, &key(&["session", &sha256_hex(secret)]))?.ok_or(RepoError::NotFound)?;
+        let skey = self
+            .store
+            .get(Table::Index, &key(&["session", &sha256_hex(secret)]))?
+            .ok_or(RepoError::NotFound)?;
         let mut s: Session = self.get(Table::Sessions, &skey)?;
         f(&mut s);
         let mut b = Batch::default();
@@ -731,16 +1090,30 @@ impl Repo {
 
     pub fn create_link(&self, link: &Link, secret_hash: &[u8; 32]) -> Result<()> {
         let mut b = Batch::default();
-        b.put(Table::Links, key(&[&link.tenant, &hex(secret_hash)]), encode(link));
-        b.put(Table::Index, key(&["link", &hex(secret_hash)]), link.tenant.clone());
+        b.put(
+            Table::Links,
+            key(&[&link.tenant, &hex(secret_hash)]),
+            encode(link),
+        );
+        b.put(
+            Table::Index,
+            key(&["link", &hex(secret_hash)]),
+            link.tenant.clone(),
+        );
         self.store.write(b)?;
         Ok(())
     }
 
     /// A link that is valid now, without using it up.
     pub fn peek_link(&self, secret_hash: &[u8; 32], purpose: LinkPurpose) -> Result<Link> {
-        let tenant = self.store.get(Table::Index, &key(&["link", &hex(secret_hash)]))?.ok_or(RepoError::NotFound)?;
-        let link: Link = self.get(Table::Links, &key(&[&String::from_utf8_lossy(&tenant), &hex(secret_hash)]))?;
+        let tenant = self
+            .store
+            .get(Table::Index, &key(&["link", &hex(secret_hash)]))?
+            .ok_or(RepoError::NotFound)?;
+        let link: Link = self.get(
+            Table::Links,
+            &key(&[&String::from_utf8_lossy(&tenant), &hex(secret_hash)]),
+        )?;
         if link.purpose != purpose || link.used || link.expires_at <= now() {
             return Err(RepoError::NotFound);
         }
@@ -749,9 +1122,17 @@ impl Repo {
 
     /// Consumes a single-use link; `check` sees the record first (browser
     /// binding, code) and may refuse it without using it up.
-    pub fn consume_link(&self, secret_hash: &[u8; 32], purpose: LinkPurpose, check: impl FnOnce(&Link) -> bool) -> Result<Link> {
+    pub fn consume_link(
+        &self,
+        secret_hash: &[u8; 32],
+        purpose: LinkPurpose,
+        check: impl FnOnce(&Link) -> bool,
+    ) -> Result<Link> {
         let _g = self.lock();
-        let tenant = self.store.get(Table::Index, &key(&["link", &hex(secret_hash)]))?.ok_or(RepoError::NotFound)?;
+        let tenant = self
+            .store
+            .get(Table::Index, &key(&["link", &hex(secret_hash)]))?
+            .ok_or(RepoError::NotFound)?;
         let tenant = String::from_utf8_lossy(&tenant).to_string();
         let lkey = key(&[&tenant, &hex(secret_hash)]);
         let mut link: Link = self.get(Table::Links, &lkey)?;
@@ -772,11 +1153,20 @@ impl Repo {
         event.created_at = now();
         event.ended_at = None;
         validate_event(&event)?;
-        self.ring.ensure(&Scope::Event(event.tenant.clone(), event.id.clone()))?;
+        self.ring
+            .ensure(&Scope::Event(event.tenant.clone(), event.id.clone()))?;
         let _g = self.lock();
         let mut b = Batch::default();
-        b.put(Table::Events, key(&[&event.tenant, &event.id]), encode(&event));
-        self.commit(&event.tenant, b, vec![self.entry(actor, "create", "event", &event.id, None, None, None)])?;
+        b.put(
+            Table::Events,
+            key(&[&event.tenant, &event.id]),
+            encode(&event),
+        );
+        self.commit(
+            &event.tenant,
+            b,
+            vec![self.entry(actor, "create", "event", &event.id, None, None, None)],
+        )?;
         Ok(event)
     }
 
@@ -796,8 +1186,16 @@ impl Repo {
         let _g = self.lock();
         self.event(&event.tenant, &event.id)?;
         let mut b = Batch::default();
-        b.put(Table::Events, key(&[&event.tenant, &event.id]), encode(event));
-        self.commit(&event.tenant, b, vec![self.entry(actor, "change", "event", &event.id, None, None, None)])
+        b.put(
+            Table::Events,
+            key(&[&event.tenant, &event.id]),
+            encode(event),
+        );
+        self.commit(
+            &event.tenant,
+            b,
+            vec![self.entry(actor, "change", "event", &event.id, None, None, None)],
+        )
     }
 
     /// Ends an event now: viewers' and publishers' tokens are revoked.
@@ -807,7 +1205,11 @@ impl Repo {
         event.ended_at = Some(now());
         let mut b = Batch::default();
         b.put(Table::Events, key(&[tenant, id]), encode(&event));
-        self.commit(tenant, b, vec![self.entry(actor, "end", "event", id, None, None, None)])?;
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(actor, "end", "event", id, None, None, None)],
+        )?;
         self.revoke_locked(RevocationKind::Event, tenant, id)?;
         Ok(event)
     }
@@ -816,17 +1218,28 @@ impl Repo {
     pub fn delete_event(&self, actor: &str, tenant: &str, id: &str) -> Result<()> {
         let _g = self.lock();
         self.event(tenant, id)?;
-        journal(self.keys.as_ref(), &JournalEntry::Event { tenant: tenant.into(), event: id.into() })?;
+        journal(
+            self.keys.as_ref(),
+            &JournalEntry::Event {
+                tenant: tenant.into(),
+                event: id.into(),
+            },
+        )?;
         // Key first: a crash after this leaves only unreadable ciphertext.
         self.ring.shred(&Scope::Event(tenant.into(), id.into()))?;
         self.purge_event_data(tenant, id)?;
-        self.commit(tenant, Batch::default(), vec![self.entry(actor, "delete", "event", id, None, None, None)])?;
+        self.commit(
+            tenant,
+            Batch::default(),
+            vec![self.entry(actor, "delete", "event", id, None, None, None)],
+        )?;
         self.revoke_locked(RevocationKind::Event, tenant, id)?;
         Ok(())
     }
 
     fn purge_event_data(&self, tenant: &str, id: &str) -> Result<()> {
-        let participants: Vec<Participant> = self.scan(Table::Participants, &prefix(&[tenant, id]))?;
+        let participants: Vec<Participant> =
+            self.scan(Table::Participants, &prefix(&[tenant, id]))?;
         let mut b = Batch::default();
         b.delete(Table::Events, key(&[tenant, id]));
         b.delete_prefix(Table::Participants, prefix(&[tenant, id]));
@@ -841,9 +1254,17 @@ impl Repo {
         Ok(())
     }
 
-    pub fn create_stream(&self, actor: &str, tenant: &str, event: &str, name: &str) -> Result<Stream> {
+    pub fn create_stream(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        name: &str,
+    ) -> Result<Stream> {
         if !valid_stream_name(name) {
-            return Err(RepoError::Invalid("stream name must be 1 to 32 of a-z, 0-9 and -".into()));
+            return Err(RepoError::Invalid(
+                "stream name must be 1 to 32 of a-z, 0-9 and -".into(),
+            ));
         }
         let _g = self.lock();
         self.event(tenant, event)?;
@@ -851,10 +1272,28 @@ impl Repo {
         if self.store.get(Table::Streams, &k)?.is_some() {
             return Err(RepoError::Conflict("a stream with this name exists".into()));
         }
-        let stream = Stream { tenant: tenant.into(), event: event.into(), name: name.into(), created_at: now(), credential_issued_at: None };
+        let stream = Stream {
+            tenant: tenant.into(),
+            event: event.into(),
+            name: name.into(),
+            created_at: now(),
+            credential_issued_at: None,
+        };
         let mut b = Batch::default();
         b.put(Table::Streams, k, encode(&stream));
-        self.commit(tenant, b, vec![self.entry(actor, "create", "stream", &format!("{event}/{name}"), None, None, None)])?;
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                actor,
+                "create",
+                "stream",
+                &format!("{event}/{name}"),
+                None,
+                None,
+                None,
+            )],
+        )?;
         Ok(stream)
     }
 
@@ -875,14 +1314,32 @@ impl Repo {
         self.stream(tenant, event, name)?;
         let mut b = Batch::default();
         b.delete(Table::Streams, key(&[tenant, event, name]));
-        self.commit(tenant, b, vec![self.entry(actor, "delete", "stream", &format!("{event}/{name}"), None, None, None)])?;
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                actor,
+                "delete",
+                "stream",
+                &format!("{event}/{name}"),
+                None,
+                None,
+                None,
+            )],
+        )?;
         self.revoke_locked(RevocationKind::Stream, tenant, &format!("{event}/{name}"))?;
         Ok(())
     }
 
     /// Issues the stream's publish credential (the encoder's stream key);
     /// earlier credentials of the stream are revoked.
-    pub fn issue_publish_credential(&self, actor: &str, tenant: &str, event: &str, name: &str) -> Result<(String, strom_token::Claims)> {
+    pub fn issue_publish_credential(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        name: &str,
+    ) -> Result<(String, strom_token::Claims)> {
         let ev = self.event(tenant, event)?;
         let _g = self.lock();
         let mut stream = self.stream(tenant, event, name)?;
@@ -902,20 +1359,42 @@ impl Repo {
         stream.credential_issued_at = Some(now());
         let mut b = Batch::default();
         b.put(Table::Streams, key(&[tenant, event, name]), encode(&stream));
-        self.commit(tenant, b, vec![self.entry(actor, "issue-credential", "stream", &format!("{event}/{name}"), None, None, None)])?;
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                actor,
+                "issue-credential",
+                "stream",
+                &format!("{event}/{name}"),
+                None,
+                None,
+                None,
+            )],
+        )?;
         Ok(minted)
     }
 
     // ---- participants -----------------------------------------------------
 
     fn participant_email_index(&self, tenant: &str, event: &str, email: &str) -> Result<Vec<u8>> {
-        let bi = self.ring.blind_index(&Scope::Event(tenant.into(), event.into()), "participant-email", email)?;
+        let bi = self.ring.blind_index(
+            &Scope::Event(tenant.into(), event.into()),
+            "participant-email",
+            email,
+        )?;
         Ok(key(&[tenant, "event", event, "email", &bi]))
     }
 
     /// Creates participants in one atomic batch (all or none): an import
     /// with a duplicate or bad row creates nobody.
-    pub fn create_participants(&self, actor: &str, tenant: &str, event: &str, rows: Vec<NewParticipant>) -> Result<Vec<ParticipantView>> {
+    pub fn create_participants(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        rows: Vec<NewParticipant>,
+    ) -> Result<Vec<ParticipantView>> {
         let ev = self.event(tenant, event)?;
         let scope = Scope::Event(tenant.into(), event.into());
         let mut prepared = Vec::new();
@@ -935,9 +1414,21 @@ impl Repo {
                 id: id.clone(),
                 tenant: tenant.into(),
                 event: event.into(),
-                email: self.ring.seal_str(&scope, &aad(tenant, "participant", &id, "email"), &email)?,
-                name: self.ring.seal_str(&scope, &aad(tenant, "participant", &id, "name"), &name)?,
-                fields: self.ring.seal_str(&scope, &aad(tenant, "participant", &id, "fields"), &fields_json)?,
+                email: self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", &id, "email"),
+                    &email,
+                )?,
+                name: self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", &id, "name"),
+                    &name,
+                )?,
+                fields: self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", &id, "fields"),
+                    &fields_json,
+                )?,
                 status: row.status,
                 source: row.source,
                 created_at: now(),
@@ -946,11 +1437,40 @@ impl Repo {
                 attended_secs: 0,
             };
             let audit = vec![
-                self.entry(actor, "create", "participant", &id, Some("email"), None, Some(self.seal_audit(&scope, tenant, &id, "email", &email)?)),
-                self.entry(actor, "create", "participant", &id, Some("name"), None, Some(self.seal_audit(&scope, tenant, &id, "name", &name)?)),
-                self.entry(actor, "create", "participant", &id, Some("fields"), None, Some(self.seal_audit(&scope, tenant, &id, "fields", &fields_json)?)),
+                self.entry(
+                    actor,
+                    "create",
+                    "participant",
+                    &id,
+                    Some("email"),
+                    None,
+                    Some(self.seal_audit(&scope, tenant, &id, "email", &email)?),
+                ),
+                self.entry(
+                    actor,
+                    "create",
+                    "participant",
+                    &id,
+                    Some("name"),
+                    None,
+                    Some(self.seal_audit(&scope, tenant, &id, "name", &name)?),
+                ),
+                self.entry(
+                    actor,
+                    "create",
+                    "participant",
+                    &id,
+                    Some("fields"),
+                    None,
+                    Some(self.seal_audit(&scope, tenant, &id, "fields", &fields_json)?),
+                ),
             ];
-            prepared.push((p, self.participant_email_index(tenant, event, &email)?, audit, row.consent));
+            prepared.push((
+                p,
+                self.participant_email_index(tenant, event, &email)?,
+                audit,
+                row.consent,
+            ));
         }
         let _g = self.lock();
         let mut seen = std::collections::HashSet::new();
@@ -959,17 +1479,46 @@ impl Repo {
         let mut views = Vec::new();
         for (mut p, idx, audit, consent) in prepared {
             if !seen.insert(idx.clone()) || self.store.get(Table::Index, &idx)?.is_some() {
-                return Err(RepoError::Conflict("a participant with this e-mail address exists in this event".into()));
+                return Err(RepoError::Conflict(
+                    "a participant with this e-mail address exists in this event".into(),
+                ));
             }
             if let Some(notice) = consent {
-                let record = ConsentRecord { id: new_id("c"), participant: p.id.clone(), event: event.into(), notice, given: true, at: now() };
+                let record = ConsentRecord {
+                    id: new_id("c"),
+                    participant: p.id.clone(),
+                    event: event.into(),
+                    notice,
+                    given: true,
+                    at: now(),
+                };
                 p.consent = Some(record.id.clone());
-                b.put(Table::Consent, key(&[tenant, event, &p.id, &record.id]), encode(&record));
-                entries.push(self.entry(&p.id, "consent", "participant", &p.id, Some("privacy-notice"), None, Some(format!("={}", record.id))));
+                b.put(
+                    Table::Consent,
+                    key(&[tenant, event, &p.id, &record.id]),
+                    encode(&record),
+                );
+                entries.push(self.entry(
+                    &p.id,
+                    "consent",
+                    "participant",
+                    &p.id,
+                    Some("privacy-notice"),
+                    None,
+                    Some(format!("={}", record.id)),
+                ));
             }
-            b.put(Table::Participants, key(&[tenant, event, &p.id]), encode(&p));
+            b.put(
+                Table::Participants,
+                key(&[tenant, event, &p.id]),
+                encode(&p),
+            );
             b.put(Table::Index, idx, p.id.clone());
-            b.put(Table::Index, key(&[tenant, "participant-event", &p.id]), event.to_owned());
+            b.put(
+                Table::Index,
+                key(&[tenant, "participant-event", &p.id]),
+                event.to_owned(),
+            );
             entries.extend(audit);
             views.push(self.participant_view(&p)?);
         }
@@ -984,11 +1533,21 @@ impl Repo {
         self.get(Table::Participants, &key(&[tenant, event, id]))
     }
 
-    pub fn participant_by_email(&self, tenant: &str, event: &str, email: &str) -> Result<Participant> {
+    pub fn participant_by_email(
+        &self,
+        tenant: &str,
+        event: &str,
+        email: &str,
+    ) -> Result<Participant> {
         let email = normalise_email(email).map_err(|_| RepoError::NotFound)?;
         self.event(tenant, event)?;
-        let idx = self.participant_email_index(tenant, event, &email).map_err(|_| RepoError::NotFound)?;
-        let id = self.store.get(Table::Index, &idx)?.ok_or(RepoError::NotFound)?;
+        let idx = self
+            .participant_email_index(tenant, event, &email)
+            .map_err(|_| RepoError::NotFound)?;
+        let id = self
+            .store
+            .get(Table::Index, &idx)?
+            .ok_or(RepoError::NotFound)?;
         self.participant(tenant, event, &String::from_utf8_lossy(&id))
     }
 
@@ -999,12 +1558,24 @@ impl Repo {
 
     pub fn participant_view(&self, p: &Participant) -> Result<ParticipantView> {
         let scope = Scope::Event(p.tenant.clone(), p.event.clone());
-        let fields = self.ring.open_str(&scope, &aad(&p.tenant, "participant", &p.id, "fields"), &p.fields)?;
+        let fields = self.ring.open_str(
+            &scope,
+            &aad(&p.tenant, "participant", &p.id, "fields"),
+            &p.fields,
+        )?;
         Ok(ParticipantView {
             id: p.id.clone(),
             event: p.event.clone(),
-            email: self.ring.open_str(&scope, &aad(&p.tenant, "participant", &p.id, "email"), &p.email)?,
-            name: self.ring.open_str(&scope, &aad(&p.tenant, "participant", &p.id, "name"), &p.name)?,
+            email: self.ring.open_str(
+                &scope,
+                &aad(&p.tenant, "participant", &p.id, "email"),
+                &p.email,
+            )?,
+            name: self.ring.open_str(
+                &scope,
+                &aad(&p.tenant, "participant", &p.id, "name"),
+                &p.name,
+            )?,
             fields: serde_json::from_str(&fields).unwrap_or_default(),
             status: p.status,
             source: p.source,
@@ -1016,13 +1587,24 @@ impl Repo {
     }
 
     /// Rectification (DATA-6): changes name, e-mail or form answers.
-    pub fn update_participant(&self, actor: &str, tenant: &str, event: &str, id: &str, name: Option<&str>, email: Option<&str>, fields: Option<&BTreeMap<String, String>>) -> Result<ParticipantView> {
+    pub fn update_participant(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        fields: Option<&BTreeMap<String, String>>,
+    ) -> Result<ParticipantView> {
         let ev = self.event(tenant, event)?;
         let scope = Scope::Event(tenant.into(), event.into());
         let _g = self.lock();
         let mut p = self.participant(tenant, event, id)?;
         if p.status == ParticipantStatus::Blocked {
-            return Err(RepoError::Conflict("the participant's data is blocked".into()));
+            return Err(RepoError::Conflict(
+                "the participant's data is blocked".into(),
+            ));
         }
         let old = self.participant_view(&p)?;
         let mut b = Batch::default();
@@ -1030,8 +1612,18 @@ impl Repo {
         if let Some(name) = name {
             let name = clean_text("name", name, 120)?;
             if name != old.name {
-                p.name = self.ring.seal_str(&scope, &aad(tenant, "participant", id, "name"), &name)?;
-                entries.push(self.entry(actor, "change", "participant", id, Some("name"), Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?), Some(self.seal_audit(&scope, tenant, id, "name", &name)?)));
+                p.name =
+                    self.ring
+                        .seal_str(&scope, &aad(tenant, "participant", id, "name"), &name)?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "participant",
+                    id,
+                    Some("name"),
+                    Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?),
+                    Some(self.seal_audit(&scope, tenant, id, "name", &name)?),
+                ));
             }
         }
         if let Some(email) = email {
@@ -1039,12 +1631,27 @@ impl Repo {
             if email != old.email {
                 let idx = self.participant_email_index(tenant, event, &email)?;
                 if self.store.get(Table::Index, &idx)?.is_some() {
-                    return Err(RepoError::Conflict("a participant with this e-mail address exists in this event".into()));
+                    return Err(RepoError::Conflict(
+                        "a participant with this e-mail address exists in this event".into(),
+                    ));
                 }
-                b.delete(Table::Index, self.participant_email_index(tenant, event, &old.email)?);
+                b.delete(
+                    Table::Index,
+                    self.participant_email_index(tenant, event, &old.email)?,
+                );
                 b.put(Table::Index, idx, id.to_owned());
-                p.email = self.ring.seal_str(&scope, &aad(tenant, "participant", id, "email"), &email)?;
-                entries.push(self.entry(actor, "change", "participant", id, Some("email"), Some(self.seal_audit(&scope, tenant, id, "email", &old.email)?), Some(self.seal_audit(&scope, tenant, id, "email", &email)?)));
+                p.email =
+                    self.ring
+                        .seal_str(&scope, &aad(tenant, "participant", id, "email"), &email)?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "participant",
+                    id,
+                    Some("email"),
+                    Some(self.seal_audit(&scope, tenant, id, "email", &old.email)?),
+                    Some(self.seal_audit(&scope, tenant, id, "email", &email)?),
+                ));
             }
         }
         if let Some(fields) = fields {
@@ -1052,8 +1659,20 @@ impl Repo {
             if fields != old.fields {
                 let new_json = serde_json::to_string(&fields).expect("serialises");
                 let old_json = serde_json::to_string(&old.fields).expect("serialises");
-                p.fields = self.ring.seal_str(&scope, &aad(tenant, "participant", id, "fields"), &new_json)?;
-                entries.push(self.entry(actor, "change", "participant", id, Some("fields"), Some(self.seal_audit(&scope, tenant, id, "fields", &old_json)?), Some(self.seal_audit(&scope, tenant, id, "fields", &new_json)?)));
+                p.fields = self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", id, "fields"),
+                    &new_json,
+                )?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "participant",
+                    id,
+                    Some("fields"),
+                    Some(self.seal_audit(&scope, tenant, id, "fields", &old_json)?),
+                    Some(self.seal_audit(&scope, tenant, id, "fields", &new_json)?),
+                ));
             }
         }
         b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
@@ -1062,7 +1681,14 @@ impl Repo {
     }
 
     /// Changes a participant's status; leaving Active revokes their tokens.
-    pub fn set_participant_status(&self, actor: &str, tenant: &str, event: &str, id: &str, status: ParticipantStatus) -> Result<ParticipantView> {
+    pub fn set_participant_status(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        status: ParticipantStatus,
+    ) -> Result<ParticipantView> {
         let _g = self.lock();
         let mut p = self.participant(tenant, event, id)?;
         let old = p.status;
@@ -1081,7 +1707,19 @@ impl Repo {
             ParticipantStatus::Active => "activate",
             _ => "change",
         };
-        self.commit(tenant, b, vec![self.entry(actor, action, "participant", id, Some("status"), Some(format!("={old:?}")), Some(format!("={status:?}")))])?;
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                actor,
+                action,
+                "participant",
+                id,
+                Some("status"),
+                Some(format!("={old:?}")),
+                Some(format!("={status:?}")),
+            )],
+        )?;
         if status != ParticipantStatus::Active && old == ParticipantStatus::Active {
             self.revoke_locked(RevocationKind::Subject, tenant, id)?;
         }
@@ -1090,7 +1728,13 @@ impl Repo {
 
     /// Erasure (DATA-6): deletes the participant, or blocks them while the
     /// event is under a retention hold. Returns whether data was deleted.
-    pub fn erase_participant(&self, actor: &str, tenant: &str, event: &str, id: &str) -> Result<bool> {
+    pub fn erase_participant(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        id: &str,
+    ) -> Result<bool> {
         let ev = self.event(tenant, event)?;
         if ev.legal_hold_until.is_some_and(|h| h > now()) {
             self.set_participant_status(actor, tenant, event, id, ParticipantStatus::Blocked)?;
@@ -1102,12 +1746,31 @@ impl Repo {
         let view = self.participant_view(&p)?;
         let mut b = Batch::default();
         b.delete(Table::Participants, key(&[tenant, event, id]));
-        b.delete(Table::Index, self.participant_email_index(tenant, event, &view.email)?);
+        b.delete(
+            Table::Index,
+            self.participant_email_index(tenant, event, &view.email)?,
+        );
         b.delete(Table::Index, key(&[tenant, "participant-event", id]));
         b.delete_prefix(Table::Sessions, prefix(&[tenant, id]));
         let entries = vec![
-            self.entry(actor, "delete", "participant", id, Some("email"), Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?), None),
-            self.entry(actor, "delete", "participant", id, Some("name"), Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?), None),
+            self.entry(
+                actor,
+                "delete",
+                "participant",
+                id,
+                Some("email"),
+                Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?),
+                None,
+            ),
+            self.entry(
+                actor,
+                "delete",
+                "participant",
+                id,
+                Some("name"),
+                Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?),
+                None,
+            ),
         ];
         self.commit(tenant, b, entries)?;
         self.revoke_locked(RevocationKind::Subject, tenant, id)?;
@@ -1115,16 +1778,50 @@ impl Repo {
     }
 
     /// Records consent or its withdrawal: a new immutable record each time.
-    pub fn record_consent(&self, tenant: &str, event: &str, id: &str, notice: &str, given: bool) -> Result<ConsentRecord> {
+    pub fn record_consent(
+        &self,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        notice: &str,
+        given: bool,
+    ) -> Result<ConsentRecord> {
         let _g = self.lock();
         let mut p = self.participant(tenant, event, id)?;
-        let record = ConsentRecord { id: new_id("c"), participant: id.into(), event: event.into(), notice: notice.into(), given, at: now() };
+        let record = ConsentRecord {
+            id: new_id("c"),
+            participant: id.into(),
+            event: event.into(),
+            notice: notice.into(),
+            given,
+            at: now(),
+        };
         p.consent = given.then(|| record.id.clone());
         let mut b = Batch::default();
-        b.put(Table::Consent, key(&[tenant, event, id, &record.id]), encode(&record));
+        b.put(
+            Table::Consent,
+            key(&[tenant, event, id, &record.id]),
+            encode(&record),
+        );
         b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
-        let action = if given { "consent" } else { "consent-withdrawn" };
-        self.commit(tenant, b, vec![self.entry(id, action, "participant", id, Some("privacy-notice"), None, Some(format!("={}", record.id)))])?;
+        let action = if given {
+            "consent"
+        } else {
+            "consent-withdrawn"
+        };
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                id,
+                action,
+                "participant",
+                id,
+                Some("privacy-notice"),
+                None,
+                Some(format!("={}", record.id)),
+            )],
+        )?;
         if !given {
             self.revoke_locked(RevocationKind::Subject, tenant, id)?;
         }
@@ -1153,7 +1850,9 @@ impl Repo {
             return Err(RepoError::Invalid("a site needs 1 to 256 CIDRs".into()));
         }
         for c in &site.cidrs {
-            parse_cidr(c).ok_or_else(|| RepoError::Invalid("cidrs must look like 10.1.0.0/16 or fd00::/8".into()))?;
+            parse_cidr(c).ok_or_else(|| {
+                RepoError::Invalid("cidrs must look like 10.1.0.0/16 or fd00::/8".into())
+            })?;
         }
         let _g = self.lock();
         let k = key(&[&site.tenant, &site.id]);
@@ -1162,7 +1861,19 @@ impl Repo {
         }
         let mut b = Batch::default();
         b.put(Table::Sites, k, encode(site));
-        self.commit(&site.tenant, b, vec![self.entry(actor, if create { "create" } else { "change" }, "site", &site.id, None, None, None)])
+        self.commit(
+            &site.tenant,
+            b,
+            vec![self.entry(
+                actor,
+                if create { "create" } else { "change" },
+                "site",
+                &site.id,
+                None,
+                None,
+                None,
+            )],
+        )
     }
 
     pub fn sites(&self, tenant: &str) -> Result<Vec<Site>> {
@@ -1181,7 +1892,11 @@ impl Repo {
         self.site(tenant, id)?;
         let mut b = Batch::default();
         b.delete(Table::Sites, key(&[tenant, id]));
-        self.commit(tenant, b, vec![self.entry(actor, "delete", "site", id, None, None, None)])
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(actor, "delete", "site", id, None, None, None)],
+        )
     }
 
     pub fn put_edge(&self, edge: &EdgeRegistration) -> Result<()> {
@@ -1205,7 +1920,11 @@ impl Repo {
         };
         let mut due = Vec::new();
         for t in tenants {
-            due.extend(self.events(&t)?.into_iter().filter(|e| e.retention_due() <= at));
+            due.extend(
+                self.events(&t)?
+                    .into_iter()
+                    .filter(|e| e.retention_due() <= at),
+            );
         }
         Ok(due)
     }
@@ -1235,34 +1954,53 @@ pub struct NewParticipant {
     pub consent: Option<String>,
 }
 
-fn check_fields(event: &Event, given: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+fn check_fields(
+    event: &Event,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
     use strom_identity::participants_csv::FieldKind;
     let mut out = BTreeMap::new();
     for (k, _) in given.iter() {
         if !event.form.iter().any(|f| &f.name == k) {
-            return Err(RepoError::Invalid(format!("field {k:?} is not in the registration form")));
+            return Err(RepoError::Invalid(format!(
+                "field {k:?} is not in the registration form"
+            )));
         }
     }
     for f in &event.form {
         let v = given.get(&f.name).map(|s| s.trim()).unwrap_or("");
         if v.is_empty() {
             if f.required {
-                return Err(RepoError::Invalid(format!("field {:?} is required", f.name)));
+                return Err(RepoError::Invalid(format!(
+                    "field {:?} is required",
+                    f.name
+                )));
             }
             continue;
         }
         if v.chars().count() > 500 || v.chars().any(|c| c.is_control()) {
-            return Err(RepoError::Invalid(format!("field {:?} must be at most 500 characters without control characters", f.name)));
+            return Err(RepoError::Invalid(format!(
+                "field {:?} must be at most 500 characters without control characters",
+                f.name
+            )));
         }
         match &f.kind {
             FieldKind::Email => {
-                normalise_email(v).map_err(|_| RepoError::Invalid(format!("field {:?} must be an e-mail address", f.name)))?;
+                normalise_email(v).map_err(|_| {
+                    RepoError::Invalid(format!("field {:?} must be an e-mail address", f.name))
+                })?;
             }
             FieldKind::Select(options) if !options.iter().any(|o| o == v) => {
-                return Err(RepoError::Invalid(format!("field {:?} must be one of its options", f.name)));
+                return Err(RepoError::Invalid(format!(
+                    "field {:?} must be one of its options",
+                    f.name
+                )));
             }
             FieldKind::Checkbox if !matches!(v, "true" | "false") => {
-                return Err(RepoError::Invalid(format!("field {:?} must be true or false", f.name)));
+                return Err(RepoError::Invalid(format!(
+                    "field {:?} must be true or false",
+                    f.name
+                )));
             }
             _ => {}
         }
@@ -1280,30 +2018,47 @@ fn validate_event(e: &Event) -> Result<()> {
         return Err(RepoError::Invalid("an event lasts at most 14 days".into()));
     }
     if !(1..=3650).contains(&e.retention_days) {
-        return Err(RepoError::Invalid("retention_days must be 1 to 3650".into()));
+        return Err(RepoError::Invalid(
+            "retention_days must be 1 to 3650".into(),
+        ));
     }
     if e.form.len() > 50 {
-        return Err(RepoError::Invalid("a registration form has at most 50 fields".into()));
+        return Err(RepoError::Invalid(
+            "a registration form has at most 50 fields".into(),
+        ));
     }
     let mut names = std::collections::HashSet::new();
     for f in &e.form {
-        let ok = (1..=40).contains(&f.name.len()) && f.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !ok || ["email", "name", "password"].contains(&f.name.as_str()) || !names.insert(&f.name) {
+        let ok = (1..=40).contains(&f.name.len())
+            && f.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok || ["email", "name", "password"].contains(&f.name.as_str()) || !names.insert(&f.name)
+        {
             return Err(RepoError::Invalid("form field names are unique, 1 to 40 of a-z, 0-9 and _, and not email, name or password".into()));
         }
         clean_text("label", &f.label, 200)?;
     }
     if e.access == AccessMode::Domains && e.domains.is_empty() {
-        return Err(RepoError::Invalid("access by domain needs at least one domain".into()));
+        return Err(RepoError::Invalid(
+            "access by domain needs at least one domain".into(),
+        ));
     }
     for d in &e.domains {
-        let ok = (3..=253).contains(&d.len()) && d.contains('.') && d.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        let ok = (3..=253).contains(&d.len())
+            && d.contains('.')
+            && d.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
         if !ok {
-            return Err(RepoError::Invalid("domains must be lower-case host names".into()));
+            return Err(RepoError::Invalid(
+                "domains must be lower-case host names".into(),
+            ));
         }
     }
     if e.privacy_notice.len() > 2000 {
-        return Err(RepoError::Invalid("privacy_notice is at most 2000 characters".into()));
+        return Err(RepoError::Invalid(
+            "privacy_notice is at most 2000 characters".into(),
+        ));
     }
     Ok(())
 }
@@ -1358,7 +2113,11 @@ pub enum JournalEntry {
 
 fn journal(keys: &dyn Store, entry: &JournalEntry) -> Result<()> {
     let mut b = Batch::default();
-    b.put(Table::Journal, format!("{}-{}", now().unix_timestamp_nanos(), new_id("j")), encode(entry));
+    b.put(
+        Table::Journal,
+        format!("{}-{}", now().unix_timestamp_nanos(), new_id("j")),
+        encode(entry),
+    );
     keys.write(b)?;
     Ok(())
 }

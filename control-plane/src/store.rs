@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
-use rocksdb::{ColumnFamilyDescriptor, Direction, Env, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, Env, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -122,9 +124,20 @@ impl Batch {
 pub trait Store: Send + Sync + 'static {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries whose key starts with `prefix`, in key order, at most `limit`.
-    fn scan(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Entries with key > `after` (and starting with `prefix`).
-    fn scan_after(&self, t: Table, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_after(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Applies the batch atomically; durable (WAL synced) when it returns.
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
     /// Writes a consistent backup of the store into `dir` (incremental).
@@ -150,7 +163,8 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl RocksStore {
     pub fn open(path: &Path, tables: &[Table]) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -160,18 +174,28 @@ impl RocksStore {
             .iter()
             .map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db, path: path.to_owned() })
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
     }
 
     /// A read-only view that follows a store another process has open
     /// (for audit verification while the control plane runs).
-    pub fn open_secondary(primary: &Path, secondary: &Path, tables: &[Table]) -> Result<Self, StoreError> {
+    pub fn open_secondary(
+        primary: &Path,
+        secondary: &Path,
+        tables: &[Table],
+    ) -> Result<Self, StoreError> {
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
         let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
         let db = DB::open_cf_as_secondary(&opts, primary, secondary, names)?;
         db.try_catch_up_with_primary()?;
-        Ok(Self { db, path: primary.to_owned() })
+        Ok(Self {
+            db,
+            path: primary.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -205,7 +229,10 @@ impl RocksStore {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let cf = self.cf(t)?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(start, Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;
@@ -227,11 +254,22 @@ impl Store for RocksStore {
         Ok(self.db.get_cf(self.cf(t)?, key)?)
     }
 
-    fn scan(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.collect(t, prefix, prefix, false, limit)
     }
 
-    fn scan_after(&self, t: Table, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_after(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let start = if after < prefix { prefix } else { after };
         self.collect(t, prefix, start, start == after, limit)
     }
@@ -292,15 +330,23 @@ mod tests {
         store.write(b).unwrap();
         let got = store.scan(Table::Events, &prefix(&["t1"]), 100).unwrap();
         assert_eq!(got.len(), 2);
-        let after = store.scan_after(Table::Events, &prefix(&["t1"]), b"t1/a", 100).unwrap();
+        let after = store
+            .scan_after(Table::Events, &prefix(&["t1"]), b"t1/a", 100)
+            .unwrap();
         assert_eq!(after.len(), 1);
         let mut b = Batch::default();
         b.delete_prefix(Table::Events, prefix(&["t1"]));
         b.delete_prefix(Table::Participants, prefix(&["t1"]));
         store.write(b).unwrap();
-        assert!(store.scan(Table::Events, &prefix(&["t1"]), 100).unwrap().is_empty());
+        assert!(store
+            .scan(Table::Events, &prefix(&["t1"]), 100)
+            .unwrap()
+            .is_empty());
         assert_eq!(store.scan(Table::Events, b"t", 100).unwrap().len(), 2);
-        assert!(store.get(Table::Participants, b"t1/e1/p1").unwrap().is_none());
+        assert!(store
+            .get(Table::Participants, b"t1/e1/p1")
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -15,36 +15,110 @@ struct Fixture {
     site: String,
 }
 
-async fn staff_session(plane: &Plane, owner: &mut Client, tenant: &str, email: &str, role: &str) -> (String, Client) {
-    let r = owner.post("/api/v1/users", json!({"email": email, "name": "Staff", "role": role, "password": "Initial-pass-1"})).await;
+async fn staff_session(
+    plane: &Plane,
+    owner: &mut Client,
+    tenant: &str,
+    email: &str,
+    role: &str,
+) -> (String, Client) {
+    let r = owner
+        .post(
+            "/api/v1/users",
+            json!({"email": email, "name": "Staff", "role": role, "password": "Initial-pass-1"}),
+        )
+        .await;
     assert_eq!(r.0, 201, "{:?}", r.1);
     let mut c = Client::new(&plane.base);
-    assert_eq!(c.post("/api/v1/auth/login", json!({"tenant": tenant, "email": email, "password": "Initial-pass-1"})).await.0, 200);
-    assert_eq!(c.post("/api/v1/auth/password", json!({"current_password": "Initial-pass-1", "new_password": GOOD_PASSWORD})).await.0, 204);
+    assert_eq!(
+        c.post(
+            "/api/v1/auth/login",
+            json!({"tenant": tenant, "email": email, "password": "Initial-pass-1"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        c.post(
+            "/api/v1/auth/password",
+            json!({"current_password": "Initial-pass-1", "new_password": GOOD_PASSWORD})
+        )
+        .await
+        .0,
+        204
+    );
     (r.1["user"]["id"].as_str().unwrap().into(), c)
 }
 
 async fn fixture(plane: &Plane, name: &str) -> (Fixture, Client, Client, Client, Client) {
     let (tenant, mut owner) = plane.tenant(name).await;
     let domain = name.to_lowercase();
-    let (user, manager) = staff_session(plane, &mut owner, &tenant, &format!("m@{domain}.example"), "event_manager").await;
-    let (_, moderator) = staff_session(plane, &mut owner, &tenant, &format!("mod@{domain}.example"), "moderator").await;
+    let (user, manager) = staff_session(
+        plane,
+        &mut owner,
+        &tenant,
+        &format!("m@{domain}.example"),
+        "event_manager",
+    )
+    .await;
+    let (_, moderator) = staff_session(
+        plane,
+        &mut owner,
+        &tenant,
+        &format!("mod@{domain}.example"),
+        "moderator",
+    )
+    .await;
     let ev = owner.post("/api/v1/events", event_body("All hands")).await;
     assert_eq!(ev.0, 201, "{:?}", ev.1);
     let event = ev.1["id"].as_str().unwrap().to_owned();
-    assert_eq!(owner.post(&format!("/api/v1/events/{event}/streams"), json!({"name": "main"})).await.0, 201);
+    assert_eq!(
+        owner
+            .post(
+                &format!("/api/v1/events/{event}/streams"),
+                json!({"name": "main"})
+            )
+            .await
+            .0,
+        201
+    );
     let email = format!("viewer@{domain}.example");
     let mut viewer = Client::new(&plane.base);
-    let r = viewer.post(&format!("/api/v1/public/{tenant}/events/{event}/register"), json!({"email": email, "name": "Viewer", "fields": {"company": "X"}, "consent": true})).await;
+    let r = viewer
+        .post(
+            &format!("/api/v1/public/{tenant}/events/{event}/register"),
+            json!({"email": email, "name": "Viewer", "fields": {"company": "X"}, "consent": true}),
+        )
+        .await;
     assert_eq!(r.0, 202, "{:?}", r.1);
     let (token, _) = plane.mail_link(&email).unwrap();
-    let r = viewer.post("/api/v1/auth/magic-link/consume", json!({"token": token})).await;
+    let r = viewer
+        .post("/api/v1/auth/magic-link/consume", json!({"token": token}))
+        .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
     let participant = r.1["id"].as_str().unwrap().to_owned();
-    let site = owner.post("/api/v1/sites", json!({"name": "HQ", "cidrs": ["10.1.0.0/16"], "p2p": "on"})).await;
+    let site = owner
+        .post(
+            "/api/v1/sites",
+            json!({"name": "HQ", "cidrs": ["10.1.0.0/16"], "p2p": "on"}),
+        )
+        .await;
     assert_eq!(site.0, 201, "{:?}", site.1);
     let site = site.1["id"].as_str().unwrap().to_owned();
-    (Fixture { tenant, event, participant, user, site }, owner, manager, moderator, viewer)
+    (
+        Fixture {
+            tenant,
+            event,
+            participant,
+            user,
+            site,
+        },
+        owner,
+        manager,
+        moderator,
+        viewer,
+    )
 }
 
 const ABSENT_E: &str = "e_aaaaaaaaaaaa";
@@ -62,48 +136,208 @@ fn endpoints(f: &Fixture) -> Vec<(Method, String, Option<Value>, [bool; 4])> {
     let participant = [false, false, false, true];
     vec![
         (Method::GET, "/api/v1/tenant".into(), None, owner),
-        (Method::PATCH, "/api/v1/tenant".into(), Some(json!({})), owner),
+        (
+            Method::PATCH,
+            "/api/v1/tenant".into(),
+            Some(json!({})),
+            owner,
+        ),
         (Method::GET, "/api/v1/users".into(), None, owner),
-        (Method::POST, "/api/v1/users".into(), Some(json!({"email": "bad", "name": "x", "role": "owner"})), owner),
-        (Method::GET, format!("/api/v1/users/{ABSENT_U}"), None, owner),
-        (Method::PATCH, format!("/api/v1/users/{ABSENT_U}"), Some(json!({})), owner),
-        (Method::DELETE, format!("/api/v1/users/{ABSENT_U}"), None, owner),
-        (Method::POST, format!("/api/v1/users/{ABSENT_U}/unlock"), Some(json!({})), owner),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            Some(json!({"email": "bad", "name": "x", "role": "owner"})),
+            owner,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/users/{ABSENT_U}"),
+            None,
+            owner,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{ABSENT_U}"),
+            Some(json!({})),
+            owner,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{ABSENT_U}"),
+            None,
+            owner,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/users/{ABSENT_U}/unlock"),
+            Some(json!({})),
+            owner,
+        ),
         (Method::GET, "/api/v1/sites".into(), None, owner),
-        (Method::POST, "/api/v1/sites".into(), Some(json!({"name": "x", "cidrs": ["bad"], "p2p": "on"})), owner),
-        (Method::PATCH, format!("/api/v1/sites/{ABSENT_S}"), Some(json!({"name": "x", "cidrs": ["10.0.0.0/8"], "p2p": "off"})), owner),
-        (Method::DELETE, format!("/api/v1/sites/{ABSENT_S}"), None, owner),
+        (
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"name": "x", "cidrs": ["bad"], "p2p": "on"})),
+            owner,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/sites/{ABSENT_S}"),
+            Some(json!({"name": "x", "cidrs": ["10.0.0.0/8"], "p2p": "off"})),
+            owner,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/sites/{ABSENT_S}"),
+            None,
+            owner,
+        ),
         (Method::GET, "/api/v1/audit".into(), None, owner),
         (Method::GET, "/api/v1/audit/verify".into(), None, owner),
         (Method::GET, "/api/v1/access-review".into(), None, owner),
         (Method::GET, "/api/v1/retention".into(), None, both),
         (Method::GET, "/api/v1/edges".into(), None, owner),
         (Method::GET, "/api/v1/events".into(), None, staff),
-        (Method::POST, "/api/v1/events".into(), Some(event_body("Matrix event")), both),
+        (
+            Method::POST,
+            "/api/v1/events".into(),
+            Some(event_body("Matrix event")),
+            both,
+        ),
         (Method::GET, format!("/api/v1/events/{e}"), None, staff),
-        (Method::PATCH, format!("/api/v1/events/{ABSENT_E}"), Some(event_body("x")), both),
-        (Method::DELETE, format!("/api/v1/events/{ABSENT_E}"), None, both),
-        (Method::POST, format!("/api/v1/events/{ABSENT_E}/end"), Some(json!({})), both),
-        (Method::GET, format!("/api/v1/events/{e}/streams"), None, both),
-        (Method::POST, format!("/api/v1/events/{ABSENT_E}/streams"), Some(json!({"name": "x"})), both),
-        (Method::DELETE, format!("/api/v1/events/{e}/streams/absent"), None, both),
-        (Method::POST, format!("/api/v1/events/{ABSENT_E}/streams/main/credential"), Some(json!({})), both),
-        (Method::GET, format!("/api/v1/events/{e}/participants"), None, both),
-        (Method::POST, format!("/api/v1/events/{ABSENT_E}/participants"), Some(json!({"email": "a@b.example", "name": "A"})), both),
-        (Method::GET, format!("/api/v1/events/{e}/participants/{p}"), None, both),
-        (Method::PATCH, format!("/api/v1/events/{e}/participants/{ABSENT_P}"), Some(json!({})), both),
-        (Method::DELETE, format!("/api/v1/events/{e}/participants/{ABSENT_P}"), None, both),
-        (Method::POST, format!("/api/v1/events/{e}/participants/{ABSENT_P}/status"), Some(json!({"status": "active"})), both),
-        (Method::POST, format!("/api/v1/events/{e}/participants/{ABSENT_P}/unlock"), Some(json!({})), both),
-        (Method::GET, format!("/api/v1/events/{e}/participants/{p}/export"), None, both),
-        (Method::POST, format!("/api/v1/events/{ABSENT_E}/participants/import"), Some(json!("email,name\n")), both),
-        (Method::GET, format!("/api/v1/events/{e}/participants/export"), None, both),
-        (Method::POST, format!("/api/v1/events/{e}/playback-token"), Some(json!({})), [true, true, true, true]),
-        (Method::POST, format!("/api/v1/events/{e}/attendance"), Some(json!({"seconds": 1})), participant),
+        (
+            Method::PATCH,
+            format!("/api/v1/events/{ABSENT_E}"),
+            Some(event_body("x")),
+            both,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/events/{ABSENT_E}"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{ABSENT_E}/end"),
+            Some(json!({})),
+            both,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{e}/streams"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{ABSENT_E}/streams"),
+            Some(json!({"name": "x"})),
+            both,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/events/{e}/streams/absent"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{ABSENT_E}/streams/main/credential"),
+            Some(json!({})),
+            both,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{e}/participants"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{ABSENT_E}/participants"),
+            Some(json!({"email": "a@b.example", "name": "A"})),
+            both,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{e}/participants/{p}"),
+            None,
+            both,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/events/{e}/participants/{ABSENT_P}"),
+            Some(json!({})),
+            both,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/events/{e}/participants/{ABSENT_P}"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{e}/participants/{ABSENT_P}/status"),
+            Some(json!({"status": "active"})),
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{e}/participants/{ABSENT_P}/unlock"),
+            Some(json!({})),
+            both,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{e}/participants/{p}/export"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{ABSENT_E}/participants/import"),
+            Some(json!("email,name\n")),
+            both,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{e}/participants/export"),
+            None,
+            both,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{e}/playback-token"),
+            Some(json!({})),
+            [true, true, true, true],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{e}/attendance"),
+            Some(json!({"seconds": 1})),
+            participant,
+        ),
         (Method::GET, "/api/v1/me".into(), None, participant),
-        (Method::PATCH, "/api/v1/me".into(), Some(json!({})), participant),
-        (Method::POST, "/api/v1/me/consent".into(), Some(json!({"given": true})), participant),
-        (Method::POST, "/api/v1/auth/totp/enrol".into(), Some(json!({})), [true, true, true, false]),
+        (
+            Method::PATCH,
+            "/api/v1/me".into(),
+            Some(json!({})),
+            participant,
+        ),
+        (
+            Method::POST,
+            "/api/v1/me/consent".into(),
+            Some(json!({"given": true})),
+            participant,
+        ),
+        (
+            Method::POST,
+            "/api/v1/auth/totp/enrol".into(),
+            Some(json!({})),
+            [true, true, true, false],
+        ),
     ]
 }
 
@@ -131,9 +365,16 @@ async fn every_role_against_every_endpoint() {
         }
         checked += 1;
     }
-    assert!(failures.is_empty(), "{} of {checked} checks failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // Need-to-know of a moderator: events but no participant data.
-    let r = clients[2].get(&format!("/api/v1/events/{}/participants", f.event)).await;
+    let r = clients[2]
+        .get(&format!("/api/v1/events/{}/participants", f.event))
+        .await;
     assert_eq!(r.0, 403);
     let _ = (&f.user, &f.site, &f.tenant);
 }
@@ -145,25 +386,99 @@ async fn ids_of_another_tenant_are_not_found() {
     let (b, mut b_owner, _, _, _) = fixture(&plane, "Beta").await;
     let probes: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, format!("/api/v1/events/{}", b.event), None),
-        (Method::PATCH, format!("/api/v1/events/{}", b.event), Some(event_body("taken over"))),
-        (Method::POST, format!("/api/v1/events/{}/end", b.event), Some(json!({}))),
-        (Method::GET, format!("/api/v1/events/{}/streams", b.event), None),
-        (Method::POST, format!("/api/v1/events/{}/streams/main/credential", b.event), Some(json!({}))),
-        (Method::GET, format!("/api/v1/events/{}/participants", b.event), None),
-        (Method::GET, format!("/api/v1/events/{}/participants/{}", b.event, b.participant), None),
-        (Method::GET, format!("/api/v1/events/{}/participants/{}", a.event, b.participant), None),
-        (Method::GET, format!("/api/v1/events/{}/participants/{}/export", b.event, b.participant), None),
-        (Method::PATCH, format!("/api/v1/events/{}/participants/{}", b.event, b.participant), Some(json!({"name": "Changed"}))),
-        (Method::POST, format!("/api/v1/events/{}/participants/{}/status", b.event, b.participant), Some(json!({"status": "deactivated"}))),
-        (Method::GET, format!("/api/v1/events/{}/participants/export", b.event), None),
-        (Method::POST, format!("/api/v1/events/{}/participants", b.event), Some(json!({"email": "x@y.example", "name": "X", "send_mail": false}))),
-        (Method::POST, format!("/api/v1/events/{}/participants/import", b.event), Some(json!("email,name\nx@y.example,X\n"))),
+        (
+            Method::PATCH,
+            format!("/api/v1/events/{}", b.event),
+            Some(event_body("taken over")),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{}/end", b.event),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{}/streams", b.event),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{}/streams/main/credential", b.event),
+            Some(json!({})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{}/participants", b.event),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{}/participants/{}", b.event, b.participant),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{}/participants/{}", a.event, b.participant),
+            None,
+        ),
+        (
+            Method::GET,
+            format!(
+                "/api/v1/events/{}/participants/{}/export",
+                b.event, b.participant
+            ),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/events/{}/participants/{}", b.event, b.participant),
+            Some(json!({"name": "Changed"})),
+        ),
+        (
+            Method::POST,
+            format!(
+                "/api/v1/events/{}/participants/{}/status",
+                b.event, b.participant
+            ),
+            Some(json!({"status": "deactivated"})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/events/{}/participants/export", b.event),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{}/participants", b.event),
+            Some(json!({"email": "x@y.example", "name": "X", "send_mail": false})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/events/{}/participants/import", b.event),
+            Some(json!("email,name\nx@y.example,X\n")),
+        ),
         (Method::GET, format!("/api/v1/users/{}", b.user), None),
-        (Method::PATCH, format!("/api/v1/users/{}", b.user), Some(json!({"role": "owner"}))),
-        (Method::POST, format!("/api/v1/users/{}/unlock", b.user), Some(json!({}))),
-        (Method::PATCH, format!("/api/v1/sites/{}", b.site), Some(json!({"name": "x", "cidrs": ["10.0.0.0/8"], "p2p": "off"}))),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{}", b.user),
+            Some(json!({"role": "owner"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/users/{}/unlock", b.user),
+            Some(json!({})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/sites/{}", b.site),
+            Some(json!({"name": "x", "cidrs": ["10.0.0.0/8"], "p2p": "off"})),
+        ),
         (Method::DELETE, format!("/api/v1/sites/{}", b.site), None),
-        (Method::DELETE, format!("/api/v1/events/{}/participants/{}", b.event, b.participant), None),
+        (
+            Method::DELETE,
+            format!("/api/v1/events/{}/participants/{}", b.event, b.participant),
+            None,
+        ),
         (Method::DELETE, format!("/api/v1/users/{}", b.user), None),
         (Method::DELETE, format!("/api/v1/events/{}", b.event), None),
     ];
@@ -173,13 +488,39 @@ async fn ids_of_another_tenant_are_not_found() {
         assert!(!reply.to_string().contains("viewer@beta"), "{reply}");
     }
     // A participant of A cannot get a playback token for B's event.
-    assert_eq!(a_viewer.post(&format!("/api/v1/events/{}/playback-token", b.event), json!({})).await.0, 404);
+    assert_eq!(
+        a_viewer
+            .post(
+                &format!("/api/v1/events/{}/playback-token", b.event),
+                json!({})
+            )
+            .await
+            .0,
+        404
+    );
     // B's data is untouched.
-    let r = b_owner.get(&format!("/api/v1/events/{}/participants/{}", b.event, b.participant)).await;
+    let r = b_owner
+        .get(&format!(
+            "/api/v1/events/{}/participants/{}",
+            b.event, b.participant
+        ))
+        .await;
     assert_eq!(r.0, 200);
     assert_eq!(r.1["name"], "Viewer");
-    assert_eq!(b_owner.get(&format!("/api/v1/users/{}", b.user)).await.1["role"], "event_manager");
-    assert_eq!(b_owner.get("/api/v1/sites").await.1.as_array().unwrap().len(), 1);
+    assert_eq!(
+        b_owner.get(&format!("/api/v1/users/{}", b.user)).await.1["role"],
+        "event_manager"
+    );
+    assert_eq!(
+        b_owner
+            .get("/api/v1/sites")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -193,7 +534,15 @@ async fn state_changes_need_the_csrf_token_and_same_origin() {
     let res = owner
         .http
         .post(format!("{}/api/v1/events", plane.base))
-        .header("cookie", owner.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        .header(
+            "cookie",
+            owner
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
         .header("x-csrf-token", owner.csrf.clone().unwrap())
         .header("origin", "https://evil.example")
         .json(&event_body("y"))

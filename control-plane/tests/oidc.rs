@@ -40,9 +40,13 @@ fn install_provider() {
         let dir = provider_dir();
         let pinned = |p: &Path| -> Option<String> {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-            v.pointer("/dependencies/oidc-provider").or_else(|| v.get("version")).and_then(|s| s.as_str()).map(str::to_owned)
+            v.pointer("/dependencies/oidc-provider")
+                .or_else(|| v.get("version"))
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
         };
-        let wanted = pinned(&dir.join("package.json")).expect("tests/oidc-provider/package.json pins oidc-provider");
+        let wanted = pinned(&dir.join("package.json"))
+            .expect("tests/oidc-provider/package.json pins oidc-provider");
         let installed = pinned(&dir.join("node_modules/oidc-provider/package.json"));
         if installed.as_deref() == Some(wanted.as_str()) {
             return;
@@ -51,7 +55,9 @@ fn install_provider() {
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
             .status()
-            .unwrap_or_else(|e| panic!("this test needs npm (and node >= 20) on PATH to install oidc-provider: {e}"));
+            .unwrap_or_else(|e| {
+                panic!("this test needs npm (and node >= 20) on PATH to install oidc-provider: {e}")
+            });
         assert!(status.success(), "npm ci in {} failed", dir.display());
     });
 }
@@ -79,7 +85,9 @@ async fn provider(redirect_uri: &str, claims_in: &str) -> Provider {
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("this test needs node (>= 20) on PATH to run the OIDC provider: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("this test needs node (>= 20) on PATH to run the OIDC provider: {e}")
+        });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let issuer = loop {
         match lines.next_line().await.unwrap() {
@@ -88,7 +96,10 @@ async fn provider(redirect_uri: &str, claims_in: &str) -> Provider {
                     break issuer.trim().to_owned();
                 }
             }
-            None => panic!("provider.js exited before it was ready: {:?}", child.wait().await),
+            None => panic!(
+                "provider.js exited before it was ready: {:?}",
+                child.wait().await
+            ),
         }
     };
     // Keep reading, so the provider never writes into a closed pipe.
@@ -97,7 +108,11 @@ async fn provider(redirect_uri: &str, claims_in: &str) -> Provider {
             eprintln!("provider: {line}");
         }
     });
-    Provider { issuer, secret, _child: child }
+    Provider {
+        issuer,
+        secret,
+        _child: child,
+    }
 }
 
 /// A control plane whose public URL is its own address, with tenant Acme
@@ -115,7 +130,11 @@ struct World {
 
 async fn world(claims_in: &str) -> World {
     // The redirect URI must be registered before the plane runs, so pick its port first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let redirect_uri = format!("{base}/api/v1/auth/oidc/callback");
     let provider = provider(&redirect_uri, claims_in).await;
@@ -130,9 +149,18 @@ async fn world(claims_in: &str) -> World {
     assert_eq!(r.0, 200, "{:?}", r.1);
     assert_eq!(r.1["oidc"]["redirect_uri"], redirect_uri);
     assert_eq!(r.1["oidc"]["has_client_secret"], true);
-    assert!(r.1["oidc"].get("client_secret").is_none(), "the secret is never shown: {:?}", r.1);
+    assert!(
+        r.1["oidc"].get("client_secret").is_none(),
+        "the secret is never shown: {:?}",
+        r.1
+    );
 
-    let r = owner.post("/api/v1/users", json!({"email": STAFF_EMAIL, "name": "Mo Derator", "role": "moderator"})).await;
+    let r = owner
+        .post(
+            "/api/v1/users",
+            json!({"email": STAFF_EMAIL, "name": "Mo Derator", "role": "moderator"}),
+        )
+        .await;
     assert_eq!(r.0, 201, "{:?}", r.1);
     let staff_id = r.1["user"]["id"].as_str().unwrap().to_owned();
     let r = owner.post("/api/v1/events", event_body("Town hall")).await;
@@ -144,16 +172,33 @@ async fn world(claims_in: &str) -> World {
     assert_eq!(r.0, 201, "{:?}", r.1);
     assert_eq!(r.1["status"], "invited");
     let viewer_id = r.1["id"].as_str().unwrap().to_owned();
-    World { plane, provider, tenant, owner, staff_id, event, viewer_id }
+    World {
+        plane,
+        provider,
+        tenant,
+        owner,
+        staff_id,
+        event,
+        viewer_id,
+    }
 }
 
 /// A browser: a cookie jar for both sites, redirects followed by hand.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 fn location(res: &reqwest::Response) -> String {
-    let l = res.headers().get("location").unwrap_or_else(|| panic!("no location in {res:?}")).to_str().unwrap();
+    let l = res
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no location in {res:?}"))
+        .to_str()
+        .unwrap();
     res.url().join(l).unwrap().to_string()
 }
 
@@ -166,19 +211,42 @@ enum AtProvider<'a> {
 
 /// From our start URL through the provider's login and consent pages, up
 /// to (not into) our callback; returns the callback URL.
-async fn authorize(b: &reqwest::Client, w: &World, start_query: &str, act: AtProvider<'_>) -> String {
-    let res = b.get(format!("{}/api/v1/auth/oidc/start?{start_query}", w.plane.base)).send().await.unwrap();
+async fn authorize(
+    b: &reqwest::Client,
+    w: &World,
+    start_query: &str,
+    act: AtProvider<'_>,
+) -> String {
+    let res = b
+        .get(format!(
+            "{}/api/v1/auth/oidc/start?{start_query}",
+            w.plane.base
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 303, "{:?}", res.text().await);
-    assert!(res.headers().get_all("set-cookie").iter().any(|c| c.to_str().unwrap().starts_with("strom_oidc=")), "pre-auth cookie set");
+    assert!(
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("strom_oidc=")),
+        "pre-auth cookie set"
+    );
     let auth = location(&res);
     let url = url::Url::parse(&auth).unwrap();
     assert!(auth.starts_with(&w.provider.issuer), "{auth}");
     let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["response_type"], "code");
-    assert!(q["scope"].split(' ').any(|s| s == "openid") && q["scope"].split(' ').any(|s| s == "email"));
+    assert!(
+        q["scope"].split(' ').any(|s| s == "openid") && q["scope"].split(' ').any(|s| s == "email")
+    );
     for p in ["state", "nonce", "code_challenge"] {
-        assert!(q.get(p).is_some_and(|v| v.len() >= 22), "{p} is random: {auth}");
+        assert!(
+            q.get(p).is_some_and(|v| v.len() >= 22),
+            "{p} is random: {auth}"
+        );
     }
     let callback = format!("{}/api/v1/auth/oidc/callback", w.plane.base);
     let mut next = auth;
@@ -194,7 +262,9 @@ async fn authorize(b: &reqwest::Client, w: &World, start_query: &str, act: AtPro
                 let html = res.text().await.unwrap();
                 let form = if html.contains(r#"name="prompt" value="login""#) {
                     match act {
-                        AtProvider::LogIn(login) => vec![("prompt", "login"), ("login", login), ("password", "any")],
+                        AtProvider::LogIn(login) => {
+                            vec![("prompt", "login"), ("login", login), ("password", "any")]
+                        }
                         AtProvider::Abort => {
                             next = format!("{}/abort", page.as_str().trim_end_matches('/'));
                             continue;
@@ -206,7 +276,11 @@ async fn authorize(b: &reqwest::Client, w: &World, start_query: &str, act: AtPro
                     panic!("unexpected page at {page}: {html}");
                 };
                 let res = b.post(page.clone()).form(&form).send().await.unwrap();
-                assert!(matches!(res.status().as_u16(), 302 | 303), "{page}: {:?}", res.text().await);
+                assert!(
+                    matches!(res.status().as_u16(), 302 | 303),
+                    "{page}: {:?}",
+                    res.text().await
+                );
                 next = location(&res);
             }
             s => panic!("provider answered {s} at {next}: {:?}", res.text().await),
@@ -219,17 +293,30 @@ async fn authorize(b: &reqwest::Client, w: &World, start_query: &str, act: AtPro
 async fn finish(b: &reqwest::Client, callback: &str) -> (u16, Option<String>, Value) {
     let res = b.get(callback).send().await.unwrap();
     let status = res.status().as_u16();
-    let loc = res.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    let loc = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
     if status >= 400 {
-        assert_eq!(res.headers().get("content-type").unwrap(), "application/problem+json");
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
     }
     let body = serde_json::from_str(&res.text().await.unwrap()).unwrap_or(Value::Null);
     (status, loc, body)
 }
 
 async fn session(b: &reqwest::Client, w: &World) -> (u16, Value) {
-    let res = b.get(format!("{}/api/v1/session", w.plane.base)).send().await.unwrap();
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    let res = b
+        .get(format!("{}/api/v1/session", w.plane.base))
+        .send()
+        .await
+        .unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -238,39 +325,90 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
 
     // Staff: no event.
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("staff")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("staff"),
+    )
+    .await;
     let (status, loc, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     assert_eq!(loc.as_deref(), Some(format!("{}/", w.plane.base).as_str()));
     let (status, s) = session(&b, &w).await;
     assert_eq!(status, 200, "{s:?}");
-    assert_eq!((s["kind"].as_str(), s["id"].as_str(), s["role"].as_str()), (Some("staff"), Some(w.staff_id.as_str()), Some("moderator")));
+    assert_eq!(
+        (s["kind"].as_str(), s["id"].as_str(), s["role"].as_str()),
+        (Some("staff"), Some(w.staff_id.as_str()), Some("moderator"))
+    );
     assert_eq!(s["tenant"], w.tenant);
-    assert_eq!(s["must_change_password"], false, "single sign-on does not force the local password change");
+    assert_eq!(
+        s["must_change_password"], false,
+        "single sign-on does not force the local password change"
+    );
     // The session is a real one: a moderator may read events, not tenant settings.
-    let events = b.get(format!("{}/api/v1/events", w.plane.base)).send().await.unwrap();
+    let events = b
+        .get(format!("{}/api/v1/events", w.plane.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(events.status(), 200);
-    let tenant = b.get(format!("{}/api/v1/tenant", w.plane.base)).send().await.unwrap();
+    let tenant = b
+        .get(format!("{}/api/v1/tenant", w.plane.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tenant.status(), 403);
 
     // Participant: with event=, lands on the event's page, and is active now.
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}&event={}", w.tenant, w.event), AtProvider::LogIn("viewer")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}&event={}", w.tenant, w.event),
+        AtProvider::LogIn("viewer"),
+    )
+    .await;
     let (status, loc, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     assert_eq!(loc, Some(format!("{}/events/{}", w.plane.base, w.event)));
     let (_, s) = session(&b, &w).await;
-    assert_eq!((s["kind"].as_str(), s["id"].as_str(), s["event"].as_str()), (Some("participant"), Some(w.viewer_id.as_str()), Some(w.event.as_str())));
-    let r = w.owner.get(&format!("/api/v1/events/{}/participants/{}", w.event, w.viewer_id)).await;
+    assert_eq!(
+        (s["kind"].as_str(), s["id"].as_str(), s["event"].as_str()),
+        (
+            Some("participant"),
+            Some(w.viewer_id.as_str()),
+            Some(w.event.as_str())
+        )
+    );
+    let r = w
+        .owner
+        .get(&format!(
+            "/api/v1/events/{}/participants/{}",
+            w.event, w.viewer_id
+        ))
+        .await;
     assert_eq!(r.1["status"], "active", "{:?}", r.1);
 
     // The participant's address is no staff account, and the staff member is
     // no participant of the event: each login is for what it was started for.
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("viewer")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("viewer"),
+    )
+    .await;
     assert_eq!(finish(&b, &cb).await.0, 403);
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}&event={}", w.tenant, w.event), AtProvider::LogIn("staff")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}&event={}", w.tenant, w.event),
+        AtProvider::LogIn("staff"),
+    )
+    .await;
     assert_eq!(finish(&b, &cb).await.0, 403);
     assert_eq!(session(&b, &w).await.0, 401);
 }
@@ -280,23 +418,53 @@ async fn unknown_unverified_and_deactivated_identities_are_refused() {
     let mut w = world("id_token").await;
 
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("stranger")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("stranger"),
+    )
+    .await;
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 403, "{body:?}");
-    assert!(!body.to_string().contains("stranger@"), "no personal data echoed: {body}");
+    assert!(
+        !body.to_string().contains("stranger@"),
+        "no personal data echoed: {body}"
+    );
     assert_eq!(session(&b, &w).await.0, 401);
 
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("unverified")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("unverified"),
+    )
+    .await;
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 403, "{body:?}");
-    assert!(body["detail"].as_str().unwrap().contains("verified"), "{body:?}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("verified"),
+        "{body:?}"
+    );
     assert_eq!(session(&b, &w).await.0, 401);
 
-    let r = w.owner.patch(&format!("/api/v1/users/{}", w.staff_id), json!({"active": false})).await;
+    let r = w
+        .owner
+        .patch(
+            &format!("/api/v1/users/{}", w.staff_id),
+            json!({"active": false}),
+        )
+        .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("staff")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("staff"),
+    )
+    .await;
     assert_eq!(finish(&b, &cb).await.0, 403);
 
     // The user says no at the provider: its error comes back as a problem.
@@ -305,14 +473,23 @@ async fn unknown_unverified_and_deactivated_identities_are_refused() {
     assert!(cb.contains("error=access_denied"), "{cb}");
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 403, "{body:?}");
-    assert!(body["detail"].as_str().unwrap().contains("access_denied"), "{body:?}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("access_denied"),
+        "{body:?}"
+    );
 }
 
 #[tokio::test]
 async fn the_state_is_single_use_and_bound_to_the_browser_that_started() {
     let w = world("id_token").await;
     let a = browser();
-    let cb = authorize(&a, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("staff")).await;
+    let cb = authorize(
+        &a,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("staff"),
+    )
+    .await;
 
     // Another browser with the same callback URL (no pre-auth cookie).
     let other = browser();
@@ -325,13 +502,23 @@ async fn the_state_is_single_use_and_bound_to_the_browser_that_started() {
     let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let tampered: Vec<(String, String)> = pairs
         .iter()
-        .map(|(k, v)| if k == "state" { (k.clone(), format!("{}x", &v[..v.len() - 1])) } else { (k.clone(), v.clone()) })
+        .map(|(k, v)| {
+            if k == "state" {
+                (k.clone(), format!("{}x", &v[..v.len() - 1]))
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
         .collect();
     url.query_pairs_mut().clear().extend_pairs(&tampered);
     let (status, _, body) = finish(&a, url.as_str()).await;
     assert_eq!(status, 400, "{body:?}");
     // No state at all.
-    let (status, _, _) = finish(&a, &format!("{}/api/v1/auth/oidc/callback?code=abc", w.plane.base)).await;
+    let (status, _, _) = finish(
+        &a,
+        &format!("{}/api/v1/auth/oidc/callback?code=abc", w.plane.base),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(session(&a, &w).await.0, 401);
 
@@ -352,13 +539,25 @@ async fn email_claims_from_userinfo_and_bad_start_requests() {
     // default for the code flow): they come from the UserInfo endpoint.
     let w = world("userinfo").await;
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("staff")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("staff"),
+    )
+    .await;
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     let (_, s) = session(&b, &w).await;
     assert_eq!(s["id"], w.staff_id);
     let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::LogIn("unverified")).await;
+    let cb = authorize(
+        &b,
+        &w,
+        &format!("tenant={}", w.tenant),
+        AtProvider::LogIn("unverified"),
+    )
+    .await;
     assert_eq!(finish(&b, &cb).await.0, 403);
 
     // Start: unknown tenant or event, tenant without OIDC, missing tenant.
@@ -367,9 +566,16 @@ async fn email_claims_from_userinfo_and_bad_start_requests() {
         let b = b.clone();
         let base = w.plane.base.clone();
         async move {
-            let res = b.get(format!("{base}/api/v1/auth/oidc/start?{q}")).send().await.unwrap();
+            let res = b
+                .get(format!("{base}/api/v1/auth/oidc/start?{q}"))
+                .send()
+                .await
+                .unwrap();
             let status = res.status().as_u16();
-            assert_eq!(res.headers().get("content-type").unwrap(), "application/problem+json");
+            assert_eq!(
+                res.headers().get("content-type").unwrap(),
+                "application/problem+json"
+            );
             status
         }
     };

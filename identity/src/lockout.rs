@@ -77,7 +77,11 @@ pub fn attempt_succeeded(_state: &LockoutState) -> LockoutState {
 
 /// The reserved attempt failed. `lock_minutes` is the role's lock duration,
 /// clamped to 1..=999.
-pub fn attempt_failed(state: &LockoutState, lock_minutes: u16, now: OffsetDateTime) -> LockoutState {
+pub fn attempt_failed(
+    state: &LockoutState,
+    lock_minutes: u16,
+    now: OffsetDateTime,
+) -> LockoutState {
     let mut next = state.clone();
     if next.failures >= MAX_FAILURES && next.locked_until.is_none_or(|until| until <= now) {
         let minutes = i64::from(lock_minutes.clamp(1, 999));
@@ -100,7 +104,11 @@ mod tests {
     }
 
     /// Drives one login the way the control plane does: reserve, then report.
-    fn login(state: &LockoutState, password_ok: bool, now: OffsetDateTime) -> Result<LockoutState, Locked> {
+    fn login(
+        state: &LockoutState,
+        password_ok: bool,
+        now: OffsetDateTime,
+    ) -> Result<LockoutState, Locked> {
         let reserved = begin_attempt(state, now)?;
         Ok(if password_ok {
             attempt_succeeded(&reserved)
@@ -146,7 +154,13 @@ mod tests {
         assert!(begin_attempt(&s, until - Duration::seconds(1)).is_err());
         let reserved = begin_attempt(&s, until).unwrap();
         // The expired lock's failures are served; this attempt is the first of a new round.
-        assert_eq!(reserved, LockoutState { failures: 1, locked_until: None });
+        assert_eq!(
+            reserved,
+            LockoutState {
+                failures: 1,
+                locked_until: None
+            }
+        );
         assert_eq!(attempt_succeeded(&reserved), LockoutState::default());
     }
 
@@ -158,15 +172,33 @@ mod tests {
         }
         let later = t0() + Duration::minutes(16);
         s = login(&s, false, later).unwrap();
-        assert_eq!(s, LockoutState { failures: 1, locked_until: None });
+        assert_eq!(
+            s,
+            LockoutState {
+                failures: 1,
+                locked_until: None
+            }
+        );
     }
 
     #[test]
     fn lock_duration_is_per_role_and_clamped() {
-        let reserved = LockoutState { failures: 3, locked_until: None };
-        assert_eq!(attempt_failed(&reserved, 999, t0()).locked_until, Some(t0() + Duration::minutes(999)));
-        assert_eq!(attempt_failed(&reserved, 0, t0()).locked_until, Some(t0() + Duration::minutes(1)));
-        assert_eq!(attempt_failed(&reserved, 5000, t0()).locked_until, Some(t0() + Duration::minutes(999)));
+        let reserved = LockoutState {
+            failures: 3,
+            locked_until: None,
+        };
+        assert_eq!(
+            attempt_failed(&reserved, 999, t0()).locked_until,
+            Some(t0() + Duration::minutes(999))
+        );
+        assert_eq!(
+            attempt_failed(&reserved, 0, t0()).locked_until,
+            Some(t0() + Duration::minutes(1))
+        );
+        assert_eq!(
+            attempt_failed(&reserved, 5000, t0()).locked_until,
+            Some(t0() + Duration::minutes(999))
+        );
     }
 
     #[test]
@@ -184,11 +216,18 @@ mod tests {
     fn parallel_reservations_cannot_exceed_the_budget() {
         // Two failures recorded; two requests arrive together. Each reservation
         // is a read-modify-write in one transaction, so the second sees the first.
-        let s = LockoutState { failures: 2, locked_until: None };
+        let s = LockoutState {
+            failures: 2,
+            locked_until: None,
+        };
         let first = begin_attempt(&s, t0()).unwrap();
         assert_eq!(first.failures, 3);
         let second = begin_attempt(&first, t0());
-        assert_eq!(second, Err(Locked { until: None }), "second parallel attempt must not get a guess");
+        assert_eq!(
+            second,
+            Err(Locked { until: None }),
+            "second parallel attempt must not get a guess"
+        );
         // The first one fails: that is the third failure and the account locks.
         let after = attempt_failed(&first, 15, t0());
         assert_eq!(after.locked_until, Some(t0() + Duration::minutes(15)));
@@ -224,9 +263,17 @@ mod tests {
 
     #[test]
     fn serde_round_trip() {
-        let s = LockoutState { failures: 3, locked_until: Some(t0()) };
+        let s = LockoutState {
+            failures: 3,
+            locked_until: Some(t0()),
+        };
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<LockoutState>(&json).unwrap(), s);
-        assert_eq!(serde_json::from_str::<LockoutState>(r#"{"failures":1}"#).unwrap().failures, 1);
+        assert_eq!(
+            serde_json::from_str::<LockoutState>(r#"{"failures":1}"#)
+                .unwrap()
+                .failures,
+            1
+        );
     }
 }

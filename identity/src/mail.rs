@@ -130,7 +130,10 @@ impl SmtpMailer {
                 Tls::Wrapper(parameters)
             }
         } else {
-            tracing::warn!(port = config.port, "SMTP without TLS; use only for a local relay or test sink");
+            tracing::warn!(
+                port = config.port,
+                "SMTP without TLS; use only for a local relay or test sink"
+            );
             Tls::None
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.host)
@@ -140,7 +143,10 @@ impl SmtpMailer {
         if let (Some(user), Some(password)) = (config.username, config.password) {
             builder = builder.credentials(Credentials::new(user, password));
         }
-        Ok(Self { transport: builder.build(), from })
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
     }
 }
 
@@ -188,7 +194,10 @@ impl FileOutbox {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            from: Mailbox::new(Some("strom".into()), lettre::Address::new_dangerous("noreply", "strom.invalid")),
+            from: Mailbox::new(
+                Some("strom".into()),
+                lettre::Address::new_dangerous("noreply", "strom.invalid"),
+            ),
             counter: AtomicU64::new(0),
         }
     }
@@ -203,7 +212,9 @@ impl FileOutbox {
         let bytes = message(&self.from, mail)?.formatted();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let path = self.dir.join(format!("{nanos}-{}-{n}.eml", std::process::id()));
+        let path = self
+            .dir
+            .join(format!("{nanos}-{}-{n}.eml", std::process::id()));
         let dir = self.dir.clone();
         let file = path.clone();
         tokio::task::spawn_blocking(move || write_private(&dir, &file, &bytes))
@@ -249,7 +260,9 @@ pub fn links_in(text: &str) -> Vec<String> {
             .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '`'))
             .unwrap_or(tail.len());
         let link = tail[..end].trim_end_matches(['.', ',', ';', ':', '!', '?', ')', ']']);
-        if link.len() > "https://".len() || (link.starts_with("http://") && link.len() > "http://".len()) {
+        if link.len() > "https://".len()
+            || (link.starts_with("http://") && link.len() > "http://".len())
+        {
             links.push(link.to_owned());
         }
         rest = &tail[end..];

@@ -20,7 +20,12 @@ fn links_are_found_without_trailing_punctuation() {
                 nicht https:// und <https://c.example/q>\nhttps://d.example";
     assert_eq!(
         links_in(text),
-        vec!["https://a.example/x?y=1#frag", "http://b.example/p", "https://c.example/q", "https://d.example"]
+        vec![
+            "https://a.example/x?y=1#frag",
+            "http://b.example/p",
+            "https://c.example/q",
+            "https://d.example"
+        ]
     );
     assert!(links_in("no links here").is_empty());
     assert!(links_in("http://").is_empty());
@@ -30,7 +35,10 @@ fn links_are_found_without_trailing_punctuation() {
 fn debug_output_hides_personal_data() {
     let m = mail("geheim@example.de");
     let shown = format!("{m:?}");
-    assert!(!shown.contains("geheim") && !shown.contains("abc_DEF"), "{shown}");
+    assert!(
+        !shown.contains("geheim") && !shown.contains("abc_DEF"),
+        "{shown}"
+    );
     let config = SmtpConfig {
         host: "mail.example".into(),
         port: 587,
@@ -53,19 +61,36 @@ async fn outbox_writes_private_eml_files() {
     assert!(!path.to_string_lossy().contains("anna"));
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("To: anna@example.de"), "{text}");
-    assert!(text.contains("Content-Type: text/plain; charset=utf-8"), "{text}");
+    assert!(
+        text.contains("Content-Type: text/plain; charset=utf-8"),
+        "{text}"
+    );
     // Subject with umlauts is RFC 2047 encoded, not raw.
-    assert!(text.contains("=?utf-8?b?") && !text.contains("Groß"), "{text}");
+    assert!(
+        text.contains("=?utf-8?b?") && !text.contains("Groß"),
+        "{text}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     // Through the trait object, as the control plane uses it.
     let mailer: Arc<dyn Mailer> = Arc::new(outbox);
     mailer.send(mail("carl@example.de")).await.unwrap();
-    assert_eq!(std::fs::read_dir(dir.path().join("outbox")).unwrap().count(), 3);
-    assert_eq!(mailer.send(mail("not an address")).await, Err(MailError::InvalidRecipient));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .count(),
+        3
+    );
+    assert_eq!(
+        mailer.send(mail("not an address")).await,
+        Err(MailError::InvalidRecipient)
+    );
 }
 
 #[test]
@@ -78,7 +103,10 @@ fn bad_sender_is_refused_at_construction() {
         password: None,
         from: "not a mailbox".into(),
     };
-    assert!(matches!(SmtpMailer::new(config), Err(MailError::InvalidSender)));
+    assert!(matches!(
+        SmtpMailer::new(config),
+        Err(MailError::InvalidSender)
+    ));
 }
 
 /// A local SMTP sink: Python's smtpd on a free port, appending each received
@@ -118,9 +146,19 @@ impl SmtpSink {
             .spawn()
             .expect("python3 is needed for the SMTP sink (Python 3.11 with smtpd)");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("sink did not report a port: {line:?}"));
-        Self { child, port, spool, _dir: dir }
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("sink did not report a port: {line:?}"));
+        Self {
+            child,
+            port,
+            spool,
+            _dir: dir,
+        }
     }
 
     fn mailer(&self) -> SmtpMailer {
@@ -155,16 +193,26 @@ async fn smtp_mail_arrives_at_a_real_server() {
     // The server acknowledged DATA only after process_message wrote the spool.
     let received = sink.received();
     assert!(received.starts_with("RCPT anna@example.de\n"), "{received}");
-    assert!(received.contains("From: strom <noreply@strom.example>"), "{received}");
+    assert!(
+        received.contains("From: strom <noreply@strom.example>"),
+        "{received}"
+    );
     assert!(received.contains("To: anna@example.de"), "{received}");
     let links = links_in(&received);
-    assert_eq!(links, vec!["https://strom.example/auth/magic#t=abc_DEF-123"]);
+    assert_eq!(
+        links,
+        vec!["https://strom.example/auth/magic#t=abc_DEF-123"]
+    );
 }
 
 #[tokio::test]
 async fn smtp_rejection_is_typed_and_leaks_no_address() {
     let sink = SmtpSink::start();
-    let err = sink.mailer().send(mail("reject.me@example.de")).await.unwrap_err();
+    let err = sink
+        .mailer()
+        .send(mail("reject.me@example.de"))
+        .await
+        .unwrap_err();
     assert_eq!(err, MailError::Rejected { code: Some(550) });
     assert!(!err.to_string().contains("reject.me"));
     assert!(!format!("{err:?}").contains("reject.me"));
@@ -174,7 +222,11 @@ async fn smtp_rejection_is_typed_and_leaks_no_address() {
 #[tokio::test]
 async fn smtp_unreachable_server_is_a_connection_error() {
     // Bind and drop a listener to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mailer = SmtpMailer::new(SmtpConfig {
         host: "127.0.0.1".into(),
         port,
@@ -184,7 +236,10 @@ async fn smtp_unreachable_server_is_a_connection_error() {
         from: "noreply@strom.example".into(),
     })
     .unwrap();
-    assert_eq!(mailer.send(mail("anna@example.de")).await, Err(MailError::Connection));
+    assert_eq!(
+        mailer.send(mail("anna@example.de")).await,
+        Err(MailError::Connection)
+    );
 }
 
 #[tokio::test]
@@ -201,6 +256,12 @@ async fn starttls_required_refuses_a_server_without_it() {
     })
     .unwrap();
     let err = mailer.send(mail("anna@example.de")).await.unwrap_err();
-    assert!(matches!(err, MailError::Tls | MailError::Connection | MailError::Rejected { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            MailError::Tls | MailError::Connection | MailError::Rejected { .. }
+        ),
+        "{err:?}"
+    );
     assert_eq!(sink.received(), "");
 }

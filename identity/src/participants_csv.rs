@@ -162,13 +162,20 @@ pub fn import(bytes: &[u8], form: &[FormField]) -> ImportReport {
 }
 
 /// [`import`], and preset passwords must also satisfy the tenant's policy.
-pub fn import_with_policy(bytes: &[u8], form: &[FormField], policy: &PasswordPolicy) -> ImportReport {
+pub fn import_with_policy(
+    bytes: &[u8],
+    form: &[FormField],
+    policy: &PasswordPolicy,
+) -> ImportReport {
     import_inner(bytes, form, Some(policy))
 }
 
 fn import_inner(bytes: &[u8], form: &[FormField], policy: Option<&PasswordPolicy>) -> ImportReport {
     if bytes.len() > MAX_BYTES {
-        return ImportReport::file_error(format!("file is larger than {} MiB", MAX_BYTES / (1024 * 1024)));
+        return ImportReport::file_error(format!(
+            "file is larger than {} MiB",
+            MAX_BYTES / (1024 * 1024)
+        ));
     }
     let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
@@ -195,7 +202,11 @@ fn import_inner(bytes: &[u8], form: &[FormField], policy: Option<&PasswordPolicy
     let mut lines = LineCounter::new(bytes);
     loop {
         if report.errors.len() >= MAX_ERRORS {
-            report.error(0, None, format!("more than {MAX_ERRORS} errors; stopped checking"));
+            report.error(
+                0,
+                None,
+                format!("more than {MAX_ERRORS} errors; stopped checking"),
+            );
             break;
         }
         let start = reader.position().byte();
@@ -208,25 +219,41 @@ fn import_inner(bytes: &[u8], form: &[FormField], policy: Option<&PasswordPolicy
             }
         }
         let line = lines.line_at(record.position().map_or(start, csv::Position::byte));
-        if record.len() == 1 && record.get(0).is_some_and(|c| c.iter().all(u8::is_ascii_whitespace)) {
+        if record.len() == 1
+            && record
+                .get(0)
+                .is_some_and(|c| c.iter().all(u8::is_ascii_whitespace))
+        {
             continue; // a blank line, e.g. at the end of a hand-edited file
         }
         data_rows += 1;
         if data_rows > MAX_ROWS {
-            report.error(line, None, format!("more than {MAX_ROWS} rows; split the file"));
+            report.error(
+                line,
+                None,
+                format!("more than {MAX_ROWS} rows; split the file"),
+            );
             break;
         }
         if record.len() != columns.len() {
             report.error(
                 line,
                 None,
-                format!("row has {} columns, the header has {}", record.len(), columns.len()),
+                format!(
+                    "row has {} columns, the header has {}",
+                    record.len(),
+                    columns.len()
+                ),
             );
             continue;
         }
         if let Some(row) = parse_row(&record, line, &columns, policy, &mut report) {
             if let Some(first) = seen.get(&row.email) {
-                report.error(line, Some("email"), format!("e-mail address already appears on line {first}"));
+                report.error(
+                    line,
+                    Some("email"),
+                    format!("e-mail address already appears on line {first}"),
+                );
                 continue;
             }
             seen.insert(row.email.clone(), line);
@@ -245,11 +272,17 @@ struct LineCounter<'a> {
 
 impl<'a> LineCounter<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, offset: 0, line: 1 }
+        Self {
+            bytes,
+            offset: 0,
+            line: 1,
+        }
     }
 
     fn line_at(&mut self, byte: u64) -> u64 {
-        let mut target = usize::try_from(byte).unwrap_or(usize::MAX).min(self.bytes.len());
+        let mut target = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
         // csv reports a record as starting where the previous one ended: at
         // the LF of a CRLF, or before blank lines it skipped. No record starts
         // with a line break, so step over them.
@@ -257,7 +290,10 @@ impl<'a> LineCounter<'a> {
             target += 1;
         }
         if target > self.offset {
-            let newlines = self.bytes[self.offset..target].iter().filter(|&&b| b == b'\n').count();
+            let newlines = self.bytes[self.offset..target]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
             self.line += newlines as u64;
             self.offset = target;
         }
@@ -276,14 +312,21 @@ fn sniff_delimiter(bytes: &[u8]) -> u8 {
     }
 }
 
-fn parse_header<'f>(record: &csv::ByteRecord, form: &'f [FormField]) -> Result<Vec<Column<'f>>, ImportReport> {
+fn parse_header<'f>(
+    record: &csv::ByteRecord,
+    form: &'f [FormField],
+) -> Result<Vec<Column<'f>>, ImportReport> {
     let mut report = ImportReport::default();
     let mut columns = Vec::with_capacity(record.len());
     let mut names: Vec<String> = Vec::with_capacity(record.len());
     for (index, raw) in record.iter().enumerate() {
         let position = index + 1;
         let Ok(name) = std::str::from_utf8(raw) else {
-            report.error(1, None, format!("header column {position} is not valid UTF-8"));
+            report.error(
+                1,
+                None,
+                format!("header column {position} is not valid UTF-8"),
+            );
             continue;
         };
         let mut name = name.trim().to_owned();
@@ -304,7 +347,11 @@ fn parse_header<'f>(record: &csv::ByteRecord, form: &'f [FormField]) -> Result<V
             _ => match form.iter().find(|f| f.name == name) {
                 Some(field) => Column::Field(field),
                 None => {
-                    report.error(1, Some(name), format!("header column {position} is not a form field"));
+                    report.error(
+                        1,
+                        Some(name),
+                        format!("header column {position} is not a form field"),
+                    );
                     Column::Ignored
                 }
             },
@@ -314,12 +361,20 @@ fn parse_header<'f>(record: &csv::ByteRecord, form: &'f [FormField]) -> Result<V
     }
     for required in ["email", "name"] {
         if !names.iter().any(|n| n == required) {
-            report.error(1, Some(required), "required column is missing from the header");
+            report.error(
+                1,
+                Some(required),
+                "required column is missing from the header",
+            );
         }
     }
     for field in form.iter().filter(|f| f.required) {
         if !names.contains(&field.name) {
-            report.error(1, Some(&field.name), "required form field is missing from the header");
+            report.error(
+                1,
+                Some(&field.name),
+                "required form field is missing from the header",
+            );
         }
     }
     if report.is_clean() {
@@ -354,7 +409,11 @@ fn parse_row(
             continue;
         };
         if cell.chars().count() > MAX_CELL_CHARS {
-            report.error(line, Some(label), format!("cell is longer than {MAX_CELL_CHARS} characters"));
+            report.error(
+                line,
+                Some(label),
+                format!("cell is longer than {MAX_CELL_CHARS} characters"),
+            );
             continue;
         }
         let result = match column {
@@ -410,7 +469,12 @@ pub fn valid_email(email: &str) -> bool {
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return false;
     }
-    if local.chars().any(|c| matches!(c, '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | '\\' | ']')) {
+    if local.chars().any(|c| {
+        matches!(
+            c,
+            '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | '\\' | ']'
+        )
+    }) {
         return false;
     }
     let labels: Vec<&str> = domain.split('.').collect();
@@ -435,7 +499,10 @@ fn normalise_name(cell: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-fn check_preset_password(cell: &str, policy: Option<&PasswordPolicy>) -> Result<Option<String>, String> {
+fn check_preset_password(
+    cell: &str,
+    policy: Option<&PasswordPolicy>,
+) -> Result<Option<String>, String> {
     // Passwords are taken verbatim: surrounding spaces may be intended.
     if cell.is_empty() {
         return Ok(None);
@@ -460,7 +527,10 @@ fn normalise_field(field: &FormField, cell: &str) -> Result<Option<String>, Stri
         FieldKind::Text => {
             // Keep inner line breaks (quoted newlines), stored as \n.
             let value = value.replace("\r\n", "\n");
-            if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            if value
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
                 return Err("text contains control characters".into());
             }
             Ok(Some(value))
@@ -504,10 +574,14 @@ pub fn export(rows: &[ExportRow], form: &[FormField]) -> Vec<u8> {
         // Writing into a Vec cannot fail; a failed row would only shorten the output.
         let _ = writer.write_record(header.iter().map(|h| neutralise_formula(h)));
         for row in rows {
-            let mut cells: Vec<String> = vec![neutralise_formula(&row.email), neutralise_formula(&row.name)];
+            let mut cells: Vec<String> = vec![
+                neutralise_formula(&row.email),
+                neutralise_formula(&row.name),
+            ];
             cells.extend(
-                form.iter()
-                    .map(|f| neutralise_formula(row.fields.get(&f.name).map_or("", String::as_str))),
+                form.iter().map(|f| {
+                    neutralise_formula(row.fields.get(&f.name).map_or("", String::as_str))
+                }),
             );
             cells.push(neutralise_formula(&row.status));
             cells.push(neutralise_formula(&row.created_at));

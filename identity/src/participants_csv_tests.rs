@@ -5,15 +5,30 @@ use proptest::prelude::*;
 
 fn form() -> Vec<FormField> {
     vec![
-        FormField { name: "company".into(), label: "Firma".into(), kind: FieldKind::Text, required: true },
+        FormField {
+            name: "company".into(),
+            label: "Firma".into(),
+            kind: FieldKind::Text,
+            required: true,
+        },
         FormField {
             name: "track".into(),
             label: "Track".into(),
             kind: FieldKind::Select(vec!["Vertrieb".into(), "Technik".into()]),
             required: false,
         },
-        FormField { name: "newsletter".into(), label: "Newsletter".into(), kind: FieldKind::Checkbox, required: false },
-        FormField { name: "deputy".into(), label: "Vertretung".into(), kind: FieldKind::Email, required: false },
+        FormField {
+            name: "newsletter".into(),
+            label: "Newsletter".into(),
+            kind: FieldKind::Checkbox,
+            required: false,
+        },
+        FormField {
+            name: "deputy".into(),
+            label: "Vertretung".into(),
+            kind: FieldKind::Email,
+            required: false,
+        },
     ]
 }
 
@@ -34,17 +49,35 @@ fn clean_import_normalises_values() {
     assert!(report.is_clean(), "{:?}", report.errors);
     assert_eq!(report.rows.len(), 2);
     let anna = &report.rows[0];
-    assert_eq!((anna.line, anna.email.as_str(), anna.name.as_str()), (2, "anna.schmidt@example.de", "Anna Schmidt"));
-    assert_eq!(anna.fields.get("track").map(String::as_str), Some("Technik"));
-    assert_eq!(anna.fields.get("newsletter").map(String::as_str), Some("true"));
+    assert_eq!(
+        (anna.line, anna.email.as_str(), anna.name.as_str()),
+        (2, "anna.schmidt@example.de", "Anna Schmidt")
+    );
+    assert_eq!(
+        anna.fields.get("track").map(String::as_str),
+        Some("Technik")
+    );
+    assert_eq!(
+        anna.fields.get("newsletter").map(String::as_str),
+        Some("true")
+    );
     assert!(!anna.fields.contains_key("deputy"));
     assert_eq!(anna.password, None);
     let bob = &report.rows[1];
-    assert_eq!(bob.fields.get("newsletter").map(String::as_str), Some("false"));
-    assert_eq!(bob.fields.get("deputy").map(String::as_str), Some("vertretung@example.org"));
+    assert_eq!(
+        bob.fields.get("newsletter").map(String::as_str),
+        Some("false")
+    );
+    assert_eq!(
+        bob.fields.get("deputy").map(String::as_str),
+        Some("vertretung@example.org")
+    );
     assert_eq!(bob.password.as_deref(), Some("Sehr-geheim-42"));
     let preview = serde_json::to_string(&report).unwrap();
-    assert!(!preview.contains("Sehr-geheim-42") && !preview.contains("password"), "{preview}");
+    assert!(
+        !preview.contains("Sehr-geheim-42") && !preview.contains("password"),
+        "{preview}"
+    );
 }
 
 #[test]
@@ -64,7 +97,10 @@ fn line_numbers_match_an_editor_with_crlf_and_quoted_newlines() {
     let report = import(csv.as_bytes(), &form());
     assert_eq!(
         messages(&report),
-        vec![(3, Some("email"), "not a valid e-mail address"), (5, Some("email"), "not a valid e-mail address")]
+        vec![
+            (3, Some("email"), "not a valid e-mail address"),
+            (5, Some("email"), "not a valid e-mail address")
+        ]
     );
     assert_eq!(report.rows[0].line, 6);
 }
@@ -75,18 +111,35 @@ fn header_problems_stop_the_import() {
     assert!(!report.is_clean());
     assert!(report.rows.is_empty());
     let errors = messages(&report);
-    assert!(errors.contains(&(1, Some("mail"), "header column 1 is not a form field")), "{errors:?}");
-    assert!(errors.contains(&(1, Some("email"), "required column is missing from the header")));
-    assert!(errors.contains(&(1, Some("company"), "required form field is missing from the header")));
+    assert!(
+        errors.contains(&(1, Some("mail"), "header column 1 is not a form field")),
+        "{errors:?}"
+    );
+    assert!(errors.contains(&(
+        1,
+        Some("email"),
+        "required column is missing from the header"
+    )));
+    assert!(errors.contains(&(
+        1,
+        Some("company"),
+        "required form field is missing from the header"
+    )));
 
     let report = import(b"email,name,company,EMAIL\n", &form());
-    assert_eq!(messages(&report), vec![(1, Some("email"), "column appears twice in the header")]);
+    assert_eq!(
+        messages(&report),
+        vec![(1, Some("email"), "column appears twice in the header")]
+    );
 
     let report = import(b"Email,NAME,company\na@example.de,A,X\n", &form());
     assert!(report.is_clean(), "{:?}", report.errors);
 
     let report = import(b"", &form());
-    assert_eq!(messages(&report), vec![(0, None, "file is empty; a header row is required")]);
+    assert_eq!(
+        messages(&report),
+        vec![(0, None, "file is empty; a header row is required")]
+    );
 }
 
 #[test]
@@ -115,23 +168,43 @@ fn row_errors_do_not_abort_and_do_not_leak_values() {
             (4, Some("name"), "name is required"),
             (5, Some("company"), "required field is empty"),
             (6, Some("track"), "value is not one of the 2 options"),
-            (7, Some("newsletter"), "checkbox must be true/false, yes/no or 1/0"),
+            (
+                7,
+                Some("newsletter"),
+                "checkbox must be true/false, yes/no or 1/0"
+            ),
             (8, None, "row has 2 columns, the header has 5"),
             (9, Some("email"), "e-mail address already appears on line 2"),
         ]
     );
     let all = format!("{:?}", report.errors).to_lowercase();
-    for personal in ["secret.person", "geheim", "not-an-email", "marketing", "vielleicht", "gerd", "doppelt"] {
+    for personal in [
+        "secret.person",
+        "geheim",
+        "not-an-email",
+        "marketing",
+        "vielleicht",
+        "gerd",
+        "doppelt",
+    ] {
         assert!(!all.contains(personal), "error text leaks {personal}");
     }
 }
 
 #[test]
 fn preset_passwords_can_be_checked_against_the_policy() {
-    let csv = "email,name,company,password\na@example.de,A,X,short\nb@example.de,B,X,Long-enough-42\n";
+    let csv =
+        "email,name,company,password\na@example.de,A,X,short\nb@example.de,B,X,Long-enough-42\n";
     assert!(import(csv.as_bytes(), &form()).is_clean());
     let report = import_with_policy(csv.as_bytes(), &form(), &PasswordPolicy::default());
-    assert_eq!(messages(&report), vec![(2, Some("password"), "password is shorter than 10 characters")]);
+    assert_eq!(
+        messages(&report),
+        vec![(
+            2,
+            Some("password"),
+            "password is shorter than 10 characters"
+        )]
+    );
     assert_eq!(report.rows.len(), 1);
 }
 
@@ -140,14 +213,20 @@ fn invalid_utf8_cells_are_row_errors() {
     let mut csv = b"email,name,company\na@example.de,".to_vec();
     csv.extend_from_slice(b"\xFF\xFE,X\nb@example.de,B,X\n");
     let report = import(&csv, &form());
-    assert_eq!(messages(&report), vec![(2, Some("name"), "cell is not valid UTF-8")]);
+    assert_eq!(
+        messages(&report),
+        vec![(2, Some("name"), "cell is not valid UTF-8")]
+    );
     assert_eq!(report.rows.len(), 1);
 }
 
 #[test]
 fn size_and_row_limits() {
     let big = vec![b'a'; MAX_BYTES + 1];
-    assert_eq!(messages(&import(&big, &form())), vec![(0, None, "file is larger than 10 MiB")]);
+    assert_eq!(
+        messages(&import(&big, &form())),
+        vec![(0, None, "file is larger than 10 MiB")]
+    );
 
     let mut csv = String::from("email,name,company\n");
     for i in 0..=MAX_ROWS {
@@ -156,7 +235,10 @@ fn size_and_row_limits() {
     assert!(csv.len() <= MAX_BYTES);
     let report = import(csv.as_bytes(), &form());
     assert_eq!(report.errors.len(), 1);
-    assert_eq!(report.errors[0].message, "more than 100000 rows; split the file");
+    assert_eq!(
+        report.errors[0].message,
+        "more than 100000 rows; split the file"
+    );
     assert_eq!(report.errors[0].line, MAX_ROWS as u64 + 2);
     assert!(!report.is_clean());
 }
@@ -174,10 +256,18 @@ fn error_list_is_capped() {
 
 #[test]
 fn email_validation() {
-    for good in ["a@b.de", "first.last+tag@sub.example.co.uk", "x_y-z@xn--mller-kva.de", "ü@müller.de"] {
+    for good in [
+        "a@b.de",
+        "first.last+tag@sub.example.co.uk",
+        "x_y-z@xn--mller-kva.de",
+        "ü@müller.de",
+    ] {
         assert!(valid_email(good), "{good}");
     }
-    for bad in ["", "a", "a@", "@b.de", "a@b", "a@@b.de", "a b@c.de", "a@b..de", ".a@b.de", "a.@b.de", "a@-b.de", "a@b.de\n", "<a@b.de>", "a@b_c.de"] {
+    for bad in [
+        "", "a", "a@", "@b.de", "a@b", "a@@b.de", "a b@c.de", "a@b..de", ".a@b.de", "a.@b.de",
+        "a@-b.de", "a@b.de\n", "<a@b.de>", "a@b_c.de",
+    ] {
         assert!(!valid_email(bad), "{bad:?}");
     }
 }
@@ -228,28 +318,45 @@ fn export_header_and_round_trip() {
         ExportRow {
             email: "bob@example.org".into(),
             name: "Bob".into(),
-            fields: BTreeMap::from([("company".into(), "Initech; Ltd".into()), ("deputy".into(), "d@example.org".into())]),
+            fields: BTreeMap::from([
+                ("company".into(), "Initech; Ltd".into()),
+                ("deputy".into(), "d@example.org".into()),
+            ]),
             status: "active".into(),
             created_at: "2025-02-01T00:00:00Z".into(),
         },
     ];
     let bytes = export(&rows, &form());
     let text = String::from_utf8(bytes.clone()).unwrap();
-    assert!(text.starts_with("\u{FEFF}email,name,company,track,newsletter,deputy,status,created_at\r\n"), "{text}");
+    assert!(
+        text.starts_with(
+            "\u{FEFF}email,name,company,track,newsletter,deputy,status,created_at\r\n"
+        ),
+        "{text}"
+    );
     let report = import(&bytes, &form());
     assert!(report.is_clean(), "{:?}", report.errors);
-    let back: Vec<(String, String, BTreeMap<String, String>)> =
-        report.rows.into_iter().map(|r| (r.email, r.name, r.fields)).collect();
-    let original: Vec<(String, String, BTreeMap<String, String>)> =
-        rows.into_iter().map(|r| (r.email, r.name, r.fields)).collect();
+    let back: Vec<(String, String, BTreeMap<String, String>)> = report
+        .rows
+        .into_iter()
+        .map(|r| (r.email, r.name, r.fields))
+        .collect();
+    let original: Vec<(String, String, BTreeMap<String, String>)> = rows
+        .into_iter()
+        .map(|r| (r.email, r.name, r.fields))
+        .collect();
     assert_eq!(back, original);
 }
 
 #[test]
 fn form_field_serde_shape() {
     let json = serde_json::to_string(&form()[1]).unwrap();
-    assert_eq!(json, r#"{"name":"track","label":"Track","kind":{"select":["Vertrieb","Technik"]},"required":false}"#);
-    let back: Vec<FormField> = serde_json::from_str(&serde_json::to_string(&form()).unwrap()).unwrap();
+    assert_eq!(
+        json,
+        r#"{"name":"track","label":"Track","kind":{"select":["Vertrieb","Technik"]},"required":false}"#
+    );
+    let back: Vec<FormField> =
+        serde_json::from_str(&serde_json::to_string(&form()).unwrap()).unwrap();
     assert_eq!(back, form());
 }
 
@@ -312,10 +419,33 @@ proptest! {
 #[test]
 fn form_definitions_are_checked() {
     assert_eq!(check_form(&form()), Ok(()));
-    let field = |name: &str, kind: FieldKind| FormField { name: name.into(), label: "L".into(), kind, required: false };
-    assert_eq!(check_form(&[field("", FieldKind::Text)]), Err(FormError::EmptyName { index: 0 }));
-    assert_eq!(check_form(&[field(" a", FieldKind::Text)]), Err(FormError::EmptyName { index: 0 }));
-    assert_eq!(check_form(&[field("E-Mail", FieldKind::Text), field("Email", FieldKind::Text)]), Err(FormError::Reserved("Email".into())));
-    assert_eq!(check_form(&[field("a", FieldKind::Text), field("a", FieldKind::Checkbox)]), Err(FormError::Duplicate("a".into())));
-    assert_eq!(check_form(&[field("s", FieldKind::Select(vec![]))]), Err(FormError::NoOptions("s".into())));
+    let field = |name: &str, kind: FieldKind| FormField {
+        name: name.into(),
+        label: "L".into(),
+        kind,
+        required: false,
+    };
+    assert_eq!(
+        check_form(&[field("", FieldKind::Text)]),
+        Err(FormError::EmptyName { index: 0 })
+    );
+    assert_eq!(
+        check_form(&[field(" a", FieldKind::Text)]),
+        Err(FormError::EmptyName { index: 0 })
+    );
+    assert_eq!(
+        check_form(&[
+            field("E-Mail", FieldKind::Text),
+            field("Email", FieldKind::Text)
+        ]),
+        Err(FormError::Reserved("Email".into()))
+    );
+    assert_eq!(
+        check_form(&[field("a", FieldKind::Text), field("a", FieldKind::Checkbox)]),
+        Err(FormError::Duplicate("a".into()))
+    );
+    assert_eq!(
+        check_form(&[field("s", FieldKind::Select(vec![]))]),
+        Err(FormError::NoOptions("s".into()))
+    );
 }

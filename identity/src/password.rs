@@ -282,31 +282,78 @@ mod tests {
     fn default_policy_is_valid_and_has_no_expiry() {
         let p = PasswordPolicy::default();
         assert_eq!(p.validate(), Ok(()));
-        assert_eq!((p.min_length, p.require_classes, p.expiry_days, p.history), (10, true, None, 10));
+        assert_eq!(
+            (p.min_length, p.require_classes, p.expiry_days, p.history),
+            (10, true, None, 10)
+        );
     }
 
     #[test]
     fn policy_ranges_are_enforced() {
         let base = PasswordPolicy::default();
         let bad = [
-            (PasswordPolicy { min_length: 9, ..base.clone() }, PolicyError::MinLength(9)),
-            (PasswordPolicy { min_length: 33, ..base.clone() }, PolicyError::MinLength(33)),
-            (PasswordPolicy { expiry_days: Some(0), ..base.clone() }, PolicyError::ExpiryDays(0)),
-            (PasswordPolicy { expiry_days: Some(181), ..base.clone() }, PolicyError::ExpiryDays(181)),
-            (PasswordPolicy { history: 11, ..base.clone() }, PolicyError::History(11)),
+            (
+                PasswordPolicy {
+                    min_length: 9,
+                    ..base.clone()
+                },
+                PolicyError::MinLength(9),
+            ),
+            (
+                PasswordPolicy {
+                    min_length: 33,
+                    ..base.clone()
+                },
+                PolicyError::MinLength(33),
+            ),
+            (
+                PasswordPolicy {
+                    expiry_days: Some(0),
+                    ..base.clone()
+                },
+                PolicyError::ExpiryDays(0),
+            ),
+            (
+                PasswordPolicy {
+                    expiry_days: Some(181),
+                    ..base.clone()
+                },
+                PolicyError::ExpiryDays(181),
+            ),
+            (
+                PasswordPolicy {
+                    history: 11,
+                    ..base.clone()
+                },
+                PolicyError::History(11),
+            ),
         ];
         for (policy, err) in bad {
             assert_eq!(policy.validate(), Err(err));
         }
-        let edges = PasswordPolicy { min_length: 32, require_classes: false, expiry_days: Some(180), history: 0 };
+        let edges = PasswordPolicy {
+            min_length: 32,
+            require_classes: false,
+            expiry_days: Some(180),
+            history: 0,
+        };
         assert_eq!(edges.validate(), Ok(()));
-        let edges = PasswordPolicy { min_length: 10, expiry_days: Some(1), ..base };
+        let edges = PasswordPolicy {
+            min_length: 10,
+            expiry_days: Some(1),
+            ..base
+        };
         assert_eq!(edges.validate(), Ok(()));
     }
 
     #[test]
     fn policy_serde_round_trip() {
-        let p = PasswordPolicy { min_length: 12, require_classes: false, expiry_days: Some(90), history: 3 };
+        let p = PasswordPolicy {
+            min_length: 12,
+            require_classes: false,
+            expiry_days: Some(90),
+            history: 3,
+        };
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<PasswordPolicy>(&json).unwrap(), p);
     }
@@ -314,9 +361,15 @@ mod tests {
     #[test]
     fn length_and_classes() {
         let p = PasswordPolicy::default();
-        assert_eq!(check_password(&p, "aB3-xyz", &[]), Err(PasswordRejected::TooShort { min: 10 }));
+        assert_eq!(
+            check_password(&p, "aB3-xyz", &[]),
+            Err(PasswordRejected::TooShort { min: 10 })
+        );
         let long = format!("aB3-{}", "x".repeat(125));
-        assert_eq!(check_password(&p, &long, &[]), Err(PasswordRejected::TooLong { max: 128 }));
+        assert_eq!(
+            check_password(&p, &long, &[]),
+            Err(PasswordRejected::TooLong { max: 128 })
+        );
         assert_eq!(check_password(&p, &long[..128], &[]), Ok(()));
         assert_eq!(
             check_password(&p, "abcdefghij1", &[]),
@@ -332,7 +385,10 @@ mod tests {
         );
         // Length counts characters, not bytes: ten umlaut-bearing chars pass.
         assert_eq!(check_password(&p, "äöüÄÖÜß1-x", &[]), Ok(()));
-        let relaxed = PasswordPolicy { require_classes: false, ..p };
+        let relaxed = PasswordPolicy {
+            require_classes: false,
+            ..p
+        };
         assert_eq!(check_password(&relaxed, "abcdefghij", &[]), Ok(()));
     }
 
@@ -369,10 +425,16 @@ mod tests {
         let newer = hash_password("Another-pass-42");
         let history = vec![newer, old];
         let p = PasswordPolicy::default();
-        assert_eq!(check_password(&p, GOOD, &history), Err(PasswordRejected::Reused));
+        assert_eq!(
+            check_password(&p, GOOD, &history),
+            Err(PasswordRejected::Reused)
+        );
         assert_eq!(check_password(&p, "Fresh-pass-99", &history), Ok(()));
         // With history = 1 only the newest hash counts, so the older password is allowed again.
-        let short = PasswordPolicy { history: 1, ..p.clone() };
+        let short = PasswordPolicy {
+            history: 1,
+            ..p.clone()
+        };
         assert_eq!(check_password(&short, GOOD, &history), Ok(()));
         let none = PasswordPolicy { history: 0, ..p };
         assert_eq!(check_password(&none, "Another-pass-42", &history), Ok(()));
@@ -381,7 +443,10 @@ mod tests {
     #[test]
     fn generated_passwords_meet_policies() {
         for min_length in [10u8, 16, 17, 32] {
-            let p = PasswordPolicy { min_length, ..PasswordPolicy::default() };
+            let p = PasswordPolicy {
+                min_length,
+                ..PasswordPolicy::default()
+            };
             for _ in 0..50 {
                 let pw = generate_password(&p);
                 assert!(pw.chars().count() >= usize::from(min_length));
@@ -397,8 +462,15 @@ mod tests {
         let set_at = OffsetDateTime::from_unix_timestamp(1_735_689_600).unwrap();
         let off = PasswordPolicy::default();
         assert!(!expired(&off, set_at, set_at + Duration::days(10_000)));
-        let p = PasswordPolicy { expiry_days: Some(90), ..off };
-        assert!(!expired(&p, set_at, set_at + Duration::days(90) - Duration::seconds(1)));
+        let p = PasswordPolicy {
+            expiry_days: Some(90),
+            ..off
+        };
+        assert!(!expired(
+            &p,
+            set_at,
+            set_at + Duration::days(90) - Duration::seconds(1)
+        ));
         assert!(expired(&p, set_at, set_at + Duration::days(90)));
     }
 

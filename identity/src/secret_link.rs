@@ -134,7 +134,9 @@ mod tests {
     fn secret_hash_round_trip() {
         let (text, stored) = new_link_secret();
         assert_eq!(text.len(), 43);
-        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(hash_link_secret(&text), Some(stored));
         let (other, other_stored) = new_link_secret();
         assert_ne!(text, other);
@@ -147,7 +149,11 @@ mod tests {
         assert_eq!(hash_link_secret(""), None);
         assert_eq!(hash_link_secret(&text[..42]), None);
         assert_eq!(hash_link_secret(&format!("{text}A")), None);
-        assert_eq!(hash_link_secret(&format!("{}+", &text[..42])), None, "standard base64 alphabet");
+        assert_eq!(
+            hash_link_secret(&format!("{}+", &text[..42])),
+            None,
+            "standard base64 alphabet"
+        );
         assert_eq!(hash_link_secret(&format!("{}=", &text[..42])), None);
         assert_eq!(hash_link_secret("ääääääääääääääääääääää"), None);
     }
@@ -176,13 +182,19 @@ mod tests {
         let used = consume(&r, t0() + Duration::minutes(14)).unwrap();
         assert!(used.used);
         assert_eq!(used.subject, "acct-1");
-        assert_eq!(consume(&used, t0() + Duration::minutes(14)), Err(LinkError::AlreadyUsed));
+        assert_eq!(
+            consume(&used, t0() + Duration::minutes(14)),
+            Err(LinkError::AlreadyUsed)
+        );
     }
 
     #[test]
     fn expired_links_are_refused() {
         let r = LinkRecord::issue(LinkPurpose::PasswordReset, "acct-1", t0());
-        assert_eq!(consume(&r, t0() + Duration::minutes(20)), Err(LinkError::Expired));
+        assert_eq!(
+            consume(&r, t0() + Duration::minutes(20)),
+            Err(LinkError::Expired)
+        );
         assert!(consume(&r, t0() + Duration::minutes(20) - Duration::seconds(1)).is_ok());
     }
 

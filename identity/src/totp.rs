@@ -53,7 +53,11 @@ fn totp(secret_b32: &str, skew: u16) -> Result<Totp, TotpError> {
 
 /// The `otpauth://totp/…` URI for enrolment (shown as QR code). Issuer and
 /// label are percent-encoded; neither may contain `:`.
-pub fn provisioning_uri(secret: &str, issuer: &str, account_label: &str) -> Result<String, TotpError> {
+pub fn provisioning_uri(
+    secret: &str,
+    issuer: &str,
+    account_label: &str,
+) -> Result<String, TotpError> {
     let secret = Secret::try_from_base32(secret).map_err(|_| TotpError::BadSecret)?;
     if issuer.contains(':') || account_label.contains(':') || account_label.is_empty() {
         return Err(TotpError::BadLabel);
@@ -104,7 +108,11 @@ pub fn verify(
             return Ok(step);
         }
     }
-    Err(if replayed { TotpError::Replayed } else { TotpError::Mismatch })
+    Err(if replayed {
+        TotpError::Replayed
+    } else {
+        TotpError::Mismatch
+    })
 }
 
 #[cfg(test)]
@@ -121,7 +129,12 @@ mod tests {
     #[test]
     fn rfc6238_vectors() {
         // The RFC's 8-digit values reduced to 6 digits (last six).
-        for (time, expected) in [(59u64, "287082"), (1_111_111_109, "081804"), (1_234_567_890, "005924"), (2_000_000_000, "279037")] {
+        for (time, expected) in [
+            (59u64, "287082"),
+            (1_111_111_109, "081804"),
+            (1_234_567_890, "005924"),
+            (2_000_000_000, "279037"),
+        ] {
             assert_eq!(code_at(RFC_SECRET_B32, time), expected);
             assert_eq!(verify(RFC_SECRET_B32, expected, time, None), Ok(time / 30));
         }
@@ -132,10 +145,22 @@ mod tests {
         let secret = new_secret();
         let now = 1_700_000_015;
         let step = now / 30;
-        assert_eq!(verify(&secret, &code_at(&secret, now - 30), now, None), Ok(step - 1));
-        assert_eq!(verify(&secret, &code_at(&secret, now + 30), now, None), Ok(step + 1));
-        assert_eq!(verify(&secret, &code_at(&secret, now - 60), now, None), Err(TotpError::Mismatch));
-        assert_eq!(verify(&secret, &code_at(&secret, now + 60), now, None), Err(TotpError::Mismatch));
+        assert_eq!(
+            verify(&secret, &code_at(&secret, now - 30), now, None),
+            Ok(step - 1)
+        );
+        assert_eq!(
+            verify(&secret, &code_at(&secret, now + 30), now, None),
+            Ok(step + 1)
+        );
+        assert_eq!(
+            verify(&secret, &code_at(&secret, now - 60), now, None),
+            Err(TotpError::Mismatch)
+        );
+        assert_eq!(
+            verify(&secret, &code_at(&secret, now + 60), now, None),
+            Err(TotpError::Mismatch)
+        );
     }
 
     #[test]
@@ -144,12 +169,21 @@ mod tests {
         let now = 1_700_000_000;
         let code = code_at(&secret, now);
         let step = verify(&secret, &code, now, None).unwrap();
-        assert_eq!(verify(&secret, &code, now, Some(step)), Err(TotpError::Replayed));
+        assert_eq!(
+            verify(&secret, &code, now, Some(step)),
+            Err(TotpError::Replayed)
+        );
         // Still refused a few seconds later within the skew window.
-        assert_eq!(verify(&secret, &code, now + 20, Some(step)), Err(TotpError::Replayed));
+        assert_eq!(
+            verify(&secret, &code, now + 20, Some(step)),
+            Err(TotpError::Replayed)
+        );
         // An older code is refused once a newer step was used.
         let older = code_at(&secret, now - 30);
-        assert_eq!(verify(&secret, &older, now, Some(step)), Err(TotpError::Replayed));
+        assert_eq!(
+            verify(&secret, &older, now, Some(step)),
+            Err(TotpError::Replayed)
+        );
         // The next step's code is fine.
         let next = code_at(&secret, now + 30);
         assert_eq!(verify(&secret, &next, now + 30, Some(step)), Ok(step + 1));
@@ -159,10 +193,21 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         let secret = new_secret();
         for code in ["", "12345", "1234567", "12a456", "+12345", "１２３４５６"] {
-            assert_eq!(verify(&secret, code, 1_700_000_000, None), Err(TotpError::Malformed), "{code:?}");
+            assert_eq!(
+                verify(&secret, code, 1_700_000_000, None),
+                Err(TotpError::Malformed),
+                "{code:?}"
+            );
         }
-        assert_eq!(verify("not base32!", "123456", 0, None), Err(TotpError::BadSecret));
-        assert_eq!(verify("GEZDGNBV", "123456", 0, None), Err(TotpError::BadSecret), "too short");
+        assert_eq!(
+            verify("not base32!", "123456", 0, None),
+            Err(TotpError::BadSecret)
+        );
+        assert_eq!(
+            verify("GEZDGNBV", "123456", 0, None),
+            Err(TotpError::BadSecret),
+            "too short"
+        );
         // Extreme clocks do not overflow.
         let _ = verify(&secret, "123456", u64::MAX, None);
         let _ = verify(&secret, "123456", 0, Some(u64::MAX));
@@ -172,18 +217,29 @@ mod tests {
     fn new_secrets_are_160_bit_base32_and_distinct() {
         let a = new_secret();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
         assert_ne!(a, new_secret());
     }
 
     #[test]
     fn provisioning_uri_shape() {
         let uri = provisioning_uri(RFC_SECRET_B32, "strom Acme", "user 17").unwrap();
-        assert!(uri.starts_with("otpauth://totp/strom%20Acme:user%2017?"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/strom%20Acme:user%2017?"),
+            "{uri}"
+        );
         assert!(uri.contains(&format!("secret={RFC_SECRET_B32}")), "{uri}");
         assert!(uri.contains("issuer=strom%20Acme"), "{uri}");
-        assert_eq!(provisioning_uri(RFC_SECRET_B32, "a:b", "x"), Err(TotpError::BadLabel));
-        assert_eq!(provisioning_uri(RFC_SECRET_B32, "a", ""), Err(TotpError::BadLabel));
+        assert_eq!(
+            provisioning_uri(RFC_SECRET_B32, "a:b", "x"),
+            Err(TotpError::BadLabel)
+        );
+        assert_eq!(
+            provisioning_uri(RFC_SECRET_B32, "a", ""),
+            Err(TotpError::BadLabel)
+        );
         assert_eq!(provisioning_uri("???", "a", "x"), Err(TotpError::BadSecret));
     }
 }

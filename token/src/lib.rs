@@ -161,14 +161,19 @@ impl SigningKey {
     /// From the 64-byte secret key (seed ‖ public key) as stored.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TokenError> {
         let secret = AsymmetricSecretKey::<V4>::from(bytes).map_err(|_| TokenError::Malformed)?;
-        let public = AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|_| TokenError::Malformed)?;
+        let public =
+            AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|_| TokenError::Malformed)?;
         Ok(Self::from_pair(secret, public))
     }
 
     fn from_pair(secret: AsymmetricSecretKey<V4>, public: AsymmetricPublicKey<V4>) -> Self {
         let mut kid = String::new();
         Id::from(&public).fmt(&mut kid).expect("PASERK id formats");
-        Self { kid, secret, public }
+        Self {
+            kid,
+            secret,
+            public,
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -192,7 +197,9 @@ impl SigningKey {
     /// Mints a token for `grant` at `now`. Not-before lies `CLOCK_SKEW_SECS`
     /// in the past so a verifier whose clock is slightly behind accepts it.
     pub fn mint(&self, grant: &Grant, now: OffsetDateTime) -> Result<(String, Claims), TokenError> {
-        let lifetime = grant.lifetime_secs.clamp(1, grant.action.max_lifetime_secs());
+        let lifetime = grant
+            .lifetime_secs
+            .clamp(1, grant.action.max_lifetime_secs());
         let mut exp = now + time::Duration::seconds(lifetime);
         if let Some(limit) = grant.not_after {
             exp = exp.min(limit);
@@ -213,7 +220,10 @@ impl SigningKey {
             jti: random_id(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Mint(e.to_string()))?;
-        let footer = serde_json::to_vec(&Footer { kid: self.kid.clone() }).map_err(|e| TokenError::Mint(e.to_string()))?;
+        let footer = serde_json::to_vec(&Footer {
+            kid: self.kid.clone(),
+        })
+        .map_err(|e| TokenError::Mint(e.to_string()))?;
         let token = PublicToken::sign(&self.secret, &payload, Some(&footer), None)
             .map_err(|e| TokenError::Mint(e.to_string()))?;
         Ok((token, claims))
@@ -296,8 +306,10 @@ impl Verifier {
         if token.len() > 4096 {
             return Err(TokenError::Malformed);
         }
-        let untrusted = UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
-        let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| TokenError::Malformed)?;
+        let untrusted =
+            UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
+        let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer())
+            .map_err(|_| TokenError::Malformed)?;
         let public = self
             .keys
             .read()
@@ -305,8 +317,10 @@ impl Verifier {
             .get(&footer.kid)
             .cloned()
             .ok_or(TokenError::UnknownKey)?;
-        let trusted = PublicToken::verify(&public, &untrusted, None, None).map_err(|_| TokenError::BadSignature)?;
-        let claims: Claims = serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
+        let trusted = PublicToken::verify(&public, &untrusted, None, None)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims: Claims =
+            serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
         check_times(&claims, now)?;
         if self.revocations().revokes(&claims) {
             return Err(TokenError::Revoked);
@@ -378,7 +392,11 @@ mod tests {
 
     fn verifier(key: &SigningKey) -> Verifier {
         let v = Verifier::new();
-        assert!(v.set_keys(&KeySet { keys: vec![key.public_key()] }).is_empty());
+        assert!(v
+            .set_keys(&KeySet {
+                keys: vec![key.public_key()]
+            })
+            .is_empty());
         v
     }
 
@@ -388,13 +406,21 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let (token, claims) = key.mint(&grant(Action::Play), now).unwrap();
         let v = verifier(&key);
-        assert_eq!(v.authorize(&token, Action::Play, &["t1", "e1", "main"], now).unwrap(), claims);
+        assert_eq!(
+            v.authorize(&token, Action::Play, &["t1", "e1", "main"], now)
+                .unwrap(),
+            claims
+        );
         assert_eq!(
             v.authorize(&token, Action::Play, &["t1", "e2", "main"], now),
             Err(TokenError::OutOfScope("t1/e2/main".into()))
         );
-        assert!(v.authorize(&token, Action::Publish, &["t1", "e1", "main"], now).is_err());
-        assert!(v.authorize(&token, Action::Play, &["t2", "e1", "main"], now).is_err());
+        assert!(v
+            .authorize(&token, Action::Publish, &["t1", "e1", "main"], now)
+            .is_err());
+        assert!(v
+            .authorize(&token, Action::Play, &["t2", "e1", "main"], now)
+            .is_err());
     }
 
     #[test]
@@ -405,9 +431,15 @@ mod tests {
         g.stream = Some("main".into());
         let (token, _) = key.mint(&g, now).unwrap();
         let v = verifier(&key);
-        assert!(v.authorize(&token, Action::Publish, &["t1", "e1", "main"], now).is_ok());
-        assert!(v.authorize(&token, Action::Publish, &["t1", "e1", "backup"], now).is_err());
-        assert!(v.authorize(&token, Action::Publish, &["t1", "e1"], now).is_err());
+        assert!(v
+            .authorize(&token, Action::Publish, &["t1", "e1", "main"], now)
+            .is_ok());
+        assert!(v
+            .authorize(&token, Action::Publish, &["t1", "e1", "backup"], now)
+            .is_err());
+        assert!(v
+            .authorize(&token, Action::Publish, &["t1", "e1"], now)
+            .is_err());
     }
 
     #[test]
@@ -418,8 +450,14 @@ mod tests {
         let v = verifier(&key);
         // A verifier 20 s behind still accepts (nbf is 30 s in the past).
         assert!(v.verify(&token, now - time::Duration::seconds(20)).is_ok());
-        assert_eq!(v.verify(&token, now - time::Duration::seconds(90)), Err(TokenError::NotYetValid));
-        assert_eq!(v.verify(&token, now + time::Duration::seconds(301)), Err(TokenError::Expired));
+        assert_eq!(
+            v.verify(&token, now - time::Duration::seconds(90)),
+            Err(TokenError::NotYetValid)
+        );
+        assert_eq!(
+            v.verify(&token, now + time::Duration::seconds(301)),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -459,7 +497,13 @@ mod tests {
         let tampered = format!("v4.public.{}.{}", URL_SAFE_NO_PAD.encode(body), ours[3]);
         assert!(v.verify(&tampered, now).is_err());
 
-        for junk in ["", "v4.public.", "v2.public.abc", "v4.local.AAAA.BBBB", &"x".repeat(5000)] {
+        for junk in [
+            "",
+            "v4.public.",
+            "v2.public.abc",
+            "v4.local.AAAA.BBBB",
+            &"x".repeat(5000),
+        ] {
             assert!(v.verify(junk, now).is_err(), "{junk:.20}");
         }
     }
@@ -471,7 +515,12 @@ mod tests {
         let mut swapped = key.public_key();
         swapped.x = other.public_key().x;
         let v = Verifier::new();
-        assert_eq!(v.set_keys(&KeySet { keys: vec![swapped] }), vec![key.kid().to_owned()]);
+        assert_eq!(
+            v.set_keys(&KeySet {
+                keys: vec![swapped]
+            }),
+            vec![key.kid().to_owned()]
+        );
         assert_eq!(v.key_count(), 0);
     }
 
@@ -491,10 +540,14 @@ mod tests {
         let (old_token, _) = old.mint(&grant(Action::Play), now).unwrap();
         let (new_token, _) = new.mint(&grant(Action::Play), now).unwrap();
         let v = Verifier::new();
-        v.set_keys(&KeySet { keys: vec![new.public_key(), old.public_key()] });
+        v.set_keys(&KeySet {
+            keys: vec![new.public_key(), old.public_key()],
+        });
         assert!(v.verify(&old_token, now).is_ok());
         assert!(v.verify(&new_token, now).is_ok());
-        v.set_keys(&KeySet { keys: vec![new.public_key()] });
+        v.set_keys(&KeySet {
+            keys: vec![new.public_key()],
+        });
         assert_eq!(v.verify(&old_token, now), Err(TokenError::UnknownKey));
     }
 }

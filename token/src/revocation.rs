@@ -43,9 +43,10 @@ impl Revocation {
         match self.kind {
             RevocationKind::Subject => claims.sub == self.id,
             RevocationKind::Event => claims.evt == self.id,
-            RevocationKind::Stream => {
-                claims.str.as_deref().is_some_and(|s| format!("{}/{}", claims.evt, s) == self.id)
-            }
+            RevocationKind::Stream => claims
+                .str
+                .as_deref()
+                .is_some_and(|s| format!("{}/{}", claims.evt, s) == self.id),
             RevocationKind::Token => claims.jti == self.id,
         }
     }
@@ -100,7 +101,11 @@ impl Revocations {
             (RevocationKind::Token, claims.jti.clone()),
             (
                 RevocationKind::Stream,
-                claims.str.as_ref().map(|s| format!("{}/{s}", claims.evt)).unwrap_or_default(),
+                claims
+                    .str
+                    .as_ref()
+                    .map(|s| format!("{}/{s}", claims.evt))
+                    .unwrap_or_default(),
             ),
         ];
         candidates.into_iter().any(|(kind, id)| {
@@ -128,7 +133,11 @@ impl Revocations {
                 fresh.push(entry.clone());
             }
         }
-        self.seq = if feed.reset { feed.seq } else { self.seq.max(feed.seq) };
+        self.seq = if feed.reset {
+            feed.seq
+        } else {
+            self.seq.max(feed.seq)
+        };
         fresh
     }
 
@@ -157,8 +166,20 @@ mod tests {
         key.mint(&grant, now).unwrap().1
     }
 
-    fn entry(seq: u64, kind: RevocationKind, tenant: &str, id: &str, at: OffsetDateTime) -> Revocation {
-        Revocation { seq, kind, tenant: tenant.into(), id: id.into(), issued_before: at }
+    fn entry(
+        seq: u64,
+        kind: RevocationKind,
+        tenant: &str,
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Revocation {
+        Revocation {
+            seq,
+            kind,
+            tenant: tenant.into(),
+            id: id.into(),
+            issued_before: at,
+        }
     }
 
     #[test]
@@ -173,14 +194,29 @@ mod tests {
             (RevocationKind::Token, c.jti.as_str()),
         ] {
             let mut r = Revocations::default();
-            r.apply(&RevocationFeed { seq: 1, entries: vec![entry(1, kind, "t1", id, later)], reset: false });
+            r.apply(&RevocationFeed {
+                seq: 1,
+                entries: vec![entry(1, kind, "t1", id, later)],
+                reset: false,
+            });
             assert!(r.revokes(&c), "{kind:?}");
             let mut other_tenant = Revocations::default();
-            other_tenant.apply(&RevocationFeed { seq: 1, entries: vec![entry(1, kind, "t2", id, later)], reset: false });
+            other_tenant.apply(&RevocationFeed {
+                seq: 1,
+                entries: vec![entry(1, kind, "t2", id, later)],
+                reset: false,
+            });
             assert!(!other_tenant.revokes(&c), "{kind:?} other tenant");
             let mut before = Revocations::default();
-            before.apply(&RevocationFeed { seq: 1, entries: vec![entry(1, kind, "t1", id, now)], reset: false });
-            assert!(!before.revokes(&c), "{kind:?} token issued after the revocation");
+            before.apply(&RevocationFeed {
+                seq: 1,
+                entries: vec![entry(1, kind, "t1", id, now)],
+                reset: false,
+            });
+            assert!(
+                !before.revokes(&c),
+                "{kind:?} token issued after the revocation"
+            );
         }
     }
 
@@ -189,10 +225,30 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let mut r = Revocations::default();
         let e1 = entry(1, RevocationKind::Subject, "t1", "p1", now);
-        assert_eq!(r.apply(&RevocationFeed { seq: 1, entries: vec![e1.clone()], reset: false }).len(), 1);
-        assert_eq!(r.apply(&RevocationFeed { seq: 1, entries: vec![e1], reset: false }).len(), 0);
+        assert_eq!(
+            r.apply(&RevocationFeed {
+                seq: 1,
+                entries: vec![e1.clone()],
+                reset: false
+            })
+            .len(),
+            1
+        );
+        assert_eq!(
+            r.apply(&RevocationFeed {
+                seq: 1,
+                entries: vec![e1],
+                reset: false
+            })
+            .len(),
+            0
+        );
         assert_eq!(r.seq(), 1);
-        r.apply(&RevocationFeed { seq: 5, entries: vec![], reset: true });
+        r.apply(&RevocationFeed {
+            seq: 5,
+            entries: vec![],
+            reset: true,
+        });
         assert!(r.is_empty());
         assert_eq!(r.seq(), 5);
     }
@@ -204,7 +260,10 @@ mod tests {
         let old = now - time::Duration::seconds(MAX_PUBLISH_SECS + 3600);
         r.apply(&RevocationFeed {
             seq: 2,
-            entries: vec![entry(1, RevocationKind::Event, "t1", "e1", old), entry(2, RevocationKind::Event, "t1", "e2", now)],
+            entries: vec![
+                entry(1, RevocationKind::Event, "t1", "e1", old),
+                entry(2, RevocationKind::Event, "t1", "e2", now),
+            ],
             reset: false,
         });
         r.prune(now);

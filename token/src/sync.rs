@@ -59,7 +59,8 @@ impl Drop for SyncHandle {
 pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::Result<SyncHandle> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(LONG_POLL_SECS + 10));
     if let Some(ca) = &link.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("control plane CA {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("control plane CA {}: {e}", ca.display()))?;
         builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     let client = builder.build()?;

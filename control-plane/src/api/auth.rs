@@ -29,7 +29,10 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/auth/magic-link", post(magic_link))
         .route("/api/v1/auth/magic-link/consume", post(consume_magic_link))
         .route("/api/v1/auth/password-reset", post(password_reset))
-        .route("/api/v1/auth/password-reset/complete", post(complete_password_reset))
+        .route(
+            "/api/v1/auth/password-reset/complete",
+            post(complete_password_reset),
+        )
         .route("/api/v1/auth/password", post(change_password))
         .route("/api/v1/auth/totp/enrol", post(totp_enrol))
         .route("/api/v1/auth/totp/confirm", post(totp_confirm))
@@ -67,7 +70,12 @@ pub struct SessionInfo {
 fn info(s: &Session) -> SessionInfo {
     let (kind, id, role, event) = match &s.principal {
         Principal::Staff { user, role } => ("staff", user.clone(), Some(*role), None),
-        Principal::Participant { event, participant } => ("participant", participant.clone(), None, Some(event.clone())),
+        Principal::Participant { event, participant } => (
+            "participant",
+            participant.clone(),
+            None,
+            Some(event.clone()),
+        ),
     };
     SessionInfo {
         tenant: s.tenant.clone(),
@@ -83,32 +91,65 @@ fn info(s: &Session) -> SessionInfo {
 
 fn limit(state: &AppState, ip: std::net::IpAddr, account: &str) -> ApiResult<()> {
     let now = Instant::now();
-    state.limits.per_ip.check(&ip.to_string(), now).map_err(ApiError::too_many)?;
-    state.limits.per_account.check(&sha256_hex(account), now).map_err(ApiError::too_many)?;
+    state
+        .limits
+        .per_ip
+        .check(&ip.to_string(), now)
+        .map_err(ApiError::too_many)?;
+    state
+        .limits
+        .per_account
+        .check(&sha256_hex(account), now)
+        .map_err(ApiError::too_many)?;
     Ok(())
 }
 
 /// Finds the account an e-mail address names, staff or participant.
-pub(crate) fn principal_for(repo: &Repo, tenant: &str, event: Option<&str>, email: &str) -> Option<(Principal, Option<Role>)> {
+pub(crate) fn principal_for(
+    repo: &Repo,
+    tenant: &str,
+    event: Option<&str>,
+    email: &str,
+) -> Option<(Principal, Option<Role>)> {
     match event {
         None => {
             let u = repo.user_by_email(tenant, email).ok()?;
-            u.active.then_some((Principal::Staff { user: u.id, role: u.role }, Some(u.role)))
+            u.active.then_some((
+                Principal::Staff {
+                    user: u.id,
+                    role: u.role,
+                },
+                Some(u.role),
+            ))
         }
         Some(event) => {
             let p = repo.participant_by_email(tenant, event, email).ok()?;
-            matches!(p.status, ParticipantStatus::Active | ParticipantStatus::Invited)
-                .then_some((Principal::Participant { event: event.into(), participant: p.id }, None))
+            matches!(
+                p.status,
+                ParticipantStatus::Active | ParticipantStatus::Invited
+            )
+            .then_some((
+                Principal::Participant {
+                    event: event.into(),
+                    participant: p.id,
+                },
+                None,
+            ))
         }
     }
 }
 
-pub(crate) fn start_session(state: &AppState, tenant: &str, principal: Principal, role: Option<Role>) -> ApiResult<(String, Session)> {
+pub(crate) fn start_session(
+    state: &AppState,
+    tenant: &str,
+    principal: Principal,
+    role: Option<Role>,
+) -> ApiResult<(String, Session)> {
     let t = state.repo.tenant(tenant)?;
     let cred = state.repo.credential(tenant, &principal)?;
-    let expired = cred
-        .password_set_at
-        .is_some_and(|at| cred.password.is_some() && password::expired(&t.settings.password_policy, at, now()));
+    let expired = cred.password_set_at.is_some_and(|at| {
+        cred.password.is_some() && password::expired(&t.settings.password_policy, at, now())
+    });
     let session = Session {
         tenant: tenant.into(),
         principal,
@@ -117,7 +158,9 @@ pub(crate) fn start_session(state: &AppState, tenant: &str, principal: Principal
         last_seen: now(),
         idle_minutes: t.settings.session_idle_minutes,
         must_change_password: cred.password.is_some() && (cred.must_change || expired),
-        must_enrol_totp: role == Some(Role::Owner) && t.settings.totp_required_for_owners && cred.totp.is_none(),
+        must_enrol_totp: role == Some(Role::Owner)
+            && t.settings.totp_required_for_owners
+            && cred.totp.is_none(),
     };
     let secret = state.repo.create_session(&session)?;
     Ok((secret, session))
@@ -133,8 +176,16 @@ pub(crate) fn with_session_cookie(state: &AppState, secret: &str, session: &Sess
 /// Password login for staff (and participants with a password).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = SessionInfo), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 423, body = Problem), (status = 429, body = Problem)))]
-pub async fn login(State(state): State<Shared>, ClientIp(ip): ClientIp, Body(req): Body<LoginRequest>) -> ApiResult<Response> {
-    limit(&state, ip, &format!("{}|{}", req.tenant, req.email.to_lowercase()))?;
+pub async fn login(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Response> {
+    limit(
+        &state,
+        ip,
+        &format!("{}|{}", req.tenant, req.email.to_lowercase()),
+    )?;
     let st = state.clone();
     blocking(move || {
         let repo = &st.repo;
@@ -188,7 +239,10 @@ pub async fn logout(State(state): State<Shared>, caller: Caller) -> ApiResult<Re
     let repo = state.repo.clone();
     blocking(move || Ok(repo.delete_session(&caller.secret)?)).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut().append(header::SET_COOKIE, session_cookie(&state, SESSION_COOKIE, "", 0));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        session_cookie(&state, SESSION_COOKIE, "", 0),
+    );
     Ok(res)
 }
 
@@ -213,9 +267,18 @@ pub struct Accepted {
 }
 
 fn accepted_with_preauth(state: &AppState, preauth: Option<&str>) -> Response {
-    let mut res = (StatusCode::ACCEPTED, Json(Accepted { status: "if the address is known, a mail is on its way".into() })).into_response();
+    let mut res = (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            status: "if the address is known, a mail is on its way".into(),
+        }),
+    )
+        .into_response();
     if let Some(p) = preauth {
-        res.headers_mut().append(header::SET_COOKIE, session_cookie(state, PREAUTH_COOKIE, p, 20 * 60));
+        res.headers_mut().append(
+            header::SET_COOKIE,
+            session_cookie(state, PREAUTH_COOKIE, p, 20 * 60),
+        );
     }
     res
 }
@@ -223,15 +286,28 @@ fn accepted_with_preauth(state: &AppState, preauth: Option<&str>) -> Response {
 /// Sends a magic login link (15 minutes, single use). Always 202.
 #[utoipa::path(post, path = "/api/v1/auth/magic-link", tag = "auth", request_body = LinkRequest,
     responses((status = 202, body = Accepted), (status = 400, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
-pub async fn magic_link(State(state): State<Shared>, ClientIp(ip): ClientIp, Body(req): Body<LinkRequest>) -> ApiResult<Response> {
-    limit(&state, ip, &format!("{}|{}", req.tenant, req.email.to_lowercase()))?;
+pub async fn magic_link(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    Body(req): Body<LinkRequest>,
+) -> ApiResult<Response> {
+    limit(
+        &state,
+        ip,
+        &format!("{}|{}", req.tenant, req.email.to_lowercase()),
+    )?;
     let preauth = crate::repo::random_secret();
     send_link(&state, LinkPurpose::MagicLogin, &req, Some(&preauth)).await?;
     Ok(accepted_with_preauth(&state, Some(&preauth)))
 }
 
 /// Creates and mails a link; does nothing (silently) for unknown addresses.
-pub async fn send_link(state: &Shared, purpose: LinkPurpose, req: &LinkRequest, preauth: Option<&str>) -> ApiResult<()> {
+pub async fn send_link(
+    state: &Shared,
+    purpose: LinkPurpose,
+    req: &LinkRequest,
+    preauth: Option<&str>,
+) -> ApiResult<()> {
     let st = state.clone();
     let (tenant, event, email) = (req.tenant.clone(), req.event.clone(), req.email.clone());
     let preauth = preauth.map(sha256_hex);
@@ -293,9 +369,15 @@ pub struct ConsumeRequest {
 /// Logs in with a magic link (from the browser that asked, or with the code).
 #[utoipa::path(post, path = "/api/v1/auth/magic-link/consume", tag = "auth", request_body = ConsumeRequest,
     responses((status = 200, body = SessionInfo), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
-pub async fn consume_magic_link(State(state): State<Shared>, ClientIp(ip): ClientIp, headers: HeaderMap, Body(req): Body<ConsumeRequest>) -> ApiResult<Response> {
+pub async fn consume_magic_link(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Body(req): Body<ConsumeRequest>,
+) -> ApiResult<Response> {
     limit(&state, ip, &format!("link|{}", sha256_hex(&req.token)))?;
-    let preauth = cookie_value(&headers, PREAUTH_COOKIE).or_else(|| cookie_value(&headers, PREAUTH_COOKIE.trim_start_matches("__Host-")));
+    let preauth = cookie_value(&headers, PREAUTH_COOKIE)
+        .or_else(|| cookie_value(&headers, PREAUTH_COOKIE.trim_start_matches("__Host-")));
     let st = state.clone();
     blocking(move || {
         let hash = secret_link::hash_link_secret(&req.token).ok_or_else(ApiError::not_found)?;
@@ -341,8 +423,16 @@ pub async fn consume_magic_link(State(state): State<Shared>, ClientIp(ip): Clien
 /// Sends a password reset link (20 minutes, single use). Always 202.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = LinkRequest,
     responses((status = 202, body = Accepted), (status = 400, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
-pub async fn password_reset(State(state): State<Shared>, ClientIp(ip): ClientIp, Body(req): Body<LinkRequest>) -> ApiResult<Response> {
-    limit(&state, ip, &format!("{}|{}", req.tenant, req.email.to_lowercase()))?;
+pub async fn password_reset(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    Body(req): Body<LinkRequest>,
+) -> ApiResult<Response> {
+    limit(
+        &state,
+        ip,
+        &format!("{}|{}", req.tenant, req.email.to_lowercase()),
+    )?;
     send_link(&state, LinkPurpose::PasswordReset, &req, None).await?;
     Ok(accepted_with_preauth(&state, None))
 }
@@ -357,7 +447,11 @@ pub struct CompleteResetRequest {
 /// Sets a new password with a reset link.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/complete", tag = "auth", request_body = CompleteResetRequest,
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
-pub async fn complete_password_reset(State(state): State<Shared>, ClientIp(ip): ClientIp, Body(req): Body<CompleteResetRequest>) -> ApiResult<StatusCode> {
+pub async fn complete_password_reset(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    Body(req): Body<CompleteResetRequest>,
+) -> ApiResult<StatusCode> {
     limit(&state, ip, &format!("link|{}", sha256_hex(&req.token)))?;
     let st = state.clone();
     blocking(move || {
@@ -366,11 +460,24 @@ pub async fn complete_password_reset(State(state): State<Shared>, ClientIp(ip): 
         let link = st.repo.peek_link(&hash, LinkPurpose::PasswordReset)?;
         let policy = st.repo.tenant(&link.tenant)?.settings.password_policy;
         let cred = st.repo.credential(&link.tenant, &link.principal)?;
-        let history: Vec<String> = cred.password.iter().chain(cred.history.iter()).cloned().collect();
-        password::check_password(&policy, &req.new_password, &history).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let link = st.repo.consume_link(&hash, LinkPurpose::PasswordReset, |_| true)?;
-        st.repo.set_password(&link.tenant, &link.principal, &req.new_password, &policy)?;
-        st.repo.revoke(strom_token::RevocationKind::Subject, &link.tenant, crate::repo::principal_id(&link.principal))?;
+        let history: Vec<String> = cred
+            .password
+            .iter()
+            .chain(cred.history.iter())
+            .cloned()
+            .collect();
+        password::check_password(&policy, &req.new_password, &history)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let link = st
+            .repo
+            .consume_link(&hash, LinkPurpose::PasswordReset, |_| true)?;
+        st.repo
+            .set_password(&link.tenant, &link.principal, &req.new_password, &policy)?;
+        st.repo.revoke(
+            strom_token::RevocationKind::Subject,
+            &link.tenant,
+            crate::repo::principal_id(&link.principal),
+        )?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -386,20 +493,38 @@ pub struct ChangePasswordRequest {
 /// Changes the caller's password (policy and history apply).
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 423, body = Problem)))]
-pub async fn change_password(State(state): State<Shared>, caller: Caller, Body(req): Body<ChangePasswordRequest>) -> ApiResult<StatusCode> {
+pub async fn change_password(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<ChangePasswordRequest>,
+) -> ApiResult<StatusCode> {
     let st = state.clone();
     blocking(move || {
         let tenant = caller.tenant().to_owned();
         let principal = caller.session.principal.clone();
         let t = st.repo.tenant(&tenant)?;
         let cred = st.repo.reserve_attempt(&tenant, &principal)?;
-        let ok = cred.password.as_deref().is_some_and(|h| password::verify_password(&req.current_password, h));
-        st.repo.finish_attempt(&tenant, &principal, ok, t.settings.lockout_minutes.for_role(caller.role()))?;
+        let ok = cred
+            .password
+            .as_deref()
+            .is_some_and(|h| password::verify_password(&req.current_password, h));
+        st.repo.finish_attempt(
+            &tenant,
+            &principal,
+            ok,
+            t.settings.lockout_minutes.for_role(caller.role()),
+        )?;
         if !ok {
             return Err(RepoError::WrongCredentials.into());
         }
-        st.repo.set_password(&tenant, &principal, &req.new_password, &t.settings.password_policy)?;
-        st.repo.update_session(&caller.secret, |s| s.must_change_password = false)?;
+        st.repo.set_password(
+            &tenant,
+            &principal,
+            &req.new_password,
+            &t.settings.password_policy,
+        )?;
+        st.repo
+            .update_session(&caller.secret, |s| s.must_change_password = false)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -416,19 +541,28 @@ pub struct TotpEnrolment {
 /// Starts TOTP enrolment (staff).
 #[utoipa::path(post, path = "/api/v1/auth/totp/enrol", tag = "auth",
     responses((status = 200, body = TotpEnrolment), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn totp_enrol(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<TotpEnrolment>> {
+pub async fn totp_enrol(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<TotpEnrolment>> {
     if caller.role().is_none() {
-        return Err(ApiError::forbidden("only staff accounts enrol a second factor"));
+        return Err(ApiError::forbidden(
+            "only staff accounts enrol a second factor",
+        ));
     }
     let st = state.clone();
     blocking(move || {
         let secret = totp::new_secret();
-        let uri = totp::provisioning_uri(&secret, "strom", caller.actor()).map_err(ApiError::internal)?;
-        let sealed = st.repo.seal_totp(caller.tenant(), &caller.session.principal, &secret)?;
-        st.repo.update_credential(caller.tenant(), &caller.session.principal, |c| {
-            c.totp_pending = Some(sealed);
-            Ok(())
-        })?;
+        let uri =
+            totp::provisioning_uri(&secret, "strom", caller.actor()).map_err(ApiError::internal)?;
+        let sealed = st
+            .repo
+            .seal_totp(caller.tenant(), &caller.session.principal, &secret)?;
+        st.repo
+            .update_credential(caller.tenant(), &caller.session.principal, |c| {
+                c.totp_pending = Some(sealed);
+                Ok(())
+            })?;
         Ok(Json(TotpEnrolment { secret, uri }))
     })
     .await
@@ -443,20 +577,29 @@ pub struct TotpConfirm {
 /// Confirms TOTP enrolment with a first code.
 #[utoipa::path(post, path = "/api/v1/auth/totp/confirm", tag = "auth", request_body = TotpConfirm,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn totp_confirm(State(state): State<Shared>, caller: Caller, Body(req): Body<TotpConfirm>) -> ApiResult<StatusCode> {
+pub async fn totp_confirm(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<TotpConfirm>,
+) -> ApiResult<StatusCode> {
     let st = state.clone();
     blocking(move || {
         let (tenant, principal) = (caller.tenant().to_owned(), caller.session.principal.clone());
         let cred = st.repo.credential(&tenant, &principal)?;
-        let pending = cred.totp_pending.clone().ok_or_else(|| ApiError::bad_request("start enrolment first"))?;
+        let pending = cred
+            .totp_pending
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("start enrolment first"))?;
         let secret = st.repo.open_totp(&tenant, &principal, &pending)?;
-        let step = totp::verify(&secret, &req.code, now().unix_timestamp() as u64, None).map_err(|_| ApiError::bad_request("wrong code"))?;
+        let step = totp::verify(&secret, &req.code, now().unix_timestamp() as u64, None)
+            .map_err(|_| ApiError::bad_request("wrong code"))?;
         st.repo.update_credential(&tenant, &principal, |c| {
             c.totp = c.totp_pending.take();
             c.totp_last_step = Some(step);
             Ok(())
         })?;
-        st.repo.update_session(&caller.secret, |s| s.must_enrol_totp = false)?;
+        st.repo
+            .update_session(&caller.secret, |s| s.must_enrol_totp = false)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -17,11 +17,23 @@ use crate::model::{AccessMode, Event, Stream};
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/events", get(list_events).post(create_event))
-        .route("/api/v1/events/{event}", get(get_event).patch(update_event).delete(delete_event))
+        .route(
+            "/api/v1/events/{event}",
+            get(get_event).patch(update_event).delete(delete_event),
+        )
         .route("/api/v1/events/{event}/end", post(end_event))
-        .route("/api/v1/events/{event}/streams", get(list_streams).post(create_stream))
-        .route("/api/v1/events/{event}/streams/{stream}", axum::routing::delete(delete_stream))
-        .route("/api/v1/events/{event}/streams/{stream}/credential", post(issue_credential))
+        .route(
+            "/api/v1/events/{event}/streams",
+            get(list_streams).post(create_stream),
+        )
+        .route(
+            "/api/v1/events/{event}/streams/{stream}",
+            axum::routing::delete(delete_stream),
+        )
+        .route(
+            "/api/v1/events/{event}/streams/{stream}/credential",
+            post(issue_credential),
+        )
         .route("/api/v1/public/{tenant}/events/{event}", get(public_event))
 }
 
@@ -45,10 +57,21 @@ pub fn to_field(d: &FieldDto) -> ApiResult<FormField> {
         "text" => FieldKind::Text,
         "email" => FieldKind::Email,
         "checkbox" => FieldKind::Checkbox,
-        "select" if !d.options.is_empty() && d.options.len() <= 100 => FieldKind::Select(d.options.clone()),
-        _ => return Err(ApiError::bad_request("field kind must be text, email, checkbox or select (with 1 to 100 options)")),
+        "select" if !d.options.is_empty() && d.options.len() <= 100 => {
+            FieldKind::Select(d.options.clone())
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "field kind must be text, email, checkbox or select (with 1 to 100 options)",
+            ))
+        }
     };
-    Ok(FormField { name: d.name.clone(), label: d.label.clone(), kind, required: d.required })
+    Ok(FormField {
+        name: d.name.clone(),
+        label: d.label.clone(),
+        kind,
+        required: d.required,
+    })
 }
 
 pub fn from_field(f: &FormField) -> FieldDto {
@@ -58,7 +81,13 @@ pub fn from_field(f: &FormField) -> FieldDto {
         FieldKind::Checkbox => ("checkbox", vec![]),
         FieldKind::Select(o) => ("select", o.clone()),
     };
-    FieldDto { name: f.name.clone(), label: f.label.clone(), kind: kind.into(), options, required: f.required }
+    FieldDto {
+        name: f.name.clone(),
+        label: f.label.clone(),
+        kind: kind.into(),
+        options,
+        required: f.required,
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,7 +111,8 @@ pub struct EventDto {
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 pub fn event_dto(e: &Event) -> EventDto {
@@ -149,9 +179,17 @@ fn build_event(tenant: &str, id: &str, req: EventRequest) -> ApiResult<Event> {
         starts_at: parse_time("starts_at", &req.starts_at)?,
         ends_at: parse_time("ends_at", &req.ends_at)?,
         retention_days: req.retention_days,
-        legal_hold_until: req.legal_hold_until.as_deref().map(|s| parse_time("legal_hold_until", s)).transpose()?,
+        legal_hold_until: req
+            .legal_hold_until
+            .as_deref()
+            .map(|s| parse_time("legal_hold_until", s))
+            .transpose()?,
         access: req.access,
-        domains: req.domains.iter().map(|d| d.trim().to_lowercase()).collect(),
+        domains: req
+            .domains
+            .iter()
+            .map(|d| d.trim().to_lowercase())
+            .collect(),
         form: req.form.iter().map(to_field).collect::<ApiResult<_>>()?,
         attendance: req.attendance,
         privacy_notice: req.privacy_notice,
@@ -162,16 +200,31 @@ fn build_event(tenant: &str, id: &str, req: EventRequest) -> ApiResult<Event> {
 
 /// Events of the tenant.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", responses((status = 200, body = Vec<EventDto>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_events(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<EventDto>>> {
+pub async fn list_events(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<EventDto>>> {
     caller.require(ALL_STAFF)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.events(caller.tenant())?.iter().map(event_dto).collect()))).await
+    blocking(move || {
+        Ok(Json(
+            repo.events(caller.tenant())?
+                .iter()
+                .map(event_dto)
+                .collect(),
+        ))
+    })
+    .await
 }
 
 /// Creates an event.
 #[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = EventRequest,
     responses((status = 201, body = EventDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn create_event(State(state): State<Shared>, caller: Caller, Body(req): Body<EventRequest>) -> ApiResult<(StatusCode, Json<EventDto>)> {
+pub async fn create_event(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<EventRequest>,
+) -> ApiResult<(StatusCode, Json<EventDto>)> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -184,7 +237,11 @@ pub async fn create_event(State(state): State<Shared>, caller: Caller, Body(req)
 /// One event.
 #[utoipa::path(get, path = "/api/v1/events/{event}", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = EventDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_event(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>) -> ApiResult<Json<EventDto>> {
+pub async fn get_event(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<Json<EventDto>> {
     caller.require(ALL_STAFF)?;
     let repo = state.repo.clone();
     blocking(move || Ok(Json(event_dto(&repo.event(caller.tenant(), &event)?)))).await
@@ -193,7 +250,12 @@ pub async fn get_event(State(state): State<Shared>, caller: Caller, PathOf(event
 /// Replaces an event's settings.
 #[utoipa::path(patch, path = "/api/v1/events/{event}", tag = "events", params(("event" = String, Path)), request_body = EventRequest,
     responses((status = 200, body = EventDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn update_event(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>, Body(req): Body<EventRequest>) -> ApiResult<Json<EventDto>> {
+pub async fn update_event(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+    Body(req): Body<EventRequest>,
+) -> ApiResult<Json<EventDto>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -210,7 +272,11 @@ pub async fn update_event(State(state): State<Shared>, caller: Caller, PathOf(ev
 /// Deletes an event with its participants, streams, recordings and keys.
 #[utoipa::path(delete, path = "/api/v1/events/{event}", tag = "events", params(("event" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete_event(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>) -> ApiResult<StatusCode> {
+pub async fn delete_event(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<StatusCode> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -223,10 +289,21 @@ pub async fn delete_event(State(state): State<Shared>, caller: Caller, PathOf(ev
 /// Ends an event now: viewers' permissions lapse and their sessions close.
 #[utoipa::path(post, path = "/api/v1/events/{event}/end", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = EventDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn end_event(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>) -> ApiResult<Json<EventDto>> {
+pub async fn end_event(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<Json<EventDto>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(event_dto(&repo.end_event(caller.actor(), caller.tenant(), &event)?)))).await
+    blocking(move || {
+        Ok(Json(event_dto(&repo.end_event(
+            caller.actor(),
+            caller.tenant(),
+            &event,
+        )?)))
+    })
+    .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -248,10 +325,22 @@ fn stream_dto(s: &Stream) -> StreamDto {
 /// Streams of an event.
 #[utoipa::path(get, path = "/api/v1/events/{event}/streams", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = Vec<StreamDto>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn list_streams(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>) -> ApiResult<Json<Vec<StreamDto>>> {
+pub async fn list_streams(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<Json<Vec<StreamDto>>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.streams(caller.tenant(), &event)?.iter().map(stream_dto).collect()))).await
+    blocking(move || {
+        Ok(Json(
+            repo.streams(caller.tenant(), &event)?
+                .iter()
+                .map(stream_dto)
+                .collect(),
+        ))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -264,16 +353,36 @@ pub struct StreamRequest {
 /// Adds a stream to an event.
 #[utoipa::path(post, path = "/api/v1/events/{event}/streams", tag = "events", params(("event" = String, Path)), request_body = StreamRequest,
     responses((status = 201, body = StreamDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn create_stream(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>, Body(req): Body<StreamRequest>) -> ApiResult<(StatusCode, Json<StreamDto>)> {
+pub async fn create_stream(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+    Body(req): Body<StreamRequest>,
+) -> ApiResult<(StatusCode, Json<StreamDto>)> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok((StatusCode::CREATED, Json(stream_dto(&repo.create_stream(caller.actor(), caller.tenant(), &event, &req.name)?))))).await
+    blocking(move || {
+        Ok((
+            StatusCode::CREATED,
+            Json(stream_dto(&repo.create_stream(
+                caller.actor(),
+                caller.tenant(),
+                &event,
+                &req.name,
+            )?)),
+        ))
+    })
+    .await
 }
 
 /// Deletes a stream; its publish credential stops working.
 #[utoipa::path(delete, path = "/api/v1/events/{event}/streams/{stream}", tag = "events", params(("event" = String, Path), ("stream" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete_stream(State(state): State<Shared>, caller: Caller, PathOf((event, stream)): PathOf<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete_stream(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, stream)): PathOf<(String, String)>,
+) -> ApiResult<StatusCode> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -296,11 +405,17 @@ pub struct PublishCredential {
 /// Issues a new publish credential for a stream (and revokes the previous one).
 #[utoipa::path(post, path = "/api/v1/events/{event}/streams/{stream}/credential", tag = "events", params(("event" = String, Path), ("stream" = String, Path)),
     responses((status = 200, body = PublishCredential), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn issue_credential(State(state): State<Shared>, caller: Caller, PathOf((event, stream)): PathOf<(String, String)>) -> ApiResult<Json<PublishCredential>> {
+pub async fn issue_credential(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, stream)): PathOf<(String, String)>,
+) -> ApiResult<Json<PublishCredential>> {
     caller.require(MANAGERS)?;
     let st = state.clone();
     blocking(move || {
-        let (token, claims) = st.repo.issue_publish_credential(caller.actor(), caller.tenant(), &event, &stream)?;
+        let (token, claims) =
+            st.repo
+                .issue_publish_credential(caller.actor(), caller.tenant(), &event, &stream)?;
         Ok(Json(PublishCredential {
             rtmp_url: st.rtmp_url.read().expect("rtmp url lock").clone(),
             stream_key: token,
@@ -328,7 +443,10 @@ pub struct PublicEvent {
 /// What the event's landing page shows (no login needed).
 #[utoipa::path(get, path = "/api/v1/public/{tenant}/events/{event}", tag = "events", params(("tenant" = String, Path), ("event" = String, Path)),
     responses((status = 200, body = PublicEvent), (status = 404, body = Problem)))]
-pub async fn public_event(State(state): State<Shared>, PathOf((tenant, event)): PathOf<(String, String)>) -> ApiResult<Json<PublicEvent>> {
+pub async fn public_event(
+    State(state): State<Shared>,
+    PathOf((tenant, event)): PathOf<(String, String)>,
+) -> ApiResult<Json<PublicEvent>> {
     let repo = state.repo.clone();
     blocking(move || {
         if !crate::model::valid_id("t", &tenant) {

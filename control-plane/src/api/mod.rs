@@ -80,7 +80,9 @@ impl Caller {
     /// have completed any due password change or TOTP enrolment.
     pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
         if self.session.must_change_password || self.session.must_enrol_totp {
-            return Err(ApiError::forbidden("finish the password change or TOTP enrolment first"));
+            return Err(ApiError::forbidden(
+                "finish the password change or TOTP enrolment first",
+            ));
         }
         match self.role() {
             Some(r) if roles.contains(&r) => Ok(()),
@@ -90,8 +92,12 @@ impl Caller {
 
     pub fn participant(&self) -> ApiResult<(&str, &str)> {
         match &self.session.principal {
-            Principal::Participant { event, participant } if !self.session.must_change_password => Ok((event, participant)),
-            Principal::Participant { .. } => Err(ApiError::forbidden("finish the password change first")),
+            Principal::Participant { event, participant } if !self.session.must_change_password => {
+                Ok((event, participant))
+            }
+            Principal::Participant { .. } => {
+                Err(ApiError::forbidden("finish the password change first"))
+            }
             _ => Err(ApiError::forbidden("only participants can do this")),
         }
     }
@@ -102,19 +108,29 @@ pub const MANAGERS: &[Role] = &[Role::Owner, Role::EventManager];
 pub const OWNERS: &[Role] = &[Role::Owner];
 
 pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(axum::http::header::COOKIE).iter().find_map(|v| {
-        v.to_str().ok()?.split(';').find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then(|| v.to_owned())
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .find_map(|v| {
+            v.to_str().ok()?.split(';').find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.to_owned())
+            })
         })
-    })
 }
 
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let name = if state.secure_cookies { SESSION_COOKIE } else { SESSION_COOKIE.trim_start_matches("__Host-") };
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let name = if state.secure_cookies {
+            SESSION_COOKIE
+        } else {
+            SESSION_COOKIE.trim_start_matches("__Host-")
+        };
         let secret = cookie_value(&parts.headers, name).ok_or_else(ApiError::unauthenticated)?;
         let repo = state.repo.clone();
         let s2 = secret.clone();
@@ -123,7 +139,11 @@ impl FromRequestParts<Shared> for Caller {
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|_| ApiError::unauthenticated())?;
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let given = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if !crate::repo::constant_time_eq(given.as_bytes(), session.csrf.as_bytes()) {
                 return Err(ApiError::forbidden("missing or wrong x-csrf-token header"));
             }
@@ -138,7 +158,10 @@ pub struct ClientIp(pub std::net::IpAddr);
 impl FromRequestParts<Shared> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &Shared) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
@@ -150,18 +173,38 @@ impl FromRequestParts<Shared> for ClientIp {
 
 pub fn session_cookie(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
-    let cookie_name = if state.secure_cookies { name.to_owned() } else { name.trim_start_matches("__Host-").to_owned() };
-    HeaderValue::from_str(&format!("{cookie_name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"))
-        .expect("cookie is ASCII")
+    let cookie_name = if state.secure_cookies {
+        name.to_owned()
+    } else {
+        name.trim_start_matches("__Host-").to_owned()
+    };
+    HeaderValue::from_str(&format!(
+        "{cookie_name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+    ))
+    .expect("cookie is ASCII")
 }
 
 /// Refuses cross-site state changes (CSRF defence in depth beside the token).
-async fn same_origin(State(state): State<Shared>, req: axum::extract::Request, next: Next) -> Response {
+async fn same_origin(
+    State(state): State<Shared>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let cross_site = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site");
-        let origin_ok = match req.headers().get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let cross_site = req
+            .headers()
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            == Some("cross-site");
+        let origin_ok = match req
+            .headers()
+            .get(axum::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+        {
             None => true,
-            Some(o) => url::Url::parse(o).map(|u| u.origin() == state.public_url.origin()).unwrap_or(false),
+            Some(o) => url::Url::parse(o)
+                .map(|u| u.origin() == state.public_url.origin())
+                .unwrap_or(false),
         };
         if cross_site || !origin_ok {
             return ApiError::forbidden("cross-site request refused").into_response();
@@ -169,7 +212,10 @@ async fn same_origin(State(state): State<Shared>, req: axum::extract::Request, n
     }
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("cache-control", HeaderValue::from_static("no-store"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     res
@@ -186,7 +232,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_json().unwrap_or_default())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_json().unwrap_or_default(),
+    )
 }
 
 pub fn router(state: Shared) -> Router {
@@ -199,10 +248,22 @@ pub fn router(state: Shared) -> Router {
         .merge(participants::routes())
         .merge(relay::routes())
         .merge(oidc::routes())
-        .route("/api/v1/{*rest}", get(not_found).post(not_found).patch(not_found).delete(not_found).put(not_found))
+        .route(
+            "/api/v1/{*rest}",
+            get(not_found)
+                .post(not_found)
+                .patch(not_found)
+                .delete(not_found)
+                .put(not_found),
+        )
         .fallback(not_found)
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), same_origin))
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(12 * 1024 * 1024))
         .with_state(state);
     api

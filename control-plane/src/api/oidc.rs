@@ -22,10 +22,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
+};
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -46,7 +49,9 @@ const PENDING_MAX: usize = 10_000;
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/api/v1/auth/oidc/start", get(start)).route("/api/v1/auth/oidc/callback", get(callback))
+    Router::new()
+        .route("/api/v1/auth/oidc/start", get(start))
+        .route("/api/v1/auth/oidc/callback", get(callback))
 }
 
 /// The redirect URI to register at the identity provider.
@@ -90,7 +95,12 @@ pub struct PendingLogins {
 
 impl PendingLogins {
     /// Keeps `login` under `state_hash`; `Err` when full of live logins.
-    pub fn insert(&mut self, state_hash: String, login: PendingLogin, now: Instant) -> Result<(), TableFull> {
+    pub fn insert(
+        &mut self,
+        state_hash: String,
+        login: PendingLogin,
+        now: Instant,
+    ) -> Result<(), TableFull> {
         if self.by_state.len() >= PENDING_MAX {
             self.by_state.retain(|_, p| p.expires > now);
             if self.by_state.len() >= PENDING_MAX {
@@ -104,17 +114,28 @@ impl PendingLogins {
     /// Takes the login for `state_hash` if it is live and was started by the
     /// browser whose cookie hashes to `browser`. A wrong browser does not use
     /// it up, so whoever learns the callback URL cannot spoil the real login.
-    pub fn take(&mut self, state_hash: &str, browser: Option<&str>, now: Instant) -> Result<PendingLogin, PendingRefusal> {
-        let login = self.by_state.get(state_hash).ok_or(PendingRefusal::Unknown)?;
+    pub fn take(
+        &mut self,
+        state_hash: &str,
+        browser: Option<&str>,
+        now: Instant,
+    ) -> Result<PendingLogin, PendingRefusal> {
+        let login = self
+            .by_state
+            .get(state_hash)
+            .ok_or(PendingRefusal::Unknown)?;
         if login.expires <= now {
             self.by_state.remove(state_hash);
             return Err(PendingRefusal::Unknown);
         }
-        let same_browser = browser.is_some_and(|b| crate::repo::constant_time_eq(b.as_bytes(), login.browser.as_bytes()));
+        let same_browser = browser
+            .is_some_and(|b| crate::repo::constant_time_eq(b.as_bytes(), login.browser.as_bytes()));
         if !same_browser {
             return Err(PendingRefusal::OtherBrowser(login.tenant.clone()));
         }
-        self.by_state.remove(state_hash).ok_or(PendingRefusal::Unknown)
+        self.by_state
+            .remove(state_hash)
+            .ok_or(PendingRefusal::Unknown)
     }
 
     pub fn len(&self) -> usize {
@@ -132,7 +153,11 @@ impl PendingLogins {
 static PENDING: LazyLock<Mutex<PendingLogins>> = LazyLock::new(Default::default);
 
 fn pending_key(state: &Shared, oauth_state: &str) -> String {
-    format!("{:x}|{}", std::sync::Arc::as_ptr(state) as usize, sha256_hex(oauth_state))
+    format!(
+        "{:x}|{}",
+        std::sync::Arc::as_ptr(state) as usize,
+        sha256_hex(oauth_state)
+    )
 }
 
 fn pending() -> std::sync::MutexGuard<'static, PendingLogins> {
@@ -142,7 +167,14 @@ fn pending() -> std::sync::MutexGuard<'static, PendingLogins> {
 // ---- provider discovery ----------------------------------------------------
 
 type HttpClient = openidconnect::reqwest::Client;
-type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 /// HTTP client for provider calls. Redirects are not followed (they would
 /// open the door to SSRF, as openidconnect's docs warn).
@@ -158,7 +190,8 @@ fn http() -> Result<&'static HttpClient, ApiError> {
     HTTP.as_ref().map_err(ApiError::internal)
 }
 
-static DISCOVERED: LazyLock<Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>> = LazyLock::new(Default::default);
+static DISCOVERED: LazyLock<Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>> =
+    LazyLock::new(Default::default);
 
 fn bad_gateway(detail: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, detail)
@@ -167,27 +200,37 @@ fn bad_gateway(detail: &str) -> ApiError {
 /// The issuer's metadata and keys, from a cache of a few minutes.
 async fn discover(tenant: &str, issuer: &str) -> ApiResult<CoreProviderMetadata> {
     let now = Instant::now();
-    if let Some((at, meta)) = DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()).get(issuer) {
+    if let Some((at, meta)) = DISCOVERED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(issuer)
+    {
         if now.duration_since(*at) < DISCOVERY_TTL {
             return Ok(meta.clone());
         }
     }
-    let url = url::Url::parse(issuer).map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
+    let url = url::Url::parse(issuer)
+        .map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
     if url.scheme() != "https" && !matches!(url.host_str(), Some("localhost" | "127.0.0.1")) {
-        return Err(ApiError::bad_request("the tenant's OIDC issuer must be https"));
+        return Err(ApiError::bad_request(
+            "the tenant's OIDC issuer must be https",
+        ));
     }
-    let issuer_url = IssuerUrl::new(issuer.to_owned()).map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
-    let meta = CoreProviderMetadata::discover_async(issuer_url, http()?).await.map_err(|e| {
-        let reason = match &e {
-            openidconnect::DiscoveryError::Request(_) => "unreachable",
-            openidconnect::DiscoveryError::Response(..) => "error response",
-            openidconnect::DiscoveryError::Parse(_) => "unparsable metadata",
-            openidconnect::DiscoveryError::Validation(_) => "issuer mismatch",
-            _ => "failed",
-        };
-        tracing::warn!(tenant = %tenant, reason, "oidc discovery failed");
-        bad_gateway("the identity provider could not be reached or sent invalid metadata")
-    })?;
+    let issuer_url = IssuerUrl::new(issuer.to_owned())
+        .map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
+    let meta = CoreProviderMetadata::discover_async(issuer_url, http()?)
+        .await
+        .map_err(|e| {
+            let reason = match &e {
+                openidconnect::DiscoveryError::Request(_) => "unreachable",
+                openidconnect::DiscoveryError::Response(..) => "error response",
+                openidconnect::DiscoveryError::Parse(_) => "unparsable metadata",
+                openidconnect::DiscoveryError::Validation(_) => "issuer mismatch",
+                _ => "failed",
+            };
+            tracing::warn!(tenant = %tenant, reason, "oidc discovery failed");
+            bad_gateway("the identity provider could not be reached or sent invalid metadata")
+        })?;
     let mut cache = DISCOVERED.lock().unwrap_or_else(|p| p.into_inner());
     cache.retain(|_, (at, _)| now.duration_since(*at) < DISCOVERY_TTL);
     cache.insert(issuer.to_owned(), (now, meta.clone()));
@@ -200,9 +243,17 @@ async fn client_for(state: &Shared, tenant: &str) -> ApiResult<(Client, String)>
     let t = tenant.to_owned();
     let (settings, secret) = blocking(move || {
         let tenant = st.repo.tenant(&t)?;
-        let settings = tenant.settings.oidc.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "single sign-on is not set up for this tenant"))?;
+        let settings = tenant.settings.oidc.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "single sign-on is not set up for this tenant",
+            )
+        })?;
         let secret = match &settings.client_secret {
-            Some(sealed) => Some(st.repo.open_tenant_secret(&t, "oidc-client-secret", sealed)?),
+            Some(sealed) => Some(
+                st.repo
+                    .open_tenant_secret(&t, "oidc-client-secret", sealed)?,
+            ),
             None => None,
         };
         Ok((settings, secret))
@@ -210,7 +261,12 @@ async fn client_for(state: &Shared, tenant: &str) -> ApiResult<(Client, String)>
     .await?;
     let meta = discover(tenant, &settings.issuer).await?;
     let redirect = RedirectUrl::new(redirect_uri(state)).map_err(ApiError::internal)?;
-    let client = CoreClient::from_provider_metadata(meta, ClientId::new(settings.client_id), secret.map(ClientSecret::new)).set_redirect_uri(redirect);
+    let client = CoreClient::from_provider_metadata(
+        meta,
+        ClientId::new(settings.client_id),
+        secret.map(ClientSecret::new),
+    )
+    .set_redirect_uri(redirect);
     Ok((client, settings.issuer))
 }
 
@@ -227,14 +283,22 @@ pub struct StartQuery {
 }
 
 fn rate_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
-    state.limits.per_ip.check(&ip.to_string(), Instant::now()).map_err(ApiError::too_many)
+    state
+        .limits
+        .per_ip
+        .check(&ip.to_string(), Instant::now())
+        .map_err(ApiError::too_many)
 }
 
 /// Starts single sign-on: redirects to the tenant's identity provider.
 #[utoipa::path(get, path = "/api/v1/auth/oidc/start", tag = "auth", params(StartQuery),
     responses((status = 303, description = "to the identity provider's authorization endpoint"), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 429, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
-pub async fn start(State(state): State<Shared>, ClientIp(ip): ClientIp, QueryOf(q): QueryOf<StartQuery>) -> ApiResult<Response> {
+pub async fn start(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    QueryOf(q): QueryOf<StartQuery>,
+) -> ApiResult<Response> {
     rate_limit(&state, ip)?;
     if let Some(event) = &q.event {
         let (st, tenant, event) = (state.clone(), q.tenant.clone(), event.clone());
@@ -243,7 +307,11 @@ pub async fn start(State(state): State<Shared>, ClientIp(ip): ClientIp, QueryOf(
     let (client, _) = client_for(&state, &q.tenant).await?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, csrf, nonce) = client
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
         .add_scope(Scope::new("email".into()))
         .set_pkce_challenge(challenge)
         .url();
@@ -256,13 +324,21 @@ pub async fn start(State(state): State<Shared>, ClientIp(ip): ClientIp, QueryOf(
         browser: sha256_hex(&browser),
         expires: Instant::now() + PENDING_TTL,
     };
-    pending().insert(pending_key(&state, csrf.secret()), login, Instant::now()).map_err(|TableFull| {
-        tracing::warn!(tenant = %q.tenant, "oidc start refused: too many pending logins");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many logins in progress; try again in a few minutes")
-    })?;
+    pending()
+        .insert(pending_key(&state, csrf.secret()), login, Instant::now())
+        .map_err(|TableFull| {
+            tracing::warn!(tenant = %q.tenant, "oidc start refused: too many pending logins");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins in progress; try again in a few minutes",
+            )
+        })?;
     tracing::info!(tenant = %q.tenant, event = q.event.as_deref().unwrap_or(""), "oidc login started");
     let mut res = see_other(url.as_str())?;
-    res.headers_mut().append(header::SET_COOKIE, session_cookie(&state, OIDC_COOKIE, &browser, PENDING_TTL.as_secs() as i64));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        session_cookie(&state, OIDC_COOKIE, &browser, PENDING_TTL.as_secs() as i64),
+    );
     Ok(res)
 }
 
@@ -279,7 +355,10 @@ pub struct CallbackQuery {
 
 fn see_other(location: &str) -> ApiResult<Response> {
     let mut res = StatusCode::SEE_OTHER.into_response();
-    res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(location).map_err(ApiError::internal)?);
+    res.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(location).map_err(ApiError::internal)?,
+    );
     Ok(res)
 }
 
@@ -302,25 +381,49 @@ fn provider_error(e: &str) -> &str {
 #[utoipa::path(get, path = "/api/v1/auth/oidc/callback", tag = "auth", params(CallbackQuery),
     responses((status = 303, description = "logged in: to the portal, or to the event's page for participants"), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 429, body = Problem), (status = 502, body = Problem)))]
-pub async fn callback(State(state): State<Shared>, ClientIp(ip): ClientIp, headers: HeaderMap, QueryOf(q): QueryOf<CallbackQuery>) -> ApiResult<Response> {
+pub async fn callback(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    QueryOf(q): QueryOf<CallbackQuery>,
+) -> ApiResult<Response> {
     rate_limit(&state, ip)?;
-    let oauth_state = q.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("the callback lacks state"))?;
+    let oauth_state = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("the callback lacks state"))?;
     let browser = cookie_value(&headers, OIDC_COOKIE)
         .or_else(|| cookie_value(&headers, OIDC_COOKIE.trim_start_matches("__Host-")))
         .map(|c| sha256_hex(&c));
-    let login = pending().take(&pending_key(&state, oauth_state), browser.as_deref(), Instant::now()).map_err(|r| match r {
-        PendingRefusal::Unknown => {
-            tracing::info!(reason = "unknown, expired or used state", "oidc login refused");
-            ApiError::bad_request("this login is unknown, expired or already used; start again")
-        }
-        PendingRefusal::OtherBrowser(tenant) => {
-            refuse(&tenant, StatusCode::FORBIDDEN, "other browser", "this login was started in another browser; start again here")
-        }
-    })?;
+    let login = pending()
+        .take(
+            &pending_key(&state, oauth_state),
+            browser.as_deref(),
+            Instant::now(),
+        )
+        .map_err(|r| match r {
+            PendingRefusal::Unknown => {
+                tracing::info!(
+                    reason = "unknown, expired or used state",
+                    "oidc login refused"
+                );
+                ApiError::bad_request("this login is unknown, expired or already used; start again")
+            }
+            PendingRefusal::OtherBrowser(tenant) => refuse(
+                &tenant,
+                StatusCode::FORBIDDEN,
+                "other browser",
+                "this login was started in another browser; start again here",
+            ),
+        })?;
     let tenant = login.tenant.clone();
     let mut res = finish(&state, &login, &q).await?;
     // The pre-auth cookie has done its work.
-    res.headers_mut().append(header::SET_COOKIE, session_cookie(&state, OIDC_COOKIE, "", 0));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        session_cookie(&state, OIDC_COOKIE, "", 0),
+    );
     tracing::info!(tenant = %tenant, "oidc login finished");
     Ok(res)
 }
@@ -330,12 +433,26 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
     if let Some(e) = &q.error {
         let code = provider_error(e);
         tracing::info!(tenant = %tenant, reason = "provider error", error = code, "oidc login refused");
-        return Err(ApiError::forbidden(&format!("the identity provider ended the login: {code}")));
+        return Err(ApiError::forbidden(&format!(
+            "the identity provider ended the login: {code}"
+        )));
     }
-    let code = q.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| refuse(tenant, StatusCode::BAD_REQUEST, "no code", "the callback lacks code"))?;
+    let code = q.code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
+        refuse(
+            tenant,
+            StatusCode::BAD_REQUEST,
+            "no code",
+            "the callback lacks code",
+        )
+    })?;
     let (client, issuer) = client_for(state, tenant).await?;
     if q.iss.as_deref().is_some_and(|iss| iss != issuer) {
-        return Err(refuse(tenant, StatusCode::BAD_REQUEST, "iss mismatch", "the callback names another issuer"));
+        return Err(refuse(
+            tenant,
+            StatusCode::BAD_REQUEST,
+            "iss mismatch",
+            "the callback names another issuer",
+        ));
     }
     let http = http()?;
     let token = client
@@ -353,24 +470,47 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
             openidconnect::RequestTokenError::Request(_) => refuse(tenant, StatusCode::BAD_GATEWAY, "token endpoint unreachable", "the identity provider could not be reached"),
             _ => refuse(tenant, StatusCode::BAD_GATEWAY, "token response invalid", "the identity provider sent an invalid token response"),
         })?;
-    let id_token = token.id_token().ok_or_else(|| refuse(tenant, StatusCode::BAD_REQUEST, "no id token", "the identity provider sent no ID token"))?;
-    let verifier = client.id_token_verifier();
-    let bad_token = |reason: &str| refuse(tenant, StatusCode::BAD_REQUEST, reason, "the ID token did not verify");
-    let claims = id_token.claims(&verifier, &Nonce::new(login.nonce.clone())).map_err(|e| {
-        bad_token(match e {
-            openidconnect::ClaimsVerificationError::Expired(_) => "id token expired",
-            openidconnect::ClaimsVerificationError::InvalidAudience(_) => "id token audience",
-            openidconnect::ClaimsVerificationError::InvalidIssuer(_) => "id token issuer",
-            openidconnect::ClaimsVerificationError::InvalidNonce(_) => "id token nonce",
-            openidconnect::ClaimsVerificationError::SignatureVerification(_) => "id token signature",
-            _ => "id token invalid",
-        })
+    let id_token = token.id_token().ok_or_else(|| {
+        refuse(
+            tenant,
+            StatusCode::BAD_REQUEST,
+            "no id token",
+            "the identity provider sent no ID token",
+        )
     })?;
+    let verifier = client.id_token_verifier();
+    let bad_token = |reason: &str| {
+        refuse(
+            tenant,
+            StatusCode::BAD_REQUEST,
+            reason,
+            "the ID token did not verify",
+        )
+    };
+    let claims = id_token
+        .claims(&verifier, &Nonce::new(login.nonce.clone()))
+        .map_err(|e| {
+            bad_token(match e {
+                openidconnect::ClaimsVerificationError::Expired(_) => "id token expired",
+                openidconnect::ClaimsVerificationError::InvalidAudience(_) => "id token audience",
+                openidconnect::ClaimsVerificationError::InvalidIssuer(_) => "id token issuer",
+                openidconnect::ClaimsVerificationError::InvalidNonce(_) => "id token nonce",
+                openidconnect::ClaimsVerificationError::SignatureVerification(_) => {
+                    "id token signature"
+                }
+                _ => "id token invalid",
+            })
+        })?;
     // The access token must be the one the ID token was issued with.
     if let Some(expected) = claims.access_token_hash() {
-        let alg = id_token.signing_alg().map_err(|_| bad_token("id token alg"))?;
-        let key = id_token.signing_key(&verifier).map_err(|_| bad_token("id token key"))?;
-        let actual = AccessTokenHash::from_token(token.access_token(), alg, key).map_err(|_| bad_token("at_hash"))?;
+        let alg = id_token
+            .signing_alg()
+            .map_err(|_| bad_token("id token alg"))?;
+        let key = id_token
+            .signing_key(&verifier)
+            .map_err(|_| bad_token("id token key"))?;
+        let actual = AccessTokenHash::from_token(token.access_token(), alg, key)
+            .map_err(|_| bad_token("at_hash"))?;
         if actual != *expected {
             return Err(bad_token("at_hash mismatch"));
         }
@@ -382,20 +522,47 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
         None => {
             let request = client
                 .user_info(token.access_token().clone(), Some(claims.subject().clone()))
-                .map_err(|_| refuse(tenant, StatusCode::FORBIDDEN, "no email claim", "the identity provider did not assert an e-mail address"))?;
-            let info: CoreUserInfoClaims = request.request_async(http).await.map_err(|e| match e {
-                openidconnect::UserInfoError::ClaimsVerification(_) => refuse(tenant, StatusCode::BAD_REQUEST, "userinfo subject", "the identity provider's user info did not verify"),
-                _ => refuse(tenant, StatusCode::BAD_GATEWAY, "userinfo failed", "the identity provider's user info could not be read"),
+                .map_err(|_| {
+                    refuse(
+                        tenant,
+                        StatusCode::FORBIDDEN,
+                        "no email claim",
+                        "the identity provider did not assert an e-mail address",
+                    )
+                })?;
+            let info: CoreUserInfoClaims =
+                request.request_async(http).await.map_err(|e| match e {
+                    openidconnect::UserInfoError::ClaimsVerification(_) => refuse(
+                        tenant,
+                        StatusCode::BAD_REQUEST,
+                        "userinfo subject",
+                        "the identity provider's user info did not verify",
+                    ),
+                    _ => refuse(
+                        tenant,
+                        StatusCode::BAD_GATEWAY,
+                        "userinfo failed",
+                        "the identity provider's user info could not be read",
+                    ),
+                })?;
+            let email = info.email().map(|e| e.as_str().to_owned()).ok_or_else(|| {
+                refuse(
+                    tenant,
+                    StatusCode::FORBIDDEN,
+                    "no email claim",
+                    "the identity provider did not assert an e-mail address",
+                )
             })?;
-            let email = info
-                .email()
-                .map(|e| e.as_str().to_owned())
-                .ok_or_else(|| refuse(tenant, StatusCode::FORBIDDEN, "no email claim", "the identity provider did not assert an e-mail address"))?;
             (email, info.email_verified())
         }
     };
     if verified != Some(true) {
-        return Err(refuse(tenant, StatusCode::FORBIDDEN, "email not verified", "the identity provider has not verified this e-mail address"));
+        return Err(refuse(
+            tenant,
+            StatusCode::FORBIDDEN,
+            "email not verified",
+            "the identity provider has not verified this e-mail address",
+        ));
     }
     let (st, login) = (state.clone(), login.clone());
     blocking(move || {
@@ -445,7 +612,8 @@ mod tests {
     fn a_pending_login_is_used_once() {
         let now = Instant::now();
         let mut p = PendingLogins::default();
-        p.insert("s".into(), login("b", now + PENDING_TTL), now).unwrap();
+        p.insert("s".into(), login("b", now + PENDING_TTL), now)
+            .unwrap();
         let b = sha256_hex("b");
         assert_eq!(p.take("s", Some(&b), now).unwrap().tenant, "t_1");
         assert_eq!(p.take("s", Some(&b), now), Err(PendingRefusal::Unknown));
@@ -456,7 +624,8 @@ mod tests {
     fn another_browser_is_refused_without_using_the_login_up() {
         let now = Instant::now();
         let mut p = PendingLogins::default();
-        p.insert("s".into(), login("b", now + PENDING_TTL), now).unwrap();
+        p.insert("s".into(), login("b", now + PENDING_TTL), now)
+            .unwrap();
         let other = Err(PendingRefusal::OtherBrowser("t_1".into()));
         assert_eq!(p.take("s", None, now), other);
         assert_eq!(p.take("s", Some(&sha256_hex("other")), now), other);
@@ -467,9 +636,13 @@ mod tests {
     fn an_expired_login_is_gone() {
         let now = Instant::now();
         let mut p = PendingLogins::default();
-        p.insert("s".into(), login("b", now + PENDING_TTL), now).unwrap();
+        p.insert("s".into(), login("b", now + PENDING_TTL), now)
+            .unwrap();
         let later = now + PENDING_TTL;
-        assert_eq!(p.take("s", Some(&sha256_hex("b")), later), Err(PendingRefusal::Unknown));
+        assert_eq!(
+            p.take("s", Some(&sha256_hex("b")), later),
+            Err(PendingRefusal::Unknown)
+        );
         assert_eq!(p.len(), 0);
     }
 
@@ -478,12 +651,21 @@ mod tests {
         let now = Instant::now();
         let mut p = PendingLogins::default();
         for i in 0..PENDING_MAX {
-            p.insert(format!("s{i}"), login("b", now + Duration::from_secs(1 + (i % 2) as u64 * 600)), now).unwrap();
+            p.insert(
+                format!("s{i}"),
+                login("b", now + Duration::from_secs(1 + (i % 2) as u64 * 600)),
+                now,
+            )
+            .unwrap();
         }
-        assert!(p.insert("full".into(), login("b", now + PENDING_TTL), now).is_err());
+        assert!(p
+            .insert("full".into(), login("b", now + PENDING_TTL), now)
+            .is_err());
         // Half of them expire after a second: room again.
         let later = now + Duration::from_secs(2);
-        assert!(p.insert("room".into(), login("b", later + PENDING_TTL), later).is_ok());
+        assert!(p
+            .insert("room".into(), login("b", later + PENDING_TTL), later)
+            .is_ok());
         assert_eq!(p.len(), PENDING_MAX / 2 + 1);
     }
 

@@ -24,27 +24,71 @@ use crate::repo::{ConsentRecord, NewParticipant, ParticipantView};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/api/v1/events/{event}/participants", get(list_participants).post(create_participant))
-        .route("/api/v1/events/{event}/participants/import", post(import_participants))
-        .route("/api/v1/events/{event}/participants/export", get(export_participants))
-        .route("/api/v1/events/{event}/participants/{id}", get(get_participant).patch(update_participant).delete(erase_participant))
-        .route("/api/v1/events/{event}/participants/{id}/status", post(set_status))
-        .route("/api/v1/events/{event}/participants/{id}/unlock", post(unlock_participant))
-        .route("/api/v1/events/{event}/participants/{id}/export", get(export_participant))
-        .route("/api/v1/public/{tenant}/events/{event}/register", post(register))
-        .route("/api/v1/events/{event}/playback-token", post(playback_token))
+        .route(
+            "/api/v1/events/{event}/participants",
+            get(list_participants).post(create_participant),
+        )
+        .route(
+            "/api/v1/events/{event}/participants/import",
+            post(import_participants),
+        )
+        .route(
+            "/api/v1/events/{event}/participants/export",
+            get(export_participants),
+        )
+        .route(
+            "/api/v1/events/{event}/participants/{id}",
+            get(get_participant)
+                .patch(update_participant)
+                .delete(erase_participant),
+        )
+        .route(
+            "/api/v1/events/{event}/participants/{id}/status",
+            post(set_status),
+        )
+        .route(
+            "/api/v1/events/{event}/participants/{id}/unlock",
+            post(unlock_participant),
+        )
+        .route(
+            "/api/v1/events/{event}/participants/{id}/export",
+            get(export_participant),
+        )
+        .route(
+            "/api/v1/public/{tenant}/events/{event}/register",
+            post(register),
+        )
+        .route(
+            "/api/v1/events/{event}/playback-token",
+            post(playback_token),
+        )
         .route("/api/v1/events/{event}/attendance", post(attendance))
-        .route("/api/v1/me", get(me_export).patch(me_update).delete(me_erase))
+        .route(
+            "/api/v1/me",
+            get(me_export).patch(me_update).delete(me_erase),
+        )
         .route("/api/v1/me/consent", post(me_consent))
 }
 
 /// Participants of an event.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants", tag = "participants", params(("event" = String, Path)),
     responses((status = 200, body = Vec<ParticipantView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn list_participants(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>) -> ApiResult<Json<Vec<ParticipantView>>> {
+pub async fn list_participants(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<Json<Vec<ParticipantView>>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.participants(caller.tenant(), &event)?.iter().map(|p| repo.participant_view(p)).collect::<Result<_, _>>()?))).await
+    blocking(move || {
+        Ok(Json(
+            repo.participants(caller.tenant(), &event)?
+                .iter()
+                .map(|p| repo.participant_view(p))
+                .collect::<Result<_, _>>()?,
+        ))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -66,7 +110,12 @@ fn yes() -> bool {
 /// Invites a participant (status `invited` until their first login).
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants", tag = "participants", params(("event" = String, Path)), request_body = Invitation,
     responses((status = 201, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn create_participant(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>, Body(req): Body<Invitation>) -> ApiResult<(StatusCode, Json<ParticipantView>)> {
+pub async fn create_participant(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+    Body(req): Body<Invitation>,
+) -> ApiResult<(StatusCode, Json<ParticipantView>)> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     let tenant = caller.tenant().to_owned();
@@ -81,11 +130,23 @@ pub async fn create_participant(State(state): State<Shared>, caller: Caller, Pat
             source: ParticipantSource::Invited,
             consent: None,
         };
-        Ok(repo.create_participants(caller.actor(), caller.tenant(), &event, vec![row])?.remove(0))
+        Ok(repo
+            .create_participants(caller.actor(), caller.tenant(), &event, vec![row])?
+            .remove(0))
     })
     .await?;
     if req.send_mail {
-        send_link(&state, LinkPurpose::MagicLogin, &LinkRequest { tenant, event: Some(ev), email }, None).await?;
+        send_link(
+            &state,
+            LinkPurpose::MagicLogin,
+            &LinkRequest {
+                tenant,
+                event: Some(ev),
+                email,
+            },
+            None,
+        )
+        .await?;
     }
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -93,10 +154,21 @@ pub async fn create_participant(State(state): State<Shared>, caller: Caller, Pat
 /// One participant.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = ParticipantView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_participant(State(state): State<Shared>, caller: Caller, PathOf((event, id)): PathOf<(String, String)>) -> ApiResult<Json<ParticipantView>> {
+pub async fn get_participant(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, id)): PathOf<(String, String)>,
+) -> ApiResult<Json<ParticipantView>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.participant_view(&repo.participant(caller.tenant(), &event, &id)?)?))).await
+    blocking(move || {
+        Ok(Json(repo.participant_view(&repo.participant(
+            caller.tenant(),
+            &event,
+            &id,
+        )?)?))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -113,10 +185,26 @@ pub struct ParticipantPatch {
 /// Rectifies a participant's data.
 #[utoipa::path(patch, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", params(("event" = String, Path), ("id" = String, Path)), request_body = ParticipantPatch,
     responses((status = 200, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn update_participant(State(state): State<Shared>, caller: Caller, PathOf((event, id)): PathOf<(String, String)>, Body(req): Body<ParticipantPatch>) -> ApiResult<Json<ParticipantView>> {
+pub async fn update_participant(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, id)): PathOf<(String, String)>,
+    Body(req): Body<ParticipantPatch>,
+) -> ApiResult<Json<ParticipantView>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.update_participant(caller.actor(), caller.tenant(), &event, &id, req.name.as_deref(), req.email.as_deref(), req.fields.as_ref())?))).await
+    blocking(move || {
+        Ok(Json(repo.update_participant(
+            caller.actor(),
+            caller.tenant(),
+            &event,
+            &id,
+            req.name.as_deref(),
+            req.email.as_deref(),
+            req.fields.as_ref(),
+        )?))
+    })
+    .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -128,10 +216,19 @@ pub struct Erasure {
 /// Erases a participant (or blocks them under a retention hold); their tokens are revoked.
 #[utoipa::path(delete, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Erasure), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn erase_participant(State(state): State<Shared>, caller: Caller, PathOf((event, id)): PathOf<(String, String)>) -> ApiResult<Json<Erasure>> {
+pub async fn erase_participant(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, id)): PathOf<(String, String)>,
+) -> ApiResult<Json<Erasure>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(Erasure { deleted: repo.erase_participant(caller.actor(), caller.tenant(), &event, &id)? }))).await
+    blocking(move || {
+        Ok(Json(Erasure {
+            deleted: repo.erase_participant(caller.actor(), caller.tenant(), &event, &id)?,
+        }))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -144,24 +241,54 @@ pub struct StatusChange {
 /// Approves, deactivates, reactivates or blocks a participant.
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/{id}/status", tag = "participants", params(("event" = String, Path), ("id" = String, Path)), request_body = StatusChange,
     responses((status = 200, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn set_status(State(state): State<Shared>, caller: Caller, PathOf((event, id)): PathOf<(String, String)>, Body(req): Body<StatusChange>) -> ApiResult<Json<ParticipantView>> {
+pub async fn set_status(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, id)): PathOf<(String, String)>,
+    Body(req): Body<StatusChange>,
+) -> ApiResult<Json<ParticipantView>> {
     caller.require(MANAGERS)?;
-    if matches!(req.status, ParticipantStatus::Invited | ParticipantStatus::Pending) {
-        return Err(ApiError::bad_request("status must be active, deactivated or blocked"));
+    if matches!(
+        req.status,
+        ParticipantStatus::Invited | ParticipantStatus::Pending
+    ) {
+        return Err(ApiError::bad_request(
+            "status must be active, deactivated or blocked",
+        ));
     }
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.set_participant_status(caller.actor(), caller.tenant(), &event, &id, req.status)?))).await
+    blocking(move || {
+        Ok(Json(repo.set_participant_status(
+            caller.actor(),
+            caller.tenant(),
+            &event,
+            &id,
+            req.status,
+        )?))
+    })
+    .await
 }
 
 /// Unlocks a participant locked out by failed password attempts.
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/{id}/unlock", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn unlock_participant(State(state): State<Shared>, caller: Caller, PathOf((event, id)): PathOf<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn unlock_participant(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, id)): PathOf<(String, String)>,
+) -> ApiResult<StatusCode> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
         repo.participant(caller.tenant(), &event, &id)?;
-        repo.unlock(caller.actor(), caller.tenant(), &Principal::Participant { event, participant: id })?;
+        repo.unlock(
+            caller.actor(),
+            caller.tenant(),
+            &Principal::Participant {
+                event,
+                participant: id,
+            },
+        )?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -195,7 +322,13 @@ pub struct ImportError {
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/import", tag = "participants", params(("event" = String, Path), ImportQuery),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 201, body = ImportResult), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = ImportResult)))]
-pub async fn import_participants(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>, QueryOf(q): QueryOf<ImportQuery>, body: axum::body::Bytes) -> ApiResult<Response> {
+pub async fn import_participants(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+    QueryOf(q): QueryOf<ImportQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -251,7 +384,12 @@ pub struct ExportQuery {
 /// Exports an event's participants as CSV or JSON.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants/export", tag = "participants", params(("event" = String, Path), ExportQuery),
     responses((status = 200, description = "text/csv or application/json", body = Vec<ParticipantView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn export_participants(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>, QueryOf(q): QueryOf<ExportQuery>) -> ApiResult<Response> {
+pub async fn export_participants(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+    QueryOf(q): QueryOf<ExportQuery>,
+) -> ApiResult<Response> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -306,7 +444,11 @@ fn subject_export(repo: &Repo, tenant: &str, event: &str, id: &str) -> ApiResult
 /// Data subject access export (JSON) of one participant, for staff.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}/export", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = SubjectExport), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn export_participant(State(state): State<Shared>, caller: Caller, PathOf((event, id)): PathOf<(String, String)>) -> ApiResult<Json<SubjectExport>> {
+pub async fn export_participant(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf((event, id)): PathOf<(String, String)>,
+) -> ApiResult<Json<SubjectExport>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || Ok(Json(subject_export(&repo, caller.tenant(), &event, &id)?))).await
@@ -327,10 +469,26 @@ pub struct Registration {
 /// for valid input, whether or not the address was registered before.
 #[utoipa::path(post, path = "/api/v1/public/{tenant}/events/{event}/register", tag = "participants", params(("tenant" = String, Path), ("event" = String, Path)), request_body = Registration,
     responses((status = 202, body = super::auth::Accepted), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
-pub async fn register(State(state): State<Shared>, ClientIp(ip): ClientIp, PathOf((tenant, event)): PathOf<(String, String)>, Body(req): Body<Registration>) -> ApiResult<Response> {
+pub async fn register(
+    State(state): State<Shared>,
+    ClientIp(ip): ClientIp,
+    PathOf((tenant, event)): PathOf<(String, String)>,
+    Body(req): Body<Registration>,
+) -> ApiResult<Response> {
     let now = std::time::Instant::now();
-    state.limits.per_ip.check(&ip.to_string(), now).map_err(ApiError::too_many)?;
-    state.limits.per_account.check(&crate::repo::sha256_hex(&format!("{tenant}|{}", req.email.to_lowercase())), now).map_err(ApiError::too_many)?;
+    state
+        .limits
+        .per_ip
+        .check(&ip.to_string(), now)
+        .map_err(ApiError::too_many)?;
+    state
+        .limits
+        .per_account
+        .check(
+            &crate::repo::sha256_hex(&format!("{tenant}|{}", req.email.to_lowercase())),
+            now,
+        )
+        .map_err(ApiError::too_many)?;
     if !crate::model::valid_id("t", &tenant) {
         return Err(ApiError::not_found());
     }
@@ -375,9 +533,28 @@ pub async fn register(State(state): State<Shared>, ClientIp(ip): ClientIp, PathO
     })
     .await?;
     let preauth = crate::repo::random_secret();
-    send_link(&state, LinkPurpose::MagicLogin, &LinkRequest { tenant: t, event: Some(e), email }, Some(&preauth)).await?;
-    let mut res = (StatusCode::ACCEPTED, Json(super::auth::Accepted { status: "registered; a login link is on its way".into() })).into_response();
-    res.headers_mut().append(header::SET_COOKIE, session_cookie(&state, PREAUTH_COOKIE, &preauth, 20 * 60));
+    send_link(
+        &state,
+        LinkPurpose::MagicLogin,
+        &LinkRequest {
+            tenant: t,
+            event: Some(e),
+            email,
+        },
+        Some(&preauth),
+    )
+    .await?;
+    let mut res = (
+        StatusCode::ACCEPTED,
+        Json(super::auth::Accepted {
+            status: "registered; a login link is on its way".into(),
+        }),
+    )
+        .into_response();
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        session_cookie(&state, PREAUTH_COOKIE, &preauth, 20 * 60),
+    );
     Ok(res)
 }
 
@@ -397,19 +574,28 @@ pub struct PlaybackToken {
 /// A short-lived playback token for the caller (participant, or staff previewing).
 #[utoipa::path(post, path = "/api/v1/events/{event}/playback-token", tag = "participants", params(("event" = String, Path)),
     responses((status = 200, body = PlaybackToken), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn playback_token(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>) -> ApiResult<Json<PlaybackToken>> {
+pub async fn playback_token(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<Json<PlaybackToken>> {
     let st = state.clone();
     blocking(move || {
         let ev = st.repo.event(caller.tenant(), &event)?;
         let subject = match &caller.session.principal {
-            Principal::Participant { event: e, participant } => {
+            Principal::Participant {
+                event: e,
+                participant,
+            } => {
                 caller.participant()?;
                 if *e != event {
                     return Err(ApiError::not_found());
                 }
                 let p = st.repo.participant(caller.tenant(), &event, participant)?;
                 if p.status != ParticipantStatus::Active {
-                    return Err(ApiError::forbidden("your access to this event is not active"));
+                    return Err(ApiError::forbidden(
+                        "your access to this event is not active",
+                    ));
                 }
                 p.id
             }
@@ -433,12 +619,21 @@ pub async fn playback_token(State(state): State<Shared>, caller: Caller, PathOf(
         };
         let (token, claims) = st.repo.mint(&grant)?;
         let lifetime = (claims.exp - claims.iat).whole_seconds();
-        let mut edges: Vec<String> = st.repo.edges()?.into_iter().filter(|e| e.load < 0.9).map(|e| e.url).collect();
+        let mut edges: Vec<String> = st
+            .repo
+            .edges()?
+            .into_iter()
+            .filter(|e| e.load < 0.9)
+            .map(|e| e.url)
+            .collect();
         edges.extend(st.edges.iter().cloned());
         edges.dedup();
         Ok(Json(PlaybackToken {
             token,
-            expires_at: claims.exp.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            expires_at: claims
+                .exp
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             refresh_in_secs: (lifetime * 3 / 4).max(1),
             namespace: format!("{}/{}", caller.tenant(), event),
             edges,
@@ -457,7 +652,12 @@ pub struct AttendanceReport {
 /// Reports viewing time, for events that track attendance (TENANT-7).
 #[utoipa::path(post, path = "/api/v1/events/{event}/attendance", tag = "participants", params(("event" = String, Path)), request_body = AttendanceReport,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn attendance(State(state): State<Shared>, caller: Caller, PathOf(event): PathOf<String>, Body(req): Body<AttendanceReport>) -> ApiResult<StatusCode> {
+pub async fn attendance(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+    Body(req): Body<AttendanceReport>,
+) -> ApiResult<StatusCode> {
     let repo = state.repo.clone();
     blocking(move || {
         let (e, p) = caller.participant()?;
@@ -465,7 +665,10 @@ pub async fn attendance(State(state): State<Shared>, caller: Caller, PathOf(even
             return Err(ApiError::not_found());
         }
         if !repo.event(caller.tenant(), &event)?.attendance {
-            return Err(ApiError::new(StatusCode::CONFLICT, "this event does not track attendance"));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "this event does not track attendance",
+            ));
         }
         repo.add_attendance(caller.tenant(), &event, p, req.seconds as u64)?;
         Ok(StatusCode::NO_CONTENT)
@@ -475,7 +678,10 @@ pub async fn attendance(State(state): State<Shared>, caller: Caller, PathOf(even
 
 /// Everything stored about the calling participant (GDPR access, portability).
 #[utoipa::path(get, path = "/api/v1/me", tag = "participants", responses((status = 200, body = SubjectExport), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn me_export(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<SubjectExport>> {
+pub async fn me_export(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<SubjectExport>> {
     let repo = state.repo.clone();
     blocking(move || {
         let (event, id) = caller.participant()?;
@@ -487,11 +693,23 @@ pub async fn me_export(State(state): State<Shared>, caller: Caller) -> ApiResult
 /// Rectification by the participant.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "participants", request_body = ParticipantPatch,
     responses((status = 200, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
-pub async fn me_update(State(state): State<Shared>, caller: Caller, Body(req): Body<ParticipantPatch>) -> ApiResult<Json<ParticipantView>> {
+pub async fn me_update(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<ParticipantPatch>,
+) -> ApiResult<Json<ParticipantView>> {
     let repo = state.repo.clone();
     blocking(move || {
         let (event, id) = caller.participant()?;
-        Ok(Json(repo.update_participant(id, caller.tenant(), event, id, req.name.as_deref(), req.email.as_deref(), req.fields.as_ref())?))
+        Ok(Json(repo.update_participant(
+            id,
+            caller.tenant(),
+            event,
+            id,
+            req.name.as_deref(),
+            req.email.as_deref(),
+            req.fields.as_ref(),
+        )?))
     })
     .await
 }
@@ -519,12 +737,22 @@ pub struct ConsentChange {
 /// Gives or withdraws consent to the event's privacy notice (a new immutable record).
 #[utoipa::path(post, path = "/api/v1/me/consent", tag = "participants", request_body = ConsentChange,
     responses((status = 200, body = ConsentRecord), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn me_consent(State(state): State<Shared>, caller: Caller, Body(req): Body<ConsentChange>) -> ApiResult<Json<ConsentRecord>> {
+pub async fn me_consent(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<ConsentChange>,
+) -> ApiResult<Json<ConsentRecord>> {
     let repo = state.repo.clone();
     blocking(move || {
         let (event, id) = caller.participant()?;
         let ev = repo.event(caller.tenant(), event)?;
-        Ok(Json(repo.record_consent(caller.tenant(), event, id, &ev.privacy_notice, req.given)?))
+        Ok(Json(repo.record_consent(
+            caller.tenant(),
+            event,
+            id,
+            &ev.privacy_notice,
+            req.given,
+        )?))
     })
     .await
 }

@@ -28,7 +28,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), retry_after: None }
+        Self {
+            status,
+            detail: detail.into(),
+            retry_after: None,
+        }
     }
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not found")
@@ -43,12 +47,21 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, detail)
     }
     pub fn too_many(retry_after: u64) -> Self {
-        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too many requests; try again later") }
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests; try again later",
+            )
+        }
     }
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         let id = crate::model::new_id("err");
         tracing::error!(error_id = %id, error = %detail, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error {id}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error {id}"),
+        )
     }
 }
 
@@ -58,7 +71,10 @@ impl From<RepoError> for ApiError {
             RepoError::NotFound => Self::not_found(),
             RepoError::Invalid(d) => Self::bad_request(d),
             RepoError::Conflict(d) => Self::new(StatusCode::CONFLICT, d),
-            RepoError::Locked(_) => Self::new(StatusCode::LOCKED, "account locked; try again later or ask an administrator"),
+            RepoError::Locked(_) => Self::new(
+                StatusCode::LOCKED,
+                "account locked; try again later or ask an administrator",
+            ),
             RepoError::WrongCredentials => Self::new(StatusCode::UNAUTHORIZED, "wrong credentials"),
             RepoError::Key(crate::keys::KeyError::Shredded(_)) => Self::not_found(),
             other => Self::internal(other),
@@ -80,9 +96,16 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
         };
-        let mut res = (self.status, serde_json::to_string(&body).unwrap_or_default()).into_response();
+        let mut res = (
+            self.status,
+            serde_json::to_string(&body).unwrap_or_default(),
+        )
+            .into_response();
         let h = res.headers_mut();
-        h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after {
             h.insert(axum::http::header::RETRY_AFTER, s.into());
         }
@@ -124,6 +147,8 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 }
 
 /// Runs blocking repository work (RocksDB, argon2) off the async workers.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await?
 }

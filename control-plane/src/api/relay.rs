@@ -61,11 +61,16 @@ pub struct RevocationQuery {
 #[utoipa::path(get, path = "/api/v1/relay/revocations", tag = "relay", params(RevocationQuery),
     security(("relay" = [])),
     responses((status = 200, description = "revocation feed", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn revocations(State(state): State<Shared>, headers: HeaderMap, QueryOf(q): QueryOf<RevocationQuery>) -> ApiResult<Json<RevocationFeed>> {
+pub async fn revocations(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryOf(q): QueryOf<RevocationQuery>,
+) -> ApiResult<Json<RevocationFeed>> {
     relay_claims(&state, &headers)?;
     let mut watch = state.repo.revocation_watch();
     if q.wait > 0 && *watch.borrow() == q.after {
-        let _ = tokio::time::timeout(Duration::from_secs(q.wait.min(30) as u64), watch.changed()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(q.wait.min(30) as u64), watch.changed()).await;
     }
     let repo = state.repo.clone();
     blocking(move || Ok(Json(repo.revocations_after(q.after)?))).await
@@ -84,16 +89,38 @@ pub struct Heartbeat {
 /// An edge registers itself and reports its load (every few seconds).
 #[utoipa::path(post, path = "/api/v1/relay/heartbeat", tag = "relay", request_body = Heartbeat, security(("relay" = [])),
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn heartbeat(State(state): State<Shared>, headers: HeaderMap, Body(req): Body<Heartbeat>) -> ApiResult<StatusCode> {
+pub async fn heartbeat(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Body(req): Body<Heartbeat>,
+) -> ApiResult<StatusCode> {
     let claims = relay_claims(&state, &headers)?;
-    if !(0.0..=1.0).contains(&req.load) || url::Url::parse(&req.url).is_err() || req.region.is_empty() || req.region.len() > 64 {
-        return Err(ApiError::bad_request("region 1 to 64 characters, url a URL, load 0 to 1"));
+    if !(0.0..=1.0).contains(&req.load)
+        || url::Url::parse(&req.url).is_err()
+        || req.region.is_empty()
+        || req.region.len() > 64
+    {
+        return Err(ApiError::bad_request(
+            "region 1 to 64 characters, url a URL, load 0 to 1",
+        ));
     }
     let repo = state.repo.clone();
     blocking(move || {
         let now = crate::repo::now();
-        let registered_at = repo.edges()?.into_iter().find(|e| e.id == claims.sub).map(|e| e.registered_at).unwrap_or(now);
-        repo.put_edge(&EdgeRegistration { id: claims.sub, region: req.region, url: req.url, load: req.load, registered_at, last_seen: Some(now) })?;
+        let registered_at = repo
+            .edges()?
+            .into_iter()
+            .find(|e| e.id == claims.sub)
+            .map(|e| e.registered_at)
+            .unwrap_or(now);
+        repo.put_edge(&EdgeRegistration {
+            id: claims.sub,
+            region: req.region,
+            url: req.url,
+            load: req.load,
+            registered_at,
+            last_seen: Some(now),
+        })?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

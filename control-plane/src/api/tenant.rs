@@ -20,10 +20,16 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/tenant", get(get_tenant).patch(update_tenant))
         .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/users/{id}", get(get_user).patch(update_user).delete(delete_user))
+        .route(
+            "/api/v1/users/{id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
         .route("/api/v1/users/{id}/unlock", post(unlock_user))
         .route("/api/v1/sites", get(list_sites).post(create_site))
-        .route("/api/v1/sites/{id}", axum::routing::patch(update_site).delete(delete_site))
+        .route(
+            "/api/v1/sites/{id}",
+            axum::routing::patch(update_site).delete(delete_site),
+        )
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/access-review", get(access_review))
@@ -73,7 +79,9 @@ pub struct TenantPatch {
 }
 
 /// Tells a field sent as `null` (Some(None)) from one left out (None).
-fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Ok(Some(Option::deserialize(d)?))
 }
 
@@ -104,7 +112,12 @@ fn tenant_dto(state: &AppState, t: &crate::model::Tenant) -> TenantDto {
     TenantDto {
         id: t.id.clone(),
         name: t.name.clone(),
-        password_policy: PolicyDto { min_length: p.min_length, require_classes: p.require_classes, expiry_days: p.expiry_days, history: p.history },
+        password_policy: PolicyDto {
+            min_length: p.min_length,
+            require_classes: p.require_classes,
+            expiry_days: p.expiry_days,
+            history: p.history,
+        },
         totp_required_for_owners: t.settings.totp_required_for_owners,
         lockout_minutes: t.settings.lockout_minutes.clone(),
         session_idle_minutes: t.settings.session_idle_minutes,
@@ -128,7 +141,11 @@ pub async fn get_tenant(State(state): State<Shared>, caller: Caller) -> ApiResul
 /// Changes the tenant's settings (password policy, TOTP, lockout, sessions).
 #[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenant", request_body = TenantPatch,
     responses((status = 200, body = TenantDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn update_tenant(State(state): State<Shared>, caller: Caller, Body(patch): Body<TenantPatch>) -> ApiResult<Json<TenantDto>> {
+pub async fn update_tenant(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(patch): Body<TenantPatch>,
+) -> ApiResult<Json<TenantDto>> {
     caller.require(OWNERS)?;
     let st = state.clone();
     blocking(move || {
@@ -138,7 +155,12 @@ pub async fn update_tenant(State(state): State<Shared>, caller: Caller, Body(pat
             t.name = crate::repo::clean_text("name", &n, 120)?;
         }
         if let Some(p) = patch.password_policy {
-            t.settings.password_policy = PasswordPolicy { min_length: p.min_length, require_classes: p.require_classes, expiry_days: p.expiry_days, history: p.history };
+            t.settings.password_policy = PasswordPolicy {
+                min_length: p.min_length,
+                require_classes: p.require_classes,
+                expiry_days: p.expiry_days,
+                history: p.history,
+            };
         }
         if let Some(v) = patch.totp_required_for_owners {
             t.settings.totp_required_for_owners = v;
@@ -153,16 +175,29 @@ pub async fn update_tenant(State(state): State<Shared>, caller: Caller, Body(pat
             t.settings.oidc = match oidc {
                 None => None,
                 Some(o) => {
-                    let issuer = url::Url::parse(&o.issuer).map_err(|_| ApiError::bad_request("oidc.issuer must be a URL"))?;
-                    if issuer.scheme() != "https" && !matches!(issuer.host_str(), Some("localhost" | "127.0.0.1")) {
+                    let issuer = url::Url::parse(&o.issuer)
+                        .map_err(|_| ApiError::bad_request("oidc.issuer must be a URL"))?;
+                    if issuer.scheme() != "https"
+                        && !matches!(issuer.host_str(), Some("localhost" | "127.0.0.1"))
+                    {
                         return Err(ApiError::bad_request("oidc.issuer must be https"));
                     }
                     let client_id = crate::repo::clean_text("oidc.client_id", &o.client_id, 200)?;
                     let client_secret = match o.client_secret {
-                        Some(s) => Some(repo.seal_tenant_secret(&t.id, "oidc-client-secret", &s)?),
-                        None => t.settings.oidc.as_ref().and_then(|old| old.client_secret.clone()),
+                        Some(s) => {
+                            Some(repo.seal_tenant_secret(&t.id, "oidc-client-secret", &s)?)
+                        }
+                        None => t
+                            .settings
+                            .oidc
+                            .as_ref()
+                            .and_then(|old| old.client_secret.clone()),
                     };
-                    Some(crate::model::OidcSettings { issuer: o.issuer, client_id, client_secret })
+                    Some(crate::model::OidcSettings {
+                        issuer: o.issuer,
+                        client_id,
+                        client_secret,
+                    })
                 }
             };
         }
@@ -174,10 +209,21 @@ pub async fn update_tenant(State(state): State<Shared>, caller: Caller, Body(pat
 
 /// Staff accounts of the tenant.
 #[utoipa::path(get, path = "/api/v1/users", tag = "tenant", responses((status = 200, body = Vec<UserView>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_users(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<UserView>>> {
+pub async fn list_users(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<UserView>>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.users(caller.tenant())?.iter().map(|u| repo.user_view(u)).collect::<Result<_, _>>()?))).await
+    blocking(move || {
+        Ok(Json(
+            repo.users(caller.tenant())?
+                .iter()
+                .map(|u| repo.user_view(u))
+                .collect::<Result<_, _>>()?,
+        ))
+    })
+    .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -201,12 +247,29 @@ pub struct CreatedUser {
 /// Creates a staff account (higher roles are granted by owners only).
 #[utoipa::path(post, path = "/api/v1/users", tag = "tenant", request_body = NewUser,
     responses((status = 201, body = CreatedUser), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
-pub async fn create_user(State(state): State<Shared>, caller: Caller, Body(req): Body<NewUser>) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
+pub async fn create_user(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<NewUser>,
+) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
-        let (user, initial_password) = repo.create_user(caller.actor(), caller.tenant(), &req.email, &req.name, req.role, req.password.as_deref())?;
-        Ok((StatusCode::CREATED, Json(CreatedUser { user, initial_password })))
+        let (user, initial_password) = repo.create_user(
+            caller.actor(),
+            caller.tenant(),
+            &req.email,
+            &req.name,
+            req.role,
+            req.password.as_deref(),
+        )?;
+        Ok((
+            StatusCode::CREATED,
+            Json(CreatedUser {
+                user,
+                initial_password,
+            }),
+        ))
     })
     .await
 }
@@ -214,7 +277,11 @@ pub async fn create_user(State(state): State<Shared>, caller: Caller, Body(req):
 /// One staff account.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "tenant", params(("id" = String, Path)),
     responses((status = 200, body = UserView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_user(State(state): State<Shared>, caller: Caller, PathOf(id): PathOf<String>) -> ApiResult<Json<UserView>> {
+pub async fn get_user(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+) -> ApiResult<Json<UserView>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || Ok(Json(repo.user_view(&repo.user(caller.tenant(), &id)?)?))).await
@@ -234,16 +301,35 @@ pub struct UserPatch {
 /// Changes a staff account's name, role or active state.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "tenant", params(("id" = String, Path)), request_body = UserPatch,
     responses((status = 200, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn update_user(State(state): State<Shared>, caller: Caller, PathOf(id): PathOf<String>, Body(req): Body<UserPatch>) -> ApiResult<Json<UserView>> {
+pub async fn update_user(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+    Body(req): Body<UserPatch>,
+) -> ApiResult<Json<UserView>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.update_user(caller.actor(), caller.tenant(), &id, req.name.as_deref(), req.role, req.active)?))).await
+    blocking(move || {
+        Ok(Json(repo.update_user(
+            caller.actor(),
+            caller.tenant(),
+            &id,
+            req.name.as_deref(),
+            req.role,
+            req.active,
+        )?))
+    })
+    .await
 }
 
 /// Deletes a staff account.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn delete_user(State(state): State<Shared>, caller: Caller, PathOf(id): PathOf<String>) -> ApiResult<StatusCode> {
+pub async fn delete_user(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+) -> ApiResult<StatusCode> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -256,12 +342,23 @@ pub async fn delete_user(State(state): State<Shared>, caller: Caller, PathOf(id)
 /// Unlocks a locked staff account.
 #[utoipa::path(post, path = "/api/v1/users/{id}/unlock", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn unlock_user(State(state): State<Shared>, caller: Caller, PathOf(id): PathOf<String>) -> ApiResult<StatusCode> {
+pub async fn unlock_user(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+) -> ApiResult<StatusCode> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
         let u = repo.user(caller.tenant(), &id)?;
-        repo.unlock(caller.actor(), caller.tenant(), &crate::model::Principal::Staff { user: u.id, role: u.role })?;
+        repo.unlock(
+            caller.actor(),
+            caller.tenant(),
+            &crate::model::Principal::Staff {
+                user: u.id,
+                role: u.role,
+            },
+        )?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -286,11 +383,21 @@ pub struct SiteRequest {
 /// Creates a site.
 #[utoipa::path(post, path = "/api/v1/sites", tag = "tenant", request_body = SiteRequest,
     responses((status = 201, body = Site), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn create_site(State(state): State<Shared>, caller: Caller, Body(req): Body<SiteRequest>) -> ApiResult<(StatusCode, Json<Site>)> {
+pub async fn create_site(
+    State(state): State<Shared>,
+    caller: Caller,
+    Body(req): Body<SiteRequest>,
+) -> ApiResult<(StatusCode, Json<Site>)> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
-        let site = Site { id: new_id("s"), tenant: caller.tenant().into(), name: req.name.trim().into(), cidrs: req.cidrs, p2p: req.p2p };
+        let site = Site {
+            id: new_id("s"),
+            tenant: caller.tenant().into(),
+            name: req.name.trim().into(),
+            cidrs: req.cidrs,
+            p2p: req.p2p,
+        };
         repo.put_site(caller.actor(), &site, true)?;
         Ok((StatusCode::CREATED, Json(site)))
     })
@@ -300,12 +407,23 @@ pub async fn create_site(State(state): State<Shared>, caller: Caller, Body(req):
 /// Replaces a site's name, CIDRs and p2p mode.
 #[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "tenant", params(("id" = String, Path)), request_body = SiteRequest,
     responses((status = 200, body = Site), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn update_site(State(state): State<Shared>, caller: Caller, PathOf(id): PathOf<String>, Body(req): Body<SiteRequest>) -> ApiResult<Json<Site>> {
+pub async fn update_site(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+    Body(req): Body<SiteRequest>,
+) -> ApiResult<Json<Site>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
         repo.site(caller.tenant(), &id)?;
-        let site = Site { id, tenant: caller.tenant().into(), name: req.name.trim().into(), cidrs: req.cidrs, p2p: req.p2p };
+        let site = Site {
+            id,
+            tenant: caller.tenant().into(),
+            name: req.name.trim().into(),
+            cidrs: req.cidrs,
+            p2p: req.p2p,
+        };
         repo.put_site(caller.actor(), &site, false)?;
         Ok(Json(site))
     })
@@ -315,7 +433,11 @@ pub async fn update_site(State(state): State<Shared>, caller: Caller, PathOf(id)
 /// Deletes a site.
 #[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete_site(State(state): State<Shared>, caller: Caller, PathOf(id): PathOf<String>) -> ApiResult<StatusCode> {
+pub async fn delete_site(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+) -> ApiResult<StatusCode> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -352,18 +474,27 @@ pub struct AuditEntry {
 /// The tenant's audit trail, oldest first, with values opened.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "tenant", params(AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn audit(State(state): State<Shared>, caller: Caller, QueryOf(q): QueryOf<AuditQuery>) -> ApiResult<Json<Vec<AuditEntry>>> {
+pub async fn audit(
+    State(state): State<Shared>,
+    caller: Caller,
+    QueryOf(q): QueryOf<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
         let limit = q.limit.clamp(1, 1000) as usize;
-        let records = crate::audit::list(repo.store.as_ref(), caller.tenant(), q.after, limit).map_err(crate::repo::RepoError::from)?;
+        let records = crate::audit::list(repo.store.as_ref(), caller.tenant(), q.after, limit)
+            .map_err(crate::repo::RepoError::from)?;
         Ok(Json(
             records
                 .into_iter()
                 .map(|r| {
                     let (old_value, new_value) = repo.open_audit_value(&r);
-                    AuditEntry { record: r, old_value, new_value }
+                    AuditEntry {
+                        record: r,
+                        old_value,
+                        new_value,
+                    }
                 })
                 .collect(),
         ))
@@ -381,12 +512,20 @@ pub struct AuditVerification {
 
 /// Verifies the tenant's audit hash chain.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "tenant", responses((status = 200, body = AuditVerification), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn audit_verify(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<AuditVerification>> {
+pub async fn audit_verify(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<AuditVerification>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
-        let (records, broken) = crate::audit::verify(repo.store.as_ref(), caller.tenant()).map_err(crate::repo::RepoError::from)?;
-        Ok(Json(AuditVerification { records, intact: broken.is_empty(), findings: broken.iter().map(|b| format!("{b:?}")).collect() }))
+        let (records, broken) = crate::audit::verify(repo.store.as_ref(), caller.tenant())
+            .map_err(crate::repo::RepoError::from)?;
+        Ok(Json(AuditVerification {
+            records,
+            intact: broken.is_empty(),
+            findings: broken.iter().map(|b| format!("{b:?}")).collect(),
+        }))
     })
     .await
 }
@@ -403,7 +542,10 @@ pub struct RoleHolder {
 
 /// Access review: who holds which role since when (TENANT-6).
 #[utoipa::path(get, path = "/api/v1/access-review", tag = "tenant", responses((status = 200, body = Vec<RoleHolder>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn access_review(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<RoleHolder>>> {
+pub async fn access_review(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<RoleHolder>>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -414,7 +556,10 @@ pub async fn access_review(State(state): State<Shared>, caller: Caller) -> ApiRe
                 id: v.id,
                 name: v.name,
                 role: v.role,
-                since: v.role_since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                since: v
+                    .role_since
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
                 active: v.active,
                 totp: v.totp,
             });
@@ -435,7 +580,10 @@ pub struct DueItem {
 
 /// The deletion assistant: events whose retention period ends within 30 days.
 #[utoipa::path(get, path = "/api/v1/retention", tag = "tenant", responses((status = 200, body = Vec<DueItem>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn retention_due(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<DueItem>>> {
+pub async fn retention_due(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<DueItem>>> {
     caller.require(MANAGERS)?;
     let repo = state.repo.clone();
     blocking(move || {
@@ -444,7 +592,10 @@ pub async fn retention_due(State(state): State<Shared>, caller: Caller) -> ApiRe
         for e in repo.retention_due(Some(caller.tenant()), horizon)? {
             out.push(DueItem {
                 participants: repo.participants(caller.tenant(), &e.id)?.len(),
-                due: e.retention_due().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                due: e
+                    .retention_due()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
                 event: e.id,
                 title: e.title,
             });
@@ -456,7 +607,10 @@ pub async fn retention_due(State(state): State<Shared>, caller: Caller) -> ApiRe
 
 /// Edges registered with the platform and their load.
 #[utoipa::path(get, path = "/api/v1/edges", tag = "tenant", responses((status = 200, body = Vec<EdgeRegistration>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_edges(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<EdgeRegistration>>> {
+pub async fn list_edges(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<EdgeRegistration>>> {
     caller.require(OWNERS)?;
     let repo = state.repo.clone();
     blocking(move || Ok(Json(repo.edges()?))).await

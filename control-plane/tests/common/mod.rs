@@ -41,13 +41,21 @@ pub async fn start() -> Plane {
 
 pub async fn start_with(mut config: ControlPlaneConfig) -> Plane {
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::load(config.clone(), dir.path()).await.unwrap();
+    let cp = ControlPlane::load(config.clone(), dir.path())
+        .await
+        .unwrap();
     let base = format!("http://{}", cp.local_addr().unwrap());
     config.public_url = format!("{base}/").parse().unwrap();
     let repo = cp.repo.clone();
     let relay = cp.relay_credential("edge-test").unwrap();
     let task = tokio::spawn(cp.run());
-    Plane { base, repo, dir, relay, task }
+    Plane {
+        base,
+        repo,
+        dir,
+        relay,
+        task,
+    }
 }
 
 impl Plane {
@@ -57,35 +65,64 @@ impl Plane {
 
     /// The newest mail to `to`: its text.
     pub fn last_mail(&self, to: &str) -> Option<String> {
-        let mut files: Vec<_> = std::fs::read_dir(self.outbox()).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(self.outbox())
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         files.sort();
         files.into_iter().rev().find_map(|f| {
             let text = std::fs::read_to_string(&f).ok()?;
-            text.lines().any(|l| l.eq_ignore_ascii_case(&format!("To: {to}"))).then_some(text)
+            text.lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
+                .then_some(text)
         })
     }
 
     pub fn mail_link(&self, to: &str) -> Option<(String, String)> {
         let text = self.last_mail(to)?;
-        let text = text.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+        let text = text
+            .replace("=\r\n", "")
+            .replace("=\n", "")
+            .replace("=3D", "=");
         let link = strom_identity::mail::links_in(&text).into_iter().next()?;
         let token = link.split("#token=").nth(1)?.to_owned();
-        let code = text.split("enter this code instead: ").nth(1)?.chars().take(8).collect();
+        let code = text
+            .split("enter this code instead: ")
+            .nth(1)?
+            .chars()
+            .take(8)
+            .collect();
         Some((token, code))
     }
 
     /// A new tenant with an owner who has changed their initial password.
     pub async fn tenant(&self, name: &str) -> (String, Client) {
         let email = format!("owner@{}.example", name.to_lowercase());
-        let (t, _u, pw) = strom_control_plane::bootstrap(&self.repo, name, &email, "Owner Person").unwrap();
+        let (t, _u, pw) =
+            strom_control_plane::bootstrap(&self.repo, name, &email, "Owner Person").unwrap();
         let mut c = Client::new(&self.base);
         let pw = pw.unwrap();
-        let r = c.post("/api/v1/auth/login", json!({"tenant": t.id, "email": email, "password": pw})).await;
+        let r = c
+            .post(
+                "/api/v1/auth/login",
+                json!({"tenant": t.id, "email": email, "password": pw}),
+            )
+            .await;
         assert_eq!(r.0, 200, "{:?}", r.1);
         assert_eq!(r.1["must_change_password"], true);
         let r = c.get("/api/v1/events").await;
-        assert_eq!(r.0, 403, "nothing before the forced password change: {:?}", r.1);
-        let r = c.post("/api/v1/auth/password", json!({"current_password": pw, "new_password": GOOD_PASSWORD})).await;
+        assert_eq!(
+            r.0, 403,
+            "nothing before the forced password change: {:?}",
+            r.1
+        );
+        let r = c
+            .post(
+                "/api/v1/auth/password",
+                json!({"current_password": pw, "new_password": GOOD_PASSWORD}),
+            )
+            .await;
         assert_eq!(r.0, 204, "{:?}", r.1);
         (t.id, c)
     }
@@ -101,11 +138,20 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Self {
-        Self { base: base.into(), http: reqwest::Client::new(), cookies: vec![], csrf: None }
+        Self {
+            base: base.into(),
+            http: reqwest::Client::new(),
+            cookies: vec![],
+            csrf: None,
+        }
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn absorb(&mut self, res: &reqwest::Response) {
@@ -120,13 +166,35 @@ impl Client {
         }
     }
 
-    pub async fn send(&mut self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (status, text, _) = self.send_raw(method, path, body.map(|b| ("application/json", b.to_string().into_bytes()))).await;
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    pub async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, text, _) = self
+            .send_raw(
+                method,
+                path,
+                body.map(|b| ("application/json", b.to_string().into_bytes())),
+            )
+            .await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
-    pub async fn send_raw(&mut self, method: reqwest::Method, path: &str, body: Option<(&str, Vec<u8>)>) -> (u16, String, reqwest::header::HeaderMap) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("cookie", self.cookie_header());
+    pub async fn send_raw(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, String, reqwest::header::HeaderMap) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header());
         if let Some(csrf) = &self.csrf {
             req = req.header("x-csrf-token", csrf);
         }
@@ -138,7 +206,11 @@ impl Client {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         if status >= 400 {
-            assert_eq!(headers.get("content-type").unwrap(), "application/problem+json", "{path}");
+            assert_eq!(
+                headers.get("content-type").unwrap(),
+                "application/problem+json",
+                "{path}"
+            );
         }
         let text = res.text().await.unwrap();
         if let Ok(v) = serde_json::from_str::<Value>(&text) {
