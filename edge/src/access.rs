@@ -130,7 +130,10 @@ impl Access {
 
     /// Keys and revocations from the control plane at `link`, kept current in
     /// the background; `link.credential` is presented upstream.
-    pub async fn connect(link: ControlPlaneLink, session_actions: &[Action]) -> anyhow::Result<Self> {
+    pub async fn connect(
+        link: ControlPlaneLink,
+        session_actions: &[Action],
+    ) -> anyhow::Result<Self> {
         let verifier = Arc::new(Verifier::new());
         let credential = link.credential.clone();
         let handle = strom_token::sync::start(link, verifier.clone()).await?;
@@ -166,7 +169,12 @@ impl Access {
     pub fn revoke(&self, entries: Vec<Revocation>) -> Vec<Revocation> {
         let fresh = {
             let mut held = self.verifier.revocations_mut();
-            let seq = entries.iter().map(|e| e.seq).max().unwrap_or(0).max(held.seq());
+            let seq = entries
+                .iter()
+                .map(|e| e.seq)
+                .max()
+                .unwrap_or(0)
+                .max(held.seq());
             held.apply(&RevocationFeed {
                 seq,
                 entries,
@@ -224,8 +232,12 @@ impl Access {
             return Err(TokenError::Revoked.into());
         }
         let allowed = match claims.act {
-            Action::Play => !claims.evt.is_empty() && compatible(&claims.namespace_prefix(), prefix),
-            Action::Relay => claims.evt.is_empty() || compatible(&claims.namespace_prefix(), prefix),
+            Action::Play => {
+                !claims.evt.is_empty() && compatible(&claims.namespace_prefix(), prefix)
+            }
+            Action::Relay => {
+                claims.evt.is_empty() || compatible(&claims.namespace_prefix(), prefix)
+            }
             Action::Publish => false,
         };
         if allowed {
@@ -321,7 +333,11 @@ pub fn hls_cookie(token: &str, claims: &Claims, secure: bool, now: OffsetDateTim
     let max_age = (claims.exp - now).whole_seconds().max(0);
     // A player on another site's page needs SameSite=None, which browsers
     // accept only with Secure.
-    let site = if secure { "SameSite=None; Secure" } else { "SameSite=Lax" };
+    let site = if secure {
+        "SameSite=None; Secure"
+    } else {
+        "SameSite=Lax"
+    };
     format!("{TOKEN_COOKIE}={token}; Path=/hls/{path}/; Max-Age={max_age}; HttpOnly; {site}")
 }
 
@@ -407,7 +423,13 @@ mod tests {
     }
 
     impl Fixture {
-        fn token(&self, action: Action, tenant: &str, event: &str, stream: Option<&str>) -> (String, Claims) {
+        fn token(
+            &self,
+            action: Action,
+            tenant: &str,
+            event: &str,
+            stream: Option<&str>,
+        ) -> (String, Claims) {
             self.key
                 .mint(
                     &Grant {
@@ -448,7 +470,10 @@ mod tests {
         let admitted = f.access.admit(&[token], f.now).unwrap();
         assert_eq!(admitted, claims);
         assert_eq!(f.access.permits(&claims, MAIN), Ok(()));
-        assert_eq!(f.access.permits(&claims, &["acme", "townhall", "backup"]), Ok(()));
+        assert_eq!(
+            f.access.permits(&claims, &["acme", "townhall", "backup"]),
+            Ok(())
+        );
         let other_event = f.access.permits(&claims, &["acme", "allhands", "main"]);
         assert_eq!(other_event.unwrap_err().label(), "out_of_scope");
         let other_tenant = f.access.permits(&claims, &["globex", "townhall", "main"]);
@@ -460,9 +485,15 @@ mod tests {
         let f = fixture(EDGE_SESSIONS);
         let (token, _) = f.play();
         let later = f.now + time::Duration::seconds(301);
-        let expired = f.access.admit(std::slice::from_ref(&token), later).unwrap_err();
+        let expired = f
+            .access
+            .admit(std::slice::from_ref(&token), later)
+            .unwrap_err();
         assert_eq!(expired, Refused::Token(TokenError::Expired));
-        assert_eq!(expired.request_error_code(), RequestErrorCode::ExpiredAuthToken);
+        assert_eq!(
+            expired.request_error_code(),
+            RequestErrorCode::ExpiredAuthToken
+        );
 
         // Signed by a key the relay does not know.
         let stranger = SigningKey::generate();
@@ -501,9 +532,15 @@ mod tests {
     fn session_kinds_follow_the_relay_role() {
         let origin = fixture(ORIGIN_SESSIONS);
         let (play, _) = origin.play();
-        assert_eq!(origin.access.admit(&[play], origin.now), Err(Refused::WrongAction(Action::Play)));
+        assert_eq!(
+            origin.access.admit(&[play], origin.now),
+            Err(Refused::WrongAction(Action::Play))
+        );
         let (relay, relay_claims) = origin.token(Action::Relay, "operator", "", None);
-        assert!(origin.access.admit(std::slice::from_ref(&relay), origin.now).is_ok());
+        assert!(origin
+            .access
+            .admit(std::slice::from_ref(&relay), origin.now)
+            .is_ok());
         // A relay credential pulls every broadcast.
         assert_eq!(origin.access.permits(&relay_claims, MAIN), Ok(()));
         assert_eq!(origin.access.permits_prefix(&relay_claims, &[]), Ok(()));
@@ -511,8 +548,12 @@ mod tests {
         let edge = fixture(EDGE_SESSIONS);
         let (relay, _) = edge.token(Action::Relay, "operator", "", None);
         assert!(edge.access.admit(&[relay], edge.now).is_ok());
-        let (publish, publish_claims) = edge.token(Action::Publish, "acme", "townhall", Some("main"));
-        assert_eq!(edge.access.admit(&[publish], edge.now), Err(Refused::WrongAction(Action::Publish)));
+        let (publish, publish_claims) =
+            edge.token(Action::Publish, "acme", "townhall", Some("main"));
+        assert_eq!(
+            edge.access.admit(&[publish], edge.now),
+            Err(Refused::WrongAction(Action::Publish))
+        );
         assert!(edge.access.permits(&publish_claims, MAIN).is_err());
     }
 
@@ -523,13 +564,26 @@ mod tests {
         for ok in [&[][..], &["acme"], &["acme", "townhall"], MAIN] {
             assert_eq!(f.access.permits_prefix(&claims, ok), Ok(()), "{ok:?}");
         }
-        for refused in [&["acme", "allhands"][..], &["globex"], &["globex", "townhall", "main"]] {
-            assert!(f.access.permits_prefix(&claims, refused).is_err(), "{refused:?}");
+        for refused in [
+            &["acme", "allhands"][..],
+            &["globex"],
+            &["globex", "townhall", "main"],
+        ] {
+            assert!(
+                f.access.permits_prefix(&claims, refused).is_err(),
+                "{refused:?}"
+            );
         }
         let (_, stream_only) = f.token(Action::Play, "acme", "townhall", Some("main"));
         assert!(f.access.permits(&stream_only, MAIN).is_ok());
-        assert!(f.access.permits(&stream_only, &["acme", "townhall", "backup"]).is_err());
-        assert!(f.access.permits_prefix(&stream_only, &["acme", "townhall", "backup"]).is_err());
+        assert!(f
+            .access
+            .permits(&stream_only, &["acme", "townhall", "backup"])
+            .is_err());
+        assert!(f
+            .access
+            .permits_prefix(&stream_only, &["acme", "townhall", "backup"])
+            .is_err());
     }
 
     #[test]
@@ -541,7 +595,10 @@ mod tests {
             f.access.admit(std::slice::from_ref(&token), f.now),
             Err(Refused::Token(TokenError::Revoked))
         );
-        assert_eq!(f.access.permits(&claims, MAIN), Err(Refused::Token(TokenError::Revoked)));
+        assert_eq!(
+            f.access.permits(&claims, MAIN),
+            Err(Refused::Token(TokenError::Revoked))
+        );
         assert_eq!(
             f.access.authorize_hls([token.as_str()], MAIN, f.now),
             Err(Refused::Token(TokenError::Revoked))
@@ -558,7 +615,9 @@ mod tests {
         let mut early = Box::pin(watch.revoked());
         // Another subject's revocation leaves the session alone.
         f.revoke_subject("p_2");
-        assert!(tokio::time::timeout(Duration::from_millis(200), &mut early).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut early)
+            .await
+            .is_err());
         f.revoke_subject("p_1");
         tokio::time::timeout(Duration::from_secs(1), early)
             .await
@@ -574,22 +633,38 @@ mod tests {
     fn hls_requests_need_a_play_token_for_their_broadcast() {
         let f = fixture(EDGE_SESSIONS);
         let (token, claims) = f.play();
-        assert_eq!(f.access.authorize_hls([token.as_str()], MAIN, f.now), Ok(claims));
-        let refused = f.access.authorize_hls([token.as_str()], &["acme", "allhands", "main"], f.now);
+        assert_eq!(
+            f.access.authorize_hls([token.as_str()], MAIN, f.now),
+            Ok(claims)
+        );
+        let refused =
+            f.access
+                .authorize_hls([token.as_str()], &["acme", "allhands", "main"], f.now);
         assert_eq!(refused.unwrap_err().label(), "out_of_scope");
-        let refused = f.access.authorize_hls([token.as_str()], &["globex", "townhall", "main"], f.now);
+        let refused =
+            f.access
+                .authorize_hls([token.as_str()], &["globex", "townhall", "main"], f.now);
         assert_eq!(refused.unwrap_err().label(), "out_of_scope");
         let later = f.now + time::Duration::seconds(400);
         assert_eq!(
             f.access.authorize_hls([token.as_str()], MAIN, later),
             Err(Refused::Token(TokenError::Expired))
         );
-        assert_eq!(f.access.authorize_hls([], MAIN, f.now), Err(Refused::Missing));
+        assert_eq!(
+            f.access.authorize_hls([], MAIN, f.now),
+            Err(Refused::Missing)
+        );
         // A stale cookie beside a good query token: the good one wins.
-        assert!(f.access.authorize_hls(["v4.public.stale", token.as_str()], MAIN, f.now).is_ok());
+        assert!(f
+            .access
+            .authorize_hls(["v4.public.stale", token.as_str()], MAIN, f.now)
+            .is_ok());
         // A publish token is not a ticket to watch.
         let (publish, _) = f.token(Action::Publish, "acme", "townhall", Some("main"));
-        assert!(f.access.authorize_hls([publish.as_str()], MAIN, f.now).is_err());
+        assert!(f
+            .access
+            .authorize_hls([publish.as_str()], MAIN, f.now)
+            .is_err());
     }
 
     #[test]
@@ -597,14 +672,26 @@ mod tests {
         let f = fixture(EDGE_SESSIONS);
         let (token, claims) = f.play();
         let cookie = hls_cookie(&token, &claims, true, f.now);
-        assert!(cookie.starts_with(&format!("{TOKEN_COOKIE}={token};")), "{cookie}");
+        assert!(
+            cookie.starts_with(&format!("{TOKEN_COOKIE}={token};")),
+            "{cookie}"
+        );
         assert!(cookie.contains("Path=/hls/acme/townhall/;"), "{cookie}");
-        assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"), "{cookie}");
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("Secure"),
+            "{cookie}"
+        );
         // Token times may be whole seconds: 299 or 300 s are left.
-        assert!(cookie.contains("Max-Age=300;") || cookie.contains("Max-Age=299;"), "{cookie}");
+        assert!(
+            cookie.contains("Max-Age=300;") || cookie.contains("Max-Age=299;"),
+            "{cookie}"
+        );
         assert!(!hls_cookie(&token, &claims, false, f.now).contains("Secure"));
         let header = format!("theme=dark; {TOKEN_COOKIE}={token}; other=1");
-        assert_eq!(cookie_values([header.as_str()], TOKEN_COOKIE), vec![token.as_str()]);
+        assert_eq!(
+            cookie_values([header.as_str()], TOKEN_COOKIE),
+            vec![token.as_str()]
+        );
         assert_eq!(
             query_value("_HLS_msn=3&token=v4.public.a%2Eb", TOKEN_PARAM).as_deref(),
             Some("v4.public.a.b")
@@ -615,10 +702,19 @@ mod tests {
     fn playlist_uris_carry_the_token() {
         let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PART:DURATION=0.5,URI=\"3.0.m4s\",INDEPENDENT=YES\n#EXTINF:1.0,\n3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"4.1.m4s\"\n";
         let out = tokenize_playlist(text, "v4.public.abc");
-        assert!(out.contains("URI=\"init.mp4?token=v4.public.abc\""), "{out}");
-        assert!(out.contains("URI=\"3.0.m4s?token=v4.public.abc\",INDEPENDENT=YES"), "{out}");
+        assert!(
+            out.contains("URI=\"init.mp4?token=v4.public.abc\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("URI=\"3.0.m4s?token=v4.public.abc\",INDEPENDENT=YES"),
+            "{out}"
+        );
         assert!(out.contains("\n3.m4s?token=v4.public.abc\n"), "{out}");
-        assert!(out.contains("URI=\"4.1.m4s?token=v4.public.abc\"\n"), "{out}");
+        assert!(
+            out.contains("URI=\"4.1.m4s?token=v4.public.abc\"\n"),
+            "{out}"
+        );
         assert!(out.contains("#EXTINF:1.0,\n"), "{out}");
         let master = "#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/playlist.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\nvideo/playlist.m3u8";
         let out = tokenize_playlist(master, "t");

@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use access::Access;
 use broadcast::Broadcasts;
-pub use strom_token;
-pub use strom_token::sync::ControlPlaneLink;
 use cache::{CacheLimits, ObjectMeta};
 use metrics::ServerCounters;
+pub use strom_token;
+pub use strom_token::sync::ControlPlaneLink;
 
 /// TLS certificate and key files; when absent a development certificate is
 /// generated in the data directory.

@@ -235,7 +235,9 @@ pub fn session_tokens(
         .iter()
         .map(|t| String::from_utf8_lossy(t.value).into_owned())
         .collect();
-    let from_url = url.query().and_then(|q| crate::access::query_value(q, TOKEN_PARAM));
+    let from_url = url
+        .query()
+        .and_then(|q| crate::access::query_value(q, TOKEN_PARAM));
     let from_path = path
         .and_then(|p| p.split_once('?'))
         .and_then(|(_, q)| crate::access::query_value(q, TOKEN_PARAM));
@@ -319,10 +321,8 @@ async fn accept_session(
 
     let url = session.request().url.clone();
     let closer = session.clone();
-    let session = moq_transport::session::transport::Session::new(
-        MoqtPrioritySession(session),
-        url.clone(),
-    );
+    let session =
+        moq_transport::session::transport::Session::new(MoqtPrioritySession(session), url.clone());
     let (session, publisher, subscriber) =
         moq_transport::session::Session::accept(session, None, transport)
             .await
@@ -459,7 +459,10 @@ async fn serve_namespaces(
         let parts: Vec<&str> = prefix.iter().map(String::as_str).collect();
         if let Err(refused) = grant.access.permits_prefix(&grant.claims, &parts) {
             counters.requests_refused.fetch_add(1, Ordering::Relaxed);
-            let _ = request.reject(refused.request_error_code() as u64, "not authorised for this namespace");
+            let _ = request.reject(
+                refused.request_error_code() as u64,
+                "not authorised for this namespace",
+            );
             anyhow::bail!("SUBSCRIBE_NAMESPACE refused: {}", refused.label());
         }
     }
@@ -641,7 +644,10 @@ async fn serve_fetch(
     };
     if let Some(refused) = refused(grant, &range.track_namespace) {
         counters.requests_refused.fetch_add(1, Ordering::Relaxed);
-        let _ = request.reject(refused.request_error_code(), "not authorised for this namespace");
+        let _ = request.reject(
+            refused.request_error_code(),
+            "not authorised for this namespace",
+        );
         anyhow::bail!("FETCH refused: {}", refused.label());
     }
     let name = range.track_name.to_string_lossy().into_owned();
@@ -810,7 +816,9 @@ mod tests {
         VarInt::from(moq_transport::setup::AliasType::UseValue as u64)
             .encode(&mut option)
             .unwrap();
-        VarInt::from(crate::access::TOKEN_TYPE).encode(&mut option).unwrap();
+        VarInt::from(crate::access::TOKEN_TYPE)
+            .encode(&mut option)
+            .unwrap();
         option.extend_from_slice(value.as_bytes());
         option
     }

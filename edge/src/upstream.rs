@@ -155,10 +155,14 @@ pub async fn connect_with_token(
         })
         .into_iter()
         .collect();
-    let (session, _publisher, subscriber) =
-        moq_transport::session::Session::connect_with_tokens(session.into(), None, transport, tokens)
-            .await
-            .context("MoQT setup")?;
+    let (session, _publisher, subscriber) = moq_transport::session::Session::connect_with_tokens(
+        session.into(),
+        None,
+        transport,
+        tokens,
+    )
+    .await
+    .context("MoQT setup")?;
     Ok((session, subscriber))
 }
 

@@ -199,10 +199,7 @@ mod tests {
             verifier.set_keys(&KeySet {
                 keys: vec![key.public_key()],
             });
-            let access = Arc::new(Access::new(
-                verifier,
-                strom_edge::access::ORIGIN_SESSIONS,
-            ));
+            let access = Arc::new(Access::new(verifier, strom_edge::access::ORIGIN_SESSIONS));
             (key, access)
         }
 
@@ -239,7 +236,10 @@ mod tests {
             let (key, access) = setup();
             let tokens = PublishTokens::new(access);
             let no_stream = mint(&key, Action::Publish, None);
-            assert_eq!(tokens.authorize("live", &no_stream), Err(PublishRefused::NoStream));
+            assert_eq!(
+                tokens.authorize("live", &no_stream),
+                Err(PublishRefused::NoStream)
+            );
             let play = mint(&key, Action::Play, Some("main"));
             assert_eq!(
                 tokens.authorize("live", &play),

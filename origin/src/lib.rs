@@ -15,9 +15,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strom_edge::access::{self, Access};
 use strom_edge::broadcast::{Broadcasts, Namespace};
-use strom_edge::ControlPlaneLink;
 use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
+use strom_edge::ControlPlaneLink;
 use strom_edge::{http, moqt, TlsFiles};
 
 use auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey};
@@ -240,10 +240,11 @@ impl Origin {
             counters: self.ingest.clone(),
         });
         let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx));
-        let moqt = tokio::spawn(
-            self.moqt
-                .run(self.broadcasts.clone(), self.counters.clone(), self.access.clone()),
-        );
+        let moqt = tokio::spawn(self.moqt.run(
+            self.broadcasts.clone(),
+            self.counters.clone(),
+            self.access.clone(),
+        ));
         let state = http::HttpState {
             role: "origin",
             broadcasts: self.broadcasts.clone(),

@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{key_label, PublishAuthorizer};
-use strom_edge::access::RevocationWatch;
 use crate::contain::contained;
 use crate::publish::{Publications, PublishSession};
+use strom_edge::access::RevocationWatch;
 
 /// Time allowed for the RTMP handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -55,7 +55,8 @@ impl StandInControlPlane {
             log: Mutex::new(Log::default()),
             changed: Condvar::new(),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the stand-in control plane");
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("binding the stand-in control plane");
         let url = format!(
             "http://127.0.0.1:{}/",
             listener.local_addr().expect("local address").port()
@@ -179,7 +180,10 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             if relay {
                 ("200 OK", revocations(shared, query))
             } else {
-                ("401 Unauthorized", "{\"error\":\"relay credential required\"}".into())
+                (
+                    "401 Unauthorized",
+                    "{\"error\":\"relay credential required\"}".into(),
+                )
             }
         }
         _ => ("404 Not Found", "{}".into()),
@@ -218,7 +222,12 @@ fn revocations(shared: &Shared, query: &str) -> String {
     }
     let feed = RevocationFeed {
         seq: log.entries.len() as u64,
-        entries: log.entries.iter().filter(|e| e.seq > after).cloned().collect(),
+        entries: log
+            .entries
+            .iter()
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect(),
         reset: false,
     };
     serde_json::to_string(&feed).unwrap_or_default()

@@ -76,20 +76,34 @@ fn rtmp_publish_needs_a_valid_unrevoked_publish_token() {
         let status = push
             .wait(Duration::from_secs(15))
             .expect("a refused push ends");
-        assert!(!status.success(), "a push with a wrong credential must fail");
+        assert!(
+            !status.success(),
+            "a push with a wrong credential must fail"
+        );
     }
     let log = origin.proc.log_text();
     assert!(log.matches("publish refused").count() >= 2, "{log}");
     assert!(log.contains("invalid_token"), "{log}");
     assert!(log.contains("not_publish"), "{log}");
-    assert!(!log.contains(wrong) && !log.contains(&play), "a credential reached the log");
+    assert!(
+        !log.contains(wrong) && !log.contains(&play),
+        "a credential reached the log"
+    );
 
     // A revoked publish credential.
     let revoked = cp.token(Action::Publish, "stream-old", NAMESPACE, 3600);
     cp.revoke(RevocationKind::Subject, TENANT, "stream-old");
-    wait_until(Duration::from_secs(10), "the origin to hear of the revocation", || {
-        origin.proc.log_text().contains("revocation received").then_some(())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the origin to hear of the revocation",
+        || {
+            origin
+                .proc
+                .log_text()
+                .contains("revocation received")
+                .then_some(())
+        },
+    );
     let mut push_revoked = push(&origin.rtmp_url(&revoked), 20, dir, "ffmpeg-revoked");
     let status = push_revoked
         .wait(Duration::from_secs(15))
@@ -109,7 +123,10 @@ fn rtmp_publish_needs_a_valid_unrevoked_publish_token() {
     });
     std::thread::sleep(Duration::from_secs(2));
     assert!(good.is_running(), "the valid push must keep running");
-    assert!(!origin.proc.log_text().contains(&token), "a credential reached the log");
+    assert!(
+        !origin.proc.log_text().contains(&token),
+        "a credential reached the log"
+    );
 
     // Revoking the stream's credential stops the running push within 5 s.
     let revoked_at = cp.revoke(RevocationKind::Stream, TENANT, "townhall/main");
@@ -134,7 +151,12 @@ fn viewers_need_a_play_token_for_their_event() {
     let dir = tmp.path();
     let cp = StandInControlPlane::start();
     let Deployment { origin, edge } = deploy(&cp, dir);
-    let _push = push(&origin.rtmp_url(&publish_token(&cp)), 120, dir, "ffmpeg-push");
+    let _push = push(
+        &origin.rtmp_url(&publish_token(&cp)),
+        120,
+        dir,
+        "ffmpeg-push",
+    );
     let good = play_token(&cp, "viewer-good", NAMESPACE);
     // The edge pulls with its relay credential, so the broadcast reaches it.
     wait_live(&edge, &good);
@@ -169,16 +191,31 @@ fn viewers_need_a_play_token_for_their_event() {
         ("other-tenant", Some(other_tenant.as_str())),
     ] {
         let (ok, size, log) = watch_outcome(&moq, &cert, token, 6.0, dir, &format!("watch-{name}"));
-        assert!(!ok, "{name}: a viewer without a valid token must be refused\n{log}");
+        assert!(
+            !ok,
+            "{name}: a viewer without a valid token must be refused\n{log}"
+        );
         assert_eq!(size, 0, "{name}: a refused viewer received media");
     }
     let metrics = edge.metrics();
     assert!(
-        metric(&metrics, "strom_access_refused_total", &[("what", "moqt_session")]).unwrap_or(0.0) >= 3.0,
+        metric(
+            &metrics,
+            "strom_access_refused_total",
+            &[("what", "moqt_session")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
         "{metrics}"
     );
     assert!(
-        metric(&metrics, "strom_access_refused_total", &[("what", "moqt_request")]).unwrap_or(0.0) >= 2.0,
+        metric(
+            &metrics,
+            "strom_access_refused_total",
+            &[("what", "moqt_request")]
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
         "{metrics}"
     );
 
@@ -199,14 +236,22 @@ fn viewers_need_a_play_token_for_their_event() {
     assert!(size > 100_000, "only {size} bytes");
     let streams = probe(dir.join("watch-good.mp4").to_str().unwrap());
     assert!(
-        streams.iter().any(|s| s.codec_type == "video" && s.frames >= 60),
+        streams
+            .iter()
+            .any(|s| s.codec_type == "video" && s.frames >= 60),
         "{streams:?}"
     );
     let wt = format!("https://127.0.0.1:{}/", edge.moqt_port);
     let (ok, size, log) = watch_outcome(&wt, &cert, Some(&good), 5.0, dir, "watch-good-wt");
-    assert!(ok && size > 50_000, "WebTransport viewer: {size} bytes\n{log}");
+    assert!(
+        ok && size > 50_000,
+        "WebTransport viewer: {size} bytes\n{log}"
+    );
     let (ok, size, _) = watch_outcome(&wt, &cert, Some(&other_event), 4.0, dir, "watch-other-wt");
-    assert!(!ok && size == 0, "WebTransport viewer of another event must be refused");
+    assert!(
+        !ok && size == 0,
+        "WebTransport viewer of another event must be refused"
+    );
 
     // HLS: every request needs the token, by query or cookie.
     let hls = |path: &str| edge.http_url(&format!("/hls/{NAMESPACE}/{path}"));
@@ -221,7 +266,12 @@ fn viewers_need_a_play_token_for_their_event() {
         for path in ["master.m3u8", "video/playlist.m3u8", "video/init.mp4"] {
             let (status, _, body) =
                 http_request(&format!("{}?token={token}", hls(path)), &[]).unwrap();
-            assert_eq!(status, 403, "{name} {path}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                status,
+                403,
+                "{name} {path}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         let cookie = format!("strom_token={token}");
         let (status, _, _) =
@@ -233,15 +283,24 @@ fn viewers_need_a_play_token_for_their_event() {
         http_request(&format!("{}?token={good}", hls("master.m3u8")), &[]).unwrap();
     assert_eq!(status, 200);
     let master = String::from_utf8(body).unwrap();
-    assert!(master.contains(&format!("video/playlist.m3u8?token={good}")), "{master}");
+    assert!(
+        master.contains(&format!("video/playlist.m3u8?token={good}")),
+        "{master}"
+    );
     let set_cookie = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
         .map(|(_, v)| v.clone())
         .expect("the master playlist sets the token cookie");
-    assert!(set_cookie.contains("Path=/hls/acme/townhall/"), "{set_cookie}");
+    assert!(
+        set_cookie.contains("Path=/hls/acme/townhall/"),
+        "{set_cookie}"
+    );
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
-    assert!(!set_cookie.contains("Secure"), "plain HTTP on loopback: {set_cookie}");
+    assert!(
+        !set_cookie.contains("Secure"),
+        "plain HTTP on loopback: {set_cookie}"
+    );
     // The cookie alone authorises the rest (a browser's player).
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
     let (status, _, body) =
@@ -251,21 +310,40 @@ fn viewers_need_a_play_token_for_their_event() {
     assert!(playlist.contains("#EXTINF"), "{playlist}");
     // A player without cookies follows the tokenised URIs (ffmpeg's HLS reader).
     let recorded = dir.join("hls.mp4");
-    let errors = record(&format!("{}?token={good}", hls("master.m3u8")), 6, &recorded);
-    assert!(errors.trim().is_empty(), "ffmpeg reading HLS with a token: {errors}");
+    let errors = record(
+        &format!("{}?token={good}", hls("master.m3u8")),
+        6,
+        &recorded,
+    );
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reading HLS with a token: {errors}"
+    );
     let streams = probe(recorded.to_str().unwrap());
     assert!(
-        streams.iter().any(|s| s.codec_type == "video" && s.frames >= 120),
+        streams
+            .iter()
+            .any(|s| s.codec_type == "video" && s.frames >= 120),
         "{streams:?}"
     );
     assert!(
-        metric(&edge.metrics(), "strom_access_refused_total", &[("what", "hls_request")]).unwrap_or(0.0) >= 13.0
+        metric(
+            &edge.metrics(),
+            "strom_access_refused_total",
+            &[("what", "hls_request")]
+        )
+        .unwrap_or(0.0)
+            >= 13.0
     );
     for service in [&origin, &edge] {
         let log = service.proc.log_text();
         assert!(!log.contains("panicked"));
         for token in [&good, &expired, &forged, &other_event, &cp.relay_credential] {
-            assert!(!log.contains(token.as_str()), "a token reached {}'s log", service.proc.name);
+            assert!(
+                !log.contains(token.as_str()),
+                "a token reached {}'s log",
+                service.proc.name
+            );
         }
     }
 }
@@ -277,7 +355,12 @@ fn revoking_a_viewer_closes_its_moqt_session_within_5_s() {
     let dir = tmp.path();
     let cp = StandInControlPlane::start();
     let Deployment { origin, edge } = deploy(&cp, dir);
-    let _push = push(&origin.rtmp_url(&publish_token(&cp)), 90, dir, "ffmpeg-push");
+    let _push = push(
+        &origin.rtmp_url(&publish_token(&cp)),
+        90,
+        dir,
+        "ffmpeg-push",
+    );
     let viewer = play_token(&cp, "viewer-7f3a", NAMESPACE);
     let bystander = play_token(&cp, "viewer-9b21", NAMESPACE);
     wait_live(&edge, &viewer);
@@ -330,19 +413,36 @@ fn revoking_a_viewer_closes_its_moqt_session_within_5_s() {
     if let Some(line) = watcher.log_text().lines().find(|l| l.starts_with("Error")) {
         eprintln!("watch: {line}");
     }
-    assert!(!status.success(), "the watch ends because its session was closed");
-    assert!(took <= Duration::from_secs(5), "revocation took {took:?} to close the session");
+    assert!(
+        !status.success(),
+        "the watch ends because its session was closed"
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "revocation took {took:?} to close the session"
+    );
 
     // The same token is refused from now on, over MoQT and HLS; the other
     // viewer goes on.
     let master = edge.http_url(&format!("/hls/{NAMESPACE}/master.m3u8?token={viewer}"));
     let (status, _, _) = http_request(&master, &[]).unwrap();
     assert_eq!(status, 403);
-    let (ok, size, _) = watch_outcome(&edge.moq_url(), &edge.cert_sha256, Some(&viewer), 4.0, dir, "watch-again");
+    let (ok, size, _) = watch_outcome(
+        &edge.moq_url(),
+        &edge.cert_sha256,
+        Some(&viewer),
+        4.0,
+        dir,
+        "watch-again",
+    );
     assert!(!ok && size == 0);
     let before = std::fs::metadata(&other_file).map(|m| m.len()).unwrap_or(0);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(bystander_watch.is_running(), "{}", bystander_watch.log_text());
+    assert!(
+        bystander_watch.is_running(),
+        "{}",
+        bystander_watch.log_text()
+    );
     let after = std::fs::metadata(&other_file).map(|m| m.len()).unwrap_or(0);
     assert!(after > before, "the other viewer must keep receiving");
     let log = edge.proc.log_text();
