@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use strom_control_plane::ControlPlaneConfig;
 use strom_edge::EdgeConfig;
 use strom_origin::OriginConfig;
 
@@ -16,6 +17,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub origin: OriginConfig,
     pub edge: EdgeConfig,
+    pub control_plane: ControlPlaneConfig,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +34,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             origin: OriginConfig::default(),
             edge: EdgeConfig::default(),
+            control_plane: ControlPlaneConfig::default(),
         }
     }
 }
@@ -133,6 +136,34 @@ hls_window = 6
 # url = "https://control.example.net/"
 # credential = "v4.public.…relay credential…"
 # ca_file = "/etc/strom/control-plane-ca.pem"
+
+[control_plane]
+# The JSON API for the portal, the admin UI and relays. Put a TLS reverse
+# proxy in front of it; public_url is the address browsers and mails use.
+listen = "127.0.0.1:8090"
+public_url = "http://localhost:8090/"
+# Shown to broadcasters with their publish credential (OBS: Server).
+rtmp_url = "rtmp://localhost:1935/live"
+# Edge base URLs viewers are sent to, besides edges that register themselves.
+edges = []
+# Master key file, lines of v<N>:<base64 of 32 bytes>; STROM_MASTER_KEY
+# overrides it. Without it: <data_dir>/control-plane/master.key.
+# master_key_file = "/etc/strom/master.key"
+# Create the master key file when it is missing (development only).
+generate_master_key = false
+# Cookies carry Secure; turn this off only for plain-HTTP tests.
+secure_cookies = true
+# Requests per minute to the login, magic-link, reset and registration endpoints.
+rate_limit_per_ip_per_minute = 120
+rate_limit_per_account_per_minute = 10
+# Outgoing mail by SMTP; without it mails go to <data_dir>/control-plane/outbox.
+# [control_plane.smtp]
+# host = "smtp.example.com"
+# port = 587
+# starttls = true
+# username = "strom"
+# password = "change-me"
+# from = "strom <noreply@example.com>"
 "#;
 
 #[cfg(test)]
@@ -163,6 +194,11 @@ mod tests {
         assert_eq!(parsed.origin.streams.len(), 1);
         assert_eq!(parsed.edge.upstream.len(), 1);
         assert!(parsed.origin.tls.is_some());
+        assert_eq!(
+            parsed.control_plane.smtp.as_ref().map(|s| s.port),
+            Some(587)
+        );
+        assert!(parsed.control_plane.master_key_file.is_some());
         for link in [&parsed.origin.control_plane, &parsed.edge.control_plane] {
             let link = link.as_ref().expect("control_plane example");
             assert_eq!(link.url.as_str(), "https://control.example.net/");

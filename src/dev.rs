@@ -1,17 +1,22 @@
-//! `strom dev`: origin and edge in one process on 127.0.0.1 with generated
-//! certificates and a generated stream key, for a laptop or a test.
+//! `strom dev`: control plane, origin and edge in one process on 127.0.0.1
+//! with generated certificates and keys, a development tenant with a demo
+//! event and stream, for a laptop or a test. Publishing needs the stream's
+//! publish credential and watching needs a playback token, as in production.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use strom_edge::{Edge, EdgeConfig, UpstreamSettings};
-use strom_origin::{Origin, OriginConfig, StreamSettings};
+use strom_control_plane::model::{AccessMode, EdgeRegistration, Event};
+use strom_control_plane::repo::{now, Repo};
+use strom_control_plane::{ControlPlane, ControlPlaneConfig};
+use strom_edge::{ControlPlaneLink, Edge, EdgeConfig, UpstreamSettings};
+use strom_origin::{Origin, OriginConfig};
+use strom_token::{Action, Grant};
 
-pub const DEV_NAMESPACE: &str = "dev/demo/main";
 pub const DEV_APP: &str = "live";
+pub const DEV_OWNER: &str = "owner@dev.strom.invalid";
 
 pub struct DevOptions {
     pub data_dir: PathBuf,
@@ -19,21 +24,11 @@ pub struct DevOptions {
     pub random_ports: bool,
 }
 
-fn stream_key(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("dev-stream-key");
-    if let Ok(key) = std::fs::read_to_string(&path) {
-        let key = key.trim().to_owned();
-        if key.len() >= 16 {
-            return Ok(key);
-        }
-    }
-    let key: String = rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
-    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
-    Ok(key)
+/// What `strom dev` created in the data directory, kept across runs.
+#[derive(Serialize, Deserialize)]
+struct DevState {
+    tenant: String,
+    event: String,
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
@@ -43,63 +38,177 @@ fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The development tenant and a demo event that is on now (created once,
+/// renewed when it has ended).
+fn ensure_demo(repo: &Repo, data_dir: &Path) -> anyhow::Result<DevState> {
+    let path = data_dir.join("dev-tenant.json");
+    let mut state: Option<DevState> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if state
+        .as_ref()
+        .is_some_and(|s| repo.tenant(&s.tenant).is_err())
+    {
+        state = None;
+    }
+    let tenant = match &state {
+        Some(s) => s.tenant.clone(),
+        None => {
+            strom_control_plane::bootstrap(repo, "Development", DEV_OWNER, "Development Owner")?
+                .0
+                .id
+        }
+    };
+    let live = state
+        .as_ref()
+        .and_then(|s| repo.event(&tenant, &s.event).ok())
+        .filter(|e| e.access_until() > now() + time::Duration::hours(1));
+    let event = match live {
+        Some(e) => e.id,
+        None => {
+            let start = now() - time::Duration::hours(1);
+            let event = Event {
+                id: String::new(),
+                tenant: tenant.clone(),
+                title: "Demo webcast".into(),
+                starts_at: start,
+                ends_at: start + time::Duration::days(13),
+                retention_days: 30,
+                legal_hold_until: None,
+                access: AccessMode::Open,
+                domains: vec![],
+                form: vec![strom_identity::participants_csv::FormField {
+                    name: "company".into(),
+                    label: "Company".into(),
+                    kind: strom_identity::participants_csv::FieldKind::Text,
+                    required: false,
+                }],
+                attendance: true,
+                privacy_notice: "Development privacy notice v1".into(),
+                ended_at: None,
+                created_at: now(),
+            };
+            let e = repo.create_event("dev", event)?;
+            repo.create_stream("dev", &tenant, &e.id, "main")?;
+            e.id
+        }
+    };
+    let state = DevState { tenant, event };
+    write_atomically(&path, &serde_json::to_vec_pretty(&state)?)?;
+    Ok(state)
+}
+
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let data_dir = options.data_dir;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let key = stream_key(&data_dir)?;
 
-    let mut origin_config = OriginConfig {
-        streams: vec![StreamSettings {
-            app: DEV_APP.into(),
-            key: key.clone(),
-            namespace: DEV_NAMESPACE.into(),
-        }],
-        ..OriginConfig::default()
+    let mut cp_config = ControlPlaneConfig {
+        generate_master_key: true,
+        ..ControlPlaneConfig::default()
     };
+    let mut origin_config = OriginConfig::default();
     let mut edge_config = EdgeConfig::default();
     if options.random_ports {
+        cp_config.listen.set_port(0);
         origin_config.rtmp_listen.set_port(0);
         origin_config.moqt_listen.set_port(0);
         origin_config.http_listen.set_port(0);
         edge_config.moqt_listen.set_port(0);
         edge_config.http_listen.set_port(0);
     }
+    let mut cp = ControlPlane::load(cp_config, &data_dir).await?;
+    let cp_url: url::Url = format!("http://127.0.0.1:{}/", cp.local_addr()?.port()).parse()?;
+    cp.set_public_url(cp_url.clone())?;
+    let portal = cp_url.to_string();
+    let repo = cp.repo.clone();
+    let state = cp.state.clone();
+    let origin_link = ControlPlaneLink {
+        url: cp_url.clone(),
+        credential: cp.relay_credential("dev-origin")?,
+        ca_file: None,
+    };
+    let edge_link = ControlPlaneLink {
+        url: cp_url.clone(),
+        credential: cp.relay_credential("dev-edge")?,
+        ca_file: None,
+    };
+    let control_plane = tokio::spawn(cp.run());
+
+    origin_config.control_plane = Some(origin_link);
     let origin = Origin::load(origin_config, &data_dir).await?;
     edge_config.upstream = vec![UpstreamSettings {
         url: format!("moqt://127.0.0.1:{}", origin.moqt_addr()?.port()),
         cert_sha256: Some(origin.cert_sha256.clone()),
         ..UpstreamSettings::default()
     }];
+    edge_config.control_plane = Some(edge_link);
     let edge = Edge::load(edge_config, &data_dir).await?;
 
     let rtmp = origin.rtmp_addr()?;
     let edge_moqt = edge.moqt_addr()?;
     let edge_http = edge.http_addr()?;
-    let rtmp_publish_url = format!("rtmp://127.0.0.1:{}/{DEV_APP}/{key}", rtmp.port());
+    let rtmp_server_url = format!("rtmp://127.0.0.1:{}/{DEV_APP}", rtmp.port());
+    *state.rtmp_url.write().expect("rtmp url lock") = rtmp_server_url.clone();
+    let edge_base = format!("http://127.0.0.1:{}/", edge_http.port());
+    repo.put_edge(&EdgeRegistration {
+        id: "dev-edge".into(),
+        region: "local".into(),
+        url: edge_base,
+        load: 0.0,
+        registered_at: now(),
+        last_seen: Some(now()),
+    })?;
+
+    let demo = ensure_demo(&repo, &data_dir)?;
+    let (stream_key, _) =
+        repo.issue_publish_credential("dev", &demo.tenant, &demo.event, "main")?;
+    let owner = repo.user_by_email(&demo.tenant, DEV_OWNER)?;
+    let (playback_token, _) = repo.mint(&Grant {
+        subject: owner.id.clone(),
+        tenant: demo.tenant.clone(),
+        event: demo.event.clone(),
+        stream: None,
+        action: Action::Play,
+        lifetime_secs: strom_token::MAX_PLAY_SECS,
+        not_after: None,
+    })?;
+    let (admin_login_url, admin_login_code) = admin_login_link(&state, &demo.tenant).await?;
+
+    let namespace = format!("{}/{}/main", demo.tenant, demo.event);
+    let rtmp_publish_url = format!("{rtmp_server_url}/{stream_key}");
     let hls_url = format!(
-        "http://127.0.0.1:{}/hls/{DEV_NAMESPACE}/master.m3u8",
+        "http://127.0.0.1:{}/hls/{namespace}/master.m3u8?token={playback_token}",
         edge_http.port()
     );
     let moq_url = format!("moqt://127.0.0.1:{}", edge_moqt.port());
     let webtransport_url = format!("https://127.0.0.1:{}/", edge_moqt.port());
     let watch_command = format!(
-        "strom watch {moq_url} {DEV_NAMESPACE} --cert-sha256 {} -o watch.mp4",
+        "strom watch {moq_url} {namespace} --cert-sha256 {} --token {playback_token} -o watch.mp4",
         edge.cert_sha256
     );
     let endpoints = json!({
         "rtmp_publish_url": rtmp_publish_url,
-        "rtmp_server_url": format!("rtmp://127.0.0.1:{}/{DEV_APP}", rtmp.port()),
-        "stream_key": key,
+        "rtmp_server_url": rtmp_server_url,
+        "stream_key": stream_key,
         "hls_url": hls_url,
         "moq_url": moq_url,
         "webtransport_url": webtransport_url,
-        "namespace": DEV_NAMESPACE,
+        "namespace": namespace,
         "cert_sha256": edge.cert_sha256,
         "watch_command": watch_command,
+        "playback_token": playback_token,
         "origin_moq_url": format!("moqt://127.0.0.1:{}", origin.moqt_addr()?.port()),
         "origin_metrics_url": format!("http://127.0.0.1:{}/metrics", origin.http_addr()?.port()),
         "edge_metrics_url": format!("http://127.0.0.1:{}/metrics", edge_http.port()),
+        "control_plane_url": cp_url.as_str(),
+        "portal_url": portal,
+        "tenant": demo.tenant,
+        "event": demo.event,
+        "owner_email": DEV_OWNER,
+        "admin_login_url": admin_login_url,
+        "admin_login_code": admin_login_code,
+        "outbox": data_dir.join("control-plane/outbox"),
     });
     write_atomically(
         &data_dir.join("endpoints.json"),
@@ -107,22 +216,69 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     )?;
     println!(
         "\nstrom dev is running (data in {dir})\n\n\
-         Push with ffmpeg:\n  ffmpeg -re -i input.mp4 -c:v libx264 -g 30 -c:a aac -f flv {rtmp_publish_url}\n\
-         Push with OBS: Settings → Stream → Service \"Custom\", Server rtmp://127.0.0.1:{port}/{DEV_APP}, Stream Key {key}\n\n\
+         Push with ffmpeg:\n  ffmpeg -re -i input.mp4 -c:v libx264 -g 30 -c:a aac -f flv '{rtmp_publish_url}'\n\
+         Push with OBS: Settings → Stream → Service \"Custom\", Server {rtmp_server_url}, Stream Key: the stream_key in endpoints.json\n\n\
          Watch over HLS:   {hls_url}\n\
          Watch over MoQT:  {watch_command}\n\
          WebTransport:     {webtransport_url} (certificate SHA-256 {hash})\n\
+         Playback tokens last 10 minutes; POST {cp_url}api/v1/events/{event}/playback-token gives new ones.\n\n\
+         Control plane:    {cp_url} (API, OpenAPI at {cp_url}api/openapi.json)\n\
+         Admin login link: {admin_login_url}  (code {admin_login_code}, 15 minutes, once)\n\
+         Mails (dev outbox): {dir}/control-plane/outbox\n\
          Endpoints:        {dir}/endpoints.json\n",
         dir = data_dir.display(),
-        port = rtmp.port(),
         hash = edge.cert_sha256,
+        event = demo.event,
     );
     tokio::select! {
         res = origin.run() => res,
         res = edge.run() => res,
+        res = control_plane => res.context("control plane task")?,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("stopping");
             Ok(())
         }
     }
+}
+
+/// Sends the owner a magic link through the dev outbox and returns it with
+/// its code (the outbox is where `strom dev` users read their mail).
+async fn admin_login_link(
+    state: &strom_control_plane::api::Shared,
+    tenant: &str,
+) -> anyhow::Result<(String, String)> {
+    let req = strom_control_plane::api::auth::LinkRequest {
+        tenant: tenant.into(),
+        event: None,
+        email: DEV_OWNER.into(),
+    };
+    strom_control_plane::api::auth::send_link(
+        state,
+        strom_control_plane::model::LinkPurpose::MagicLogin,
+        &req,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("admin login link: {}", e.detail))?;
+    let outbox = state.outbox.clone().context("dev mails go to the outbox")?;
+    let mut files: Vec<_> = std::fs::read_dir(&outbox)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let text = std::fs::read_to_string(files.last().context("no mail in the outbox")?)?;
+    let text = text
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let link = strom_identity::mail::links_in(&text)
+        .into_iter()
+        .next()
+        .context("no link in the mail")?;
+    let code = text
+        .split("enter this code instead: ")
+        .nth(1)
+        .map(|s| s.chars().take(8).collect())
+        .unwrap_or_default();
+    Ok((link, code))
 }

@@ -1,6 +1,7 @@
 //! The `strom` command: wiring only; every service starts through its library.
 
 mod config;
+mod control_plane;
 mod dev;
 mod watch;
 
@@ -34,7 +35,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Origin and edge in one process on 127.0.0.1, ready to push to and watch.
+    /// Control plane, origin and edge in one process on 127.0.0.1, ready to push to and watch.
     Dev {
         /// Bind every listener to a free port (endpoints.json tells which).
         #[arg(long)]
@@ -44,6 +45,12 @@ enum Command {
     Origin,
     /// Run an edge (MoQT relay and HLS) from the configuration.
     Edge,
+    /// The control plane: `serve`, and the operator's tools (init, backup,
+    /// restore, audit verify, master key rotation, relay credentials).
+    ControlPlane {
+        #[command(subcommand)]
+        command: control_plane::CpCommand,
+    },
     /// Subscribe to a broadcast over MoQT and write fragmented MP4.
     Watch {
         /// moqt://host:port (raw QUIC) or https://host:port/ (WebTransport).
@@ -116,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             config.origin.validate()?;
             config.edge.validate()?;
+            config.control_plane.validate()?;
             print!("{}", toml::to_string_pretty(&config)?);
             return Ok(());
         }
@@ -148,6 +156,9 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .run()
                 .await
+        }
+        Command::ControlPlane { command } => {
+            control_plane::run(command, config.control_plane, &config.data_dir).await
         }
         Command::Watch {
             url,

@@ -192,6 +192,16 @@ impl ControlPlane {
         Ok(self.listener.local_addr()?)
     }
 
+    /// Sets the URL that links in mails and the OIDC callback point at, for a
+    /// listener whose port is only known after binding (`strom dev`).
+    pub fn set_public_url(&mut self, url: url::Url) -> anyhow::Result<()> {
+        let state = Arc::get_mut(&mut self.state)
+            .context("the public URL is set before the control plane is shared")?;
+        state.public_url = url.clone();
+        self.config.public_url = url;
+        Ok(())
+    }
+
     /// The base URL relays use to reach this control plane.
     pub fn url(&self) -> anyhow::Result<url::Url> {
         Ok(format!("http://{}/", self.local_addr()?).parse()?)

@@ -150,7 +150,7 @@ fn viewers_keep_receiving_when_the_broadcaster_reconnects() {
     let video = hls.replace("master.m3u8", "video/playlist.m3u8");
 
     let watched = dir.join("watch.mp4");
-    let mut watcher = watch(
+    let mut watcher = watch_with_token(
         &dev.get("moq_url"),
         &dev.get("namespace"),
         &dev.get("cert_sha256"),
@@ -158,6 +158,7 @@ fn viewers_keep_receiving_when_the_broadcaster_reconnects() {
         &watched,
         dir,
         "watch",
+        Some(&dev.get("playback_token")),
     );
 
     // An HLS viewer polling and fetching every new segment throughout.
@@ -167,7 +168,10 @@ fn viewers_keep_receiving_when_the_broadcaster_reconnects() {
         let deadline = Instant::now() + Duration::from_secs(26);
         while Instant::now() < deadline {
             if let Some(text) = http_text(&poll_url) {
-                for seg in text.lines().filter_map(|l| l.strip_suffix(".m4s")) {
+                for seg in text
+                    .lines()
+                    .filter_map(|l| l.split('?').next()?.strip_suffix(".m4s"))
+                {
                     let Ok(n) = seg.parse::<u64>() else { continue };
                     if fetched.contains(&n) {
                         continue;

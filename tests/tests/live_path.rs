@@ -70,7 +70,8 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
 
     // A MoQT viewer and an HLS viewer at the same time.
     let watched = dir.join("watch.mp4");
-    let mut watcher = watch(
+    let token = dev.get("playback_token");
+    let mut watcher = watch_with_token(
         &dev.get("moq_url"),
         &dev.get("namespace"),
         &dev.get("cert_sha256"),
@@ -78,9 +79,10 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
         &watched,
         dir,
         "strom-watch",
+        Some(&token),
     );
     let watched_wt = dir.join("watch-webtransport.mp4");
-    let mut watcher_wt = watch(
+    let mut watcher_wt = watch_with_token(
         &dev.get("webtransport_url"),
         &dev.get("namespace"),
         &dev.get("cert_sha256"),
@@ -88,6 +90,7 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
         &watched_wt,
         dir,
         "strom-watch-webtransport",
+        Some(&token),
     );
     let recorded = dir.join("hls.mp4");
     let errors = record(&hls, 12, &recorded);
@@ -130,9 +133,9 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
     assert!(playlist.contains("CAN-BLOCK-RELOAD=YES"), "{playlist}");
     let next = last_segment(&playlist) + 2;
     let started = std::time::Instant::now();
-    let blocked = http_text(&format!("{video}?_HLS_msn={next}&_HLS_part=0")).unwrap();
+    let blocked = http_text(&format!("{video}&_HLS_msn={next}&_HLS_part=0")).unwrap();
     assert!(
-        blocked.contains(&format!("URI=\"{next}.0.m4s\"")),
+        blocked.contains(&format!("URI=\"{next}.0.m4s?token=")),
         "{blocked}"
     );
     assert!(
@@ -149,7 +152,7 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
 fn last_segment(playlist: &str) -> u64 {
     playlist
         .lines()
-        .filter_map(|l| l.strip_suffix(".m4s"))
+        .filter_map(|l| l.split('?').next()?.strip_suffix(".m4s"))
         .filter_map(|l| l.parse::<u64>().ok())
         .max()
         .expect("playlist lists a segment")

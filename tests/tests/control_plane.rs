@@ -1,0 +1,350 @@
+//! The whole product through `strom dev` (control plane, origin, edge): an
+//! owner logs in by magic link, a participant registers with consent and
+//! logs in by magic link, gets a playback token and watches over MoQT and
+//! HLS; wrong credentials are refused at the origin and the edge; the owner
+//! deactivates the participant and their MoQT session closes within 5 s;
+//! re-issuing the stream's credential ends the running push. Afterwards the
+//! logs are searched for the participant's e-mail address and name.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use strom_tests::*;
+
+/// A browser-like client: cookies by hand, CSRF token from the session.
+struct Web {
+    base: String,
+    cookies: Vec<(String, String)>,
+    csrf: Option<String>,
+}
+
+impl Web {
+    fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').into(),
+            cookies: vec![],
+            csrf: None,
+        }
+    }
+
+    fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build();
+        let mut req = agent.request(method, &format!("{}{path}", self.base));
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !cookie.is_empty() {
+            req = req.set("cookie", &cookie);
+        }
+        if let Some(csrf) = &self.csrf {
+            req = req.set("x-csrf-token", csrf);
+        }
+        let res = match body {
+            Some(b) => req
+                .set("content-type", "application/json")
+                .send_string(&b.to_string()),
+            None => req.call(),
+        };
+        let res = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        for v in res.all("set-cookie") {
+            let (kv, _) = v.split_once(';').unwrap_or((v, ""));
+            if let Some((k, v)) = kv.split_once('=') {
+                self.cookies.retain(|(n, _)| n != k);
+                if !v.is_empty() {
+                    self.cookies.push((k.into(), v.into()));
+                }
+            }
+        }
+        let status = res.status();
+        let text = res.into_string().unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if let Some(csrf) = value.get("csrf").and_then(|c| c.as_str()) {
+            self.csrf = Some(csrf.into());
+        }
+        (status, value)
+    }
+}
+
+/// The newest mail to `to` in the dev outbox: (link secret, code).
+fn mail_link(outbox: &Path, to: &str) -> (String, String) {
+    wait_until(Duration::from_secs(10), "login mail", || {
+        let mut files: Vec<_> = std::fs::read_dir(outbox)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files.into_iter().rev().find_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            if !text
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
+            {
+                return None;
+            }
+            let text = text
+                .replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "=");
+            let token = text
+                .split("#token=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            let code = text
+                .split("enter this code instead: ")
+                .nth(1)?
+                .chars()
+                .take(8)
+                .collect();
+            Some((token, code))
+        })
+    })
+}
+
+fn login_by_link(
+    web: &mut Web,
+    outbox: &Path,
+    tenant: &str,
+    event: Option<&str>,
+    email: &str,
+) -> Value {
+    let r = web.call(
+        "POST",
+        "/api/v1/auth/magic-link",
+        Some(json!({"tenant": tenant, "event": event, "email": email})),
+    );
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let (token, _) = mail_link(outbox, email);
+    let r = web.call(
+        "POST",
+        "/api/v1/auth/magic-link/consume",
+        Some(json!({"token": token})),
+    );
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    r.1
+}
+
+const EMAIL: &str = "erika.mustermann@example.com";
+const NAME: &str = "Erika Mustermann";
+
+#[test]
+fn participants_tokens_and_revocation_through_strom_dev() {
+    let _serial = serial();
+    let dev = Dev::start();
+    let dir = dev.dir.path();
+    let outbox = Path::new(dev.endpoints["outbox"].as_str().unwrap()).to_owned();
+    let (tenant, event) = (dev.get("tenant"), dev.get("event"));
+    let mut owner = Web::new(&dev.get("control_plane_url"));
+    let session = login_by_link(&mut owner, &outbox, &tenant, None, &dev.get("owner_email"));
+    assert_eq!(session["role"], "owner");
+
+    // A participant registers with consent, logs in by magic link, gets a token.
+    let mut viewer = Web::new(&dev.get("control_plane_url"));
+    let r = viewer.call(
+        "GET",
+        &format!("/api/v1/public/{tenant}/events/{event}"),
+        None,
+    );
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    let r = viewer.call("POST", &format!("/api/v1/public/{tenant}/events/{event}/register"), Some(json!({"email": EMAIL, "name": NAME, "fields": {"company": "Musterfirma"}, "consent": false})));
+    assert_eq!(r.0, 400, "no registration without consent");
+    let r = viewer.call("POST", &format!("/api/v1/public/{tenant}/events/{event}/register"), Some(json!({"email": EMAIL, "name": NAME, "fields": {"company": "Musterfirma"}, "consent": true})));
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let (secret, _) = mail_link(&outbox, EMAIL);
+    let me = viewer.call(
+        "POST",
+        "/api/v1/auth/magic-link/consume",
+        Some(json!({"token": secret})),
+    );
+    assert_eq!(me.0, 200, "{:?}", me.1);
+    let participant = me.1["id"].as_str().unwrap().to_owned();
+    let export = viewer.call("GET", "/api/v1/me", None).1;
+    assert_eq!(
+        export["consents"][0]["given"], true,
+        "consent recorded: {export}"
+    );
+    let r = viewer.call(
+        "POST",
+        &format!("/api/v1/events/{event}/playback-token"),
+        Some(json!({})),
+    );
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    let token = r.1["token"].as_str().unwrap().to_owned();
+
+    // Publishing: a wrong credential is refused, the stream's credential works.
+    let server = dev.get("rtmp_server_url");
+    let mut wrong = push(&format!("{server}/not-a-credential"), 10, dir, "push-wrong");
+    assert!(
+        wrong
+            .wait(Duration::from_secs(20))
+            .is_some_and(|s| !s.success()),
+        "wrong credential refused"
+    );
+    let _push = push(&dev.get("rtmp_publish_url"), 90, dir, "push");
+    let (moq, ns, cert) = (
+        dev.get("moq_url"),
+        dev.get("namespace"),
+        dev.get("cert_sha256"),
+    );
+    let edge_http = dev.get("hls_url");
+    let master = edge_http.split('?').next().unwrap().to_owned();
+    wait_until(
+        Duration::from_secs(30),
+        "HLS with the participant's token",
+        || {
+            http_text(&format!("{master}?token={token}"))
+                .filter(|t| t.contains("#EXT-X-STREAM-INF"))
+        },
+    );
+
+    // Viewers: no token, a forged token, another event's token are refused (MoQT and HLS).
+    assert_eq!(http_get(&master).unwrap().0, 401, "HLS without token");
+    let mut forged = token.clone();
+    forged.replace_range(20..24, "AAAA");
+    assert_eq!(
+        http_get(&format!("{master}?token={forged}")).unwrap().0,
+        403,
+        "forged token"
+    );
+    let f = &time::format_description::well_known::Rfc3339;
+    let start = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let other = owner.call("POST", "/api/v1/events", Some(json!({
+        "title": "Other event", "starts_at": start.format(f).unwrap(), "ends_at": (start + time::Duration::days(1)).format(f).unwrap(), "access": "open"
+    })));
+    assert_eq!(other.0, 201, "{:?}", other.1);
+    let other_token = owner.call(
+        "POST",
+        &format!(
+            "/api/v1/events/{}/playback-token",
+            other.1["id"].as_str().unwrap()
+        ),
+        Some(json!({})),
+    );
+    assert_eq!(other_token.0, 200, "{:?}", other_token.1);
+    let other_token = other_token.1["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        http_get(&format!("{master}?token={other_token}"))
+            .unwrap()
+            .0,
+        403,
+        "other event's token"
+    );
+    for (name, t) in [
+        ("none", None),
+        ("forged", Some(forged.as_str())),
+        ("other-event", Some(other_token.as_str())),
+    ] {
+        let file = dir.join(format!("refused-{name}.mp4"));
+        let mut w = watch_with_token(
+            &moq,
+            &ns,
+            &cert,
+            5.0,
+            &file,
+            dir,
+            &format!("watch-{name}"),
+            t,
+        );
+        w.wait(Duration::from_secs(20));
+        assert!(
+            std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < 1000,
+            "{name}: no media for a refused viewer"
+        );
+    }
+
+    // The participant watches over MoQT; the owner deactivates them: closed within 5 s.
+    let file = dir.join("viewer.mp4");
+    let mut w = watch_with_token(
+        &moq,
+        &ns,
+        &cert,
+        60.0,
+        &file,
+        dir,
+        "watch-viewer",
+        Some(&token),
+    );
+    wait_until(Duration::from_secs(20), "viewer receiving", || {
+        (std::fs::metadata(&file).ok()?.len() > 200_000).then_some(())
+    });
+    let revoked_at = Instant::now();
+    let r = owner.call(
+        "POST",
+        &format!("/api/v1/events/{event}/participants/{participant}/status"),
+        Some(json!({"status": "deactivated"})),
+    );
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    let closed = w
+        .wait(Duration::from_secs(10))
+        .map(|_| revoked_at.elapsed());
+    let size_at_close = std::fs::metadata(&file).unwrap().len();
+    eprintln!("revocation to session close: {closed:?}");
+    assert!(
+        closed.is_some_and(|d| d <= Duration::from_secs(5)),
+        "session closed after {closed:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size_at_close);
+    assert_eq!(
+        http_get(&format!("{master}?token={token}")).unwrap().0,
+        403,
+        "revoked token refused over HLS"
+    );
+    let r = viewer.call(
+        "POST",
+        &format!("/api/v1/events/{event}/playback-token"),
+        Some(json!({})),
+    );
+    assert!(
+        r.0 == 401 || r.0 == 403,
+        "a deactivated participant gets no new token: {:?}",
+        r
+    );
+
+    // Re-issuing the stream's credential ends the running push.
+    let r = owner.call(
+        "POST",
+        &format!("/api/v1/events/{event}/streams/main/credential"),
+        Some(json!({})),
+    );
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    let mut old = push(&dev.get("rtmp_publish_url"), 10, dir, "push-old-key");
+    assert!(
+        old.wait(Duration::from_secs(20))
+            .is_some_and(|s| !s.success()),
+        "revoked credential refused"
+    );
+
+    // No personal data in any log of the run.
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            logs.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    let lower = logs.to_lowercase();
+    for needle in [
+        "erika",
+        "mustermann",
+        "musterfirma",
+        "owner@dev.strom.invalid",
+    ] {
+        assert!(!lower.contains(needle), "{needle} appears in the logs");
+    }
+    assert!(
+        logs.contains(&participant),
+        "the logs do name the participant pseudonymously"
+    );
+}
