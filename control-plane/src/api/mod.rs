@@ -231,11 +231,45 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The OpenAPI document, with every error response under the media type
+/// the server sends (`application/problem+json`, RFC 9457).
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let problem_ref = "#/components/schemas/Problem";
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for operation in paths
+            .values_mut()
+            .filter_map(|p| p.as_object_mut())
+            .flat_map(|p| p.values_mut())
+        {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                let Some(content) = response.get_mut("content").and_then(|c| c.as_object_mut())
+                else {
+                    continue;
+                };
+                let is_problem = content
+                    .get("application/json")
+                    .and_then(|m| m.pointer("/schema/$ref"))
+                    .is_some_and(|r| r == problem_ref);
+                if is_problem {
+                    if let Some(media) = content.remove("application/json") {
+                        content.insert("application/problem+json".into(), media);
+                    }
+                }
+            }
+        }
+    }
+    doc
+}
+
 async fn openapi_json() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        ApiDoc::openapi().to_json().unwrap_or_default(),
-    )
+    axum::Json(openapi_document())
 }
 
 pub fn router(state: Shared) -> Router {
