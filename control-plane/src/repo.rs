@@ -344,8 +344,17 @@ impl Repo {
     }
 
     pub fn mint(&self, grant: &Grant) -> Result<(String, strom_token::Claims)> {
+        self.mint_at(grant, now())
+    }
+
+    /// Mints as if at `at` (tests of clock skew and expiry).
+    pub fn mint_at(
+        &self,
+        grant: &Grant,
+        at: OffsetDateTime,
+    ) -> Result<(String, strom_token::Claims)> {
         self.current_signing_key()?
-            .mint(grant, now())
+            .mint(grant, at)
             .map_err(|e| RepoError::Invalid(e.to_string()))
     }
 

@@ -1,90 +1,70 @@
-//! STAND-IN for the control plane's two relay endpoints, until the real
-//! control plane (`control-plane/`) can be started by the tests: a small
-//! HTTP/1.1 server on 127.0.0.1 that serves
-//!
-//! - `GET /api/v1/relay/keys` → the key set of its one [`SigningKey`];
-//! - `GET /api/v1/relay/revocations?after=N&wait=S` with
-//!   `Authorization: Bearer <relay credential>` → the revocations after N,
-//!   held open up to S seconds (at most 20) until there is one.
-//!
-//! It mints the tokens the tests present (publish, play, relay) with the same
-//! key, so origin and edge verify them exactly as they would the real
-//! control plane's. Nothing about strom itself is simulated here.
+//! The real control plane (`strom-control-plane`: RocksDB, key ring, HTTP
+//! API) running inside the test process, for tests that start origins and
+//! edges as separate processes: they fetch its key set and long-poll its
+//! revocation log with a relay credential, exactly as in production. Tests
+//! mint tokens and record revocations through its repository.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use strom_token::revocation::RevocationFeed;
-use strom_token::{Action, Grant, KeySet, Revocation, RevocationKind, SigningKey, Verifier};
+use strom_control_plane::repo::Repo;
+use strom_control_plane::{ControlPlane, ControlPlaneConfig};
+use strom_token::{Action, Grant, RevocationKind};
 use time::OffsetDateTime;
 
-/// The revocation log, oldest first (`seq` = position + 1).
-#[derive(Default)]
-struct Log {
-    entries: Vec<Revocation>,
-}
-
-struct Shared {
-    key: SigningKey,
-    verifier: Verifier,
-    log: Mutex<Log>,
-    changed: Condvar,
-}
-
-/// A running stand-in; its thread ends with the test process.
-pub struct StandInControlPlane {
+/// A running control plane; it stops with the test process.
+pub struct TestControlPlane {
     /// Base URL, e.g. `http://127.0.0.1:41234/`.
     pub url: String,
     /// A relay credential (action `relay`) for origins and edges.
     pub relay_credential: String,
-    shared: Arc<Shared>,
+    pub repo: std::sync::Arc<Repo>,
+    _dir: tempfile::TempDir,
 }
 
-impl StandInControlPlane {
+impl TestControlPlane {
     pub fn start() -> Self {
-        let key = SigningKey::generate();
-        let verifier = Verifier::new();
-        verifier.set_keys(&KeySet {
-            keys: vec![key.public_key()],
-        });
-        let shared = Arc::new(Shared {
-            key,
-            verifier,
-            log: Mutex::new(Log::default()),
-            changed: Condvar::new(),
-        });
-        let listener =
-            TcpListener::bind("127.0.0.1:0").expect("binding the stand-in control plane");
-        let url = format!(
-            "http://127.0.0.1:{}/",
-            listener.local_addr().expect("local address").port()
-        );
-        let serving = shared.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = serving.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(stream, &shared);
-                });
-            }
-        });
-        let mut cp = Self {
-            url,
-            relay_credential: String::new(),
-            shared,
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ControlPlaneConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            generate_master_key: true,
+            ..ControlPlaneConfig::default()
         };
-        cp.relay_credential = cp.mint(Grant {
-            subject: "relay-1".into(),
-            tenant: "operator".into(),
-            event: String::new(),
-            stream: None,
-            action: Action::Relay,
-            lifetime_secs: 86_400,
-            not_after: None,
+        let data_dir = dir.path().to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let cp = match ControlPlane::load(config, &data_dir).await {
+                    Ok(cp) => cp,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                let ready = cp.url().map_err(|e| e.to_string()).and_then(|url| {
+                    let credential = cp.relay_credential("relay-1").map_err(|e| e.to_string())?;
+                    Ok((url.to_string(), credential, cp.repo.clone()))
+                });
+                let _ = ready_tx.send(ready);
+                if let Err(e) = cp.run().await {
+                    eprintln!("control plane stopped: {e:#}");
+                }
+            });
         });
-        cp
+        let (url, relay_credential, repo) = ready_rx
+            .recv()
+            .expect("control plane thread")
+            .expect("starting the control plane");
+        Self {
+            url,
+            relay_credential,
+            repo,
+            _dir: dir,
+        }
     }
 
     /// Mints a token now.
@@ -94,7 +74,7 @@ impl StandInControlPlane {
 
     /// Mints a token as if at `at` (in the past: an expired token).
     pub fn mint_at(&self, grant: Grant, at: OffsetDateTime) -> String {
-        self.shared.key.mint(&grant, at).expect("minting a token").0
+        self.repo.mint_at(&grant, at).expect("minting a token").0
     }
 
     /// A token for `action` on tenant/event(/stream), living `lifetime_secs`.
@@ -118,22 +98,13 @@ impl StandInControlPlane {
         self.mint(grant)
     }
 
-    /// Appends a revocation of every token of `id` (by `kind`) in `tenant`
-    /// issued up to now (and within the next second: token times are whole
-    /// seconds); long polls return it at once.
+    /// Records a revocation of every token of `id` (by `kind`) in `tenant`
+    /// issued up to now; relays' long polls return it at once.
     pub fn revoke(&self, kind: RevocationKind, tenant: &str, id: &str) -> Instant {
-        let mut log = self.shared.log.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = log.entries.len() as u64 + 1;
-        log.entries.push(Revocation {
-            seq,
-            kind,
-            tenant: tenant.into(),
-            id: id.into(),
-            issued_before: OffsetDateTime::now_utc() + time::Duration::seconds(1),
-        });
-        let at = Instant::now();
-        self.shared.changed.notify_all();
-        at
+        self.repo
+            .revoke(kind, tenant, id)
+            .expect("recording a revocation");
+        Instant::now()
     }
 
     /// `[<section>.control_plane]` for a service's TOML.
@@ -143,92 +114,4 @@ impl StandInControlPlane {
             self.url, self.relay_credential
         )
     }
-}
-
-fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut bearer = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("authorization") {
-                bearer = value.trim().strip_prefix("Bearer ").map(str::to_owned);
-            }
-        }
-    }
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let (status, body) = match path {
-        "/api/v1/relay/keys" => (
-            "200 OK",
-            serde_json::to_string(&KeySet {
-                keys: vec![shared.key.public_key()],
-            })
-            .unwrap_or_default(),
-        ),
-        "/api/v1/relay/revocations" => {
-            let relay = bearer
-                .as_deref()
-                .and_then(|t| shared.verifier.verify(t, OffsetDateTime::now_utc()).ok())
-                .is_some_and(|c| c.act == Action::Relay);
-            if relay {
-                ("200 OK", revocations(shared, query))
-            } else {
-                (
-                    "401 Unauthorized",
-                    "{\"error\":\"relay credential required\"}".into(),
-                )
-            }
-        }
-        _ => ("404 Not Found", "{}".into()),
-    };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
-}
-
-fn revocations(shared: &Shared, query: &str) -> String {
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-    };
-    let after = param("after").unwrap_or(0);
-    let wait = Duration::from_secs(param("wait").unwrap_or(0).min(20));
-    let deadline = Instant::now() + wait;
-    let mut log = shared.log.lock().unwrap_or_else(|p| p.into_inner());
-    while log.entries.len() as u64 <= after {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        log = shared
-            .changed
-            .wait_timeout(log, left)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-    let feed = RevocationFeed {
-        seq: log.entries.len() as u64,
-        entries: log
-            .entries
-            .iter()
-            .filter(|e| e.seq > after)
-            .cloned()
-            .collect(),
-        reset: false,
-    };
-    serde_json::to_string(&feed).unwrap_or_default()
 }

@@ -1,13 +1,13 @@
 //! Tokens at origin and edge end to end (issue: control plane, AUTH-8): real
 //! ffmpeg pushes, real `strom origin` / `strom edge` processes, real MoQT
-//! (`strom watch`) and HLS clients. Keys and revocations come from
-//! [`StandInControlPlane`], which serves the control plane's two relay
-//! endpoints until the real control plane can be started here.
+//! (`strom watch`) and HLS clients. Keys and revocations come from a real
+//! control plane in the test process ([`TestControlPlane`]); a second one
+//! with its own keys forges tokens.
 
 use std::path::Path;
 use std::time::Duration;
 
-use strom_tests::control_plane::StandInControlPlane;
+use strom_tests::control_plane::TestControlPlane;
 use strom_tests::*;
 use strom_token::{Action, Grant, RevocationKind};
 
@@ -20,17 +20,17 @@ struct Deployment {
     edge: Service,
 }
 
-fn deploy(cp: &StandInControlPlane, dir: &Path) -> Deployment {
+fn deploy(cp: &TestControlPlane, dir: &Path) -> Deployment {
     let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
     let edge = Service::edge_with("edge", dir, &origin, &cp.toml("edge"));
     Deployment { origin, edge }
 }
 
-fn publish_token(cp: &StandInControlPlane) -> String {
+fn publish_token(cp: &TestControlPlane) -> String {
     cp.token(Action::Publish, "stream-main", NAMESPACE, 3600)
 }
 
-fn play_token(cp: &StandInControlPlane, subject: &str, scope: &str) -> String {
+fn play_token(cp: &TestControlPlane, subject: &str, scope: &str) -> String {
     cp.token(Action::Play, subject, scope, 300)
 }
 
@@ -65,7 +65,7 @@ fn rtmp_publish_needs_a_valid_unrevoked_publish_token() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let cp = StandInControlPlane::start();
+    let cp = TestControlPlane::start();
     let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
 
     // A wrong credential: a random key, and a playback token.
@@ -149,7 +149,7 @@ fn viewers_need_a_play_token_for_their_event() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let cp = StandInControlPlane::start();
+    let cp = TestControlPlane::start();
     let Deployment { origin, edge } = deploy(&cp, dir);
     let _push = push(
         &origin.rtmp_url(&publish_token(&cp)),
@@ -174,7 +174,7 @@ fn viewers_need_a_play_token_for_their_event() {
         time::OffsetDateTime::now_utc() - time::Duration::hours(1),
     );
     let forged = {
-        let stranger = StandInControlPlane::start();
+        let stranger = TestControlPlane::start();
         play_token(&stranger, "viewer-good", NAMESPACE)
     };
     let other_event = play_token(&cp, "viewer-other", "acme/allhands");
@@ -353,7 +353,7 @@ fn revoking_a_viewer_closes_its_moqt_session_within_5_s() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let cp = StandInControlPlane::start();
+    let cp = TestControlPlane::start();
     let Deployment { origin, edge } = deploy(&cp, dir);
     let _push = push(
         &origin.rtmp_url(&publish_token(&cp)),
