@@ -343,8 +343,11 @@ impl Repo {
         Ok(strom_token::KeySet { keys })
     }
 
+    /// Mints a token now. Its issue time keeps sub-second precision (unlike
+    /// [`now`]): a revocation recorded earlier in the same second (a
+    /// re-issued stream key, a reactivated participant) must not cover it.
     pub fn mint(&self, grant: &Grant) -> Result<(String, strom_token::Claims)> {
-        self.mint_at(grant, now())
+        self.mint_at(grant, OffsetDateTime::now_utc())
     }
 
     /// Mints as if at `at` (tests of clock skew and expiry).
@@ -1596,6 +1599,7 @@ impl Repo {
     }
 
     /// Rectification (DATA-6): changes name, e-mail or form answers.
+    #[allow(clippy::too_many_arguments)]
     pub fn update_participant(
         &self,
         actor: &str,

@@ -121,15 +121,13 @@ impl Batch {
     }
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 pub trait Store: Send + Sync + 'static {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries whose key starts with `prefix`, in key order, at most `limit`.
-    fn scan(
-        &self,
-        t: Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
     /// Entries with key > `after` (and starting with `prefix`).
     fn scan_after(
         &self,
@@ -137,7 +135,7 @@ pub trait Store: Send + Sync + 'static {
         prefix: &[u8],
         after: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<KeyValue>, StoreError>;
     /// Applies the batch atomically; durable (WAL synced) when it returns.
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
     /// Writes a consistent backup of the store into `dir` (incremental).
@@ -226,7 +224,7 @@ impl RocksStore {
         start: &[u8],
         skip_start: bool,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let cf = self.cf(t)?;
         let mut out = Vec::new();
         for item in self
@@ -254,12 +252,7 @@ impl Store for RocksStore {
         Ok(self.db.get_cf(self.cf(t)?, key)?)
     }
 
-    fn scan(
-        &self,
-        t: Table,
-        prefix: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         self.collect(t, prefix, prefix, false, limit)
     }
 
@@ -269,7 +262,7 @@ impl Store for RocksStore {
         prefix: &[u8],
         after: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let start = if after < prefix { prefix } else { after };
         self.collect(t, prefix, start, start == after, limit)
     }

@@ -43,6 +43,8 @@ fn durability_child() {
     });
 }
 
+// The callers kill the child (that is the point) and wait for it.
+#[allow(clippy::zombie_processes)]
 fn spawn_child(dir: &std::path::Path) -> (Child, String, Vec<String>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([

@@ -273,7 +273,7 @@ async fn openapi_json() -> impl IntoResponse {
 }
 
 pub fn router(state: Shared) -> Router {
-    let api = Router::new()
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi_json))
         .merge(auth::routes())
@@ -299,8 +299,7 @@ pub fn router(state: Shared) -> Router {
             same_origin,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(12 * 1024 * 1024))
-        .with_state(state);
-    api
+        .with_state(state)
 }
 
 #[derive(OpenApi)]

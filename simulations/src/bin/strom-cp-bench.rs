@@ -248,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
                     .post(format!("{base}/api/v1/events/{e}/playback-token"))
                     .header("cookie", format!("strom_session={}", secrets[i]))
                     .header("x-csrf-token", "bench-csrf")
+                    .json(&serde_json::json!({}))
                     .send()
                     .await;
                 match r {

@@ -1,0 +1,95 @@
+//! Tokens against the revocation log: a credential re-issued within the same
+//! second as the revocation of its predecessor works, the predecessor not.
+
+mod common;
+
+use strom_control_plane::model::{AccessMode, Event};
+use strom_control_plane::repo::now;
+use strom_token::{Action, RevocationKind, Verifier};
+
+#[tokio::test]
+async fn a_reissued_publish_credential_works_at_once_and_the_old_one_not() {
+    let plane = common::start().await;
+    let repo = &plane.repo;
+    let (tenant, _, _) =
+        strom_control_plane::bootstrap(repo, "Acme", "owner@acme.example", "Owner").unwrap();
+    let start = now() - time::Duration::minutes(5);
+    let event = repo
+        .create_event(
+            "test",
+            Event {
+                id: String::new(),
+                tenant: tenant.id.clone(),
+                title: "Town hall".into(),
+                starts_at: start,
+                ends_at: start + time::Duration::hours(2),
+                retention_days: 30,
+                legal_hold_until: None,
+                access: AccessMode::Open,
+                domains: vec![],
+                form: vec![],
+                attendance: false,
+                privacy_notice: String::new(),
+                ended_at: None,
+                created_at: now(),
+            },
+        )
+        .unwrap();
+    repo.create_stream("test", &tenant.id, &event.id, "main")
+        .unwrap();
+    let verifier = Verifier::new();
+    verifier.set_keys(&repo.key_set().unwrap());
+    let parts = [tenant.id.as_str(), event.id.as_str(), "main"];
+    let at = time::OffsetDateTime::now_utc();
+
+    // Many re-issues in quick succession, several within one second.
+    let mut previous: Option<String> = None;
+    for _ in 0..20 {
+        let (key, _) = repo
+            .issue_publish_credential("test", &tenant.id, &event.id, "main")
+            .unwrap();
+        verifier
+            .revocations_mut()
+            .apply(&repo.revocations_after(0).unwrap());
+        let now = time::OffsetDateTime::now_utc();
+        verifier
+            .authorize(&key, Action::Publish, &parts, now)
+            .expect("the newest credential is valid");
+        if let Some(old) = previous {
+            assert!(
+                verifier
+                    .authorize(&old, Action::Publish, &parts, now)
+                    .is_err(),
+                "the replaced credential is revoked"
+            );
+        }
+        previous = Some(key);
+    }
+    assert!(time::OffsetDateTime::now_utc() - at < time::Duration::seconds(5));
+
+    // A subject revoked and then granted again in the same second.
+    repo.revoke(RevocationKind::Subject, &tenant.id, "p_again")
+        .unwrap();
+    let (token, _) = repo
+        .mint(&strom_token::Grant {
+            subject: "p_again".into(),
+            tenant: tenant.id.clone(),
+            event: event.id.clone(),
+            stream: None,
+            action: Action::Play,
+            lifetime_secs: 600,
+            not_after: None,
+        })
+        .unwrap();
+    verifier
+        .revocations_mut()
+        .apply(&repo.revocations_after(0).unwrap());
+    verifier
+        .authorize(
+            &token,
+            Action::Play,
+            &parts,
+            time::OffsetDateTime::now_utc(),
+        )
+        .expect("a token minted after the revocation is valid");
+}
