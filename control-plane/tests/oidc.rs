@@ -30,7 +30,7 @@ fn accounts() -> Value {
 }
 
 fn provider_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc-provider")
+    manifest_dir().join("tests/oidc-provider")
 }
 
 /// `npm ci` once per test run, unless the pinned version is installed already.
@@ -584,4 +584,12 @@ async fn email_claims_from_userinfo_and_bad_start_requests() {
     assert_eq!(get(String::new()).await, 400);
     let (other, _) = w.plane.tenant("Globex").await;
     assert_eq!(get(format!("tenant={other}")).await, 404);
+}
+
+/// The package directory at run time (cargo sets it for tests); the
+/// compile-time one can name another checkout that shares the target dir.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }

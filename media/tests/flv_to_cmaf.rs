@@ -32,7 +32,7 @@ struct Run {
 }
 
 fn run_fixture() -> Run {
-    let data = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)).unwrap();
+    let data = std::fs::read(manifest_dir().join(FIXTURE)).unwrap();
     let mut packager = Packager::new(None);
     let mut run = Run {
         catalogs: vec![],
@@ -262,4 +262,12 @@ fn ffprobe_accepts_fragmented_mp4() {
         "{a}"
     );
     let _ = std::fs::remove_dir_all(vpath.parent().unwrap());
+}
+
+/// The package directory at run time (cargo sets it for tests); the
+/// compile-time one can name another checkout that shares the target dir.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
