@@ -207,10 +207,13 @@ pub struct Event {
 }
 
 impl Event {
-    /// Viewers' permissions lapse with the event: its end (or the moment it
-    /// was ended early) plus a grace period.
+    /// Viewers' permissions lapse with the event: at its scheduled end plus a
+    /// grace period (broadcasts overrun), or at once when it was ended.
     pub fn access_until(&self) -> OffsetDateTime {
-        self.ended_at.unwrap_or(self.ends_at) + time::Duration::minutes(EVENT_GRACE_MINUTES)
+        match self.ended_at {
+            Some(ended) => ended,
+            None => self.ends_at + time::Duration::minutes(EVENT_GRACE_MINUTES),
+        }
     }
 
     pub fn retention_due(&self) -> OffsetDateTime {

@@ -93,3 +93,55 @@ async fn a_reissued_publish_credential_works_at_once_and_the_old_one_not() {
         )
         .expect("a token minted after the revocation is valid");
 }
+
+/// Ending an event revokes its tokens at once and no new ones are issued
+/// (no grace after an explicit end; the grace covers overrunning schedules).
+#[tokio::test]
+async fn ending_an_event_ends_its_viewers_permissions() {
+    let plane = common::start().await;
+    let (tenant, mut owner) = plane.tenant("Acme").await;
+    let r = owner
+        .post("/api/v1/events", common::event_body("Town hall"))
+        .await;
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    let event = r.1["id"].as_str().unwrap().to_owned();
+    let r = owner
+        .post(
+            &format!("/api/v1/events/{event}/playback-token"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    let token = r.1["token"].as_str().unwrap().to_owned();
+    let verifier = Verifier::new();
+    verifier.set_keys(&plane.repo.key_set().unwrap());
+    let parts = [tenant.as_str(), event.as_str(), "main"];
+    let t = time::OffsetDateTime::now_utc;
+    verifier
+        .authorize(&token, Action::Play, &parts, t())
+        .expect("valid while the event runs");
+
+    let r = owner
+        .post(
+            &format!("/api/v1/events/{event}/end"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    verifier
+        .revocations_mut()
+        .apply(&plane.repo.revocations_after(0).unwrap());
+    assert!(
+        verifier
+            .authorize(&token, Action::Play, &parts, t())
+            .is_err(),
+        "the event's tokens are revoked when it ends"
+    );
+    let r = owner
+        .post(
+            &format!("/api/v1/events/{event}/playback-token"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.0, 403, "no new playback token after the end: {:?}", r.1);
+}
