@@ -25,6 +25,7 @@ pub const MAX_LENGTH: usize = 128;
 /// (load average ~6): one hash median 55.3 ms (min 42.9, max 86.8), one verify
 /// median 42.6 ms, 21 samples. We stay at
 /// the minimum because the control plane verifies on a blocking thread per login
+/// (at most one argon2 computation per core at a time, see `with_argon2_permit`)
 /// and a 2-core node must still absorb login bursts at event start; raising `t`
 /// is a one-line change here — existing hashes keep verifying, since
 /// verification reads the parameters from the PHC string.
@@ -189,8 +190,46 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// At most this many argon2 computations run at once in the process (one
+/// per core): each takes 19 MiB and a core for ~45 ms, so a login storm or a
+/// credential-stuffing burst queues here instead of allocating gigabytes on
+/// hundreds of blocking threads and slowing every login down together.
+fn argon2_permits() -> usize {
+    static PERMITS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PERMITS.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+static ARGON2_RUNNING: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static ARGON2_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Runs `f` holding one of the [`argon2_permits`] (blocking until one is free).
+fn with_argon2_permit<T>(f: impl FnOnce() -> T) -> T {
+    struct Permit;
+    impl Drop for Permit {
+        fn drop(&mut self) {
+            let mut running = ARGON2_RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+            *running -= 1;
+            ARGON2_FREED.notify_one();
+        }
+    }
+    let mut running = ARGON2_RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    while *running >= argon2_permits() {
+        running = ARGON2_FREED
+            .wait(running)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+    *running += 1;
+    drop(running);
+    let _permit = Permit;
+    f()
+}
+
 /// Hashes a password into an argon2id PHC string with a fresh random salt.
 pub fn try_hash_password(password: &str) -> Result<String, HashError> {
+    with_argon2_permit(|| hash_unbounded(password))
+}
+
+fn hash_unbounded(password: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
     OsRng
         .try_fill(&mut salt)
@@ -228,9 +267,11 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     {
         return false;
     }
-    Argon2::default()
-        .verify_password(password.as_bytes(), &hash)
-        .is_ok()
+    with_argon2_permit(|| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// Characters of generated passwords: no look-alikes (0/O, 1/l/I) and no
@@ -277,6 +318,32 @@ mod tests {
     use proptest::prelude::*;
 
     const GOOD: &str = "correct-Horse-7-battery";
+
+    #[test]
+    fn concurrent_argon2_work_is_bounded_by_the_cores() {
+        let phc = hash_password(GOOD);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let most = std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let mut most = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    most = most.max(*ARGON2_RUNNING.lock().unwrap());
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                most
+            });
+            let workers: Vec<_> = (0..4 * argon2_permits())
+                .map(|_| scope.spawn(|| assert!(verify_password(GOOD, &phc))))
+                .collect();
+            for w in workers {
+                w.join().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            sampler.join().unwrap()
+        });
+        assert!(most >= 1 && most <= argon2_permits(), "{most} at once");
+        assert_eq!(*ARGON2_RUNNING.lock().unwrap(), 0);
+    }
 
     #[test]
     fn default_policy_is_valid_and_has_no_expiry() {
