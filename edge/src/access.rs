@@ -98,6 +98,7 @@ pub struct Access {
     session_actions: Vec<Action>,
     relay_credential: Option<String>,
     sync: Option<(SyncHandle, tokio::task::JoinHandle<()>)>,
+    link: Option<ControlPlaneLink>,
 }
 
 impl Drop for Access {
@@ -119,6 +120,7 @@ impl Access {
             session_actions: session_actions.to_vec(),
             relay_credential: None,
             sync: None,
+            link: None,
         }
     }
 
@@ -136,7 +138,7 @@ impl Access {
     ) -> anyhow::Result<Self> {
         let verifier = Arc::new(Verifier::new());
         let credential = link.credential.clone();
-        let handle = strom_token::sync::start(link, verifier.clone()).await?;
+        let handle = strom_token::sync::start(link.clone(), verifier.clone()).await?;
         let mut access = Self::new(verifier, session_actions).with_relay_credential(credential);
         let mut feed = handle.subscribe();
         let sender = access.revoked.clone();
@@ -153,11 +155,17 @@ impl Access {
             }
         });
         access.sync = Some((handle, forward));
+        access.link = Some(link);
         Ok(access)
     }
 
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// The control plane this relay takes its keys from (and reports to).
+    pub fn control_plane(&self) -> Option<&ControlPlaneLink> {
+        self.link.as_ref()
     }
 
     pub fn relay_credential(&self) -> Option<&str> {

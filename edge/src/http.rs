@@ -48,6 +48,20 @@ pub struct HttpState {
     pub access: Option<Arc<Access>>,
     /// Mark token cookies `Secure` (the server speaks HTTPS).
     pub secure_cookies: bool,
+    /// Where browsers reach this server's WebTransport (served as
+    /// `/webtransport.json`); `None` where there is none (the origin).
+    pub webtransport: Option<WebTransportInfo>,
+    /// HLS players seen per broadcast (for the viewer count reported upstream).
+    pub hls_viewers: Arc<crate::status::HlsViewers>,
+}
+
+/// What a browser needs to open WebTransport to this edge: the UDP port (the
+/// host is the one the browser used for HTTP) and the SHA-256 of the
+/// short-lived certificate for `serverCertificateHashes`.
+#[derive(Clone, Debug)]
+pub struct WebTransportInfo {
+    pub port: u16,
+    pub cert_sha256: String,
 }
 
 /// A request's standing after the token check.
@@ -141,6 +155,36 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// `{"url", "cert_sha256", "protocols"}` for the player; the URL's host is the
+/// one this request was addressed to, so it works behind any name or address.
+fn webtransport_json(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(wt) = &state.webtransport else {
+        return error(StatusCode::NOT_FOUND, "no WebTransport here");
+    };
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+                .map(|a| a.host().to_owned())
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let body = serde_json::json!({
+        "url": format!("https://{host}:{}/", wt.port),
+        "cert_sha256": wt.cert_sha256,
+        "protocols": ["moqt-18"],
+    });
+    // The certificate is rotated with the edge; a short cache keeps players current.
+    cache_control(
+        response(StatusCode::OK, "application/json", body.to_string()),
+        "max-age=60",
+    )
+}
+
 fn cache_control(mut r: Response<Full<Bytes>>, value: &'static str) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
@@ -163,6 +207,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     let query = req.uri().query().unwrap_or("").to_owned();
     match path.as_str() {
         "/healthz" => return response(StatusCode::OK, "text/plain", "ok\n"),
+        "/webtransport.json" => return webtransport_json(state, &req),
         "/metrics" => {
             let mut text = metrics::render(state.role, &state.counters, &state.broadcasts);
             text.push_str(&metrics::render_process());
@@ -196,6 +241,12 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         },
     };
     let mut r = hls_request(state, rest, &query, admitted.query_token.as_deref()).await;
+    if let Some(claims) = &admitted.claims {
+        if rest.ends_with("/playlist.m3u8") && r.status() == StatusCode::OK {
+            let namespace: Vec<&str> = rest.split('/').take(3).collect();
+            state.hls_viewers.saw(&namespace.join("/"), &claims.sub);
+        }
+    }
     if state.access.is_some() {
         // Authorised media must not be served from a shared cache to others.
         let cacheable = r

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod moqt;
 pub mod priority;
+pub mod status;
 pub mod tls;
 pub mod upstream;
 
@@ -311,6 +312,7 @@ impl Edge {
 
     /// Serves until the process ends.
     pub async fn run(self) -> anyhow::Result<()> {
+        let moqt_port = self.moqt_addr()?.port();
         tracing::info!(
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
@@ -333,6 +335,7 @@ impl Edge {
         for u in self.upstreams {
             tokio::spawn(upstream::run(u, ctx.clone()));
         }
+        let hls_viewers = Arc::new(status::HlsViewers::default());
         let state = http::HttpState {
             role: "edge",
             broadcasts: self.broadcasts.clone(),
@@ -342,7 +345,23 @@ impl Edge {
             extra_metrics: None,
             access: self.access.clone(),
             secure_cookies: self.http_tls.is_some(),
+            webtransport: Some(http::WebTransportInfo {
+                port: moqt_port,
+                cert_sha256: self.cert_sha256.clone(),
+            }),
+            hls_viewers: hls_viewers.clone(),
         };
+        let _status = self
+            .access
+            .as_ref()
+            .and_then(|a| a.control_plane().cloned())
+            .map(|link| {
+                let mut reporter =
+                    status::Reporter::new("edge", self.broadcasts.clone(), hls_viewers);
+                AbortOnDrop(strom_token::sync::report_status(link, move || {
+                    reporter.report()
+                }))
+            });
         let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
         let moqt = tokio::spawn(self.moqt.run(self.broadcasts, self.counters, self.access));
         tokio::select! {
@@ -350,5 +369,14 @@ impl Edge {
             res = moqt => res.context("MoQT server stopped")?,
         }
         anyhow::bail!("edge stopped serving")
+    }
+}
+
+/// Stops a background task when the service that started it stops.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -245,6 +245,22 @@ impl Origin {
             self.counters.clone(),
             self.access.clone(),
         ));
+        // The origin reports what is being pushed (live, ingest bitrate).
+        let hls_viewers = Arc::new(strom_edge::status::HlsViewers::default());
+        let _status = self
+            .access
+            .as_ref()
+            .and_then(|a| a.control_plane().cloned())
+            .map(|link| {
+                let mut reporter = strom_edge::status::Reporter::new(
+                    "origin",
+                    self.broadcasts.clone(),
+                    hls_viewers.clone(),
+                );
+                strom_edge::AbortOnDrop(strom_token::sync::report_status(link, move || {
+                    reporter.report()
+                }))
+            });
         let state = http::HttpState {
             role: "origin",
             broadcasts: self.broadcasts.clone(),
@@ -254,6 +270,8 @@ impl Origin {
             extra_metrics: Some(Arc::new(move || ingest.render())),
             access: self.access.clone(),
             secure_cookies: false,
+            webtransport: None,
+            hls_viewers: hls_viewers.clone(),
         };
         let http = tokio::spawn(http::serve(self.http, None, state));
         let linger = Duration::from_secs(self.config.linger_secs);

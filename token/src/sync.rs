@@ -19,6 +19,10 @@ use crate::{KeySet, Revocation, Verifier};
 pub const KEYS_PATH: &str = "api/v1/relay/keys";
 /// Revocation log path under the control plane's base URL.
 pub const REVOCATIONS_PATH: &str = "api/v1/relay/revocations";
+/// Where relays report what they carry (viewers, ingest bitrate).
+pub const STATUS_PATH: &str = "api/v1/relay/status";
+/// How often relays report.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How long the control plane holds a revocation poll open.
 pub const LONG_POLL_SECS: u64 = 20;
 
@@ -33,6 +37,81 @@ pub struct ControlPlaneLink {
     /// CA certificate (PEM) to trust for an https URL besides the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+/// What a relay carries now, reported to the control plane every
+/// [`STATUS_EVERY`]: per broadcast its ingest bitrate (at an origin: the
+/// encoder's push) and its viewers (at an edge: MoQT subscribers of the
+/// video track plus HLS players seen in the last seconds). No personal data.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+pub struct RelayStatus {
+    /// `origin` or `edge`.
+    pub role: String,
+    pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct StreamStatus {
+    /// tenant/event/stream.
+    pub namespace: String,
+    /// Bits per second stored for the broadcast over the last interval.
+    pub ingest_bps: u64,
+    pub viewers: u64,
+}
+
+/// Reports `status()` to the control plane at `link` every [`STATUS_EVERY`]
+/// until the task is aborted. Failures are logged once per outage: the
+/// control plane being away must not disturb serving.
+pub fn report_status(
+    link: ControlPlaneLink,
+    mut status: impl FnMut() -> RelayStatus + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = match client(&link, Duration::from_secs(5)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "status reports disabled");
+                return;
+            }
+        };
+        let Ok(url) = link.url.join(STATUS_PATH) else {
+            return;
+        };
+        let mut failing = false;
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tick.tick().await;
+            let report = status();
+            let sent = client
+                .post(url.clone())
+                .bearer_auth(&link.credential)
+                .json(&report)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status());
+            match sent {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("status reports reach the control plane again");
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "status report failed");
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+fn client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Some(ca) = &link.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("control plane CA {}: {e}", ca.display()))?;
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    Ok(builder.build()?)
 }
 
 /// A running sync; drop it to stop.
@@ -57,13 +136,7 @@ impl Drop for SyncHandle {
 /// Fetches the key set once (so a relay that starts knows its keys), then
 /// keeps syncing in the background.
 pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::Result<SyncHandle> {
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(LONG_POLL_SECS + 10));
-    if let Some(ca) = &link.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("control plane CA {}: {e}", ca.display()))?;
-        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
-    let client = builder.build()?;
+    let client = client(&link, Duration::from_secs(LONG_POLL_SECS + 10))?;
     let keys_url = link.url.join(KEYS_PATH)?;
     let revocations_url = link.url.join(REVOCATIONS_PATH)?;
     match fetch_keys(&client, &keys_url).await {

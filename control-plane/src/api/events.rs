@@ -34,7 +34,61 @@ pub fn routes() -> Router<Shared> {
             "/api/v1/events/{event}/streams/{stream}/credential",
             post(issue_credential),
         )
+        .route("/api/v1/events/{event}/live", get(live))
         .route("/api/v1/public/{tenant}/events/{event}", get(public_event))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LiveStream {
+    pub name: String,
+    /// The encoder is pushing (an origin carries the stream).
+    pub live: bool,
+    /// Bits per second arriving from the encoder.
+    pub ingest_bitrate_bps: u64,
+    /// Viewers over all edges (MoQT and HLS).
+    pub viewers: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LiveStatus {
+    pub streams: Vec<LiveStream>,
+    /// Viewers of all the event's streams.
+    pub viewers: u64,
+}
+
+/// Whether each stream of the event is live, its ingest bitrate and viewers,
+/// as the origins and edges reported in the last seconds.
+#[utoipa::path(get, path = "/api/v1/events/{event}/live", tag = "events", params(("event" = String, Path)),
+    responses((status = 200, body = LiveStatus), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn live(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(event): PathOf<String>,
+) -> ApiResult<Json<LiveStatus>> {
+    caller.require(ALL_STAFF)?;
+    let st = state.clone();
+    blocking(move || {
+        st.repo.event(caller.tenant(), &event)?;
+        let streams: Vec<LiveStream> = st
+            .repo
+            .streams(caller.tenant(), &event)?
+            .into_iter()
+            .map(|s| {
+                let figures =
+                    st.relay_status
+                        .stream(&format!("{}/{}/{}", caller.tenant(), event, s.name));
+                LiveStream {
+                    name: s.name,
+                    live: figures.live,
+                    ingest_bitrate_bps: figures.ingest_bps,
+                    viewers: figures.viewers,
+                }
+            })
+            .collect();
+        let viewers = streams.iter().map(|s| s.viewers).sum();
+        Ok(Json(LiveStatus { streams, viewers }))
+    })
+    .await
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]

@@ -567,8 +567,11 @@ pub struct PlaybackToken {
     pub refresh_in_secs: i64,
     /// tenant/event: the namespace prefix this token covers.
     pub namespace: String,
-    /// Edges to watch from, best first.
+    /// Edges to watch from, best first (HTTP base URLs; each serves
+    /// `webtransport.json` with its WebTransport URL and certificate hash).
     pub edges: Vec<String>,
+    /// The event's streams: watch `namespace/<stream>`.
+    pub streams: Vec<String>,
 }
 
 /// A short-lived playback token for the caller (participant, or staff previewing).
@@ -628,6 +631,12 @@ pub async fn playback_token(
             .collect();
         edges.extend(st.edges.iter().cloned());
         edges.dedup();
+        let streams = st
+            .repo
+            .streams(caller.tenant(), &event)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         Ok(Json(PlaybackToken {
             token,
             expires_at: claims
@@ -637,6 +646,7 @@ pub async fn playback_token(
             refresh_in_secs: (lifetime * 3 / 4).max(1),
             namespace: format!("{}/{}", caller.tenant(), event),
             edges,
+            streams,
         }))
     })
     .await

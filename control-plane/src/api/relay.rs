@@ -21,6 +21,109 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/relay/keys", get(keys))
         .route("/api/v1/relay/revocations", get(revocations))
         .route("/api/v1/relay/heartbeat", post(heartbeat))
+        .route("/api/v1/relay/status", post(status))
+}
+
+/// A report older than this is ignored (relays report every 2 s).
+const STATUS_STALE: Duration = Duration::from_secs(10);
+/// Bounds one report (streams) and the board (relays).
+const MAX_REPORTED_STREAMS: usize = 10_000;
+const MAX_RELAYS: usize = 10_000;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelayStatusReport {
+    /// `origin` or `edge`.
+    pub role: String,
+    pub streams: Vec<ReportedStream>,
+}
+
+#[derive(Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedStream {
+    /// tenant/event/stream.
+    pub namespace: String,
+    pub ingest_bps: u64,
+    pub viewers: u64,
+}
+
+/// What relays last reported, by relay id.
+#[derive(Default)]
+pub struct StatusBoard {
+    reports: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, bool, Vec<ReportedStream>)>,
+    >,
+}
+
+/// One stream as the relays see it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StreamLive {
+    /// An origin carries the broadcast: the encoder is pushing.
+    pub live: bool,
+    pub ingest_bps: u64,
+    /// Viewers summed over the edges.
+    pub viewers: u64,
+}
+
+impl StatusBoard {
+    fn put(&self, relay: &str, origin: bool, streams: Vec<ReportedStream>) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        reports.retain(|_, (at, _, _)| now.duration_since(*at) < STATUS_STALE);
+        if reports.len() < MAX_RELAYS || reports.contains_key(relay) {
+            reports.insert(relay.to_owned(), (now, origin, streams));
+        }
+    }
+
+    /// The current figures of `namespace` (tenant/event/stream).
+    pub fn stream(&self, namespace: &str) -> StreamLive {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let mut out = StreamLive::default();
+        for (at, origin, streams) in reports.values() {
+            if now.duration_since(*at) >= STATUS_STALE {
+                continue;
+            }
+            for s in streams.iter().filter(|s| s.namespace == namespace) {
+                if *origin {
+                    out.live = true;
+                    out.ingest_bps = out.ingest_bps.max(s.ingest_bps);
+                } else {
+                    out.viewers += s.viewers;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A relay reports what it carries (every 2 s): origins the broadcasts being
+/// pushed and their bitrate, edges their viewers. No personal data.
+#[utoipa::path(post, path = "/api/v1/relay/status", tag = "relay", request_body = RelayStatusReport, security(("relay" = [])),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn status(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Body(req): Body<RelayStatusReport>,
+) -> ApiResult<StatusCode> {
+    let claims = relay_claims(&state, &headers)?;
+    let origin = match req.role.as_str() {
+        "origin" => true,
+        "edge" => false,
+        _ => return Err(ApiError::bad_request("role must be origin or edge")),
+    };
+    if req.streams.len() > MAX_REPORTED_STREAMS
+        || req
+            .streams
+            .iter()
+            .any(|s| s.namespace.is_empty() || s.namespace.len() > 4096)
+    {
+        return Err(ApiError::bad_request(
+            "at most 10000 streams, each with a namespace of 1 to 4096 bytes",
+        ));
+    }
+    state.relay_status.put(&claims.sub, origin, req.streams);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
