@@ -173,7 +173,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         lifetime_secs: strom_token::MAX_PLAY_SECS,
         not_after: None,
     })?;
-    let (admin_login_url, admin_login_code) = admin_login_link(&state, &demo.tenant).await?;
+    let (admin_login_link, admin_login_code) = admin_login_link(&state, &demo.tenant).await?;
+    // The terminal is the owner's own: the link carries its code, so it opens
+    // in any browser (a link asked for in a browser needs no code there).
+    let admin_login_url = format!("{admin_login_link}&code={admin_login_code}");
+    let player_url = cp_url.join(&format!("e/{}/{}", demo.tenant, demo.event))?;
+    let embed_url = cp_url.join(&format!("embed/{}/{}", demo.tenant, demo.event))?;
 
     let namespace = format!("{}/{}/main", demo.tenant, demo.event);
     let rtmp_publish_url = format!("{rtmp_server_url}/{stream_key}");
@@ -203,6 +208,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         "edge_metrics_url": format!("http://127.0.0.1:{}/metrics", edge_http.port()),
         "control_plane_url": cp_url.as_str(),
         "portal_url": portal,
+        "player_url": player_url.as_str(),
+        "embed_url": embed_url.as_str(),
         "tenant": demo.tenant,
         "event": demo.event,
         "owner_email": DEV_OWNER,
@@ -223,7 +230,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
          WebTransport:     {webtransport_url} (certificate SHA-256 {hash})\n\
          Playback tokens last 10 minutes; POST {cp_url}api/v1/events/{event}/playback-token gives new ones.\n\n\
          Control plane:    {cp_url} (API, OpenAPI at {cp_url}api/openapi.json)\n\
-         Admin login link: {admin_login_url}  (code {admin_login_code}, 15 minutes, once)\n\
+         Watch in a browser: {player_url}  (log in first: open the admin link, or register there)\n\
+         Admin login link: {admin_login_url}  (15 minutes, once; code {admin_login_code})\n\
          Mails (dev outbox): {dir}/control-plane/outbox\n\
          Endpoints:        {dir}/endpoints.json\n",
         dir = data_dir.display(),

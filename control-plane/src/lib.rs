@@ -178,6 +178,7 @@ impl ControlPlane {
             edges: config.edges.clone(),
             secure_cookies: config.secure_cookies,
             verifier,
+            relay_status: Default::default(),
         });
         Ok(Self {
             config,

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod events;
 pub mod oidc;
+pub mod pages;
 pub mod participants;
 pub mod problem;
 pub mod relay;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// Cookies get `Secure` (always true outside tests over plain HTTP).
     pub secure_cookies: bool,
     pub verifier: Arc<strom_token::Verifier>,
+    /// The latest status report of each relay (in memory: it is live data).
+    pub relay_status: relay::StatusBoard,
 }
 
 pub type Shared = Arc<AppState>;
@@ -282,6 +285,7 @@ pub fn router(state: Shared) -> Router {
         .merge(participants::routes())
         .merge(relay::routes())
         .merge(oidc::routes())
+        .merge(pages::routes())
         .route(
             "/api/v1/{*rest}",
             get(not_found)
@@ -319,7 +323,7 @@ pub fn router(state: Shared) -> Router {
         participants::import_participants, participants::export_participants, participants::export_participant,
         participants::register, participants::playback_token, participants::attendance,
         participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
-        relay::keys, relay::revocations, relay::heartbeat,
+        relay::keys, relay::revocations, relay::heartbeat, relay::status, events::live,
         oidc::start, oidc::callback,
     ),
     components(schemas(problem::Problem)),

@@ -1,0 +1,424 @@
+// /admin: event managers create events and streams (push URL and key with
+// copy buttons, OBS hints), import and export participants (CSV), see whether
+// the broadcaster is live with viewer count and bitrate, preview the stream,
+// copy the embed snippet; owners also manage staff accounts and roles.
+// Routes live in the fragment: #/ (events), #/events/<id>, #/users.
+
+import { api, ApiError, logout, session, Session } from './api';
+import { app, copyButton, field, h, notice, show, values } from './dom';
+import { mountPlayer, unmountPlayer } from './watch';
+
+interface FieldDto { name: string; label: string; kind: string; options: string[]; required: boolean }
+interface EventDto {
+  id: string; title: string; starts_at: string; ends_at: string; access: string;
+  form: FieldDto[]; privacy_notice: string; ended_at: string | null; namespace: string; retention_days: number;
+}
+interface StreamDto { name: string; namespace: string; credential_issued_at: string | null }
+interface Credential { rtmp_url: string; stream_key: string; namespace: string; expires_at: string }
+interface Participant { id: string; email: string; name: string; status: string; source: string; consent: string | null; created_at: string }
+interface ImportResult { created: number; errors: { line: number; column: string | null; message: string }[] }
+interface User { id: string; email: string; name: string; role: string; active: boolean; locked: boolean; totp: boolean }
+interface LiveStream { name: string; live: boolean; ingest_bitrate_bps: number; viewers: number; since: string | null }
+interface LiveStatus { streams: LiveStream[]; viewers: number }
+
+const root = app();
+let me: Session;
+let stopLive: (() => void) | null = null;
+
+start().catch((e) => show(root, h('p', { class: 'notice error' }, String(e?.message ?? e))));
+
+async function start(): Promise<void> {
+  const s = await session();
+  if (!s) {
+    location.assign(`/login?next=${encodeURIComponent('/admin' + location.hash)}`);
+    return;
+  }
+  if (s.kind !== 'staff') {
+    show(root, h('h1', {}, 'Not for participants'), h('p', {}, 'This is the organisers\' area. ', h('a', { href: `/e/${s.tenant}/${s.event}` }, 'Back to your event')));
+    return;
+  }
+  me = s;
+  window.addEventListener('hashchange', route);
+  route();
+}
+
+function frame(title: string, ...content: (HTMLElement | null)[]): void {
+  stopLive?.();
+  stopLive = null;
+  unmountPlayer();
+  const out = h('button', { type: 'button', class: 'secondary' }, 'Log out');
+  out.addEventListener('click', async () => {
+    await logout();
+    location.assign('/login');
+  });
+  const nav = h(
+    'nav',
+    {},
+    h('a', { href: '#/' }, 'Events'),
+    me.role === 'owner' ? h('a', { href: '#/users' }, 'Staff') : null,
+    h('span', { class: 'who' }, `${me.tenant} · ${me.role?.replace('_', ' ')}`),
+    out,
+  );
+  show(root, h('header', { class: 'admin' }, h('strong', {}, 'strom'), nav), h('h1', {}, title), ...content);
+}
+
+function route(): void {
+  const [, section, id] = location.hash.replace(/^#/, '').split('/');
+  const go = section === 'events' && id ? eventPage(id) : section === 'users' ? usersPage() : eventsPage();
+  go.catch((e) => frame('Error', h('p', { class: 'notice error' }, (e as Error).message)));
+}
+
+const dateTime = (iso: string) => new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(iso));
+
+// ---- events ------------------------------------------------------------
+
+async function eventsPage(): Promise<void> {
+  const events = await api<EventDto[]>('GET', '/api/v1/events');
+  const table = h(
+    'table',
+    { id: 'events' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Event'), h('th', {}, 'Starts'), h('th', {}, 'Access'), h('th', {}, 'State'))),
+    h(
+      'tbody',
+      {},
+      ...events.map((e) =>
+        h('tr', {}, h('td', {}, h('a', { href: `#/events/${e.id}` }, e.title)), h('td', {}, dateTime(e.starts_at)), h('td', {}, e.access), h('td', {}, e.ended_at ? 'ended' : 'scheduled')),
+      ),
+    ),
+  );
+  frame('Events', events.length ? table : h('p', {}, 'No events yet.'), me.role === 'moderator' ? null : newEventForm());
+}
+
+function localInput(d: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+function slug(label: string): string {
+  return label.toLowerCase().normalize('NFKD').replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '').slice(0, 32) || 'field';
+}
+
+function newEventForm(): HTMLElement {
+  const status = notice();
+  const now = new Date(Date.now() + 3600_000);
+  now.setMinutes(0, 0, 0);
+  const fields = h('div', { class: 'fields' });
+  const addField = () => {
+    const row = h(
+      'div',
+      { class: 'field-row' },
+      h('input', { name: 'label', placeholder: 'Label, e.g. Company', 'aria-label': 'Field label' }),
+      h('select', { name: 'kind', 'aria-label': 'Field kind' }, ...['text', 'email', 'checkbox', 'select'].map((k) => h('option', { value: k }, k))),
+      h('input', { name: 'options', placeholder: 'Options (select): A, B', 'aria-label': 'Options' }),
+      h('label', {}, h('input', { type: 'checkbox', name: 'required' }), ' required'),
+    );
+    fields.append(row);
+  };
+  const addButton = h('button', { type: 'button', class: 'secondary' }, 'Add a registration field');
+  addButton.addEventListener('click', addField);
+  const form = h(
+    'form',
+    { id: 'new-event' },
+    field('Title', h('input', { name: 'title', required: true, maxlength: 200 })),
+    h(
+      'div',
+      { class: 'row' },
+      field('Starts', h('input', { name: 'starts', type: 'datetime-local', required: true, value: localInput(now) })),
+      field('Ends', h('input', { name: 'ends', type: 'datetime-local', required: true, value: localInput(new Date(now.getTime() + 3600_000)) })),
+    ),
+    field(
+      'Who may attend',
+      h(
+        'select',
+        { name: 'access' },
+        h('option', { value: 'list' }, 'Only imported or invited participants'),
+        h('option', { value: 'open' }, 'Anyone who registers'),
+        h('option', { value: 'domains' }, 'Registrations from these e-mail domains'),
+        h('option', { value: 'approval' }, 'Registrations after approval'),
+      ),
+    ),
+    field('E-mail domains', h('input', { name: 'domains', placeholder: 'example.com, example.org' }), 'For "Registrations from these e-mail domains"'),
+    field('Privacy notice', h('textarea', { name: 'privacy', rows: 4, required: true }), 'Shown on the registration form; registrants consent to it (recorded).'),
+    field('Keep data for (days after the event)', h('input', { name: 'retention', type: 'number', min: 1, max: 3650, value: 30 })),
+    fields,
+    addButton,
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Create event')),
+    status.el,
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const v = values(form);
+    const form_fields = Array.from(fields.querySelectorAll<HTMLElement>('.field-row'))
+      .map((row) => {
+        const get = (n: string) => row.querySelector<HTMLInputElement>(`[name=${n}]`)!;
+        const label = get('label').value.trim();
+        return label
+          ? { name: slug(label), label, kind: get('kind').value, required: get('required').checked, options: get('options').value.split(',').map((o) => o.trim()).filter(Boolean) }
+          : null;
+      })
+      .filter(Boolean);
+    try {
+      const e = await api<EventDto>('POST', '/api/v1/events', {
+        title: v.title,
+        starts_at: new Date(v.starts).toISOString(),
+        ends_at: new Date(v.ends).toISOString(),
+        access: v.access,
+        domains: v.domains.split(',').map((d) => d.trim()).filter(Boolean),
+        privacy_notice: v.privacy,
+        retention_days: Number(v.retention),
+        form: form_fields,
+      });
+      location.hash = `#/events/${e.id}`;
+    } catch (e) {
+      status.fail(e);
+    }
+  });
+  return h('section', { class: 'card' }, h('h2', {}, 'New event'), form);
+}
+
+async function eventPage(id: string): Promise<void> {
+  const ev = await api<EventDto>('GET', `/api/v1/events/${id}`);
+  const manager = me.role !== 'moderator';
+  const portal = `${location.origin}/e/${me.tenant}/${ev.id}`;
+  const snippet = `<iframe src="${location.origin}/embed/${me.tenant}/${ev.id}" width="960" height="540" allow="autoplay; fullscreen; encrypted-media" allowfullscreen style="border:0"></iframe>`;
+  const live = h('section', { class: 'card', id: 'live' }, h('h2', {}, 'Live'), h('p', {}, 'Checking…'));
+  const streams = h('section', { class: 'card', id: 'streams' });
+  const participants = h('section', { class: 'card', id: 'participants' });
+  const preview = h('div', { id: 'player', class: 'stage preview' });
+  frame(
+    ev.title,
+    h('p', { class: 'when' }, `${dateTime(ev.starts_at)} – ${dateTime(ev.ends_at)} · ${ev.access}${ev.ended_at ? ' · ended' : ''}`),
+    h(
+      'section',
+      { class: 'card' },
+      h('h2', {}, 'Links'),
+      h('div', { class: 'copyline' }, h('span', {}, 'Event page for participants'), h('code', { id: 'portal-url' }, portal), copyButton(() => portal)),
+      h('div', { class: 'copyline' }, h('span', {}, 'Embed the player (participants must be logged in to the event page)'), h('code', { id: 'embed-snippet' }, snippet), copyButton(() => snippet)),
+    ),
+    live,
+    streams,
+    h('section', { class: 'card' }, h('h2', {}, 'Preview'), preview),
+    participants,
+    manager && !ev.ended_at ? endButton(ev) : null,
+  );
+  renderStreams(streams, ev, manager);
+  renderParticipants(participants, ev, manager);
+  stopLive = pollLive(live, ev);
+  if (!ev.ended_at) mountPlayer(preview, { tenant: me.tenant, event: ev.id, session: me });
+}
+
+function endButton(ev: EventDto): HTMLElement {
+  const b = h('button', { type: 'button', class: 'danger' }, 'End the event now');
+  b.addEventListener('click', async () => {
+    if (!confirm('End the event? Playback stops for everybody.')) return;
+    await api('POST', `/api/v1/events/${ev.id}/end`);
+    route();
+  });
+  return h('div', { class: 'actions' }, b);
+}
+
+const mbps = (bps: number) => `${(bps / 1e6).toFixed(2)} Mbit/s`;
+
+function pollLive(el: HTMLElement, ev: EventDto): () => void {
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      const s = await api<LiveStatus>('GET', `/api/v1/events/${ev.id}/live`);
+      show(
+        el,
+        h('h2', {}, 'Live'),
+        h('p', { class: 'viewers' }, h('strong', { id: 'viewer-count' }, String(s.viewers)), ' watching now'),
+        s.streams.length
+          ? h(
+              'table',
+              {},
+              h('thead', {}, h('tr', {}, h('th', {}, 'Stream'), h('th', {}, 'Broadcaster'), h('th', {}, 'Ingest'), h('th', {}, 'Viewers'))),
+              h(
+                'tbody',
+                {},
+                ...s.streams.map((st) =>
+                  h(
+                    'tr',
+                    { 'data-stream': st.name },
+                    h('td', {}, st.name),
+                    h('td', {}, h('span', { class: st.live ? 'badge live' : 'badge off' }, st.live ? 'live' : 'not live')),
+                    h('td', {}, st.live ? mbps(st.ingest_bitrate_bps) : '—'),
+                    h('td', {}, String(st.viewers)),
+                  ),
+                ),
+              ),
+            )
+          : h('p', {}, 'No streams yet.'),
+      );
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return location.assign('/login?next=/admin');
+      show(el, h('h2', {}, 'Live'), h('p', { class: 'notice error' }, (e as Error).message));
+    }
+    setTimeout(tick, 3000);
+  };
+  tick();
+  return () => {
+    stopped = true;
+  };
+}
+
+async function renderStreams(el: HTMLElement, ev: EventDto, manager: boolean): Promise<void> {
+  const list = manager ? await api<StreamDto[]>('GET', `/api/v1/events/${ev.id}/streams`) : [];
+  const keyBox = h('div', { id: 'stream-key' });
+  const rows = list.map((s) => {
+    const issue = h('button', { type: 'button', class: 'secondary' }, s.credential_issued_at ? 'New stream key' : 'Get stream key');
+    issue.addEventListener('click', async () => {
+      if (s.credential_issued_at && !confirm('A new key stops the current one. Continue?')) return;
+      const c = await api<Credential>('POST', `/api/v1/events/${ev.id}/streams/${s.name}/credential`);
+      showKey(keyBox, c);
+    });
+    return h('tr', {}, h('td', {}, s.name), h('td', {}, s.credential_issued_at ? `key issued ${dateTime(s.credential_issued_at)}` : 'no key yet'), h('td', {}, issue));
+  });
+  const status = notice();
+  const form = h(
+    'form',
+    { id: 'new-stream', class: 'inline' },
+    h('input', { name: 'name', placeholder: 'stream name, e.g. main', pattern: '[a-z0-9-]{1,32}', required: true, 'aria-label': 'Stream name' }),
+    h('button', { type: 'submit' }, 'Add stream'),
+    status.el,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await api('POST', `/api/v1/events/${ev.id}/streams`, { name: values(form).name });
+      renderStreams(el, ev, manager);
+    } catch (err) {
+      status.fail(err);
+    }
+  });
+  show(
+    el,
+    h('h2', {}, 'Streams'),
+    rows.length ? h('table', {}, h('tbody', {}, ...rows)) : h('p', {}, 'No streams yet.'),
+    keyBox,
+    manager && !ev.ended_at ? form : null,
+  );
+}
+
+function showKey(el: HTMLElement, c: Credential): void {
+  show(
+    el,
+    h('div', { class: 'copyline' }, h('span', {}, 'Server'), h('code', { id: 'rtmp-url' }, c.rtmp_url), copyButton(() => c.rtmp_url)),
+    h('div', { class: 'copyline' }, h('span', {}, 'Stream key'), h('code', { id: 'stream-key-value', class: 'secret' }, c.stream_key), copyButton(() => c.stream_key)),
+    h('p', { class: 'hint' }, `Valid until ${dateTime(c.expires_at)}. Shown once: copy it into your encoder now.`),
+    h(
+      'details',
+      { class: 'hint', open: true },
+      h('summary', {}, 'OBS settings'),
+      h(
+        'ul',
+        {},
+        h('li', {}, 'Settings → Stream: Service "Custom…", Server and Stream Key from above.'),
+        h('li', {}, 'Settings → Output (Advanced): x264 or hardware H.264, Rate control CBR, Keyframe interval 1 s (or 2 s), profile main or high, tune zerolatency.'),
+        h('li', {}, 'Bitrate: 2,500–6,000 kbit/s for 720p–1080p; Audio AAC 128 kbit/s, 48 kHz.'),
+        h('li', {}, 'ffmpeg: -c:v libx264 -g <2×fps> -c:a aac -ar 48000 -f flv "<server>/<stream key>"'),
+      ),
+    ),
+  );
+}
+
+async function renderParticipants(el: HTMLElement, ev: EventDto, manager: boolean): Promise<void> {
+  if (!manager) {
+    show(el, h('h2', {}, 'Participants'), h('p', {}, 'Managed by the event managers.'));
+    return;
+  }
+  const list = await api<Participant[]>('GET', `/api/v1/events/${ev.id}/participants`);
+  const status = notice();
+  const file = h('input', { type: 'file', accept: '.csv,text/csv', name: 'csv', id: 'csv-file', 'aria-label': 'CSV file' });
+  const importButton = h('button', { type: 'button', id: 'import' }, 'Import');
+  importButton.addEventListener('click', async () => {
+    const f = file.files?.[0];
+    if (!f) return status.fail('Choose a CSV file first (columns: email,name[,password][,form fields…]).');
+    try {
+      const r = await api<ImportResult>('POST', `/api/v1/events/${ev.id}/participants/import`, await f.text(), 'text/csv');
+      status.ok(`${r.created} participants imported.`);
+      setTimeout(() => renderParticipants(el, ev, manager), 600);
+    } catch (e) {
+      if (e instanceof ApiError && e.body && typeof e.body === 'object' && 'errors' in e.body) {
+        const r = e.body as ImportResult;
+        status.fail(`Nothing imported; fix these rows: ${r.errors.map((x) => `line ${x.line}${x.column ? ` (${x.column})` : ''}: ${x.message}`).join('; ')}`);
+      } else status.fail(e);
+    }
+  });
+  const shown = list.slice(0, 200);
+  show(
+    el,
+    h('h2', {}, 'Participants'),
+    h('p', { id: 'participant-count' }, `${list.length} participant${list.length === 1 ? '' : 's'}`),
+    h(
+      'div',
+      { class: 'actions' },
+      file,
+      importButton,
+      h('a', { class: 'button secondary', id: 'export', href: `/api/v1/events/${ev.id}/participants/export?format=csv`, download: `participants-${ev.id}.csv` }, 'Export CSV'),
+    ),
+    h('p', { class: 'hint' }, 'CSV columns: email,name[,password][,one column per registration field]. All rows are imported or none.'),
+    status.el,
+    shown.length
+      ? h(
+          'table',
+          { id: 'participant-table' },
+          h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'E-mail'), h('th', {}, 'Status'), h('th', {}, 'Source'), h('th', {}, 'Consent'))),
+          h('tbody', {}, ...shown.map((p) => h('tr', {}, h('td', {}, p.name), h('td', {}, p.email), h('td', {}, p.status), h('td', {}, p.source), h('td', {}, p.consent ? 'yes' : '—')))),
+        )
+      : null,
+    list.length > shown.length ? h('p', { class: 'hint' }, `Showing ${shown.length} of ${list.length}; export for all.`) : null,
+  );
+}
+
+// ---- staff -------------------------------------------------------------
+
+const ROLES: [string, string][] = [
+  ['owner', 'Owner'],
+  ['event_manager', 'Event manager'],
+  ['moderator', 'Moderator'],
+];
+
+async function usersPage(): Promise<void> {
+  const users = await api<User[]>('GET', '/api/v1/users');
+  const status = notice();
+  const rows = users.map((u) => {
+    const role = h('select', { 'aria-label': `Role of ${u.name}`, 'data-user': u.id }, ...ROLES.map(([v, l]) => h('option', { value: v, selected: v === u.role }, l)));
+    role.addEventListener('change', async () => {
+      try {
+        await api('PATCH', `/api/v1/users/${u.id}`, { role: role.value });
+        status.ok(`${u.name} is now ${role.selectedOptions[0].textContent}.`);
+      } catch (e) {
+        status.fail(e);
+        role.value = u.role;
+      }
+    });
+    return h('tr', {}, h('td', {}, u.name), h('td', {}, u.email), h('td', {}, role), h('td', {}, u.active ? (u.locked ? 'locked' : 'active') : 'deactivated'), h('td', {}, u.totp ? '2FA' : ''));
+  });
+  const created = notice();
+  const form = h(
+    'form',
+    { id: 'new-user' },
+    h('div', { class: 'row' }, field('Name', h('input', { name: 'name', required: true })), field('E-mail', h('input', { name: 'email', type: 'email', required: true }))),
+    field('Role', h('select', { name: 'role' }, ...ROLES.map(([v, l]) => h('option', { value: v, selected: v === 'event_manager' }, l)))),
+    h('button', { type: 'submit' }, 'Create account'),
+    created.el,
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const v = values(form);
+    try {
+      const r = await api<{ initial_password: string | null }>('POST', '/api/v1/users', { name: v.name, email: v.email, role: v.role });
+      created.ok(`Account created. Initial password (shown once, must be changed at first login): ${r.initial_password ?? '—'}`);
+    } catch (err) {
+      created.fail(err);
+    }
+  });
+  frame(
+    'Staff',
+    h('table', { id: 'users' }, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'E-mail'), h('th', {}, 'Role'), h('th', {}, 'State'), h('th', {}, ''))), h('tbody', {}, ...rows)),
+    status.el,
+    h('section', { class: 'card' }, h('h2', {}, 'New staff account'), form),
+  );
+}

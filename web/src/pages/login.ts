@@ -1,0 +1,143 @@
+// /login: opens magic links (`#token=` in the fragment, which never reaches
+// a server log), asks for the mailed code when the link is opened on another
+// device, and offers staff a password login or a login link.
+
+import { api, ApiError, rememberCsrf, Session } from './api';
+import { app, field, h, notice, show, values } from './dom';
+
+const root = app();
+const params = new URLSearchParams(location.search);
+/** Opens the link in the address bar's fragment, if there is one. */
+function begin(): void {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const secret = fragment.get('token');
+  if (secret) {
+    // Take the secret out of the address bar and history at once.
+    history.replaceState(null, '', location.pathname + location.search);
+    // A link can carry its code (strom dev prints the owner's that way).
+    consume(secret, fragment.get('code') ?? undefined);
+  } else {
+    staffLogin();
+  }
+}
+
+begin();
+// A link pasted into this tab while it shows /login changes only the fragment.
+window.addEventListener('hashchange', () => {
+  if (location.hash.includes('token=')) begin();
+});
+
+async function consume(token: string, code: string | undefined): Promise<void> {
+  const status = notice();
+  show(root, h('h1', {}, 'Logging in…'), status.el);
+  try {
+    const s = await api<Session>('POST', '/api/v1/auth/magic-link/consume', code ? { token, code } : { token });
+    landed(s);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403 && !code) {
+      askCode(token);
+    } else {
+      show(
+        root,
+        h('h1', {}, 'This link does not work'),
+        h('p', {}, 'It may have been used already or expired (links work once, for 15 minutes). Ask for a new one.'),
+        status.el,
+      );
+      status.fail(e);
+    }
+  }
+}
+
+/** The link was opened in another browser than the one that asked for it. */
+function askCode(token: string): void {
+  const status = notice();
+  const form = h(
+    'form',
+    {},
+    field('Code from the mail', h('input', { name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', required: true, pattern: '[0-9 ]{6,12}' })),
+    h('button', { type: 'submit' }, 'Log in'),
+    status.el,
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    consume(token, values(form).code.replace(/\s+/g, ''));
+  });
+  show(root, h('h1', {}, 'Enter the code'), h('p', {}, 'You opened the link on another device. Enter the 8-digit code from the same mail.'), form);
+}
+
+function landed(s: Session): void {
+  rememberCsrf(s);
+  const next = params.get('next');
+  if (next && next.startsWith('/') && !next.startsWith('//')) location.assign(next);
+  else if (s.kind === 'participant' && s.event) location.assign(`/e/${s.tenant}/${s.event}`);
+  else if (s.must_change_password) changePassword(s);
+  else location.assign('/admin');
+}
+
+function staffLogin(): void {
+  const status = notice();
+  const tenant = h('input', { name: 'tenant', required: true, value: params.get('tenant') ?? '', autocomplete: 'organization' });
+  const email = h('input', { name: 'email', type: 'email', required: true, autocomplete: 'username' });
+  const password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password' });
+  const totp = h('input', { name: 'totp', inputmode: 'numeric', autocomplete: 'one-time-code', pattern: '[0-9]{6}' });
+  const form = h(
+    'form',
+    {},
+    field('Organisation id', tenant, 'Starts with t_, from your invitation'),
+    field('E-mail', email),
+    field('Password', password),
+    field('Authenticator code', totp, 'Only if your account has one'),
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Log in'), h('button', { type: 'button', class: 'secondary', id: 'send-link' }, 'Mail me a login link')),
+    status.el,
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const v = values(form);
+    try {
+      const s = await api<Session>('POST', '/api/v1/auth/login', {
+        tenant: v.tenant,
+        email: v.email,
+        password: v.password,
+        ...(v.totp ? { totp: v.totp } : {}),
+      });
+      landed(s);
+    } catch (e) {
+      status.fail(e);
+    }
+  });
+  form.querySelector('#send-link')?.addEventListener('click', async () => {
+    const v = values(form);
+    if (!v.tenant || !v.email) return status.fail('Organisation id and e-mail first');
+    try {
+      await api('POST', '/api/v1/auth/magic-link', { tenant: v.tenant, email: v.email });
+      status.ok('If the address is known, a login link is on its way. Open it in this browser.');
+    } catch (e) {
+      status.fail(e);
+    }
+  });
+  show(root, h('h1', {}, 'Log in to strom'), form);
+}
+
+function changePassword(s: Session): void {
+  const status = notice();
+  const form = h(
+    'form',
+    {},
+    field('Current password', h('input', { name: 'current', type: 'password', required: true, autocomplete: 'current-password' })),
+    field('New password', h('input', { name: 'next', type: 'password', required: true, autocomplete: 'new-password', minlength: 12 })),
+    h('button', { type: 'submit' }, 'Change password'),
+    status.el,
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const v = values(form);
+    try {
+      rememberCsrf(s);
+      await api('POST', '/api/v1/auth/password', { current_password: v.current, new_password: v.next });
+      location.assign('/admin');
+    } catch (e) {
+      status.fail(e);
+    }
+  });
+  show(root, h('h1', {}, 'Choose a new password'), h('p', {}, 'Your password was set by someone else and must be changed.'), form);
+}
