@@ -1,7 +1,18 @@
 // The fallback path: the edge's LL-HLS, through hls.js where MSE exists and
 // the browser's own HLS (Safari on iOS) where it does not.
 
-import Hls, { type ErrorData } from 'hls.js';
+import type HlsJs from 'hls.js';
+import type { ErrorData } from 'hls.js';
+
+// hls.js (~600 KB) is fetched only when HLS is needed or about to be: a
+// player on WebTransport never loads it.
+let Hls: typeof HlsJs | null = null;
+let loading: Promise<typeof HlsJs> | null = null;
+
+export function loadHlsJs(): Promise<typeof HlsJs> {
+  loading ??= import('hls.js').then((m) => (Hls = m.default));
+  return loading;
+}
 
 export interface HlsOptions {
   edge: string;
@@ -21,11 +32,12 @@ function withToken(url: string, token: string): string {
 }
 
 function nativeHlsOnly(video: HTMLVideoElement): boolean {
-  return !Hls.isSupported() && video.canPlayType('application/vnd.apple.mpegurl') !== '';
+  const mse = typeof window.MediaSource !== 'undefined' || 'ManagedMediaSource' in window;
+  return !mse && video.canPlayType('application/vnd.apple.mpegurl') !== '';
 }
 
 export class HlsPlayback {
-  private hls: Hls | null = null;
+  private hls: HlsJs | null = null;
   private received: Array<[number, number]> = []; // [ms, bytes] over the last 4 s
   /** Ends start(): set while starting, null before and after. */
   private settle: ((err?: Error) => void) | null = null;
@@ -55,11 +67,17 @@ export class HlsPlayback {
    * WebTransport is about to time out. (hls.js only; a no-op otherwise.)
    */
   preload(): void {
-    if (!this.hls && !nativeHlsOnly(this.video)) this.createHls();
+    if (nativeHlsOnly(this.video)) return;
+    loadHlsJs()
+      .then(() => {
+        if (!this.hls && !this.stopped) this.createHls();
+      })
+      .catch((err: unknown) => (this.preloadError = new Error(`hls.js did not load: ${String(err)}`)));
   }
 
   /** Plays on the video; resolves at the first frame played, throws on failure or stop(). */
-  start(): Promise<void> {
+  async start(): Promise<void> {
+    if (!nativeHlsOnly(this.video)) await loadHlsJs();
     if (this.preloadError) {
       this.stop();
       return Promise.reject(this.preloadError);
@@ -91,7 +109,8 @@ export class HlsPlayback {
     });
   }
 
-  private createHls(): Hls {
+  private createHls(): HlsJs {
+    if (!Hls) throw new Error('hls.js is not loaded');
     const hls = new Hls({
       lowLatencyMode: this.opts.lowLatency,
       backBufferLength: 30,
@@ -105,10 +124,11 @@ export class HlsPlayback {
     });
     this.hls = hls;
     let recoveredMedia = false;
-    hls.on(Hls.Events.ERROR, (_e, data: ErrorData) => {
+    const { Events, ErrorTypes } = Hls;
+    hls.on(Events.ERROR, (_e, data: ErrorData) => {
       if (!data.fatal) return;
       // A decoder hiccup is worth one in-place recovery before giving up.
-      if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !recoveredMedia) {
+      if (data.type === ErrorTypes.MEDIA_ERROR && !recoveredMedia) {
         recoveredMedia = true;
         hls.recoverMediaError();
         return;
@@ -117,7 +137,7 @@ export class HlsPlayback {
       const status = code ? ` (HTTP ${code}${code === 401 || code === 403 ? ', token refused' : ''})` : '';
       this.failed(`HLS ${data.details}${status}`);
     });
-    hls.on(Hls.Events.FRAG_LOADED, (_e, data) => this.noteBytes(data.payload.byteLength));
+    hls.on(Events.FRAG_LOADED, (_e, data) => this.noteBytes(data.payload.byteLength));
     hls.loadSource(this.url());
     return hls;
   }

@@ -83,13 +83,12 @@ export class MoqtSession {
   }
 
   /**
-   * Opens WebTransport and completes SETUP. The token goes both on the URL
-   * (which the edge reads for WebTransport) and as AUTHORIZATION TOKEN.
+   * Opens WebTransport and completes SETUP with the token as AUTHORIZATION
+   * TOKEN. Not on the URL: Chromium prints a failed WebTransport URL to the
+   * console, and URLs end up in logs.
    */
   static async connect(url: string, opts: ConnectOptions): Promise<MoqtSession> {
-    const u = new URL(url);
-    u.searchParams.set('token', opts.token);
-    const wt = new WebTransport(u.toString(), {
+    const wt = new WebTransport(url, {
       serverCertificateHashes: opts.certSha256 ? [{ algorithm: 'sha-256', value: opts.certSha256 }] : undefined,
       protocols: ['moqt-18'],
     } as WebTransportOptions);
