@@ -47,12 +47,17 @@ pub struct ReportedStream {
     pub viewers: u64,
 }
 
+/// A relay's last report: when, whether it is an origin, what it carries.
+struct Report {
+    at: std::time::Instant,
+    origin: bool,
+    streams: Vec<ReportedStream>,
+}
+
 /// What relays last reported, by relay id.
 #[derive(Default)]
 pub struct StatusBoard {
-    reports: std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, bool, Vec<ReportedStream>)>,
-    >,
+    reports: std::sync::Mutex<std::collections::HashMap<String, Report>>,
 }
 
 /// One stream as the relays see it.
@@ -69,9 +74,16 @@ impl StatusBoard {
     fn put(&self, relay: &str, origin: bool, streams: Vec<ReportedStream>) {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        reports.retain(|_, (at, _, _)| now.duration_since(*at) < STATUS_STALE);
+        reports.retain(|_, r| now.duration_since(r.at) < STATUS_STALE);
         if reports.len() < MAX_RELAYS || reports.contains_key(relay) {
-            reports.insert(relay.to_owned(), (now, origin, streams));
+            reports.insert(
+                relay.to_owned(),
+                Report {
+                    at: now,
+                    origin,
+                    streams,
+                },
+            );
         }
     }
 
@@ -80,12 +92,12 @@ impl StatusBoard {
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
         let mut out = StreamLive::default();
-        for (at, origin, streams) in reports.values() {
-            if now.duration_since(*at) >= STATUS_STALE {
+        for r in reports.values() {
+            if now.duration_since(r.at) >= STATUS_STALE {
                 continue;
             }
-            for s in streams.iter().filter(|s| s.namespace == namespace) {
-                if *origin {
+            for s in r.streams.iter().filter(|s| s.namespace == namespace) {
+                if r.origin {
                     out.live = true;
                     out.ingest_bps = out.ingest_bps.max(s.ingest_bps);
                 } else {
@@ -227,4 +239,52 @@ pub async fn heartbeat(
         Ok(StatusCode::NO_CONTENT)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(namespace: &str, ingest_bps: u64, viewers: u64) -> ReportedStream {
+        ReportedStream {
+            namespace: namespace.into(),
+            ingest_bps,
+            viewers,
+        }
+    }
+
+    #[test]
+    fn live_from_origins_viewers_summed_over_edges_stale_reports_ignored() {
+        let board = StatusBoard::default();
+        assert_eq!(board.stream("t/e/main"), StreamLive::default());
+        board.put("origin-1", true, vec![stream("t/e/main", 2_500_000, 3)]);
+        board.put("edge-a", false, vec![stream("t/e/main", 2_400_000, 40)]);
+        board.put(
+            "edge-b",
+            false,
+            vec![stream("t/e/main", 2_400_000, 2), stream("t/e/other", 1, 7)],
+        );
+        assert_eq!(
+            board.stream("t/e/main"),
+            StreamLive {
+                live: true,
+                ingest_bps: 2_500_000,
+                viewers: 42
+            }
+        );
+        // An edge's newer report replaces its older one.
+        board.put("edge-a", false, vec![stream("t/e/main", 2_400_000, 10)]);
+        assert_eq!(board.stream("t/e/main").viewers, 12);
+        // A relay gone quiet stops counting.
+        board
+            .reports
+            .lock()
+            .unwrap()
+            .get_mut("origin-1")
+            .unwrap()
+            .at -= STATUS_STALE;
+        let figures = board.stream("t/e/main");
+        assert!(!figures.live);
+        assert_eq!(figures.ingest_bps, 0);
+    }
 }
