@@ -60,6 +60,12 @@ test('viewer: refused without login; register → consent → magic link → wat
   await page.screenshot({ path: join(artefacts, 'viewer-journey.png') });
   assert.ok(s && s.currentTime > 3, `not playing: ${JSON.stringify(s)}`);
 
+  // The embed snippet plays inside an iframe of a page on the same site.
+  await page.goto(`${e.control_plane_url}healthz`);
+  await page.setContent(`<iframe src="${e.embed_url}" width="640" height="360" allow="autoplay; fullscreen"></iframe>`);
+  const frame = await (await page.waitForSelector('iframe')).contentFrame();
+  await frame.waitForFunction(() => (document.querySelector('video')?.currentTime ?? 0) > 2, null, { timeout: 25_000 });
+
   // Consent was recorded with the registration (DATA-5).
   const owner = await browser.newContext();
   const admin = await loginByMail(owner, e, e.owner_email);
@@ -80,7 +86,7 @@ test('viewer: refused without login; register → consent → magic link → wat
   await context.close();
 });
 
-test('admin: create an event and a stream, import 100 participants from CSV, export them', async () => {
+test('admin: create an event and a stream, import 100 participants from CSV, export them; staff roles', async () => {
   const e = dev.endpoints;
   const context = await browser.newContext({ acceptDownloads: true });
   const page = await loginByMail(context, e, e.owner_email);
@@ -116,5 +122,21 @@ test('admin: create an event and a stream, import 100 participants from CSV, exp
   await page.click('#import');
   await page.getByText(/Nothing imported; fix these rows: line 2/).waitFor({ timeout: 10_000 });
   await page.screenshot({ path: join(artefacts, 'admin-journey.png'), fullPage: true });
+
+  // Staff accounts and roles (owners only).
+  await page.click('nav >> text=Staff');
+  await page.fill('#new-user input[name=name]', 'Erika Manager');
+  await page.fill('#new-user input[name=email]', 'erika@example.com');
+  await page.click('#new-user button[type=submit]');
+  await page.getByText(/Account created\. Initial password/).waitFor({ timeout: 10_000 });
+  await page.click('nav >> text=Events');
+  await page.click('nav >> text=Staff');
+  const users = await (await page.request.get(`${e.control_plane_url}api/v1/users`)).json();
+  const erika = users.find((u) => u.email === 'erika@example.com');
+  assert.equal(erika?.role, 'event_manager');
+  await page.selectOption(`select[data-user="${erika.id}"]`, 'moderator');
+  await page.getByText('Erika Manager is now Moderator.').waitFor({ timeout: 10_000 });
+  const after = await (await page.request.get(`${e.control_plane_url}api/v1/users/${erika.id}`)).json();
+  assert.equal(after.role, 'moderator');
   await context.close();
 });
