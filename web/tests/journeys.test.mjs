@@ -140,3 +140,43 @@ test('admin: create an event and a stream, import 100 participants from CSV, exp
   assert.equal(after.role, 'moderator');
   await context.close();
 });
+
+test('staff: forgotten password → mailed reset link → new password → password login', async () => {
+  const e = dev.endpoints;
+  const owner = await browser.newContext();
+  const admin = await loginByMail(owner, e, e.owner_email);
+  const csrf = (await (await admin.request.get(`${e.control_plane_url}api/v1/session`)).json()).csrf;
+  const email = 'reset-journey@example.com';
+  const created = await admin.request.post(`${e.control_plane_url}api/v1/users`, {
+    headers: { 'x-csrf-token': csrf },
+    data: { email, name: 'Rita Reset', role: 'moderator' },
+  });
+  assert.equal(created.status(), 201);
+  await owner.close();
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${e.control_plane_url}login?tenant=${e.tenant}`);
+  await page.fill('input[name=email]', email);
+  await page.click('#reset');
+  await page.getByText(/a mail with a reset link is on its way/).waitFor();
+  const link = (await nextMail(e.outbox, email, 0)).match(/https?:\/\/\S+\/reset#token=\S+/)?.[0];
+  assert.ok(link, 'no reset link in the mail');
+  await page.goto(link);
+  // The tenant's policy (letters, digits and specials) is the server's: a weak choice is refused and the link stays usable.
+  await page.fill('#new-password input[name=next]', 'onlyletterslong');
+  await page.click('#new-password button[type=submit]');
+  await page.locator('#new-password .notice.error').waitFor();
+  const password = 'Correct-Horse-Battery-9';
+  await page.fill('#new-password input[name=next]', password);
+  await page.click('#new-password button[type=submit]');
+  await page.getByText('Password changed').waitFor();
+
+  await page.goto(`${e.control_plane_url}login?tenant=${e.tenant}`);
+  await page.fill('input[name=email]', email);
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await page.waitForURL(/\/admin/, { timeout: 10_000 });
+  await page.getByText('Demo webcast').waitFor({ timeout: 10_000 });
+  await context.close();
+});

@@ -1,5 +1,6 @@
 //! The browser pages, served from the control plane's origin so they share
-//! its session cookie and CSRF rules: `/login` (magic links, passwords),
+//! its session cookie and CSRF rules: `/login` (magic links, passwords;
+//! `/reset` completes a password reset),
 //! `/admin` (event managers), `/e/{tenant}/{event}` (viewer portal) and
 //! `/embed/{tenant}/{event}` (the player alone, for iframes). The bundles
 //! are built with the binary (strom-web) and served from `/assets/`.
@@ -18,6 +19,10 @@ pub fn routes() -> Router<Shared> {
         .route(
             "/login",
             get(|| async { page("Log in", "login", Framing::Deny) }),
+        )
+        .route(
+            "/reset",
+            get(|| async { page("New password", "login", Framing::Deny) }),
         )
         .route(
             "/admin",

@@ -1,6 +1,7 @@
 // /login: opens magic links (`#token=` in the fragment, which never reaches
 // a server log), asks for the mailed code when the link is opened on another
-// device, and offers staff a password login or a login link.
+// device, and offers staff a password login, a login link or a password
+// reset. /reset (the same page) completes a reset from its mailed link.
 
 import { api, ApiError, rememberCsrf, Session } from './api';
 import { app, field, h, notice, show, values } from './dom';
@@ -11,7 +12,10 @@ const params = new URLSearchParams(location.search);
 function begin(): void {
   const fragment = new URLSearchParams(location.hash.slice(1));
   const secret = fragment.get('token');
-  if (secret) {
+  if (secret && location.pathname === '/reset') {
+    history.replaceState(null, '', location.pathname);
+    newPassword(secret);
+  } else if (secret) {
     // Take the secret out of the address bar and history at once.
     history.replaceState(null, '', location.pathname + location.search);
     // A link can carry its code (strom dev prints the owner's that way).
@@ -87,7 +91,13 @@ function staffLogin(): void {
     field('E-mail', email),
     field('Password', password),
     field('Authenticator code', totp, 'Only if your account has one'),
-    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Log in'), h('button', { type: 'button', class: 'secondary', id: 'send-link' }, 'Mail me a login link')),
+    h(
+      'div',
+      { class: 'actions' },
+      h('button', { type: 'submit' }, 'Log in'),
+      h('button', { type: 'button', class: 'secondary', id: 'send-link' }, 'Mail me a login link'),
+      h('button', { type: 'button', class: 'secondary', id: 'reset' }, 'Forgot password'),
+    ),
     status.el,
   );
   form.addEventListener('submit', async (ev) => {
@@ -115,7 +125,40 @@ function staffLogin(): void {
       status.fail(e);
     }
   });
+  form.querySelector('#reset')?.addEventListener('click', async () => {
+    const v = values(form);
+    if (!v.tenant || !v.email) return status.fail('Organisation id and e-mail first');
+    try {
+      await api('POST', '/api/v1/auth/password-reset', { tenant: v.tenant, email: v.email });
+      status.ok('If the address is known, a mail with a reset link is on its way.');
+    } catch (e) {
+      status.fail(e);
+    }
+  });
   show(root, h('h1', {}, 'Log in to strom'), form);
+}
+
+/** Completes a password reset from the mailed link (`/reset#token=…`). */
+function newPassword(token: string): void {
+  const status = notice();
+  const form = h(
+    'form',
+    { id: 'new-password' },
+    field('New password', h('input', { name: 'next', type: 'password', required: true, autocomplete: 'new-password', minlength: 10 })),
+    h('button', { type: 'submit' }, 'Set password'),
+    status.el,
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      await api('POST', '/api/v1/auth/password-reset/complete', { token, new_password: values(form).next });
+      show(root, h('h1', {}, 'Password changed'), h('p', {}, h('a', { href: '/login' }, 'Log in')));
+    } catch (e) {
+      // A password the policy refuses leaves the link usable: try another.
+      status.fail(e);
+    }
+  });
+  show(root, h('h1', {}, 'Choose a new password'), form);
 }
 
 function changePassword(s: Session): void {
@@ -124,7 +167,7 @@ function changePassword(s: Session): void {
     'form',
     {},
     field('Current password', h('input', { name: 'current', type: 'password', required: true, autocomplete: 'current-password' })),
-    field('New password', h('input', { name: 'next', type: 'password', required: true, autocomplete: 'new-password', minlength: 12 })),
+    field('New password', h('input', { name: 'next', type: 'password', required: true, autocomplete: 'new-password', minlength: 10 })),
     h('button', { type: 'submit' }, 'Change password'),
     status.el,
   );
