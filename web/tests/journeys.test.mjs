@@ -117,6 +117,17 @@ test('admin: create an event and a stream, import 100 participants from CSV, exp
   assert.equal(lines.length, 101, `export has ${lines.length} lines`);
   for (let i = 0; i < 100; i++) assert.ok(csv.includes(`person${i}@example.com`), `person${i} missing from the export`);
 
+  // Invite one more by mail; deactivate one.
+  await page.fill('#invite input[name=name]', 'Ina Invited');
+  await page.fill('#invite input[name=email]', 'ina@example.com');
+  await page.click('#invite button[type=submit]');
+  await page.getByText('Invitation sent (a login link).').waitFor({ timeout: 10_000 });
+  assert.match(await nextMail(e.outbox, 'ina@example.com', 0), /#token=/);
+  await page.getByText('101 participants', { exact: true }).waitFor({ timeout: 10_000 });
+  const person0 = page.locator('#participant-table tr', { hasText: 'person0@example.com' });
+  await person0.getByRole('button', { name: 'Deactivate' }).click();
+  await page.locator('#participant-table tr', { hasText: 'person0@example.com' }).getByRole('button', { name: 'Reactivate' }).waitFor({ timeout: 10_000 });
+
   // A bad row is reported with its line and nothing is imported.
   await page.setInputFiles('#csv-file', { name: 'bad.csv', mimeType: 'text/csv', buffer: Buffer.from('email,name\nnot-an-address,Someone\n') });
   await page.click('#import');

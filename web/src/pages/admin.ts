@@ -346,7 +346,48 @@ async function renderParticipants(el: HTMLElement, ev: EventDto, manager: boolea
       } else status.fail(e);
     }
   });
+  const invited = notice();
+  const invite = h(
+    'form',
+    { id: 'invite', class: 'inline' },
+    h('input', { name: 'name', placeholder: 'Name', required: true, 'aria-label': 'Name' }),
+    h('input', { name: 'email', type: 'email', placeholder: 'E-mail', required: true, 'aria-label': 'E-mail' }),
+    h('button', { type: 'submit' }, 'Invite'),
+    invited.el,
+  );
+  invite.addEventListener('submit', async (submit) => {
+    submit.preventDefault();
+    const v = values(invite);
+    try {
+      await api('POST', `/api/v1/events/${ev.id}/participants`, { name: v.name, email: v.email, send_mail: true });
+      invited.ok('Invitation sent (a login link).');
+      setTimeout(() => renderParticipants(el, ev, manager), 600);
+    } catch (e) {
+      invited.fail(e);
+    }
+  });
   const shown = list.slice(0, 200);
+  const action = (p: Participant): HTMLElement | null => {
+    const next =
+      p.status === 'active' || p.status === 'invited'
+        ? ['deactivated', 'Deactivate']
+        : p.status === 'pending'
+          ? ['active', 'Approve']
+          : p.status === 'deactivated'
+            ? ['active', 'Reactivate']
+            : null;
+    if (!next) return null;
+    const b = h('button', { type: 'button', class: 'secondary small', 'data-participant': p.id }, next[1]);
+    b.addEventListener('click', async () => {
+      try {
+        await api('POST', `/api/v1/events/${ev.id}/participants/${p.id}/status`, { status: next[0] });
+        renderParticipants(el, ev, manager);
+      } catch (e) {
+        status.fail(e);
+      }
+    });
+    return b;
+  };
   show(
     el,
     h('h2', {}, 'Participants'),
@@ -360,12 +401,13 @@ async function renderParticipants(el: HTMLElement, ev: EventDto, manager: boolea
     ),
     h('p', { class: 'hint' }, 'CSV columns: email,name[,password][,one column per registration field]. All rows are imported or none.'),
     status.el,
+    invite,
     shown.length
       ? h(
           'table',
           { id: 'participant-table' },
-          h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'E-mail'), h('th', {}, 'Status'), h('th', {}, 'Source'), h('th', {}, 'Consent'))),
-          h('tbody', {}, ...shown.map((p) => h('tr', {}, h('td', {}, p.name), h('td', {}, p.email), h('td', {}, p.status), h('td', {}, p.source), h('td', {}, p.consent ? 'yes' : '—')))),
+          h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'E-mail'), h('th', {}, 'Status'), h('th', {}, 'Source'), h('th', {}, 'Consent'), h('th', {}, ''))),
+          h('tbody', {}, ...shown.map((p) => h('tr', {}, h('td', {}, p.name), h('td', {}, p.email), h('td', {}, p.status), h('td', {}, p.source), h('td', {}, p.consent ? 'yes' : '—'), h('td', {}, action(p))))),
         )
       : null,
     list.length > shown.length ? h('p', { class: 'hint' }, `Showing ${shown.length} of ${list.length}; export for all.`) : null,
