@@ -46,8 +46,12 @@ async function main(): Promise<void> {
 }
 
 function when(ev: PublicEvent): string {
-  const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
-  return `${fmt.format(new Date(ev.starts_at))} – ${new Intl.DateTimeFormat(undefined, { timeStyle: 'short' }).format(new Date(ev.ends_at))}`;
+  const start = new Date(ev.starts_at);
+  const end = new Date(ev.ends_at);
+  const full = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
+  const sameDay = start.toDateString() === end.toDateString();
+  const endText = sameDay ? new Intl.DateTimeFormat(undefined, { timeStyle: 'short' }).format(end) : full.format(end);
+  return `${full.format(start)} – ${endText}`;
 }
 
 function header(ev: PublicEvent): HTMLElement {
