@@ -7,6 +7,7 @@
 //! origin, edge and peer-agents check tokens offline. `sync` is the thin
 //! async shell that keeps a [`Verifier`] in step with the control plane.
 
+pub mod media;
 pub mod revocation;
 pub mod sync;
 
