@@ -201,6 +201,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         "webtransport_url": webtransport_url,
         "namespace": namespace,
         "cert_sha256": edge.cert_sha256,
+        "media_key": origin.media_key,
         "watch_command": watch_command,
         "playback_token": playback_token,
         "origin_moq_url": format!("moqt://127.0.0.1:{}", origin.moqt_addr()?.port()),

@@ -72,6 +72,10 @@ enum Command {
         /// Playback token, sent as the MoQT AUTHORIZATION TOKEN.
         #[arg(long, env = "STROM_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Verify every object's signature against this origin media key
+        /// (hex; the origin logs it as `media_key`) and count the results.
+        #[arg(long, env = "STROM_MEDIA_KEY")]
+        media_key: Option<String>,
     },
     /// Configuration helpers.
     Config {
@@ -168,8 +172,10 @@ async fn main() -> anyhow::Result<()> {
             ca,
             duration,
             token,
+            media_key,
         } => {
             let trust = watch::trust_from(cert_sha256.as_deref(), ca)?;
+            let media_keys = media_key.as_deref().map(watch::media_keys).transpose()?;
             watch::run(watch::WatchOptions {
                 url,
                 namespace,
@@ -177,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 trust,
                 duration: duration.map(Duration::from_secs_f64),
                 token,
+                media_keys,
             })
             .await
         }

@@ -13,6 +13,7 @@ use strom_edge::catalog_view::CatalogView;
 use strom_edge::metrics::ServerCounters;
 use strom_edge::tls::{self, Trust};
 use strom_edge::upstream::{self, UpstreamContext};
+use strom_token::media::{MediaKeys, ObjectPlace};
 use tokio::io::AsyncWriteExt;
 
 pub struct WatchOptions {
@@ -23,11 +24,33 @@ pub struct WatchOptions {
     pub duration: Option<Duration>,
     /// Playback token, sent as AUTHORIZATION TOKEN in SETUP.
     pub token: Option<String>,
+    /// When set, every object's origin signature is checked against these.
+    pub media_keys: Option<MediaKeys>,
+}
+
+/// The key set for `--media-key` (64 hex digits).
+pub fn media_keys(hex: &str) -> anyhow::Result<MediaKeys> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<_>>()
+        .context("--media-key must be hex")?;
+    let mut keys = MediaKeys::default();
+    if !keys.insert(&bytes) {
+        bail!("--media-key must be a 32-byte Ed25519 public key");
+    }
+    Ok(keys)
 }
 
 /// Per-track figures; latency in 1 ms buckets up to 60 s (the last bucket holds the rest).
 struct TrackStats {
     objects: u64,
+    /// Objects whose origin signature held, and those whose did not (or had none).
+    verified: u64,
+    refused: u64,
     groups: u64,
     bytes: u64,
     latency_buckets: Vec<u64>,
@@ -37,6 +60,8 @@ impl Default for TrackStats {
     fn default() -> Self {
         Self {
             objects: 0,
+            verified: 0,
+            refused: 0,
             groups: 0,
             bytes: 0,
             latency_buckets: vec![0; 60_001],
@@ -147,13 +172,28 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                     let Some((name, delivery)) = item else { break };
                     let s = stats.entry(name.clone()).or_default();
                     match delivery {
-                        Delivery::Object { object, .. } => {
+                        Delivery::Object { group, object } => {
                             // Start the file at a decodable point of the first track (video).
                             if !started {
                                 if name != names[0] || object.id != 0 { continue; }
                                 started = true;
                             }
                             s.objects += 1;
+                            if let Some(keys) = &options.media_keys {
+                                let place = ObjectPlace {
+                                    namespace: namespace.fields(),
+                                    track: &name,
+                                    group,
+                                    object: object.id,
+                                };
+                                match object.signature().map(|sig| keys.verify(&place, &object.payload, sig)) {
+                                    Some(Ok(())) => s.verified += 1,
+                                    outcome => {
+                                        s.refused += 1;
+                                        tracing::warn!(track = %name, group, object = object.id, outcome = ?outcome, "object signature does not hold");
+                                    }
+                                }
+                            }
                             s.bytes += object.payload.len() as u64;
                             if object.id == 0 { s.groups += 1; }
                             if let Some(p) = object.meta.producer_time_us {
@@ -198,8 +238,13 @@ fn print_stats(stats: &HashMap<String, TrackStats>) {
         .map(|n| {
             let s = &stats[n];
             let q = |q: f64| s.quantile(q).map_or("-".to_owned(), |v| v.to_string());
+            let signatures = if s.verified + s.refused > 0 {
+                format!(", signatures {} verified {} refused", s.verified, s.refused)
+            } else {
+                String::new()
+            };
             format!(
-                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms",
+                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms{signatures}",
                 s.objects,
                 s.groups,
                 s.bytes,

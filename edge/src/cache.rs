@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use moq_transport::data::ExtensionHeaders;
 use tokio::sync::watch;
 
 /// How long and how much a track keeps.
@@ -39,6 +40,23 @@ pub struct Object {
     pub id: u64,
     pub payload: Bytes,
     pub meta: ObjectMeta,
+    /// The object's MoQT extension headers, forwarded unchanged (e.g. the
+    /// origin's signature); shared by every subscriber.
+    pub ext: Option<Arc<ExtensionHeaders>>,
+}
+
+impl Object {
+    /// The origin's signature (strom_token::media), if the object carries one.
+    pub fn signature(&self) -> Option<&[u8]> {
+        let kvp = self
+            .ext
+            .as_deref()?
+            .get(strom_token::media::SIGNATURE_EXTENSION)?;
+        match &kvp.value {
+            moq_transport::coding::Value::BytesValue(b) => Some(b),
+            moq_transport::coding::Value::IntValue(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -505,6 +523,7 @@ mod tests {
             id,
             payload: Bytes::from(vec![id as u8; len]),
             meta: ObjectMeta::default(),
+            ext: None,
         }
     }
 

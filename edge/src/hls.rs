@@ -295,6 +295,7 @@ mod tests {
                         duration_ticks: ticks,
                         producer_time_us: Some(1_700_000_000_000_000 + i),
                     },
+                    ext: None,
                 })
                 .collect(),
             complete,

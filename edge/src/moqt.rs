@@ -609,7 +609,11 @@ async fn feed(
                 }
                 if let Some((_, writer)) = current.as_mut() {
                     let size = object.payload.len() as u64;
-                    let mut w = writer.create_with_id(object.id, object.payload.len(), None)?;
+                    let mut w = writer.create_with_id(
+                        object.id,
+                        object.payload.len(),
+                        object.ext.as_deref().cloned(),
+                    )?;
                     w.write(object.payload)?;
                     counters.moqt_objects_out.fetch_add(1, Ordering::Relaxed);
                     counters.moqt_bytes_out.fetch_add(size, Ordering::Relaxed);
@@ -699,7 +703,7 @@ async fn serve_fetch(
                 subgroup_id: Some(0),
                 object_id: object.id,
                 publisher_priority: priority,
-                extension_headers: Default::default(),
+                extension_headers: object.ext.as_deref().cloned().unwrap_or_default(),
                 payload_length: object.payload.len() as u64,
             }))
             .await?;

@@ -397,6 +397,7 @@ async fn backfill(
                 id: header.object_id,
                 payload,
                 meta,
+                ext: extensions(&header.extension_headers),
             };
             track.backfill(header.group_id, object, Instant::now());
             if groups.last() != Some(&header.group_id) {
@@ -416,6 +417,13 @@ async fn backfill(
     result
 }
 
+/// An object's extension headers as the cache keeps them (none: no allocation).
+fn extensions(
+    ext: &moq_transport::data::ExtensionHeaders,
+) -> Option<Arc<moq_transport::data::ExtensionHeaders>> {
+    (!ext.is_empty()).then(|| Arc::new(ext.clone()))
+}
+
 async fn read_subgroup(
     mut subgroup: serve::SubgroupReader,
     track: Arc<TrackCache>,
@@ -424,9 +432,19 @@ async fn read_subgroup(
     let result = async {
         while let Some(mut object) = subgroup.next().await? {
             let id = object.info.object_id;
+            let ext = extensions(&object.info.extension_headers);
             let payload = object.read_all().await?;
             let meta = object_meta(&track.name, &payload);
-            track.insert(group, Object { id, payload, meta }, Instant::now());
+            track.insert(
+                group,
+                Object {
+                    id,
+                    payload,
+                    meta,
+                    ext,
+                },
+                Instant::now(),
+            );
         }
         Ok(())
     }

@@ -137,6 +137,46 @@ pub struct Origin {
     pub counters: Arc<ServerCounters>,
     pub ingest: Arc<IngestCounters>,
     pub cert_sha256: String,
+    /// Hex of the Ed25519 key that signs every object published here.
+    pub media_key: String,
+}
+
+/// The origin's media signing key, kept in the data directory (0600) so its
+/// signatures stay verifiable across restarts.
+fn media_signer(data_dir: &Path) -> anyhow::Result<strom_token::media::MediaSigner> {
+    use strom_token::media::MediaSigner;
+    let path = data_dir.join("media-signing.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: Vec<u8> = (0..text.trim().len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(text.trim().get(i..i + 2)?, 16).ok())
+                .collect();
+            let seed: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} is not a 32-byte hex seed", path.display()))?;
+            Ok(MediaSigner::from_seed(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = MediaSigner::generate();
+            std::fs::create_dir_all(data_dir)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            use std::io::Write;
+            options
+                .open(&path)
+                .and_then(|mut f| f.write_all(hex(&signer.seed()).as_bytes()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(signer)
+        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Origin {
@@ -197,8 +237,11 @@ impl Origin {
             max_age: Duration::from_secs(config.cache_max_age_secs),
             max_bytes: config.cache_max_bytes,
         };
+        let signer = Arc::new(media_signer(data_dir)?);
+        let media_key = hex(&signer.public_key());
         Ok(Self {
-            publications: Publications::new(broadcasts.clone(), limits),
+            publications: Publications::new(broadcasts.clone(), limits, Some(signer)),
+            media_key,
             config,
             rtmp,
             moqt,
@@ -230,6 +273,7 @@ impl Origin {
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
             cert_sha256 = %self.cert_sha256,
+            media_key = %self.media_key,
             tokens = self.access.is_some(),
             "origin ready"
         );

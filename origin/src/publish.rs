@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use moq_transport::data::ExtensionHeaders;
 use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
 use strom_edge::cache::{CacheLimits, Object, TrackCache};
 use strom_media::{AudioTag, Output, Packager, PackagerError, Resume, VideoTag};
+use strom_token::media::{self, MediaSigner, ObjectPlace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -32,6 +34,8 @@ struct Publication {
 pub struct Publications {
     broadcasts: Arc<Broadcasts>,
     limits: CacheLimits,
+    /// Signs every object published (P2P-5), when set.
+    signer: Option<Arc<MediaSigner>>,
     map: Mutex<HashMap<Namespace, Publication>>,
 }
 
@@ -40,10 +44,15 @@ pub struct Publications {
 pub struct AlreadyLive(pub Namespace);
 
 impl Publications {
-    pub fn new(broadcasts: Arc<Broadcasts>, limits: CacheLimits) -> Arc<Self> {
+    pub fn new(
+        broadcasts: Arc<Broadcasts>,
+        limits: CacheLimits,
+        signer: Option<Arc<MediaSigner>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             broadcasts,
             limits,
+            signer,
             map: Mutex::new(HashMap::new()),
         })
     }
@@ -153,6 +162,29 @@ impl PublishSession {
         self.packager.set_bitrates(video_bps, audio_bps);
     }
 
+    /// The origin's signature over an object, as its MoQT extension header.
+    fn signature(
+        &self,
+        track: &str,
+        group: u64,
+        object: u64,
+        payload: &[u8],
+    ) -> Option<Arc<ExtensionHeaders>> {
+        let signer = self.publications.signer.as_ref()?;
+        let place = ObjectPlace {
+            namespace: self.namespace.fields(),
+            track,
+            group,
+            object,
+        };
+        let mut ext = ExtensionHeaders::new();
+        ext.set_bytesvalue(
+            media::SIGNATURE_EXTENSION,
+            signer.sign(&place, payload).to_vec(),
+        );
+        Some(Arc::new(ext))
+    }
+
     fn apply(&mut self, outputs: Vec<Output>) {
         let now = std::time::Instant::now();
         for output in outputs {
@@ -174,6 +206,7 @@ impl PublishSession {
                         group,
                         Object {
                             id: 0,
+                            ext: self.signature("catalog", group, 0, &payload),
                             payload,
                             meta: Default::default(),
                         },
@@ -205,6 +238,7 @@ impl PublishSession {
                         group,
                         Object {
                             id: object,
+                            ext: self.signature(name, group, object, &payload),
                             payload,
                             meta,
                         },

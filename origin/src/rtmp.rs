@@ -363,7 +363,7 @@ mod tests {
                 key: KEY.into(),
                 namespace: Namespace::parse("t/e/s").unwrap(),
             }])),
-            publications: Publications::new(Broadcasts::new(), CacheLimits::default()),
+            publications: Publications::new(Broadcasts::new(), CacheLimits::default(), None),
             counters: Arc::default(),
         }
     }

@@ -404,9 +404,39 @@ pub fn watch_with_token(
     name: &str,
     token: Option<&str>,
 ) -> Proc {
+    watch_verifying(
+        url,
+        namespace,
+        cert_sha256,
+        seconds,
+        file,
+        dir,
+        name,
+        token,
+        None,
+    )
+}
+
+/// Like [`watch_with_token`], checking every object's origin signature
+/// against `media_key` (the counts end up in the statistics it prints).
+#[allow(clippy::too_many_arguments)]
+pub fn watch_verifying(
+    url: &str,
+    namespace: &str,
+    cert_sha256: &str,
+    seconds: f64,
+    file: &Path,
+    dir: &Path,
+    name: &str,
+    token: Option<&str>,
+    media_key: Option<&str>,
+) -> Proc {
     let mut cmd = Command::new(strom_bin());
     if let Some(token) = token {
         cmd.env("STROM_TOKEN", token);
+    }
+    if let Some(key) = media_key {
+        cmd.env("STROM_MEDIA_KEY", key);
     }
     cmd.args([
         "watch",

@@ -71,7 +71,8 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
     // A MoQT viewer and an HLS viewer at the same time.
     let watched = dir.join("watch.mp4");
     let token = dev.get("playback_token");
-    let mut watcher = watch_with_token(
+    let media_key = dev.get("media_key");
+    let mut watcher = watch_verifying(
         &dev.get("moq_url"),
         &dev.get("namespace"),
         &dev.get("cert_sha256"),
@@ -80,6 +81,7 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
         dir,
         "strom-watch",
         Some(&token),
+        Some(&media_key),
     );
     let watched_wt = dir.join("watch-webtransport.mp4");
     let mut watcher_wt = watch_with_token(
@@ -120,6 +122,25 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
         stats.contains("video:") && stats.contains("audio:"),
         "{stats}"
     );
+    // Every object carries the origin's signature, intact through the edge
+    // (P2P-5): verified against the origin's media key, none refused.
+    let last = stats
+        .lines()
+        .rev()
+        .find(|l| l.contains("video:"))
+        .unwrap_or_default();
+    for track in ["audio", "video"] {
+        let part = last
+            .split("; ")
+            .find(|p| p.starts_with(&format!("{track}:")))
+            .unwrap_or_default();
+        assert!(
+            part.contains(" refused")
+                && part.ends_with(" 0 refused")
+                && !part.contains("signatures 0 verified"),
+            "{track}: {part}"
+        );
+    }
 
     // LL-HLS: parts, a preload hint, and a blocking reload that returns
     // only once the requested segment exists.

@@ -14,6 +14,10 @@ use std::collections::HashMap;
 use ed25519_compact::{KeyPair, Noise, PublicKey, Seed, Signature};
 use sha2::{Digest, Sha256};
 
+/// The MoQT object extension header type that carries the signature (odd:
+/// a byte value; from the range draft-18 leaves to private use).
+pub const SIGNATURE_EXTENSION: u64 = 0x3f5a_0001;
+
 /// Length of the signature a [`MediaSigner`] produces.
 pub const SIGNATURE_LEN: usize = KEY_ID_LEN + 64;
 const KEY_ID_LEN: usize = 8;
