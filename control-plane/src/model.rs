@@ -303,6 +303,15 @@ pub struct Site {
     pub p2p: P2pMode,
 }
 
+/// An origin's media signing key (Ed25519, hex), as it registered it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MediaKeyRegistration {
+    pub origin: String,
+    pub key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub registered_at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EdgeRegistration {
     pub id: String,

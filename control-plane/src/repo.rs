@@ -340,7 +340,15 @@ impl Repo {
                 SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))?;
             keys.push(key.public_key());
         }
-        Ok(strom_token::KeySet { keys })
+        let media = self
+            .scan::<MediaKeyRegistration>(Table::Edges, &prefix(&["_media"]))?
+            .into_iter()
+            .map(|m| strom_token::MediaKey {
+                origin: m.origin,
+                key: m.key,
+            })
+            .collect();
+        Ok(strom_token::KeySet { keys, media })
     }
 
     /// Mints a token now. Its issue time keeps sub-second precision (unlike
@@ -1915,6 +1923,15 @@ impl Repo {
     pub fn put_edge(&self, edge: &EdgeRegistration) -> Result<()> {
         let mut b = Batch::default();
         b.put(Table::Edges, key(&["_platform", &edge.id]), encode(edge));
+        self.store.write(b)?;
+        Ok(())
+    }
+
+    /// Records an origin's media signing key (one per origin; a new one
+    /// replaces it). Kept beside the edge registrations: platform data.
+    pub fn put_media_key(&self, reg: &MediaKeyRegistration) -> Result<()> {
+        let mut b = Batch::default();
+        b.put(Table::Edges, key(&["_media", &reg.origin]), encode(reg));
         self.store.write(b)?;
         Ok(())
     }

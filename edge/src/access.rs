@@ -422,6 +422,7 @@ mod tests {
         let verifier = Arc::new(Verifier::new());
         verifier.set_keys(&KeySet {
             keys: vec![key.public_key()],
+            media: Vec::new(),
         });
         Fixture {
             key,

@@ -198,6 +198,7 @@ mod tests {
             let verifier = Arc::new(Verifier::new());
             verifier.set_keys(&KeySet {
                 keys: vec![key.public_key()],
+                media: Vec::new(),
             });
             let access = Arc::new(Access::new(verifier, strom_edge::access::ORIGIN_SESSIONS));
             (key, access)

@@ -289,6 +289,18 @@ impl Origin {
             self.counters.clone(),
             self.access.clone(),
         ));
+        // Peer-agents learn the key that signs this origin's objects from the
+        // control plane.
+        let _media_key = self
+            .access
+            .as_ref()
+            .and_then(|a| a.control_plane().cloned())
+            .map(|link| {
+                strom_edge::AbortOnDrop(strom_token::sync::register_media_key(
+                    link,
+                    self.media_key.clone(),
+                ))
+            });
         // The origin reports what is being pushed (live, ingest bitrate).
         let hls_viewers = Arc::new(strom_edge::status::HlsViewers::default());
         let _status = self

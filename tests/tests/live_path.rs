@@ -141,6 +141,17 @@ fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {
             "{track}: {part}"
         );
     }
+    // The origin registered that key with the control plane: the key set
+    // relays and peer-agents fetch carries it.
+    let keys_url = format!("{}api/v1/relay/keys", dev.get("control_plane_url"));
+    let published = (0..50).any(|_| {
+        let found = http_text(&keys_url).is_some_and(|t| t.contains(&media_key));
+        if !found {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        found
+    });
+    assert!(published, "media key not in {keys_url}");
 
     // LL-HLS: parts, a preload hint, and a blocking reload that returns
     // only once the requested segment exists.

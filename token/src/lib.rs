@@ -256,6 +256,19 @@ pub struct PublicKey {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeySet {
     pub keys: Vec<PublicKey>,
+    /// Origins' media signing keys: what objects are checked against
+    /// (`media::MediaKeys`) before a peer-agent serves or forwards them.
+    #[serde(default)]
+    pub media: Vec<MediaKey>,
+}
+
+/// One origin's media signing key, as the origin registered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaKey {
+    /// The registering relay's id (its relay credential's subject).
+    pub origin: String,
+    /// Ed25519 public key, 64 hex digits.
+    pub key: String,
 }
 
 /// Checks tokens offline against a key set and a revocation list.
@@ -395,7 +408,8 @@ mod tests {
         let v = Verifier::new();
         assert!(v
             .set_keys(&KeySet {
-                keys: vec![key.public_key()]
+                keys: vec![key.public_key()],
+                media: Vec::new(),
             })
             .is_empty());
         v
@@ -518,7 +532,8 @@ mod tests {
         let v = Verifier::new();
         assert_eq!(
             v.set_keys(&KeySet {
-                keys: vec![swapped]
+                keys: vec![swapped],
+                media: Vec::new(),
             }),
             vec![key.kid().to_owned()]
         );
@@ -543,11 +558,13 @@ mod tests {
         let v = Verifier::new();
         v.set_keys(&KeySet {
             keys: vec![new.public_key(), old.public_key()],
+            media: Vec::new(),
         });
         assert!(v.verify(&old_token, now).is_ok());
         assert!(v.verify(&new_token, now).is_ok());
         v.set_keys(&KeySet {
             keys: vec![new.public_key()],
+            media: Vec::new(),
         });
         assert_eq!(v.verify(&old_token, now), Err(TokenError::UnknownKey));
     }

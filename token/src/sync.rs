@@ -21,6 +21,8 @@ pub const KEYS_PATH: &str = "api/v1/relay/keys";
 pub const REVOCATIONS_PATH: &str = "api/v1/relay/revocations";
 /// Where relays report what they carry (viewers, ingest bitrate).
 pub const STATUS_PATH: &str = "api/v1/relay/status";
+/// Where an origin registers its media signing key.
+pub const MEDIA_KEY_PATH: &str = "api/v1/relay/media-key";
 /// How often relays report.
 pub const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// How long the control plane holds a revocation poll open.
@@ -99,6 +101,38 @@ pub fn report_status(
                     tracing::warn!(error = %e, "status report failed");
                 }
                 _ => {}
+            }
+        }
+    })
+}
+
+/// Registers this origin's media signing key (hex) with the control plane,
+/// retrying every few seconds until it is accepted.
+pub fn register_media_key(link: ControlPlaneLink, key: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(client) = client(&link, Duration::from_secs(5)) else {
+            return;
+        };
+        let Ok(url) = link.url.join(MEDIA_KEY_PATH) else {
+            return;
+        };
+        loop {
+            let sent = client
+                .post(url.clone())
+                .bearer_auth(&link.credential)
+                .json(&serde_json::json!({ "key": key }))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status());
+            match sent {
+                Ok(_) => {
+                    tracing::info!("media signing key registered with the control plane");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "media signing key not registered yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             }
         }
     })

@@ -323,7 +323,7 @@ pub fn router(state: Shared) -> Router {
         participants::import_participants, participants::export_participants, participants::export_participant,
         participants::register, participants::playback_token, participants::attendance,
         participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
-        relay::keys, relay::revocations, relay::heartbeat, relay::status, events::live,
+        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, events::live,
         oidc::start, oidc::callback,
     ),
     components(schemas(problem::Problem)),

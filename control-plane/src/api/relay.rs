@@ -22,6 +22,51 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/relay/revocations", get(revocations))
         .route("/api/v1/relay/heartbeat", post(heartbeat))
         .route("/api/v1/relay/status", post(status))
+        .route("/api/v1/relay/media-key", post(media_key))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaKeyRequest {
+    /// The origin's Ed25519 public key for object signatures, 64 hex digits.
+    pub key: String,
+}
+
+/// An origin registers the key it signs media objects with; the key set
+/// (`GET /api/v1/relay/keys`, field `media`) hands it to peer-agents.
+#[utoipa::path(post, path = "/api/v1/relay/media-key", tag = "relay", request_body = MediaKeyRequest, security(("relay" = [])),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn media_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Body(req): Body<MediaKeyRequest>,
+) -> ApiResult<StatusCode> {
+    let claims = relay_claims(&state, &headers)?;
+    let bytes: Option<Vec<u8>> = (req.key.len() == 64)
+        .then(|| {
+            (0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&req.key[i..i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+    let valid = bytes.is_some_and(|b| strom_token::media::MediaKeys::default().insert(&b));
+    if !valid {
+        return Err(ApiError::bad_request(
+            "key must be an Ed25519 public key in 64 hex digits",
+        ));
+    }
+    let repo = state.repo.clone();
+    blocking(move || {
+        tracing::info!(origin = %claims.sub, "media signing key registered");
+        repo.put_media_key(&crate::model::MediaKeyRegistration {
+            origin: claims.sub,
+            key: req.key.to_ascii_lowercase(),
+            registered_at: crate::repo::now(),
+        })?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// A report older than this is ignored (relays report every 2 s).

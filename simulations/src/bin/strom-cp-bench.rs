@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let verifier = Verifier::new();
     verifier.set_keys(&KeySet {
         keys: vec![key.public_key()],
+        media: Vec::new(),
     });
     let (token, _) = key.mint(&grant, time::OffsetDateTime::now_utc())?;
     let parts = ["t_abcdefghijkm", "e_abcdefghijkm", "main"];
