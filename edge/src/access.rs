@@ -220,7 +220,10 @@ impl Access {
         }
         let allowed = match claims.act {
             Action::Play => claims.covers(Action::Play, namespace),
-            Action::Relay => claims.evt.is_empty() || within(&claims.namespace_prefix(), namespace),
+            Action::Relay => {
+                relay_tenant_allows(claims, namespace)
+                    && (claims.evt.is_empty() || within(&claims.namespace_prefix(), namespace))
+            }
             Action::Publish => false,
         };
         if allowed {
@@ -244,7 +247,8 @@ impl Access {
                 !claims.evt.is_empty() && compatible(&claims.namespace_prefix(), prefix)
             }
             Action::Relay => {
-                claims.evt.is_empty() || compatible(&claims.namespace_prefix(), prefix)
+                relay_tenant_allows(claims, prefix)
+                    && (claims.evt.is_empty() || compatible(&claims.namespace_prefix(), prefix))
             }
             Action::Publish => false,
         };
@@ -286,6 +290,13 @@ impl Access {
 }
 
 /// `scope` is a prefix of `namespace`.
+/// A platform relay credential reaches every tenant; another tenant's (a
+/// peer-agent's) only namespaces under that tenant. An empty prefix lies on
+/// the path to it (what is announced is then filtered per namespace).
+fn relay_tenant_allows(claims: &Claims, path: &[&str]) -> bool {
+    claims.ten == strom_token::PLATFORM_TENANT || path.first().is_none_or(|t| *t == claims.ten)
+}
+
 fn within(scope: &[&str], namespace: &[&str]) -> bool {
     namespace.len() >= scope.len() && scope.iter().zip(namespace).all(|(a, b)| a == b)
 }
@@ -545,17 +556,32 @@ mod tests {
             origin.access.admit(&[play], origin.now),
             Err(Refused::WrongAction(Action::Play))
         );
-        let (relay, relay_claims) = origin.token(Action::Relay, "operator", "", None);
+        let (relay, relay_claims) =
+            origin.token(Action::Relay, strom_token::PLATFORM_TENANT, "", None);
         assert!(origin
             .access
             .admit(std::slice::from_ref(&relay), origin.now)
             .is_ok());
-        // A relay credential pulls every broadcast.
+        // A platform relay credential pulls every broadcast of every tenant.
         assert_eq!(origin.access.permits(&relay_claims, MAIN), Ok(()));
+        assert_eq!(
+            origin.access.permits(&relay_claims, &["globex", "x", "y"]),
+            Ok(())
+        );
         assert_eq!(origin.access.permits_prefix(&relay_claims, &[]), Ok(()));
+        // A tenant's relay credential (a peer-agent's) only that tenant's.
+        let (_, agent) = origin.token(Action::Relay, "acme", "", None);
+        assert_eq!(origin.access.permits(&agent, MAIN), Ok(()));
+        assert_eq!(origin.access.permits_prefix(&agent, &[]), Ok(()));
+        assert_eq!(origin.access.permits_prefix(&agent, &["acme"]), Ok(()));
+        assert!(origin
+            .access
+            .permits(&agent, &["globex", "townhall", "main"])
+            .is_err());
+        assert!(origin.access.permits_prefix(&agent, &["globex"]).is_err());
 
         let edge = fixture(EDGE_SESSIONS);
-        let (relay, _) = edge.token(Action::Relay, "operator", "", None);
+        let (relay, _) = edge.token(Action::Relay, strom_token::PLATFORM_TENANT, "", None);
         assert!(edge.access.admit(&[relay], edge.now).is_ok());
         let (publish, publish_claims) =
             edge.token(Action::Publish, "acme", "townhall", Some("main"));

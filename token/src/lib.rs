@@ -35,6 +35,10 @@ pub const MAX_PLAY_SECS: i64 = 600;
 /// Longest a publish credential may live (it is pasted into an encoder once
 /// per event, so it spans the event's schedule, never more than this).
 pub const MAX_PUBLISH_SECS: i64 = 14 * 24 * 3600;
+/// The tenant of the operator's own relays (origins, edges): their relay
+/// credentials carry every tenant. A relay credential of any other tenant (a
+/// peer-agent's) covers only that tenant's broadcasts.
+pub const PLATFORM_TENANT: &str = "_platform";
 /// Longest a relay (edge / agent → control plane) credential may live.
 pub const MAX_RELAY_SECS: i64 = 366 * 24 * 3600;
 
@@ -94,6 +98,11 @@ impl Claims {
             parts.push(s);
         }
         parts
+    }
+
+    /// Whether this is a relay credential of the operator's own infrastructure.
+    pub fn is_platform_relay(&self) -> bool {
+        self.act == Action::Relay && self.ten == PLATFORM_TENANT
     }
 
     /// Whether this token allows `action` on the namespace `parts`
@@ -271,11 +280,22 @@ pub struct MediaKey {
     pub key: String,
 }
 
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
 /// Checks tokens offline against a key set and a revocation list.
 #[derive(Default)]
 pub struct Verifier {
     keys: RwLock<HashMap<String, AsymmetricPublicKey<V4>>>,
     revocations: RwLock<Revocations>,
+    media: RwLock<std::sync::Arc<media::MediaKeys>>,
 }
 
 impl Verifier {
@@ -298,7 +318,20 @@ impl Verifier {
             }
         }
         *self.keys.write().expect("key lock") = keys;
+        let mut media = media::MediaKeys::default();
+        for key in &set.media {
+            let bytes = decode_hex(&key.key);
+            if !bytes.as_deref().is_some_and(|b| media.insert(b)) {
+                rejected.push(format!("media key of {}", key.origin));
+            }
+        }
+        *self.media.write().expect("media key lock") = std::sync::Arc::new(media);
         rejected
+    }
+
+    /// The origins' media signing keys from the last key set.
+    pub fn media_keys(&self) -> std::sync::Arc<media::MediaKeys> {
+        self.media.read().expect("media key lock").clone()
     }
 
     pub fn key_count(&self) -> usize {

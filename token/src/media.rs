@@ -94,6 +94,10 @@ pub struct MediaKeys {
 }
 
 impl MediaKeys {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Adds a 32-byte Ed25519 public key; false when it is not one.
     pub fn insert(&mut self, public_key: &[u8]) -> bool {
         match PublicKey::from_slice(public_key) {

@@ -138,6 +138,11 @@ pub fn register_media_key(link: ControlPlaneLink, key: String) -> tokio::task::J
     })
 }
 
+/// An HTTP client for the control plane at `link` (its CA file trusted).
+pub fn http_client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    client(link, timeout)
+}
+
 fn client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().timeout(timeout);
     if let Some(ca) = &link.ca_file {

@@ -41,7 +41,7 @@ pub async fn media_key(
     headers: HeaderMap,
     Body(req): Body<MediaKeyRequest>,
 ) -> ApiResult<StatusCode> {
-    let claims = relay_claims(&state, &headers)?;
+    let claims = platform_relay_claims(&state, &headers)?;
     let bytes: Option<Vec<u8>> = (req.key.len() == 64)
         .then(|| {
             (0..64)
@@ -163,7 +163,7 @@ pub async fn status(
     headers: HeaderMap,
     Body(req): Body<RelayStatusReport>,
 ) -> ApiResult<StatusCode> {
-    let claims = relay_claims(&state, &headers)?;
+    let claims = platform_relay_claims(&state, &headers)?;
     let origin = match req.role.as_str() {
         "origin" => true,
         "edge" => false,
@@ -183,7 +183,19 @@ pub async fn status(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
+/// A relay credential of the operator's own origins and edges (not a tenant's
+/// peer-agent credential): they alone report load, status and media keys.
+fn platform_relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
+    let claims = relay_claims(state, headers)?;
+    if !claims.is_platform_relay() {
+        return Err(ApiError::forbidden(
+            "only the operator's origins and edges report here",
+        ));
+    }
+    Ok(claims)
+}
+
+pub(crate) fn relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -254,7 +266,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
     Body(req): Body<Heartbeat>,
 ) -> ApiResult<StatusCode> {
-    let claims = relay_claims(&state, &headers)?;
+    let claims = platform_relay_claims(&state, &headers)?;
     if !(0.0..=1.0).contains(&req.load)
         || url::Url::parse(&req.url).is_err()
         || req.region.is_empty()
