@@ -385,7 +385,16 @@ impl TrackCache {
             changes: self.version.subscribe(),
             group,
             index: 0,
+            skip_before: None,
         }
+    }
+
+    /// A reader that starts at object `object` of `group` (MoQT's
+    /// AbsoluteStart): earlier objects of that group are not delivered.
+    pub fn reader_at_object(self: &Arc<Self>, group: u64, object: u64) -> TrackReader {
+        let mut reader = self.reader_at(Some(group));
+        reader.skip_before = Some((group, object));
+        reader
     }
 }
 
@@ -419,6 +428,8 @@ pub struct TrackReader {
     /// The group being read; None until the first group exists.
     group: Option<u64>,
     index: usize,
+    /// Objects of this group below this id are not delivered.
+    skip_before: Option<(u64, u64)>,
 }
 
 impl TrackReader {
@@ -473,8 +484,14 @@ impl TrackReader {
             self.index = 0;
             return Some(Delivery::GroupEnd { group: current });
         }
-        if let Some(object) = group.objects.get(self.index) {
+        while let Some(object) = group.objects.get(self.index) {
             self.index += 1;
+            if self
+                .skip_before
+                .is_some_and(|(g, o)| g == current && object.id < o)
+            {
+                continue;
+            }
             self.track
                 .counters
                 .objects_out
@@ -560,6 +577,26 @@ mod tests {
             Some(Delivery::GroupEnd { group: 2 })
         ));
         assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reader_at_an_object_resumes_exactly_there_across_groups() {
+        let t = TrackCache::new("video", CacheLimits::default());
+        let now = Instant::now();
+        for id in 0..5 {
+            t.insert(3, obj(id, 10), now);
+        }
+        t.finish_group(3);
+        t.insert(4, obj(0, 10), now);
+        // A relay that already holds group 3 up to object 2 resumes at 3/3.
+        let mut r = t.reader_at_object(3, 3);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if let Some(Delivery::Object { group, object }) = r.next().await {
+                got.push((group, object.id));
+            }
+        }
+        assert_eq!(got, vec![(3, 3), (3, 4), (4, 0)]);
     }
 
     #[test]

@@ -557,7 +557,7 @@ async fn serve_subscription(
         .map(|f| (f.filter_type, f.start_location))
     {
         Some((FilterType::AbsoluteStart | FilterType::AbsoluteRange, Some(start))) => {
-            track.reader_at(Some(start.group_id))
+            track.reader_at_object(start.group_id, start.object_id)
         }
         Some((FilterType::NextGroupStart, _)) => {
             track.reader_at(Some(track.largest().map_or(0, |(g, _)| g + 1)))

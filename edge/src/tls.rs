@@ -221,7 +221,7 @@ pub fn parse_hex32(text: &str) -> anyhow::Result<[u8; 32]> {
 }
 
 /// How a client decides to trust a server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Trust {
     /// The platform's usual roots are not bundled; a CA file must be given.
     #[default]
