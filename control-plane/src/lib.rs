@@ -179,6 +179,7 @@ impl ControlPlane {
             secure_cookies: config.secure_cookies,
             verifier,
             relay_status: Default::default(),
+            agents: Default::default(),
         });
         Ok(Self {
             config,

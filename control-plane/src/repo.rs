@@ -1897,6 +1897,49 @@ impl Repo {
         )
     }
 
+    /// Mints a peer-agent enrolment credential for `tenant` (a relay
+    /// credential scoped to the tenant; revoke it by its subject).
+    pub fn issue_agent_credential(&self, actor: &str, tenant: &str) -> Result<(String, String)> {
+        let id = crate::model::new_id("ag");
+        let grant = Grant {
+            subject: id.clone(),
+            tenant: tenant.into(),
+            event: String::new(),
+            stream: None,
+            action: Action::Relay,
+            lifetime_secs: strom_token::MAX_RELAY_SECS,
+            not_after: None,
+        };
+        let _g = self.lock();
+        let (token, _) = self.mint(&grant)?;
+        self.commit(
+            tenant,
+            Batch::default(),
+            vec![self.entry(actor, "issue-credential", "agent", &id, None, None, None)],
+        )?;
+        Ok((id, token))
+    }
+
+    /// The tenant's site whose CIDRs contain `addr`, the longest prefix winning.
+    pub fn site_of(&self, tenant: &str, addr: std::net::IpAddr) -> Result<Option<Site>> {
+        let mut best: Option<(u8, Site)> = None;
+        for site in self.sites(tenant)? {
+            let longest = site
+                .cidrs
+                .iter()
+                .filter_map(|c| parse_cidr(c))
+                .filter(|(net, len)| cidr_contains(*net, *len, addr))
+                .map(|(_, len)| len)
+                .max();
+            if let Some(len) = longest {
+                if best.as_ref().is_none_or(|(l, _)| len > *l) {
+                    best = Some((len, site));
+                }
+            }
+        }
+        Ok(best.map(|(_, s)| s))
+    }
+
     pub fn sites(&self, tenant: &str) -> Result<Vec<Site>> {
         self.scan(Table::Sites, &prefix(&[tenant]))
     }
@@ -2099,6 +2142,22 @@ pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
     let len: u8 = len.parse().ok()?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     (len <= max).then_some((ip, len))
+}
+
+/// Whether `addr` lies in `net/len` (families must match).
+pub fn cidr_contains(net: std::net::IpAddr, len: u8, addr: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match (net, addr) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
 }
 
 pub fn principal_id(p: &Principal) -> &str {

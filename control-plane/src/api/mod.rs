@@ -2,6 +2,7 @@
 //! need-to-know checks per role, errors as `application/problem+json`, and an
 //! OpenAPI document at `/api/openapi.json`.
 
+pub mod agents;
 pub mod auth;
 pub mod events;
 pub mod oidc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub verifier: Arc<strom_token::Verifier>,
     /// The latest status report of each relay (in memory: it is live data).
     pub relay_status: relay::StatusBoard,
+    /// The peer-agents of each site heard from recently (in memory).
+    pub agents: agents::AgentBoard,
 }
 
 pub type Shared = Arc<AppState>;
@@ -284,6 +287,7 @@ pub fn router(state: Shared) -> Router {
         .merge(events::routes())
         .merge(participants::routes())
         .merge(relay::routes())
+        .merge(agents::routes())
         .merge(oidc::routes())
         .merge(pages::routes())
         .route(
@@ -324,9 +328,10 @@ pub fn router(state: Shared) -> Router {
         participants::register, participants::playback_token, participants::attendance,
         participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
         relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, events::live,
+        agents::create_agent_credential, agents::register, agents::list_agents,
         oidc::start, oidc::callback,
     ),
     components(schemas(problem::Problem)),
-    tags((name = "auth"), (name = "tenant"), (name = "events"), (name = "participants"), (name = "relay"))
+    tags((name = "auth"), (name = "tenant"), (name = "events"), (name = "participants"), (name = "relay"), (name = "agents"))
 )]
 pub struct ApiDoc;

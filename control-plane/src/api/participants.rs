@@ -580,6 +580,7 @@ pub struct PlaybackToken {
 pub async fn playback_token(
     State(state): State<Shared>,
     caller: Caller,
+    ClientIp(ip): ClientIp,
     PathOf(event): PathOf<String>,
 ) -> ApiResult<Json<PlaybackToken>> {
     let st = state.clone();
@@ -630,6 +631,25 @@ pub async fn playback_token(
             .map(|e| e.url)
             .collect();
         edges.extend(st.edges.iter().cloned());
+        // A viewer inside a site with peer-assist watches from its agents
+        // first (spread by subject), the edges stay as the fallback.
+        if let Some(site) = st.repo.site_of(caller.tenant(), ip)? {
+            if site.p2p == crate::model::P2pMode::On {
+                let mut agents =
+                    st.agents
+                        .site_agents(caller.tenant(), &site.id, std::time::Instant::now());
+                if !agents.is_empty() {
+                    let spread = claims
+                        .sub
+                        .bytes()
+                        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+                    let start = spread % agents.len();
+                    agents.rotate_left(start);
+                    let urls = agents.iter().take(3).map(|a| a.base_url());
+                    edges = urls.chain(edges).collect();
+                }
+            }
+        }
         edges.dedup();
         let streams = st
             .repo
