@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use strom_control_plane::ControlPlaneConfig;
 use strom_edge::EdgeConfig;
 use strom_origin::OriginConfig;
+use strom_peer_agent::PeerAgentConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +19,7 @@ pub struct Config {
     pub origin: OriginConfig,
     pub edge: EdgeConfig,
     pub control_plane: ControlPlaneConfig,
+    pub peer_agent: PeerAgentConfig,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -35,6 +37,7 @@ impl Default for Config {
             origin: OriginConfig::default(),
             edge: EdgeConfig::default(),
             control_plane: ControlPlaneConfig::default(),
+            peer_agent: PeerAgentConfig::default(),
         }
     }
 }
@@ -164,6 +167,47 @@ rate_limit_per_account_per_minute = 10
 # username = "strom"
 # password = "change-me"
 # from = "strom <noreply@example.com>"
+
+[peer_agent]
+# `strom peer-agent` runs inside a customer's LAN: it registers with the
+# control plane, which names its site from the tenant's site map (CIDRs), finds
+# the site's other agents by mDNS and by the control plane's roster, admits
+# only agents holding a ticket for the same tenant and site, and refuses any
+# address outside the site. One agent pulls each stream from the edge; the
+# others pull from agents (a tree, fanout children each). Every object's
+# origin signature is checked before the agent serves or forwards it. The
+# agent serves the LAN's browsers like an edge (MoQT/WebTransport, LL-HLS).
+# libp2p (QUIC, UDP) between the agents of a site.
+p2p_listen = "0.0.0.0:4001"
+# MoQT over QUIC and WebTransport, for browsers and other agents.
+moqt_listen = "0.0.0.0:4443"
+# LL-HLS, /webtransport.json and /metrics; HTTPS unless on loopback.
+http_listen = "0.0.0.0:8443"
+http_tls = true
+# The most agents one agent feeds.
+fanout = 16
+# A peer whose connection is silent this long has left (its children move).
+peer_timeout_ms = 400
+cache_max_age_secs = 30
+cache_max_bytes = 67108864
+idle_secs = 10
+hls_part_target_secs = 0.5
+hls_window = 6
+# The edge the site pulls from; trust ca_file or exactly cert_sha256.
+[peer_agent.edge]
+url = "moqt://127.0.0.1:4443"
+prefix = ""
+# ca_file = "/etc/strom/ca.pem"
+# cert_sha256 = "…64 hex digits…"
+# Required: the control plane, and the tenant's agent credential (an owner
+# issues it in the admin API: POST /api/v1/agent-credentials).
+# [peer_agent.control_plane]
+# url = "https://control.example.net/"
+# credential = "v4.public.…agent credential…"
+# ca_file = "/etc/strom/control-plane-ca.pem"
+# [peer_agent.tls]
+# cert = "/etc/strom/agent.pem"
+# key = "/etc/strom/agent.key"
 "#;
 
 #[cfg(test)]
@@ -199,7 +243,13 @@ mod tests {
             Some(587)
         );
         assert!(parsed.control_plane.master_key_file.is_some());
-        for link in [&parsed.origin.control_plane, &parsed.edge.control_plane] {
+        assert!(parsed.peer_agent.tls.is_some());
+        assert!(parsed.peer_agent.edge.ca_file.is_some());
+        for link in [
+            &parsed.origin.control_plane,
+            &parsed.edge.control_plane,
+            &parsed.peer_agent.control_plane,
+        ] {
             let link = link.as_ref().expect("control_plane example");
             assert_eq!(link.url.as_str(), "https://control.example.net/");
             assert!(link.ca_file.is_some());

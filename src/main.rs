@@ -45,6 +45,8 @@ enum Command {
     Origin,
     /// Run an edge (MoQT relay and HLS) from the configuration.
     Edge,
+    /// Run a peer-agent inside a LAN site (peer-assisted eCDN) from the configuration.
+    PeerAgent,
     /// The control plane: `serve`, and the operator's tools (init, backup,
     /// restore, audit verify, master key rotation, relay credentials).
     ControlPlane {
@@ -157,6 +159,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Edge => {
             std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
             strom_edge::Edge::load(config.edge, &config.data_dir)
+                .await?
+                .run()
+                .await
+        }
+        Command::PeerAgent => {
+            std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
+            strom_peer_agent::PeerAgent::load(config.peer_agent, &config.data_dir)
                 .await?
                 .run()
                 .await

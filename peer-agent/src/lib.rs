@@ -1,0 +1,697 @@
+//! strom's peer-agent: runs on machines inside a corporate LAN and shares one
+//! copy of each stream between the agents of a site (the peer-assisted eCDN).
+//!
+//! An agent registers with the control plane (with its tenant's agent
+//! credential) and learns its site, a ticket and the site's roster; it finds
+//! the site's other agents by mDNS and by that roster, and admits only those
+//! whose ticket names the same tenant and site ([`swarm`]). The admitted
+//! agents form a tree ([`topology`]): one pulls from the edge, the others
+//! from each other, over MoQT ([`media`]). Each agent serves the browsers of
+//! its LAN exactly like an edge (MoQT/WebTransport and LL-HLS, the same
+//! playback tokens), because it embeds the edge's cache and servers.
+
+pub mod media;
+pub mod swarm;
+pub mod topology;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use libp2p::{identity, Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+use strom_edge::access::{self, Access};
+use strom_edge::broadcast::Broadcasts;
+use strom_edge::cache::CacheLimits;
+use strom_edge::metrics::ServerCounters;
+use strom_edge::{http, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
+use strom_token::sync::ControlPlaneLink;
+use tokio::sync::{mpsc, watch};
+
+use media::{AgentCounters, MediaContext, PeerEvent, Target};
+use swarm::{Command, Members, Registration, SiteNetworks};
+use topology::{Parent, Suspicions};
+
+/// How long a peer that fell silent or was unreachable is passed over.
+const SUSPECT_FOR: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerAgentConfig {
+    /// The control plane; `credential` is the tenant's agent credential.
+    pub control_plane: Option<ControlPlaneLink>,
+    /// The edge the site's leader pulls from (and every agent falls back to).
+    pub edge: UpstreamSettings,
+    /// libp2p (QUIC) between agents.
+    pub p2p_listen: SocketAddr,
+    /// MoQT/WebTransport for browsers and other agents.
+    pub moqt_listen: SocketAddr,
+    /// LL-HLS, `/webtransport.json` and `/metrics`.
+    pub http_listen: SocketAddr,
+    pub http_tls: bool,
+    pub tls: Option<TlsFiles>,
+    /// The most agents one agent feeds.
+    pub fanout: usize,
+    /// A peer silent this long on the libp2p connection has left.
+    pub peer_timeout_ms: u64,
+    pub cache_max_age_secs: u64,
+    pub cache_max_bytes: usize,
+    pub idle_secs: u64,
+    pub hls_part_target_secs: f64,
+    pub hls_window: usize,
+    /// Testing only: behave like a hostile agent (alter every object it
+    /// forwards, and push to the front of the site's order).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tamper: bool,
+}
+
+impl Default for PeerAgentConfig {
+    fn default() -> Self {
+        Self {
+            control_plane: None,
+            edge: UpstreamSettings::default(),
+            p2p_listen: "0.0.0.0:4001".parse().expect("static address"),
+            moqt_listen: "0.0.0.0:4443".parse().expect("static address"),
+            http_listen: "0.0.0.0:8443".parse().expect("static address"),
+            http_tls: true,
+            tls: None,
+            fanout: 16,
+            peer_timeout_ms: 400,
+            cache_max_age_secs: 30,
+            cache_max_bytes: 64 * 1024 * 1024,
+            idle_secs: 10,
+            hls_part_target_secs: 0.5,
+            hls_window: 6,
+            tamper: false,
+        }
+    }
+}
+
+impl PeerAgentConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let link = self.control_plane.as_ref().context(
+            "peer_agent.control_plane is missing: agents register with the control plane (url, credential)",
+        )?;
+        strom_edge::validate_control_plane("peer_agent", link)?;
+        self.edge.resolve().context("peer_agent.edge")?;
+        if !(1..=256).contains(&self.fanout) {
+            anyhow::bail!("peer_agent.fanout = {} must be 1 to 256", self.fanout);
+        }
+        if !(300..=60_000).contains(&self.peer_timeout_ms) {
+            anyhow::bail!(
+                "peer_agent.peer_timeout_ms = {} must be 300 to 60000",
+                self.peer_timeout_ms
+            );
+        }
+        if !self.http_tls && !self.http_listen.ip().is_loopback() {
+            anyhow::bail!(
+                "peer_agent.http_listen = {} is not loopback: plain HTTP is allowed on loopback only, set http_tls = true",
+                self.http_listen
+            );
+        }
+        if self.cache_max_age_secs < 2 || self.cache_max_bytes < 1024 * 1024 {
+            anyhow::bail!("peer_agent cache: at least 2 s and 1 MiB");
+        }
+        if !(0.1..=2.0).contains(&self.hls_part_target_secs) || !(3..=60).contains(&self.hls_window)
+        {
+            anyhow::bail!("peer_agent: hls_part_target_secs 0.1 to 2.0, hls_window 3 to 60");
+        }
+        Ok(())
+    }
+}
+
+/// The agent's libp2p identity, kept in the data directory (0600).
+fn load_identity(data_dir: &Path, tamper: bool) -> anyhow::Result<identity::Keypair> {
+    if tamper {
+        // A hostile agent grinds an identity that sorts first in its site.
+        loop {
+            let k = identity::Keypair::generate_ed25519();
+            let r = topology::rank(&k.public().to_peer_id().to_bytes());
+            if r[0] == 0 && r[1] < 16 {
+                return Ok(k);
+            }
+        }
+    }
+    let path = data_dir.join("peer-identity.key");
+    match std::fs::read(&path) {
+        Ok(mut bytes) => identity::Keypair::ed25519_from_bytes(&mut bytes)
+            .with_context(|| format!("{} is not an Ed25519 secret key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = identity::ed25519::Keypair::generate();
+            let secret = keypair.secret();
+            write_private(&path, secret.as_ref())?;
+            Ok(keypair.into())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// A loaded agent: identity, sockets and token access, ready to run.
+pub struct PeerAgent {
+    config: PeerAgentConfig,
+    link: ControlPlaneLink,
+    keypair: identity::Keypair,
+    access: Arc<Access>,
+    moqt: moqt::MoqtServer,
+    http: tokio::net::TcpListener,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    pub cert_sha256: String,
+    pub broadcasts: Arc<Broadcasts>,
+    pub counters: Arc<AgentCounters>,
+}
+
+impl PeerAgent {
+    pub async fn load(config: PeerAgentConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        config.validate()?;
+        let link = config.control_plane.clone().expect("validated");
+        let keypair = load_identity(data_dir, config.tamper)?;
+        let access = Arc::new(
+            Access::connect(link.clone(), access::EDGE_SESSIONS)
+                .await
+                .context("peer_agent.control_plane")?,
+        );
+        let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
+        let moqt = moqt::MoqtServer::bind(
+            config.moqt_listen,
+            identity.server_config(&moqt::server_alpns())?,
+        )?;
+        let http = http::bind(config.http_listen).await?;
+        let http_tls = if config.http_tls {
+            Some(Arc::new(identity.server_config(&[b"h2", b"http/1.1"])?))
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            link,
+            keypair,
+            access,
+            moqt,
+            http,
+            http_tls,
+            cert_sha256: identity.sha256_hex(),
+            broadcasts: Broadcasts::new(),
+            counters: Arc::new(AgentCounters::default()),
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    /// Serves until the process ends.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let me = self.peer_id();
+        let moqt_addr = self.moqt.local_addr()?;
+        let http_addr = self.http.local_addr()?;
+        let edge_upstream = self.config.edge.resolve()?;
+        let networks = SiteNetworks::default();
+        let (registration_tx, registration) = watch::channel(None::<Registration>);
+        let listen: Multiaddr = multiaddr_of(self.config.p2p_listen);
+        let swarm = swarm::start(swarm::SwarmSettings {
+            keypair: self.keypair.clone(),
+            listen: vec![listen],
+            networks: networks.clone(),
+            verifier: self.access.verifier().clone(),
+            registration: registration.clone(),
+            idle_timeout: Duration::from_millis(self.config.peer_timeout_ms),
+        })?;
+        tracing::info!(
+            peer_id = %me,
+            moqt = %moqt_addr,
+            http = %http_addr,
+            cert_sha256 = %self.cert_sha256,
+            "peer-agent ready"
+        );
+        let _register = AbortOnDrop(tokio::spawn(register_loop(
+            self.link.clone(),
+            me,
+            swarm.listening.clone(),
+            self.config.p2p_listen,
+            moqt_addr.port(),
+            http_addr.port(),
+            self.cert_sha256.clone(),
+            networks,
+            registration_tx,
+            swarm.commands.clone(),
+            self.counters.clone(),
+            swarm.members.clone(),
+        )));
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (targets_tx, targets) = watch::channel(None::<Target>);
+        let _topology = AbortOnDrop(tokio::spawn(choose_parents(
+            me,
+            self.config.fanout,
+            swarm.members.clone(),
+            registration.clone(),
+            events,
+            swarm.commands.clone(),
+            targets_tx,
+            edge_upstream,
+            self.counters.clone(),
+        )));
+        let limits = CacheLimits {
+            max_age: Duration::from_secs(self.config.cache_max_age_secs),
+            max_bytes: self.config.cache_max_bytes,
+        };
+        let media_ctx = MediaContext {
+            broadcasts: self.broadcasts.clone(),
+            counters: self.counters.clone(),
+            limits,
+            idle: Duration::from_secs(self.config.idle_secs),
+            verifier: self.access.verifier().clone(),
+            events: events_tx,
+            tamper: self.config.tamper,
+        };
+        let _media = AbortOnDrop(tokio::spawn(media::run(targets.clone(), media_ctx)));
+        let server_counters = Arc::new(ServerCounters::default());
+        let _status = AbortOnDrop(tokio::spawn(log_status(
+            self.counters.clone(),
+            server_counters.clone(),
+            swarm.members.clone(),
+            targets.clone(),
+        )));
+        let metrics_counters = self.counters.clone();
+        let metrics_members = swarm.members.clone();
+        let state = http::HttpState {
+            role: "agent",
+            broadcasts: self.broadcasts.clone(),
+            counters: server_counters.clone(),
+            part_target: self.config.hls_part_target_secs,
+            window: self.config.hls_window,
+            extra_metrics: Some(Arc::new(move || {
+                metrics_text(&metrics_counters, metrics_members.borrow().len())
+            })),
+            access: Some(self.access.clone()),
+            secure_cookies: self.http_tls.is_some(),
+            webtransport: Some(http::WebTransportInfo {
+                port: moqt_addr.port(),
+                cert_sha256: self.cert_sha256.clone(),
+            }),
+            hls_viewers: Arc::new(status::HlsViewers::default()),
+        };
+        let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
+        let moqt = tokio::spawn(
+            self.moqt
+                .run(self.broadcasts, server_counters, Some(self.access)),
+        );
+        tokio::select! {
+            res = http => res.context("HTTP server stopped")?,
+            res = moqt => res.context("MoQT server stopped")?,
+            res = swarm.task => res.context("peer swarm stopped")?,
+        }
+        anyhow::bail!("peer-agent stopped serving")
+    }
+}
+
+fn multiaddr_of(addr: SocketAddr) -> Multiaddr {
+    let mut m = Multiaddr::empty();
+    m.push(match addr.ip() {
+        IpAddr::V4(ip) => libp2p::multiaddr::Protocol::Ip4(ip),
+        IpAddr::V6(ip) => libp2p::multiaddr::Protocol::Ip6(ip),
+    });
+    m.push(libp2p::multiaddr::Protocol::Udp(addr.port()));
+    m.push(libp2p::multiaddr::Protocol::QuicV1);
+    m
+}
+
+#[derive(Serialize)]
+struct RegisterRequest {
+    peer_id: String,
+    addrs: Vec<String>,
+    listen: Vec<String>,
+    moqt_port: u16,
+    http_port: u16,
+    stats: AgentStats,
+}
+
+/// The agent's counters as the control plane aggregates them per site.
+#[derive(Serialize)]
+struct AgentStats {
+    bytes_from_edge: u64,
+    bytes_from_peers: u64,
+    peers: u32,
+    upstream_is_edge: bool,
+    objects_rejected: u64,
+    stalls: u64,
+}
+
+#[derive(Deserialize)]
+struct RegisterAnswer {
+    site: SiteAnswer,
+    ticket: String,
+    roster: Vec<RosterEntry>,
+    register_every_secs: u64,
+}
+
+#[derive(Deserialize)]
+struct SiteAnswer {
+    id: String,
+    tenant: String,
+    cidrs: Vec<String>,
+    p2p: String,
+}
+
+#[derive(Deserialize)]
+struct RosterEntry {
+    peer_id: String,
+    listen: Vec<String>,
+}
+
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, len) = s.split_once('/')?;
+    Some((ip.parse().ok()?, len.parse().ok()?))
+}
+
+/// Registers now and then every few seconds; hands the answer to the swarm.
+#[allow(clippy::too_many_arguments)]
+async fn register_loop(
+    link: ControlPlaneLink,
+    me: PeerId,
+    listening: watch::Receiver<Vec<Multiaddr>>,
+    p2p_listen: SocketAddr,
+    moqt_port: u16,
+    http_port: u16,
+    cert_sha256: String,
+    networks: SiteNetworks,
+    registration: watch::Sender<Option<Registration>>,
+    commands: mpsc::UnboundedSender<Command>,
+    counters: Arc<AgentCounters>,
+    members: watch::Receiver<Members>,
+) {
+    let client = match strom_token::sync::http_client(&link, Duration::from_secs(10)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "control plane client");
+            return;
+        }
+    };
+    let url = match link.url.join("api/v1/agents/register") {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "control plane URL");
+            return;
+        }
+    };
+    let mut every;
+    loop {
+        let listen: Vec<Multiaddr> = listening.borrow().clone();
+        let addrs: Vec<String> = if p2p_listen.ip().is_unspecified() {
+            listen
+                .iter()
+                .filter_map(swarm::ip_of)
+                .filter(|ip| !ip.is_loopback())
+                .map(|ip| ip.to_string())
+                .collect()
+        } else {
+            vec![p2p_listen.ip().to_string()]
+        };
+        if addrs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let body = RegisterRequest {
+            peer_id: me.to_string(),
+            addrs,
+            listen: listen
+                .iter()
+                .filter(|m| swarm::ip_of(m).is_some_and(|ip| !ip.is_loopback()))
+                .map(|m| m.to_string())
+                .collect(),
+            moqt_port,
+            http_port,
+            stats: AgentStats {
+                bytes_from_edge: counters.bytes_from_edge.load(Ordering::Relaxed),
+                bytes_from_peers: counters.bytes_from_peers.load(Ordering::Relaxed),
+                peers: members.borrow().len() as u32,
+                upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
+                objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
+                stalls: counters.stalls.load(Ordering::Relaxed),
+            },
+        };
+        let answer = async {
+            let response = client
+                .post(url.clone())
+                .bearer_auth(&link.credential)
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                anyhow::bail!(
+                    "control plane answered {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                );
+            }
+            Ok(response.json::<RegisterAnswer>().await?)
+        }
+        .await;
+        match answer {
+            Ok(a) => {
+                let first = registration.borrow().is_none();
+                let p2p_on = a.site.p2p == "on";
+                networks.set(if p2p_on {
+                    a.site.cidrs.iter().filter_map(|c| parse_cidr(c)).collect()
+                } else {
+                    Vec::new()
+                });
+                if first {
+                    tracing::info!(site = %a.site.id, p2p = %a.site.p2p, roster = a.roster.len(), "registered with the control plane");
+                }
+                registration.send_replace(Some(Registration {
+                    tenant: a.site.tenant.clone(),
+                    site: a.site.id.clone(),
+                    p2p: p2p_on,
+                    hello: swarm::Hello {
+                        ticket: a.ticket,
+                        moqt_port,
+                        cert_sha256: cert_sha256.clone(),
+                    },
+                }));
+                if p2p_on {
+                    for entry in a.roster {
+                        let (Ok(peer), addrs) = (
+                            entry.peer_id.parse::<PeerId>(),
+                            entry
+                                .listen
+                                .iter()
+                                .filter_map(|m| m.parse::<Multiaddr>().ok())
+                                .collect::<Vec<_>>(),
+                        ) else {
+                            continue;
+                        };
+                        let _ = commands.send(Command::Dial(peer, addrs));
+                    }
+                }
+                every = Duration::from_secs(a.register_every_secs.clamp(2, 60));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "registration with the control plane failed");
+                every = Duration::from_secs(2);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Turns membership, suspicions and the site's mode into the upstream target.
+#[allow(clippy::too_many_arguments)]
+async fn choose_parents(
+    me: PeerId,
+    fanout: usize,
+    mut members: watch::Receiver<Members>,
+    mut registration: watch::Receiver<Option<Registration>>,
+    mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    targets: watch::Sender<Option<Target>>,
+    edge: strom_edge::upstream::UpstreamConfig,
+    counters: Arc<AgentCounters>,
+) {
+    let mut suspicions: Suspicions<PeerId> = Suspicions::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let now = Instant::now();
+        suspicions.expire(now);
+        let target = {
+            let reg = registration.borrow();
+            reg.as_ref().map(|reg| {
+                let current = members.borrow();
+                let view: BTreeSet<PeerId> = current
+                    .keys()
+                    .filter(|p| !suspicions.is_suspected(p, now))
+                    .copied()
+                    .collect();
+                let parent = if reg.p2p {
+                    topology::parent(&me, &view, |p| topology::rank(&p.to_bytes()), fanout)
+                } else {
+                    Parent::Edge
+                };
+                match &parent {
+                    Parent::Peer(p) => {
+                        let m = &current[p];
+                        Target {
+                            parent: parent.clone(),
+                            url: format!("moqt://{}", m.moqt)
+                                .parse()
+                                .expect("socket address URL"),
+                            trust: tls::Trust::Pinned(m.cert_sha256),
+                            token: reg.hello.ticket.clone(),
+                            prefix: vec![reg.tenant.clone()],
+                        }
+                    }
+                    Parent::Edge => Target {
+                        parent: Parent::Edge,
+                        url: edge.url.clone(),
+                        trust: edge.trust.clone(),
+                        token: reg.hello.ticket.clone(),
+                        prefix: vec![reg.tenant.clone()],
+                    },
+                }
+            })
+        };
+        // A renewed ticket alone does not move anyone (sessions keep theirs).
+        let moved = targets.borrow().as_ref().map(|t| (&t.parent, &t.url))
+            != target.as_ref().map(|t| (&t.parent, &t.url));
+        if moved {
+            if let Some(t) = &target {
+                tracing::info!(parent = %t.parent, members = members.borrow().len(), "upstream chosen");
+            }
+            targets.send_replace(target);
+        }
+        tokio::select! {
+            r = members.changed() => if r.is_err() { return },
+            r = registration.changed() => if r.is_err() { return },
+            Some(event) = events.recv() => match event {
+                PeerEvent::Silent(p) => {
+                    counters.stalls.fetch_add(1, Ordering::Relaxed);
+                    suspicions.suspect(p, SUSPECT_FOR, Instant::now());
+                }
+                PeerEvent::Tampered(p) => {
+                    suspicions.suspect(p, Duration::from_secs(365 * 24 * 3600), Instant::now());
+                    let _ = commands.send(Command::Block(p, "sent media whose signature does not hold"));
+                }
+            },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+async fn log_status(
+    counters: Arc<AgentCounters>,
+    server: Arc<ServerCounters>,
+    members: watch::Receiver<Members>,
+    targets: watch::Receiver<Option<Target>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let parent = match targets.borrow().as_ref() {
+            Some(t) => t.parent.to_string(),
+            None => "none".to_owned(),
+        };
+        tracing::info!(
+            parent = %parent,
+            peers = members.borrow().len(),
+            bytes_from_edge = counters.bytes_from_edge.load(Ordering::Relaxed),
+            bytes_from_peers = counters.bytes_from_peers.load(Ordering::Relaxed),
+            bytes_to_viewers = server.moqt_bytes_out.load(Ordering::Relaxed),
+            objects_verified = counters.objects_verified.load(Ordering::Relaxed),
+            objects_rejected = counters.objects_rejected.load(Ordering::Relaxed),
+            switches = counters.parent_switches.load(Ordering::Relaxed),
+            "agent status"
+        );
+    }
+}
+
+/// Prometheus text for the agent's own counters (P2P-6).
+pub fn metrics_text(c: &AgentCounters, peers: usize) -> String {
+    let edge = c.bytes_from_edge.load(Ordering::Relaxed);
+    let peer = c.bytes_from_peers.load(Ordering::Relaxed);
+    let offload = if edge + peer == 0 {
+        0.0
+    } else {
+        peer as f64 / (edge + peer) as f64
+    };
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    family(
+        "strom_agent_edge_bytes_total",
+        "counter",
+        "Media bytes received from the edge.",
+        edge.to_string(),
+    );
+    family(
+        "strom_agent_peer_bytes_total",
+        "counter",
+        "Media bytes received from other agents.",
+        peer.to_string(),
+    );
+    family(
+        "strom_agent_offload_ratio",
+        "gauge",
+        "Share of media bytes received from peers.",
+        format!("{offload:.4}"),
+    );
+    family(
+        "strom_agent_peers",
+        "gauge",
+        "Admitted agents of this site connected now.",
+        peers.to_string(),
+    );
+    family(
+        "strom_agent_upstream_is_edge",
+        "gauge",
+        "1 when this agent pulls from the edge (the site's leader).",
+        c.upstream_is_edge.load(Ordering::Relaxed).to_string(),
+    );
+    family(
+        "strom_agent_parent_switches_total",
+        "counter",
+        "Times this agent changed the agent or edge it pulls from.",
+        c.parent_switches.load(Ordering::Relaxed).to_string(),
+    );
+    family(
+        "strom_agent_stalls_total",
+        "counter",
+        "Times a parent stalled or could not be reached and the agent moved.",
+        c.stalls.load(Ordering::Relaxed).to_string(),
+    );
+    family(
+        "strom_agent_objects_verified_total",
+        "counter",
+        "Objects whose origin signature held.",
+        c.objects_verified.load(Ordering::Relaxed).to_string(),
+    );
+    family(
+        "strom_agent_objects_rejected_total",
+        "counter",
+        "Objects refused for a missing or wrong signature.",
+        c.objects_rejected.load(Ordering::Relaxed).to_string(),
+    );
+    out
+}
