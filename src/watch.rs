@@ -54,6 +54,20 @@ struct TrackStats {
     groups: u64,
     bytes: u64,
     latency_buckets: Vec<u64>,
+    /// Objects missing inside groups, and whole groups skipped.
+    holes: u64,
+    skipped_groups: u64,
+    last: Option<(u64, u64)>,
+    /// Longest time between two consecutive objects, counted from the first
+    /// object produced after this viewer joined (what came before is the
+    /// history a join starts with).
+    last_arrival: Option<Instant>,
+    max_gap: Duration,
+    /// When this viewer joined (µs since the epoch), and the latency of the
+    /// objects produced after that.
+    joined_us: u64,
+    live: bool,
+    live_buckets: Vec<u64>,
 }
 
 impl Default for TrackStats {
@@ -65,11 +79,52 @@ impl Default for TrackStats {
             groups: 0,
             bytes: 0,
             latency_buckets: vec![0; 60_001],
+            holes: 0,
+            skipped_groups: 0,
+            last: None,
+            last_arrival: None,
+            max_gap: Duration::ZERO,
+            joined_us: now_us(),
+            live: false,
+            live_buckets: vec![0; 60_001],
         }
     }
 }
 
 impl TrackStats {
+    /// Notes an object's place and arrival: holes, skipped groups, gaps.
+    fn record_arrival(&mut self, group: u64, object: u64, at: Instant) {
+        match self.last {
+            Some((g, o)) if g == group && object > o + 1 => self.holes += object - o - 1,
+            Some((g, _)) if group > g => {
+                self.holes += object;
+                self.skipped_groups += group - g - 1;
+            }
+            _ => {}
+        }
+        if self.last.is_none_or(|last| (group, object) > last) {
+            self.last = Some((group, object));
+        }
+        if self.live {
+            if let Some(prev) = self.last_arrival {
+                self.max_gap = self.max_gap.max(at.duration_since(prev));
+            }
+        }
+        self.last_arrival = Some(at);
+    }
+
+    /// Latency of an object produced at `produced_us`; objects produced
+    /// after the viewer joined also count as live.
+    fn record_produced(&mut self, produced_us: u64, now_us: u64) {
+        let ms = (now_us as f64 - produced_us as f64) / 1000.0;
+        self.record_latency(ms);
+        if produced_us >= self.joined_us {
+            self.live = true;
+            let i = (ms.max(0.0) as usize).min(self.live_buckets.len() - 1);
+            self.live_buckets[i] += 1;
+        }
+    }
+
     fn record_latency(&mut self, ms: f64) {
         let i = (ms.max(0.0) as usize).min(self.latency_buckets.len() - 1);
         self.latency_buckets[i] += 1;
@@ -77,17 +132,21 @@ impl TrackStats {
 
     /// The latency (ms) below which `q` of the samples lie.
     fn quantile(&self, q: f64) -> Option<usize> {
-        let total: u64 = self.latency_buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let want = (total as f64 * q).ceil() as u64;
-        let mut seen = 0;
-        self.latency_buckets.iter().position(|c| {
-            seen += c;
-            seen >= want
-        })
+        quantile(&self.latency_buckets, q)
     }
+}
+
+fn quantile(buckets: &[u64], q: f64) -> Option<usize> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    buckets.iter().position(|c| {
+        seen += c;
+        seen >= want
+    })
 }
 
 fn now_us() -> u64 {
@@ -179,6 +238,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                                 started = true;
                             }
                             s.objects += 1;
+                            s.record_arrival(group, object.id, Instant::now());
                             if let Some(keys) = &options.media_keys {
                                 let place = ObjectPlace {
                                     namespace: namespace.fields(),
@@ -197,7 +257,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                             s.bytes += object.payload.len() as u64;
                             if object.id == 0 { s.groups += 1; }
                             if let Some(p) = object.meta.producer_time_us {
-                                s.record_latency((now_us() as f64 - p as f64) / 1000.0);
+                                s.record_produced(p, now_us());
                             }
                             out.write_all(&object.payload).await?;
                         }
@@ -238,18 +298,24 @@ fn print_stats(stats: &HashMap<String, TrackStats>) {
         .map(|n| {
             let s = &stats[n];
             let q = |q: f64| s.quantile(q).map_or("-".to_owned(), |v| v.to_string());
+            let live = |q: f64| quantile(&s.live_buckets, q).map_or("-".to_owned(), |v| v.to_string());
             let signatures = if s.verified + s.refused > 0 {
                 format!(", signatures {} verified {} refused", s.verified, s.refused)
             } else {
                 String::new()
             };
             format!(
-                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms{signatures}",
+                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, max gap {} ms{signatures}",
                 s.objects,
                 s.groups,
                 s.bytes,
                 q(0.5),
-                q(0.99)
+                q(0.99),
+                live(0.5),
+                live(0.99),
+                s.holes,
+                s.skipped_groups,
+                s.max_gap.as_millis()
             )
         })
         .collect();
