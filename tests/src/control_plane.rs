@@ -107,6 +107,62 @@ impl TestControlPlane {
         Instant::now()
     }
 
+    /// Serves this control plane over HTTPS on `listen` as well (a TLS
+    /// terminator in front of it, as in production), with a certificate for
+    /// `listen`'s address made in `dir`. Returns the base URL and the
+    /// certificate to trust (PEM).
+    pub fn serve_tls(
+        &self,
+        listen: std::net::SocketAddr,
+        dir: &std::path::Path,
+    ) -> (String, std::path::PathBuf) {
+        let identity = strom_edge::tls::Identity::dev(dir, &[listen.ip().to_string()])
+            .expect("certificate for the TLS terminator");
+        let config = std::sync::Arc::new(
+            identity
+                .server_config(&[b"http/1.1"])
+                .expect("TLS configuration"),
+        );
+        let backend: std::net::SocketAddr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("control plane address");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .expect("binding the TLS terminator");
+                let _ = tx.send(listener.local_addr().expect("local address"));
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+            });
+        });
+        let bound = rx.recv().expect("TLS terminator thread");
+        (format!("https://{bound}/"), dir.join("dev-cert.pem"))
+    }
+
     /// `[<section>.control_plane]` for a service's TOML.
     pub fn toml(&self, section: &str) -> String {
         format!(

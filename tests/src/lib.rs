@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub mod control_plane;
+pub mod netns;
 pub mod rtmp_client;
 
 /// End-to-end tests share two cores; run them one at a time so that an
@@ -492,7 +493,9 @@ pub struct Service {
 }
 
 impl Service {
-    fn start(role: &str, name: &str, toml: &str, dir: &Path) -> Service {
+    /// Starts `strom <role>` from `toml` (written to `<dir>/<name>.toml`) and
+    /// waits for its "<role> ready" line.
+    pub fn start(role: &str, name: &str, toml: &str, dir: &Path) -> Service {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, toml).expect("writing config");
         let mut cmd = Command::new(strom_bin());
