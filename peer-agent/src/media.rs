@@ -20,15 +20,14 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use moq_transport::coding::Location;
 use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
-use moq_transport::data::FetchRecord;
-use moq_transport::message::{FetchType, FilterType, SubscriptionFilter};
+use moq_transport::message::{FilterType, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber};
 use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
 use strom_edge::cache::{CacheLimits, Object, TrackCache, UpstreamState};
 use strom_edge::moqt::{from_track_namespace, to_track_namespace};
 use strom_edge::tls::Trust;
-use strom_token::media::ObjectPlace;
+use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
 
@@ -46,10 +45,6 @@ pub const SILENCE: Duration = Duration::from_secs(2);
 const STEADY_AFTER: u64 = 10;
 /// Broadcasts the new parent does not announce within this time have ended.
 const REANNOUNCE_GRACE: Duration = Duration::from_secs(6);
-/// Groups of history fetched on a track's first subscription: none. On a
-/// thin WAN a burst of history delays the live objects behind it; a new
-/// subscription already starts at the newest group's first object.
-const FIRST_HISTORY_GROUPS: u64 = 0;
 
 /// Where to pull from now.
 #[derive(Debug, Clone, PartialEq)]
@@ -372,26 +367,10 @@ async fn subscribe_once(
         count: AtomicU64::new(0),
         last: Mutex::new(Instant::now()),
     });
-    let subscription_id = subscription.id;
-    let history_subscriber = subscriber.clone();
-    let history = async move {
-        if first && FIRST_HISTORY_GROUPS > 0 {
-            backfill(
-                history_subscriber,
-                subscription_id,
-                FIRST_HISTORY_GROUPS,
-                broadcast.namespace.clone(),
-                track.clone(),
-                session.parent.clone(),
-                ctx.clone(),
-            )
-            .await
-        } else {
-            Ok(())
-        }
-    };
-    tokio::pin!(history);
-    let mut history_done = false;
+    // No history is fetched: on a thin WAN a burst of old groups delays the
+    // live objects queued behind it, and a new subscription already starts
+    // at the newest group's first object.
+    track.set_history_done();
     let mode = tokio::select! {
         mode = reader.mode() => mode,
         res = subscription.closed() => return Ended::Closed(match res {
@@ -425,13 +404,6 @@ async fn subscribe_once(
                 Err(e) => break Ended::Closed(e.into()),
             },
             Some(()) = groups.next(), if !groups.is_empty() => {}
-            res = &mut history, if !history_done => {
-                history_done = true;
-                track.set_history_done();
-                if let Err(err) = res {
-                    tracing::debug!(track = %track.name, error = %format!("{err:#}"), "no history from upstream");
-                }
-            }
             _ = idle_check.tick() => {
                 if !track.in_demand(ctx.idle, Instant::now()) {
                     break Ended::Idle;
@@ -483,9 +455,7 @@ async fn read_subgroup(
             let payload = object.read_all().await?;
             arrivals.count.fetch_add(1, Ordering::Relaxed);
             *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            accept(
-                &ctx, &namespace, &track, group, id, payload, ext, &from, false,
-            );
+            accept(&ctx, &namespace, &track, group, id, payload, ext, &from);
         }
         Ok::<(), serve::ServeError>(())
     }
@@ -495,48 +465,6 @@ async fn read_subgroup(
     if clean.is_ok() {
         track.finish_group(group);
     }
-}
-
-async fn backfill(
-    mut subscriber: Subscriber,
-    subscription: u64,
-    groups_back: u64,
-    namespace: Namespace,
-    track: Arc<TrackCache>,
-    from: Parent<PeerId>,
-    ctx: MediaContext,
-) -> anyhow::Result<()> {
-    let mut fetch = subscriber
-        .joining_fetch(
-            FetchType::RelativeJoining,
-            subscription,
-            groups_back,
-            KeyValuePairs::default(),
-        )
-        .await?;
-    fetch.ok().await?;
-    while let Some(record) = fetch.next().await? {
-        let FetchRecord::Object(header) = record else {
-            continue;
-        };
-        let mut payload =
-            bytes::BytesMut::with_capacity(header.payload_length.min(1 << 24) as usize);
-        while let Some(chunk) = fetch.read_payload_chunk(1 << 20).await? {
-            payload.extend_from_slice(&chunk);
-        }
-        accept(
-            &ctx,
-            &namespace,
-            &track,
-            header.group_id,
-            header.object_id,
-            payload.freeze(),
-            extensions(&header.extension_headers),
-            &from,
-            true,
-        );
-    }
-    Ok(())
 }
 
 fn extensions(
@@ -557,7 +485,6 @@ fn accept(
     payload: bytes::Bytes,
     ext: Option<Arc<moq_transport::data::ExtensionHeaders>>,
     from: &Parent<PeerId>,
-    history: bool,
 ) -> bool {
     let mut object = Object {
         id,
@@ -578,17 +505,18 @@ fn accept(
             object: id,
         };
         let verdict = match object.signature() {
-            Some(sig) => keys
-                .verify(&place, &object.payload, sig)
-                .map_err(|e| e.to_string()),
-            None => Err("unsigned".to_owned()),
+            Some(sig) => keys.verify(&place, &object.payload, sig),
+            None => Err(MediaSignatureError::Malformed),
         };
         if let Err(reason) = verdict {
             ctx.counters
                 .objects_rejected
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(from = %from, track = %track.name, group, object = id, %reason, "object refused: signature");
-            if let Parent::Peer(p) = from {
+            // A key this agent does not know yet may be an origin's new key
+            // (key sets refresh every minute): refuse the object, but only a
+            // signature that is missing or does not hold convicts the sender.
+            if let (Parent::Peer(p), false) = (from, reason == MediaSignatureError::UnknownKey) {
                 let _ = ctx.events.send(PeerEvent::Tampered(*p));
             }
             return false;
@@ -622,9 +550,5 @@ fn accept(
         altered[middle] ^= 0x5a;
         object.payload = altered.into();
     }
-    if history {
-        track.backfill(group, object, Instant::now())
-    } else {
-        track.insert(group, object, Instant::now())
-    }
+    track.insert(group, object, Instant::now())
 }

@@ -261,10 +261,13 @@ impl RosterEntry {
     }
 }
 
-/// The live roster: tenant → site → peer id → (entry, last heard).
+/// Per (tenant, site): peer id → (entry, last heard).
+type Rosters = HashMap<(String, String), HashMap<String, (RosterEntry, Instant)>>;
+
+/// The live roster of every site.
 #[derive(Default)]
 pub struct AgentBoard {
-    sites: Mutex<HashMap<(String, String), HashMap<String, (RosterEntry, Instant)>>>,
+    sites: Mutex<Rosters>,
 }
 
 impl AgentBoard {
