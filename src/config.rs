@@ -188,6 +188,9 @@ http_tls = true
 fanout = 16
 # A peer whose connection is silent this long has left (its children move).
 peer_timeout_ms = 400
+# A live track with nothing new from its parent this long is fetched from the
+# repair source (the standby, which alone fetches from the edge).
+repair_after_ms = 300
 cache_max_age_secs = 30
 cache_max_bytes = 67108864
 idle_secs = 10

@@ -670,15 +670,29 @@ async fn serve_fetch(
     let (start, end) = (range.start_location, range.end_location);
     // End Location is exclusive; object 0 of the end group means "the whole previous group".
     let objects: Vec<(u64, crate::cache::Object)> = track.with_groups(|groups| {
-        groups
+        let newest = groups.back().map(|g| g.id);
+        let mut out = Vec::new();
+        for g in groups
             .iter()
             .filter(|g| g.id >= start.group_id && g.id <= end.group_id)
-            .flat_map(|g| g.objects.iter().map(move |o| (g.id, o.clone())))
-            .filter(|(g, o)| {
-                let at = Location::new(*g, o.id);
-                at >= start && at < end
-            })
-            .collect()
+        {
+            out.extend(
+                g.objects
+                    .iter()
+                    .filter(|o| {
+                        let at = Location::new(g.id, o.id);
+                        at >= start && at < end
+                    })
+                    .map(|o| (g.id, o.clone())),
+            );
+            // A group still open below the newest ends the answer: its tail
+            // may yet come, so whoever repairs from here can read an object
+            // of a later group as "the earlier groups are whole".
+            if !g.complete && Some(g.id) != newest {
+                break;
+            }
+        }
+        out
     });
     let Some(last) = objects.last().map(|(g, o)| Location::new(*g, o.id + 1)) else {
         let _ = request.reject(

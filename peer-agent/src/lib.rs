@@ -32,7 +32,7 @@ use strom_edge::{http, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSetting
 use strom_token::sync::ControlPlaneLink;
 use tokio::sync::{mpsc, watch};
 
-use media::{AgentCounters, MediaContext, PeerEvent, Target};
+use media::{AgentCounters, MediaContext, PeerEvent, RepairTarget, Target};
 use swarm::{Command, Members, Registration, SiteNetworks};
 use topology::{Parent, Suspicions};
 
@@ -58,6 +58,9 @@ pub struct PeerAgentConfig {
     pub fanout: usize,
     /// A peer silent this long on the libp2p connection has left.
     pub peer_timeout_ms: u64,
+    /// A live track with nothing new from its parent for this long is
+    /// fetched from the repair source (the playback deadline, P2P-4).
+    pub repair_after_ms: u64,
     pub cache_max_age_secs: u64,
     pub cache_max_bytes: usize,
     pub idle_secs: u64,
@@ -81,6 +84,7 @@ impl Default for PeerAgentConfig {
             tls: None,
             fanout: 16,
             peer_timeout_ms: 400,
+            repair_after_ms: 300,
             cache_max_age_secs: 30,
             cache_max_bytes: 64 * 1024 * 1024,
             idle_secs: 10,
@@ -105,6 +109,12 @@ impl PeerAgentConfig {
             anyhow::bail!(
                 "peer_agent.peer_timeout_ms = {} must be 300 to 60000",
                 self.peer_timeout_ms
+            );
+        }
+        if !(50..=5_000).contains(&self.repair_after_ms) {
+            anyhow::bail!(
+                "peer_agent.repair_after_ms = {} must be 50 to 5000",
+                self.repair_after_ms
             );
         }
         if !self.http_tls && !self.http_listen.ip().is_loopback() {
@@ -259,6 +269,12 @@ impl PeerAgent {
         )));
         let (events_tx, events) = mpsc::unbounded_channel();
         let (targets_tx, targets) = watch::channel(None::<Target>);
+        let (repair_targets_tx, repair_targets) = watch::channel(None::<RepairTarget>);
+        let (repair_sessions_tx, repair_sessions) = watch::channel(None);
+        let _repair = AbortOnDrop(tokio::spawn(media::keep_repair_session(
+            repair_targets,
+            repair_sessions_tx,
+        )));
         let _topology = AbortOnDrop(tokio::spawn(choose_parents(
             me,
             self.config.fanout,
@@ -267,6 +283,7 @@ impl PeerAgent {
             events,
             swarm.commands.clone(),
             targets_tx,
+            repair_targets_tx,
             edge_upstream,
             self.counters.clone(),
         )));
@@ -281,6 +298,8 @@ impl PeerAgent {
             idle: Duration::from_secs(self.config.idle_secs),
             verifier: self.access.verifier().clone(),
             events: events_tx,
+            repair_after: Duration::from_millis(self.config.repair_after_ms),
+            repairs: repair_sessions,
             tamper: self.config.tamper,
         };
         let _media = AbortOnDrop(tokio::spawn(media::run(targets.clone(), media_ctx)));
@@ -525,6 +544,7 @@ async fn choose_parents(
     mut events: mpsc::UnboundedReceiver<PeerEvent>,
     commands: mpsc::UnboundedSender<Command>,
     targets: watch::Sender<Option<Target>>,
+    repair_targets: watch::Sender<Option<RepairTarget>>,
     edge: strom_edge::upstream::UpstreamConfig,
     counters: Arc<AgentCounters>,
 ) {
@@ -533,43 +553,74 @@ async fn choose_parents(
     loop {
         let now = Instant::now();
         suspicions.expire(now);
-        let target = {
+        let (target, repair) = {
             let reg = registration.borrow();
-            reg.as_ref().map(|reg| {
-                let current = members.borrow();
+            let current = members.borrow();
+            let chosen = reg.as_ref().map(|reg| {
                 let view: BTreeSet<PeerId> = current
                     .keys()
                     .filter(|p| !suspicions.is_suspected(p, now))
                     .copied()
                     .collect();
-                let parent = if reg.p2p {
-                    topology::parent(&me, &view, |p| topology::rank(&p.to_bytes()), fanout)
+                let place = if reg.p2p {
+                    let rank = |p: &PeerId| topology::rank(&p.to_bytes());
+                    let mut place = topology::place(&me, &view, rank, fanout);
+                    // The repair source follows the site's order, not this
+                    // agent's suspicions: the standby stays the one agent
+                    // repairing from the edge even after this agent passed
+                    // over a lagging leader.
+                    let all: BTreeSet<PeerId> = current.keys().copied().collect();
+                    place.repair = topology::place(&me, &all, rank, fanout).repair;
+                    place
                 } else {
-                    Parent::Edge
-                };
-                match &parent {
-                    Parent::Peer(p) => {
-                        let m = &current[p];
-                        Target {
-                            parent: parent.clone(),
-                            url: format!("moqt://{}", m.moqt)
-                                .parse()
-                                .expect("socket address URL"),
-                            trust: tls::Trust::Pinned(m.cert_sha256),
-                            token: reg.hello.ticket.clone(),
-                            prefix: vec![reg.tenant.clone()],
-                        }
-                    }
-                    Parent::Edge => Target {
+                    topology::Place {
                         parent: Parent::Edge,
-                        url: edge.url.clone(),
-                        trust: edge.trust.clone(),
+                        repair: None,
+                    }
+                };
+                let at = |parent: &Parent<PeerId>| -> (url::Url, tls::Trust) {
+                    match parent {
+                        Parent::Peer(p) => {
+                            let m = &current[p];
+                            (
+                                format!("moqt://{}", m.moqt)
+                                    .parse()
+                                    .expect("socket address URL"),
+                                tls::Trust::Pinned(m.cert_sha256),
+                            )
+                        }
+                        Parent::Edge => (edge.url.clone(), edge.trust.clone()),
+                    }
+                };
+                let (url, trust) = at(&place.parent);
+                let target = Target {
+                    parent: place.parent.clone(),
+                    url,
+                    trust,
+                    token: reg.hello.ticket.clone(),
+                    prefix: vec![reg.tenant.clone()],
+                };
+                let repair = place.repair.map(|from| {
+                    let (url, trust) = at(&from);
+                    RepairTarget {
+                        from,
+                        url,
+                        trust,
                         token: reg.hello.ticket.clone(),
-                        prefix: vec![reg.tenant.clone()],
-                    },
-                }
-            })
+                    }
+                });
+                (target, repair)
+            });
+            match chosen {
+                Some((t, r)) => (Some(t), r),
+                None => (None, None),
+            }
         };
+        let repair_moved = repair_targets.borrow().as_ref().map(|r| (&r.from, &r.url))
+            != repair.as_ref().map(|r| (&r.from, &r.url));
+        if repair_moved {
+            repair_targets.send_replace(repair);
+        }
         // A renewed ticket alone does not move anyone (sessions keep theirs).
         let moved = targets.borrow().as_ref().map(|t| (&t.parent, &t.url))
             != target.as_ref().map(|t| (&t.parent, &t.url));
@@ -619,6 +670,8 @@ async fn log_status(
             objects_verified = counters.objects_verified.load(Ordering::Relaxed),
             objects_rejected = counters.objects_rejected.load(Ordering::Relaxed),
             switches = counters.parent_switches.load(Ordering::Relaxed),
+            objects_repaired = counters.objects_repaired.load(Ordering::Relaxed),
+            repair_bytes_from_edge = counters.repair_bytes_from_edge.load(Ordering::Relaxed),
             "agent status"
         );
     }
@@ -680,6 +733,18 @@ pub fn metrics_text(c: &AgentCounters, peers: usize) -> String {
         "counter",
         "Times a parent stalled or could not be reached and the agent moved.",
         c.stalls.load(Ordering::Relaxed).to_string(),
+    );
+    family(
+        "strom_agent_repaired_objects_total",
+        "counter",
+        "Objects fetched from the repair source because the parent lagged past the deadline.",
+        c.objects_repaired.load(Ordering::Relaxed).to_string(),
+    );
+    family(
+        "strom_agent_repair_edge_bytes_total",
+        "counter",
+        "Bytes of repair fetched from the edge (only the standby repairs from the edge).",
+        c.repair_bytes_from_edge.load(Ordering::Relaxed).to_string(),
     );
     family(
         "strom_agent_objects_verified_total",

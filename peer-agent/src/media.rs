@@ -6,8 +6,16 @@
 //! parent changes (a peer left, fell silent or was caught altering media),
 //! each track subscribes again on the new session, starting right after the
 //! newest object it holds (MoQT AbsoluteStart): the new parent sends exactly
-//! what the gap missed, across group boundaries, and nothing twice. Every object is checked against the origins' media keys before it
-//! enters the cache, i.e. before this agent serves or forwards it.
+//! what the gap missed, across group boundaries, and nothing twice. Every
+//! object is checked against the origins' media keys before it enters the
+//! cache, i.e. before this agent serves or forwards it.
+//!
+//! A parent that falls behind does not make viewers wait (P2P-4): when a
+//! live track has had nothing new from its parent for the repair deadline,
+//! the agent FETCHes what follows its newest object from its repair source
+//! (the standby from the edge, everyone else from a peer, see
+//! [`crate::topology::place`]), over a second session kept open for that,
+//! every 100 ms until the parent catches up or is passed over.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +27,9 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::PeerId;
 use moq_transport::coding::Location;
-use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
-use moq_transport::message::{FilterType, SubscriptionFilter};
+use moq_transport::coding::{KeyValuePairs, TrackName, TrackNamespacePrefix, TupleField};
+use moq_transport::data::FetchRecord;
+use moq_transport::message::{FilterType, StandaloneFetch, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber};
 use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
@@ -33,16 +42,25 @@ use tokio::sync::{mpsc, watch};
 
 use crate::topology::Parent;
 
-/// A live track silent this long while its parent is a peer (and that peer
-/// still answers on the swarm) makes the agent suspect the peer of being
-/// slow. A dead peer is noticed sooner, by the swarm's idle timeout. Short
-/// silences are left alone on purpose: a parent ramping up its own pull, or
-/// a brief stall at the edge, must not send the whole site to the edge at
-/// once (which would flood the WAN link it exists to spare).
+/// A live track whose parent (still answering on the swarm) has sent
+/// nothing new this long, while repair found newer objects elsewhere, makes
+/// the agent pass the parent over. A dead peer is noticed sooner, by the
+/// swarm's idle timeout. Viewers do not wait for this: repair fills the gap
+/// from the repair deadline on. Short lags are left alone on purpose: a
+/// parent ramping up its own pull, or a brief stall at the edge, must not
+/// send the whole site to other parents at once.
 pub const SILENCE: Duration = Duration::from_secs(2);
 /// Objects a subscription must have delivered before silence counts (the
 /// catalog track is quiet by nature).
 const STEADY_AFTER: u64 = 10;
+/// A parent whose objects repair has not had to replace for this long has
+/// caught up.
+const CAUGHT_UP: Duration = Duration::from_secs(1);
+/// How far past its newest object a repair FETCH asks (End Location: up to
+/// and including the group before this many groups on).
+const REPAIR_GROUPS: u64 = 3;
+/// How often a track behind its deadline asks its repair source again.
+const REPAIR_EVERY: Duration = Duration::from_millis(100);
 /// Broadcasts the new parent does not announce within this time have ended.
 const REANNOUNCE_GRACE: Duration = Duration::from_secs(6);
 
@@ -56,6 +74,23 @@ pub struct Target {
     pub token: String,
     /// Announcements under this prefix (the tenant).
     pub prefix: Vec<String>,
+}
+
+/// Where objects a lagging parent has not delivered come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepairTarget {
+    /// The edge (for the standby) or a peer.
+    pub from: Parent<PeerId>,
+    pub url: url::Url,
+    pub trust: Trust,
+    pub token: String,
+}
+
+/// An open session to the repair source.
+#[derive(Clone)]
+pub struct RepairSession {
+    from: Parent<PeerId>,
+    subscriber: Subscriber,
 }
 
 /// Something the media plane learned about a peer.
@@ -81,6 +116,10 @@ pub struct AgentCounters {
     /// Times a parent stalled or could not be reached.
     pub stalls: AtomicU64,
     pub upstream_is_edge: AtomicU64,
+    /// Objects fetched from the repair source because the parent lagged.
+    pub objects_repaired: AtomicU64,
+    /// Of those, bytes fetched from the edge (the WAN cost of repair).
+    pub repair_bytes_from_edge: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -92,6 +131,10 @@ pub struct MediaContext {
     pub idle: Duration,
     pub verifier: Arc<Verifier>,
     pub events: mpsc::UnboundedSender<PeerEvent>,
+    /// A live track with nothing new from its parent for this long is
+    /// repaired from the repair source.
+    pub repair_after: Duration,
+    pub repairs: watch::Receiver<Option<RepairSession>>,
     /// Testing only: alter every object after checking it (a hostile agent).
     pub tamper: bool,
 }
@@ -173,6 +216,130 @@ pub async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext
             }
         }
     }
+}
+
+/// Keeps one session open to the current repair source.
+pub async fn keep_repair_session(
+    mut targets: watch::Receiver<Option<RepairTarget>>,
+    sessions: watch::Sender<Option<RepairSession>>,
+) {
+    loop {
+        let target = targets.borrow_and_update().clone();
+        let Some(target) = target else {
+            sessions.send_replace(None);
+            if targets.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let connected = tokio::time::timeout(
+            Duration::from_secs(3),
+            strom_edge::upstream::connect_with_token(
+                &target.url,
+                &target.trust,
+                Some(&target.token),
+            ),
+        )
+        .await;
+        let Ok(Ok((session, subscriber))) = connected else {
+            tracing::debug!(from = %target.from, "repair source unreachable");
+            sessions.send_replace(None);
+            let _ = tokio::time::timeout(Duration::from_secs(1), targets.changed()).await;
+            continue;
+        };
+        tracing::debug!(from = %target.from, "repair session open");
+        sessions.send_replace(Some(RepairSession {
+            from: target.from.clone(),
+            subscriber,
+        }));
+        tokio::select! {
+            res = session.run() => {
+                tracing::debug!(from = %target.from, ended = ?res.err(), "repair session ended");
+                sessions.send_replace(None);
+                let _ = tokio::time::timeout(Duration::from_secs(1), targets.changed()).await;
+            }
+            _ = targets.changed() => {}
+        }
+    }
+}
+
+/// Fetches what follows the track's newest object from the repair source;
+/// returns how many objects it stored.
+async fn repair(
+    source: RepairSession,
+    namespace: Namespace,
+    track: Arc<TrackCache>,
+    fresh: Arc<Freshness>,
+    ctx: MediaContext,
+) -> u64 {
+    let (Some((newest_group, _)), Some((group, next, _))) = (track.largest(), frontier(&track))
+    else {
+        return 0;
+    };
+    // One FETCH from where a viewer waits up to a few groups on. The answer
+    // stops after any group the source still has open (see the server's
+    // `serve_fetch`), so an object of a later group tells that the waited-on
+    // group is whole there: close it here too, or viewers would wait for
+    // its end from the lagging parent.
+    let request = StandaloneFetch {
+        track_namespace: to_track_namespace(&namespace),
+        track_name: TrackName::from(track.name.as_str()),
+        start_location: Location::new(group, next),
+        end_location: Location::new(newest_group + REPAIR_GROUPS, 0),
+    };
+    let mut subscriber = source.subscriber.clone();
+    let mut stored = 0u64;
+    let mut open = group != newest_group;
+    let result = async {
+        let mut fetch = subscriber.fetch(request, KeyValuePairs::default()).await?;
+        // REQUEST_ERROR (nothing newer there) is the common answer.
+        fetch.ok().await?;
+        while let Some(record) = fetch.next().await? {
+            let FetchRecord::Object(header) = record else {
+                continue;
+            };
+            if open && header.group_id > group {
+                // The parent has not even closed it: that counts as lag.
+                track.finish_group(group);
+                open = false;
+                stored += 1;
+            }
+            let mut payload =
+                bytes::BytesMut::with_capacity(header.payload_length.min(1 << 24) as usize);
+            while let Some(chunk) = fetch.read_payload_chunk(1 << 20).await? {
+                payload.extend_from_slice(&chunk);
+            }
+            let size = payload.len() as u64;
+            let ext = extensions(&header.extension_headers);
+            if accept(
+                &ctx,
+                &namespace,
+                &track,
+                &fresh,
+                header.group_id,
+                header.object_id,
+                payload.freeze(),
+                ext,
+                &source.from,
+            ) {
+                stored += 1;
+                ctx.counters
+                    .objects_repaired
+                    .fetch_add(1, Ordering::Relaxed);
+                if source.from == Parent::Edge {
+                    ctx.counters
+                        .repair_bytes_from_edge
+                        .fetch_add(size, Ordering::Relaxed);
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::trace!(from = %source.from, track = %track.name, error = %format!("{e:#}"), "repair fetch ended");
+    }
+    stored
 }
 
 /// Learns broadcasts from the current parent; they persist across parents.
@@ -281,6 +448,7 @@ async fn pull_track(
 ) {
     let mut first = true;
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
+    let fresh = Arc::new(Freshness::default());
     loop {
         if track.is_closed() {
             break;
@@ -293,7 +461,17 @@ async fn pull_track(
             }
             continue;
         };
-        match subscribe_once(&broadcast, &track, &session, &mut sessions, &ctx, first).await {
+        match subscribe_once(
+            &broadcast,
+            &track,
+            &fresh,
+            &session,
+            &mut sessions,
+            &ctx,
+            first,
+        )
+        .await
+        {
             Ended::Idle => break,
             Ended::Switched => {}
             Ended::Closed(err) => {
@@ -320,6 +498,67 @@ async fn pull_track(
     track.close();
 }
 
+/// How far behind live a track's cache is, from the origin's ingest clock
+/// stamped on each object (`prft`). The smallest arrival offset seen (local
+/// clock minus producer clock) stands for "on time", so clock skew between
+/// origin and agent cancels out; a parent that trickles objects ever later
+/// shows up as growing lateness even though something arrives all the time.
+#[derive(Default)]
+struct Freshness {
+    best_offset_us: Mutex<Option<i64>>,
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Where a viewer reading the track in order waits now: the group before
+/// the newest while it is still open (a parent that falls behind sends the
+/// newest group first and leaves the previous one's tail hanging), else the
+/// newest group. Returns the group, the next object id, and the producer
+/// time of the last object held there.
+fn frontier(track: &TrackCache) -> Option<(u64, u64, Option<u64>)> {
+    track.with_groups(|groups| {
+        let newest = groups.back()?;
+        let group = match groups.iter().rev().nth(1) {
+            Some(previous) if !previous.complete && previous.id + 1 == newest.id => previous,
+            _ => newest,
+        };
+        let last = group.objects.last()?;
+        Some((group.id, last.id + 1, last.meta.producer_time_us))
+    })
+}
+
+impl Freshness {
+    fn record(&self, produced_us: u64, now_us: u64) {
+        let offset = now_us as i64 - produced_us as i64;
+        let mut best = self
+            .best_offset_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *best = Some(best.map_or(offset, |b| b.min(offset)));
+    }
+
+    fn best(&self) -> Option<i64> {
+        *self
+            .best_offset_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How late the object a viewer waits for is now, beyond the best
+    /// delivery seen; `None` for tracks without producer times (catalog).
+    fn lateness(&self, track: &TrackCache, now_us: u64) -> Option<Duration> {
+        let best = self.best()?;
+        let (_, _, produced) = frontier(track)?;
+        let late = now_us as i64 - produced? as i64 - best;
+        Some(Duration::from_micros(late.max(0) as u64))
+    }
+}
+
 /// Arrival bookkeeping of one subscription (for silence detection).
 struct Arrivals {
     count: AtomicU64,
@@ -329,6 +568,7 @@ struct Arrivals {
 async fn subscribe_once(
     broadcast: &Arc<Broadcast>,
     track: &Arc<TrackCache>,
+    fresh: &Arc<Freshness>,
     session: &Session,
     sessions: &mut watch::Receiver<Option<Session>>,
     ctx: &MediaContext,
@@ -340,14 +580,17 @@ async fn subscribe_once(
         track.name.as_str(),
     )
     .produce();
-    // After a switch, resume right after the newest object held: the new
-    // parent sends exactly what the gap missed, across group boundaries,
-    // and nothing twice (MoQT AbsoluteStart).
+    // After a switch, resume where a viewer reading in order waits: right
+    // after the newest object held, or in the previous group if its tail
+    // is still missing (a lagging parent sends the newest group first). The
+    // new parent sends what the gap missed, across group boundaries; what
+    // is already held comes at most once more and is dropped (MoQT
+    // AbsoluteStart).
     let mut params = KeyValuePairs::default();
-    if let (false, Some((group, object))) = (first, track.largest()) {
+    if let (false, Some((group, next, _))) = (first, frontier(track)) {
         let filter = SubscriptionFilter {
             filter_type: FilterType::AbsoluteStart,
-            start_location: Some(Location::new(group, object + 1)),
+            start_location: Some(Location::new(group, next)),
             end_group_id: None,
         };
         if params.set_subscription_filter(&filter).is_err() {
@@ -387,8 +630,16 @@ async fn subscribe_once(
     };
     let mut groups = FuturesUnordered::new();
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
-    let mut silence_check = tokio::time::interval(Duration::from_millis(100));
+    let mut silence_check = tokio::time::interval(REPAIR_EVERY);
     let mut reported_silence = false;
+    let mut repairing: Option<futures::future::BoxFuture<'static, u64>> = None;
+    // Since when repairs keep finding objects the parent had not sent (a
+    // repair that finds nothing means the stream paused: an encoder pausing
+    // must not move the site), and the last time one did. Lagging for all
+    // of SILENCE: the parent is passed over. A new parent catching up after
+    // a switch stops lagging well within that.
+    let mut lagging_since: Option<Instant> = None;
+    let mut last_repaired: Option<Instant> = None;
     let ended = loop {
         tokio::select! {
             next = subgroups.next() => match next {
@@ -396,6 +647,7 @@ async fn subscribe_once(
                     subgroup,
                     broadcast.namespace.clone(),
                     track.clone(),
+                    fresh.clone(),
                     session.parent.clone(),
                     arrivals.clone(),
                     ctx.clone(),
@@ -404,6 +656,15 @@ async fn subscribe_once(
                 Err(e) => break Ended::Closed(e.into()),
             },
             Some(()) = groups.next(), if !groups.is_empty() => {}
+            stored = async { repairing.as_mut().expect("guarded").await }, if repairing.is_some() => {
+                repairing = None;
+                if stored > 0 {
+                    let now = Instant::now();
+                    lagging_since.get_or_insert(now);
+                    last_repaired = Some(now);
+                    tracing::debug!(track = %track.name, objects = stored, "repaired past a lagging parent");
+                }
+            }
             _ = idle_check.tick() => {
                 if !track.in_demand(ctx.idle, Instant::now()) {
                     break Ended::Idle;
@@ -412,10 +673,41 @@ async fn subscribe_once(
             _ = silence_check.tick() => {
                 if let Parent::Peer(p) = session.parent {
                     let steady = arrivals.count.load(Ordering::Relaxed) >= STEADY_AFTER;
-                    let quiet = arrivals.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > SILENCE;
+                    let lag = arrivals.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                    let can_repair = ctx.repairs.borrow().is_some();
+                    // The deadline: the newest object held is this late (or,
+                    // without producer times, nothing new came for as long).
+                    let late = match fresh.lateness(track, unix_micros()) {
+                        Some(late) => Some(late),
+                        None if steady => Some(lag),
+                        None => None,
+                    };
+                    let due = late.is_some_and(|l| l > ctx.repair_after);
+                    if due && repairing.is_none() && !track.is_closed() {
+                        let source = ctx.repairs.borrow().clone();
+                        tracing::trace!(track = %track.name, late_ms = late.map(|l| l.as_millis() as u64), lag_ms = lag.as_millis() as u64, frontier = ?frontier(track), largest = ?track.largest(), source = source.is_some(), "repair due");
+                        if let Some(source) = source {
+                            repairing = Some(Box::pin(repair(
+                                source,
+                                broadcast.namespace.clone(),
+                                track.clone(),
+                                fresh.clone(),
+                                ctx.clone(),
+                            )));
+                        }
+                    }
+                    if last_repaired.is_some_and(|t| t.elapsed() > CAUGHT_UP) {
+                        lagging_since = None;
+                        last_repaired = None;
+                    }
+                    let quiet = if can_repair {
+                        lagging_since.is_some_and(|t| t.elapsed() > SILENCE)
+                    } else {
+                        lag > SILENCE
+                    };
                     if steady && quiet && !reported_silence && !track.is_closed() {
                         reported_silence = true;
-                        tracing::warn!(peer = %p, track = %track.name, "parent fell silent");
+                        tracing::warn!(peer = %p, track = %track.name, "parent fell behind");
                         let _ = ctx.events.send(PeerEvent::Silent(p));
                     }
                 }
@@ -443,6 +735,7 @@ async fn read_subgroup(
     mut subgroup: serve::SubgroupReader,
     namespace: Namespace,
     track: Arc<TrackCache>,
+    fresh: Arc<Freshness>,
     from: Parent<PeerId>,
     arrivals: Arc<Arrivals>,
     ctx: MediaContext,
@@ -453,9 +746,14 @@ async fn read_subgroup(
             let id = object.info.object_id;
             let ext = extensions(&object.info.extension_headers);
             let payload = object.read_all().await?;
-            arrivals.count.fetch_add(1, Ordering::Relaxed);
-            *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            accept(&ctx, &namespace, &track, group, id, payload, ext, &from);
+            // Only news counts: a parent whose objects repair already
+            // brought is lagging, however busy it looks.
+            if accept(
+                &ctx, &namespace, &track, &fresh, group, id, payload, ext, &from,
+            ) {
+                arrivals.count.fetch_add(1, Ordering::Relaxed);
+                *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
         }
         Ok::<(), serve::ServeError>(())
     }
@@ -480,6 +778,7 @@ fn accept(
     ctx: &MediaContext,
     namespace: &Namespace,
     track: &TrackCache,
+    fresh: &Freshness,
     group: u64,
     id: u64,
     payload: bytes::Bytes,
@@ -513,9 +812,13 @@ fn accept(
                 .objects_rejected
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(from = %from, track = %track.name, group, object = id, %reason, "object refused: signature");
-            // A key this agent does not know yet may be an origin's new key
-            // (key sets refresh every minute): refuse the object, but only a
-            // signature that is missing or does not hold convicts the sender.
+            // A key this agent does not know yet may be an origin's new key:
+            // refuse the object and fetch the key set now (at most every
+            // 5 s); only a signature that is missing or does not hold
+            // convicts the sender.
+            if reason == MediaSignatureError::UnknownKey {
+                ctx.verifier.want_fresh_keys();
+            }
             if let (Parent::Peer(p), false) = (from, reason == MediaSignatureError::UnknownKey) {
                 let _ = ctx.events.send(PeerEvent::Tampered(*p));
             }
@@ -550,5 +853,10 @@ fn accept(
         altered[middle] ^= 0x5a;
         object.payload = altered.into();
     }
-    track.insert(group, object, Instant::now())
+    let produced = object.meta.producer_time_us;
+    let stored = track.insert(group, object, Instant::now());
+    if let (true, Some(produced)) = (stored, produced) {
+        fresh.record(produced, unix_micros());
+    }
+    stored
 }

@@ -320,7 +320,10 @@ async fn run(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                     for (peer, addr) in found {
-                        if peer != me && !blocked.contains(&peer) && !swarm.is_connected(&peer) {
+                        // Both sides hear each other at once: only the lower
+                        // peer id dials, so a pair holds one connection, not
+                        // two racing ones (the roster still dials both ways).
+                        if me < peer && !blocked.contains(&peer) && !swarm.is_connected(&peer) {
                             tracing::debug!(%peer, %addr, "found by mDNS");
                             // The gate refuses addresses outside the site.
                             let _ = swarm.dial(addr);

@@ -44,6 +44,30 @@ pub fn parent<P: Clone + Ord>(
     rank_of: impl Fn(&P) -> [u8; 32],
     fanout: usize,
 ) -> Parent<P> {
+    place(me, members, rank_of, fanout).parent
+}
+
+/// Where an agent pulls from, and where it repairs from when its parent
+/// falls behind (P2P-4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place<P> {
+    pub parent: Parent<P>,
+    /// `None` for the leader (it pulls from the edge already).
+    pub repair: Option<Parent<P>>,
+}
+
+/// This agent's parent and repair source in the site's order.
+///
+/// Only the standby repairs from the edge, so a site whose leader stalls
+/// costs its WAN at most one more copy, never one per agent: the leader's
+/// other children repair from the standby, everyone deeper in the tree
+/// from the leader (which holds the newest objects of the site).
+pub fn place<P: Clone + Ord>(
+    me: &P,
+    members: &BTreeSet<P>,
+    rank_of: impl Fn(&P) -> [u8; 32],
+    fanout: usize,
+) -> Place<P> {
     let mut order: Vec<(&P, [u8; 32])> = members
         .iter()
         .filter(|p| *p != me)
@@ -56,10 +80,20 @@ pub fn parent<P: Clone + Ord>(
         .position(|(p, _)| *p == me)
         .expect("me is in the order");
     if position == 0 {
-        Parent::Edge
-    } else {
-        let up = (position - 1) / fanout.max(1);
-        Parent::Peer(order[up].0.clone())
+        return Place {
+            parent: Parent::Edge,
+            repair: None,
+        };
+    }
+    let up = (position - 1) / fanout.max(1);
+    let repair = match (up, position) {
+        (0, 1) => Parent::Edge,
+        (0, _) => Parent::Peer(order[1].0.clone()),
+        _ => Parent::Peer(order[0].0.clone()),
+    };
+    Place {
+        parent: Parent::Peer(order[up].0.clone()),
+        repair: Some(repair),
     }
 }
 
@@ -150,6 +184,33 @@ mod tests {
         assert_eq!(parents[4], Parent::Peer(order[1]));
         assert_eq!(parents[5], Parent::Peer(order[2]));
         assert_eq!(parents[6], Parent::Peer(order[2]));
+    }
+
+    #[test]
+    fn only_the_standby_repairs_from_the_edge() {
+        let ids: Vec<u32> = (1..=7).collect();
+        let order = ordered(&ids);
+        let members: BTreeSet<u32> = ids.iter().copied().collect();
+        let places: Vec<Place<u32>> = order.iter().map(|p| place(p, &members, r, 2)).collect();
+        assert_eq!(places[0].repair, None, "the leader pulls from the edge");
+        assert_eq!(places[1].repair, Some(Parent::Edge), "the standby");
+        assert_eq!(places[2].repair, Some(Parent::Peer(order[1])));
+        for p in &places[3..] {
+            assert_eq!(p.repair, Some(Parent::Peer(order[0])), "deeper: the leader");
+        }
+        for (i, p) in places.iter().enumerate() {
+            if let Some(Parent::Peer(from)) = &p.repair {
+                assert_ne!(
+                    Parent::Peer(*from),
+                    p.parent,
+                    "never the parent itself ({i})"
+                );
+                assert_ne!(*from, order[i]);
+            }
+        }
+        // A site of two: the standby repairs from the edge.
+        let two: BTreeSet<u32> = order[..2].iter().copied().collect();
+        assert_eq!(place(&order[1], &two, r, 16).repair, Some(Parent::Edge));
     }
 
     #[test]

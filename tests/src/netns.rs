@@ -71,6 +71,27 @@ impl Host {
         c.args(["netns", "exec", &self.ns]).arg(program);
         c
     }
+
+    /// Limits what this host sends into its LAN (tc tbf, as tc writes
+    /// rates: "6mbit"); `None` lifts the limit. A slow machine, a busy
+    /// uplink, a laptop on bad Wi-Fi.
+    pub fn limit_upload(&self, rate: Option<&str>) {
+        match rate {
+            Some(rate) => {
+                run_quiet(&[
+                    "ip", "netns", "exec", &self.ns, "ethtool", "-K", "l0", "tso", "off", "gso",
+                    "off",
+                ]);
+                run(&[
+                    "ip", "netns", "exec", &self.ns, "tc", "qdisc", "replace", "dev", "l0", "root",
+                    "tbf", "rate", rate, "burst", "32kb", "latency", "100ms",
+                ]);
+            }
+            None => run_quiet(&[
+                "ip", "netns", "exec", &self.ns, "tc", "qdisc", "del", "dev", "l0", "root",
+            ]),
+        }
+    }
 }
 
 /// The whole network; dropped, it is torn down.

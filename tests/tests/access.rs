@@ -449,3 +449,55 @@ fn revoking_a_viewer_closes_its_moqt_session_within_5_s() {
     assert!(log.contains("credential revoked"), "{log}");
     assert!(!log.contains(&viewer), "a token reached the log");
 }
+
+/// A relay that meets a media key it does not know asks for the key set at
+/// once instead of waiting for the minute's refresh (a new origin's stream
+/// must not be refused by agents for a minute).
+#[test]
+fn a_relay_that_meets_an_unknown_media_key_fetches_the_key_set_at_once() {
+    let cp = TestControlPlane::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let link = strom_token::sync::ControlPlaneLink {
+            url: cp.url.parse().expect("url"),
+            credential: cp.relay_credential.clone(),
+            ca_file: None,
+        };
+        let verifier = std::sync::Arc::new(strom_token::Verifier::new());
+        let _sync = strom_token::sync::start(link, verifier.clone())
+            .await
+            .expect("sync");
+        assert!(verifier.media_keys().is_empty());
+        let signer = strom_token::media::MediaSigner::generate();
+        let key: String = signer
+            .public_key()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        cp.repo
+            .put_media_key(&strom_control_plane::model::MediaKeyRegistration {
+                origin: "origin-new".into(),
+                key,
+                registered_at: time::OffsetDateTime::now_utc(),
+            })
+            .expect("media key");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            verifier.media_keys().is_empty(),
+            "the key arrived without being asked for: this test proves nothing"
+        );
+        let asked = std::time::Instant::now();
+        verifier.want_fresh_keys();
+        while verifier.media_keys().is_empty() {
+            assert!(
+                asked.elapsed() < Duration::from_secs(10),
+                "the key set was not fetched when asked"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("new media key known {:?} after asking", asked.elapsed());
+    });
+}

@@ -296,6 +296,7 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, AsymmetricPublicKey<V4>>>,
     revocations: RwLock<Revocations>,
     media: RwLock<std::sync::Arc<media::MediaKeys>>,
+    keys_wanted: tokio::sync::Notify,
 }
 
 impl Verifier {
@@ -332,6 +333,18 @@ impl Verifier {
     /// The origins' media signing keys from the last key set.
     pub fn media_keys(&self) -> std::sync::Arc<media::MediaKeys> {
         self.media.read().expect("media key lock").clone()
+    }
+
+    /// Asks the background sync ([`sync::start`]) to fetch the key set now:
+    /// something arrived signed with a key not known yet (a new origin's
+    /// media key). Cheap to call often; the sync limits how often it fetches.
+    pub fn want_fresh_keys(&self) {
+        self.keys_wanted.notify_one();
+    }
+
+    /// Resolves when someone asked for fresh keys.
+    pub async fn fresh_keys_wanted(&self) {
+        self.keys_wanted.notified().await;
     }
 
     pub fn key_count(&self) -> usize {

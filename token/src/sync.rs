@@ -153,6 +153,10 @@ fn client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result<reqwest:
     Ok(builder.build()?)
 }
 
+/// The shortest time between two key set fetches asked for by
+/// [`Verifier::want_fresh_keys`].
+const MIN_ASKED_REFRESH: Duration = Duration::from_secs(5);
+
 /// A running sync; drop it to stop.
 pub struct SyncHandle {
     revoked: broadcast::Sender<Revocation>,
@@ -188,8 +192,18 @@ pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::R
         let keys = {
             let (client, verifier) = (client.clone(), verifier.clone());
             async move {
+                let mut last: Option<tokio::time::Instant> = None;
                 loop {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                        _ = verifier.fresh_keys_wanted() => {
+                            // However many ask, at most one fetch per interval.
+                            if let Some(last) = last {
+                                tokio::time::sleep_until(last + MIN_ASKED_REFRESH).await;
+                            }
+                        }
+                    }
+                    last = Some(tokio::time::Instant::now());
                     match fetch_keys(&client, &keys_url).await {
                         Ok(set) => apply_keys(&verifier, &set),
                         Err(e) => tracing::warn!(error = %e, "key set refresh failed"),
