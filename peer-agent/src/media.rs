@@ -42,11 +42,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::topology::Parent;
 
-/// A live track whose parent (still answering on the swarm) has sent
-/// nothing new this long, while repair found newer objects elsewhere, makes
-/// the agent pass the parent over. A dead peer is noticed sooner, by the
-/// swarm's idle timeout. Viewers do not wait for this: repair fills the gap
-/// from the repair deadline on. Short lags are left alone on purpose: a
+/// A parent that repair has had to outrun for this long (or, without a
+/// repair source, that sent nothing new for this long) while it still
+/// answers on the swarm is passed over. A dead peer is noticed sooner, by
+/// the swarm's idle timeout. Viewers do not wait for this: repair fills the
+/// gap from the repair deadline on. Short lags are left alone on purpose: a
 /// parent ramping up its own pull, or a brief stall at the edge, must not
 /// send the whole site to other parents at once.
 pub const SILENCE: Duration = Duration::from_secs(2);
@@ -859,4 +859,74 @@ fn accept(
         fresh.record(produced, unix_micros());
     }
     stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom_edge::cache::ObjectMeta;
+
+    fn object(id: u64, produced_us: u64) -> Object {
+        Object {
+            id,
+            payload: bytes::Bytes::from_static(b"x"),
+            meta: ObjectMeta {
+                duration_ticks: 0,
+                producer_time_us: Some(produced_us),
+            },
+            ext: None,
+        }
+    }
+
+    fn cache() -> Arc<TrackCache> {
+        TrackCache::new(
+            "video",
+            CacheLimits {
+                max_age: Duration::from_secs(30),
+                max_bytes: 1 << 20,
+            },
+        )
+    }
+
+    #[test]
+    fn a_viewer_waits_for_the_open_previous_group_not_the_newest() {
+        let track = cache();
+        let now = Instant::now();
+        assert_eq!(frontier(&track), None);
+        for id in 0..4 {
+            track.insert(7, object(id, 1_000 + id), now);
+        }
+        assert_eq!(frontier(&track), Some((7, 4, Some(1_003))));
+        // A lagging parent sends the next group first: group 7 stays open.
+        track.insert(8, object(0, 2_000), now);
+        track.insert(8, object(1, 2_001), now);
+        assert_eq!(frontier(&track), Some((7, 4, Some(1_003))));
+        // Once group 7 is closed the viewer moves on to the newest.
+        track.finish_group(7);
+        assert_eq!(frontier(&track), Some((8, 2, Some(2_001))));
+    }
+
+    #[test]
+    fn lateness_counts_from_the_best_delivery_so_clock_skew_cancels() {
+        let track = cache();
+        let fresh = Freshness::default();
+        let now = Instant::now();
+        // The agent's clock runs 5 s ahead of the origin's; objects take
+        // 20 ms at best, 60 ms at worst.
+        let skew = 5_000_000u64;
+        for (id, took) in [(0u64, 60_000u64), (1, 20_000), (2, 40_000)] {
+            let produced = 10_000_000 + id * 33_000;
+            track.insert(1, object(id, produced), now);
+            fresh.record(produced, produced + skew + took);
+        }
+        let newest = 10_000_000 + 2 * 33_000;
+        let on_time = newest + skew + 20_000;
+        assert_eq!(fresh.lateness(&track, on_time), Some(Duration::ZERO));
+        assert_eq!(
+            fresh.lateness(&track, on_time + 350_000),
+            Some(Duration::from_millis(350))
+        );
+        // Without producer times (the catalog) there is no lateness.
+        assert_eq!(Freshness::default().lateness(&track, on_time), None);
+    }
 }
