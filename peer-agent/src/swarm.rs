@@ -330,9 +330,15 @@ async fn run(
                         }
                     }
                 }
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                     remotes.insert(peer_id, endpoint.get_remote_address().clone());
-                    if endpoint.is_dialer() && num_established.get() == 1 {
+                    // Every connection this agent dialed opens the admission
+                    // exchange, not only a pair's first one: when both sides
+                    // dial at once, each may see the other's connection
+                    // first, and then nobody would (measured: pairs of a
+                    // 30-agent site that never admitted each other).
+                    // Admitting twice is harmless.
+                    if endpoint.is_dialer() {
                         tokio::spawn(admit_outbound(
                             control.clone(),
                             peer_id,
