@@ -330,15 +330,9 @@ async fn run(
                         }
                     }
                 }
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                     remotes.insert(peer_id, endpoint.get_remote_address().clone());
-                    // Every connection this agent dialed opens the admission
-                    // exchange, not only a pair's first one: when both sides
-                    // dial at once, each may see the other's connection
-                    // first, and then nobody would (measured: pairs of a
-                    // 30-agent site that never admitted each other).
-                    // Admitting twice is harmless.
-                    if endpoint.is_dialer() {
+                    if endpoint.is_dialer() && num_established.get() == 1 {
                         tokio::spawn(admit_outbound(
                             control.clone(),
                             peer_id,
