@@ -76,7 +76,9 @@ test('with its UDP black-holed the player falls back to LL-HLS within 3 s', asyn
       await route.fulfill({ json: { ...real, url: `https://127.0.0.1:${port}/` } });
     }),
   );
-  const s = await waitForStats(page, (x) => x.transport === 'hls' && x.currentTime > 1, 20_000);
+  // The HLS path seeks to the live edge before its first frame, so
+  // currentTime alone does not show playback: wait for a frame shown.
+  const s = await waitForStats(page, (x) => x.transport === 'hls' && x.firstFrameMs !== null, 20_000);
   const elapsed = Date.now() - started;
   await page.screenshot({ path: join(artefacts, 'player-udp-blocked.png') });
   console.log('hls (UDP black-holed)', JSON.stringify(s), `playing after ${elapsed} ms`);
