@@ -1,4 +1,4 @@
-//! strom media model and containers: FLV tag bodies in, H.264/AAC configuration,
+//! strom media model and containers: FLV tag bodies or MPEG-TS in, H.264/AAC configuration,
 //! CMAF init segments and chunks out, the MSF-style catalog, and the sans-IO
 //! [`Packager`] that turns an RTMP broadcast into groups and objects.
 
@@ -10,6 +10,7 @@ pub mod flv;
 pub mod packager;
 #[cfg(test)]
 mod test_util;
+pub mod ts;
 
 pub use aac::{AacConfig, AacError};
 pub use avc::{contains_idr, AvcConfig, AvcError};
@@ -20,3 +21,4 @@ pub use cmaf::{
 };
 pub use flv::{AudioTag, FlvError, FlvReader, VideoTag};
 pub use packager::{Output, Packager, PackagerError, PackagerStats, Resume, TrackName};
+pub use ts::{TsError, TsIngest, TsStats, TsTag};
