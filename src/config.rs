@@ -68,6 +68,9 @@ log_format = "text"
 [origin]
 # RTMP ingest (broadcasters push rtmp://host:1935/<app>/<key>).
 rtmp_listen = "127.0.0.1:1935"
+# SRT ingest (UDP): encoders call in as callers, naming the stream in the
+# stream id #!::r=<app>/<key>,m=publish (srt://host:9000?streamid=...).
+srt_listen = "127.0.0.1:9000"
 # MoQT over QUIC (UDP) for edges: ALPN moqt-18 and WebTransport (h3).
 moqt_listen = "127.0.0.1:4444"
 # HTTP for /metrics and /healthz; loopback only.
@@ -89,6 +92,10 @@ linger_secs = 300
 # app = "live"
 # key = "change-me-to-a-long-random-key"
 # namespace = "acme/town-hall/main"
+# SRT pushes of this stream must be encrypted with this passphrase (10 to 79
+# characters; the encoder picks AES-128, 192 or 256). Without it, SRT pushes
+# of this stream are unencrypted and an encrypting caller is refused.
+# srt_passphrase = "change-me-too"
 
 # Control plane: publish tokens instead of the streams above (which must then
 # be empty). Broadcasters push rtmp://host:1935/live/<publish token>; the token
@@ -147,6 +154,8 @@ listen = "127.0.0.1:8090"
 public_url = "http://localhost:8090/"
 # Shown to broadcasters with their publish credential (OBS: Server).
 rtmp_url = "rtmp://localhost:1935/live"
+# Shown with the credential too: where SRT encoders call in.
+srt_url = "srt://localhost:9000"
 # Edge base URLs viewers are sent to, besides edges that register themselves.
 edges = []
 # Master key file, lines of v<N>:<base64 of 32 bytes>; STROM_MASTER_KEY

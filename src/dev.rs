@@ -112,6 +112,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     if options.random_ports {
         cp_config.listen.set_port(0);
         origin_config.rtmp_listen.set_port(0);
+        origin_config.srt_listen.set_port(0);
         origin_config.moqt_listen.set_port(0);
         origin_config.http_listen.set_port(0);
         edge_config.moqt_listen.set_port(0);
@@ -161,7 +162,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     })?;
 
     let demo = ensure_demo(&repo, &data_dir)?;
-    let (stream_key, _) =
+    let (stream_key, stream_claims) =
         repo.issue_publish_credential("dev", &demo.tenant, &demo.event, "main")?;
     let owner = repo.user_by_email(&demo.tenant, DEV_OWNER)?;
     let (playback_token, _) = repo.mint(&Grant {
@@ -182,6 +183,17 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     let namespace = format!("{}/{}/main", demo.tenant, demo.event);
     let rtmp_publish_url = format!("{rtmp_server_url}/{stream_key}");
+    // SRT callers name the stream in the standard stream id and encrypt with
+    // the passphrase that goes with the credential.
+    let srt_server_url = format!("srt://127.0.0.1:{}", origin.srt_addr().port());
+    *state.srt_url.write().expect("srt url lock") = srt_server_url.clone();
+    let srt_secret = repo.srt_secret()?;
+    let srt_stream_key = strom_token::srt::stream_key(&srt_secret, &stream_claims)
+        .context("the demo stream has no SRT stream key")?;
+    let srt_passphrase = strom_token::srt::passphrase(&srt_secret, &srt_stream_key);
+    let srt_publish_url = format!(
+        "{srt_server_url}?streamid=#!::r={DEV_APP}/{srt_stream_key},m=publish&passphrase={srt_passphrase}&pbkeylen=16"
+    );
     let hls_url = format!(
         "http://127.0.0.1:{}/hls/{namespace}/master.m3u8?token={playback_token}",
         edge_http.port()
@@ -195,6 +207,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let endpoints = json!({
         "rtmp_publish_url": rtmp_publish_url,
         "rtmp_server_url": rtmp_server_url,
+        "srt_publish_url": srt_publish_url,
+        "srt_stream_key": srt_stream_key,
+        "srt_passphrase": srt_passphrase,
         "stream_key": stream_key,
         "hls_url": hls_url,
         "moq_url": moq_url,
@@ -225,7 +240,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     println!(
         "\nstrom dev is running (data in {dir})\n\n\
          Push with ffmpeg:\n  ffmpeg -re -i input.mp4 -c:v libx264 -g 30 -c:a aac -f flv '{rtmp_publish_url}'\n\
-         Push with OBS: Settings → Stream → Service \"Custom\", Server {rtmp_server_url}, Stream Key: the stream_key in endpoints.json\n\n\
+         Push with OBS: Settings → Stream → Service \"Custom\", Server {rtmp_server_url}, Stream Key: the stream_key in endpoints.json\n\
+         Push over SRT:  the srt_publish_url in endpoints.json (MPEG-TS; ffmpeg: -f mpegts \"<url>&latency=120000\")\n\n\
          Watch over HLS:   {hls_url}\n\
          Watch over MoQT:  {watch_command}\n\
          WebTransport:     {webtransport_url} (certificate SHA-256 {hash})\n\

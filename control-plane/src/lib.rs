@@ -40,6 +40,8 @@ pub struct ControlPlaneConfig {
     pub public_url: url::Url,
     /// RTMP URL shown to broadcasters with their publish credential.
     pub rtmp_url: String,
+    /// SRT listener shown to broadcasters (`srt://host:port`).
+    pub srt_url: String,
     /// Edge base URLs viewers are sent to (besides edges that register).
     pub edges: Vec<String>,
     /// Master key file (`v<N>:<base64>` lines); `STROM_MASTER_KEY` overrides.
@@ -61,6 +63,7 @@ impl Default for ControlPlaneConfig {
             listen: "127.0.0.1:8090".parse().expect("address"),
             public_url: "http://localhost:8090/".parse().expect("url"),
             rtmp_url: "rtmp://localhost:1935/live".into(),
+            srt_url: "srt://localhost:9000".into(),
             edges: vec![],
             master_key_file: None,
             generate_master_key: false,
@@ -174,6 +177,7 @@ impl ControlPlane {
             ),
             public_url: config.public_url.clone(),
             rtmp_url: std::sync::RwLock::new(config.rtmp_url.clone()),
+            srt_url: std::sync::RwLock::new(config.srt_url.clone()),
             outbox: config.smtp.is_none().then(|| Paths::new(data_dir).outbox()),
             edges: config.edges.clone(),
             secure_cookies: config.secure_cookies,

@@ -46,6 +46,7 @@ pub struct Repo {
     write: Mutex<()>,
     revocation_seq: tokio::sync::watch::Sender<u64>,
     signing: Mutex<Vec<StoredSigningKey>>,
+    srt_secret: std::sync::OnceLock<[u8; strom_token::srt::SECRET_LEN]>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -167,6 +168,7 @@ impl Repo {
             write: Mutex::new(()),
             revocation_seq,
             signing: Mutex::new(Vec::new()),
+            srt_secret: std::sync::OnceLock::new(),
         };
         repo.ring.ensure(&Scope::Tenant("_platform".into()))?;
         repo.load_signing_keys()?;
@@ -252,6 +254,38 @@ impl Repo {
             .ok()
             .flatten()
             .and_then(|v| String::from_utf8(v).ok())
+    }
+
+    // ---- SRT passphrases ---------------------------------------------
+
+    /// The secret SRT passphrases derive from (shared with the operator's
+    /// origins, see `strom_token::srt`): made once, sealed with the platform
+    /// key in the store.
+    pub fn srt_secret(&self) -> Result<[u8; strom_token::srt::SECRET_LEN]> {
+        if let Some(s) = self.srt_secret.get() {
+            return Ok(*s);
+        }
+        let _g = self.lock();
+        let scope = Scope::Tenant("_platform".into());
+        let place = aad("_platform", "srt-secret", "v1", "secret");
+        let secret = match self.store.get(Table::Meta, b"srt-secret")? {
+            Some(raw) => {
+                let sealed: String = decode(&raw)?;
+                let bytes = self.ring.open(&scope, &place, &sealed)?;
+                bytes
+                    .try_into()
+                    .map_err(|_| RepoError::from(KeyError::Corrupt("SRT secret length")))?
+            }
+            None => {
+                let secret: [u8; strom_token::srt::SECRET_LEN] = rand::random();
+                let sealed = self.ring.seal(&scope, &place, &secret)?;
+                let mut b = Batch::default();
+                b.put(Table::Meta, "srt-secret", encode(&sealed));
+                self.store.write(b)?;
+                secret
+            }
+        };
+        Ok(*self.srt_secret.get_or_init(|| secret))
     }
 
     // ---- signing keys -------------------------------------------------

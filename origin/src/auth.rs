@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use strom_edge::access::{Access, RevocationWatch};
 use strom_edge::broadcast::Namespace;
+use strom_token::sync::SrtSecretSlot;
 use strom_token::{Action, TokenError};
 
 /// The RTMP application publish tokens are pushed to: `rtmp://host/live/<token>`.
@@ -47,6 +48,12 @@ impl PublishRefused {
     }
 }
 
+/// SRT passphrases cannot be derived yet (the control plane's secret has not
+/// arrived).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("the SRT secret has not been fetched from the control plane yet")]
+pub struct SrtNotReady;
+
 /// An accepted push: where it publishes, and what ends its right to.
 pub struct Publisher {
     pub namespace: Namespace,
@@ -66,17 +73,40 @@ pub trait PublishAuthorizer: Send + Sync + 'static {
             revocation: None,
         })
     }
+
+    /// The SRT passphrase of `namespace` pushed with credential `key`, if
+    /// its SRT pushes must be encrypted; `Err` when that cannot be known yet.
+    fn srt_passphrase(
+        &self,
+        _namespace: &Namespace,
+        _key: &str,
+    ) -> Result<Option<String>, SrtNotReady> {
+        Ok(None)
+    }
 }
 
 /// Publish tokens (PASETO, action `publish`, naming tenant, event and
 /// stream): the namespace is the token's, the RTMP key is the token.
 pub struct PublishTokens {
     access: Arc<Access>,
+    /// Shared with the control plane: SRT passphrases derive from it and
+    /// the credential ([`strom_token::srt`]). Without it, SRT is unencrypted.
+    srt_secret: Option<SrtSecretSlot>,
 }
 
 impl PublishTokens {
     pub fn new(access: Arc<Access>) -> Self {
-        Self { access }
+        Self {
+            access,
+            srt_secret: None,
+        }
+    }
+
+    /// SRT pushes must then be encrypted with the credential's passphrase,
+    /// derived from the secret in `slot` (filled from the control plane).
+    pub fn with_srt_secret(mut self, slot: SrtSecretSlot) -> Self {
+        self.srt_secret = Some(slot);
+        self
     }
 }
 
@@ -90,11 +120,27 @@ impl PublishAuthorizer for PublishTokens {
             return Err(PublishRefused::WrongApplication(app.to_owned()));
         }
         let now = time::OffsetDateTime::now_utc();
-        let claims = self
-            .access
-            .verifier()
-            .verify(key, now)
-            .map_err(PublishRefused::Token)?;
+        let claims = if key.trim().starts_with(strom_token::srt::KEY_PREFIX) {
+            // An SRT stream key: the claims of its publish token, under the
+            // control plane's MAC; checked like the token itself.
+            let secret = self
+                .srt_secret
+                .as_ref()
+                .and_then(|slot| *slot.read().unwrap_or_else(|p| p.into_inner()))
+                .ok_or(PublishRefused::Token(TokenError::UnknownKey))?;
+            let claims =
+                strom_token::srt::claims_of(&secret, key).map_err(PublishRefused::Token)?;
+            self.access
+                .verifier()
+                .check_claims(&claims, now)
+                .map_err(PublishRefused::Token)?;
+            claims
+        } else {
+            self.access
+                .verifier()
+                .verify(key, now)
+                .map_err(PublishRefused::Token)?
+        };
         if claims.act != Action::Publish {
             return Err(PublishRefused::NotPublish(claims.act));
         }
@@ -109,6 +155,19 @@ impl PublishAuthorizer for PublishTokens {
             revocation,
         })
     }
+
+    fn srt_passphrase(
+        &self,
+        _namespace: &Namespace,
+        key: &str,
+    ) -> Result<Option<String>, SrtNotReady> {
+        let Some(slot) = &self.srt_secret else {
+            return Ok(None);
+        };
+        let secret = *slot.read().unwrap_or_else(|p| p.into_inner());
+        let secret = secret.ok_or(SrtNotReady)?;
+        Ok(Some(strom_token::srt::passphrase(&secret, key)))
+    }
 }
 
 /// One configured stream: its key and where it publishes.
@@ -117,6 +176,8 @@ pub struct StreamKey {
     pub app: String,
     pub key: String,
     pub namespace: Namespace,
+    /// SRT pushes of this stream are encrypted with this passphrase.
+    pub srt_passphrase: Option<String>,
 }
 
 /// Stream keys from the configuration file.
@@ -148,6 +209,18 @@ impl PublishAuthorizer for StaticKeys {
             None => Err(PublishRefused::UnknownKey),
         }
     }
+
+    fn srt_passphrase(
+        &self,
+        namespace: &Namespace,
+        _key: &str,
+    ) -> Result<Option<String>, SrtNotReady> {
+        Ok(self
+            .keys
+            .iter()
+            .find(|k| &k.namespace == namespace)
+            .and_then(|k| k.srt_passphrase.clone()))
+    }
 }
 
 /// A short, non-reversible label for a key, safe for logs.
@@ -165,6 +238,7 @@ mod tests {
             app: "live".into(),
             key: "s3cret".into(),
             namespace: Namespace::parse("acme/townhall/main").unwrap(),
+            srt_passphrase: None,
         }])
     }
 

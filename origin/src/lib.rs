@@ -5,6 +5,7 @@ pub mod auth;
 mod contain;
 pub mod publish;
 pub mod rtmp;
+pub mod srt;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,6 +24,7 @@ use strom_edge::{http, moqt, TlsFiles};
 use auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey};
 use publish::Publications;
 use rtmp::{IngestCounters, RtmpContext};
+use srt::{SrtContext, SrtCounters, SrtListener};
 
 /// A stream a broadcaster may push: `rtmp://host/<app>/<key>` publishes `namespace`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,12 +34,18 @@ pub struct StreamSettings {
     pub key: String,
     /// `tenant/event/stream`
     pub namespace: String,
+    /// SRT pushes of this stream must be encrypted with this passphrase
+    /// (10 to 79 characters; the caller picks AES-128, 192 or 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginConfig {
     pub rtmp_listen: SocketAddr,
+    /// SRT listener (UDP); encoders call in with `#!::r=<app>/<key>,m=publish`.
+    pub srt_listen: SocketAddr,
     pub moqt_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -55,6 +63,7 @@ impl Default for OriginConfig {
     fn default() -> Self {
         Self {
             rtmp_listen: "127.0.0.1:1935".parse().expect("static address"),
+            srt_listen: "127.0.0.1:9000".parse().expect("static address"),
             moqt_listen: "127.0.0.1:4444".parse().expect("static address"),
             http_listen: "127.0.0.1:8081".parse().expect("static address"),
             tls: None,
@@ -89,10 +98,20 @@ impl OriginConfig {
             if keys.iter().any(|k| k.key == s.key) {
                 anyhow::bail!("origin.streams: a key is used twice (for {})", s.namespace);
             }
+            if let Some(p) = &s.srt_passphrase {
+                if !(10..=79).contains(&p.len()) {
+                    anyhow::bail!(
+                        "origin.streams srt_passphrase for {} is {} characters; SRT needs 10 to 79",
+                        s.namespace,
+                        p.len()
+                    );
+                }
+            }
             keys.push(StreamKey {
                 app: s.app.clone(),
                 key: s.key.clone(),
                 namespace,
+                srt_passphrase: s.srt_passphrase.clone(),
             });
         }
         Ok(keys)
@@ -128,6 +147,7 @@ impl OriginConfig {
 pub struct Origin {
     config: OriginConfig,
     rtmp: tokio::net::TcpListener,
+    srt: SrtListener,
     moqt: moqt::MoqtServer,
     http: tokio::net::TcpListener,
     authorizer: Arc<dyn PublishAuthorizer>,
@@ -136,6 +156,9 @@ pub struct Origin {
     pub publications: Arc<Publications>,
     pub counters: Arc<ServerCounters>,
     pub ingest: Arc<IngestCounters>,
+    pub srt_counters: Arc<SrtCounters>,
+    /// Fetches the SRT secret from the control plane (token mode).
+    _srt_secret_fetch: Option<strom_edge::AbortOnDrop>,
     pub cert_sha256: String,
     /// Hex of the Ed25519 key that signs every object published here.
     pub media_key: String,
@@ -204,8 +227,21 @@ impl Origin {
         data_dir: &Path,
         access: Arc<Access>,
     ) -> anyhow::Result<Self> {
-        let authorizer: Arc<dyn PublishAuthorizer> = Arc::new(PublishTokens::new(access.clone()));
-        Self::load_inner(config, data_dir, authorizer, Some(access)).await
+        let mut tokens = PublishTokens::new(access.clone());
+        let mut srt_secret = None;
+        if let Some(link) = access.control_plane() {
+            // SRT pushes with publish tokens are encrypted with a passphrase
+            // derived from the credential and the control plane's secret.
+            let slot = strom_token::sync::SrtSecretSlot::default();
+            srt_secret = Some(strom_edge::AbortOnDrop(
+                strom_token::sync::fetch_srt_secret(link.clone(), slot.clone()),
+            ));
+            tokens = tokens.with_srt_secret(slot);
+        }
+        let authorizer: Arc<dyn PublishAuthorizer> = Arc::new(tokens);
+        let mut origin = Self::load_inner(config, data_dir, authorizer, Some(access)).await?;
+        origin._srt_secret_fetch = srt_secret;
+        Ok(origin)
     }
 
     /// Like [`Origin::load`] with another way to authorise publishers (MoQT open).
@@ -239,11 +275,25 @@ impl Origin {
         };
         let signer = Arc::new(media_signer(data_dir)?);
         let media_key = hex(&signer.public_key());
+        let publications = Publications::new(broadcasts.clone(), limits, Some(signer));
+        let srt_counters = Arc::new(SrtCounters::default());
+        let srt = SrtListener::bind(
+            config.srt_listen,
+            SrtContext::new(
+                authorizer.clone(),
+                publications.clone(),
+                srt_counters.clone(),
+                tokio::runtime::Handle::current(),
+            ),
+        )?;
         Ok(Self {
-            publications: Publications::new(broadcasts.clone(), limits, Some(signer)),
+            publications,
             media_key,
             config,
             rtmp,
+            srt,
+            srt_counters,
+            _srt_secret_fetch: None,
             moqt,
             http,
             authorizer,
@@ -259,6 +309,10 @@ impl Origin {
         Ok(self.rtmp.local_addr()?)
     }
 
+    pub fn srt_addr(&self) -> SocketAddr {
+        self.srt.local_addr()
+    }
+
     pub fn moqt_addr(&self) -> anyhow::Result<SocketAddr> {
         self.moqt.local_addr()
     }
@@ -270,6 +324,7 @@ impl Origin {
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::info!(
             rtmp = %self.rtmp_addr()?,
+            srt = %self.srt_addr(),
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
             cert_sha256 = %self.cert_sha256,
@@ -278,6 +333,8 @@ impl Origin {
             "origin ready"
         );
         let ingest = self.ingest.clone();
+        let srt_counters = self.srt_counters.clone();
+        let srt = tokio::spawn(self.srt.serve());
         let ctx = Arc::new(RtmpContext {
             authorizer: self.authorizer,
             publications: self.publications.clone(),
@@ -323,7 +380,12 @@ impl Origin {
             counters: self.counters.clone(),
             part_target: 0.5,
             window: 6,
-            extra_metrics: Some(Arc::new(move || ingest.render())),
+            extra_metrics: Some(Arc::new(move || {
+                let mut text =
+                    rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
+                text.push_str(&srt_counters.render());
+                text
+            })),
             access: self.access.clone(),
             secure_cookies: false,
             webtransport: None,
@@ -341,6 +403,7 @@ impl Origin {
         });
         tokio::select! {
             res = rtmp => res.context("RTMP listener stopped")?,
+            res = srt => res.context("SRT listener stopped")??,
             res = moqt => res.context("MoQT server stopped")?,
             res = http => res.context("HTTP server stopped")?,
             res = expiry => res.context("expiry stopped")?,

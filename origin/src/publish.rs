@@ -157,6 +157,24 @@ impl PublishSession {
         Ok(())
     }
 
+    /// A video tag already parsed (SRT's MPEG-TS demux yields these).
+    pub fn push_video_tag(&mut self, timestamp_ms: u32, tag: &VideoTag) -> Result<(), IngestError> {
+        let outputs = self
+            .packager
+            .push_video(timestamp_ms, tag, wall_clock_micros())?;
+        self.apply(outputs);
+        Ok(())
+    }
+
+    /// An audio tag already parsed.
+    pub fn push_audio_tag(&mut self, timestamp_ms: u32, tag: &AudioTag) -> Result<(), IngestError> {
+        let outputs = self
+            .packager
+            .push_audio(timestamp_ms, tag, wall_clock_micros())?;
+        self.apply(outputs);
+        Ok(())
+    }
+
     /// Bitrate hints from the encoder's metadata, for the catalog.
     pub fn set_bitrates(&mut self, video_bps: Option<u64>, audio_bps: Option<u64>) {
         self.packager.set_bitrates(video_bps, audio_bps);

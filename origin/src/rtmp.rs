@@ -36,45 +36,48 @@ pub struct IngestCounters {
     pub revoked: AtomicU64,
 }
 
-impl IngestCounters {
-    /// Prometheus text for the ingest counters.
-    pub fn render(&self) -> String {
-        let rows = [
-            (
-                "strom_ingest_connections_total",
-                "RTMP connections accepted.",
-                &self.connections,
-            ),
-            (
-                "strom_ingest_refused_total",
-                "Publishes refused (key, duplicate).",
-                &self.refused,
-            ),
-            (
-                "strom_ingest_failed_total",
-                "Connections closed on an error.",
-                &self.failed,
-            ),
-            (
-                "strom_ingest_bytes_total",
-                "Bytes received from broadcasters.",
-                &self.bytes,
-            ),
-            (
-                "strom_ingest_revoked_total",
-                "Pushes stopped because their publish credential was revoked.",
-                &self.revoked,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in rows {
+/// Prometheus text for the ingest counters of each protocol (one family per
+/// metric, a `protocol` label per listener).
+pub fn render_ingest(protocols: &[(&str, &IngestCounters)]) -> String {
+    type Field = fn(&IngestCounters) -> &AtomicU64;
+    let rows: [(&str, &str, Field); 5] = [
+        (
+            "strom_ingest_connections_total",
+            "Ingest connections accepted.",
+            |c| &c.connections,
+        ),
+        (
+            "strom_ingest_refused_total",
+            "Publishes refused (credential, duplicate, handshake).",
+            |c| &c.refused,
+        ),
+        (
+            "strom_ingest_failed_total",
+            "Connections closed on an error.",
+            |c| &c.failed,
+        ),
+        (
+            "strom_ingest_bytes_total",
+            "Bytes received from broadcasters.",
+            |c| &c.bytes,
+        ),
+        (
+            "strom_ingest_revoked_total",
+            "Pushes stopped because their publish credential was revoked.",
+            |c| &c.revoked,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, field) in rows {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (protocol, counters) in protocols {
             out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{protocol=\"rtmp\"}} {}\n",
-                value.load(Ordering::Relaxed)
+                "{name}{{protocol=\"{protocol}\"}} {}\n",
+                field(counters).load(Ordering::Relaxed)
             ));
         }
-        out
     }
+    out
 }
 
 pub struct RtmpContext {
@@ -362,6 +365,7 @@ mod tests {
                 app: "live".into(),
                 key: KEY.into(),
                 namespace: Namespace::parse("t/e/s").unwrap(),
+                srt_passphrase: None,
             }])),
             publications: Publications::new(Broadcasts::new(), CacheLimits::default(), None),
             counters: Arc::default(),

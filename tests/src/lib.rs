@@ -190,6 +190,36 @@ pub fn push_with(
     audio: &[&str],
     video: &str,
 ) -> Proc {
+    let mut cmd = encoder(seconds, audio, video);
+    cmd.args(["-f", "flv"]).arg(url);
+    cmd.stdout(Stdio::null());
+    Proc::spawn(name, cmd, dir)
+}
+
+/// ffmpeg pushing the test pattern of [`push`] as MPEG-TS over SRT to `url`
+/// (an `srt://` caller URL, see [`srt_url`]). ffmpeg's default mux delay
+/// (TS timestamps starting at 1.4 s) is kept: the origin must cope with it.
+pub fn push_srt(url: &str, seconds: u32, dir: &Path, name: &str) -> Proc {
+    let mut cmd = encoder(seconds, &["-c:a", "aac", "-b:a", "128k"], "h264");
+    cmd.args(["-f", "mpegts"]).arg(url);
+    cmd.stdout(Stdio::null());
+    Proc::spawn(name, cmd, dir)
+}
+
+/// An ffmpeg SRT caller URL: `resource` in the standard stream id, and an
+/// AES key of `key_bytes` (16, 24, 32) derived from `passphrase`, if any.
+pub fn srt_url(port: u16, resource: &str, passphrase: Option<&str>, key_bytes: u8) -> String {
+    let mut url = format!(
+        "srt://127.0.0.1:{port}?mode=caller&latency=120000&pkt_size=1316&connect_timeout=3000&streamid=#!::r={resource},m=publish"
+    );
+    if let Some(p) = passphrase {
+        url.push_str(&format!("&passphrase={p}&pbkeylen={key_bytes}"));
+    }
+    url
+}
+
+/// The ffmpeg command for the test pattern, up to the output format.
+fn encoder(seconds: u32, audio: &[&str], video: &str) -> Command {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
         .args(["-f", "lavfi", "-i"])
@@ -226,11 +256,8 @@ pub fn push_with(
     } else {
         cmd.args(["-c:v", video, "-g", "30"]);
     }
-    cmd.args(audio)
-        .args(["-ar", "48000", "-ac", "2", "-f", "flv"])
-        .arg(url);
-    cmd.stdout(Stdio::null());
-    Proc::spawn(name, cmd, dir)
+    cmd.args(audio).args(["-ar", "48000", "-ac", "2"]);
+    cmd
 }
 
 pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {
@@ -490,6 +517,7 @@ pub struct Service {
     pub moqt_port: u16,
     pub http_port: u16,
     pub rtmp_port: Option<u16>,
+    pub srt_port: Option<u16>,
 }
 
 impl Service {
@@ -518,6 +546,7 @@ impl Service {
             moqt_port: port("moqt").expect("moqt port"),
             http_port: port("http").expect("http port"),
             rtmp_port: port("rtmp"),
+            srt_port: port("srt"),
             proc,
         }
     }
@@ -532,8 +561,9 @@ impl Service {
     pub fn origin_with(name: &str, dir: &Path, streams: &[(&str, &str)], extra: &str) -> Service {
         let data = dir.join(name);
         let mut toml = format!(
-            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
+            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nsrt_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
             free_tcp_port(),
+            free_udp_port(),
             free_udp_port(),
             free_tcp_port()
         );
@@ -584,4 +614,38 @@ impl Service {
     pub fn metrics(&self) -> String {
         http_text(&self.http_url("/metrics")).unwrap_or_default()
     }
+}
+
+/// Asserts `file` holds `min_seconds` of the 720p30 H.264 + AAC test pattern
+/// and decodes without an error.
+pub fn assert_decodes_720p30(file: &Path, min_seconds: f64) {
+    let streams = probe(file.to_str().unwrap());
+    let video = streams
+        .iter()
+        .find(|s| s.codec_type == "video")
+        .unwrap_or_else(|| panic!("no video stream in {}: {streams:?}", file.display()));
+    let audio = streams
+        .iter()
+        .find(|s| s.codec_type == "audio")
+        .unwrap_or_else(|| panic!("no audio stream in {}: {streams:?}", file.display()));
+    assert_eq!(video.codec_name, "h264");
+    assert_eq!((video.width, video.height), (Some(1280), Some(720)));
+    let fps = video.frame_rate.unwrap_or(0.0);
+    assert!((fps - 30.0).abs() < 0.5, "frame rate {fps}");
+    assert!(
+        video.frames as f64 >= min_seconds * 30.0,
+        "{} video frames, wanted {} s",
+        video.frames,
+        min_seconds
+    );
+    assert_eq!(audio.codec_name, "aac");
+    // AAC at 48 kHz: 46.875 frames per second.
+    assert!(
+        audio.frames as f64 >= min_seconds * 46.0,
+        "{} audio frames, wanted {} s",
+        audio.frames,
+        min_seconds
+    );
+    let errors = decode_errors(file.to_str().unwrap());
+    assert!(errors.trim().is_empty(), "decode errors: {errors}");
 }

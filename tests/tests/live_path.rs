@@ -1,42 +1,9 @@
 //! The live path end to end with real ffmpeg: RTMP in, MoQT origin → edges,
 //! HLS and MoQT out (issue: live path).
 
-use std::path::Path;
 use std::time::Duration;
 
 use strom_tests::*;
-
-fn assert_decodes_720p30(file: &Path, min_seconds: f64) {
-    let streams = probe(file.to_str().unwrap());
-    let video = streams
-        .iter()
-        .find(|s| s.codec_type == "video")
-        .unwrap_or_else(|| panic!("no video stream in {}: {streams:?}", file.display()));
-    let audio = streams
-        .iter()
-        .find(|s| s.codec_type == "audio")
-        .unwrap_or_else(|| panic!("no audio stream in {}: {streams:?}", file.display()));
-    assert_eq!(video.codec_name, "h264");
-    assert_eq!((video.width, video.height), (Some(1280), Some(720)));
-    let fps = video.frame_rate.unwrap_or(0.0);
-    assert!((fps - 30.0).abs() < 0.5, "frame rate {fps}");
-    assert!(
-        video.frames as f64 >= min_seconds * 30.0,
-        "{} video frames, wanted {} s",
-        video.frames,
-        min_seconds
-    );
-    assert_eq!(audio.codec_name, "aac");
-    // AAC at 48 kHz: 46.875 frames per second.
-    assert!(
-        audio.frames as f64 >= min_seconds * 46.0,
-        "{} audio frames, wanted {} s",
-        audio.frames,
-        min_seconds
-    );
-    let errors = decode_errors(file.to_str().unwrap());
-    assert!(errors.trim().is_empty(), "decode errors: {errors}");
-}
 
 #[test]
 fn hls_and_moqt_viewers_decode_what_ffmpeg_pushes() {

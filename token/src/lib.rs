@@ -9,6 +9,7 @@
 
 pub mod media;
 pub mod revocation;
+pub mod srt;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -386,6 +387,16 @@ impl Verifier {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
+    }
+
+    /// Checks claims obtained otherwise than from a token of this verifier
+    /// (an SRT stream key): times, lifetime and revocations, as [`verify`](Self::verify) does.
+    pub fn check_claims(&self, claims: &Claims, now: OffsetDateTime) -> Result<(), TokenError> {
+        check_times(claims, now)?;
+        if self.revocations().revokes(claims) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(())
     }
 
     /// Verifies `token` and that it allows `action` on the namespace `parts`.

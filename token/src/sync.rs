@@ -138,6 +138,58 @@ pub fn register_media_key(link: ControlPlaneLink, key: String) -> tokio::task::J
     })
 }
 
+/// Where origins fetch the secret SRT passphrases derive from.
+pub const SRT_SECRET_PATH: &str = "api/v1/relay/srt-secret";
+
+/// The SRT secret once fetched ([`fetch_srt_secret`]).
+pub type SrtSecretSlot = Arc<std::sync::RwLock<Option<[u8; crate::srt::SECRET_LEN]>>>;
+
+/// Fetches the SRT secret into `slot`, retrying every few seconds until the
+/// control plane hands it out.
+pub fn fetch_srt_secret(
+    link: ControlPlaneLink,
+    slot: SrtSecretSlot,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(client) = client(&link, Duration::from_secs(5)) else {
+            return;
+        };
+        let Ok(url) = link.url.join(SRT_SECRET_PATH) else {
+            return;
+        };
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            secret: String,
+        }
+        loop {
+            let got = async {
+                let answer: Answer = client
+                    .get(url.clone())
+                    .bearer_auth(&link.credential)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                crate::srt::secret_from_hex(&answer.secret)
+                    .ok_or_else(|| anyhow::anyhow!("the SRT secret is not 64 hex digits"))
+            }
+            .await;
+            match got {
+                Ok(secret) => {
+                    *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(secret);
+                    tracing::info!("SRT secret fetched from the control plane");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "SRT secret not fetched yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            }
+        }
+    })
+}
+
 /// An HTTP client for the control plane at `link` (its CA file trusted).
 pub fn http_client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     client(link, timeout)

@@ -452,6 +452,15 @@ pub struct PublishCredential {
     pub rtmp_url: String,
     /// The publish credential (OBS: Stream Key). Shown once; issuing a new one revokes it.
     pub stream_key: String,
+    /// SRT caller URL with the SRT stream key in the stream id
+    /// (`#!::r=live/<srt_stream_key>,m=publish`).
+    pub srt_url: String,
+    /// The credential in a form short enough for SRT's stream id; revoked
+    /// and expiring together with `stream_key`.
+    pub srt_stream_key: String,
+    /// The SRT passphrase (AES-128, 192 or 256, the encoder's choice); it
+    /// changes with each new credential.
+    pub srt_passphrase: String,
     pub namespace: String,
     pub expires_at: String,
 }
@@ -470,8 +479,19 @@ pub async fn issue_credential(
         let (token, claims) =
             st.repo
                 .issue_publish_credential(caller.actor(), caller.tenant(), &event, &stream)?;
+        let secret = st.repo.srt_secret()?;
+        let srt_stream_key = strom_token::srt::stream_key(&secret, &claims)
+            .ok_or_else(|| ApiError::bad_request("this stream cannot have an SRT key"))?;
+        let srt_passphrase = strom_token::srt::passphrase(&secret, &srt_stream_key);
+        let srt_url = format!(
+            "{}?streamid=#!::r=live/{srt_stream_key},m=publish",
+            st.srt_url.read().expect("srt url lock")
+        );
         Ok(Json(PublishCredential {
             rtmp_url: st.rtmp_url.read().expect("rtmp url lock").clone(),
+            srt_url,
+            srt_stream_key,
+            srt_passphrase,
             stream_key: token,
             namespace: format!("{}/{}/{}", caller.tenant(), event, stream),
             expires_at: rfc3339(claims.exp),

@@ -44,6 +44,8 @@ pub struct AppState {
     pub public_url: url::Url,
     /// Where encoders push (shown with publish credentials).
     pub rtmp_url: std::sync::RwLock<String>,
+    /// Where SRT encoders call in (`srt://host:port`).
+    pub srt_url: std::sync::RwLock<String>,
     /// The dev outbox, when mail is not sent by SMTP.
     pub outbox: Option<std::path::PathBuf>,
     /// Edges viewers are sent to (base URLs), until edges register.
@@ -327,7 +329,7 @@ pub fn router(state: Shared) -> Router {
         participants::import_participants, participants::export_participants, participants::export_participant,
         participants::register, participants::playback_token, participants::attendance,
         participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
-        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, events::live,
+        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, relay::srt_secret, events::live,
         agents::create_agent_credential, agents::register, agents::list_agents,
         oidc::start, oidc::callback,
     ),

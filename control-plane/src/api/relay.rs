@@ -23,6 +23,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/relay/heartbeat", post(heartbeat))
         .route("/api/v1/relay/status", post(status))
         .route("/api/v1/relay/media-key", post(media_key))
+        .route("/api/v1/relay/srt-secret", get(srt_secret))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -65,6 +66,32 @@ pub async fn media_key(
             registered_at: crate::repo::now(),
         })?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct SrtSecret {
+    /// 64 hex digits; SRT passphrases derive from it and the publish credential.
+    pub secret: String,
+}
+
+/// The operator's origins fetch the secret SRT passphrases derive from, so
+/// they can check an encrypted SRT push without a call per handshake.
+#[utoipa::path(get, path = "/api/v1/relay/srt-secret", tag = "relay", security(("relay" = [])),
+    responses((status = 200, body = SrtSecret), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn srt_secret(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> ApiResult<Json<SrtSecret>> {
+    let claims = platform_relay_claims(&state, &headers)?;
+    let repo = state.repo.clone();
+    blocking(move || {
+        let secret = repo.srt_secret()?;
+        tracing::info!(relay = %claims.sub, "SRT secret handed to a relay");
+        Ok(Json(SrtSecret {
+            secret: strom_token::srt::secret_to_hex(&secret),
+        }))
     })
     .await
 }

@@ -1,0 +1,748 @@
+//! SRT ingest: a listener encoders call in to, through libsrt.
+//!
+//! The caller names what it publishes in the standard stream id,
+//! `#!::r=<app>/<key>,m=publish` (a bare `#!::r=<key>` means app `live`,
+//! and a stream id without `#!::` is taken as the resource itself, as many
+//! encoders send). The credential is checked by the same
+//! [`PublishAuthorizer`] RTMP uses, inside libsrt's listener callback, before
+//! the handshake is answered; the stream's passphrase is set on the new socket
+//! there, so each stream has its own. The key length is the caller's (AES-128,
+//! 192 or 256): libsrt's responder adopts it. Encryption is enforced both ways:
+//! an unencrypted caller of a stream with a passphrase, an encrypting caller of
+//! one without, or a wrong passphrase is refused during the handshake. A
+//! refusal carries an SRT rejection code (1401 unauthorised, 1405 bad mode,
+//! 1409 already live, ...) that the encoder shows, is logged, and costs no one
+//! else anything: libsrt handles every handshake, malformed ones included, and
+//! the listener goes on accepting.
+//!
+//! Each connection runs on its own thread (libsrt's receive call blocks): it
+//! demuxes MPEG-TS into tags ([`strom_media::TsIngest`]) and hands them to the
+//! same [`PublishSession`] as RTMP. Link statistics (RTT, loss, retransmits,
+//! drops, receive buffer) are sampled every 2 s into `/metrics`.
+
+mod ffi;
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use strom_media::{TsIngest, TsTag};
+
+use crate::auth::{key_label, PublishAuthorizer, Publisher, TOKEN_APP};
+use crate::contain::contained;
+use crate::publish::Publications;
+use crate::rtmp::IngestCounters;
+
+/// A publisher that sends nothing for this long is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often link statistics are sampled.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+/// An admitted handshake that never became a connection is forgotten after this.
+const PENDING_FOR: Duration = Duration::from_secs(30);
+/// libsrt's receive payload per message (7 TS packets; live mode's maximum is 1456).
+const MESSAGE: usize = 1500;
+
+/// What an SRT caller asked for in its stream id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamIdRequest {
+    pub app: String,
+    pub key: String,
+    /// `m=`: `publish` is the only mode offered; absent means publish.
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StreamIdError {
+    #[error("the stream id is empty")]
+    Empty,
+    #[error("the stream id names no resource (r=)")]
+    NoResource,
+    #[error("the stream id has a malformed entry {0:?}")]
+    Malformed(String),
+}
+
+/// Parses an SRT stream id (SRT Access Control, "#!::" key=value list).
+pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(StreamIdError::Empty);
+    }
+    let (resource, mode) = match id.strip_prefix("#!::") {
+        Some(list) => {
+            let mut resource = None;
+            let mut mode = None;
+            for entry in list.split(',').filter(|e| !e.is_empty()) {
+                let (k, v) = entry
+                    .split_once('=')
+                    .ok_or_else(|| StreamIdError::Malformed(entry.chars().take(20).collect()))?;
+                match k {
+                    "r" => resource = Some(v.to_owned()),
+                    "m" => mode = Some(v.to_owned()),
+                    // u (user), s (session), t (type), h (host) and others are not used.
+                    _ => {}
+                }
+            }
+            (resource.ok_or(StreamIdError::NoResource)?, mode)
+        }
+        None => (id.to_owned(), None),
+    };
+    let resource = resource.trim_matches('/');
+    if resource.is_empty() {
+        return Err(StreamIdError::NoResource);
+    }
+    let (app, key) = match resource.split_once('/') {
+        Some((app, key)) => (app.to_owned(), key.to_owned()),
+        None => (TOKEN_APP.to_owned(), resource.to_owned()),
+    };
+    Ok(StreamIdRequest { app, key, mode })
+}
+
+/// Link statistics of one SRT push, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkStats {
+    pub rtt_ms: f64,
+    pub bandwidth_mbps: f64,
+    pub received_packets: u64,
+    pub lost_packets: u64,
+    pub retransmitted_packets: u64,
+    pub dropped_packets: u64,
+    pub undecrypted_packets: u64,
+    pub receive_buffer_ms: u64,
+    pub latency_ms: u64,
+}
+
+/// SRT ingest counters and the live links' statistics.
+#[derive(Default)]
+pub struct SrtCounters {
+    pub ingest: IngestCounters,
+    /// Handshakes refused by the listener callback, by reason.
+    refusals: Mutex<HashMap<&'static str, u64>>,
+    links: Mutex<HashMap<String, LinkStats>>,
+}
+
+impl SrtCounters {
+    fn refused(&self, reason: &'static str) {
+        self.ingest.refused.fetch_add(1, Ordering::Relaxed);
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Prometheus text for SRT ingest.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP strom_ingest_srt_refused_total SRT handshakes refused, by reason.\n# TYPE strom_ingest_srt_refused_total counter\n");
+        let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reasons: Vec<_> = refusals.iter().collect();
+        reasons.sort();
+        for (reason, n) in reasons {
+            out.push_str(&format!(
+                "strom_ingest_srt_refused_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+        drop(refusals);
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut links: Vec<_> = links.iter().collect();
+        links.sort_by(|a, b| a.0.cmp(b.0));
+        type Field = fn(&LinkStats) -> String;
+        let rows: [(&str, &str, &str, Field); 9] = [
+            (
+                "strom_ingest_srt_rtt_seconds",
+                "gauge",
+                "Round-trip time of the SRT link.",
+                |l| format!("{}", l.rtt_ms / 1000.0),
+            ),
+            (
+                "strom_ingest_srt_bandwidth_bits_per_second",
+                "gauge",
+                "Link bandwidth estimated by SRT.",
+                |l| format!("{}", l.bandwidth_mbps * 1e6),
+            ),
+            (
+                "strom_ingest_srt_received_packets_total",
+                "counter",
+                "Data packets received.",
+                |l| l.received_packets.to_string(),
+            ),
+            (
+                "strom_ingest_srt_lost_packets_total",
+                "counter",
+                "Data packets detected lost (before retransmission).",
+                |l| l.lost_packets.to_string(),
+            ),
+            (
+                "strom_ingest_srt_retransmitted_packets_total",
+                "counter",
+                "Retransmitted packets received.",
+                |l| l.retransmitted_packets.to_string(),
+            ),
+            (
+                "strom_ingest_srt_dropped_packets_total",
+                "counter",
+                "Packets dropped as too late to play.",
+                |l| l.dropped_packets.to_string(),
+            ),
+            (
+                "strom_ingest_srt_undecrypted_packets_total",
+                "counter",
+                "Packets that failed to decrypt.",
+                |l| l.undecrypted_packets.to_string(),
+            ),
+            (
+                "strom_ingest_srt_receive_buffer_seconds",
+                "gauge",
+                "Media held in the SRT receive buffer.",
+                |l| format!("{}", l.receive_buffer_ms as f64 / 1000.0),
+            ),
+            (
+                "strom_ingest_srt_latency_seconds",
+                "gauge",
+                "Negotiated SRT receive latency.",
+                |l| format!("{}", l.latency_ms as f64 / 1000.0),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (stream, l) in &links {
+                out.push_str(&format!("{name}{{stream=\"{stream}\"}} {}\n", value(l)));
+            }
+        }
+        out
+    }
+}
+
+/// What the listener callback admitted, waiting for `srt_accept`.
+struct Admitted {
+    publisher: Publisher,
+    label: String,
+    remote: Option<SocketAddr>,
+    at: Instant,
+}
+
+/// A handshake the callback refuses: SRT rejection code, metric label, log text.
+struct Refusal {
+    code: c_int,
+    reason: &'static str,
+    message: String,
+}
+
+fn refuse(code: c_int, reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// What the listener callback and the connection threads share.
+pub struct SrtContext {
+    pub authorizer: Arc<dyn PublishAuthorizer>,
+    pub publications: Arc<Publications>,
+    pub counters: Arc<SrtCounters>,
+    /// For the revocation watches (async) of running pushes.
+    pub runtime: tokio::runtime::Handle,
+    pending: Mutex<HashMap<ffi::SRTSOCKET, Admitted>>,
+}
+
+impl SrtContext {
+    pub fn new(
+        authorizer: Arc<dyn PublishAuthorizer>,
+        publications: Arc<Publications>,
+        counters: Arc<SrtCounters>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            authorizer,
+            publications,
+            counters,
+            runtime,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<ffi::SRTSOCKET, Admitted>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides on one handshake: the push it admits and the stream's
+    /// passphrase, if its pushes are encrypted.
+    fn screen(
+        &self,
+        hs_version: c_int,
+        stream_id: &str,
+    ) -> Result<(Admitted, Option<String>), Refusal> {
+        if hs_version < 5 {
+            return Err(refuse(
+                ffi::SRT_REJX_BAD_REQUEST,
+                "old_handshake",
+                "an SRT handshake before version 5 carries no stream id",
+            ));
+        }
+        let req = parse_stream_id(stream_id)
+            .map_err(|e| refuse(ffi::SRT_REJX_BAD_REQUEST, "bad_stream_id", e.to_string()))?;
+        if let Some(mode) = req.mode.as_deref().filter(|m| *m != "publish") {
+            let mode: String = mode.chars().take(16).collect();
+            return Err(refuse(
+                ffi::SRT_REJX_BAD_MODE,
+                "bad_mode",
+                format!("mode {mode:?} is not offered; callers publish (m=publish)"),
+            ));
+        }
+        let label = key_label(&req.key);
+        let publisher = self
+            .authorizer
+            .admit(&req.app, &req.key)
+            .map_err(|refused| {
+                refuse(
+                    ffi::SRT_REJX_UNAUTHORIZED,
+                    refused.label(),
+                    format!(
+                        "publish refused for app {:?}, key {label}: {refused}",
+                        req.app
+                    ),
+                )
+            })?;
+        if self.publications.is_live(&publisher.namespace) {
+            return Err(refuse(
+                ffi::SRT_REJX_CONFLICT,
+                "already_live",
+                format!("{} is already being published", publisher.namespace),
+            ));
+        }
+        let passphrase = self
+            .authorizer
+            .srt_passphrase(&publisher.namespace, &req.key)
+            .map_err(|e| refuse(ffi::SRT_REJX_DOWN, "not_ready", e.to_string()))?;
+        let admitted = Admitted {
+            publisher,
+            label,
+            remote: None,
+            at: Instant::now(),
+        };
+        Ok((admitted, passphrase))
+    }
+}
+
+/// libsrt's listener callback: runs on libsrt's receiving thread for each
+/// caller's conclusion handshake, before it is answered.
+unsafe extern "C" fn on_handshake(
+    opaque: *mut c_void,
+    ns: ffi::SRTSOCKET,
+    hs_version: c_int,
+    peer: *const libc::sockaddr,
+    stream_id: *const c_char,
+) -> c_int {
+    // A panic must not unwind into C.
+    let decided = contained(|| {
+        // SAFETY: `opaque` is the `Arc<SrtContext>` the listener holds for as
+        // long as the callback is installed; libsrt passes a valid peer address
+        // and a NUL-terminated stream id (or null).
+        let ctx = unsafe { &*(opaque as *const SrtContext) };
+        let remote = unsafe { ffi::from_raw(peer) };
+        let id = if stream_id.is_null() {
+            String::new()
+        } else {
+            unsafe { CStr::from_ptr(stream_id) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        match ctx.screen(hs_version, &id) {
+            Ok((mut admitted, passphrase)) => {
+                if let Some(p) = passphrase {
+                    // SAFETY: `ns` is the socket libsrt is creating for this caller.
+                    let rc = unsafe {
+                        ffi::srt_setsockflag(
+                            ns,
+                            ffi::SRTO_PASSPHRASE,
+                            p.as_ptr().cast(),
+                            p.len() as c_int,
+                        )
+                    };
+                    if rc == ffi::SRT_ERROR {
+                        let (_, text) = ffi::last_error();
+                        tracing::error!(namespace = %admitted.publisher.namespace, error = %text, "SRT passphrase could not be set");
+                        ctx.counters.refused("internal");
+                        unsafe { ffi::srt_setrejectreason(ns, ffi::SRT_REJX_ISE) };
+                        return -1;
+                    }
+                }
+                admitted.remote = remote;
+                ctx.pending().insert(ns, admitted);
+                0
+            }
+            Err(refusal) => {
+                ctx.counters.refused(refusal.reason);
+                tracing::warn!(remote = %shown(remote), reason = refusal.reason, error = %refusal.message, "SRT handshake refused");
+                // SAFETY: as above.
+                unsafe { ffi::srt_setrejectreason(ns, refusal.code) };
+                -1
+            }
+        }
+    });
+    decided.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "SRT handshake refused: the check failed");
+        -1
+    })
+}
+
+/// libsrt's own log lines (why a handshake failed: "Incorrect passphrase",
+/// "Password required or unexpected", ...) as strom log lines. They name
+/// no peer.
+unsafe extern "C" fn library_log(
+    _opaque: *mut c_void,
+    level: c_int,
+    _file: *const c_char,
+    _line: c_int,
+    _area: *const c_char,
+    message: *const c_char,
+) {
+    if message.is_null() {
+        return;
+    }
+    // SAFETY: libsrt passes a NUL-terminated message valid during the call.
+    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
+    // libsrt prefixes its own time and thread; keep what follows the area.
+    let text = text.trim_end();
+    let text = text.split_once(": ").map_or(text, |(_, rest)| rest);
+    if level <= 3 {
+        tracing::warn!(target: "strom_origin::srt::libsrt", "{text}");
+    } else {
+        tracing::info!(target: "strom_origin::srt::libsrt", "{text}");
+    }
+}
+
+fn shown(remote: Option<SocketAddr>) -> String {
+    remote.map_or_else(|| "unknown".into(), |a| a.to_string())
+}
+
+/// A bound libsrt listener with strom's callback installed.
+pub struct SrtListener {
+    sock: ffi::SRTSOCKET,
+    addr: SocketAddr,
+    ctx: Arc<SrtContext>,
+}
+
+fn check(rc: c_int, what: &str) -> anyhow::Result<()> {
+    if rc == ffi::SRT_ERROR {
+        let (code, text) = ffi::last_error();
+        bail!("{what}: {text} (SRT error {code})");
+    }
+    Ok(())
+}
+
+fn set_int(sock: ffi::SRTSOCKET, opt: c_int, value: c_int, what: &str) -> anyhow::Result<()> {
+    // SAFETY: an int option, passed by pointer with its size.
+    let rc = unsafe {
+        ffi::srt_setsockflag(
+            sock,
+            opt,
+            (&value as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as c_int,
+        )
+    };
+    check(rc, what)
+}
+
+impl SrtListener {
+    /// Binds `addr` (UDP) and starts listening.
+    pub fn bind(addr: SocketAddr, ctx: Arc<SrtContext>) -> anyhow::Result<Self> {
+        static STARTUP: std::sync::Once = std::sync::Once::new();
+        STARTUP.call_once(|| {
+            // SAFETY: library initialisation, once per process; the handler
+            // is a plain function that copies its strings.
+            unsafe {
+                ffi::srt_startup();
+                // Warnings and errors (syslog levels), into strom's log.
+                ffi::srt_setloglevel(4);
+                ffi::srt_setloghandler(std::ptr::null_mut(), Some(library_log));
+            }
+        });
+        // SAFETY: plain libsrt calls on a socket this function owns.
+        let sock = unsafe { ffi::srt_create_socket() };
+        if sock == ffi::SRT_INVALID_SOCK {
+            let (_, text) = ffi::last_error();
+            bail!("creating an SRT socket: {text}");
+        }
+        let mut listener = Self { sock, addr, ctx };
+        // Encryption is enforced: a caller whose encryption does not match the
+        // stream's is refused in the handshake rather than sending garbage.
+        set_int(
+            sock,
+            ffi::SRTO_ENFORCEDENCRYPTION,
+            1,
+            "SRTO_ENFORCEDENCRYPTION",
+        )?;
+        let (raw, len) = ffi::to_raw(addr);
+        // SAFETY: `raw` holds a valid sockaddr of `len` bytes.
+        check(
+            unsafe { ffi::srt_bind(sock, (&raw as *const libc::sockaddr_storage).cast(), len) },
+            &format!("binding SRT on {addr}"),
+        )?;
+        // SAFETY: the context outlives the callback: `Drop` closes the socket
+        // (which removes the callback) before the Arc is released.
+        let opaque = Arc::as_ptr(&listener.ctx) as *mut c_void;
+        check(
+            unsafe { ffi::srt_listen_callback(sock, Some(on_handshake), opaque) },
+            "installing the SRT listener callback",
+        )?;
+        check(unsafe { ffi::srt_listen(sock, 64) }, "SRT listen")?;
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as c_int;
+        // SAFETY: storage is large enough; libsrt writes at most `len` bytes.
+        if unsafe {
+            ffi::srt_getsockname(
+                sock,
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        } != ffi::SRT_ERROR
+        {
+            if let Some(a) =
+                unsafe { ffi::from_raw((&storage as *const libc::sockaddr_storage).cast()) }
+            {
+                listener.addr = a;
+            }
+        }
+        Ok(listener)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepts callers until the process ends; each connection gets a thread.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let listener = Arc::new(self);
+        let accepting = listener.clone();
+        tokio::task::spawn_blocking(move || accepting.accept_loop())
+            .await
+            .map_err(|e| anyhow!("SRT accept loop ended: {e}"))?
+    }
+
+    fn accept_loop(&self) -> anyhow::Result<()> {
+        loop {
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as c_int;
+            // SAFETY: blocking accept on our listener; storage as above.
+            let sock = unsafe {
+                ffi::srt_accept(
+                    self.sock,
+                    (&mut storage as *mut libc::sockaddr_storage).cast(),
+                    &mut len,
+                )
+            };
+            if sock == ffi::SRT_INVALID_SOCK {
+                let (code, text) = ffi::last_error();
+                tracing::warn!(code, error = %text, "SRT accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let admitted = {
+                let mut pending = self.ctx.pending();
+                let now = Instant::now();
+                pending.retain(|_, a| now.duration_since(a.at) < PENDING_FOR);
+                pending.remove(&sock)
+            };
+            let Some(admitted) = admitted else {
+                // Every accepted socket went through the callback; this one's
+                // admission expired. Nothing to publish to.
+                tracing::warn!("SRT connection without an admitted handshake closed");
+                unsafe { ffi::srt_close(sock) };
+                continue;
+            };
+            let ctx = self.ctx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("srt-ingest".into())
+                .spawn(move || connection(sock, admitted, &ctx));
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "SRT connection thread could not start");
+                unsafe { ffi::srt_close(sock) };
+            }
+        }
+    }
+}
+
+impl Drop for SrtListener {
+    fn drop(&mut self) {
+        // SAFETY: closing our own socket; the callback is gone with it.
+        unsafe { ffi::srt_close(self.sock) };
+    }
+}
+
+/// One caller's push, start to end, on its own thread.
+fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
+    let counters = &ctx.counters;
+    counters.ingest.connections.fetch_add(1, Ordering::Relaxed);
+    let Admitted {
+        publisher,
+        label,
+        remote,
+        ..
+    } = admitted;
+    let namespace = publisher.namespace.clone();
+    let result = publish(sock, publisher, &label, remote, ctx);
+    counters
+        .links
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&namespace.to_string());
+    // SAFETY: our connection's socket, closed once.
+    unsafe { ffi::srt_close(sock) };
+    match result {
+        Ok(()) => tracing::info!(remote = %shown(remote), %namespace, "SRT publish finished"),
+        Err(err) => {
+            counters.ingest.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(remote = %shown(remote), %namespace, error = %format!("{err:#}"), "SRT connection closed on error");
+        }
+    }
+}
+
+fn publish(
+    sock: ffi::SRTSOCKET,
+    publisher: Publisher,
+    label: &str,
+    remote: Option<SocketAddr>,
+    ctx: &SrtContext,
+) -> anyhow::Result<()> {
+    let namespace = publisher.namespace.clone();
+    let mut session = match ctx.publications.claim(namespace.clone()) {
+        Ok(s) => s,
+        Err(err) => {
+            ctx.counters.refused("already_live");
+            bail!("publish refused: {err}");
+        }
+    };
+    tracing::info!(remote = %shown(remote), %namespace, key = %label, "SRT publish started");
+    set_int(sock, ffi::SRTO_RCVTIMEO, 1000, "SRTO_RCVTIMEO")?;
+    let revoked = Arc::new(AtomicBool::new(false));
+    let _watch = publisher.revocation.map(|mut watch| {
+        let revoked = revoked.clone();
+        strom_edge::AbortOnDrop(ctx.runtime.spawn(async move {
+            watch.revoked().await;
+            revoked.store(true, Ordering::Relaxed);
+        }))
+    });
+    let mut ingest = TsIngest::new();
+    let mut buf = vec![0u8; MESSAGE];
+    let mut last_data = Instant::now();
+    let mut last_stats = Instant::now();
+    let stream = namespace.to_string();
+    loop {
+        if revoked.load(Ordering::Relaxed) {
+            ctx.counters.ingest.revoked.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%namespace, "publish stopped: the publish credential was revoked");
+            return Ok(());
+        }
+        if last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            sample(sock, &stream, &ctx.counters);
+        }
+        // SAFETY: `buf` is MESSAGE bytes long.
+        let n = unsafe { ffi::srt_recvmsg(sock, buf.as_mut_ptr().cast(), buf.len() as c_int) };
+        if n > 0 {
+            last_data = Instant::now();
+            let data = &buf[..n as usize];
+            ctx.counters
+                .ingest
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let tags = ingest
+                .push(data)
+                .map_err(|e| anyhow!("malformed MPEG-TS: {e}"))?;
+            push_tags(&mut session, tags)?;
+            continue;
+        }
+        let (code, text) = ffi::last_error();
+        if n < 0 && (code == ffi::SRT_EASYNCRCV || code == ffi::SRT_ETIMEOUT) {
+            if last_data.elapsed() > READ_TIMEOUT {
+                bail!("publisher sent nothing for {} s", READ_TIMEOUT.as_secs());
+            }
+            continue;
+        }
+        // The caller closed or the link broke: publish what is buffered.
+        push_tags(&mut session, ingest.finish())?;
+        tracing::debug!(%namespace, code, error = %text, "SRT connection ended");
+        return Ok(());
+    }
+}
+
+fn push_tags(session: &mut crate::publish::PublishSession, tags: Vec<TsTag>) -> anyhow::Result<()> {
+    for tag in tags {
+        let result = match tag {
+            TsTag::Video { timestamp_ms, tag } => session.push_video_tag(timestamp_ms, &tag),
+            TsTag::Audio { timestamp_ms, tag } => session.push_audio_tag(timestamp_ms, &tag),
+        };
+        result.map_err(|e| anyhow!("publish of {} stopped: {e}", session.namespace))?;
+    }
+    Ok(())
+}
+
+fn sample(sock: ffi::SRTSOCKET, stream: &str, counters: &SrtCounters) {
+    let mut perf = ffi::CBytePerfMon::default();
+    // SAFETY: `perf` is the library's struct, written in place.
+    if unsafe { ffi::srt_bstats(sock, &mut perf, 0) } == ffi::SRT_ERROR {
+        return;
+    }
+    let stats = LinkStats {
+        rtt_ms: perf.msRTT,
+        bandwidth_mbps: perf.mbpsBandwidth,
+        received_packets: perf.pktRecvTotal.max(0) as u64,
+        lost_packets: perf.pktRcvLossTotal.max(0) as u64,
+        // Without clearing, the "interval" counters run since the start.
+        retransmitted_packets: perf.pktRcvRetrans.max(0) as u64,
+        dropped_packets: perf.pktRcvDropTotal.max(0) as u64,
+        undecrypted_packets: perf.pktRcvUndecryptTotal.max(0) as u64,
+        receive_buffer_ms: perf.msRcvBuf.max(0) as u64,
+        latency_ms: perf.msRcvTsbPdDelay.max(0) as u64,
+    };
+    counters
+        .links
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(stream.to_owned(), stats);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_in_the_forms_encoders_send() {
+        let r = parse_stream_id("#!::r=live/abc,m=publish").unwrap();
+        assert_eq!(
+            (r.app.as_str(), r.key.as_str(), r.mode.as_deref()),
+            ("live", "abc", Some("publish"))
+        );
+        let r = parse_stream_id("#!::m=publish,r=tok.en-1,u=someone").unwrap();
+        assert_eq!((r.app.as_str(), r.key.as_str()), (TOKEN_APP, "tok.en-1"));
+        let r = parse_stream_id("live/plainkey").unwrap();
+        assert_eq!(
+            (r.app.as_str(), r.key.as_str(), r.mode),
+            ("live", "plainkey", None)
+        );
+        // The key may itself hold a slash after the app.
+        let r = parse_stream_id("#!::r=app/k/ey").unwrap();
+        assert_eq!((r.app.as_str(), r.key.as_str()), ("app", "k/ey"));
+    }
+
+    #[test]
+    fn malformed_stream_ids_are_refused_with_a_reason() {
+        assert_eq!(parse_stream_id(""), Err(StreamIdError::Empty));
+        assert_eq!(
+            parse_stream_id("#!::m=publish"),
+            Err(StreamIdError::NoResource)
+        );
+        assert_eq!(parse_stream_id("#!::r=/"), Err(StreamIdError::NoResource));
+        assert!(matches!(
+            parse_stream_id("#!::r=a,junk"),
+            Err(StreamIdError::Malformed(_))
+        ));
+    }
+}

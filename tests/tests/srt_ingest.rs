@@ -1,0 +1,375 @@
+//! SRT ingest with real callers (ffmpeg's libsrt, srt-live-transmit): the
+//! stream id names the stream, each stream has its own passphrase, and a bad
+//! caller is refused without stopping the listener (issue: contribution).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strom_tests::control_plane::TestControlPlane;
+use strom_tests::*;
+use strom_token::{Action, Grant, RevocationKind};
+
+const SECRET_KEY: &str = "srt-secret-stream-key-0001";
+const SECRET_NS: &str = "acme/srt/secret";
+const SECRET_PASS: &str = "correct-horse-battery";
+const CLEAR_KEY: &str = "srt-clear-stream-key-00002";
+const CLEAR_NS: &str = "acme/srt/clear";
+
+fn origin(dir: &std::path::Path) -> Service {
+    let toml = format!(
+        "[[origin.streams]]\napp = \"live\"\nkey = \"{SECRET_KEY}\"\nnamespace = \"{SECRET_NS}\"\nsrt_passphrase = \"{SECRET_PASS}\"\n\
+         [[origin.streams]]\napp = \"live\"\nkey = \"{CLEAR_KEY}\"\nnamespace = \"{CLEAR_NS}\"\n"
+    );
+    Service::origin_with("origin", dir, &[], &toml)
+}
+
+fn srt_connections(origin: &Service) -> f64 {
+    metric(
+        &origin.metrics(),
+        "strom_ingest_connections_total",
+        &[("protocol", "srt")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn an_encrypted_srt_push_decodes_at_the_edge_and_reports_its_link() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let origin = origin(dir);
+    let edge = Service::edge("edge", dir, &origin);
+    let port = origin.srt_port.expect("origin logs its SRT address");
+    // AES-256, chosen by the caller; the origin mirrors it.
+    let url = srt_url(port, &format!("live/{SECRET_KEY}"), Some(SECRET_PASS), 32);
+    let mut pusher = push_srt(&url, 40, dir, "ffmpeg-srt");
+
+    let master = edge.http_url(&format!("/hls/{SECRET_NS}/master.m3u8"));
+    wait_until(Duration::from_secs(20), "HLS master playlist", || {
+        http_text(&master).filter(|t| t.contains("#EXT-X-STREAM-INF"))
+    });
+    for track in ["video", "audio"] {
+        let url = master.replace("master.m3u8", &format!("{track}/playlist.m3u8"));
+        wait_until(Duration::from_secs(20), "three HLS segments", || {
+            http_text(&url).filter(|t| t.matches("#EXTINF").count() >= 3)
+        });
+    }
+    let text = http_text(&master).unwrap();
+    assert!(text.contains("CODECS=\"avc1.4d"), "{text}");
+    assert!(text.contains("mp4a.40.2"), "{text}");
+    let recorded = dir.join("srt-hls.mp4");
+    let errors = record(&master, 10, &recorded);
+    assert!(errors.trim().is_empty(), "ffmpeg reading HLS: {errors}");
+    assert_decodes_720p30(&recorded, 8.0);
+
+    // Link statistics of the running push are metrics.
+    let metrics = origin.metrics();
+    let rtt = metric(
+        &metrics,
+        "strom_ingest_srt_rtt_seconds",
+        &[("stream", SECRET_NS)],
+    );
+    assert!(rtt.is_some_and(|r| (0.0..1.0).contains(&r)), "{metrics}");
+    let received = metric(
+        &metrics,
+        "strom_ingest_srt_received_packets_total",
+        &[("stream", SECRET_NS)],
+    )
+    .unwrap_or(0.0);
+    assert!(received > 1000.0, "{received} packets received");
+    assert!(
+        metric(&metrics, "strom_ingest_bytes_total", &[("protocol", "srt")]).unwrap_or(0.0) > 1e6
+    );
+    assert!(
+        metric(
+            &metrics,
+            "strom_ingest_srt_latency_seconds",
+            &[("stream", SECRET_NS)]
+        )
+        .is_some_and(|l| l >= 0.119),
+        "{metrics}"
+    );
+    pusher.kill();
+}
+
+#[test]
+fn srt_live_transmit_as_caller_publishes_too() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let origin = origin(dir);
+    let edge = Service::edge("edge", dir, &origin);
+    let port = origin.srt_port.unwrap();
+    // ffmpeg writes MPEG-TS to a pipe; srt-live-transmit calls the origin
+    // with AES-192 (its latency is in milliseconds).
+    let script = format!(
+        "ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30:duration=30 \
+         -f lavfi -i sine=frequency=1000:sample_rate=48000:duration=30 \
+         -c:v libx264 -preset veryfast -tune zerolatency -profile:v main -pix_fmt yuv420p -g 30 -b:v 2500k \
+         -c:a aac -ar 48000 -ac 2 -f mpegts - | \
+         srt-live-transmit -q file://con \
+         'srt://127.0.0.1:{port}?mode=caller&latency=120&passphrase={SECRET_PASS}&pbkeylen=24&streamid=#!::r=live/{SECRET_KEY},m=publish'"
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]).stdout(Stdio::null());
+    let mut pusher = Proc::spawn("srt-live-transmit", cmd, dir);
+    let master = edge.http_url(&format!("/hls/{SECRET_NS}/master.m3u8"));
+    let video = master.replace("master.m3u8", "video/playlist.m3u8");
+    wait_until(Duration::from_secs(25), "three HLS segments", || {
+        http_text(&video).filter(|t| t.matches("#EXTINF").count() >= 3)
+    });
+    let recorded = dir.join("slt-hls.mp4");
+    let errors = record(&master, 8, &recorded);
+    assert!(errors.trim().is_empty(), "ffmpeg reading HLS: {errors}");
+    assert_decodes_720p30(&recorded, 6.0);
+    pusher.kill();
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("127.0.0.1:{port}")])
+        .status();
+}
+
+#[test]
+fn a_publish_token_works_as_the_srt_stream_key_in_strom_dev() {
+    let _serial = serial();
+    let dev = Dev::start();
+    let dir = dev.dir.path();
+    let url = format!(
+        "{}&latency=120000&pkt_size=1316",
+        dev.get("srt_publish_url")
+    );
+    let mut pusher = push_srt(&url, 30, dir, "ffmpeg-srt-dev");
+    let hls = dev.get("hls_url");
+    let video = hls.replace("master.m3u8", "video/playlist.m3u8");
+    wait_until(Duration::from_secs(25), "three HLS segments", || {
+        http_text(&video).filter(|t| t.matches("#EXTINF").count() >= 3)
+    });
+    let recorded = dir.join("dev-srt.mp4");
+    let errors = record(&hls, 6, &recorded);
+    assert!(errors.trim().is_empty(), "ffmpeg reading HLS: {errors}");
+    assert_decodes_720p30(&recorded, 5.0);
+    pusher.kill();
+}
+
+#[test]
+fn srt_stream_keys_are_checked_and_revoked_like_their_publish_token() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let cp = TestControlPlane::start();
+    let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
+    let port = origin.srt_port.unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the origin to fetch the SRT secret",
+        || {
+            origin
+                .proc
+                .log_text()
+                .contains("SRT secret fetched")
+                .then_some(())
+        },
+    );
+    let secret = cp.repo.srt_secret().unwrap();
+    let grant = Grant {
+        subject: "s_townhall_main".into(),
+        tenant: "acme".into(),
+        event: "townhall".into(),
+        stream: Some("main".into()),
+        action: Action::Publish,
+        lifetime_secs: 3600,
+        not_after: None,
+    };
+    let (_, claims) = cp
+        .repo
+        .mint_at(&grant, time::OffsetDateTime::now_utc())
+        .unwrap();
+    let key = strom_token::srt::stream_key(&secret, &claims).unwrap();
+    let pass = strom_token::srt::passphrase(&secret, &key);
+    let resource = format!("live/{key}");
+
+    // A key whose MAC does not hold, and the right key with a wrong passphrase.
+    let forged = format!("live/{}", key.replacen("main", "side", 1));
+    let (ok, _) = attempt(
+        &srt_url(port, &forged, Some(&pass), 16),
+        dir,
+        "ffmpeg-forged",
+    );
+    assert!(!ok, "a forged SRT key was let in");
+    let (ok, _) = attempt(
+        &srt_url(port, &resource, Some("0123456789abcdef"), 16),
+        dir,
+        "ffmpeg-wrong",
+    );
+    assert!(!ok, "a wrong passphrase was let in");
+    let (ok, _) = attempt(&srt_url(port, &resource, None, 16), dir, "ffmpeg-clear");
+    assert!(!ok, "an unencrypted push of a token stream was let in");
+    let log = origin.proc.log_text();
+    assert!(log.contains("reason=\"invalid_token\""), "{log}");
+    assert!(!log.contains(&key), "an SRT key reached the log");
+
+    // The right key and passphrase publish; revoking the stream's
+    // credentials ends the push.
+    let mut good = push_srt(
+        &srt_url(port, &resource, Some(&pass), 32),
+        60,
+        dir,
+        "ffmpeg-good",
+    );
+    wait_until(Duration::from_secs(15), "SRT publish started", || {
+        origin
+            .proc
+            .log_text()
+            .contains("SRT publish started")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(good.is_running(), "the valid push must keep running");
+    let revoked_at = cp.revoke(RevocationKind::Stream, "acme", "townhall/main");
+    wait_until(
+        Duration::from_secs(10),
+        "the revoked SRT push to stop",
+        || {
+            origin
+                .proc
+                .log_text()
+                .contains("publish credential was revoked")
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "SRT publish revocation to disconnect: {:?}",
+        revoked_at.elapsed()
+    );
+    let status = good
+        .wait(Duration::from_secs(15))
+        .expect("ffmpeg ends once cut off");
+    assert!(!status.success());
+    // The same key is refused from now on.
+    let (ok, _) = attempt(
+        &srt_url(port, &resource, Some(&pass), 16),
+        dir,
+        "ffmpeg-after",
+    );
+    assert!(!ok, "a revoked SRT key was let in");
+    assert!(origin.proc.log_text().contains("reason=\"revoked\""));
+    assert!(!origin.proc.log_text().contains("panicked"));
+}
+
+/// A short SRT push by ffmpeg; true when ffmpeg finished cleanly.
+fn attempt(url: &str, dir: &std::path::Path, name: &str) -> (bool, String) {
+    let mut p = push_srt(url, 3, dir, name);
+    let status = p
+        .wait(Duration::from_secs(30))
+        .expect("ffmpeg ends after its 3 s");
+    (status.success(), p.log_text())
+}
+
+#[test]
+fn bad_srt_callers_are_refused_and_the_listener_keeps_accepting() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let origin = origin(dir);
+    let port = origin.srt_port.unwrap();
+    let secret = format!("live/{SECRET_KEY}");
+    let clear = format!("live/{CLEAR_KEY}");
+    let garbage = || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Random datagrams, an SRT control header cut short, and an induction
+        // handshake claiming a version that does not exist.
+        let mut induction = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        induction.extend_from_slice(&[0, 0, 0, 99, 0, 0, 0, 0]);
+        induction.resize(64, 0xEE);
+        for d in [
+            b"\x00garbage".to_vec(),
+            vec![0x80, 0x00],
+            induction,
+            vec![0xFF; 1500],
+        ] {
+            s.send_to(&d, ("127.0.0.1", port)).unwrap();
+        }
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "wrong passphrase",
+            srt_url(port, &secret, Some("not-the-passphrase"), 16),
+            "",
+        ),
+        (
+            "unencrypted caller of an encrypted stream",
+            srt_url(port, &secret, None, 16),
+            "",
+        ),
+        (
+            "encrypting caller of an unencrypted stream",
+            srt_url(port, &clear, Some(SECRET_PASS), 16),
+            "",
+        ),
+        (
+            "unknown key",
+            srt_url(port, "live/no-such-key-000000000000", None, 16),
+            "unknown_key",
+        ),
+        (
+            "wrong mode",
+            srt_url(port, &secret, Some(SECRET_PASS), 16).replace("m=publish", "m=request"),
+            "bad_mode",
+        ),
+        (
+            "no resource",
+            format!(
+                "srt://127.0.0.1:{port}?mode=caller&connect_timeout=3000&streamid=#!::m=publish"
+            ),
+            "bad_stream_id",
+        ),
+        ("garbage UDP", String::new(), ""),
+    ];
+    // Each good caller uses another key length: the listener mirrors the caller's.
+    let good = [16u8, 24, 32, 16, 24, 32, 16];
+    for ((what, url, reason), key_bytes) in cases.into_iter().zip(good) {
+        let before = srt_connections(&origin);
+        if url.is_empty() {
+            garbage();
+        } else {
+            let (ok, log) = attempt(&url, dir, "ffmpeg-bad");
+            assert!(!ok, "{what}: ffmpeg was let in:\n{log}");
+        }
+        if !reason.is_empty() {
+            let refused = metric(
+                &origin.metrics(),
+                "strom_ingest_srt_refused_total",
+                &[("reason", reason)],
+            );
+            assert!(
+                refused.unwrap_or(0.0) >= 1.0,
+                "{what}: not counted as {reason}"
+            );
+        }
+        assert_eq!(
+            srt_connections(&origin),
+            before,
+            "{what}: a connection was accepted"
+        );
+        let (ok, log) = attempt(
+            &srt_url(port, &secret, Some(SECRET_PASS), key_bytes),
+            dir,
+            "ffmpeg-good",
+        );
+        assert!(
+            ok,
+            "after {what}: a good AES-{} caller failed:\n{log}",
+            key_bytes as u32 * 8
+        );
+        wait_until(
+            Duration::from_secs(10),
+            "the good caller's connection counted",
+            || (srt_connections(&origin) > before).then_some(()),
+        );
+    }
+    let log = origin.proc.log_text();
+    assert!(log.contains("SRT handshake refused"), "{log}");
+    // libsrt's reasons reach the origin's log.
+    assert!(log.contains("Incorrect passphrase"), "{log}");
+    assert!(log.contains("Password required or unexpected"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
