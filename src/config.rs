@@ -68,6 +68,9 @@ log_format = "text"
 [origin]
 # RTMP ingest (broadcasters push rtmp://host:1935/<app>/<key>).
 rtmp_listen = "127.0.0.1:1935"
+# RTMPS ingest: RTMP inside TLS with the certificate of [origin.tls]
+# (rtmps://host:1936/<app>/<key>). Remove the line to turn it off.
+rtmps_listen = "127.0.0.1:1936"
 # SRT ingest (UDP): encoders call in as callers, naming the stream in the
 # stream id #!::r=<app>/<key>,m=publish (srt://host:9000?streamid=...).
 srt_listen = "127.0.0.1:9000"

@@ -113,6 +113,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         cp_config.listen.set_port(0);
         origin_config.rtmp_listen.set_port(0);
         origin_config.srt_listen.set_port(0);
+        if let Some(a) = origin_config.rtmps_listen.as_mut() {
+            a.set_port(0);
+        }
         origin_config.moqt_listen.set_port(0);
         origin_config.http_listen.set_port(0);
         edge_config.moqt_listen.set_port(0);

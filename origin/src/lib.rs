@@ -44,6 +44,8 @@ pub struct StreamSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct OriginConfig {
     pub rtmp_listen: SocketAddr,
+    /// RTMPS (RTMP in TLS, with the origin's certificate); none to turn it off.
+    pub rtmps_listen: Option<SocketAddr>,
     /// SRT listener (UDP); encoders call in with `#!::r=<app>/<key>,m=publish`.
     pub srt_listen: SocketAddr,
     pub moqt_listen: SocketAddr,
@@ -63,6 +65,7 @@ impl Default for OriginConfig {
     fn default() -> Self {
         Self {
             rtmp_listen: "127.0.0.1:1935".parse().expect("static address"),
+            rtmps_listen: Some("127.0.0.1:1936".parse().expect("static address")),
             srt_listen: "127.0.0.1:9000".parse().expect("static address"),
             moqt_listen: "127.0.0.1:4444".parse().expect("static address"),
             http_listen: "127.0.0.1:8081".parse().expect("static address"),
@@ -147,6 +150,7 @@ impl OriginConfig {
 pub struct Origin {
     config: OriginConfig,
     rtmp: tokio::net::TcpListener,
+    rtmps: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
     srt: SrtListener,
     moqt: moqt::MoqtServer,
     http: tokio::net::TcpListener,
@@ -267,6 +271,15 @@ impl Origin {
         let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
             .await
             .with_context(|| format!("binding RTMP on {}", config.rtmp_listen))?;
+        let rtmps = match config.rtmps_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding RTMPS on {addr}"))?;
+                Some((listener, Arc::new(identity.server_config(&[])?)))
+            }
+            None => None,
+        };
         let http = http::bind(config.http_listen).await?;
         let broadcasts = Broadcasts::new();
         let limits = CacheLimits {
@@ -291,6 +304,7 @@ impl Origin {
             media_key,
             config,
             rtmp,
+            rtmps,
             srt,
             srt_counters,
             _srt_secret_fetch: None,
@@ -309,6 +323,10 @@ impl Origin {
         Ok(self.rtmp.local_addr()?)
     }
 
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     pub fn srt_addr(&self) -> SocketAddr {
         self.srt.local_addr()
     }
@@ -324,6 +342,7 @@ impl Origin {
     pub async fn run(self) -> anyhow::Result<()> {
         tracing::info!(
             rtmp = %self.rtmp_addr()?,
+            rtmps = %self.rtmps_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             srt = %self.srt_addr(),
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
@@ -339,6 +358,9 @@ impl Origin {
             authorizer: self.authorizer,
             publications: self.publications.clone(),
             counters: self.ingest.clone(),
+        });
+        let _rtmps = self.rtmps.map(|(listener, tls)| {
+            strom_edge::AbortOnDrop(tokio::spawn(rtmp::serve_tls(listener, tls, ctx.clone())))
         });
         let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx));
         let moqt = tokio::spawn(self.moqt.run(

@@ -13,8 +13,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::auth::{key_label, PublishAuthorizer};
 use crate::contain::contained;
@@ -87,32 +87,62 @@ pub struct RtmpContext {
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
+    serve_with(listener, None, ctx).await
+}
+
+/// RTMPS: RTMP inside TLS (`rtmps://host:port/<app>/<key>`), with the
+/// origin's certificate.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    ctx: Arc<RtmpContext>,
+) {
+    serve_with(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), ctx).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ctx: Arc<RtmpContext>,
+) {
+    let protocol = if tls.is_some() { "RTMPS" } else { "RTMP" };
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(err) => {
-                tracing::warn!(error = %err, "RTMP accept failed");
+                tracing::warn!(error = %err, "{protocol} accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let ctx = ctx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
-            match handle(stream, remote, &ctx).await {
-                Ok(()) => tracing::info!(%remote, "RTMP connection closed"),
+            let result = match tls {
+                None => handle(stream, remote, &ctx).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => handle(stream, remote, &ctx).await,
+                        Ok(Err(err)) => Err(anyhow!("TLS handshake failed: {err}")),
+                        Err(_) => Err(anyhow!("TLS handshake timed out")),
+                    }
+                }
+            };
+            match result {
+                Ok(()) => tracing::info!(%remote, "{protocol} connection closed"),
                 Err(err) => {
                     ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%remote, error = %format!("{err:#}"), "RTMP connection closed on error");
+                    tracing::warn!(%remote, error = %format!("{err:#}"), "{protocol} connection closed on error");
                 }
             }
         });
     }
 }
 
-async fn read_some(
-    stream: &mut TcpStream,
+async fn read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut [u8],
     limit: Duration,
 ) -> anyhow::Result<usize> {
@@ -124,8 +154,8 @@ async fn read_some(
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     remote: SocketAddr,
     ctx: &RtmpContext,
 ) -> anyhow::Result<()> {

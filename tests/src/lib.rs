@@ -518,6 +518,7 @@ pub struct Service {
     pub http_port: u16,
     pub rtmp_port: Option<u16>,
     pub srt_port: Option<u16>,
+    pub rtmps_port: Option<u16>,
 }
 
 impl Service {
@@ -547,6 +548,7 @@ impl Service {
             http_port: port("http").expect("http port"),
             rtmp_port: port("rtmp"),
             srt_port: port("srt"),
+            rtmps_port: port("rtmps"),
             proc,
         }
     }
@@ -561,7 +563,8 @@ impl Service {
     pub fn origin_with(name: &str, dir: &Path, streams: &[(&str, &str)], extra: &str) -> Service {
         let data = dir.join(name);
         let mut toml = format!(
-            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nsrt_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
+            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nrtmps_listen = \"127.0.0.1:{}\"\nsrt_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
+            free_tcp_port(),
             free_tcp_port(),
             free_udp_port(),
             free_udp_port(),

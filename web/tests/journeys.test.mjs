@@ -103,6 +103,10 @@ test('admin: create an event and a stream, import 100 participants from CSV, exp
   const key = await page.locator('#stream-key-value').textContent();
   assert.match(rtmp, /^rtmp:\/\/127\.0\.0\.1:\d+\//);
   assert.match(key, /^v4\.public\./);
+  // The SRT credential beside it: the dev origin's SRT port, a short stream key, a passphrase.
+  const srt = await page.locator('#srt-url').textContent();
+  assert.match(srt, /^srt:\/\/127\.0\.0\.1:\d+\?streamid=#!::r=live\/s1\.[^,]+,m=publish$/);
+  assert.match(await page.locator('#srt-passphrase').textContent(), /^[A-Za-z0-9_-]{32}$/);
 
   const rows = ['email,name'];
   for (let i = 0; i < 100; i++) rows.push(`person${i}@example.com,Person ${i}`);

@@ -14,7 +14,15 @@ interface EventDto {
   form: FieldDto[]; privacy_notice: string; ended_at: string | null; namespace: string; retention_days: number;
 }
 interface StreamDto { name: string; namespace: string; credential_issued_at: string | null }
-interface Credential { rtmp_url: string; stream_key: string; namespace: string; expires_at: string }
+interface Credential {
+  rtmp_url: string;
+  stream_key: string;
+  srt_url: string;
+  srt_stream_key: string;
+  srt_passphrase: string;
+  namespace: string;
+  expires_at: string;
+}
 interface Participant { id: string; email: string; name: string; status: string; source: string; consent: string | null; created_at: string }
 interface ImportResult { created: number; errors: { line: number; column: string | null; message: string }[] }
 interface User { id: string; email: string; name: string; role: string; active: boolean; locked: boolean; totp: boolean }
@@ -306,7 +314,9 @@ function showKey(el: HTMLElement, c: Credential): void {
     el,
     h('div', { class: 'copyline' }, h('span', {}, 'Server'), h('code', { id: 'rtmp-url' }, c.rtmp_url), copyButton(() => c.rtmp_url)),
     h('div', { class: 'copyline' }, h('span', {}, 'Stream key'), h('code', { id: 'stream-key-value', class: 'secret' }, c.stream_key), copyButton(() => c.stream_key)),
-    h('p', { class: 'hint' }, `Valid until ${dateTime(c.expires_at)}. Shown once: copy it into your encoder now.`),
+    h('div', { class: 'copyline' }, h('span', {}, 'SRT URL'), h('code', { id: 'srt-url', class: 'secret' }, c.srt_url), copyButton(() => c.srt_url)),
+    h('div', { class: 'copyline' }, h('span', {}, 'SRT passphrase'), h('code', { id: 'srt-passphrase', class: 'secret' }, c.srt_passphrase), copyButton(() => c.srt_passphrase)),
+    h('p', { class: 'hint' }, `Valid until ${dateTime(c.expires_at)}. Shown once: copy it into your encoder now. SRT encoders call the SRT URL (stream id included) and encrypt with the passphrase (AES-128, 192 or 256).`),
     h(
       'details',
       { class: 'hint', open: true },

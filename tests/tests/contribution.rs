@@ -1,6 +1,7 @@
-//! SRT ingest with real callers (ffmpeg's libsrt, srt-live-transmit): the
-//! stream id names the stream, each stream has its own passphrase, and a bad
-//! caller is refused without stopping the listener (issue: contribution).
+//! Contribution with real encoders: SRT callers (ffmpeg's libsrt,
+//! srt-live-transmit) where the stream id names the stream, each stream has
+//! its own passphrase, and a bad caller is refused without stopping the
+//! listener; and RTMPS (issue: contribution).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -371,5 +372,39 @@ fn bad_srt_callers_are_refused_and_the_listener_keeps_accepting() {
     // libsrt's reasons reach the origin's log.
     assert!(log.contains("Incorrect passphrase"), "{log}");
     assert!(log.contains("Password required or unexpected"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn an_rtmps_push_decodes_at_the_edge() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let origin = origin(dir);
+    let edge = Service::edge("edge", dir, &origin);
+    let port = origin.rtmps_port.expect("origin logs its RTMPS address");
+    // Plain RTMP and garbage at the TLS port cost only their own connection.
+    for junk in [
+        &b"\x03plain rtmp handshake"[..],
+        &[0x16, 0x03, 0x01, 0xFF, 0xFF, 0, 0][..],
+    ] {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(junk);
+    }
+    let url = format!("rtmps://127.0.0.1:{port}/live/{CLEAR_KEY}");
+    let mut pusher = push(&url, 40, dir, "ffmpeg-rtmps");
+    let master = edge.http_url(&format!("/hls/{CLEAR_NS}/master.m3u8"));
+    let video = master.replace("master.m3u8", "video/playlist.m3u8");
+    wait_until(Duration::from_secs(25), "three HLS segments", || {
+        http_text(&video).filter(|t| t.matches("#EXTINF").count() >= 3)
+    });
+    let recorded = dir.join("rtmps-hls.mp4");
+    let errors = record(&master, 8, &recorded);
+    assert!(errors.trim().is_empty(), "ffmpeg reading HLS: {errors}");
+    assert_decodes_720p30(&recorded, 6.0);
+    pusher.kill();
+    let log = origin.proc.log_text();
+    assert!(log.contains("RTMPS connection closed on error"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
