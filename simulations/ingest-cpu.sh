@@ -33,12 +33,19 @@ port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.S
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-# CPU seconds per wall second of process $1 over WINDOW seconds.
+# Bytes strom's origin has received over protocol $1 (0 for nginx).
+received() {
+  [ -n "${HTTP:-}" ] || { echo 0; return; }
+  curl -s "http://127.0.0.1:$HTTP/metrics" | awk -v p="protocol=\"$1\"" '$1 ~ /^strom_ingest_bytes_total/ && index($1, p) {print $2}'
+}
+
+# CPU seconds per wall second of process $1 over WINDOW seconds, and the
+# ingest rate strom saw (protocol $2) over the same window.
 measure() {
   sleep "$WARMUP"
-  local a b
-  a=$(ticks "$1"); sleep "$WINDOW"; b=$(ticks "$1")
-  python3 -c "print(round(($b-$a)/$HZ/$WINDOW*100, 1))"
+  local a b r0 r1
+  a=$(ticks "$1"); r0=$(received "$2"); sleep "$WINDOW"; b=$(ticks "$1"); r1=$(received "$2")
+  python3 -c "print(f'{($b-$a)/$HZ/$WINDOW*100:.1f} % of one core', '' if $r1 == 0 else f'(received {($r1-$r0)*8/$WINDOW/1e6:.1f} Mbit/s)')"
 }
 
 pushers() { # proto url-prefix
@@ -60,7 +67,8 @@ origin() {
     echo "rtmp_listen = \"127.0.0.1:$RTMP\""
     echo "srt_listen = \"127.0.0.1:$SRT\""
     echo "moqt_listen = \"127.0.0.1:$(port udp)\""
-    echo "http_listen = \"127.0.0.1:$(port tcp)\""
+    HTTP=$(port tcp)
+    echo "http_listen = \"127.0.0.1:$HTTP\""
     for i in $(seq "$N"); do
       printf '[[origin.streams]]\napp = "live"\nkey = "key-%s-0123456789abcdef"\nnamespace = "bench/event/s%s"\n' "$i" "$i"
     done
@@ -72,13 +80,14 @@ origin() {
 }
 
 origin; pushers rtmp "rtmp://127.0.0.1:$RTMP/live"
-echo "strom RTMP, $N x 6 Mbit/s: $(measure $ORIGIN) % of one core"
+echo "strom RTMP, $N x 6 Mbit/s: $(measure $ORIGIN rtmp)"
 kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 
 origin; pushers srt "srt://127.0.0.1:$SRT"
-echo "strom SRT,  $N x 6 Mbit/s: $(measure $ORIGIN) % of one core"
+echo "strom SRT,  $N x 6 Mbit/s: $(measure $ORIGIN srt)"
 kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 
+HTTP=
 NGINX_PORT=$(port tcp)
 cat > "$WORK/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
@@ -94,4 +103,4 @@ nginx -c "$WORK/nginx.conf" &
 NGINX=$!
 sleep 1
 pushers rtmp "rtmp://127.0.0.1:$NGINX_PORT/live"
-echo "nginx-rtmp, $N x 6 Mbit/s: $(measure $NGINX) % of one core"
+echo "nginx-rtmp, $N x 6 Mbit/s: $(measure $NGINX none)"
