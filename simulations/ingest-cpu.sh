@@ -2,7 +2,8 @@
 # Ingest CPU: N concurrent 6 Mbit/s 720p30 pushes (pre-encoded, ffmpeg -c copy
 # so the encoders cost little) into a release-built strom origin, over RTMP
 # and over SRT, and the same RTMP load into nginx-rtmp (Debian's
-# libnginx-mod-rtmp, no HLS, no recording). Prints the CPU time the receiving
+# libnginx-mod-rtmp, no HLS, no recording). SRT runs twice: clear, and with
+# AES-128 (a passphrase per stream). Prints the CPU time the receiving
 # process used per second of wall clock, over a window after a warm-up.
 #
 #   simulations/ingest-cpu.sh [streams=1] [seconds=30]
@@ -53,8 +54,10 @@ pushers() { # proto url-prefix
     if [ "$1" = rtmp ]; then
       ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$CLIP.flv" -c copy -f flv "$2/key-$i-0123456789abcdef" &
     else
+      local aes=""
+      [ -n "${PASS:-}" ] && aes="&passphrase=$PASS&pbkeylen=16"
       ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$CLIP.ts" -c copy -f mpegts \
-        "$2?mode=caller&latency=120000&pkt_size=1316&streamid=#!::r=live/key-$i-0123456789abcdef,m=publish" &
+        "$2?mode=caller&latency=120000&pkt_size=1316&streamid=#!::r=live/key-$i-0123456789abcdef,m=publish$aes" &
     fi
   done
 }
@@ -71,6 +74,7 @@ origin() {
     echo "http_listen = \"127.0.0.1:$HTTP\""
     for i in $(seq "$N"); do
       printf '[[origin.streams]]\napp = "live"\nkey = "key-%s-0123456789abcdef"\nnamespace = "bench/event/s%s"\n' "$i" "$i"
+      [ -n "${PASS:-}" ] && printf 'srt_passphrase = "%s"\n' "$PASS"
     done
   } > "$WORK/origin.toml"
   STROM_LOG=warn $BIN --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
@@ -86,6 +90,12 @@ kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 origin; pushers srt "srt://127.0.0.1:$SRT"
 echo "strom SRT,  $N x 6 Mbit/s: $(measure $ORIGIN srt)"
 kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
+
+PASS=bench-passphrase-0123
+origin; pushers srt "srt://127.0.0.1:$SRT"
+echo "strom SRT AES-128, $N x 6 Mbit/s: $(measure $ORIGIN srt)"
+kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
+PASS=
 
 HTTP=
 NGINX_PORT=$(port tcp)
