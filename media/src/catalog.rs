@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::aac::AacConfig;
 use crate::avc::AvcConfig;
+use crate::video::VideoConfig;
 
 /// The catalog format version strom writes and accepts.
 pub const CATALOG_VERSION: u32 = 1;
@@ -104,11 +105,22 @@ impl CatalogTrack {
 
     /// A video track entry for an H.264 configuration and its init segment.
     pub fn video(name: &str, avc: &AvcConfig, timescale: u32, init: &[u8]) -> Self {
+        Self::from_video_config(name, &VideoConfig::Avc(avc.clone()), timescale, init)
+    }
+
+    /// A video track entry for any video configuration (H.264 or H.265) and its init
+    /// segment: codec string, display size and frame rate come from the configuration.
+    pub fn from_video_config(
+        name: &str,
+        config: &VideoConfig,
+        timescale: u32,
+        init: &[u8],
+    ) -> Self {
         CatalogTrack {
-            width: Some(avc.width),
-            height: Some(avc.height),
-            framerate: avc.frame_rate,
-            ..Self::base(name, "video", avc.codec_string(), timescale, init)
+            width: Some(config.width()),
+            height: Some(config.height()),
+            framerate: config.frame_rate(),
+            ..Self::base(name, "video", config.codec_string(), timescale, init)
         }
     }
 

@@ -1,4 +1,5 @@
-//! strom media model and containers: FLV tag bodies or MPEG-TS in, H.264/AAC configuration,
+//! strom media model and containers: FLV tag bodies (including Enhanced RTMP `hvc1`) or
+//! MPEG-TS in, H.264/H.265/AAC configuration,
 //! CMAF init segments and chunks out, the MSF-style catalog, and the sans-IO
 //! [`Packager`] that turns an RTMP broadcast into groups and objects.
 
@@ -7,10 +8,12 @@ pub mod avc;
 pub mod catalog;
 pub mod cmaf;
 pub mod flv;
+pub mod hevc;
 pub mod packager;
 #[cfg(test)]
 mod test_util;
 pub mod ts;
+pub mod video;
 
 pub use aac::{AacConfig, AacError};
 pub use avc::{contains_idr, AvcConfig, AvcError};
@@ -20,5 +23,7 @@ pub use cmaf::{
     ChunkInfo, CmafError, InitInfo, ProducerTime, Sample, TrackConfig,
 };
 pub use flv::{AudioTag, FlvError, FlvReader, VideoTag};
+pub use hevc::{contains_irap, HevcConfig, HevcError};
 pub use packager::{Output, Packager, PackagerError, PackagerStats, Resume, TrackName};
 pub use ts::{TsError, TsIngest, TsStats, TsTag};
+pub use video::{VideoCodec, VideoConfig, VideoError};

@@ -5,8 +5,9 @@
 //! Sans-IO: [`TsIngest::push`] takes whatever bytes arrived. It finds the
 //! program in the PAT, the elementary streams in the PMT (H.264 0x1B, HEVC
 //! 0x24, AAC in ADTS 0x0F), reassembles PES packets, and converts them:
-//! H.264 Annex B access units become length-prefixed NAL units with an
-//! AVCDecoderConfigurationRecord built from in-band SPS/PPS; ADTS frames
+//! H.264 and HEVC Annex B access units become length-prefixed NAL units with
+//! an AVCDecoderConfigurationRecord (from in-band SPS/PPS) or an
+//! HEVCDecoderConfigurationRecord (from in-band VPS/SPS/PPS); ADTS frames
 //! become raw AAC frames with an AudioSpecificConfig built from the ADTS
 //! header. Timestamps are 33-bit 90 kHz values: they are unwrapped (a
 //! broadcast may run past the 26.5 h wrap) and rebased to the first one seen,
@@ -21,8 +22,9 @@ use thiserror::Error;
 
 use crate::flv::{
     AacPacket, AacPacketType, AudioPacket, AudioTag, AvcPacket, AvcPacketType, FrameType,
-    VideoPacket, VideoTag,
+    HevcPacket, HevcPacketType, VideoPacket, VideoTag,
 };
+use crate::hevc::{self, HevcConfig};
 
 /// Bytes in one transport stream packet.
 pub const PACKET_SIZE: usize = 188;
@@ -87,7 +89,8 @@ pub struct TsStats {
     pub bad_pes: u64,
     /// Continuity counter jumps (lost packets upstream).
     pub discontinuities: u64,
-    /// Video access units or ADTS frames that could not be converted.
+    /// Video access units or ADTS frames that could not be converted, and
+    /// parameter sets that could not form a decoder configuration.
     pub bad_frames: u64,
 }
 
@@ -393,9 +396,10 @@ pub struct TsIngest {
     clock: Clock,
     /// The SPS and PPS of the configuration last announced.
     avc: Option<(Bytes, Bytes)>,
+    /// The VPS, SPS and PPS of the HEVC configuration last announced.
+    hevc: Option<[Bytes; 3]>,
     /// The AudioSpecificConfig last announced.
     asc: Option<[u8; 2]>,
-    hevc_reported: bool,
 }
 
 impl TsIngest {
@@ -427,21 +431,7 @@ impl TsIngest {
             match f.codec {
                 EsCodec::H264 => self.h264(&f, &mut out),
                 EsCodec::Aac => self.aac(&f, &mut out),
-                EsCodec::Hevc => {
-                    if !self.hevc_reported {
-                        self.hevc_reported = true;
-                        let timestamp_ms = ms_u32(self.clock.ms(f.dts));
-                        out.push(TsTag::Video {
-                            timestamp_ms,
-                            tag: VideoTag {
-                                frame_type: FrameType::Keyframe,
-                                packet: VideoPacket::Unsupported {
-                                    codec: "hvc1".into(),
-                                },
-                            },
-                        });
-                    }
-                }
+                EsCodec::Hevc => self.h265(&f, &mut out),
             }
         }
         out
@@ -489,6 +479,8 @@ impl TsIngest {
                         },
                     });
                     self.avc = Some((sps, pps));
+                    // A later switch back to HEVC must announce its configuration again.
+                    self.hevc = None;
                 }
             }
         }
@@ -506,6 +498,81 @@ impl TsIngest {
                 },
                 packet: VideoPacket::Avc(AvcPacket {
                     packet_type: AvcPacketType::Nalu,
+                    composition_time,
+                    payload: body.freeze(),
+                }),
+            },
+        });
+    }
+
+    /// Like [`Self::h264`]: parameter sets leave the access unit and, when new or
+    /// changed, are announced as an `hvc1` SequenceStart; AUD and filler are dropped.
+    fn h265(&mut self, f: &EsFrame, out: &mut Vec<TsTag>) {
+        let dts = self.clock.ticks(f.dts);
+        let pts = self.clock.ticks(f.pts);
+        let timestamp_ms = ms_u32(dts / 90);
+        let (mut vps, mut sps, mut pps) = (None, None, None);
+        let mut body = BytesMut::with_capacity(f.data.len() + 16);
+        let mut irap = false;
+        for nal in annex_b(&f.data) {
+            let Some(nal_type) = hevc::nal_unit_type(nal) else {
+                continue;
+            };
+            match nal_type {
+                hevc::NAL_VPS => {
+                    vps.get_or_insert_with(|| f.data.slice_ref(nal));
+                }
+                hevc::NAL_SPS => {
+                    sps.get_or_insert_with(|| f.data.slice_ref(nal));
+                }
+                hevc::NAL_PPS => {
+                    pps.get_or_insert_with(|| f.data.slice_ref(nal));
+                }
+                hevc::NAL_AUD | hevc::NAL_FILLER => {}
+                t => {
+                    irap |= hevc::is_irap(t);
+                    body.put_u32(nal.len() as u32);
+                    body.extend_from_slice(nal);
+                }
+            }
+        }
+        if let (Some(vps), Some(sps), Some(pps)) = (vps, sps, pps) {
+            let sets = [vps, sps, pps];
+            if self.hevc.as_ref() != Some(&sets) {
+                match HevcConfig::from_parameter_sets(&sets[0], &sets[1], &sets[2]) {
+                    Ok(config) => {
+                        out.push(TsTag::Video {
+                            timestamp_ms,
+                            tag: VideoTag {
+                                frame_type: FrameType::Keyframe,
+                                packet: VideoPacket::Hevc(HevcPacket {
+                                    packet_type: HevcPacketType::SequenceStart,
+                                    composition_time: 0,
+                                    payload: config.raw,
+                                }),
+                            },
+                        });
+                        self.hevc = Some(sets);
+                        self.avc = None;
+                    }
+                    Err(_) => self.demux.stats.bad_frames += 1,
+                }
+            }
+        }
+        if body.is_empty() {
+            return;
+        }
+        let composition_time = ((pts - dts) / 90).clamp(0, 0x7F_FFFF) as i32;
+        out.push(TsTag::Video {
+            timestamp_ms,
+            tag: VideoTag {
+                frame_type: if irap {
+                    FrameType::Keyframe
+                } else {
+                    FrameType::Inter
+                },
+                packet: VideoPacket::Hevc(HevcPacket {
+                    packet_type: HevcPacketType::CodedFrames,
                     composition_time,
                     payload: body.freeze(),
                 }),

@@ -2,13 +2,16 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    Audio, Avc1, Avcc, AvccExt, Codec, Dinf, Dref, Encode, Ftyp, Hdlr, Mdhd, Mdia, Minf, Moov,
-    Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Trex, Url, Visual, Vmhd,
+    Audio, Avc1, Avcc, AvccExt, Codec, Dinf, Dref, Encode, Ftyp, Hdlr, Hvc1, HvcCArray, Hvcc, Mdhd,
+    Mdia, Minf, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Trex, Url, Visual,
+    Vmhd,
 };
 
 use super::CmafError;
 use crate::aac::AacConfig;
 use crate::avc::AvcConfig;
+use crate::hevc::HevcConfig;
+use crate::video::VideoConfig;
 
 /// Video media timescale: 90 kHz, the MPEG convention, exact for every common frame rate
 /// and for RTMP's millisecond timestamps.
@@ -24,7 +27,8 @@ pub const AUDIO_TRACK_ID: u32 = 2;
 pub enum TrackConfig {
     Video {
         track_id: u32,
-        avc: AvcConfig,
+        /// H.264 or H.265 configuration.
+        config: VideoConfig,
         timescale: u32,
     },
     Audio {
@@ -36,11 +40,12 @@ pub enum TrackConfig {
 }
 
 impl TrackConfig {
-    /// A video track with id [`VIDEO_TRACK_ID`] and the 90 kHz timescale.
-    pub fn video(avc: AvcConfig) -> Self {
+    /// A video track with id [`VIDEO_TRACK_ID`] and the 90 kHz timescale
+    /// (takes an [`AvcConfig`], a [`HevcConfig`] or a [`VideoConfig`]).
+    pub fn video(config: impl Into<VideoConfig>) -> Self {
         Self::Video {
             track_id: VIDEO_TRACK_ID,
-            avc,
+            config: config.into(),
             timescale: VIDEO_TIMESCALE,
         }
     }
@@ -86,6 +91,55 @@ fn avcc_box(avc: &AvcConfig) -> Avcc {
     }
 }
 
+/// The hvcC box, rebuilt field by field from the parsed record (mp4-atom writes the
+/// reserved bits itself), so it says exactly what the catalog's codec string says.
+fn hvcc_box(hevc: &HevcConfig) -> Hvcc {
+    let g = &hevc.general;
+    Hvcc {
+        configuration_version: 1,
+        general_profile_space: g.profile_space,
+        general_tier_flag: g.tier_flag,
+        general_profile_idc: g.profile_idc,
+        general_profile_compatibility_flags: g.compatibility_flags.to_be_bytes(),
+        general_constraint_indicator_flags: g.constraint_flags,
+        general_level_idc: g.level_idc,
+        min_spatial_segmentation_idc: hevc.min_spatial_segmentation_idc,
+        parallelism_type: hevc.parallelism_type,
+        chroma_format_idc: hevc.chroma_format_idc,
+        bit_depth_luma_minus8: hevc.bit_depth_luma - 8,
+        bit_depth_chroma_minus8: hevc.bit_depth_chroma - 8,
+        avg_frame_rate: hevc.avg_frame_rate,
+        constant_frame_rate: hevc.constant_frame_rate,
+        num_temporal_layers: hevc.num_temporal_layers,
+        temporal_id_nested: hevc.temporal_id_nested,
+        length_size_minus_one: hevc.nal_length_size - 1,
+        arrays: hevc
+            .arrays
+            .iter()
+            .map(|a| HvcCArray {
+                completeness: a.completeness,
+                nal_unit_type: a.nal_unit_type,
+                nalus: a.nal_units.iter().map(|n| n.to_vec()).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn video_sample_entry(config: &VideoConfig, visual: Visual) -> Codec {
+    match config {
+        VideoConfig::Avc(avc) => Codec::from(Avc1 {
+            visual,
+            avcc: avcc_box(avc),
+            ..Default::default()
+        }),
+        VideoConfig::Hevc(hevc) => Codec::from(Hvc1 {
+            visual,
+            hvcc: hvcc_box(hevc),
+            ..Default::default()
+        }),
+    }
+}
+
 fn esds_box(track_id: u32, aac: &AacConfig) -> mp4_atom::Esds {
     use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
     mp4_atom::Esds {
@@ -117,23 +171,21 @@ pub fn init_segment(config: &TrackConfig) -> Result<Bytes, CmafError> {
     let track_id = config.track_id();
     let timescale = config.timescale();
     let (handler, name, codec, width, height, vmhd, smhd, volume) = match config {
-        TrackConfig::Video { avc, .. } => {
-            let w = u16::try_from(avc.width).map_err(|_| CmafError::TooLarge("video width"))?;
-            let h = u16::try_from(avc.height).map_err(|_| CmafError::TooLarge("video height"))?;
-            let avc1 = Avc1 {
-                visual: Visual {
-                    data_reference_index: 1,
-                    width: w,
-                    height: h,
-                    ..Default::default()
-                },
-                avcc: avcc_box(avc),
+        TrackConfig::Video { config, .. } => {
+            let w =
+                u16::try_from(config.width()).map_err(|_| CmafError::TooLarge("video width"))?;
+            let h =
+                u16::try_from(config.height()).map_err(|_| CmafError::TooLarge("video height"))?;
+            let visual = Visual {
+                data_reference_index: 1,
+                width: w,
+                height: h,
                 ..Default::default()
             };
             (
                 b"vide",
                 "VideoHandler",
-                Codec::from(avc1),
+                video_sample_entry(config, visual),
                 w,
                 h,
                 Some(Vmhd::default()),

@@ -9,6 +9,7 @@ use mp4_atom::{Codec, Decode, Moof, Moov};
 
 use super::{ntp_to_unix_micros, CmafError};
 use crate::aac::AacConfig;
+use crate::hevc::ProfileTierLevel;
 
 /// The prft box of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +234,19 @@ pub fn parse_chunk(data: &[u8]) -> Result<ChunkInfo, CmafError> {
     })
 }
 
+/// RFC 6381 codec string from an hvcC header.
+fn hvcc_codec_string(sample_entry: &str, c: &mp4_atom::Hvcc) -> String {
+    ProfileTierLevel {
+        profile_space: c.general_profile_space,
+        tier_flag: c.general_tier_flag,
+        profile_idc: c.general_profile_idc,
+        compatibility_flags: u32::from_be_bytes(c.general_profile_compatibility_flags),
+        constraint_flags: c.general_constraint_indicator_flags,
+        level_idc: c.general_level_idc,
+    }
+    .codec_string(sample_entry)
+}
+
 fn brand(b: &mp4_atom::FourCC) -> String {
     b.to_string()
 }
@@ -273,6 +287,20 @@ pub fn parse_init(data: &[u8]) -> Result<InitInfo, CmafError> {
                 },
             )
         }
+        Codec::Hvc1(hvc1) => (
+            hvcc_codec_string("hvc1", &hvc1.hvcc),
+            TrackKind::Video {
+                width: hvc1.visual.width,
+                height: hvc1.visual.height,
+            },
+        ),
+        Codec::Hev1(hev1) => (
+            hvcc_codec_string("hev1", &hev1.hvcc),
+            TrackKind::Video {
+                width: hev1.visual.width,
+                height: hev1.visual.height,
+            },
+        ),
         Codec::Mp4a(mp4a) => {
             let dc = &mp4a.esds.es_desc.dec_config;
             let asc = dc

@@ -24,6 +24,8 @@ pub enum FlvError {
     InvalidFrameType(u8),
     #[error("invalid AVC packet type {0}")]
     InvalidAvcPacketType(u8),
+    #[error("invalid Enhanced RTMP video packet type {0}")]
+    InvalidVideoPacketType(u8),
     #[error("invalid AAC packet type {0}")]
     InvalidAacPacketType(u8),
     #[error("invalid video codec id {0}")]
@@ -87,10 +89,37 @@ pub struct AvcPacket {
     pub payload: Bytes,
 }
 
+/// `VideoPacketType` of an Enhanced RTMP `hvc1` video tag, as far as strom packages it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HevcPacketType {
+    /// SequenceStart (0): payload is an HEVCDecoderConfigurationRecord.
+    SequenceStart,
+    /// CodedFrames (1) or CodedFramesX (3): payload is one access unit of
+    /// length-prefixed NAL units.
+    CodedFrames,
+    /// SequenceEnd (2): no payload.
+    SequenceEnd,
+}
+
+/// An H.265 video tag (Enhanced RTMP FourCC `hvc1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HevcPacket {
+    pub packet_type: HevcPacketType,
+    /// Composition time offset (pts - dts) in milliseconds: the SI24 of CodedFrames,
+    /// 0 for CodedFramesX and the other packet types.
+    pub composition_time: i32,
+    pub payload: Bytes,
+}
+
 /// What follows the first byte of a video tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoPacket {
     Avc(AvcPacket),
+    /// H.265 over Enhanced RTMP.
+    Hevc(HevcPacket),
+    /// Enhanced RTMP Metadata (packet type 4): AMF-encoded values such as colorInfo for
+    /// a codec strom packages. Carries nothing a decoder of the CMAF output needs.
+    Metadata(Bytes),
     /// A video info / command frame; the single byte is the command.
     Command(u8),
     /// A codec strom does not package. `codec` is a display name ("VP6") or, for
@@ -132,6 +161,89 @@ fn fourcc_name(b: &[u8]) -> String {
         .collect()
 }
 
+/// Sign-extend a big-endian SI24.
+fn si24(b: &[u8]) -> i32 {
+    let raw = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+    // Shift into the top of an i32 and back down to sign-extend.
+    ((raw << 8) as i32) >> 8
+}
+
+/// Enhanced RTMP `VideoPacketType` values (veovera enhanced-rtmp v1/v2).
+mod ex_packet {
+    pub const SEQUENCE_START: u8 = 0;
+    pub const CODED_FRAMES: u8 = 1;
+    pub const SEQUENCE_END: u8 = 2;
+    pub const CODED_FRAMES_X: u8 = 3;
+    pub const METADATA: u8 = 4;
+    pub const MPEG2TS_SEQUENCE_START: u8 = 5;
+    pub const MULTITRACK: u8 = 6;
+    pub const MOD_EX: u8 = 7;
+}
+
+/// The body of an Enhanced RTMP video tag: `[IsExHeader:1][FrameType:3][PacketType:4]`,
+/// then (except for command frames and multitrack) a FourCC and the packet.
+fn parse_ex_video(body: &Bytes) -> Result<VideoTag, FlvError> {
+    use ex_packet::*;
+    let first = body[0];
+    let frame_type = FrameType::from_bits((first >> 4) & 0x07)?;
+    let packet_type = first & 0x0F;
+    if packet_type > MOD_EX {
+        return Err(FlvError::InvalidVideoPacketType(packet_type));
+    }
+    if frame_type == FrameType::Command && packet_type != METADATA {
+        // E-RTMP v2: a command frame carries a single VideoCommand byte, no FourCC.
+        need("Enhanced RTMP video command", body, 2)?;
+        return Ok(VideoTag {
+            frame_type,
+            packet: VideoPacket::Command(body[1]),
+        });
+    }
+    let unsupported = |codec: &str| {
+        Ok(VideoTag {
+            frame_type,
+            packet: VideoPacket::Unsupported {
+                codec: codec.to_string(),
+            },
+        })
+    };
+    match packet_type {
+        MULTITRACK => return unsupported("Enhanced RTMP multitrack video"),
+        MOD_EX => return unsupported("Enhanced RTMP ModEx video"),
+        _ => {}
+    }
+    need("Enhanced RTMP video header", body, 5)?;
+    if &body[1..5] != b"hvc1" {
+        return unsupported(&fourcc_name(&body[1..5]));
+    }
+    let (packet_type, composition_time, start) = match packet_type {
+        SEQUENCE_START => (HevcPacketType::SequenceStart, 0, 5),
+        CODED_FRAMES => {
+            need("HEVC composition time", body, 8)?;
+            (HevcPacketType::CodedFrames, si24(&body[5..8]), 8)
+        }
+        CODED_FRAMES_X => (HevcPacketType::CodedFrames, 0, 5),
+        SEQUENCE_END => (HevcPacketType::SequenceEnd, 0, 5),
+        METADATA => {
+            return Ok(VideoTag {
+                frame_type,
+                packet: VideoPacket::Metadata(body.slice(5..)),
+            })
+        }
+        // MPEG2TSSequenceStart (an MPEG-2 TS descriptor as configuration) is defined for
+        // AV1 only; strom cannot package HEVC configured that way.
+        MPEG2TS_SEQUENCE_START => return unsupported("hvc1 (MPEG2TSSequenceStart)"),
+        other => return Err(FlvError::InvalidVideoPacketType(other)),
+    };
+    Ok(VideoTag {
+        frame_type,
+        packet: VideoPacket::Hevc(HevcPacket {
+            packet_type,
+            composition_time,
+            payload: body.slice(start..),
+        }),
+    })
+}
+
 fn legacy_video_codec_name(id: u8) -> Option<&'static str> {
     Some(match id {
         1 => "JPEG",
@@ -152,15 +264,7 @@ impl VideoTag {
     pub fn parse(body: &Bytes) -> Result<VideoTag, FlvError> {
         let first = *body.first().ok_or(FlvError::Empty)?;
         if first & 0x80 != 0 {
-            // Enhanced RTMP: [IsExHeader:1][FrameType:3][PacketType:4][FourCC:4].
-            let frame_type = FrameType::from_bits((first >> 4) & 0x07)?;
-            need("Enhanced RTMP video header", body, 5)?;
-            return Ok(VideoTag {
-                frame_type,
-                packet: VideoPacket::Unsupported {
-                    codec: fourcc_name(&body[1..5]),
-                },
-            });
+            return parse_ex_video(body);
         }
         let frame_type = FrameType::from_bits(first >> 4)?;
         let codec_id = first & 0x0F;
@@ -188,9 +292,7 @@ impl VideoTag {
             2 => AvcPacketType::EndOfSequence,
             other => return Err(FlvError::InvalidAvcPacketType(other)),
         };
-        // SI24: shift into the top of an i32 and back down to sign-extend.
-        let raw = (u32::from(body[2]) << 16) | (u32::from(body[3]) << 8) | u32::from(body[4]);
-        let composition_time = ((raw << 8) as i32) >> 8;
+        let composition_time = si24(&body[2..5]);
         Ok(VideoTag {
             frame_type,
             packet: VideoPacket::Avc(AvcPacket {
@@ -221,6 +323,28 @@ impl VideoTag {
         });
         let cts = (packet.composition_time as u32) & 0x00FF_FFFF;
         out.put_slice(&cts.to_be_bytes()[1..]);
+        out.put_slice(&packet.payload);
+        out.freeze()
+    }
+
+    /// Serialise an Enhanced RTMP `hvc1` tag body (used to build test input and by
+    /// tools). Coded frames with a zero composition time use CodedFramesX, as the
+    /// specification recommends; the composition time is truncated to 24 bits.
+    pub fn encode_hevc(frame_type: FrameType, packet: &HevcPacket) -> Bytes {
+        use ex_packet::*;
+        let mut out = BytesMut::with_capacity(8 + packet.payload.len());
+        let packet_type = match packet.packet_type {
+            HevcPacketType::SequenceStart => SEQUENCE_START,
+            HevcPacketType::SequenceEnd => SEQUENCE_END,
+            HevcPacketType::CodedFrames if packet.composition_time == 0 => CODED_FRAMES_X,
+            HevcPacketType::CodedFrames => CODED_FRAMES,
+        };
+        out.put_u8(0x80 | (frame_type.to_bits() << 4) | packet_type);
+        out.put_slice(b"hvc1");
+        if packet_type == CODED_FRAMES {
+            let cts = (packet.composition_time as u32) & 0x00FF_FFFF;
+            out.put_slice(&cts.to_be_bytes()[1..]);
+        }
         out.put_slice(&packet.payload);
         out.freeze()
     }

@@ -45,14 +45,126 @@ fn unsupported_video_codecs_are_named() {
             }
         );
     }
-    // Enhanced RTMP: IsExHeader | keyframe(1) << 4 | PacketTypeCodedFrames(1), FourCC hvc1.
-    let tag = VideoTag::parse(&b(&[0x80 | 0x10 | 1, b'h', b'v', b'c', b'1', 0])).unwrap();
-    assert!(tag.is_keyframe());
+    // Enhanced RTMP FourCCs other than hvc1: IsExHeader | keyframe(1) << 4 | CodedFrames(1).
+    for fourcc in [b"av01", b"vp09", b"avc1"] {
+        let mut body = vec![0x80 | 0x10 | 1];
+        body.extend_from_slice(fourcc);
+        body.extend_from_slice(&[0, 0, 0, 9]);
+        let tag = VideoTag::parse(&b(&body)).unwrap();
+        assert!(tag.is_keyframe());
+        assert_eq!(
+            tag.packet,
+            VideoPacket::Unsupported {
+                codec: String::from_utf8(fourcc.to_vec()).unwrap()
+            }
+        );
+    }
+    // Unprintable FourCC bytes are replaced.
+    let tag = VideoTag::parse(&b(&[0x91, b'x', 0, 0xFF, b'y'])).unwrap();
     assert_eq!(
         tag.packet,
         VideoPacket::Unsupported {
-            codec: "hvc1".into()
+            codec: "x??y".into()
         }
+    );
+}
+
+/// An Enhanced RTMP hvc1 body: [1][frame type:3][packet type:4] "hvc1" rest.
+fn ex_hvc1(frame_type: u8, packet_type: u8, rest: &[u8]) -> Bytes {
+    let mut v = vec![0x80 | frame_type << 4 | packet_type];
+    v.extend_from_slice(b"hvc1");
+    v.extend_from_slice(rest);
+    Bytes::from(v)
+}
+
+#[test]
+fn enhanced_rtmp_hevc_packet_types() {
+    // 0 SequenceStart: the HEVCDecoderConfigurationRecord follows the FourCC.
+    let tag = VideoTag::parse(&ex_hvc1(1, 0, &[1, 2, 3])).unwrap();
+    assert!(tag.is_keyframe());
+    assert_eq!(
+        tag.packet,
+        VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::SequenceStart,
+            composition_time: 0,
+            payload: b(&[1, 2, 3]),
+        })
+    );
+    // 1 CodedFrames: SI24 composition time, then the access unit.
+    let tag = VideoTag::parse(&ex_hvc1(2, 1, &[0xFF, 0xFF, 0xDF, 0, 0, 0, 1, 7])).unwrap();
+    assert_eq!(tag.frame_type, FrameType::Inter);
+    assert_eq!(
+        tag.packet,
+        VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::CodedFrames,
+            composition_time: -33,
+            payload: b(&[0, 0, 0, 1, 7]),
+        })
+    );
+    let tag = VideoTag::parse(&ex_hvc1(1, 1, &[0, 0, 66])).unwrap();
+    assert!(
+        matches!(tag.packet, VideoPacket::Hevc(HevcPacket { composition_time: 66, ref payload, .. }) if payload.is_empty())
+    );
+    // 3 CodedFramesX: no composition time (zero), the access unit right after the FourCC.
+    let tag = VideoTag::parse(&ex_hvc1(3, 3, &[0, 0, 0, 1, 7])).unwrap();
+    assert_eq!(tag.frame_type, FrameType::DisposableInter);
+    assert_eq!(
+        tag.packet,
+        VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::CodedFrames,
+            composition_time: 0,
+            payload: b(&[0, 0, 0, 1, 7]),
+        })
+    );
+    // 2 SequenceEnd.
+    let tag = VideoTag::parse(&ex_hvc1(1, 2, &[])).unwrap();
+    assert!(matches!(
+        tag.packet,
+        VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::SequenceEnd,
+            ..
+        })
+    ));
+    // 4 Metadata: AMF to be ignored.
+    let tag = VideoTag::parse(&ex_hvc1(1, 4, &[2, 0, 9])).unwrap();
+    assert_eq!(tag.packet, VideoPacket::Metadata(b(&[2, 0, 9])));
+    // 5 MPEG2TSSequenceStart: not something strom can package.
+    let tag = VideoTag::parse(&ex_hvc1(1, 5, &[0x80])).unwrap();
+    assert!(matches!(tag.packet, VideoPacket::Unsupported { .. }));
+    // 6 Multitrack and 7 ModEx are named, not misread as a FourCC.
+    for t in [6, 7] {
+        let tag = VideoTag::parse(&ex_hvc1(1, t, &[0; 8])).unwrap();
+        let VideoPacket::Unsupported { codec } = tag.packet else {
+            panic!("packet type {t}")
+        };
+        assert!(codec.starts_with("Enhanced RTMP"), "{codec}");
+    }
+    // 8..15 are not defined.
+    assert_eq!(
+        VideoTag::parse(&ex_hvc1(1, 9, &[])),
+        Err(FlvError::InvalidVideoPacketType(9))
+    );
+    // A command frame carries one command byte and no FourCC (E-RTMP v2).
+    let tag = VideoTag::parse(&b(&[0x80 | 0x50 | 1, 1])).unwrap();
+    assert_eq!(tag.packet, VideoPacket::Command(1));
+    assert!(VideoTag::parse(&b(&[0x80 | 0x50 | 1])).is_err());
+    // Truncation: the FourCC, and the composition time of CodedFrames.
+    assert!(matches!(
+        VideoTag::parse(&b(&[0x91, b'h', b'v', b'c'])),
+        Err(FlvError::Truncated { need: 5, .. })
+    ));
+    assert!(matches!(
+        VideoTag::parse(&ex_hvc1(1, 1, &[0, 0])),
+        Err(FlvError::Truncated {
+            need: 8,
+            have: 7,
+            ..
+        })
+    ));
+    // Frame type 0 is invalid in the extended header too.
+    assert_eq!(
+        VideoTag::parse(&ex_hvc1(0, 1, &[0, 0, 0])),
+        Err(FlvError::InvalidFrameType(0))
     );
 }
 
@@ -181,6 +293,28 @@ proptest! {
         let parsed = VideoTag::parse(&encoded).unwrap();
         prop_assert_eq!(parsed.frame_type, frame_type);
         prop_assert_eq!(parsed.packet, VideoPacket::Avc(packet));
+    }
+
+    #[test]
+    fn hevc_roundtrip(
+        frame_type in arb_frame_type(),
+        packet_type in prop_oneof![
+            Just(HevcPacketType::SequenceStart),
+            Just(HevcPacketType::CodedFrames),
+            Just(HevcPacketType::SequenceEnd),
+        ],
+        cts in -(1i32 << 23)..(1i32 << 23),
+        payload in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        // Only coded frames carry a composition time.
+        let cts = if packet_type == HevcPacketType::CodedFrames { cts } else { 0 };
+        let packet = HevcPacket { packet_type, composition_time: cts, payload: Bytes::from(payload) };
+        let encoded = VideoTag::encode_hevc(frame_type, &packet);
+        prop_assert_eq!(encoded[0] & 0x80, 0x80);
+        prop_assert_eq!(encoded.len(), packet.payload.len() + if cts != 0 { 8 } else { 5 });
+        let parsed = VideoTag::parse(&encoded).unwrap();
+        prop_assert_eq!(parsed.frame_type, frame_type);
+        prop_assert_eq!(parsed.packet, VideoPacket::Hevc(packet));
     }
 
     #[test]

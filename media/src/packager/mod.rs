@@ -20,13 +20,17 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::aac::{AacConfig, AacError};
-use crate::avc::{contains_idr, AvcConfig, AvcError};
+use crate::avc::{AvcConfig, AvcError};
 use crate::catalog::{Catalog, CatalogTrack};
 use crate::cmaf::{
     self, CmafError, ProducerTime, Sample, TrackConfig, AUDIO_TRACK_ID, VIDEO_TIMESCALE,
     VIDEO_TRACK_ID,
 };
-use crate::flv::{AacPacketType, AudioPacket, AudioTag, AvcPacketType, VideoPacket, VideoTag};
+use crate::flv::{
+    AacPacketType, AudioPacket, AudioTag, AvcPacketType, HevcPacketType, VideoPacket, VideoTag,
+};
+use crate::hevc::{HevcConfig, HevcError};
+use crate::video::{VideoCodec, VideoConfig, VideoError};
 use timeline::{rescale, rescale_ceil, Timeline};
 
 /// Why the packager gave up on a broadcast; the caller should close the connection.
@@ -36,10 +40,21 @@ pub enum PackagerError {
     UnsupportedCodec(String),
     #[error("bad AVC configuration or access unit: {0}")]
     Avc(#[from] AvcError),
+    #[error("bad HEVC configuration or access unit: {0}")]
+    Hevc(#[from] HevcError),
     #[error("bad AAC configuration: {0}")]
     Aac(#[from] AacError),
     #[error("CMAF packaging failed: {0}")]
     Cmaf(#[from] CmafError),
+}
+
+impl From<VideoError> for PackagerError {
+    fn from(e: VideoError) -> Self {
+        match e {
+            VideoError::Avc(e) => PackagerError::Avc(e),
+            VideoError::Hevc(e) => PackagerError::Hevc(e),
+        }
+    }
 }
 
 /// The two tracks of a broadcast.
@@ -96,7 +111,8 @@ pub struct PackagerStats {
     pub groups: u64,
     pub video_bytes: u64,
     pub audio_bytes: u64,
-    /// Frames before the first keyframe or before their sequence header, and empty ones.
+    /// Frames before the first keyframe or before their sequence header, empty ones, and
+    /// frames of a codec other than the current sequence header's.
     pub dropped_video_frames: u64,
     /// Audio before the first group, before its sequence header, or empty.
     pub dropped_audio_frames: u64,
@@ -104,15 +120,27 @@ pub struct PackagerStats {
     pub clamped_timestamps: u64,
     /// Audio decode times re-derived from the RTMP timestamp after a gap.
     pub audio_resyncs: u64,
-    /// Tags whose FLV keyframe flag disagreed with the bitstream's IDR presence.
+    /// Tags whose FLV keyframe flag disagreed with the bitstream (IDR for H.264, IRAP
+    /// for H.265).
     pub keyframe_flag_mismatches: u64,
     pub last_keyframe_interval_ms: Option<u64>,
     pub max_keyframe_interval_ms: Option<u64>,
 }
 
 struct VideoState {
-    config: AvcConfig,
+    config: VideoConfig,
     init: Bytes,
+}
+
+/// What a video tag asks of the packager, whatever its codec.
+enum VideoStep<'a> {
+    Config(VideoConfig),
+    Frame {
+        codec: VideoCodec,
+        composition_time: i32,
+        payload: &'a Bytes,
+    },
+    Nothing,
 }
 
 struct AudioState {
@@ -231,22 +259,12 @@ impl Packager {
         wall_clock_unix_micros: u64,
     ) -> Result<Vec<Output>, PackagerError> {
         let mut out = Vec::new();
-        let packet = match &tag.packet {
-            VideoPacket::Avc(p) => p,
-            VideoPacket::Command(_) => return Ok(out),
-            VideoPacket::Unsupported { codec } => {
-                return Err(PackagerError::UnsupportedCodec(codec.clone()))
-            }
-        };
-        match packet.packet_type {
-            AvcPacketType::EndOfSequence => return Ok(out),
-            AvcPacketType::SequenceHeader => {
-                let config = AvcConfig::parse(packet.payload.clone())?;
-                if self
-                    .video
-                    .as_ref()
-                    .is_some_and(|v| v.config.raw == config.raw)
-                {
+        let (codec, composition_time, payload) = match Self::video_step(tag)? {
+            VideoStep::Nothing => return Ok(out),
+            VideoStep::Config(config) => {
+                if self.video.as_ref().is_some_and(|v| {
+                    v.config.codec() == config.codec() && v.config.raw() == config.raw()
+                }) {
                     return Ok(out);
                 }
                 let init = cmaf::init_segment(&TrackConfig::video(config.clone()))?;
@@ -254,8 +272,12 @@ impl Packager {
                 self.refresh_catalog(wall_clock_unix_micros, false, &mut out);
                 return Ok(out);
             }
-            AvcPacketType::Nalu => {}
-        }
+            VideoStep::Frame {
+                codec,
+                composition_time,
+                payload,
+            } => (codec, composition_time, payload),
+        };
 
         // The timeline sees every frame, even dropped ones, so wrap tracking stays current.
         let broadcast_ms = self.timeline.broadcast_ms(rtmp_timestamp_ms);
@@ -263,18 +285,20 @@ impl Packager {
             self.stats.dropped_video_frames += 1;
             return Ok(out);
         };
-        if packet.payload.is_empty() {
+        if payload.is_empty() || video.config.codec() != codec {
+            // A frame of another codec than the configuration (an encoder switching
+            // codecs without a sequence header) cannot be decoded with it.
             self.stats.dropped_video_frames += 1;
             return Ok(out);
         }
         // A group must start where a decoder can start, so the bitstream decides.
-        let keyframe = contains_idr(&packet.payload, video.config.nal_length_size)?;
+        let keyframe = video.config.is_random_access(payload)?;
         if keyframe != tag.is_keyframe() {
             self.stats.keyframe_flag_mismatches += 1;
         }
         let nominal = video
             .config
-            .frame_rate
+            .frame_rate()
             .map_or(VIDEO_TIMESCALE / 30, |fps| {
                 (f64::from(VIDEO_TIMESCALE) / fps).round() as u32
             })
@@ -310,12 +334,10 @@ impl Packager {
         }
         self.last_video = Some((dts, duration));
 
-        let cts_offset = packet
-            .composition_time
-            .saturating_mul((VIDEO_TIMESCALE / 1000) as i32);
+        let cts_offset = composition_time.saturating_mul((VIDEO_TIMESCALE / 1000) as i32);
         let sample = Sample {
             duration,
-            data: packet.payload.clone(),
+            data: payload.clone(),
             keyframe,
             cts_offset,
         };
@@ -333,7 +355,7 @@ impl Packager {
         let object = self.video_object;
         self.video_object += 1;
         self.stats.video_frames += 1;
-        self.stats.video_bytes += packet.payload.len() as u64;
+        self.stats.video_bytes += payload.len() as u64;
         out.push(Output::Object {
             track: TrackName::Video,
             group,
@@ -342,6 +364,38 @@ impl Packager {
             keyframe_group_start: object == 0,
         });
         Ok(out)
+    }
+
+    /// Classify a video tag: a configuration (parsed), a frame, or nothing to package.
+    fn video_step(tag: &VideoTag) -> Result<VideoStep<'_>, PackagerError> {
+        Ok(match &tag.packet {
+            VideoPacket::Avc(p) => match p.packet_type {
+                AvcPacketType::SequenceHeader => {
+                    VideoStep::Config(AvcConfig::parse(p.payload.clone())?.into())
+                }
+                AvcPacketType::Nalu => VideoStep::Frame {
+                    codec: VideoCodec::Avc,
+                    composition_time: p.composition_time,
+                    payload: &p.payload,
+                },
+                AvcPacketType::EndOfSequence => VideoStep::Nothing,
+            },
+            VideoPacket::Hevc(p) => match p.packet_type {
+                HevcPacketType::SequenceStart => {
+                    VideoStep::Config(HevcConfig::parse(p.payload.clone())?.into())
+                }
+                HevcPacketType::CodedFrames => VideoStep::Frame {
+                    codec: VideoCodec::Hevc,
+                    composition_time: p.composition_time,
+                    payload: &p.payload,
+                },
+                HevcPacketType::SequenceEnd => VideoStep::Nothing,
+            },
+            VideoPacket::Command(_) | VideoPacket::Metadata(_) => VideoStep::Nothing,
+            VideoPacket::Unsupported { codec } => {
+                return Err(PackagerError::UnsupportedCodec(codec.clone()))
+            }
+        })
     }
 
     fn open_group(&mut self, dts: u64) {
@@ -496,7 +550,7 @@ impl Packager {
         if self.audio.is_none() && !video_only_ok && self.catalog.is_none() {
             return;
         }
-        let mut v = CatalogTrack::video(
+        let mut v = CatalogTrack::from_video_config(
             TrackName::Video.as_str(),
             &video.config,
             VIDEO_TIMESCALE,

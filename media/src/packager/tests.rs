@@ -5,8 +5,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::cmaf::{parse_chunk, ChunkInfo};
-use crate::flv::{AacPacket, AvcPacket, FrameType};
-use crate::test_util::avc_record;
+use crate::flv::{AacPacket, AvcPacket, FrameType, HevcPacket};
+use crate::test_util::{avc_record, hevc_record};
 
 const WALL: u64 = 1_700_000_000_000_000;
 
@@ -17,6 +17,36 @@ fn video_seq(record: Bytes) -> VideoTag {
             packet_type: AvcPacketType::SequenceHeader,
             composition_time: 0,
             payload: record,
+        }),
+    }
+}
+
+fn hevc_seq(record: Bytes) -> VideoTag {
+    VideoTag {
+        frame_type: FrameType::Keyframe,
+        packet: VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::SequenceStart,
+            composition_time: 0,
+            payload: record,
+        }),
+    }
+}
+
+/// An HEVC access unit: one 4-byte-length-prefixed IDR_W_RADL (19) or TRAIL_R (1) slice.
+fn hevc_frame(key: bool, cts_ms: i32, size: usize) -> VideoTag {
+    let mut au = (size as u32 + 2).to_be_bytes().to_vec();
+    au.extend_from_slice(if key { &[0x26, 0x01] } else { &[0x02, 0x01] });
+    au.extend(std::iter::repeat_n(0xAB, size));
+    VideoTag {
+        frame_type: if key {
+            FrameType::Keyframe
+        } else {
+            FrameType::Inter
+        },
+        packet: VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::CodedFrames,
+            composition_time: cts_ms,
+            payload: Bytes::from(au),
         }),
     }
 }
@@ -396,6 +426,147 @@ fn keyframe_flag_is_checked_against_the_bitstream() {
     assert_eq!((o.1, o.2), (0, 1), "no IDR → no new group");
     assert!(!o.3.first_is_keyframe);
     assert_eq!(p.stats().keyframe_flag_mismatches, 1);
+}
+
+#[test]
+fn hevc_is_packaged_like_avc() {
+    let mut p = Packager::new(None);
+    let mut outs = p.push_video(0, &hevc_seq(hevc_record()), WALL).unwrap();
+    outs.extend(p.push_audio(0, &asc(), WALL).unwrap());
+    let cats = catalogs(&outs);
+    assert_eq!(cats.len(), 1);
+    let v = cats[0].track("video").unwrap();
+    assert_eq!(v.codec.as_deref(), Some("hvc1.1.6.L93.90"));
+    assert_eq!((v.width, v.height), (Some(1280), Some(720)));
+    assert_eq!(v.framerate, Some(30.0));
+    let init = v.init_data_bytes().unwrap().unwrap();
+    let info = crate::cmaf::parse_init(&init).unwrap();
+    assert_eq!(info.codec, "hvc1.1.6.L93.90");
+
+    // Metadata and command frames are ignored; frames become objects, IRAP opens groups.
+    let meta = VideoTag {
+        frame_type: FrameType::Keyframe,
+        packet: VideoPacket::Metadata(Bytes::from_static(&[2, 0, 9])),
+    };
+    assert!(p.push_video(0, &meta, WALL).unwrap().is_empty());
+    let mut outs = vec![];
+    for (i, (key, cts)) in [(true, 66), (false, 0), (false, 33), (true, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        outs.extend(
+            p.push_video(1000 + i as u32 * 33, &hevc_frame(key, cts, 5), WALL)
+                .unwrap(),
+        );
+    }
+    let objs = objects(&outs);
+    let ids: Vec<(u64, u64, bool)> = objs
+        .iter()
+        .map(|o| (o.1, o.2, o.3.first_is_keyframe))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(0, 0, true), (0, 1, false), (0, 2, false), (1, 0, true)]
+    );
+    assert_eq!(objs[0].3.base_media_decode_time, 90_000);
+    assert_eq!(objs[0].3.samples[0].cts_offset, 66 * 90);
+    assert_eq!(
+        objs[0].3.duration, 3000,
+        "first duration from the SPS's 30 fps"
+    );
+    // The chunk carries the access unit unchanged.
+    let Output::Object { payload, .. } = outs
+        .iter()
+        .find(|o| matches!(o, Output::Object { .. }))
+        .unwrap()
+    else {
+        unreachable!()
+    };
+    let s = &objs[0].3.samples[0];
+    assert_eq!(
+        &payload[s.offset..s.offset + s.size as usize],
+        &[0, 0, 0, 7, 0x26, 0x01, 0xAB, 0xAB, 0xAB, 0xAB, 0xAB]
+    );
+
+    // The keyframe flag is checked against the bitstream here too.
+    let mut liar = hevc_frame(false, 0, 2);
+    liar.frame_type = FrameType::Keyframe;
+    let outs = p.push_video(2000, &liar, WALL).unwrap();
+    assert_eq!((objects(&outs)[0].1, objects(&outs)[0].2), (1, 1));
+    assert_eq!(p.stats().keyframe_flag_mismatches, 1);
+
+    // The same record again is nothing new; SequenceEnd is ignored.
+    assert!(p
+        .push_video(2100, &hevc_seq(hevc_record()), WALL)
+        .unwrap()
+        .is_empty());
+    let end = VideoTag {
+        frame_type: FrameType::Keyframe,
+        packet: VideoPacket::Hevc(HevcPacket {
+            packet_type: HevcPacketType::SequenceEnd,
+            composition_time: 0,
+            payload: Bytes::new(),
+        }),
+    };
+    assert!(p.push_video(2100, &end, WALL).unwrap().is_empty());
+}
+
+#[test]
+fn codec_changes_mid_stream_like_a_config_change() {
+    let (mut p, _) = started();
+    p.push_video(0, &frame(true, 0, 3), WALL).unwrap();
+    // The encoder switches to HEVC: a new catalog with a new init segment.
+    let outs = p.push_video(40, &hevc_seq(hevc_record()), WALL).unwrap();
+    let cat = catalogs(&outs)[0];
+    assert_eq!(
+        cat.track("video").unwrap().codec.as_deref(),
+        Some("hvc1.1.6.L93.90")
+    );
+    // A stray H.264 frame cannot be decoded with the HEVC configuration: dropped.
+    assert!(p
+        .push_video(40, &frame(false, 0, 3), WALL)
+        .unwrap()
+        .is_empty());
+    assert_eq!(p.stats().dropped_video_frames, 1);
+    let outs = p.push_video(80, &hevc_frame(true, 0, 3), WALL).unwrap();
+    assert_eq!((objects(&outs)[0].1, objects(&outs)[0].2), (1, 0));
+    // And back to H.264.
+    let outs = p.push_video(120, &video_seq(avc_record()), WALL).unwrap();
+    assert_eq!(
+        catalogs(&outs)[0].track("video").unwrap().codec.as_deref(),
+        Some("avc1.640028")
+    );
+}
+
+#[test]
+fn malformed_hevc_input() {
+    let mut p = Packager::new(None);
+    assert!(matches!(
+        p.push_video(0, &hevc_seq(Bytes::from_static(&[1, 2, 3])), WALL),
+        Err(PackagerError::Hevc(_))
+    ));
+    // Frames before the sequence start are dropped.
+    assert!(p
+        .push_video(0, &hevc_frame(true, 0, 2), WALL)
+        .unwrap()
+        .is_empty());
+    p.push_video(0, &hevc_seq(hevc_record()), WALL).unwrap();
+    let mut bad = hevc_frame(true, 0, 4);
+    if let VideoPacket::Hevc(h) = &mut bad.packet {
+        h.payload = Bytes::from_static(&[0, 0, 0, 99, 0x26, 0x01]);
+    }
+    assert!(matches!(
+        p.push_video(0, &bad, WALL),
+        Err(PackagerError::Hevc(HevcError::NalOverrun { .. }))
+    ));
+    let av1 = VideoTag::parse(&Bytes::from_static(&[
+        0x91, b'a', b'v', b'0', b'1', 0, 0, 0,
+    ]))
+    .unwrap();
+    assert!(matches!(
+        p.push_video(0, &av1, WALL),
+        Err(PackagerError::UnsupportedCodec(c)) if c == "av01"
+    ));
 }
 
 #[derive(Debug, Clone)]

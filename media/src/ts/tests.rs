@@ -1,13 +1,13 @@
 use super::*;
-use crate::test_util::{PPS_1080P, SPS_1080P};
-use crate::{AacConfig, AvcConfig};
+use crate::test_util::{HEVC_PPS_720P, HEVC_SPS_720P, HEVC_VPS_720P, PPS_1080P, SPS_1080P};
+use crate::{AacConfig, AvcConfig, HevcConfig};
 use proptest::prelude::*;
 
 const VIDEO_PID: u16 = 0x100;
 const AUDIO_PID: u16 = 0x101;
 const PMT_PID: u16 = 0x1000;
 
-/// A minimal transport stream writer: one program, H.264 and AAC.
+/// A minimal transport stream writer: one program, H.264 or HEVC and AAC.
 struct Mux {
     counters: HashMap<u16, u8>,
     out: Vec<u8>,
@@ -69,7 +69,7 @@ impl Mux {
         self.packets(pid, &s);
     }
 
-    fn tables(&mut self) {
+    fn tables_with(&mut self, video_stream_type: u8) {
         self.section(
             0,
             0x00,
@@ -86,7 +86,7 @@ impl Mux {
             ],
         );
         let mut pmt = vec![0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0x00];
-        for (t, pid) in [(0x1B, VIDEO_PID), (0x0F, AUDIO_PID)] {
+        for (t, pid) in [(video_stream_type, VIDEO_PID), (0x0F, AUDIO_PID)] {
             pmt.extend_from_slice(&[t, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0]);
         }
         self.section(PMT_PID, 0x02, &pmt);
@@ -125,6 +125,24 @@ fn access_unit(idr: bool, size: usize) -> Vec<u8> {
     au
 }
 
+/// An HEVC access unit: AUD, then (on IRAP pictures) VPS/SPS/PPS, a prefix SEI,
+/// filler, and one slice (IDR_W_RADL 19 or TRAIL_R 1).
+fn hevc_access_unit(irap: bool, size: usize) -> Vec<u8> {
+    let mut au = vec![0, 0, 0, 1, 0x46, 0x01, 0x50];
+    if irap {
+        for nal in [&HEVC_VPS_720P[..], &HEVC_SPS_720P, &HEVC_PPS_720P] {
+            au.extend_from_slice(&[0, 0, 0, 1]);
+            au.extend_from_slice(nal);
+        }
+        au.extend_from_slice(&[0, 0, 1, 0x4E, 0x01, 0x05, 0x01, 0xAA, 0x80]);
+    }
+    au.extend_from_slice(&[0, 0, 1, 0x4C, 0x01, 0xFF, 0xFF, 0x80]); // filler (38)
+    au.extend_from_slice(&[0, 0, 1]);
+    au.extend_from_slice(if irap { &[0x26, 0x01] } else { &[0x02, 0x01] });
+    au.extend((0..size).map(|i| (i % 200) as u8 + 1));
+    au
+}
+
 /// An ADTS frame: AAC-LC, 48 kHz, stereo, `size` payload bytes.
 fn adts(size: usize) -> Vec<u8> {
     let len = size + 7;
@@ -144,16 +162,21 @@ fn adts(size: usize) -> Vec<u8> {
 /// 2 s at 30 fps with a keyframe every 30 frames, audio every 1024 samples,
 /// starting at `start` (90 kHz).
 fn stream(start: u64) -> Vec<u8> {
+    stream_of(start, false)
+}
+
+/// [`stream`] with H.264 or HEVC video.
+fn stream_of(start: u64, hevc: bool) -> Vec<u8> {
     let mut m = Mux::new();
-    m.tables();
+    m.tables_with(if hevc { 0x24 } else { 0x1B });
     for i in 0..60u64 {
         let dts = start + i * 3000;
-        m.pes(
-            VIDEO_PID,
-            dts + 6000,
-            Some(dts),
-            &access_unit(i % 30 == 0, 3000),
-        );
+        let au = if hevc {
+            hevc_access_unit(i % 30 == 0, 3000)
+        } else {
+            access_unit(i % 30 == 0, 3000)
+        };
+        m.pes(VIDEO_PID, dts + 6000, Some(dts), &au);
         if i % 2 == 0 {
             let pts = start + (i / 2) * 1920 * 2;
             let mut two = adts(300);
@@ -282,20 +305,80 @@ fn a_lost_packet_costs_only_its_own_frame() {
 }
 
 #[test]
-fn hevc_is_named_so_the_push_is_refused_with_a_reason() {
-    let mut m = Mux::new();
-    m.section(0, 0x00, &[0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0x00]);
-    m.section(
-        0x1000,
-        0x02,
-        &[
-            0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0x00, 0x24, 0xE1, 0x00, 0xF0, 0,
-        ],
-    );
-    m.pes(VIDEO_PID, 0, None, &[0, 0, 1, 0x40, 1, 2, 3]);
-    let (out, _) = tags(&m.out, 1316);
+fn hevc_becomes_the_tags_an_enhanced_rtmp_push_would_carry() {
+    let (out, ingest) = tags(&stream_of(900_000, true), 1316);
     let v = video(&out);
-    assert!(matches!(&v[0].1.packet, VideoPacket::Unsupported { codec } if codec == "hvc1"));
+    assert_eq!(v.len(), 61, "{:?}", ingest.stats());
+    let VideoPacket::Hevc(seq) = &v[0].1.packet else {
+        panic!("not HEVC: {:?}", v[0].1.packet)
+    };
+    assert_eq!(seq.packet_type, HevcPacketType::SequenceStart);
+    assert_eq!(v[0].1.frame_type, FrameType::Keyframe);
+    let config = HevcConfig::parse(seq.payload.clone()).expect("record parses");
+    assert_eq!((config.width, config.height), (1280, 720));
+    assert_eq!(config.codec_string(), "hvc1.1.6.L93.90");
+    assert_eq!(config.nal_length_size, 4);
+    for (i, (ts, tag)) in v[1..].iter().enumerate() {
+        assert_eq!(*ts, 1000 + (i as u32 * 100) / 3, "frame {i}");
+        let VideoPacket::Hevc(p) = &tag.packet else {
+            panic!("not HEVC")
+        };
+        assert_eq!(p.packet_type, HevcPacketType::CodedFrames);
+        assert_eq!(p.composition_time, 66);
+        assert_eq!(tag.frame_type == FrameType::Keyframe, i % 30 == 0);
+        // Parameter sets, AUD and filler are gone; SEI and the slice remain.
+        let types: Vec<u8> = crate::avc::nal_units(&p.payload, 4)
+            .expect("length-prefixed")
+            .map(|n| crate::hevc::nal_unit_type(n.unwrap()).unwrap())
+            .collect();
+        if i % 30 == 0 {
+            assert_eq!(types, vec![39, 19]);
+        } else {
+            assert_eq!(types, vec![1]);
+        }
+        assert_eq!(crate::contains_irap(&p.payload, 4).unwrap(), i % 30 == 0);
+    }
+    assert_eq!(audio(&out).len(), 61);
+    assert_eq!(ingest.stats().bad_pes + ingest.stats().bad_frames, 0);
+}
+
+#[test]
+fn hevc_parameter_set_change_is_announced_again() {
+    let mut m = Mux::new();
+    m.tables_with(0x24);
+    m.pes(VIDEO_PID, 0, None, &hevc_access_unit(true, 10));
+    m.pes(VIDEO_PID, 3000, None, &hevc_access_unit(true, 10));
+    // Same VPS and PPS, the Main 10 SPS: a new configuration.
+    let mut changed = vec![0, 0, 0, 1];
+    changed.extend_from_slice(&HEVC_VPS_720P);
+    changed.extend_from_slice(&[0, 0, 0, 1]);
+    changed.extend_from_slice(&crate::test_util::HEVC_SPS_180P10);
+    changed.extend_from_slice(&[0, 0, 0, 1]);
+    changed.extend_from_slice(&HEVC_PPS_720P);
+    changed.extend_from_slice(&[0, 0, 1, 0x26, 0x01, 0xAA]);
+    m.pes(VIDEO_PID, 6000, None, &changed);
+    // A broken SPS is counted and does not replace the configuration.
+    let mut broken = vec![0, 0, 0, 1];
+    broken.extend_from_slice(&HEVC_VPS_720P);
+    broken.extend_from_slice(&[0, 0, 0, 1, 0x42, 0x01, 0x01]);
+    broken.extend_from_slice(&[0, 0, 0, 1]);
+    broken.extend_from_slice(&HEVC_PPS_720P);
+    broken.extend_from_slice(&[0, 0, 1, 0x26, 0x01, 0xAA]);
+    m.pes(VIDEO_PID, 9000, None, &broken);
+    let (out, ingest) = tags(&m.out, 1316);
+    let seqs: Vec<HevcConfig> = video(&out)
+        .iter()
+        .filter_map(|(_, t)| match &t.packet {
+            VideoPacket::Hevc(p) if p.packet_type == HevcPacketType::SequenceStart => {
+                Some(HevcConfig::parse(p.payload.clone()).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs.len(), 2);
+    assert_eq!((seqs[1].width, seqs[1].height), (320, 180));
+    assert_eq!(video(&out).len(), 6, "two configurations and four frames");
+    assert_eq!(ingest.stats().bad_frames, 1);
 }
 
 proptest! {
@@ -305,8 +388,9 @@ proptest! {
     fn mutated_streams_never_panic(
         flips in proptest::collection::vec((0usize..40_000, any::<u8>()), 1..50),
         chunk in 1usize..2000,
+        hevc in any::<bool>(),
     ) {
-        let mut bytes = stream(12345);
+        let mut bytes = stream_of(12345, hevc);
         bytes.truncate(40_000);
         for (at, v) in flips {
             if let Some(b) = bytes.get_mut(at) { *b = v; }
