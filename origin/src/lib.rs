@@ -396,6 +396,7 @@ impl Origin {
                     reporter.report()
                 }))
             });
+        let publications = self.publications.clone();
         let state = http::HttpState {
             role: "origin",
             broadcasts: self.broadcasts.clone(),
@@ -406,6 +407,7 @@ impl Origin {
                 let mut text =
                     rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
                 text.push_str(&srt_counters.render());
+                text.push_str(&publications.render());
                 text
             })),
             access: self.access.clone(),

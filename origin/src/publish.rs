@@ -2,8 +2,20 @@
 //! its broadcaster's connection so that a reconnect with the same key
 //! continues it (same tracks, increasing group ids and media times) and
 //! viewers keep their subscriptions.
+//!
+//! Redundant encoders (OPS-2): a primary and a backup may push the same stream
+//! at once. The first one connected is active and feeds the one packager of
+//! the broadcast; the other stands by, keeping its latest configuration and
+//! current GOP. When the active encoder disconnects, or has written nothing
+//! for [`STALL`], the standby takes over at its next tag: a new packager
+//! continues from the old one's resume point (next group id, media time after
+//! everything packaged) and the standby's GOP is replayed from its keyframe,
+//! so viewers get a decodable group at once. The roles are symmetric: a
+//! recovered encoder stands by and takes over only if the other one fails in
+//! turn (switching back would cost viewers a second glitch).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +23,8 @@ use bytes::Bytes;
 use moq_transport::data::ExtensionHeaders;
 use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
 use strom_edge::cache::{CacheLimits, Object, TrackCache};
-use strom_media::{AudioTag, Output, Packager, PackagerError, Resume, VideoTag};
+use strom_media::flv::{AacPacketType, AudioPacket, AvcPacketType, HevcPacketType, VideoPacket};
+use strom_media::{AudioTag, Output, Packager, PackagerError, VideoTag};
 use strom_token::media::{self, MediaSigner, ObjectPlace};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,11 +35,87 @@ pub enum IngestError {
     Packager(#[from] PackagerError),
 }
 
+/// Which encoder of a redundant pair a push is. Both push the same stream
+/// with the same credential; the backup says so with `?backup=1` on its key
+/// or app (RTMP, as OBS and YouTube's backup URLs do) or in its SRT stream id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Backup,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        }
+    }
+
+    /// Splits a `?query` off an RTMP app, stream key or SRT resource: the
+    /// part before it, and whether the query asks for the backup role
+    /// (`backup=1` or `backup=true`).
+    pub fn split(text: &str) -> (&str, bool) {
+        match text.split_once('?') {
+            None => (text, false),
+            Some((base, query)) => (
+                base,
+                query
+                    .split('&')
+                    .any(|kv| matches!(kv, "backup=1" | "backup=true")),
+            ),
+        }
+    }
+}
+
+/// The active encoder has written nothing for this long: a standby with a
+/// keyframe takes over.
+pub const STALL: Duration = Duration::from_secs(1);
+/// A standby keeps at most this much of its current GOP (tags and bytes);
+/// beyond it the GOP is dropped and the next keyframe starts again.
+const STANDBY_MAX_TAGS: usize = 2_000;
+const STANDBY_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// What writes a publication's tracks: one packager for the whole
+/// broadcast, fed by whichever encoder is active.
+struct Writer {
+    packager: Packager,
+    next_catalog_group: u64,
+    tracks: HashMap<&'static str, Arc<TrackCache>>,
+    /// The group currently being written per track.
+    open_groups: HashMap<&'static str, u64>,
+    /// The session whose tags are packaged; none between encoders.
+    active: Option<u64>,
+    /// When the active session last pushed a tag.
+    last_write: Instant,
+}
+
+impl Writer {
+    /// Closes the groups being written: the next tags come from another
+    /// session, which starts a new group at its keyframe.
+    fn close_groups(&mut self) {
+        for (name, group) in self.open_groups.drain() {
+            if let Some(t) = self.tracks.get(name) {
+                t.finish_group(group);
+            }
+        }
+    }
+
+    /// Hands the broadcast to `session`: a fresh packager continues after
+    /// everything packaged so far (same groups, increasing media time).
+    fn hand_over(&mut self, session: u64) {
+        self.close_groups();
+        self.packager = Packager::new(Some(self.packager.resume_point()));
+        self.active = Some(session);
+        self.last_write = Instant::now();
+    }
+}
+
 struct Publication {
     broadcast: Arc<Broadcast>,
-    live: bool,
-    resume: Option<Resume>,
-    next_catalog_group: u64,
+    writer: Arc<Mutex<Writer>>,
+    /// Connected sessions by role.
+    sessions: HashMap<Role, u64>,
     offline_since: Option<Instant>,
 }
 
@@ -37,11 +126,21 @@ pub struct Publications {
     /// Signs every object published (P2P-5), when set.
     signer: Option<Arc<MediaSigner>>,
     map: Mutex<HashMap<Namespace, Publication>>,
+    next_session: AtomicU64,
+    /// Times a standby encoder took over from a stalled or lost active one.
+    pub failovers: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0} is already being published")]
-pub struct AlreadyLive(pub Namespace);
+#[error("{namespace} is already being published by a {} encoder", role.as_str())]
+pub struct AlreadyLive {
+    pub namespace: Namespace,
+    pub role: Role,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl Publications {
     pub fn new(
@@ -54,44 +153,73 @@ impl Publications {
             limits,
             signer,
             map: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            failovers: AtomicU64::new(0),
         })
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<Namespace, Publication>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.map)
     }
 
-    /// Starts (or resumes) publishing `namespace`; refused while another
-    /// broadcaster is live on it.
-    pub fn claim(self: &Arc<Self>, namespace: Namespace) -> Result<PublishSession, AlreadyLive> {
+    /// Starts (or resumes) publishing `namespace` as the `role` encoder;
+    /// refused while another encoder of that role is connected. The first
+    /// encoder connected is active; the other waits as a standby.
+    pub fn claim(
+        self: &Arc<Self>,
+        namespace: Namespace,
+        role: Role,
+    ) -> Result<PublishSession, AlreadyLive> {
         let mut map = self.map();
+        let fresh = !map.contains_key(&namespace);
         let publication = map.entry(namespace.clone()).or_insert_with(|| {
             let broadcast = Broadcast::new(namespace.clone(), Source::Local, self.limits);
             Publication {
+                writer: Arc::new(Mutex::new(Writer {
+                    packager: Packager::new(None),
+                    next_catalog_group: 0,
+                    tracks: HashMap::new(),
+                    open_groups: HashMap::new(),
+                    active: None,
+                    last_write: Instant::now(),
+                })),
                 broadcast,
-                live: false,
-                resume: None,
-                next_catalog_group: 0,
+                sessions: HashMap::new(),
                 offline_since: None,
             }
         });
-        if publication.live {
-            return Err(AlreadyLive(namespace));
+        if publication.sessions.contains_key(&role) {
+            return Err(AlreadyLive { namespace, role });
         }
-        publication.live = true;
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let first = publication.sessions.is_empty();
+        publication.sessions.insert(role, id);
         publication.offline_since = None;
-        let broadcast = self.broadcasts.insert(publication.broadcast.clone());
-        let tracks = ["catalog", "video", "audio"]
-            .into_iter()
-            .map(|name| (name, broadcast.create_track(name)))
-            .collect();
+        if first {
+            // (Re)publish the broadcast; the tracks are the broadcast's and
+            // outlive a broadcaster's reconnect.
+            let broadcast = self.broadcasts.insert(publication.broadcast.clone());
+            let mut writer = lock(&publication.writer);
+            writer.tracks = ["catalog", "video", "audio"]
+                .into_iter()
+                .map(|name| (name, broadcast.create_track(name)))
+                .collect();
+            if fresh {
+                // A new broadcast keeps the encoder's own timestamps.
+                writer.active = Some(id);
+                writer.last_write = Instant::now();
+            } else {
+                writer.hand_over(id);
+            }
+        }
         Ok(PublishSession {
             publications: self.clone(),
+            writer: publication.writer.clone(),
             namespace,
-            packager: Packager::new(publication.resume),
-            next_catalog_group: publication.next_catalog_group,
-            tracks,
-            open_groups: HashMap::new(),
+            role,
+            id,
+            recent: Recent::default(),
+            bitrates: (None, None),
         })
     }
 
@@ -101,7 +229,7 @@ impl Publications {
         let expired: Vec<Namespace> = map
             .iter()
             .filter(|(_, p)| {
-                !p.live
+                p.sessions.is_empty()
                     && p.offline_since
                         .is_some_and(|t| now.duration_since(t) > linger)
             })
@@ -115,20 +243,157 @@ impl Publications {
         }
     }
 
+    /// True while an encoder of `role` is connected to `namespace`.
+    pub fn is_connected(&self, namespace: &Namespace, role: Role) -> bool {
+        self.map()
+            .get(namespace)
+            .is_some_and(|p| p.sessions.contains_key(&role))
+    }
+
+    /// Prometheus text: the encoders connected per stream and role (1 for
+    /// the one feeding the broadcast, 0 for a standby) and the failovers.
+    pub fn render(&self) -> String {
+        let mut rows: Vec<(String, &'static str, u8)> = Vec::new();
+        for (ns, p) in self.map().iter() {
+            let active = lock(&p.writer).active;
+            for (role, id) in &p.sessions {
+                rows.push((ns.to_string(), role.as_str(), u8::from(active == Some(*id))));
+            }
+        }
+        rows.sort();
+        let mut out = String::from(
+            "# HELP strom_ingest_encoder_active Encoders connected per stream and role: 1 feeds the broadcast, 0 stands by.\n# TYPE strom_ingest_encoder_active gauge\n",
+        );
+        for (stream, role, active) in rows {
+            out.push_str(&format!(
+                "strom_ingest_encoder_active{{stream=\"{stream}\",encoder=\"{role}\"}} {active}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP strom_ingest_failovers_total Times a standby encoder took over from a stalled or disconnected one.\n# TYPE strom_ingest_failovers_total counter\nstrom_ingest_failovers_total {}\n",
+            self.failovers.load(Ordering::Relaxed)
+        ));
+        out
+    }
+
     pub fn is_live(&self, namespace: &Namespace) -> bool {
-        self.map().get(namespace).is_some_and(|p| p.live)
+        self.map()
+            .get(namespace)
+            .is_some_and(|p| !p.sessions.is_empty())
     }
 }
 
-/// One broadcaster's push: packages its tags into the broadcast's tracks.
+/// An encoder's recent tags: its latest configurations and its current GOP,
+/// replayed when it takes over so viewers get a keyframe at once.
+#[derive(Default)]
+struct Recent {
+    video_config: Option<(u32, VideoTag)>,
+    audio_config: Option<(u32, AudioTag)>,
+    gop: Vec<(u32, Tag)>,
+    gop_bytes: usize,
+}
+
+#[derive(Clone)]
+enum Tag {
+    Video(VideoTag),
+    Audio(AudioTag),
+}
+
+fn video_config(tag: &VideoTag) -> bool {
+    match &tag.packet {
+        VideoPacket::Avc(p) => p.packet_type == AvcPacketType::SequenceHeader,
+        VideoPacket::Hevc(p) => p.packet_type == HevcPacketType::SequenceStart,
+        _ => false,
+    }
+}
+
+fn video_frame(tag: &VideoTag) -> bool {
+    match &tag.packet {
+        VideoPacket::Avc(p) => p.packet_type == AvcPacketType::Nalu,
+        VideoPacket::Hevc(p) => p.packet_type == HevcPacketType::CodedFrames,
+        _ => false,
+    }
+}
+
+fn audio_config(tag: &AudioTag) -> bool {
+    matches!(&tag.packet, AudioPacket::Aac(p) if p.packet_type == AacPacketType::SequenceHeader)
+}
+
+fn tag_bytes(tag: &Tag) -> usize {
+    match tag {
+        Tag::Video(VideoTag {
+            packet: VideoPacket::Avc(p),
+            ..
+        }) => p.payload.len(),
+        Tag::Video(VideoTag {
+            packet: VideoPacket::Hevc(p),
+            ..
+        }) => p.payload.len(),
+        Tag::Audio(AudioTag {
+            packet: AudioPacket::Aac(p),
+            ..
+        }) => p.payload.len(),
+        _ => 0,
+    }
+}
+
+impl Recent {
+    fn keep(&mut self, timestamp_ms: u32, tag: Tag) {
+        match &tag {
+            Tag::Video(v) if video_config(v) => {
+                self.video_config = Some((timestamp_ms, v.clone()));
+                return;
+            }
+            Tag::Audio(a) if audio_config(a) => {
+                self.audio_config = Some((timestamp_ms, a.clone()));
+                return;
+            }
+            Tag::Video(v) if video_frame(v) && v.is_keyframe() => {
+                self.gop.clear();
+                self.gop_bytes = 0;
+            }
+            // Nothing before the first keyframe can be played.
+            _ if self.gop.is_empty() => return,
+            _ => {}
+        }
+        self.gop_bytes += tag_bytes(&tag);
+        self.gop.push((timestamp_ms, tag));
+        if self.gop.len() > STANDBY_MAX_TAGS || self.gop_bytes > STANDBY_MAX_BYTES {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        }
+    }
+
+    /// Ready to take over: configured and holding a keyframe.
+    fn ready(&self) -> bool {
+        self.video_config.is_some() && !self.gop.is_empty()
+    }
+
+    /// The tags to replay, configurations first (kept: the GOP goes on
+    /// growing until the next keyframe).
+    fn replay(&self) -> Vec<(u32, Tag)> {
+        let mut out = Vec::with_capacity(self.gop.len() + 2);
+        if let Some((t, v)) = &self.video_config {
+            out.push((*t, Tag::Video(v.clone())));
+        }
+        if let Some((t, a)) = &self.audio_config {
+            out.push((*t, Tag::Audio(a.clone())));
+        }
+        out.extend(self.gop.iter().map(|(t, tag)| (*t, tag.clone())));
+        out
+    }
+}
+
+/// One encoder's push: packages its tags into the broadcast's tracks while
+/// it is the active encoder, and keeps its current GOP while it stands by.
 pub struct PublishSession {
     publications: Arc<Publications>,
+    writer: Arc<Mutex<Writer>>,
     pub namespace: Namespace,
-    packager: Packager,
-    next_catalog_group: u64,
-    tracks: HashMap<&'static str, Arc<TrackCache>>,
-    /// The group currently being written per track.
-    open_groups: HashMap<&'static str, u64>,
+    pub role: Role,
+    id: u64,
+    recent: Recent,
+    bitrates: (Option<u64>, Option<u64>),
 }
 
 fn wall_clock_micros() -> u64 {
@@ -141,43 +406,86 @@ fn wall_clock_micros() -> u64 {
 impl PublishSession {
     pub fn push_video(&mut self, timestamp_ms: u32, body: &Bytes) -> Result<(), IngestError> {
         let tag = VideoTag::parse(body)?;
-        let outputs = self
-            .packager
-            .push_video(timestamp_ms, &tag, wall_clock_micros())?;
-        self.apply(outputs);
-        Ok(())
+        self.push(timestamp_ms, Tag::Video(tag))
     }
 
     pub fn push_audio(&mut self, timestamp_ms: u32, body: &Bytes) -> Result<(), IngestError> {
         let tag = AudioTag::parse(body)?;
-        let outputs = self
-            .packager
-            .push_audio(timestamp_ms, &tag, wall_clock_micros())?;
-        self.apply(outputs);
-        Ok(())
+        self.push(timestamp_ms, Tag::Audio(tag))
     }
 
     /// A video tag already parsed (SRT's MPEG-TS demux yields these).
     pub fn push_video_tag(&mut self, timestamp_ms: u32, tag: &VideoTag) -> Result<(), IngestError> {
-        let outputs = self
-            .packager
-            .push_video(timestamp_ms, tag, wall_clock_micros())?;
-        self.apply(outputs);
-        Ok(())
+        self.push(timestamp_ms, Tag::Video(tag.clone()))
     }
 
     /// An audio tag already parsed.
     pub fn push_audio_tag(&mut self, timestamp_ms: u32, tag: &AudioTag) -> Result<(), IngestError> {
-        let outputs = self
+        self.push(timestamp_ms, Tag::Audio(tag.clone()))
+    }
+
+    /// True while this session's tags are the ones published.
+    pub fn is_active(&self) -> bool {
+        lock(&self.writer).active == Some(self.id)
+    }
+
+    fn push(&mut self, timestamp_ms: u32, tag: Tag) -> Result<(), IngestError> {
+        let writer = self.writer.clone();
+        let mut writer = lock(&writer);
+        if writer.active == Some(self.id) {
+            self.package(&mut writer, timestamp_ms, &tag)?;
+            // Kept while active too: demoted after a stall, this session
+            // must be able to take over again at once.
+            self.recent.keep(timestamp_ms, tag);
+            return Ok(());
+        }
+        self.recent.keep(timestamp_ms, tag);
+        let lost = writer.active.is_none();
+        if !(lost || writer.last_write.elapsed() > STALL) || !self.recent.ready() {
+            return Ok(());
+        }
+        let stalled_ms = writer.last_write.elapsed().as_millis() as u64;
+        writer.hand_over(self.id);
+        self.publications.failovers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            namespace = %self.namespace,
+            role = self.role.as_str(),
+            reason = if lost { "active encoder disconnected" } else { "active encoder stalled" },
+            stalled_ms,
+            "encoder failover: this encoder now feeds the broadcast"
+        );
+        writer
             .packager
-            .push_audio(timestamp_ms, tag, wall_clock_micros())?;
-        self.apply(outputs);
+            .set_bitrates(self.bitrates.0, self.bitrates.1);
+        for (t, tag) in self.recent.replay() {
+            self.package(&mut writer, t, &tag)?;
+        }
+        Ok(())
+    }
+
+    fn package(
+        &self,
+        writer: &mut Writer,
+        timestamp_ms: u32,
+        tag: &Tag,
+    ) -> Result<(), IngestError> {
+        let now = wall_clock_micros();
+        let outputs = match tag {
+            Tag::Video(v) => writer.packager.push_video(timestamp_ms, v, now)?,
+            Tag::Audio(a) => writer.packager.push_audio(timestamp_ms, a, now)?,
+        };
+        writer.last_write = Instant::now();
+        self.apply(writer, outputs);
         Ok(())
     }
 
     /// Bitrate hints from the encoder's metadata, for the catalog.
     pub fn set_bitrates(&mut self, video_bps: Option<u64>, audio_bps: Option<u64>) {
-        self.packager.set_bitrates(video_bps, audio_bps);
+        self.bitrates = (video_bps, audio_bps);
+        let mut writer = lock(&self.writer);
+        if writer.active == Some(self.id) {
+            writer.packager.set_bitrates(video_bps, audio_bps);
+        }
     }
 
     /// The origin's signature over an object, as its MoQT extension header.
@@ -203,16 +511,16 @@ impl PublishSession {
         Some(Arc::new(ext))
     }
 
-    fn apply(&mut self, outputs: Vec<Output>) {
+    fn apply(&self, writer: &mut Writer, outputs: Vec<Output>) {
         let now = std::time::Instant::now();
         for output in outputs {
             match output {
                 Output::Catalog(catalog) => {
-                    let Some(track) = self.tracks.get("catalog") else {
+                    let Some(track) = writer.tracks.get("catalog") else {
                         continue;
                     };
-                    let group = self.next_catalog_group;
-                    self.next_catalog_group += 1;
+                    let group = writer.next_catalog_group;
+                    writer.next_catalog_group += 1;
                     let payload = match catalog.to_json() {
                         Ok(json) => Bytes::from(json),
                         Err(err) => {
@@ -243,10 +551,10 @@ impl PublishSession {
                     ..
                 } => {
                     let name = name.as_str();
-                    let Some(track) = self.tracks.get(name) else {
+                    let Some(track) = writer.tracks.get(name) else {
                         continue;
                     };
-                    if let Some(open) = self.open_groups.insert(name, group) {
+                    if let Some(open) = writer.open_groups.insert(name, group) {
                         if open != group {
                             track.finish_group(open);
                         }
@@ -270,17 +578,21 @@ impl PublishSession {
 
 impl Drop for PublishSession {
     fn drop(&mut self) {
-        for (name, group) in self.open_groups.drain() {
-            if let Some(t) = self.tracks.get(name) {
-                t.finish_group(group);
+        {
+            let mut writer = lock(&self.writer);
+            if writer.active == Some(self.id) {
+                writer.close_groups();
+                writer.active = None;
             }
         }
         let mut map = self.publications.map();
         if let Some(p) = map.get_mut(&self.namespace) {
-            p.live = false;
-            p.offline_since = Some(Instant::now());
-            p.resume = Some(self.packager.resume_point());
-            p.next_catalog_group = self.next_catalog_group;
+            if p.sessions.get(&self.role) == Some(&self.id) {
+                p.sessions.remove(&self.role);
+            }
+            if p.sessions.is_empty() {
+                p.offline_since = Some(Instant::now());
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{key_label, PublishAuthorizer};
 use crate::contain::contained;
-use crate::publish::{Publications, PublishSession};
+use crate::publish::{Publications, PublishSession, Role};
 use strom_edge::access::RevocationWatch;
 
 /// Time allowed for the RTMP handshake.
@@ -302,6 +302,16 @@ impl Ingest<'_> {
                 if self.publishing.is_some() {
                     bail!("a second publish on one connection is not supported");
                 }
+                // `?backup=1` on the app (OBS: server URL) or on the key
+                // makes this the backup encoder of a redundant pair.
+                let (app, app_backup) = Role::split(&app_name);
+                let (key, key_backup) = Role::split(&stream_key);
+                let role = if app_backup || key_backup {
+                    Role::Backup
+                } else {
+                    Role::Primary
+                };
+                let (app_name, stream_key) = (app.to_owned(), key.to_owned());
                 let label = key_label(&stream_key);
                 let publisher = match self.ctx.authorizer.admit(&app_name, &stream_key) {
                     Ok(p) => p,
@@ -312,14 +322,21 @@ impl Ingest<'_> {
                     }
                 };
                 let namespace = publisher.namespace;
-                let session = match self.ctx.publications.claim(namespace.clone()) {
+                let session = match self.ctx.publications.claim(namespace.clone(), role) {
                     Ok(s) => s,
                     Err(err) => {
                         self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
                         bail!("publish refused: {err}");
                     }
                 };
-                tracing::info!(remote = %self.remote, %namespace, key = %label, "publish started");
+                tracing::info!(
+                    remote = %self.remote,
+                    %namespace,
+                    key = %label,
+                    role = role.as_str(),
+                    standby = !session.is_active(),
+                    "publish started"
+                );
                 self.publishing = Some((app_name, stream_key, session));
                 self.revocation = publisher.revocation;
                 Ok((self.accept(request_id)?, false))

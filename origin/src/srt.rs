@@ -34,7 +34,7 @@ use strom_media::{TsIngest, TsTag};
 
 use crate::auth::{key_label, PublishAuthorizer, Publisher, TOKEN_APP};
 use crate::contain::contained;
-use crate::publish::Publications;
+use crate::publish::{Publications, Role};
 use crate::rtmp::IngestCounters;
 
 /// A publisher that sends nothing for this long is dropped.
@@ -53,6 +53,9 @@ pub struct StreamIdRequest {
     pub key: String,
     /// `m=`: `publish` is the only mode offered; absent means publish.
     pub mode: Option<String>,
+    /// The backup encoder of a redundant pair: `backup=1` in the list, or
+    /// `?backup=1` after the key.
+    pub role: Role,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,10 +74,11 @@ pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
     if id.is_empty() {
         return Err(StreamIdError::Empty);
     }
-    let (resource, mode) = match id.strip_prefix("#!::") {
+    let (resource, mode, backup) = match id.strip_prefix("#!::") {
         Some(list) => {
             let mut resource = None;
             let mut mode = None;
+            let mut backup = false;
             for entry in list.split(',').filter(|e| !e.is_empty()) {
                 let (k, v) = entry
                     .split_once('=')
@@ -82,13 +86,20 @@ pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
                 match k {
                     "r" => resource = Some(v.to_owned()),
                     "m" => mode = Some(v.to_owned()),
+                    "backup" => backup |= matches!(v, "1" | "true"),
                     // u (user), s (session), t (type), h (host) and others are not used.
                     _ => {}
                 }
             }
-            (resource.ok_or(StreamIdError::NoResource)?, mode)
+            (resource.ok_or(StreamIdError::NoResource)?, mode, backup)
         }
-        None => (id.to_owned(), None),
+        None => (id.to_owned(), None, false),
+    };
+    let (resource, query_backup) = Role::split(&resource);
+    let role = if backup || query_backup {
+        Role::Backup
+    } else {
+        Role::Primary
     };
     let resource = resource.trim_matches('/');
     if resource.is_empty() {
@@ -98,7 +109,12 @@ pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
         Some((app, key)) => (app.to_owned(), key.to_owned()),
         None => (TOKEN_APP.to_owned(), resource.to_owned()),
     };
-    Ok(StreamIdRequest { app, key, mode })
+    Ok(StreamIdRequest {
+        app,
+        key,
+        mode,
+        role,
+    })
 }
 
 /// Link statistics of one SRT push, for `/metrics`.
@@ -121,7 +137,8 @@ pub struct SrtCounters {
     pub ingest: IngestCounters,
     /// Handshakes refused by the listener callback, by reason.
     refusals: Mutex<HashMap<&'static str, u64>>,
-    links: Mutex<HashMap<String, LinkStats>>,
+    /// By stream and encoder role.
+    links: Mutex<HashMap<(String, &'static str), LinkStats>>,
 }
 
 impl SrtCounters {
@@ -210,8 +227,11 @@ impl SrtCounters {
         ];
         for (name, kind, help, value) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (stream, l) in &links {
-                out.push_str(&format!("{name}{{stream=\"{stream}\"}} {}\n", value(l)));
+            for ((stream, role), l) in &links {
+                out.push_str(&format!(
+                    "{name}{{stream=\"{stream}\",encoder=\"{role}\"}} {}\n",
+                    value(l)
+                ));
             }
         }
         out
@@ -221,6 +241,7 @@ impl SrtCounters {
 /// What the listener callback admitted, waiting for `srt_accept`.
 struct Admitted {
     publisher: Publisher,
+    role: Role,
     label: String,
     remote: Option<SocketAddr>,
     at: Instant,
@@ -309,11 +330,18 @@ impl SrtContext {
                     ),
                 )
             })?;
-        if self.publications.is_live(&publisher.namespace) {
+        if self
+            .publications
+            .is_connected(&publisher.namespace, req.role)
+        {
             return Err(refuse(
                 ffi::SRT_REJX_CONFLICT,
                 "already_live",
-                format!("{} is already being published", publisher.namespace),
+                format!(
+                    "{} is already being published by a {} encoder",
+                    publisher.namespace,
+                    req.role.as_str()
+                ),
             ));
         }
         let passphrase = self
@@ -322,6 +350,7 @@ impl SrtContext {
             .map_err(|e| refuse(ffi::SRT_REJX_DOWN, "not_ready", e.to_string()))?;
         let admitted = Admitted {
             publisher,
+            role: req.role,
             label,
             remote: None,
             at: Instant::now(),
@@ -582,17 +611,18 @@ fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
     counters.ingest.connections.fetch_add(1, Ordering::Relaxed);
     let Admitted {
         publisher,
+        role,
         label,
         remote,
         ..
     } = admitted;
     let namespace = publisher.namespace.clone();
-    let result = publish(sock, publisher, &label, remote, ctx);
+    let result = publish(sock, publisher, role, &label, remote, ctx);
     counters
         .links
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&namespace.to_string());
+        .remove(&(namespace.to_string(), role.as_str()));
     // SAFETY: our connection's socket, closed once.
     unsafe { ffi::srt_close(sock) };
     match result {
@@ -607,19 +637,27 @@ fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
 fn publish(
     sock: ffi::SRTSOCKET,
     publisher: Publisher,
+    role: Role,
     label: &str,
     remote: Option<SocketAddr>,
     ctx: &SrtContext,
 ) -> anyhow::Result<()> {
     let namespace = publisher.namespace.clone();
-    let mut session = match ctx.publications.claim(namespace.clone()) {
+    let mut session = match ctx.publications.claim(namespace.clone(), role) {
         Ok(s) => s,
         Err(err) => {
             ctx.counters.refused("already_live");
             bail!("publish refused: {err}");
         }
     };
-    tracing::info!(remote = %shown(remote), %namespace, key = %label, "SRT publish started");
+    tracing::info!(
+        remote = %shown(remote),
+        %namespace,
+        key = %label,
+        role = role.as_str(),
+        standby = !session.is_active(),
+        "SRT publish started"
+    );
     set_int(sock, ffi::SRTO_RCVTIMEO, 1000, "SRTO_RCVTIMEO")?;
     let revoked = Arc::new(AtomicBool::new(false));
     let _watch = publisher.revocation.map(|mut watch| {
@@ -633,7 +671,7 @@ fn publish(
     let mut buf = vec![0u8; MESSAGE];
     let mut last_data = Instant::now();
     let mut last_stats = Instant::now();
-    let stream = namespace.to_string();
+    let link = (namespace.to_string(), role.as_str());
     loop {
         if revoked.load(Ordering::Relaxed) {
             ctx.counters.ingest.revoked.fetch_add(1, Ordering::Relaxed);
@@ -642,7 +680,7 @@ fn publish(
         }
         if last_stats.elapsed() >= STATS_EVERY {
             last_stats = Instant::now();
-            sample(sock, &stream, &ctx.counters);
+            sample(sock, &link, &ctx.counters);
         }
         // SAFETY: `buf` is MESSAGE bytes long.
         let n = unsafe { ffi::srt_recvmsg(sock, buf.as_mut_ptr().cast(), buf.len() as c_int) };
@@ -684,7 +722,7 @@ fn push_tags(session: &mut crate::publish::PublishSession, tags: Vec<TsTag>) -> 
     Ok(())
 }
 
-fn sample(sock: ffi::SRTSOCKET, stream: &str, counters: &SrtCounters) {
+fn sample(sock: ffi::SRTSOCKET, link: &(String, &'static str), counters: &SrtCounters) {
     let mut perf = ffi::CBytePerfMon::default();
     // SAFETY: `perf` is the library's struct, written in place.
     if unsafe { ffi::srt_bstats(sock, &mut perf, 0) } == ffi::SRT_ERROR {
@@ -706,7 +744,7 @@ fn sample(sock: ffi::SRTSOCKET, stream: &str, counters: &SrtCounters) {
         .links
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(stream.to_owned(), stats);
+        .insert(link.clone(), stats);
 }
 
 #[cfg(test)]

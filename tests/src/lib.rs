@@ -79,6 +79,17 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` ("STOP", "CONT", "KILL", ...) with kill(1): a stopped
+    /// encoder keeps its connection open but sends nothing (a stall).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {}", self.name);
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;

@@ -408,3 +408,99 @@ fn an_rtmps_push_decodes_at_the_edge() {
     assert!(log.contains("RTMPS connection closed on error"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The encoder role's `strom_ingest_encoder_active` value for the clear stream.
+fn encoder_active(origin: &Service, role: &str) -> Option<f64> {
+    metric(
+        &origin.metrics(),
+        "strom_ingest_encoder_active",
+        &[("stream", CLEAR_NS), ("encoder", role)],
+    )
+}
+
+fn failovers(origin: &Service) -> f64 {
+    metric(&origin.metrics(), "strom_ingest_failovers_total", &[]).unwrap_or(0.0)
+}
+
+#[test]
+fn a_backup_encoder_takes_over_when_the_primary_stalls_or_dies() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let origin = origin(dir);
+    let edge = Service::edge("edge", dir, &origin);
+    let url = origin.rtmp_url(CLEAR_KEY);
+    let mut primary = push(&url, 60, dir, "ffmpeg-primary");
+    wait_until(Duration::from_secs(20), "the primary feeding", || {
+        (encoder_active(&origin, "primary") == Some(1.0)).then_some(())
+    });
+    // The backup says so on its key, as OBS and YouTube's backup URLs do.
+    let mut backup = push(&format!("{url}?backup=1"), 60, dir, "ffmpeg-backup");
+    wait_until(Duration::from_secs(20), "the backup standing by", || {
+        (encoder_active(&origin, "backup") == Some(0.0)).then_some(())
+    });
+    // A third encoder in a role already taken is refused.
+    let mut third = push(&url, 5, dir, "ffmpeg-third");
+    let status = third
+        .wait(Duration::from_secs(20))
+        .expect("third push ends");
+    assert!(!status.success(), "a second primary was accepted");
+
+    let watched = dir.join("watch.mp4");
+    let mut watcher = watch(
+        &edge.moq_url(),
+        CLEAR_NS,
+        &edge.cert_sha256,
+        18.0,
+        &watched,
+        dir,
+        "watch",
+    );
+    std::thread::sleep(Duration::from_secs(4));
+
+    // 1. The primary stalls: its connection stays open, nothing arrives.
+    primary.signal("STOP");
+    wait_until(Duration::from_secs(5), "failover to the backup", || {
+        (failovers(&origin) == 1.0).then_some(())
+    });
+    assert_eq!(encoder_active(&origin, "backup"), Some(1.0));
+    std::thread::sleep(Duration::from_secs(3));
+    // The primary recovers and stands by: no switch back.
+    primary.signal("CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(encoder_active(&origin, "primary"), Some(0.0));
+    assert_eq!(failovers(&origin), 1.0);
+
+    // 2. The backup dies: the standing-by primary takes over at once.
+    backup.signal("KILL");
+    wait_until(Duration::from_secs(5), "failover to the primary", || {
+        (failovers(&origin) == 2.0).then_some(())
+    });
+    assert_eq!(encoder_active(&origin, "primary"), Some(1.0));
+
+    let status = watcher.wait(Duration::from_secs(60)).expect("watch ends");
+    let log = watcher.log_text();
+    assert!(status.success(), "{log}");
+    let video = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("video: "))
+        .unwrap_or_else(|| panic!("no video statistics: {log}"));
+    let gap: u64 = video
+        .split("max gap ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max gap in {video}"));
+    eprintln!("viewer across two failovers: {video}");
+    assert!(gap <= 2000, "viewer's largest gap {gap} ms: {video}");
+    // Everything the viewer received decodes, across both switches.
+    assert_decodes_720p30(&watched, 14.0);
+    let origin_log = origin.proc.log_text();
+    assert_eq!(
+        origin_log.matches("encoder failover").count(),
+        2,
+        "{origin_log}"
+    );
+    primary.kill();
+}
