@@ -78,6 +78,9 @@ srt_listen = "127.0.0.1:9000"
 moqt_listen = "127.0.0.1:4444"
 # HTTP for /metrics and /healthz; loopback only.
 http_listen = "127.0.0.1:8081"
+# HTTPS (the certificate of [origin.tls]) where edges fetch recordings as
+# HLS VOD (/vod/...). Remove the line to turn it off.
+vod_listen = "127.0.0.1:8444"
 # Groups kept per track for late subscribers: age limit and byte limit.
 cache_max_age_secs = 30
 cache_max_bytes = 67108864
@@ -88,6 +91,14 @@ linger_secs = 300
 # [origin.tls]
 # cert = "/etc/strom/origin.pem"
 # key = "/etc/strom/origin.key"
+
+# Every broadcast is recorded (CMAF under data_dir/recordings/<tenant>/
+# <event>/<stream>/<start>) and served as HLS VOD through the edges:
+# /vod/<tenant>/<event>/<stream>/index.json lists the recordings. Recordings
+# older than retention_days are deleted (0 keeps them until deleted).
+[origin.recording]
+enabled = true
+retention_days = 30
 
 # Streams that may be pushed: rtmp://host:1935/<app>/<key> publishes the
 # MoQT namespace tenant/event/stream. Keys are secrets of 16+ characters.
@@ -138,6 +149,8 @@ hls_window = 6
 # ca_file = "/etc/strom/ca.pem"
 # cert_sha256 = "…64 hex digits…"
 # prefix = ""
+# Recordings (HLS VOD under /vod/) come from here: the origin's vod_listen.
+# vod_url = "https://origin.example.net:8444/"
 
 # Control plane: every viewer needs a playback token for its event. MoQT and
 # WebTransport sessions send it as AUTHORIZATION TOKEN in SETUP (or as a token

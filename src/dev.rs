@@ -116,6 +116,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         if let Some(a) = origin_config.rtmps_listen.as_mut() {
             a.set_port(0);
         }
+        if let Some(a) = origin_config.vod_listen.as_mut() {
+            a.set_port(0);
+        }
         origin_config.moqt_listen.set_port(0);
         origin_config.http_listen.set_port(0);
         edge_config.moqt_listen.set_port(0);
@@ -144,6 +147,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     edge_config.upstream = vec![UpstreamSettings {
         url: format!("moqt://127.0.0.1:{}", origin.moqt_addr()?.port()),
         cert_sha256: Some(origin.cert_sha256.clone()),
+        vod_url: origin
+            .vod_addr()
+            .map(|a| format!("https://127.0.0.1:{}/", a.port())),
         ..UpstreamSettings::default()
     }];
     edge_config.control_plane = Some(edge_link);
@@ -215,6 +221,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         "srt_passphrase": srt_passphrase,
         "stream_key": stream_key,
         "hls_url": hls_url,
+        "recordings_url": format!(
+            "http://127.0.0.1:{}/vod/{namespace}/index.json?token={playback_token}",
+            edge_http.port()
+        ),
         "moq_url": moq_url,
         "webtransport_url": webtransport_url,
         "namespace": namespace,

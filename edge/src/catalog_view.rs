@@ -24,6 +24,13 @@ pub struct TrackInfo {
 }
 
 impl CatalogView {
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            measured: Vec::new(),
+        }
+    }
+
     /// Reads the newest catalog object of a `catalog` track.
     pub fn latest(track: &Arc<TrackCache>) -> Option<Self> {
         let payload: Bytes = track.with_groups(|groups| {

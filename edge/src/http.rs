@@ -53,6 +53,10 @@ pub struct HttpState {
     pub webtransport: Option<WebTransportInfo>,
     /// HLS players seen per broadcast (for the viewer count reported upstream).
     pub hls_viewers: Arc<crate::status::HlsViewers>,
+    /// Recordings served under `/vod/` (none: 404).
+    pub vod: Option<Arc<dyn crate::vod::VodSource>>,
+    /// Serve `/vod/` and `/healthz` only (an origin's listener for edges).
+    pub vod_only: bool,
 }
 
 /// What a browser needs to open WebTransport to this edge: the UDP port (the
@@ -205,6 +209,9 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
+    if state.vod_only && path != "/healthz" && !path.starts_with("/vod/") {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
     match path.as_str() {
         "/healthz" => return response(StatusCode::OK, "text/plain", "ok\n"),
         "/webtransport.json" => return webtransport_json(state, &req),
@@ -217,6 +224,9 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
             return response(StatusCode::OK, "text/plain; version=0.0.4", text);
         }
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/vod/") {
+        return vod_request(state, rest, &query, req.headers()).await;
     }
     let Some(rest) = path.strip_prefix("/hls/") else {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -274,6 +284,77 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     }
     let len = hyper::body::Body::size_hint(r.body()).exact().unwrap_or(0);
     state.counters.hls_bytes.fetch_add(len, Ordering::Relaxed);
+    r
+}
+
+/// `/vod/<tenant>/<event>/<stream>/...`: checked like HLS (a playback token
+/// for the stream, or a relay's bearer credential), then answered by the
+/// VOD source.
+async fn vod_request(
+    state: &HttpState,
+    rest: &str,
+    query: &str,
+    headers: &hyper::HeaderMap,
+) -> Response<Full<Bytes>> {
+    let Some(vod) = &state.vod else {
+        return error(StatusCode::NOT_FOUND, "recordings are not served here");
+    };
+    let Some(parts) = crate::vod::safe_path(rest) else {
+        return error(StatusCode::BAD_REQUEST, "bad recording path");
+    };
+    if parts.len() < 4 {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let mut query_token = None;
+    if let Some(access) = &state.access {
+        let namespace = &parts[..3];
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let outcome = match bearer {
+            Some(token) => access
+                .admit(&[token.to_owned()], time::OffsetDateTime::now_utc())
+                .and_then(|claims| access.permits(&claims, namespace)),
+            None => admit_hls(access, rest, query, headers).map(|a| {
+                query_token = a.query_token;
+            }),
+        };
+        if let Err(refused) = outcome {
+            state.counters.hls_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(reason = refused.label(), "VOD request refused");
+            let status = match refused {
+                Refused::Missing => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return error(status, &refused.to_string());
+        }
+    }
+    let answer = vod.get(rest).await;
+    let body = if rest.ends_with(".m3u8") && answer.status == 200 {
+        match std::str::from_utf8(&answer.body) {
+            Ok(text) => Bytes::from(playlist_text(text.to_owned(), query_token.as_deref())),
+            Err(_) => answer.body,
+        }
+    } else {
+        answer.body
+    };
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    state
+        .counters
+        .hls_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let mut r = response(status, "application/octet-stream", body);
+    if let Ok(v) = HeaderValue::from_str(&answer.content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    let cache = if state.access.is_some() && answer.cache.starts_with("max-age") {
+        "private, max-age=86400"
+    } else {
+        answer.cache
+    };
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     r
 }
 

@@ -16,6 +16,7 @@ pub mod priority;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+pub mod vod;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,9 @@ pub struct UpstreamSettings {
     pub ca_file: Option<PathBuf>,
     pub cert_sha256: Option<String>,
     pub prefix: String,
+    /// The upstream's recordings (`https://host:port`, an origin's
+    /// `vod_listen` or an edge's HTTPS); trusted like `url`.
+    pub vod_url: Option<String>,
 }
 
 impl Default for UpstreamSettings {
@@ -69,6 +73,7 @@ impl Default for UpstreamSettings {
             ca_file: None,
             cert_sha256: None,
             prefix: String::new(),
+            vod_url: None,
         }
     }
 }
@@ -100,6 +105,19 @@ impl UpstreamSettings {
             .map(str::to_owned)
             .collect();
         Ok(upstream::UpstreamConfig { url, trust, prefix })
+    }
+
+    /// The upstream's recordings, when `vod_url` is set.
+    pub fn vod_base(&self) -> anyhow::Result<Option<url::Url>> {
+        let Some(text) = &self.vod_url else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(text)
+            .with_context(|| format!("edge.upstream.vod_url = {text:?} is not a URL"))?;
+        if url.scheme() != "https" {
+            anyhow::bail!("edge.upstream.vod_url = {text:?} must be https://");
+        }
+        Ok(Some(url))
     }
 }
 
@@ -235,6 +253,7 @@ pub struct Edge {
     http: tokio::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     upstreams: Vec<upstream::UpstreamConfig>,
+    vod: Option<Arc<dyn vod::VodSource>>,
     access: Option<Arc<Access>>,
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<ServerCounters>,
@@ -289,12 +308,30 @@ impl Edge {
             .iter()
             .map(UpstreamSettings::resolve)
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // Recordings come from the first upstream that offers them.
+        let mut vod: Option<Arc<dyn vod::VodSource>> = None;
+        for (settings, resolved) in config.upstream.iter().zip(&upstreams) {
+            if let Some(base) = settings.vod_base()? {
+                let credential = access
+                    .as_ref()
+                    .and_then(|a| a.relay_credential())
+                    .map(str::to_owned);
+                vod = Some(Arc::new(vod::UpstreamVod::new(
+                    base,
+                    &resolved.trust,
+                    credential,
+                    config.cache_max_bytes,
+                )?));
+                break;
+            }
+        }
         Ok(Self {
             config,
             moqt,
             http,
             http_tls,
             upstreams,
+            vod,
             access,
             broadcasts: Broadcasts::new(),
             counters: Arc::new(ServerCounters::default()),
@@ -350,6 +387,8 @@ impl Edge {
                 cert_sha256: self.cert_sha256.clone(),
             }),
             hls_viewers: hls_viewers.clone(),
+            vod: self.vod.clone(),
+            vod_only: false,
         };
         let _status = self
             .access

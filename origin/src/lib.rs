@@ -4,8 +4,10 @@
 pub mod auth;
 mod contain;
 pub mod publish;
+pub mod record;
 pub mod rtmp;
 pub mod srt;
+pub mod vod;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -50,6 +52,10 @@ pub struct OriginConfig {
     pub srt_listen: SocketAddr,
     pub moqt_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// HTTPS for edges fetching recordings (`/vod/...`, relay tokens when
+    /// a control plane is set); none to turn it off.
+    pub vod_listen: Option<SocketAddr>,
+    pub recording: record::RecordingConfig,
     pub tls: Option<TlsFiles>,
     pub streams: Vec<StreamSettings>,
     pub cache_max_age_secs: u64,
@@ -69,6 +75,8 @@ impl Default for OriginConfig {
             srt_listen: "127.0.0.1:9000".parse().expect("static address"),
             moqt_listen: "127.0.0.1:4444".parse().expect("static address"),
             http_listen: "127.0.0.1:8081".parse().expect("static address"),
+            vod_listen: Some("127.0.0.1:8444".parse().expect("static address")),
+            recording: record::RecordingConfig::default(),
             tls: None,
             streams: Vec::new(),
             cache_max_age_secs: 30,
@@ -154,6 +162,8 @@ pub struct Origin {
     srt: SrtListener,
     moqt: moqt::MoqtServer,
     http: tokio::net::TcpListener,
+    vod: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    recorder: Option<Arc<record::Recorder>>,
     authorizer: Arc<dyn PublishAuthorizer>,
     access: Option<Arc<Access>>,
     pub broadcasts: Arc<Broadcasts>,
@@ -281,6 +291,23 @@ impl Origin {
             None => None,
         };
         let http = http::bind(config.http_listen).await?;
+        let vod = match config.vod_listen {
+            Some(addr) => Some((
+                http::bind(addr).await?,
+                Arc::new(identity.server_config(&[b"http/1.1"])?),
+            )),
+            None => None,
+        };
+        let recorder = if config.recording.enabled {
+            let root = data_dir.join("recordings");
+            Some(Arc::new(
+                record::Recorder::open(root.clone()).with_context(|| {
+                    format!("opening the recordings directory {}", root.display())
+                })?,
+            ))
+        } else {
+            None
+        };
         let broadcasts = Broadcasts::new();
         let limits = CacheLimits {
             max_age: Duration::from_secs(config.cache_max_age_secs),
@@ -288,7 +315,8 @@ impl Origin {
         };
         let signer = Arc::new(media_signer(data_dir)?);
         let media_key = hex(&signer.public_key());
-        let publications = Publications::new(broadcasts.clone(), limits, Some(signer));
+        let publications =
+            Publications::new(broadcasts.clone(), limits, Some(signer), recorder.clone());
         let srt_counters = Arc::new(SrtCounters::default());
         let srt = SrtListener::bind(
             config.srt_listen,
@@ -310,6 +338,8 @@ impl Origin {
             _srt_secret_fetch: None,
             moqt,
             http,
+            vod,
+            recorder,
             authorizer,
             access,
             broadcasts,
@@ -335,6 +365,10 @@ impl Origin {
         self.moqt.local_addr()
     }
 
+    pub fn vod_addr(&self) -> Option<SocketAddr> {
+        self.vod.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.http.local_addr()?)
     }
@@ -346,6 +380,7 @@ impl Origin {
             srt = %self.srt_addr(),
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
+            vod = %self.vod_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             cert_sha256 = %self.cert_sha256,
             media_key = %self.media_key,
             tokens = self.access.is_some(),
@@ -414,7 +449,22 @@ impl Origin {
             secure_cookies: false,
             webtransport: None,
             hls_viewers: hls_viewers.clone(),
+            vod: self.recorder.as_ref().map(|r| {
+                Arc::new(vod::DiskVod::new(r.root().to_path_buf()))
+                    as Arc<dyn strom_edge::vod::VodSource>
+            }),
+            vod_only: false,
         };
+        // Edges fetch recordings over HTTPS, checked like MoQT (relay tokens).
+        let _vod = self.vod.map(|(listener, tls)| {
+            let state = http::HttpState {
+                access: self.access.clone(),
+                extra_metrics: None,
+                vod_only: true,
+                ..state.clone()
+            };
+            strom_edge::AbortOnDrop(tokio::spawn(http::serve(listener, Some(tls), state)))
+        });
         let http = tokio::spawn(http::serve(self.http, None, state));
         let linger = Duration::from_secs(self.config.linger_secs);
         let publications = self.publications.clone();
@@ -425,6 +475,26 @@ impl Origin {
                 publications.expire(linger, Instant::now());
             }
         });
+        // Retention (DATA-7): checked at start and hourly.
+        let retention_days = self.config.recording.retention_days;
+        let _retention = self
+            .recorder
+            .clone()
+            .filter(|_| retention_days > 0)
+            .map(|recorder| {
+                strom_edge::AbortOnDrop(tokio::spawn(async move {
+                    let retention = Duration::from_secs(u64::from(retention_days) * 86_400);
+                    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                    loop {
+                        tick.tick().await;
+                        let recorder = recorder.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            recorder.expire(retention, std::time::SystemTime::now())
+                        })
+                        .await;
+                    }
+                }))
+            });
         tokio::select! {
             res = rtmp => res.context("RTMP listener stopped")?,
             res = srt => res.context("SRT listener stopped")??,

@@ -88,6 +88,8 @@ struct Writer {
     active: Option<u64>,
     /// When the active session last pushed a tag.
     last_write: Instant,
+    /// Where the broadcast is recorded, when recording is on.
+    recording: Option<crate::record::Recording>,
 }
 
 impl Writer {
@@ -126,6 +128,7 @@ pub struct Publications {
     /// Signs every object published (P2P-5), when set.
     signer: Option<Arc<MediaSigner>>,
     map: Mutex<HashMap<Namespace, Publication>>,
+    recorder: Option<Arc<crate::record::Recorder>>,
     next_session: AtomicU64,
     /// Times a standby encoder took over from a stalled or lost active one.
     pub failovers: AtomicU64,
@@ -147,11 +150,13 @@ impl Publications {
         broadcasts: Arc<Broadcasts>,
         limits: CacheLimits,
         signer: Option<Arc<MediaSigner>>,
+        recorder: Option<Arc<crate::record::Recorder>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             broadcasts,
             limits,
             signer,
+            recorder,
             map: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             failovers: AtomicU64::new(0),
@@ -182,6 +187,7 @@ impl Publications {
                     open_groups: HashMap::new(),
                     active: None,
                     last_write: Instant::now(),
+                    recording: self.recorder.as_ref().and_then(|r| r.start(&namespace)),
                 })),
                 broadcast,
                 sessions: HashMap::new(),
@@ -542,6 +548,9 @@ impl PublishSession {
                     if group > 0 {
                         track.finish_group(group - 1);
                     }
+                    if let Some(r) = &writer.recording {
+                        r.catalog(&catalog);
+                    }
                 }
                 Output::Object {
                     track: name,
@@ -560,6 +569,9 @@ impl PublishSession {
                         }
                     }
                     let meta = strom_edge::object_meta(name, &payload);
+                    if let Some(r) = &writer.recording {
+                        r.object(name, group, payload.clone(), meta.duration_ticks);
+                    }
                     track.insert(
                         group,
                         Object {
@@ -592,6 +604,9 @@ impl Drop for PublishSession {
             }
             if p.sessions.is_empty() {
                 p.offline_since = Some(Instant::now());
+                if let Some(r) = &lock(&p.writer).recording {
+                    r.pause();
+                }
             }
         }
     }

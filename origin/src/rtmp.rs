@@ -414,7 +414,7 @@ mod tests {
                 namespace: Namespace::parse("t/e/s").unwrap(),
                 srt_passphrase: None,
             }])),
-            publications: Publications::new(Broadcasts::new(), CacheLimits::default(), None),
+            publications: Publications::new(Broadcasts::new(), CacheLimits::default(), None, None),
             counters: Arc::default(),
         }
     }

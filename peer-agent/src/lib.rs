@@ -328,6 +328,8 @@ impl PeerAgent {
                 cert_sha256: self.cert_sha256.clone(),
             }),
             hls_viewers: Arc::new(status::HlsViewers::default()),
+            vod: None,
+            vod_only: false,
         };
         let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
         let moqt = tokio::spawn(

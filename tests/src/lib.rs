@@ -530,6 +530,7 @@ pub struct Service {
     pub rtmp_port: Option<u16>,
     pub srt_port: Option<u16>,
     pub rtmps_port: Option<u16>,
+    pub vod_port: Option<u16>,
 }
 
 impl Service {
@@ -560,6 +561,7 @@ impl Service {
             rtmp_port: port("rtmp"),
             srt_port: port("srt"),
             rtmps_port: port("rtmps"),
+            vod_port: port("vod"),
             proc,
         }
     }
@@ -574,11 +576,12 @@ impl Service {
     pub fn origin_with(name: &str, dir: &Path, streams: &[(&str, &str)], extra: &str) -> Service {
         let data = dir.join(name);
         let mut toml = format!(
-            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nrtmps_listen = \"127.0.0.1:{}\"\nsrt_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
+            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nrtmps_listen = \"127.0.0.1:{}\"\nsrt_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nvod_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
             free_tcp_port(),
             free_tcp_port(),
             free_udp_port(),
             free_udp_port(),
+            free_tcp_port(),
             free_tcp_port()
         );
         for (key, ns) in streams {
@@ -606,6 +609,9 @@ impl Service {
             upstream.moqt_port,
             upstream.cert_sha256
         );
+        if let Some(port) = upstream.vod_port {
+            toml.push_str(&format!("vod_url = \"https://127.0.0.1:{port}/\"\n"));
+        }
         toml.push_str(extra);
         Self::start("edge", name, &toml, dir)
     }
@@ -663,3 +669,37 @@ pub fn assert_decodes_720p30(file: &Path, min_seconds: f64) {
     let errors = decode_errors(file.to_str().unwrap());
     assert!(errors.trim().is_empty(), "decode errors: {errors}");
 }
+
+/// ffmpeg pushing the 720p30 test pattern as H.265 (libx265, closed 1 s GOPs,
+/// B-frames) + AAC in MPEG-TS over SRT to `url` (see [`srt_url`]).
+pub fn push_srt_hevc(url: &str, seconds: u32, dir: &Path, name: &str) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=1280x720:rate=30:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=1000:sample_rate=48000:duration={seconds}"
+        ))
+        .args(HEVC_720P30_ARGS)
+        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
+        .args(["-f", "mpegts"])
+        .arg(url);
+    cmd.stdout(Stdio::null());
+    Proc::spawn(name, cmd, dir)
+}
+
+/// ffmpeg video arguments for H.265 with libx265: 1 s closed GOPs without
+/// scene cuts, B-frames as the preset has them, 2.5 Mbit/s.
+pub const HEVC_720P30_ARGS: &[&str] = &[
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-pix_fmt",
+    "yuv420p",
+    "-x265-params",
+    "keyint=30:min-keyint=30:scenecut=0:open-gop=0:log-level=error",
+    "-b:v",
+    "2500k",
+];
