@@ -1287,7 +1287,7 @@ impl Repo {
             Batch::default(),
             vec![self.entry(actor, "delete", "event", id, None, None, None)],
         )?;
-        self.revoke_locked(RevocationKind::Event, tenant, id)?;
+        self.revoke_locked(RevocationKind::EventDeleted, tenant, id)?;
         Ok(())
     }
 

@@ -278,6 +278,11 @@ impl Access {
         Err(refused)
     }
 
+    /// Every revocation applied from now on.
+    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.revoked.subscribe()
+    }
+
     /// A watch that resolves once `claims` are revoked. Subscribe before the
     /// session is admitted so that no revocation falls between the two.
     pub fn watch(self: &Arc<Self>, claims: Claims) -> RevocationWatch {

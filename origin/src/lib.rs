@@ -475,6 +475,34 @@ impl Origin {
                 publications.expire(linger, Instant::now());
             }
         });
+        // Deleting an event deletes its recordings (DATA-7): the control
+        // plane says so in its revocation feed.
+        let _deletions = match (&self.access, &self.recorder) {
+            (Some(access), Some(recorder)) => {
+                let (access, recorder) = (access.clone(), recorder.clone());
+                Some(strom_edge::AbortOnDrop(tokio::spawn(async move {
+                    let mut feed = access.revocations();
+                    loop {
+                        let deleted = access.verifier().revocations().deleted_events();
+                        for (tenant, event) in deleted {
+                            recorder.delete_event(&tenant, &event);
+                        }
+                        loop {
+                            match feed.recv().await {
+                                Ok(r) if r.kind == strom_token::RevocationKind::EventDeleted => {
+                                    recorder.delete_event(&r.tenant, &r.id)
+                                }
+                                Ok(_) => {}
+                                // Missed some: rescan the whole list.
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            }
+                        }
+                    }
+                })))
+            }
+            _ => None,
+        };
         // Retention (DATA-7): checked at start and hourly.
         let retention_days = self.config.recording.retention_days;
         let _retention = self

@@ -79,6 +79,9 @@ enum Command {
     Stop {
         id: u64,
     },
+    DeleteEvent {
+        dir: PathBuf,
+    },
 }
 
 /// Writes recordings on its own thread.
@@ -188,6 +191,26 @@ impl Recorder {
         let dir = base.join(started.to_string());
         tx.send(Command::Start { id, dir }).ok()?;
         Some(Recording { id, tx })
+    }
+
+    /// Deletes every recording of an event (DATA-7: the event was deleted),
+    /// after what is queued for it has been written; recordings still
+    /// running for it stop.
+    pub fn delete_event(&self, tenant: &str, event: &str) {
+        let valid = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !(valid(tenant) && valid(event)) {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Command::DeleteEvent {
+                dir: self.root.join(tenant).join(event),
+            });
+        }
     }
 
     /// Deletes recordings older than `retention` (by start time); returns
@@ -441,6 +464,21 @@ fn write_loop(rx: mpsc::Receiver<Command>) {
                 Some(a) if !a.failed => (id, a.pause("pause")),
                 _ => continue,
             },
+            Command::DeleteEvent { dir } => {
+                for a in active.values_mut().filter(|a| a.dir.starts_with(&dir)) {
+                    a.failed = true;
+                }
+                match fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(recordings = %dir.display(), "recordings deleted: their event was deleted")
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::error!(recordings = %dir.display(), error = %e, "recordings of a deleted event could not be deleted")
+                    }
+                }
+                continue;
+            }
             Command::Stop { id } => match active.remove(&id) {
                 Some(mut a) if !a.failed => {
                     let r = a.pause("end");

@@ -136,3 +136,50 @@ fn strom_dev_serves_its_recordings_to_viewers_with_a_token() {
     assert!(errors.trim().is_empty(), "ffmpeg: {errors}");
     assert_decodes_720p30(&file, 7.0);
 }
+
+#[test]
+fn deleting_an_event_deletes_its_recordings_and_no_others() {
+    use strom_tests::control_plane::TestControlPlane;
+    use strom_token::{Action, RevocationKind};
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let cp = TestControlPlane::start();
+    let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
+    let rtmp = |ns: &str| {
+        let token = cp.token(Action::Publish, "s_broadcaster", ns, 3600);
+        format!(
+            "rtmp://127.0.0.1:{}/live/{token}",
+            origin.rtmp_port.unwrap()
+        )
+    };
+    let mut gone = push(&rtmp("acme/townhall/main"), 5, dir, "ffmpeg-townhall");
+    let mut kept = push(&rtmp("acme/allhands/main"), 5, dir, "ffmpeg-allhands");
+    for p in [&mut gone, &mut kept] {
+        let status = p.wait(Duration::from_secs(40)).expect("push ends");
+        assert!(status.success(), "{}", p.log_text());
+    }
+    let root = dir.join("origin/recordings/acme");
+    let recorded = |event: &str| {
+        let stream = root.join(event).join("main");
+        let rec = std::fs::read_dir(stream).ok()?.flatten().next()?.path();
+        let index = std::fs::read_to_string(rec.join("index.log")).ok()?;
+        index.contains("seg video").then_some(())
+    };
+    wait_until(Duration::from_secs(10), "both recordings", || {
+        recorded("townhall").and(recorded("allhands"))
+    });
+
+    cp.revoke(RevocationKind::EventDeleted, "acme", "townhall");
+    wait_until(
+        Duration::from_secs(10),
+        "the deleted event's recordings gone",
+        || (!root.join("townhall").exists()).then_some(()),
+    );
+    assert!(
+        recorded("allhands").is_some(),
+        "another event's recording went too"
+    );
+    let log = origin.proc.log_text();
+    assert!(log.contains("their event was deleted"), "{log}");
+}

@@ -15,8 +15,12 @@ use crate::{Claims, MAX_PUBLISH_SECS, MAX_RELAY_SECS};
 pub enum RevocationKind {
     /// A participant (or relay) by pseudonymous subject id.
     Subject,
-    /// Every token of an event (it ended or was deleted).
+    /// Every token of an event (it ended).
     Event,
+    /// Every token of an event, which was deleted: relays also delete what
+    /// they keep of it (the origin its recordings, DATA-7).
+    #[serde(rename = "event-deleted")]
+    EventDeleted,
     /// Every token of one stream, `event/stream` (its credential was rotated).
     Stream,
     /// One token by its `jti`.
@@ -42,7 +46,7 @@ impl Revocation {
         }
         match self.kind {
             RevocationKind::Subject => claims.sub == self.id,
-            RevocationKind::Event => claims.evt == self.id,
+            RevocationKind::Event | RevocationKind::EventDeleted => claims.evt == self.id,
             RevocationKind::Stream => claims
                 .str
                 .as_deref()
@@ -55,7 +59,9 @@ impl Revocation {
     fn obsolete_at(&self) -> OffsetDateTime {
         let keep = match self.kind {
             RevocationKind::Token | RevocationKind::Subject => MAX_RELAY_SECS,
-            RevocationKind::Event | RevocationKind::Stream => MAX_PUBLISH_SECS,
+            RevocationKind::Event | RevocationKind::EventDeleted | RevocationKind::Stream => {
+                MAX_PUBLISH_SECS
+            }
         };
         self.issued_before + time::Duration::seconds(keep + crate::CLOCK_SKEW_SECS)
     }
@@ -94,10 +100,20 @@ impl Revocations {
         self.entries.is_empty()
     }
 
+    /// (tenant, event) of every deleted event still in the list.
+    pub fn deleted_events(&self) -> Vec<(String, String)> {
+        self.entries
+            .values()
+            .filter(|r| r.kind == RevocationKind::EventDeleted)
+            .map(|r| (r.tenant.clone(), r.id.clone()))
+            .collect()
+    }
+
     pub fn revokes(&self, claims: &Claims) -> bool {
         let candidates = [
             (RevocationKind::Subject, claims.sub.clone()),
             (RevocationKind::Event, claims.evt.clone()),
+            (RevocationKind::EventDeleted, claims.evt.clone()),
             (RevocationKind::Token, claims.jti.clone()),
             (
                 RevocationKind::Stream,
