@@ -88,11 +88,14 @@ impl CatalogView {
     }
 
     pub fn multivariant(&self) -> String {
+        // One audio track for every variant: the first (the main push's;
+        // renditions carry copies of the same sound).
         let audio: Vec<&CatalogTrack> = self
             .catalog
             .tracks
             .iter()
             .filter(|t| Self::role(t) == "audio")
+            .take(1)
             .collect();
         let audio_bps = audio.iter().map(|t| self.bitrate(t)).max().unwrap_or(0);
         let audio_codec = audio.first().and_then(|t| t.codec.clone());

@@ -51,20 +51,76 @@ impl Role {
             Role::Backup => "backup",
         }
     }
+}
 
-    /// Splits a `?query` off an RTMP app, stream key or SRT resource: the
-    /// part before it, and whether the query asks for the backup role
-    /// (`backup=1` or `backup=true`).
-    pub fn split(text: &str) -> (&str, bool) {
-        match text.split_once('?') {
-            None => (text, false),
-            Some((base, query)) => (
-                base,
-                query
-                    .split('&')
-                    .any(|kv| matches!(kv, "backup=1" | "backup=true")),
-            ),
+/// What a push asks for in the query of its RTMP key or app, or of its SRT
+/// resource: `?backup=1` (the backup encoder) and `?rendition=360p` (one
+/// rendition of the stream, MEDIA-8: its tracks are `video-360p` and
+/// `audio-360p` beside the main push's `video` and `audio`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOptions {
+    pub backup: bool,
+    pub rendition: Option<String>,
+}
+
+impl PushOptions {
+    pub fn role(&self) -> Role {
+        if self.backup {
+            Role::Backup
+        } else {
+            Role::Primary
         }
+    }
+
+    /// Splits a `?query` off `text`: the part before it and the options.
+    /// Unknown parameters are ignored; a malformed rendition name is refused.
+    pub fn split(text: &str) -> Result<(&str, PushOptions), String> {
+        let Some((base, query)) = text.split_once('?') else {
+            return Ok((text, PushOptions::default()));
+        };
+        let mut options = PushOptions::default();
+        for kv in query.split('&') {
+            match kv.split_once('=') {
+                Some(("backup", v)) => options.backup |= matches!(v, "1" | "true"),
+                Some(("rendition", v)) => options.rendition = Some(rendition_name(v)?),
+                _ => {}
+            }
+        }
+        Ok((base, options))
+    }
+
+    /// The options of two places (an RTMP app and key) together.
+    pub fn merge(self, other: PushOptions) -> PushOptions {
+        PushOptions {
+            backup: self.backup || other.backup,
+            rendition: self.rendition.or(other.rendition),
+        }
+    }
+}
+
+/// A rendition name: 1 to 16 of `a-z`, `0-9`, `-`, `_`, starting with a
+/// letter or digit (it becomes part of track names and file names).
+pub fn rendition_name(v: &str) -> Result<String, String> {
+    let ok = (1..=16).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "rendition {:?} must be 1 to 16 of a-z, 0-9, '-', '_'",
+            v.chars().take(20).collect::<String>()
+        ))
+    }
+}
+
+/// A track's name within the broadcast: `video` for the main push,
+/// `video-<rendition>` for a rendition.
+fn track_name(base: &str, rendition: Option<&str>) -> String {
+    match rendition {
+        None => base.to_owned(),
+        Some(r) => format!("{base}-{r}"),
     }
 }
 
@@ -76,28 +132,52 @@ pub const STALL: Duration = Duration::from_secs(1);
 const STANDBY_MAX_TAGS: usize = 2_000;
 const STANDBY_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// What writes a publication's tracks: one packager for the whole
-/// broadcast, fed by whichever encoder is active.
-struct Writer {
-    packager: Packager,
+/// What all renditions of a publication share: its tracks, the merged
+/// catalog and the recording.
+struct Shared {
+    tracks: HashMap<String, Arc<TrackCache>>,
     next_catalog_group: u64,
-    tracks: HashMap<&'static str, Arc<TrackCache>>,
+    /// Each rendition's catalog (track names already qualified); `None` is
+    /// the main push.
+    catalogs: std::collections::BTreeMap<Option<String>, strom_media::Catalog>,
+    /// Where the broadcast is recorded, when recording is on.
+    recording: Option<crate::record::Recording>,
+}
+
+impl Shared {
+    /// One catalog of every rendition's tracks, the main push's first.
+    fn merged(&self) -> Option<strom_media::Catalog> {
+        let mut all = self.catalogs.values();
+        let mut merged = all.next()?.clone();
+        for c in all {
+            merged.generated_at = merged.generated_at.max(c.generated_at);
+            merged.tracks.extend(c.tracks.iter().cloned());
+        }
+        Some(merged)
+    }
+}
+
+/// What writes one rendition's tracks: one packager, fed by whichever of
+/// its encoders is active.
+struct Writer {
+    rendition: Option<String>,
+    packager: Packager,
+    shared: Arc<Mutex<Shared>>,
     /// The group currently being written per track.
-    open_groups: HashMap<&'static str, u64>,
+    open_groups: HashMap<String, u64>,
     /// The session whose tags are packaged; none between encoders.
     active: Option<u64>,
     /// When the active session last pushed a tag.
     last_write: Instant,
-    /// Where the broadcast is recorded, when recording is on.
-    recording: Option<crate::record::Recording>,
 }
 
 impl Writer {
     /// Closes the groups being written: the next tags come from another
     /// session, which starts a new group at its keyframe.
     fn close_groups(&mut self) {
+        let shared = lock(&self.shared);
         for (name, group) in self.open_groups.drain() {
-            if let Some(t) = self.tracks.get(name) {
+            if let Some(t) = shared.tracks.get(&name) {
                 t.finish_group(group);
             }
         }
@@ -115,9 +195,11 @@ impl Writer {
 
 struct Publication {
     broadcast: Arc<Broadcast>,
-    writer: Arc<Mutex<Writer>>,
-    /// Connected sessions by role.
-    sessions: HashMap<Role, u64>,
+    shared: Arc<Mutex<Shared>>,
+    /// One writer per rendition (`None`: the main push).
+    writers: HashMap<Option<String>, Arc<Mutex<Writer>>>,
+    /// Connected sessions by rendition and role.
+    sessions: HashMap<(Option<String>, Role), u64>,
     offline_since: Option<Instant>,
 }
 
@@ -135,9 +217,10 @@ pub struct Publications {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{namespace} is already being published by a {} encoder", role.as_str())]
+#[error("{namespace}{} is already being published by a {} encoder", rendition.as_deref().map(|r| format!(" (rendition {r})")).unwrap_or_default(), role.as_str())]
 pub struct AlreadyLive {
     pub namespace: Namespace,
+    pub rendition: Option<String>,
     pub role: Role,
 }
 
@@ -167,62 +250,98 @@ impl Publications {
         lock(&self.map)
     }
 
-    /// Starts (or resumes) publishing `namespace` as the `role` encoder;
-    /// refused while another encoder of that role is connected. The first
-    /// encoder connected is active; the other waits as a standby.
+    /// Starts (or resumes) publishing `namespace` (the rendition and role
+    /// `options` name); refused while another encoder of that rendition and
+    /// role is connected. The first encoder of a rendition is active; the
+    /// other waits as a standby.
     pub fn claim(
         self: &Arc<Self>,
         namespace: Namespace,
-        role: Role,
+        options: &PushOptions,
     ) -> Result<PublishSession, AlreadyLive> {
+        let role = options.role();
+        let rendition = options.rendition.clone();
         let mut map = self.map();
-        let fresh = !map.contains_key(&namespace);
-        let publication = map.entry(namespace.clone()).or_insert_with(|| {
-            let broadcast = Broadcast::new(namespace.clone(), Source::Local, self.limits);
-            Publication {
-                writer: Arc::new(Mutex::new(Writer {
-                    packager: Packager::new(None),
-                    next_catalog_group: 0,
-                    tracks: HashMap::new(),
-                    open_groups: HashMap::new(),
-                    active: None,
-                    last_write: Instant::now(),
-                    recording: self.recorder.as_ref().and_then(|r| r.start(&namespace)),
-                })),
-                broadcast,
-                sessions: HashMap::new(),
-                offline_since: None,
-            }
+        let publication = map.entry(namespace.clone()).or_insert_with(|| Publication {
+            broadcast: Broadcast::new(namespace.clone(), Source::Local, self.limits),
+            shared: Arc::new(Mutex::new(Shared {
+                tracks: HashMap::new(),
+                next_catalog_group: 0,
+                catalogs: Default::default(),
+                recording: self.recorder.as_ref().and_then(|r| r.start(&namespace)),
+            })),
+            writers: HashMap::new(),
+            sessions: HashMap::new(),
+            offline_since: None,
         });
-        if publication.sessions.contains_key(&role) {
-            return Err(AlreadyLive { namespace, role });
+        let slot = (rendition.clone(), role);
+        if publication.sessions.contains_key(&slot) {
+            return Err(AlreadyLive {
+                namespace,
+                rendition,
+                role,
+            });
         }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let first = publication.sessions.is_empty();
-        publication.sessions.insert(role, id);
-        publication.offline_since = None;
-        if first {
+        if publication.sessions.is_empty() {
             // (Re)publish the broadcast; the tracks are the broadcast's and
             // outlive a broadcaster's reconnect.
             let broadcast = self.broadcasts.insert(publication.broadcast.clone());
-            let mut writer = lock(&publication.writer);
-            writer.tracks = ["catalog", "video", "audio"]
+            let mut shared = lock(&publication.shared);
+            let mut names: Vec<String> = shared.tracks.keys().cloned().collect();
+            names.push("catalog".into());
+            shared.tracks = names
                 .into_iter()
-                .map(|name| (name, broadcast.create_track(name)))
+                .map(|name| {
+                    let track = broadcast.create_track(&name);
+                    (name, track)
+                })
                 .collect();
-            if fresh {
-                // A new broadcast keeps the encoder's own timestamps.
-                writer.active = Some(id);
-                writer.last_write = Instant::now();
-            } else {
-                writer.hand_over(id);
+        }
+        let rendition_live = publication.sessions.keys().any(|(r, _)| *r == rendition);
+        publication.sessions.insert(slot, id);
+        publication.offline_since = None;
+        {
+            let mut shared = lock(&publication.shared);
+            for base in ["video", "audio"] {
+                let name = track_name(base, rendition.as_deref());
+                if !shared.tracks.contains_key(&name) {
+                    let track = self
+                        .broadcasts
+                        .insert(publication.broadcast.clone())
+                        .create_track(&name);
+                    shared.tracks.insert(name, track);
+                }
+            }
+        }
+        let shared = publication.shared.clone();
+        let writer = publication
+            .writers
+            .entry(rendition.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Writer {
+                    rendition: rendition.clone(),
+                    // A new rendition keeps the encoder's own timestamps.
+                    packager: Packager::new(None),
+                    shared,
+                    open_groups: HashMap::new(),
+                    active: Some(id),
+                    last_write: Instant::now(),
+                }))
+            })
+            .clone();
+        if !rendition_live {
+            let mut w = lock(&writer);
+            if w.active != Some(id) {
+                w.hand_over(id);
             }
         }
         Ok(PublishSession {
             publications: self.clone(),
-            writer: publication.writer.clone(),
+            writer,
             namespace,
             role,
+            rendition,
             id,
             recent: Recent::default(),
             bitrates: (None, None),
@@ -249,30 +368,40 @@ impl Publications {
         }
     }
 
-    /// True while an encoder of `role` is connected to `namespace`.
-    pub fn is_connected(&self, namespace: &Namespace, role: Role) -> bool {
-        self.map()
-            .get(namespace)
-            .is_some_and(|p| p.sessions.contains_key(&role))
+    /// True while an encoder of that rendition and role is connected to
+    /// `namespace`.
+    pub fn is_connected(&self, namespace: &Namespace, options: &PushOptions) -> bool {
+        self.map().get(namespace).is_some_and(|p| {
+            p.sessions
+                .contains_key(&(options.rendition.clone(), options.role()))
+        })
     }
 
     /// Prometheus text: the encoders connected per stream and role (1 for
     /// the one feeding the broadcast, 0 for a standby) and the failovers.
     pub fn render(&self) -> String {
-        let mut rows: Vec<(String, &'static str, u8)> = Vec::new();
+        let mut rows: Vec<(String, String, &'static str, u8)> = Vec::new();
         for (ns, p) in self.map().iter() {
-            let active = lock(&p.writer).active;
-            for (role, id) in &p.sessions {
-                rows.push((ns.to_string(), role.as_str(), u8::from(active == Some(*id))));
+            for ((rendition, role), id) in &p.sessions {
+                let active = p
+                    .writers
+                    .get(rendition)
+                    .is_some_and(|w| lock(w).active == Some(*id));
+                rows.push((
+                    ns.to_string(),
+                    rendition.clone().unwrap_or_else(|| "main".into()),
+                    role.as_str(),
+                    u8::from(active),
+                ));
             }
         }
         rows.sort();
         let mut out = String::from(
             "# HELP strom_ingest_encoder_active Encoders connected per stream and role: 1 feeds the broadcast, 0 stands by.\n# TYPE strom_ingest_encoder_active gauge\n",
         );
-        for (stream, role, active) in rows {
+        for (stream, rendition, role, active) in rows {
             out.push_str(&format!(
-                "strom_ingest_encoder_active{{stream=\"{stream}\",encoder=\"{role}\"}} {active}\n"
+                "strom_ingest_encoder_active{{stream=\"{stream}\",rendition=\"{rendition}\",encoder=\"{role}\"}} {active}\n"
             ));
         }
         out.push_str(&format!(
@@ -397,6 +526,7 @@ pub struct PublishSession {
     writer: Arc<Mutex<Writer>>,
     pub namespace: Namespace,
     pub role: Role,
+    pub rendition: Option<String>,
     id: u64,
     recent: Recent,
     bitrates: (Option<u64>, Option<u64>),
@@ -519,15 +649,24 @@ impl PublishSession {
 
     fn apply(&self, writer: &mut Writer, outputs: Vec<Output>) {
         let now = std::time::Instant::now();
+        let rendition = writer.rendition.clone();
+        let mut shared = lock(&writer.shared);
         for output in outputs {
             match output {
-                Output::Catalog(catalog) => {
-                    let Some(track) = writer.tracks.get("catalog") else {
+                Output::Catalog(mut catalog) => {
+                    for t in &mut catalog.tracks {
+                        t.name = track_name(&t.name, rendition.as_deref());
+                    }
+                    shared.catalogs.insert(rendition.clone(), catalog);
+                    let Some(merged) = shared.merged() else {
                         continue;
                     };
-                    let group = writer.next_catalog_group;
-                    writer.next_catalog_group += 1;
-                    let payload = match catalog.to_json() {
+                    let Some(track) = shared.tracks.get("catalog").cloned() else {
+                        continue;
+                    };
+                    let group = shared.next_catalog_group;
+                    shared.next_catalog_group += 1;
+                    let payload = match merged.to_json() {
                         Ok(json) => Bytes::from(json),
                         Err(err) => {
                             tracing::error!(error = %err, "catalog does not serialise");
@@ -548,35 +687,35 @@ impl PublishSession {
                     if group > 0 {
                         track.finish_group(group - 1);
                     }
-                    if let Some(r) = &writer.recording {
-                        r.catalog(&catalog);
+                    if let Some(r) = &shared.recording {
+                        r.catalog(&merged);
                     }
                 }
                 Output::Object {
-                    track: name,
+                    track: base,
                     group,
                     object,
                     payload,
                     ..
                 } => {
-                    let name = name.as_str();
-                    let Some(track) = writer.tracks.get(name) else {
+                    let name = track_name(base.as_str(), rendition.as_deref());
+                    let Some(track) = shared.tracks.get(&name) else {
                         continue;
                     };
-                    if let Some(open) = writer.open_groups.insert(name, group) {
+                    if let Some(open) = writer.open_groups.insert(name.clone(), group) {
                         if open != group {
                             track.finish_group(open);
                         }
                     }
-                    let meta = strom_edge::object_meta(name, &payload);
-                    if let Some(r) = &writer.recording {
-                        r.object(name, group, payload.clone(), meta.duration_ticks);
+                    let meta = strom_edge::object_meta(base.as_str(), &payload);
+                    if let Some(r) = &shared.recording {
+                        r.object(&name, group, payload.clone(), meta.duration_ticks);
                     }
                     track.insert(
                         group,
                         Object {
                             id: object,
-                            ext: self.signature(name, group, object, &payload),
+                            ext: self.signature(&name, group, object, &payload),
                             payload,
                             meta,
                         },
@@ -599,12 +738,13 @@ impl Drop for PublishSession {
         }
         let mut map = self.publications.map();
         if let Some(p) = map.get_mut(&self.namespace) {
-            if p.sessions.get(&self.role) == Some(&self.id) {
-                p.sessions.remove(&self.role);
+            let slot = (self.rendition.clone(), self.role);
+            if p.sessions.get(&slot) == Some(&self.id) {
+                p.sessions.remove(&slot);
             }
             if p.sessions.is_empty() {
                 p.offline_since = Some(Instant::now());
-                if let Some(r) = &lock(&p.writer).recording {
+                if let Some(r) = &lock(&p.shared).recording {
                     r.pause();
                 }
             }

@@ -68,7 +68,7 @@ enum Command {
     },
     Object {
         id: u64,
-        track: &'static str,
+        track: String,
         group: u64,
         payload: Bytes,
         duration_ticks: u64,
@@ -106,10 +106,10 @@ impl Recording {
         });
     }
 
-    pub fn object(&self, track: &'static str, group: u64, payload: Bytes, duration_ticks: u64) {
+    pub fn object(&self, track: &str, group: u64, payload: Bytes, duration_ticks: u64) {
         let _ = self.tx.send(Command::Object {
             id: self.id,
-            track,
+            track: track.to_owned(),
             group,
             payload,
             duration_ticks,
@@ -291,7 +291,7 @@ struct Track {
 struct Active {
     dir: PathBuf,
     index: File,
-    tracks: HashMap<&'static str, Track>,
+    tracks: HashMap<String, Track>,
     catalogs: u64,
     /// Init segments already written, by content.
     inits: HashMap<(String, Bytes), String>,
@@ -355,7 +355,7 @@ impl Active {
                     file
                 }
             };
-            let track = self.tracks.entry(name).or_insert(Track {
+            let track = self.tracks.entry(name.to_owned()).or_insert(Track {
                 init: None,
                 open: None,
             });
@@ -369,13 +369,7 @@ impl Active {
         write_atomic(&self.dir.join(CATALOG), json.as_bytes())
     }
 
-    fn object(
-        &mut self,
-        name: &'static str,
-        group: u64,
-        payload: &[u8],
-        duration: u64,
-    ) -> io::Result<()> {
+    fn object(&mut self, name: &str, group: u64, payload: &[u8], duration: u64) -> io::Result<()> {
         let Some(track) = self.tracks.get_mut(name) else {
             return Ok(());
         };
@@ -399,10 +393,10 @@ impl Active {
     }
 
     fn pause(&mut self, line: &str) -> io::Result<()> {
-        let names: Vec<&'static str> = self.tracks.keys().copied().collect();
+        let names: Vec<String> = self.tracks.keys().cloned().collect();
         for name in names {
-            if let Some(track) = self.tracks.get_mut(name) {
-                close_group(&self.dir, &mut self.index, name, track)?;
+            if let Some(track) = self.tracks.get_mut(&name) {
+                close_group(&self.dir, &mut self.index, &name, track)?;
             }
         }
         append_line(&mut self.index, line)
@@ -425,13 +419,15 @@ fn close_group(dir: &Path, index: &mut File, name: &str, track: &mut Track) -> i
     append_line(index, &format!("seg {name} {group} {init} {duration}"))
 }
 
-/// Track names as they appear on disk (fixed, never from the network).
-fn track_name(name: &str) -> Option<&'static str> {
-    match name {
-        "video" => Some("video"),
-        "audio" => Some("audio"),
-        _ => None,
-    }
+/// Track names as they appear on disk: `video`, `audio`, or those with a
+/// rendition (`video-360p`; checked at ingest).
+fn track_name(name: &str) -> Option<&str> {
+    let ok = (name.starts_with("video") || name.starts_with("audio"))
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+    ok.then_some(name)
 }
 
 fn write_loop(rx: mpsc::Receiver<Command>) {
@@ -457,7 +453,7 @@ fn write_loop(rx: mpsc::Receiver<Command>) {
                 payload,
                 duration_ticks,
             } => match active.get_mut(&id) {
-                Some(a) if !a.failed => (id, a.object(track, group, &payload, duration_ticks)),
+                Some(a) if !a.failed => (id, a.object(&track, group, &payload, duration_ticks)),
                 _ => continue,
             },
             Command::Pause { id } => match active.get_mut(&id) {
@@ -600,7 +596,16 @@ pub fn recover(dir: &Path) -> io::Result<usize> {
         index.write_all(b"\n")?;
     }
     let mut recovered = 0;
-    for name in ["video", "audio"] {
+    let mut names: Vec<String> = lines
+        .iter()
+        .filter_map(|l| match l {
+            IndexLine::Init { track, .. } => Some(track.clone()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names.iter().map(String::as_str) {
         let init = lines.iter().rev().find_map(|l| match l {
             IndexLine::Init { track, file, .. } if track == name => Some(file.clone()),
             _ => None,

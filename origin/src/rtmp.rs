@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{key_label, PublishAuthorizer};
 use crate::contain::contained;
-use crate::publish::{Publications, PublishSession, Role};
+use crate::publish::{Publications, PublishSession, PushOptions};
 use strom_edge::access::RevocationWatch;
 
 /// Time allowed for the RTMP handshake.
@@ -304,14 +304,18 @@ impl Ingest<'_> {
                 }
                 // `?backup=1` on the app (OBS: server URL) or on the key
                 // makes this the backup encoder of a redundant pair.
-                let (app, app_backup) = Role::split(&app_name);
-                let (key, key_backup) = Role::split(&stream_key);
-                let role = if app_backup || key_backup {
-                    Role::Backup
-                } else {
-                    Role::Primary
+                let split = PushOptions::split(&app_name).and_then(|(app, a)| {
+                    let (key, k) = PushOptions::split(&stream_key)?;
+                    Ok((app.to_owned(), key.to_owned(), a.merge(k)))
+                });
+                let (app_name, stream_key, options) = match split {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        bail!("publish refused: {e}");
+                    }
                 };
-                let (app_name, stream_key) = (app.to_owned(), key.to_owned());
+                let role = options.role();
                 let label = key_label(&stream_key);
                 let publisher = match self.ctx.authorizer.admit(&app_name, &stream_key) {
                     Ok(p) => p,
@@ -322,7 +326,7 @@ impl Ingest<'_> {
                     }
                 };
                 let namespace = publisher.namespace;
-                let session = match self.ctx.publications.claim(namespace.clone(), role) {
+                let session = match self.ctx.publications.claim(namespace.clone(), &options) {
                     Ok(s) => s,
                     Err(err) => {
                         self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +338,7 @@ impl Ingest<'_> {
                     %namespace,
                     key = %label,
                     role = role.as_str(),
+                    rendition = options.rendition.as_deref().unwrap_or("main"),
                     standby = !session.is_active(),
                     "publish started"
                 );

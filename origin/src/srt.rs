@@ -34,7 +34,7 @@ use strom_media::{TsIngest, TsTag};
 
 use crate::auth::{key_label, PublishAuthorizer, Publisher, TOKEN_APP};
 use crate::contain::contained;
-use crate::publish::{Publications, Role};
+use crate::publish::{rendition_name, Publications, PushOptions};
 use crate::rtmp::IngestCounters;
 
 /// A publisher that sends nothing for this long is dropped.
@@ -53,9 +53,9 @@ pub struct StreamIdRequest {
     pub key: String,
     /// `m=`: `publish` is the only mode offered; absent means publish.
     pub mode: Option<String>,
-    /// The backup encoder of a redundant pair: `backup=1` in the list, or
-    /// `?backup=1` after the key.
-    pub role: Role,
+    /// Backup encoder and rendition: `backup=1`, `rendition=360p` in the
+    /// list, or as a query after the key (`?backup=1&rendition=360p`).
+    pub options: PushOptions,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub enum StreamIdError {
     NoResource,
     #[error("the stream id has a malformed entry {0:?}")]
     Malformed(String),
+    #[error("{0}")]
+    BadOption(String),
 }
 
 /// Parses an SRT stream id (SRT Access Control, "#!::" key=value list).
@@ -74,11 +76,11 @@ pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
     if id.is_empty() {
         return Err(StreamIdError::Empty);
     }
-    let (resource, mode, backup) = match id.strip_prefix("#!::") {
+    let (resource, mode, listed) = match id.strip_prefix("#!::") {
         Some(list) => {
             let mut resource = None;
             let mut mode = None;
-            let mut backup = false;
+            let mut listed = PushOptions::default();
             for entry in list.split(',').filter(|e| !e.is_empty()) {
                 let (k, v) = entry
                     .split_once('=')
@@ -86,21 +88,21 @@ pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
                 match k {
                     "r" => resource = Some(v.to_owned()),
                     "m" => mode = Some(v.to_owned()),
-                    "backup" => backup |= matches!(v, "1" | "true"),
+                    "backup" => listed.backup |= matches!(v, "1" | "true"),
+                    "rendition" => {
+                        listed.rendition =
+                            Some(rendition_name(v).map_err(StreamIdError::BadOption)?)
+                    }
                     // u (user), s (session), t (type), h (host) and others are not used.
                     _ => {}
                 }
             }
-            (resource.ok_or(StreamIdError::NoResource)?, mode, backup)
+            (resource.ok_or(StreamIdError::NoResource)?, mode, listed)
         }
-        None => (id.to_owned(), None, false),
+        None => (id.to_owned(), None, PushOptions::default()),
     };
-    let (resource, query_backup) = Role::split(&resource);
-    let role = if backup || query_backup {
-        Role::Backup
-    } else {
-        Role::Primary
-    };
+    let (resource, query) = PushOptions::split(&resource).map_err(StreamIdError::BadOption)?;
+    let options = listed.merge(query);
     let resource = resource.trim_matches('/');
     if resource.is_empty() {
         return Err(StreamIdError::NoResource);
@@ -113,7 +115,7 @@ pub fn parse_stream_id(id: &str) -> Result<StreamIdRequest, StreamIdError> {
         app,
         key,
         mode,
-        role,
+        options,
     })
 }
 
@@ -137,8 +139,8 @@ pub struct SrtCounters {
     pub ingest: IngestCounters,
     /// Handshakes refused by the listener callback, by reason.
     refusals: Mutex<HashMap<&'static str, u64>>,
-    /// By stream and encoder role.
-    links: Mutex<HashMap<(String, &'static str), LinkStats>>,
+    /// By stream, rendition and encoder role.
+    links: Mutex<HashMap<LinkKey, LinkStats>>,
 }
 
 impl SrtCounters {
@@ -227,9 +229,9 @@ impl SrtCounters {
         ];
         for (name, kind, help, value) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for ((stream, role), l) in &links {
+            for ((stream, rendition, role), l) in &links {
                 out.push_str(&format!(
-                    "{name}{{stream=\"{stream}\",encoder=\"{role}\"}} {}\n",
+                    "{name}{{stream=\"{stream}\",rendition=\"{rendition}\",encoder=\"{role}\"}} {}\n",
                     value(l)
                 ));
             }
@@ -241,7 +243,7 @@ impl SrtCounters {
 /// What the listener callback admitted, waiting for `srt_accept`.
 struct Admitted {
     publisher: Publisher,
-    role: Role,
+    options: PushOptions,
     label: String,
     remote: Option<SocketAddr>,
     at: Instant,
@@ -332,7 +334,7 @@ impl SrtContext {
             })?;
         if self
             .publications
-            .is_connected(&publisher.namespace, req.role)
+            .is_connected(&publisher.namespace, &req.options)
         {
             return Err(refuse(
                 ffi::SRT_REJX_CONFLICT,
@@ -340,7 +342,7 @@ impl SrtContext {
                 format!(
                     "{} is already being published by a {} encoder",
                     publisher.namespace,
-                    req.role.as_str()
+                    req.options.role().as_str()
                 ),
             ));
         }
@@ -350,7 +352,7 @@ impl SrtContext {
             .map_err(|e| refuse(ffi::SRT_REJX_DOWN, "not_ready", e.to_string()))?;
         let admitted = Admitted {
             publisher,
-            role: req.role,
+            options: req.options.clone(),
             label,
             remote: None,
             at: Instant::now(),
@@ -611,18 +613,19 @@ fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
     counters.ingest.connections.fetch_add(1, Ordering::Relaxed);
     let Admitted {
         publisher,
-        role,
+        options,
         label,
         remote,
         ..
     } = admitted;
     let namespace = publisher.namespace.clone();
-    let result = publish(sock, publisher, role, &label, remote, ctx);
+    let link = link_key(&namespace.to_string(), &options);
+    let result = publish(sock, publisher, &options, &label, remote, ctx);
     counters
         .links
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&(namespace.to_string(), role.as_str()));
+        .remove(&link);
     // SAFETY: our connection's socket, closed once.
     unsafe { ffi::srt_close(sock) };
     match result {
@@ -637,13 +640,13 @@ fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
 fn publish(
     sock: ffi::SRTSOCKET,
     publisher: Publisher,
-    role: Role,
+    options: &PushOptions,
     label: &str,
     remote: Option<SocketAddr>,
     ctx: &SrtContext,
 ) -> anyhow::Result<()> {
     let namespace = publisher.namespace.clone();
-    let mut session = match ctx.publications.claim(namespace.clone(), role) {
+    let mut session = match ctx.publications.claim(namespace.clone(), options) {
         Ok(s) => s,
         Err(err) => {
             ctx.counters.refused("already_live");
@@ -654,7 +657,8 @@ fn publish(
         remote = %shown(remote),
         %namespace,
         key = %label,
-        role = role.as_str(),
+        role = options.role().as_str(),
+        rendition = options.rendition.as_deref().unwrap_or("main"),
         standby = !session.is_active(),
         "SRT publish started"
     );
@@ -671,7 +675,7 @@ fn publish(
     let mut buf = vec![0u8; MESSAGE];
     let mut last_data = Instant::now();
     let mut last_stats = Instant::now();
-    let link = (namespace.to_string(), role.as_str());
+    let link = link_key(&namespace.to_string(), options);
     loop {
         if revoked.load(Ordering::Relaxed) {
             ctx.counters.ingest.revoked.fetch_add(1, Ordering::Relaxed);
@@ -722,7 +726,18 @@ fn push_tags(session: &mut crate::publish::PublishSession, tags: Vec<TsTag>) -> 
     Ok(())
 }
 
-fn sample(sock: ffi::SRTSOCKET, link: &(String, &'static str), counters: &SrtCounters) {
+/// A link's key in the statistics: stream, rendition, encoder role.
+type LinkKey = (String, String, &'static str);
+
+fn link_key(stream: &str, options: &PushOptions) -> LinkKey {
+    (
+        stream.to_owned(),
+        options.rendition.clone().unwrap_or_else(|| "main".into()),
+        options.role().as_str(),
+    )
+}
+
+fn sample(sock: ffi::SRTSOCKET, link: &LinkKey, counters: &SrtCounters) {
     let mut perf = ffi::CBytePerfMon::default();
     // SAFETY: `perf` is the library's struct, written in place.
     if unsafe { ffi::srt_bstats(sock, &mut perf, 0) } == ffi::SRT_ERROR {

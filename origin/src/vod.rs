@@ -43,6 +43,11 @@ impl VodSource for DiskVod {
     }
 }
 
+/// `video`, `audio`, or one of a rendition (`video-360p`).
+fn media_track(name: &str) -> bool {
+    name.starts_with("video") || name.starts_with("audio")
+}
+
 fn ok(content_type: &str, body: impl Into<Bytes>, cache: &'static str) -> VodAnswer {
     VodAnswer {
         status: 200,
@@ -84,10 +89,12 @@ fn answer(root: &Path, rest: &str) -> VodAnswer {
             }
         }
         [id, "master.m3u8"] => master(&stream.join(id)),
-        [id, track @ ("video" | "audio"), "playlist.m3u8"] => {
+        [id, track, "playlist.m3u8"] if media_track(track) => {
             media_playlist(&stream.join(id), track)
         }
-        [id, "video" | "audio", file] if file.ends_with(".m4s") || file.ends_with(".mp4") => {
+        [id, track, file]
+            if media_track(track) && (file.ends_with(".m4s") || file.ends_with(".mp4")) =>
+        {
             let (content_type, cache) = if file.ends_with(".m4s") {
                 ("video/iso.segment", "max-age=86400")
             } else {
@@ -163,7 +170,10 @@ pub fn list(stream: &Path) -> Vec<RecordingInfo> {
             let duration_secs = s
                 .segments
                 .iter()
-                .filter(|seg| seg.0 == "video")
+                .filter(|seg| {
+                    seg.0 == "video"
+                        || !s.segments.iter().any(|x| x.0 == "video") && seg.0.starts_with("video")
+                })
                 .map(|seg| seg.3)
                 .sum();
             Some(RecordingInfo {
