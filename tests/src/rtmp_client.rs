@@ -128,6 +128,14 @@ impl Publisher {
         self.send(vec![r])
     }
 
+    pub fn audio(&mut self, body: &[u8], ts: u32) -> Result<(), String> {
+        let r = self
+            .session
+            .publish_audio_data(Bytes::copy_from_slice(body), RtmpTimestamp::new(ts), false)
+            .map_err(io)?;
+        self.send(vec![r])
+    }
+
     /// True once the server has closed the connection (reads EOF or reset).
     pub fn closed_by_server(&mut self, limit: Duration) -> bool {
         let _ = self.stream.set_read_timeout(Some(limit));
