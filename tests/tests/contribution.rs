@@ -435,7 +435,7 @@ fn a_backup_encoder_takes_over_when_the_primary_stalls_or_dies() {
         (encoder_active(&origin, "primary") == Some(1.0)).then_some(())
     });
     // The backup says so on its key, as OBS and YouTube's backup URLs do.
-    let mut backup = push(&format!("{url}?backup=1"), 60, dir, "ffmpeg-backup");
+    let backup = push(&format!("{url}?backup=1"), 60, dir, "ffmpeg-backup");
     wait_until(Duration::from_secs(20), "the backup standing by", || {
         (encoder_active(&origin, "backup") == Some(0.0)).then_some(())
     });

@@ -86,7 +86,11 @@ fn renditions_of_one_stream_share_one_multivariant_playlist_live_and_recorded() 
         .iter()
         .find(|s| s.codec_type == "video")
         .expect("video");
-    assert_eq!((video.width, video.height), (Some(640), Some(360)), "{probed:?}");
+    assert_eq!(
+        (video.width, video.height),
+        (Some(640), Some(360)),
+        "{probed:?}"
+    );
 
     for p in [&mut main, &mut low] {
         let status = p.wait(Duration::from_secs(40)).expect("push ends");
@@ -118,6 +122,10 @@ fn renditions_of_one_stream_share_one_multivariant_playlist_live_and_recorded() 
         .iter()
         .find(|s| s.codec_type == "video")
         .expect("video");
-    assert_eq!((video.width, video.height), (Some(640), Some(360)), "{probed:?}");
+    assert_eq!(
+        (video.width, video.height),
+        (Some(640), Some(360)),
+        "{probed:?}"
+    );
     assert!(video.frames >= 10 * 30, "{probed:?}");
 }
