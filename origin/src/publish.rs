@@ -305,12 +305,12 @@ impl Publications {
             let mut shared = lock(&publication.shared);
             for base in ["video", "audio"] {
                 let name = track_name(base, rendition.as_deref());
-                if !shared.tracks.contains_key(&name) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = shared.tracks.entry(name) {
                     let track = self
                         .broadcasts
                         .insert(publication.broadcast.clone())
-                        .create_track(&name);
-                    shared.tracks.insert(name, track);
+                        .create_track(slot.key());
+                    slot.insert(track);
                 }
             }
         }

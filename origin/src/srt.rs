@@ -786,6 +786,30 @@ mod tests {
     }
 
     #[test]
+    fn stream_ids_name_the_backup_encoder_and_the_rendition() {
+        let r = parse_stream_id("#!::r=live/abc,m=publish,backup=1,rendition=360p").unwrap();
+        assert_eq!(r.key, "abc");
+        assert_eq!(r.options.role(), crate::publish::Role::Backup);
+        assert_eq!(r.options.rendition.as_deref(), Some("360p"));
+        let r = parse_stream_id("#!::r=live/abc?backup=1&rendition=hd,m=publish").unwrap();
+        assert_eq!((r.key.as_str(), r.options.backup), ("abc", true));
+        assert_eq!(r.options.rendition.as_deref(), Some("hd"));
+        let r = parse_stream_id("#!::r=live/abc").unwrap();
+        assert_eq!(r.options, PushOptions::default());
+        for bad in [
+            "#!::r=live/abc,rendition=../x",
+            "#!::r=live/abc?rendition=UPPER",
+            "#!::r=live/abc?rendition=",
+            "#!::r=live/abc,rendition=waytoolongrenditionname",
+        ] {
+            assert!(
+                matches!(parse_stream_id(bad), Err(StreamIdError::BadOption(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn malformed_stream_ids_are_refused_with_a_reason() {
         assert_eq!(parse_stream_id(""), Err(StreamIdError::Empty));
         assert_eq!(
