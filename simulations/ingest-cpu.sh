@@ -2,7 +2,8 @@
 # Ingest CPU: N concurrent 6 Mbit/s 720p30 pushes (pre-encoded, ffmpeg -c copy
 # so the encoders cost little) into a release-built strom origin, over RTMP
 # and over SRT, and the same RTMP load into nginx-rtmp (Debian's
-# libnginx-mod-rtmp, no HLS, no recording). SRT runs twice: clear, and with
+# libnginx-mod-rtmp, no HLS, no recording). The origin records every stream
+# (its default; RECORDING=false turns it off). SRT runs twice: clear, and with
 # AES-128 (a passphrase per stream). Prints the CPU time the receiving
 # process used per second of wall clock, over a window after a warm-up.
 #
@@ -76,6 +77,7 @@ origin() {
       printf '[[origin.streams]]\napp = "live"\nkey = "key-%s-0123456789abcdef"\nnamespace = "bench/event/s%s"\n' "$i" "$i"
       [ -n "${PASS:-}" ] && printf 'srt_passphrase = "%s"\n' "$PASS"
     done
+    printf '[origin.recording]\nenabled = %s\n' "${RECORDING:-true}"
   } > "$WORK/origin.toml"
   STROM_LOG=warn $BIN --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
   ORIGIN=$!
