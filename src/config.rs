@@ -167,6 +167,9 @@ hls_window = 6
 # The JSON API for the portal, the admin UI and relays. Put a TLS reverse
 # proxy in front of it; public_url is the address browsers and mails use.
 listen = "127.0.0.1:8090"
+# /metrics, /healthz and /readyz for monitoring; loopback only. Remove the
+# line to turn it off.
+metrics_listen = "127.0.0.1:8091"
 public_url = "http://localhost:8090/"
 # Shown to broadcasters with their publish credential (OBS: Server).
 rtmp_url = "rtmp://localhost:1935/live"

@@ -105,6 +105,11 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     let mut cp_config = ControlPlaneConfig {
         generate_master_key: true,
+        metrics_listen: Some(if options.random_ports {
+            "127.0.0.1:0".parse()?
+        } else {
+            "127.0.0.1:8091".parse()?
+        }),
         ..ControlPlaneConfig::default()
     };
     let mut origin_config = OriginConfig::default();
@@ -125,6 +130,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         edge_config.http_listen.set_port(0);
     }
     let mut cp = ControlPlane::load(cp_config, &data_dir).await?;
+    let cp_metrics = cp.metrics_addr();
     let cp_url: url::Url = format!("http://127.0.0.1:{}/", cp.local_addr()?.port()).parse()?;
     cp.set_public_url(cp_url.clone())?;
     let portal = cp_url.to_string();
@@ -235,6 +241,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         "origin_moq_url": format!("moqt://127.0.0.1:{}", origin.moqt_addr()?.port()),
         "origin_metrics_url": format!("http://127.0.0.1:{}/metrics", origin.http_addr()?.port()),
         "edge_metrics_url": format!("http://127.0.0.1:{}/metrics", edge_http.port()),
+        "control_plane_metrics_url": cp_metrics.map(|a| format!("http://127.0.0.1:{}/metrics", a.port())),
         "control_plane_url": cp_url.as_str(),
         "portal_url": portal,
         "player_url": player_url.as_str(),

@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod repo;
 pub mod store;
@@ -36,6 +37,9 @@ use crate::store::{RocksStore, Store, Table};
 pub struct ControlPlaneConfig {
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// `/metrics`, `/healthz` and `/readyz` for monitoring (loopback only);
+    /// none to turn it off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Public base URL of the portal; links in mails point here.
     pub public_url: url::Url,
     /// RTMP URL shown to broadcasters with their publish credential.
@@ -61,6 +65,9 @@ impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8090".parse().expect("address"),
+            // The shipped configuration turns it on (127.0.0.1:8091); off
+            // by default here so that embedders and tests choose a port.
+            metrics_listen: None,
             public_url: "http://localhost:8090/".parse().expect("url"),
             rtmp_url: "rtmp://localhost:1935/live".into(),
             srt_url: "srt://localhost:9000".into(),
@@ -82,6 +89,9 @@ impl ControlPlaneConfig {
                 "control_plane.public_url = {} must be http or https",
                 self.public_url
             );
+        }
+        if self.metrics_listen.is_some_and(|a| !a.ip().is_loopback()) {
+            anyhow::bail!("control_plane.metrics_listen must be a loopback address");
         }
         if self.rate_limit_per_ip_per_minute == 0 || self.rate_limit_per_account_per_minute == 0 {
             anyhow::bail!("control_plane.rate_limit_* must be at least 1");
@@ -121,6 +131,7 @@ pub struct ControlPlane {
     pub repo: Arc<Repo>,
     pub state: api::Shared,
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     master_key_file: PathBuf,
 }
 
@@ -168,6 +179,14 @@ impl ControlPlane {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the control plane on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding control_plane.metrics_listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let state = Arc::new(api::AppState {
             repo: repo.clone(),
             mailer,
@@ -190,6 +209,7 @@ impl ControlPlane {
             repo,
             state,
             listener,
+            metrics_listener,
             master_key_file,
         })
     }
@@ -218,8 +238,45 @@ impl ControlPlane {
         mint_relay_credential(&self.repo, subject)
     }
 
-    pub async fn run(self) -> anyhow::Result<()> {
-        tracing::info!(http = %self.local_addr()?, "control plane ready");
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        tracing::info!(
+            http = %self.local_addr()?,
+            metrics = %self.metrics_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            "control plane ready"
+        );
+        let metrics = self.metrics_listener.take().map(|listener| {
+            let repo = self.repo.clone();
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let repo = repo.clone();
+                        async move {
+                            let text = repo.metrics.render();
+                            (
+                                [(
+                                    axum::http::header::CONTENT_TYPE,
+                                    "text/plain; version=0.0.4",
+                                )],
+                                text,
+                            )
+                        }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route("/readyz", axum::routing::get(|| async { "ready\n" }));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            })
+        });
         let repo = self.repo.clone();
         let sweeper = tokio::spawn(async move {
             loop {
@@ -244,6 +301,9 @@ impl ControlPlane {
         let served = axum::serve(self.listener, app).await;
         sweeper.abort();
         rotation.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         served.context("control plane HTTP server")
     }
 }

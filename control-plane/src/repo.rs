@@ -5,6 +5,7 @@
 //! appends to the tenant's audit chain in the same atomic batch.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
@@ -47,6 +48,8 @@ pub struct Repo {
     revocation_seq: tokio::sync::watch::Sender<u64>,
     signing: Mutex<Vec<StoredSigningKey>>,
     srt_secret: std::sync::OnceLock<[u8; strom_token::srt::SECRET_LEN]>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::CpMetrics,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -169,6 +172,7 @@ impl Repo {
             revocation_seq,
             signing: Mutex::new(Vec::new()),
             srt_secret: std::sync::OnceLock::new(),
+            metrics: Default::default(),
         };
         repo.ring.ensure(&Scope::Tenant("_platform".into()))?;
         repo.load_signing_keys()?;
@@ -398,9 +402,12 @@ impl Repo {
         grant: &Grant,
         at: OffsetDateTime,
     ) -> Result<(String, strom_token::Claims)> {
-        self.current_signing_key()?
+        let minted = self
+            .current_signing_key()?
             .mint(grant, at)
-            .map_err(|e| RepoError::Invalid(e.to_string()))
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        self.metrics.token_issued(grant.action);
+        Ok(minted)
     }
 
     // ---- revocations --------------------------------------------------
@@ -426,6 +433,7 @@ impl Repo {
         b.put(Table::Meta, "revocation-seq", encode(&seq));
         self.store.write(b)?;
         self.revocation_seq.send_replace(seq);
+        self.metrics.revoked(kind);
         tracing::info!(kind = ?kind, tenant, id, seq, "revocation recorded");
         Ok(r)
     }
@@ -891,8 +899,10 @@ impl Repo {
     pub fn reserve_attempt(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
-        cred.lockout =
-            lockout::begin_attempt(&cred.lockout, now()).map_err(|l| RepoError::Locked(l.until))?;
+        cred.lockout = lockout::begin_attempt(&cred.lockout, now()).map_err(|l| {
+            self.metrics.logins_locked.fetch_add(1, Ordering::Relaxed);
+            RepoError::Locked(l.until)
+        })?;
         self.put_credential(tenant, principal, &cred, vec![])?;
         Ok(cred)
     }
@@ -907,6 +917,12 @@ impl Repo {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         let was_locked = cred.lockout.locked_until.is_some();
+        let counter = if ok {
+            &self.metrics.logins_succeeded
+        } else {
+            &self.metrics.logins_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         cred.lockout = if ok {
             lockout::attempt_succeeded(&cred.lockout)
         } else {
@@ -914,6 +930,7 @@ impl Repo {
         };
         let mut entries = vec![];
         if !was_locked && cred.lockout.locked_until.is_some() {
+            self.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
             entries.push(self.entry(
                 "system",
                 "locked",

@@ -121,7 +121,7 @@ pub async fn serve(
                     .map_err(|e| anyhow::anyhow!(e)),
             };
             if let Err(err) = result {
-                tracing::debug!(%remote, error = %format!("{err:#}"), "HTTP connection ended");
+                tracing::debug!(remote = %crate::pseudonym::addr(remote), error = %format!("{err:#}"), "HTTP connection ended");
             }
         });
     }
@@ -209,11 +209,26 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    if state.vod_only && path != "/healthz" && !path.starts_with("/vod/") {
+    if state.vod_only
+        && !matches!(path.as_str(), "/healthz" | "/readyz")
+        && !path.starts_with("/vod/")
+    {
         return error(StatusCode::NOT_FOUND, "not found");
     }
     match path.as_str() {
         "/healthz" => return response(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            // An edge is ready once it has an upstream to pull from.
+            let connected = state
+                .counters
+                .upstream_sessions_active
+                .load(Ordering::Relaxed);
+            return if state.role == "edge" && connected == 0 {
+                error(StatusCode::SERVICE_UNAVAILABLE, "no upstream connected")
+            } else {
+                response(StatusCode::OK, "text/plain", "ready\n")
+            };
+        }
         "/webtransport.json" => return webtransport_json(state, &req),
         "/metrics" => {
             let mut text = metrics::render(state.role, &state.counters, &state.broadcasts);

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod moqt;
 pub mod priority;
+pub mod pseudonym;
 pub mod status;
 pub mod tls;
 pub mod upstream;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::broadcast::Broadcasts;
+use crate::broadcast::{Broadcasts, Namespace};
 
 /// Counters of one MoQT server.
 #[derive(Default, Debug)]
@@ -28,6 +28,61 @@ pub struct ServerCounters {
     pub requests_refused: AtomicU64,
     /// HLS requests without a valid token for their broadcast.
     pub hls_refused: AtomicU64,
+    /// Upstream MoQT sessions connected now.
+    pub upstream_sessions_active: AtomicU64,
+    /// Age of live objects on arrival from upstream (their `prft` wall
+    /// clock against this relay's).
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (seconds) of the latency buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0];
+
+/// A Prometheus histogram of object latency (cumulative on render).
+#[derive(Default, Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; 10],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe_micros(&self, us: u64) {
+        let secs = us as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observes the time since `produced_unix_us` (clamped at 0 for clocks
+    /// slightly ahead).
+    pub fn observe_since(&self, produced_unix_us: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.observe_micros(now.saturating_sub(produced_unix_us));
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 /// Decrements the active-session gauge when the session ends.
@@ -65,6 +120,21 @@ impl ServerCounters {
             webtransport,
         }
     }
+}
+
+/// The labels every per-broadcast series carries:
+/// `tenant="…",event="…",stream="…"` (a namespace's first two fields and
+/// the rest; ids, never names of people).
+pub fn namespace_labels(ns: &Namespace) -> String {
+    let f = ns.fields();
+    let get = |i: usize| f.get(i).map(String::as_str).unwrap_or("");
+    let stream = f.get(2..).map(|r| r.join("/")).unwrap_or_default();
+    format!(
+        "tenant=\"{}\",event=\"{}\",stream=\"{}\"",
+        escape(get(0)),
+        escape(get(1)),
+        escape(&stream)
+    )
 }
 
 fn escape(value: &str) -> String {
@@ -153,6 +223,12 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
         vec![(String::new(), c(&counters.upstream_subscriptions_active))],
     );
     family(
+        "strom_upstream_sessions_active",
+        "gauge",
+        "MoQT sessions to upstreams (origin or parent edges) connected now.",
+        vec![(String::new(), c(&counters.upstream_sessions_active))],
+    );
+    family(
         "strom_hls_requests_total",
         "counter",
         "HTTP requests for HLS playlists and media.",
@@ -169,8 +245,8 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
     for b in broadcasts.list() {
         for (name, k, track) in b.track_figures() {
             let labels = format!(
-                ",namespace=\"{}\",track=\"{}\"",
-                escape(&b.namespace.to_string()),
+                ",{},track=\"{}\"",
+                namespace_labels(&b.namespace),
                 escape(&name)
             );
             let (readers, cached) = track.map_or((0, 0), |t| {
@@ -233,6 +309,11 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
         "counter",
         "Times a slow reader fell behind the cache and skipped ahead.",
         pick(6),
+    );
+    counters.latency.render(
+        "strom_upstream_object_latency_seconds",
+        "Age of live objects when they arrive from upstream, from the origin's ingest clock (prft).",
+        &mut out,
     );
     out
 }

@@ -204,13 +204,15 @@ impl MoqtServer {
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 match accept_session(incoming, broadcasts, counters, access).await {
-                    Ok(()) => tracing::debug!(%remote, "MoQT session ended"),
+                    Ok(()) => {
+                        tracing::debug!(remote = %crate::pseudonym::addr(remote), "MoQT session ended")
+                    }
                     // A viewer leaving closes with code 0: routine, not news.
                     Err(err) if format!("{err:#}").contains("closed by peer: 0") => {
-                        tracing::debug!(%remote, "MoQT session closed by the peer")
+                        tracing::debug!(remote = %crate::pseudonym::addr(remote), "MoQT session closed by the peer")
                     }
                     Err(err) => {
-                        tracing::info!(%remote, error = %format!("{err:#}"), "MoQT session ended")
+                        tracing::info!(remote = %crate::pseudonym::addr(remote), error = %format!("{err:#}"), "MoQT session ended")
                     }
                 }
             });

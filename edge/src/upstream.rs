@@ -170,6 +170,18 @@ async fn connect_once(config: &UpstreamConfig, ctx: &UpstreamContext) -> anyhow:
     let (session, subscriber) =
         connect_with_token(&config.url, &config.trust, ctx.credential.as_deref()).await?;
     tracing::info!(upstream = %config.url, "upstream connected");
+    ctx.counters
+        .upstream_sessions_active
+        .fetch_add(1, Ordering::Relaxed);
+    struct Connected<'a>(&'a ServerCounters);
+    impl Drop for Connected<'_> {
+        fn drop(&mut self) {
+            self.0
+                .upstream_sessions_active
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _connected = Connected(&ctx.counters);
     let mut registered: HashMap<Namespace, Arc<Broadcast>> = HashMap::new();
     let result = tokio::select! {
         res = session.run() => res.context("upstream session"),
@@ -334,7 +346,7 @@ async fn pull_track_inner(
     let idle = loop {
         tokio::select! {
             next = subgroups.next() => match next? {
-                Some(subgroup) => groups.push(read_subgroup(subgroup, track.clone())),
+                Some(subgroup) => groups.push(read_subgroup(subgroup, track.clone(), ctx.counters.clone())),
                 None => break false,
             },
             Some(res) = groups.next(), if !groups.is_empty() => {
@@ -427,6 +439,7 @@ fn extensions(
 async fn read_subgroup(
     mut subgroup: serve::SubgroupReader,
     track: Arc<TrackCache>,
+    counters: Arc<ServerCounters>,
 ) -> Result<(), serve::ServeError> {
     let group = subgroup.group_id;
     let result = async {
@@ -435,6 +448,9 @@ async fn read_subgroup(
             let ext = extensions(&object.info.extension_headers);
             let payload = object.read_all().await?;
             let meta = object_meta(&track.name, &payload);
+            if let Some(produced) = meta.producer_time_us {
+                counters.latency.observe_since(produced);
+            }
             track.insert(
                 group,
                 Object {

@@ -169,9 +169,34 @@ struct Writer {
     active: Option<u64>,
     /// When the active session last pushed a tag.
     last_write: Instant,
+    /// Figures of the packagers this writer replaced (counters stay
+    /// monotonic across failovers and reconnects).
+    earlier: strom_media::PackagerStats,
+}
+
+/// Adds `b`'s counters to `a`.
+fn add_stats(a: &mut strom_media::PackagerStats, b: &strom_media::PackagerStats) {
+    a.video_frames += b.video_frames;
+    a.audio_frames += b.audio_frames;
+    a.keyframes += b.keyframes;
+    a.groups += b.groups;
+    a.video_bytes += b.video_bytes;
+    a.audio_bytes += b.audio_bytes;
+    a.dropped_video_frames += b.dropped_video_frames;
+    a.dropped_audio_frames += b.dropped_audio_frames;
+    if b.last_keyframe_interval_ms.is_some() {
+        a.last_keyframe_interval_ms = b.last_keyframe_interval_ms;
+    }
 }
 
 impl Writer {
+    /// Everything this writer packaged so far.
+    fn stats(&self) -> strom_media::PackagerStats {
+        let mut total = self.earlier.clone();
+        add_stats(&mut total, self.packager.stats());
+        total
+    }
+
     /// Closes the groups being written: the next tags come from another
     /// session, which starts a new group at its keyframe.
     fn close_groups(&mut self) {
@@ -187,6 +212,8 @@ impl Writer {
     /// everything packaged so far (same groups, increasing media time).
     fn hand_over(&mut self, session: u64) {
         self.close_groups();
+        let stats = self.packager.stats().clone();
+        add_stats(&mut self.earlier, &stats);
         self.packager = Packager::new(Some(self.packager.resume_point()));
         self.active = Some(session);
         self.last_write = Instant::now();
@@ -327,6 +354,7 @@ impl Publications {
                     open_groups: HashMap::new(),
                     active: Some(id),
                     last_write: Instant::now(),
+                    earlier: Default::default(),
                 }))
             })
             .clone();
@@ -377,37 +405,111 @@ impl Publications {
         })
     }
 
-    /// Prometheus text: the encoders connected per stream and role (1 for
-    /// the one feeding the broadcast, 0 for a standby) and the failovers.
+    /// Prometheus text: what each stream's encoders deliver (frames, bytes,
+    /// keyframe interval per rendition), the encoders connected per role
+    /// (1 for the one feeding the broadcast, 0 for a standby), failovers.
     pub fn render(&self) -> String {
-        let mut rows: Vec<(String, String, &'static str, u8)> = Vec::new();
+        use std::fmt::Write as _;
+        let mut encoders: Vec<(String, &'static str, u8)> = Vec::new();
+        let mut media: Vec<(String, strom_media::PackagerStats)> = Vec::new();
         for (ns, p) in self.map().iter() {
+            let labels = strom_edge::metrics::namespace_labels(ns);
+            let rendition_labels = |r: &Option<String>| {
+                format!("{labels},rendition=\"{}\"", r.as_deref().unwrap_or("main"))
+            };
             for ((rendition, role), id) in &p.sessions {
                 let active = p
                     .writers
                     .get(rendition)
                     .is_some_and(|w| lock(w).active == Some(*id));
-                rows.push((
-                    ns.to_string(),
-                    rendition.clone().unwrap_or_else(|| "main".into()),
-                    role.as_str(),
-                    u8::from(active),
-                ));
+                encoders.push((rendition_labels(rendition), role.as_str(), u8::from(active)));
+            }
+            for (rendition, w) in &p.writers {
+                media.push((rendition_labels(rendition), lock(w).stats()));
             }
         }
-        rows.sort();
-        let mut out = String::from(
-            "# HELP strom_ingest_encoder_active Encoders connected per stream and role: 1 feeds the broadcast, 0 stands by.\n# TYPE strom_ingest_encoder_active gauge\n",
+        encoders.sort();
+        media.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                }
+            }
+        };
+        let per_track = |f: &dyn Fn(&strom_media::PackagerStats) -> (u64, u64)| {
+            media
+                .iter()
+                .flat_map(|(l, s)| {
+                    let (v, a) = f(s);
+                    [
+                        (format!("{l},track=\"video\""), v.to_string()),
+                        (format!("{l},track=\"audio\""), a.to_string()),
+                    ]
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            "strom_ingest_frames_total",
+            "counter",
+            "Frames packaged per stream, rendition and track (rate: frames per second).",
+            per_track(&|s| (s.video_frames, s.audio_frames)),
         );
-        for (stream, rendition, role, active) in rows {
-            out.push_str(&format!(
-                "strom_ingest_encoder_active{{stream=\"{stream}\",rendition=\"{rendition}\",encoder=\"{role}\"}} {active}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP strom_ingest_failovers_total Times a standby encoder took over from a stalled or disconnected one.\n# TYPE strom_ingest_failovers_total counter\nstrom_ingest_failovers_total {}\n",
-            self.failovers.load(Ordering::Relaxed)
-        ));
+        family(
+            "strom_ingest_media_bytes_total",
+            "counter",
+            "Media bytes packaged per stream, rendition and track (rate × 8: bitrate).",
+            per_track(&|s| (s.video_bytes, s.audio_bytes)),
+        );
+        family(
+            "strom_ingest_dropped_frames_total",
+            "counter",
+            "Frames dropped (before the first keyframe or configuration, or empty).",
+            per_track(&|s| (s.dropped_video_frames, s.dropped_audio_frames)),
+        );
+        family(
+            "strom_ingest_keyframes_total",
+            "counter",
+            "Keyframes (group starts) per stream and rendition.",
+            media
+                .iter()
+                .map(|(l, s)| (l.clone(), s.keyframes.to_string()))
+                .collect(),
+        );
+        family(
+            "strom_ingest_keyframe_interval_seconds",
+            "gauge",
+            "The last interval between keyframes.",
+            media
+                .iter()
+                .filter_map(|(l, s)| {
+                    let ms = s.last_keyframe_interval_ms?;
+                    Some((l.clone(), format!("{}", ms as f64 / 1000.0)))
+                })
+                .collect(),
+        );
+        family(
+            "strom_ingest_encoder_active",
+            "gauge",
+            "Encoders connected per stream, rendition and role: 1 feeds the broadcast, 0 stands by.",
+            encoders
+                .into_iter()
+                .map(|(l, role, active)| (format!("{l},encoder=\"{role}\""), active.to_string()))
+                .collect(),
+        );
+        family(
+            "strom_ingest_failovers_total",
+            "counter",
+            "Times a standby encoder took over from a stalled or disconnected one.",
+            vec![(
+                String::new(),
+                self.failovers.load(Ordering::Relaxed).to_string(),
+            )],
+        );
         out
     }
 

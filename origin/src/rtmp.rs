@@ -20,6 +20,7 @@ use crate::auth::{key_label, PublishAuthorizer};
 use crate::contain::contained;
 use crate::publish::{Publications, PublishSession, PushOptions};
 use strom_edge::access::RevocationWatch;
+use strom_edge::pseudonym;
 
 /// Time allowed for the RTMP handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,10 +132,12 @@ async fn serve_with(
                 }
             };
             match result {
-                Ok(()) => tracing::info!(%remote, "{protocol} connection closed"),
+                Ok(()) => {
+                    tracing::info!(remote = %pseudonym::addr(remote), "{protocol} connection closed")
+                }
                 Err(err) => {
                     ctx.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%remote, error = %format!("{err:#}"), "{protocol} connection closed on error");
+                    tracing::warn!(remote = %pseudonym::addr(remote), error = %format!("{err:#}"), "{protocol} connection closed on error");
                 }
             }
         });
@@ -208,7 +211,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             () = revoked(&mut ingest.revocation) => {
                 ctx.counters.revoked.fetch_add(1, Ordering::Relaxed);
                 let namespace = ingest.publishing.as_ref().map(|(_, _, s)| s.namespace.to_string()).unwrap_or_default();
-                tracing::warn!(%remote, %namespace, "publish stopped: the publish credential was revoked");
+                tracing::warn!(remote = %pseudonym::addr(remote), %namespace, "publish stopped: the publish credential was revoked");
                 return Ok(());
             }
         };
@@ -321,7 +324,7 @@ impl Ingest<'_> {
                     Ok(p) => p,
                     Err(refused) => {
                         self.ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(remote = %self.remote, key = %label, reason = refused.label(), "publish refused");
+                        tracing::warn!(remote = %pseudonym::addr(self.remote), key = %label, reason = refused.label(), "publish refused");
                         bail!("publish refused for app {app_name:?}, key {label}: {refused}");
                     }
                 };
@@ -334,7 +337,7 @@ impl Ingest<'_> {
                     }
                 };
                 tracing::info!(
-                    remote = %self.remote,
+                    remote = %pseudonym::addr(self.remote),
                     %namespace,
                     key = %label,
                     role = role.as_str(),

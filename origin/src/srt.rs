@@ -229,9 +229,9 @@ impl SrtCounters {
         ];
         for (name, kind, help, value) in rows {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for ((stream, rendition, role), l) in &links {
+            for ((labels, rendition, role), l) in &links {
                 out.push_str(&format!(
-                    "{name}{{stream=\"{stream}\",rendition=\"{rendition}\",encoder=\"{role}\"}} {}\n",
+                    "{name}{{{labels},rendition=\"{rendition}\",encoder=\"{role}\"}} {}\n",
                     value(l)
                 ));
             }
@@ -449,8 +449,9 @@ unsafe extern "C" fn library_log(
     }
 }
 
+/// A caller's address for the log, pseudonymous.
 fn shown(remote: Option<SocketAddr>) -> String {
-    remote.map_or_else(|| "unknown".into(), |a| a.to_string())
+    remote.map_or_else(|| "unknown".into(), strom_edge::pseudonym::addr)
 }
 
 /// A bound libsrt listener with strom's callback installed.
@@ -619,7 +620,7 @@ fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
         ..
     } = admitted;
     let namespace = publisher.namespace.clone();
-    let link = link_key(&namespace.to_string(), &options);
+    let link = link_key(&namespace, &options);
     let result = publish(sock, publisher, &options, &label, remote, ctx);
     counters
         .links
@@ -675,7 +676,7 @@ fn publish(
     let mut buf = vec![0u8; MESSAGE];
     let mut last_data = Instant::now();
     let mut last_stats = Instant::now();
-    let link = link_key(&namespace.to_string(), options);
+    let link = link_key(&namespace, options);
     loop {
         if revoked.load(Ordering::Relaxed) {
             ctx.counters.ingest.revoked.fetch_add(1, Ordering::Relaxed);
@@ -726,12 +727,12 @@ fn push_tags(session: &mut crate::publish::PublishSession, tags: Vec<TsTag>) -> 
     Ok(())
 }
 
-/// A link's key in the statistics: stream, rendition, encoder role.
+/// A link's key in the statistics: the stream's labels, rendition, encoder role.
 type LinkKey = (String, String, &'static str);
 
-fn link_key(stream: &str, options: &PushOptions) -> LinkKey {
+fn link_key(namespace: &strom_edge::broadcast::Namespace, options: &PushOptions) -> LinkKey {
     (
-        stream.to_owned(),
+        strom_edge::metrics::namespace_labels(namespace),
         options.rendition.clone().unwrap_or_else(|| "main".into()),
         options.role().as_str(),
     )

@@ -350,7 +350,7 @@ async fn run(
                     }
                 }
                 SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
-                    tracing::debug!(remote = %send_back_addr, error = %error, "incoming peer connection refused");
+                    tracing::debug!(remote = %send_back_addr.iter().find_map(|p| match p { libp2p::multiaddr::Protocol::Ip4(ip) => Some(strom_edge::pseudonym::ip(ip.into())), libp2p::multiaddr::Protocol::Ip6(ip) => Some(strom_edge::pseudonym::ip(ip.into())), _ => None }).unwrap_or_default(), error = %error, "incoming peer connection refused");
                 }
                 _ => {}
             },

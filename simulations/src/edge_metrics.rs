@@ -26,7 +26,12 @@ pub struct Sample {
 
 impl Sample {
     pub fn parse(text: &str, namespace: &str, at_secs: f64) -> Sample {
-        let ns = [("namespace", namespace)];
+        let mut f = namespace.splitn(3, '/');
+        let ns = [
+            ("tenant", f.next().unwrap_or("")),
+            ("event", f.next().unwrap_or("")),
+            ("stream", f.next().unwrap_or("")),
+        ];
         Sample {
             at_secs,
             cpu_seconds: metric(text, "process_cpu_seconds_total", &[]),
@@ -104,9 +109,9 @@ mod tests {
     const TEXT: &str = "\
 # HELP strom_track_egress_bytes_total x
 # TYPE strom_track_egress_bytes_total counter
-strom_track_egress_bytes_total{role=\"edge\",namespace=\"dev/demo/main\",track=\"audio\"} 100
-strom_track_egress_bytes_total{role=\"edge\",namespace=\"dev/demo/main\",track=\"video\"} 900
-strom_track_egress_bytes_total{role=\"edge\",namespace=\"other/x/y\",track=\"video\"} 5
+strom_track_egress_bytes_total{role=\"edge\",tenant=\"dev\",event=\"demo\",stream=\"main\",track=\"audio\"} 100
+strom_track_egress_bytes_total{role=\"edge\",tenant=\"dev\",event=\"demo\",stream=\"main\",track=\"video\"} 900
+strom_track_egress_bytes_total{role=\"edge\",tenant=\"other\",event=\"x\",stream=\"y\",track=\"video\"} 5
 strom_hls_egress_bytes_total{role=\"edge\"} 42
 process_cpu_seconds_total 1.25
 process_resident_memory_bytes 1048576

@@ -18,6 +18,8 @@ pub struct TestControlPlane {
     /// A relay credential (action `relay`) for origins and edges.
     pub relay_credential: String,
     pub repo: std::sync::Arc<Repo>,
+    /// `http://127.0.0.1:<port>/metrics`.
+    pub metrics_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -26,6 +28,7 @@ impl TestControlPlane {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = ControlPlaneConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
+            metrics_listen: Some("127.0.0.1:0".parse().expect("address")),
             generate_master_key: true,
             ..ControlPlaneConfig::default()
         };
@@ -47,7 +50,11 @@ impl TestControlPlane {
                 };
                 let ready = cp.url().map_err(|e| e.to_string()).and_then(|url| {
                     let credential = cp.relay_credential("relay-1").map_err(|e| e.to_string())?;
-                    Ok((url.to_string(), credential, cp.repo.clone()))
+                    let metrics = cp
+                        .metrics_addr()
+                        .map(|a| format!("http://{a}/metrics"))
+                        .unwrap_or_default();
+                    Ok((url.to_string(), credential, cp.repo.clone(), metrics))
                 });
                 let _ = ready_tx.send(ready);
                 if let Err(e) = cp.run().await {
@@ -55,7 +62,7 @@ impl TestControlPlane {
                 }
             });
         });
-        let (url, relay_credential, repo) = ready_rx
+        let (url, relay_credential, repo, metrics_url) = ready_rx
             .recv()
             .expect("control plane thread")
             .expect("starting the control plane");
@@ -63,6 +70,7 @@ impl TestControlPlane {
             url,
             relay_credential,
             repo,
+            metrics_url,
             _dir: dir,
         }
     }

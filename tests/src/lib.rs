@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod control_plane;
 pub mod netns;
+pub mod prometheus;
 pub mod rtmp_client;
 
 /// End-to-end tests share two cores; run them one at a time so that an

@@ -68,13 +68,13 @@ fn an_encrypted_srt_push_decodes_at_the_edge_and_reports_its_link() {
     let rtt = metric(
         &metrics,
         "strom_ingest_srt_rtt_seconds",
-        &[("stream", SECRET_NS)],
+        &[("event", "srt"), ("stream", "secret")],
     );
     assert!(rtt.is_some_and(|r| (0.0..1.0).contains(&r)), "{metrics}");
     let received = metric(
         &metrics,
         "strom_ingest_srt_received_packets_total",
-        &[("stream", SECRET_NS)],
+        &[("event", "srt"), ("stream", "secret")],
     )
     .unwrap_or(0.0);
     assert!(received > 1000.0, "{received} packets received");
@@ -85,7 +85,7 @@ fn an_encrypted_srt_push_decodes_at_the_edge_and_reports_its_link() {
         metric(
             &metrics,
             "strom_ingest_srt_latency_seconds",
-            &[("stream", SECRET_NS)]
+            &[("event", "srt"), ("stream", "secret")]
         )
         .is_some_and(|l| l >= 0.119),
         "{metrics}"
@@ -414,7 +414,7 @@ fn encoder_active(origin: &Service, role: &str) -> Option<f64> {
     metric(
         &origin.metrics(),
         "strom_ingest_encoder_active",
-        &[("stream", CLEAR_NS), ("encoder", role)],
+        &[("event", "srt"), ("stream", "clear"), ("encoder", role)],
     )
 }
 
