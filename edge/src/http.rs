@@ -200,9 +200,12 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
         r.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
         );
         return r;
+    }
+    if req.method() == Method::POST && req.uri().path() == "/qoe" && !state.vod_only {
+        return qoe_beacon(state, req).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
@@ -300,6 +303,40 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     let len = hyper::body::Body::size_hint(r.body()).exact().unwrap_or(0);
     state.counters.hls_bytes.fetch_add(len, Ordering::Relaxed);
     r
+}
+
+/// `POST /qoe`: a player's QoE beacon ([`crate::qoe`]). Accepted only for a
+/// broadcast this relay serves and, with access control, with a playback
+/// token for it; answered 204 without a body.
+async fn qoe_beacon(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(req.into_body(), crate::qoe::MAX_BEACON_BYTES);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "beacon too large"),
+    };
+    let beacon = match crate::qoe::Beacon::parse(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let fields = match beacon.namespace() {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    if find(state, &fields).is_none() {
+        return error(StatusCode::NOT_FOUND, "no such broadcast here");
+    }
+    if let Some(access) = &state.access {
+        let token = beacon.token.as_deref().unwrap_or("");
+        if let Err(refused) =
+            access.authorize_hls([token], &fields, time::OffsetDateTime::now_utc())
+        {
+            state.counters.hls_refused.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::FORBIDDEN, &refused.to_string());
+        }
+    }
+    state.counters.qoe.add(&beacon);
+    response(StatusCode::NO_CONTENT, "text/plain", Bytes::new())
 }
 
 /// `/vod/<tenant>/<event>/<stream>/...`: checked like HLS (a playback token

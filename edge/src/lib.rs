@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod moqt;
 pub mod priority;
 pub mod pseudonym;
+pub mod qoe;
 pub mod status;
 pub mod tls;
 pub mod upstream;

@@ -30,6 +30,8 @@ pub struct ServerCounters {
     pub hls_refused: AtomicU64,
     /// Upstream MoQT sessions connected now.
     pub upstream_sessions_active: AtomicU64,
+    /// Players' QoE beacons received here.
+    pub qoe: crate::qoe::QoeStore,
     /// Age of live objects on arrival from upstream (their `prft` wall
     /// clock against this relay's).
     pub latency: LatencyHistogram,
@@ -315,6 +317,7 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
         "Age of live objects when they arrive from upstream, from the origin's ingest clock (prft).",
         &mut out,
     );
+    out.push_str(&counters.qoe.render(role));
     out
 }
 

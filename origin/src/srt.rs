@@ -179,10 +179,10 @@ impl SrtCounters {
                 |l| format!("{}", l.rtt_ms / 1000.0),
             ),
             (
-                "strom_ingest_srt_bandwidth_bits_per_second",
+                "strom_ingest_srt_bandwidth_bytes_per_second",
                 "gauge",
                 "Link bandwidth estimated by SRT.",
-                |l| format!("{}", l.bandwidth_mbps * 1e6),
+                |l| format!("{}", l.bandwidth_mbps * 1e6 / 8.0),
             ),
             (
                 "strom_ingest_srt_received_packets_total",

@@ -85,6 +85,8 @@ pub fn parse(text: &str) -> Result<Families, String> {
     let mut seen_series = HashSet::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut current: Option<String> = None;
+    // Histogram series (labels without `le`) and whether each has +Inf.
+    let mut inf: BTreeMap<String, bool> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let at = |e: String| format!("line {}: {e}: {line:?}", n + 1);
         if line.is_empty() {
@@ -158,6 +160,14 @@ pub fn parse(text: &str) -> Result<Families, String> {
                 .find(|(k, _)| k == "le")
                 .ok_or_else(|| at("bucket without le".into()))?;
             value(&le.1).map_err(at)?;
+            let mut rest: Vec<String> = set
+                .iter()
+                .filter(|(k, _)| k != "le")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            rest.sort();
+            let series = format!("{family}{{{}}}", rest.join(","));
+            *inf.entry(series).or_default() |= le.1 == "+Inf";
         }
         if families.get(family).map(String::as_str) == Some("counter") && (v < 0.0 || v.is_nan()) {
             return Err(at("counter below zero".into()));
@@ -168,10 +178,8 @@ pub fn parse(text: &str) -> Result<Families, String> {
             return Err(at("duplicate series".into()));
         }
     }
-    for (name, t) in &families {
-        if t == "histogram" && !text.contains(&format!("{name}_bucket{{le=\"+Inf\"}}")) {
-            return Err(format!("histogram {name} has no +Inf bucket"));
-        }
+    if let Some((series, _)) = inf.iter().find(|(_, has)| !**has) {
+        return Err(format!("histogram series {series} has no +Inf bucket"));
     }
     Ok(families)
 }

@@ -86,6 +86,34 @@ fn every_service_serves_valid_documented_metrics_with_real_figures() {
     );
     let status = watcher.wait(Duration::from_secs(40)).expect("watch ends");
     assert!(status.success(), "{}", watcher.log_text());
+
+    // QoE beacons: refused unless well-formed, for a broadcast served here,
+    // with a playback token for it; then counted for the event.
+    let qoe = edge.http_url("/qoe");
+    let beacon = |ns: &str, token: &str| {
+        format!(
+            r#"{{"v":1,"ns":"{ns}","token":"{token}","transport":"hls","first_frame_ms":900,"watch_ms":10000,"stall_ms":500,"stalls":1,"latency_ms":2100,"bitrate_bps":2500000}}"#
+        )
+    };
+    let post = |body: &str| match ureq::post(&qoe).send_string(body) {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("POST /qoe: {e}"),
+    };
+    assert_eq!(post("not json"), 400);
+    assert_eq!(post(&beacon(NS, "")), 403);
+    assert_eq!(post(&beacon("acme/observed/nothere", &play)), 404);
+    let other = cp.token(Action::Play, "p_other", "acme/elsewhere", 3600);
+    assert_eq!(post(&beacon(NS, &other)), 403);
+    assert_eq!(post(&beacon(NS, &play)), 204);
+    let e = edge.metrics();
+    let hls = [("event", "observed"), ("transport", "hls")];
+    assert_eq!(metric(&e, "strom_qoe_beacons_total", &hls), Some(1.0));
+    assert_eq!(metric(&e, "strom_qoe_stall_seconds_total", &hls), Some(0.5));
+    assert_eq!(
+        metric(&e, "strom_qoe_startup_seconds_count", &hls),
+        Some(1.0)
+    );
     // Let the origin see two keyframe intervals and the edge some objects.
     let ns_labels = [
         ("tenant", "acme"),

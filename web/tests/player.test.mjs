@@ -47,8 +47,39 @@ test('plays over WebTransport: 10 s of video, >250 frames, latency < 1.5 s', asy
   const overlay = await page.locator('.strom-overlay').textContent();
   assert.match(overlay, /webtransport/);
   assert.match(overlay, /latency\s+\d/);
+  // The player reported its experience to the edge (QoE beacons: first
+  // frame at once, then every 10 s), and the edge counts it for the event.
+  const qoe = await edgeQoe((m) => m.beacons >= 2 && m.startups >= 1 && m.watchSeconds >= 5, 15_000);
+  console.log('qoe at the edge', JSON.stringify(qoe));
+  assert.ok(qoe.beacons >= 2, `beacons ${qoe.beacons}`);
+  assert.ok(qoe.startups >= 1, 'no start-up time reported');
+  assert.ok(qoe.watchSeconds >= 5, `watch seconds ${qoe.watchSeconds}`);
+  assert.ok(qoe.latencyCount >= 1 && qoe.latencySum / qoe.latencyCount < 1.5, `reported latency ${JSON.stringify(qoe)}`);
   await context.close();
 });
+
+/** The edge's QoE figures for WebTransport viewers of the dev event, once `done` holds. */
+async function edgeQoe(done, limitMs) {
+  const deadline = Date.now() + limitMs;
+  let m;
+  for (;;) {
+    const text = await (await fetch(dev.endpoints.edge_metrics_url)).text();
+    const sum = (name) =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(name + '{') && l.includes('transport="webtransport"'))
+        .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+    m = {
+      beacons: sum('strom_qoe_beacons_total'),
+      startups: sum('strom_qoe_startup_seconds_count'),
+      watchSeconds: sum('strom_qoe_watch_seconds_total'),
+      latencyCount: sum('strom_qoe_latency_seconds_count'),
+      latencySum: sum('strom_qoe_latency_seconds_sum'),
+    };
+    if (done(m) || Date.now() > deadline) return m;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 test('without WebTransport the same page plays over LL-HLS, latency < 4 s', async () => {
   const { context, page } = await watchPage((c) => c.addInitScript(() => { delete window.WebTransport; }));

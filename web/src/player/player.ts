@@ -10,6 +10,7 @@ import { HlsPlayback } from './hls';
 import { errorText } from './moqt';
 import { Overlay } from './overlay';
 import { NoWebTransport, WebTransportPlayback, type WtEndpoint, fetchWtEndpoint } from './webtransport';
+import { QOE_INTERVAL_MS, QoeMeter, sendBeacon } from './qoe';
 
 export interface PlayerOptions {
   /** Edge HTTP base URLs, best first (e.g. "http://127.0.0.1:4443/"). */
@@ -88,6 +89,8 @@ export class StromPlayer {
   private fallbackReason: string | null = null;
   private fallbackAfterMs: number | null = null;
   private error: string | null = null;
+  private readonly qoe = new QoeMeter();
+  private qoeTimer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
     container: HTMLElement,
@@ -153,6 +156,7 @@ export class StromPlayer {
 
     this.listen(this.video, 'playing', () => {
       if (this.transport === 'none') return;
+      this.qoe.stallEnded(performance.now());
       this.state = 'playing';
       this.error = null;
       this.retries = 0;
@@ -162,8 +166,11 @@ export class StromPlayer {
       // Our own seeks (start-up, catching up) are not stalls.
       if (this.state !== 'playing' || this.video.seeking) return;
       this.stalls++;
+      this.qoe.stallBegan(performance.now());
       this.state = 'stalled';
     });
+    // The last figures go out when the page goes away.
+    this.listen(window, 'pagehide', () => this.beacon(true));
     this.listen(this.video, 'volumechange', () => (this.unmute.style.display = this.video.muted ? '' : 'none'));
     this.listen(document, 'keydown', (e) => {
       const k = e as KeyboardEvent;
@@ -192,10 +199,15 @@ export class StromPlayer {
     this.state = 'connecting';
     this.render();
     this.watchFirstFrame(run);
+    if (this.qoeTimer) clearInterval(this.qoeTimer);
+    this.qoeTimer = setInterval(() => this.beacon(false), QOE_INTERVAL_MS);
     await this.connectFrom(run, 0, true);
   }
 
   stop(): void {
+    this.beacon(true);
+    if (this.qoeTimer) clearInterval(this.qoeTimer);
+    this.qoeTimer = null;
     this.run++;
     this.running = false;
     this.closePaths();
@@ -426,9 +438,30 @@ export class StromPlayer {
     this.warmHls = null;
   }
 
+  /** Sends what this viewer experienced since the last beacon to the current edge. */
+  private beacon(ending: boolean): void {
+    if (!this.running) return;
+    const now = performance.now();
+    if (ending) this.qoe.ended(now);
+    const s = this.stats();
+    let token = '';
+    try {
+      token = this.opts.token();
+    } catch {
+      return;
+    }
+    const b = this.qoe.take(now, this.namespace.join('/'), token, s);
+    if (b) sendBeacon(this.edges[this.edgeIndex], b);
+  }
+
   private watchFirstFrame(run: number): void {
     const seen = () => {
-      if (run === this.run && this.firstFrameMs === null) this.firstFrameMs = Math.round(performance.now() - this.startedAt);
+      if (run === this.run && this.firstFrameMs === null) {
+        this.firstFrameMs = Math.round(performance.now() - this.startedAt);
+        this.qoe.firstFrame(this.firstFrameMs, performance.now());
+        // Start-up time is reported at once.
+        this.beacon(false);
+      }
     };
     // requestVideoFrameCallback fires when a frame is actually shown; 'playing' is the stand-in elsewhere.
     const v = this.video as HTMLVideoElement & { requestVideoFrameCallback?: (cb: () => void) => number };
