@@ -36,7 +36,12 @@ impl Default for Config {
             log_format: LogFormat::Text,
             origin: OriginConfig::default(),
             edge: EdgeConfig::default(),
-            control_plane: ControlPlaneConfig::default(),
+            // Monitoring on by default for the product (the library's own
+            // default leaves the port to embedders and tests).
+            control_plane: ControlPlaneConfig {
+                metrics_listen: Some("127.0.0.1:8091".parse().expect("static address")),
+                ..ControlPlaneConfig::default()
+            },
             peer_agent: PeerAgentConfig::default(),
         }
     }
