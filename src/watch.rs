@@ -1,7 +1,7 @@
 //! `strom watch`: a MoQT subscriber that writes the broadcast as one
 //! fragmented MP4 (all tracks) and prints per-track statistics to stderr.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,10 +54,9 @@ struct TrackStats {
     groups: u64,
     bytes: u64,
     latency_buckets: Vec<u64>,
-    /// Objects missing inside groups, and whole groups skipped.
-    holes: u64,
-    skipped_groups: u64,
-    last: Option<(u64, u64)>,
+    /// Which objects arrived, to tell objects that never came from
+    /// objects that came out of order.
+    continuity: Continuity,
     /// Longest time between two consecutive objects, counted from the first
     /// object produced after this viewer joined (what came before is the
     /// history a join starts with).
@@ -79,9 +78,7 @@ impl Default for TrackStats {
             groups: 0,
             bytes: 0,
             latency_buckets: vec![0; 60_001],
-            holes: 0,
-            skipped_groups: 0,
-            last: None,
+            continuity: Continuity::default(),
             last_arrival: None,
             max_gap: Duration::ZERO,
             joined_us: now_us(),
@@ -94,17 +91,7 @@ impl Default for TrackStats {
 impl TrackStats {
     /// Notes an object's place and arrival: holes, skipped groups, gaps.
     fn record_arrival(&mut self, group: u64, object: u64, at: Instant) {
-        match self.last {
-            Some((g, o)) if g == group && object > o + 1 => self.holes += object - o - 1,
-            Some((g, _)) if group > g => {
-                self.holes += object;
-                self.skipped_groups += group - g - 1;
-            }
-            _ => {}
-        }
-        if self.last.is_none_or(|last| (group, object) > last) {
-            self.last = Some((group, object));
-        }
+        self.continuity.record(group, object);
         if self.live {
             if let Some(prev) = self.last_arrival {
                 self.max_gap = self.max_gap.max(at.duration_since(prev));
@@ -133,6 +120,76 @@ impl TrackStats {
     /// The latency (ms) below which `q` of the samples lie.
     fn quantile(&self, q: f64) -> Option<usize> {
         quantile(&self.latency_buckets, q)
+    }
+}
+
+/// Which objects of which groups arrived. Objects of a group that arrive
+/// after a newer group's (each group is its own QUIC stream) are late, not
+/// lost: holes and skipped groups count only what never came. Groups more
+/// than `WINDOW` behind the newest are settled and forgotten.
+#[derive(Default)]
+struct Continuity {
+    open: BTreeMap<u64, BTreeSet<u64>>,
+    /// The newest settled group, and the figures settled so far.
+    settled: Option<u64>,
+    settled_holes: u64,
+    settled_skipped: u64,
+    /// Groups whose first object came after a newer group's.
+    late_groups: u64,
+}
+
+impl Continuity {
+    const WINDOW: usize = 16;
+
+    fn record(&mut self, group: u64, object: u64) {
+        if self.settled.is_some_and(|s| group <= s) {
+            return;
+        }
+        let newest = self.open.keys().next_back().copied();
+        let objects = self.open.entry(group).or_default();
+        if objects.is_empty() && newest.is_some_and(|n| group < n) {
+            self.late_groups += 1;
+        }
+        objects.insert(object);
+        while self.open.len() > Self::WINDOW {
+            let (group, objects) = self.open.pop_first().expect("not empty");
+            let (holes, skipped) = Self::missing(self.settled, group, &objects);
+            self.settled_holes += holes;
+            self.settled_skipped += skipped;
+            self.settled = Some(group);
+        }
+    }
+
+    /// Objects missing in `group` (below the highest that came; a viewer's
+    /// first group may start anywhere), and groups missing since `previous`.
+    fn missing(previous: Option<u64>, group: u64, objects: &BTreeSet<u64>) -> (u64, u64) {
+        let (Some(&low), Some(&high)) = (objects.first(), objects.last()) else {
+            return (0, 0);
+        };
+        let from = if previous.is_none() { low } else { 0 };
+        let holes = high + 1 - from - objects.len() as u64;
+        let skipped = previous.map_or(0, |p| group - p - 1);
+        (holes, skipped)
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        let mut previous = self.settled;
+        let (mut holes, mut skipped) = (self.settled_holes, self.settled_skipped);
+        for (&group, objects) in &self.open {
+            let (h, s) = Self::missing(previous, group, objects);
+            holes += h;
+            skipped += s;
+            previous = Some(group);
+        }
+        (holes, skipped)
+    }
+
+    fn holes(&self) -> u64 {
+        self.totals().0
+    }
+
+    fn skipped_groups(&self) -> u64 {
+        self.totals().1
     }
 }
 
@@ -305,7 +362,7 @@ fn print_stats(stats: &HashMap<String, TrackStats>) {
                 String::new()
             };
             format!(
-                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, max gap {} ms{signatures}",
+                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, late groups {}, max gap {} ms{signatures}",
                 s.objects,
                 s.groups,
                 s.bytes,
@@ -313,13 +370,54 @@ fn print_stats(stats: &HashMap<String, TrackStats>) {
                 q(0.99),
                 live(0.5),
                 live(0.99),
-                s.holes,
-                s.skipped_groups,
+                s.continuity.holes(),
+                s.continuity.skipped_groups(),
+                s.continuity.late_groups,
                 s.max_gap.as_millis()
             )
         })
         .collect();
     if !lines.is_empty() {
         eprintln!("{}", lines.join("; "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Continuity;
+
+    fn run(arrivals: &[(u64, u64)]) -> (u64, u64, u64) {
+        let mut c = Continuity::default();
+        for &(g, o) in arrivals {
+            c.record(g, o);
+        }
+        (c.holes(), c.skipped_groups(), c.late_groups)
+    }
+
+    #[test]
+    fn a_group_that_comes_after_a_newer_one_is_late_not_lost() {
+        assert_eq!(
+            run(&[(5, 0), (5, 1), (7, 0), (6, 0), (6, 1), (7, 1)]),
+            (0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn groups_and_objects_that_never_come_are_counted() {
+        // Joined mid-group 3; object 1 of group 4 and all of group 5 missing.
+        assert_eq!(run(&[(3, 4), (3, 5), (4, 0), (4, 2), (6, 0)]), (1, 1, 0));
+        // A group starting late misses its first objects.
+        assert_eq!(run(&[(1, 0), (2, 3)]), (3, 0, 0));
+    }
+
+    #[test]
+    fn settled_groups_keep_their_figures_and_duplicates_count_once() {
+        let mut arrivals = vec![(0, 0), (0, 0), (0, 2)];
+        arrivals.extend((2..40).map(|g| (g, 0)));
+        // Group 0 lacks object 1, group 1 never came; both settle long before the end.
+        assert_eq!(run(&arrivals), (1, 1, 0));
+        // An object of a settled group arriving far too late changes nothing.
+        arrivals.push((1, 0));
+        assert_eq!(run(&arrivals), (1, 1, 0));
     }
 }

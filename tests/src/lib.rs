@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub mod agents;
 pub mod control_plane;
 pub mod netns;
 pub mod prometheus;

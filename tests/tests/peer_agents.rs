@@ -21,6 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use strom_tests::agents::{counter, field, start_agent, Agent, AgentLinks};
 use strom_tests::control_plane::TestControlPlane;
 use strom_tests::netns::{self, Host, Network};
 use strom_tests::*;
@@ -51,16 +52,15 @@ struct Viewed {
     /// Latency of the objects produced after the viewer joined.
     live_p50_ms: Option<f64>,
     live_p99_ms: Option<f64>,
+    /// Objects and groups that never came, and groups that came after a
+    /// newer one (late, not lost).
     holes: u64,
     skipped_groups: u64,
+    #[allow(dead_code)] // printed with the figures (Debug)
+    late_groups: u64,
     max_gap_ms: u64,
     verified: u64,
     refused: u64,
-}
-
-fn field<'a>(text: &'a str, after: &str) -> Option<&'a str> {
-    let i = text.find(after)? + after.len();
-    text[i..].split([' ', ',', ';']).find(|s| !s.is_empty())
 }
 
 fn viewed(log: &str) -> Viewed {
@@ -85,6 +85,7 @@ fn viewed(log: &str) -> Viewed {
             .and_then(|v| v.parse().ok()),
         holes: num("holes "),
         skipped_groups: num("skipped groups "),
+        late_groups: num("late groups "),
         max_gap_ms: num("max gap "),
         verified: num("signatures "),
         refused: field(video, "verified ")
@@ -130,77 +131,6 @@ fn finish(viewers: &mut [Proc], secs: u64) -> Vec<Viewed> {
             viewed(&v.log_text())
         })
         .collect()
-}
-
-struct Agent {
-    proc: Proc,
-    host: usize,
-    peer_id: String,
-    cert: String,
-    url: String,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start_agent(
-    host: &Host,
-    index: usize,
-    name: &str,
-    edge_url: &str,
-    edge_cert: &str,
-    cp_url: &str,
-    cp_ca: &Path,
-    credential: &str,
-    tamper: bool,
-    dir: &Path,
-) -> Agent {
-    let data = dir.join(name);
-    let toml = format!(
-        "data_dir = {data:?}\n[peer_agent]\np2p_listen = \"{ip}:4001\"\nmoqt_listen = \"{ip}:4443\"\n\
-         http_listen = \"127.0.0.1:8443\"\nhttp_tls = false\ntamper = {tamper}\n{extra}\
-         [peer_agent.edge]\nurl = \"{edge_url}\"\ncert_sha256 = \"{edge_cert}\"\n\
-         [peer_agent.control_plane]\nurl = \"{cp_url}\"\ncredential = \"{credential}\"\nca_file = {cp_ca:?}\n",
-        ip = host.ip,
-        extra = peer_timeout()
-            .map(|ms| format!("peer_timeout_ms = {ms}\n"))
-            .unwrap_or_default(),
-    );
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, toml).expect("agent config");
-    let mut cmd = host.command(&strom_bin());
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("peer-agent")
-        .env(
-            "STROM_LOG",
-            std::env::var("STROM_P2P_LOG")
-                .unwrap_or("info,quinn=warn,moq_transport=warn,libp2p=warn".into()),
-        )
-        .stdout(Stdio::null());
-    let proc = Proc::spawn(name, cmd, dir);
-    let log = wait_until(Duration::from_secs(30), "peer-agent ready", || {
-        let t = proc.log_text();
-        t.contains("peer-agent ready").then_some(t)
-    });
-    Agent {
-        peer_id: log_field(&log, "peer-agent ready", "peer_id").expect("peer_id"),
-        cert: log_field(&log, "peer-agent ready", "cert_sha256").expect("cert"),
-        url: format!("moqt://{}:4443", host.ip),
-        host: index,
-        proc,
-    }
-}
-
-/// A counter from the agent's last "agent status" log line.
-fn counter(agent: &Agent, name: &str) -> u64 {
-    agent
-        .proc
-        .log_text()
-        .lines()
-        .rev()
-        .find(|l| l.contains("agent status"))
-        .and_then(|l| field(l, &format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Peer ids this agent's log says it admitted.
@@ -404,18 +334,25 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
     );
 
     // --- 2. agents on every host of both sites
+    let links = AgentLinks {
+        edge_url: &edge_url,
+        edge_cert: &edge.cert_sha256,
+        cp_url: &cp_url,
+        cp_ca: &cp_ca,
+        credential: &credential,
+    };
+    let extra = peer_timeout()
+        .map(|ms| format!("peer_timeout_ms = {ms}\n"))
+        .unwrap_or_default();
     let mut agents: Vec<Agent> = Vec::new();
     for (i, host) in net.sites[0].hosts.iter().enumerate() {
         agents.push(start_agent(
             host,
             i,
             &format!("agent{i}"),
-            &edge_url,
-            &edge.cert_sha256,
-            &cp_url,
-            &cp_ca,
-            &credential,
+            &links,
             false,
+            &extra,
             dir,
         ));
     }
@@ -423,20 +360,7 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
         .hosts
         .iter()
         .enumerate()
-        .map(|(i, h)| {
-            start_agent(
-                h,
-                i,
-                &format!("branch{i}"),
-                &edge_url,
-                &edge.cert_sha256,
-                &cp_url,
-                &cp_ca,
-                &credential,
-                false,
-                dir,
-            )
-        })
+        .map(|(i, h)| start_agent(h, i, &format!("branch{i}"), &links, false, &extra, dir))
         .collect();
     let a_ids: HashSet<String> = agents.iter().map(|a| a.peer_id.clone()).collect();
     let b_ids: HashSet<String> = branch.iter().map(|a| a.peer_id.clone()).collect();
@@ -714,18 +638,7 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
     net.add_host(0);
     let host_index = net.sites[0].hosts.len() - 1;
     let host = &net.sites[0].hosts[host_index];
-    let tamperer = start_agent(
-        host,
-        host_index,
-        "tamperer",
-        &edge_url,
-        &edge.cert_sha256,
-        &cp_url,
-        &cp_ca,
-        &credential,
-        true,
-        dir,
-    );
+    let tamperer = start_agent(host, host_index, "tamperer", &links, true, &extra, dir);
     let tamper_secs = 30;
     let mut viewers: Vec<Proc> = agents
         .iter()
