@@ -202,6 +202,7 @@ impl ControlPlane {
             secure_cookies: config.secure_cookies,
             verifier,
             relay_status: Default::default(),
+            dashboard: Default::default(),
             agents: Default::default(),
         });
         Ok(Self {
@@ -291,6 +292,7 @@ impl ControlPlane {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
+        let sampler = tokio::spawn(api::dashboard::sample_loop(self.state.clone()));
         let repo = self.repo.clone();
         let state = self.state.clone();
         let master_file = self.master_key_file.clone();
@@ -301,6 +303,7 @@ impl ControlPlane {
         let served = axum::serve(self.listener, app).await;
         sweeper.abort();
         rotation.abort();
+        sampler.abort();
         if let Some(m) = metrics {
             m.abort();
         }

@@ -397,8 +397,12 @@ impl Edge {
             .as_ref()
             .and_then(|a| a.control_plane().cloned())
             .map(|link| {
-                let mut reporter =
-                    status::Reporter::new("edge", self.broadcasts.clone(), hls_viewers);
+                let mut reporter = status::Reporter::new(
+                    "edge",
+                    self.broadcasts.clone(),
+                    hls_viewers,
+                    self.counters.clone(),
+                );
                 AbortOnDrop(strom_token::sync::report_status(link, move || {
                     reporter.report()
                 }))

@@ -1,9 +1,10 @@
 //! Prometheus text exposition of what a relay does: sessions, subscriptions,
 //! and per-track traffic, labelled by namespace and track (never personal data).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::broadcast::{Broadcasts, Namespace};
 
@@ -35,6 +36,9 @@ pub struct ServerCounters {
     /// Age of live objects on arrival from upstream (their `prft` wall
     /// clock against this relay's).
     pub latency: LatencyHistogram,
+    /// MoQT sessions open now with a play token, per (tenant, event): the
+    /// viewers here (relays and peer-agents pulling through are not).
+    pub viewer_sessions: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// Upper bounds (seconds) of the latency buckets.
@@ -105,6 +109,29 @@ impl Drop for SessionGuard {
 }
 
 impl ServerCounters {
+    /// Counts a viewer's session of (tenant, event) until the guard drops.
+    pub fn viewer_opened(self: &Arc<Self>, tenant: &str, event: &str) -> ViewerGuard {
+        let key = (tenant.to_owned(), event.to_owned());
+        *self
+            .viewer_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        ViewerGuard {
+            counters: self.clone(),
+            key,
+        }
+    }
+
+    /// Viewer sessions open now per (tenant, event).
+    pub fn viewers(&self) -> HashMap<(String, String), u64> {
+        self.viewer_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn session_opened(self: &Arc<Self>, protocol: &str) -> SessionGuard {
         let webtransport = protocol == "webtransport";
         let (total, active) = if webtransport {
@@ -120,6 +147,28 @@ impl ServerCounters {
         SessionGuard {
             counters: self.clone(),
             webtransport,
+        }
+    }
+}
+
+/// Holds one viewer session in [`ServerCounters::viewer_sessions`].
+pub struct ViewerGuard {
+    counters: Arc<ServerCounters>,
+    key: (String, String),
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .counters
+            .viewer_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
         }
     }
 }
@@ -183,6 +232,22 @@ pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) ->
                 c(&counters.sessions_active_webtransport),
             ),
         ],
+    );
+    let mut viewers: Vec<((String, String), u64)> = counters.viewers().into_iter().collect();
+    viewers.sort();
+    family(
+        "strom_viewer_sessions",
+        "gauge",
+        "MoQT sessions open now with a play token, by event (relays and peer-agents pulling through are not counted).",
+        viewers
+            .into_iter()
+            .map(|((t, e), n)| {
+                (
+                    format!(",tenant=\"{}\",event=\"{}\"", escape(&t), escape(&e)),
+                    n,
+                )
+            })
+            .collect(),
     );
     family(
         "strom_moqt_subscriptions_refused_total",

@@ -353,6 +353,10 @@ async fn accept_session(
         }
     };
     let _session_guard = counters.session_opened(protocol);
+    let _viewer_guard = grant
+        .as_ref()
+        .filter(|g| g.claims.act == strom_token::Action::Play)
+        .map(|g| counters.viewer_opened(&g.claims.ten, &g.claims.evt));
     let publisher = publisher.context("peer did not take the subscriber role")?;
     let revoked = async {
         match watch.as_mut() {

@@ -147,6 +147,25 @@ impl QoeStore {
         }
     }
 
+    /// Cumulative figures per (tenant, event), over every transport.
+    pub fn totals(&self) -> BTreeMap<(String, String), strom_token::sync::QoeSums> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeMap<(String, String), strom_token::sync::QoeSums> = BTreeMap::new();
+        for ((t, e, _), f) in map.iter() {
+            out.entry((t.clone(), e.clone()))
+                .or_default()
+                .add(&strom_token::sync::QoeSums {
+                    beacons: f.beacons,
+                    watch_seconds: f.watch_ms as f64 / 1000.0,
+                    stall_seconds: f.stall_ms as f64 / 1000.0,
+                    stalls: f.stalls,
+                    latency_seconds_sum: f.latency.sum,
+                    latency_samples: f.latency.count,
+                });
+        }
+        out
+    }
+
     /// Prometheus text for every family (headers even when empty).
     pub fn render(&self, role: &str) -> String {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -7,9 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strom_token::sync::{RelayStatus, StreamStatus};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use strom_token::sync::{EventFigures, QoeSums, RelayStatus, StreamStatus};
 
 use crate::broadcast::Broadcasts;
+use crate::metrics::ServerCounters;
 
 /// An HLS player reloads its playlist at least every target duration; one
 /// not seen for this long has gone.
@@ -40,6 +44,27 @@ impl HlsViewers {
         }
     }
 
+    /// Current players per (tenant, event): distinct tokens over its streams.
+    pub fn event_counts(&self) -> HashMap<(String, String), u64> {
+        self.counts();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens: HashMap<(String, String), std::collections::HashSet<&str>> = HashMap::new();
+        for (namespace, viewers) in seen.iter() {
+            let mut f = namespace.splitn(3, '/');
+            let (Some(t), Some(e)) = (f.next(), f.next()) else {
+                continue;
+            };
+            tokens
+                .entry((t.to_owned(), e.to_owned()))
+                .or_default()
+                .extend(viewers.keys().map(String::as_str));
+        }
+        tokens
+            .into_iter()
+            .map(|(k, v)| (k, v.len() as u64))
+            .collect()
+    }
+
     /// Current viewers per broadcast; forgets players gone quiet.
     pub fn counts(&self) -> HashMap<String, u64> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -56,22 +81,97 @@ impl HlsViewers {
     }
 }
 
+/// Per event: viewers now (play sessions and HLS players) and the QoE
+/// beacons' figures since the previous call. Edges report this to the
+/// control plane with their status, peer-agents with their registration.
+pub struct EventTally {
+    counters: Arc<ServerCounters>,
+    hls: Arc<HlsViewers>,
+    previous: BTreeMap<(String, String), QoeSums>,
+}
+
+impl EventTally {
+    pub fn new(counters: Arc<ServerCounters>, hls: Arc<HlsViewers>) -> Self {
+        Self {
+            counters,
+            hls,
+            previous: BTreeMap::new(),
+        }
+    }
+
+    pub fn figures(&mut self) -> Vec<EventFigures> {
+        let mut viewers: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (k, n) in self.counters.viewers() {
+            *viewers.entry(k).or_default() += n;
+        }
+        for (k, n) in self.hls.event_counts() {
+            *viewers.entry(k).or_default() += n;
+        }
+        let totals = self.counters.qoe.totals();
+        let mut out = Vec::new();
+        let keys: std::collections::BTreeSet<&(String, String)> =
+            viewers.keys().chain(totals.keys()).collect();
+        for key in keys {
+            let qoe = totals
+                .get(key)
+                .map(|t| t.since(self.previous.get(key).unwrap_or(&QoeSums::default())))
+                .unwrap_or_default();
+            let n = viewers.get(key).copied().unwrap_or(0);
+            if n == 0 && qoe.beacons == 0 {
+                continue;
+            }
+            out.push(EventFigures {
+                event: format!("{}/{}", key.0, key.1),
+                viewers: n,
+                qoe,
+            });
+        }
+        self.previous = totals;
+        out
+    }
+}
+
+/// CPU time this process used so far, in seconds (Linux `/proc`).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here;
+    // in clock ticks of 1/100 s (USER_HZ on Linux).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// Builds successive reports; bitrates are the byte counters' growth since
 /// the previous report.
 pub struct Reporter {
     role: &'static str,
     broadcasts: Arc<Broadcasts>,
     hls: Arc<HlsViewers>,
+    counters: Arc<ServerCounters>,
+    events: EventTally,
     previous: HashMap<String, (u64, Instant)>,
+    /// Egress bytes and CPU seconds at the previous report.
+    previous_load: Option<(u64, Option<f64>, Instant)>,
 }
 
 impl Reporter {
-    pub fn new(role: &'static str, broadcasts: Arc<Broadcasts>, hls: Arc<HlsViewers>) -> Self {
+    pub fn new(
+        role: &'static str,
+        broadcasts: Arc<Broadcasts>,
+        hls: Arc<HlsViewers>,
+        counters: Arc<ServerCounters>,
+    ) -> Self {
         Self {
             role,
             broadcasts,
+            events: EventTally::new(counters.clone(), hls.clone()),
             hls,
+            counters,
             previous: HashMap::new(),
+            previous_load: None,
         }
     }
 
@@ -106,9 +206,30 @@ impl Reporter {
             });
         }
         self.previous = next;
+        let egress = self.counters.moqt_bytes_out.load(Ordering::Relaxed)
+            + self.counters.hls_bytes.load(Ordering::Relaxed);
+        let cpu = process_cpu_seconds();
+        let (egress_bps, cpu_cores) = match self.previous_load {
+            Some((bytes, cpu_before, at)) => {
+                let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                let cores = match (cpu, cpu_before) {
+                    (Some(c), Some(b)) if c >= b => (c - b) / secs,
+                    _ => 0.0,
+                };
+                (
+                    (egress.saturating_sub(bytes) as f64 * 8.0 / secs) as u64,
+                    cores,
+                )
+            }
+            None => (0, 0.0),
+        };
+        self.previous_load = Some((egress, cpu, now));
         RelayStatus {
             role: self.role.into(),
             streams,
+            events: self.events.figures(),
+            egress_bps,
+            cpu_cores,
         }
     }
 }
@@ -132,5 +253,19 @@ mod tests {
             Instant::now() - HLS_VIEWER_GONE - Duration::from_secs(1),
         );
         assert_eq!(v.counts().get("t/e/s"), Some(&1));
+        // Per event, a token counts once over the event's streams.
+        v.saw("t/e/other", "b");
+        assert_eq!(v.event_counts().get(&("t".into(), "e".into())), Some(&2));
+    }
+
+    #[test]
+    fn process_cpu_time_is_read() {
+        let before = process_cpu_seconds().expect("/proc/self/stat");
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_seconds().expect("again") >= before);
     }
 }

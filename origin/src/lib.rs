@@ -426,6 +426,7 @@ impl Origin {
                     "origin",
                     self.broadcasts.clone(),
                     hls_viewers.clone(),
+                    self.counters.clone(),
                 );
                 strom_edge::AbortOnDrop(strom_token::sync::report_status(link, move || {
                     reporter.report()

@@ -253,6 +253,9 @@ impl PeerAgent {
             cert_sha256 = %self.cert_sha256,
             "peer-agent ready"
         );
+        let server_counters = Arc::new(ServerCounters::default());
+        let hls_viewers = Arc::new(status::HlsViewers::default());
+        let tally = status::EventTally::new(server_counters.clone(), hls_viewers.clone());
         let _register = AbortOnDrop(tokio::spawn(register_loop(
             self.link.clone(),
             me,
@@ -266,6 +269,7 @@ impl PeerAgent {
             swarm.commands.clone(),
             self.counters.clone(),
             swarm.members.clone(),
+            tally,
         )));
         let (events_tx, events) = mpsc::unbounded_channel();
         let (targets_tx, targets) = watch::channel(None::<Target>);
@@ -303,7 +307,6 @@ impl PeerAgent {
             tamper: self.config.tamper,
         };
         let _media = AbortOnDrop(tokio::spawn(media::run(targets.clone(), media_ctx)));
-        let server_counters = Arc::new(ServerCounters::default());
         let _status = AbortOnDrop(tokio::spawn(log_status(
             self.counters.clone(),
             server_counters.clone(),
@@ -327,7 +330,7 @@ impl PeerAgent {
                 port: moqt_addr.port(),
                 cert_sha256: self.cert_sha256.clone(),
             }),
-            hls_viewers: Arc::new(status::HlsViewers::default()),
+            hls_viewers,
             vod: None,
             vod_only: false,
         };
@@ -375,6 +378,9 @@ struct AgentStats {
     upstream_is_edge: bool,
     objects_rejected: u64,
     stalls: u64,
+    /// Viewers here per event, and their players' QoE since the last
+    /// registration.
+    events: Vec<strom_token::sync::EventFigures>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +425,7 @@ async fn register_loop(
     commands: mpsc::UnboundedSender<Command>,
     counters: Arc<AgentCounters>,
     members: watch::Receiver<Members>,
+    mut tally: status::EventTally,
 ) {
     let client = match strom_token::sync::http_client(&link, Duration::from_secs(10)) {
         Ok(c) => c,
@@ -468,6 +475,7 @@ async fn register_loop(
                 upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
                 objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
                 stalls: counters.stalls.load(Ordering::Relaxed),
+                events: tally.figures(),
             },
         };
         let answer = async {

@@ -41,13 +41,18 @@ impl TestControlPlane {
                 .build()
                 .expect("tokio runtime");
             runtime.block_on(async move {
-                let cp = match ControlPlane::load(config, &data_dir).await {
+                let mut cp = match ControlPlane::load(config, &data_dir).await {
                     Ok(cp) => cp,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));
                         return;
                     }
                 };
+                // Pages served here call the API from here (same origin).
+                if let Err(e) = cp.url().and_then(|url| cp.set_public_url(url)) {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                    return;
+                }
                 let ready = cp.url().map_err(|e| e.to_string()).and_then(|url| {
                     let credential = cp.relay_credential("relay-1").map_err(|e| e.to_string())?;
                     let metrics = cp

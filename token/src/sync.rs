@@ -50,6 +50,80 @@ pub struct RelayStatus {
     /// `origin` or `edge`.
     pub role: String,
     pub streams: Vec<StreamStatus>,
+    /// Per event: viewers here now and the players' QoE since the last report.
+    #[serde(default)]
+    pub events: Vec<EventFigures>,
+    /// Bits per second sent to viewers and relays (MoQT and HLS) over the
+    /// last interval.
+    #[serde(default)]
+    pub egress_bps: u64,
+    /// The relay process's CPU use over the last interval, in cores (1.0 =
+    /// one core busy).
+    #[serde(default)]
+    pub cpu_cores: f64,
+}
+
+/// One event at one relay or peer-agent: viewers now, and what its players'
+/// QoE beacons reported since the previous report (sums, so the control
+/// plane can add relays up). No personal data.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventFigures {
+    /// tenant/event.
+    pub event: String,
+    /// Play sessions (MoQT) and HLS players (distinct tokens) now.
+    pub viewers: u64,
+    pub qoe: QoeSums,
+}
+
+/// QoE beacon figures summed over an interval.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QoeSums {
+    pub beacons: u64,
+    pub watch_seconds: f64,
+    pub stall_seconds: f64,
+    pub stalls: u64,
+    /// Sum and number of the latencies to live players reported.
+    pub latency_seconds_sum: f64,
+    pub latency_samples: u64,
+}
+
+impl QoeSums {
+    pub fn add(&mut self, o: &QoeSums) {
+        self.beacons += o.beacons;
+        self.watch_seconds += o.watch_seconds;
+        self.stall_seconds += o.stall_seconds;
+        self.stalls += o.stalls;
+        self.latency_seconds_sum += o.latency_seconds_sum;
+        self.latency_samples += o.latency_samples;
+    }
+
+    /// `self - before` for cumulative totals (a restart counts from zero).
+    pub fn since(&self, before: &QoeSums) -> QoeSums {
+        if self.beacons < before.beacons {
+            return *self;
+        }
+        QoeSums {
+            beacons: self.beacons - before.beacons,
+            watch_seconds: (self.watch_seconds - before.watch_seconds).max(0.0),
+            stall_seconds: (self.stall_seconds - before.stall_seconds).max(0.0),
+            stalls: self.stalls.saturating_sub(before.stalls),
+            latency_seconds_sum: (self.latency_seconds_sum - before.latency_seconds_sum).max(0.0),
+            latency_samples: self.latency_samples.saturating_sub(before.latency_samples),
+        }
+    }
+
+    /// Figures a report may carry: finite, non-negative, within a day of
+    /// watching per beacon.
+    pub fn plausible(&self) -> bool {
+        let fine = |v: f64| v.is_finite() && v >= 0.0;
+        fine(self.watch_seconds)
+            && fine(self.stall_seconds)
+            && fine(self.latency_seconds_sum)
+            && self.watch_seconds <= self.beacons as f64 * 86_400.0
+            && self.stall_seconds <= self.watch_seconds + 1.0
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]

@@ -100,6 +100,10 @@ pub struct AgentStats {
     pub objects_rejected: u64,
     /// Times the agent's parent stalled or vanished and it moved.
     pub stalls: u64,
+    /// Viewers at the agent per event, and their players' QoE since the
+    /// last registration (kept for the dashboard, not in the roster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<super::relay::ReportedEvent>,
 }
 
 /// An agent as the roster and the owners' view show it.
@@ -140,7 +144,7 @@ pub struct RegisterAnswer {
 pub async fn register(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Body(req): Body<RegisterRequest>,
+    Body(mut req): Body<RegisterRequest>,
 ) -> ApiResult<Json<RegisterAnswer>> {
     let claims = relay::relay_claims(&state, &headers)?;
     if claims.is_platform_relay() || claims.sub.starts_with(TICKET_SUBJECT_PREFIX) {
@@ -176,6 +180,11 @@ pub async fn register(
     if req.moqt_port == 0 || req.http_port == 0 {
         return Err(ApiError::bad_request("moqt_port and http_port must be set"));
     }
+    let events = match req.stats.as_mut() {
+        Some(stats) => std::mem::take(&mut stats.events),
+        None => Vec::new(),
+    };
+    super::relay::check_events(&events, Some(&claims.ten))?;
     let repo = state.repo.clone();
     let tenant = claims.ten.clone();
     let peer_id = req.peer_id.clone();
@@ -211,9 +220,11 @@ pub async fn register(
         edge_bps: 0.0,
         peer_bps: 0.0,
     };
-    let roster = state
-        .agents
-        .register(&claims.ten, &site.id, entry, Instant::now());
+    let now = Instant::now();
+    state
+        .dashboard
+        .agent_reported(&claims.ten, &site.id, &entry.peer_id, &events, now);
+    let roster = state.agents.register(&claims.ten, &site.id, entry, now);
     Ok(Json(RegisterAnswer {
         site,
         ticket,

@@ -52,7 +52,8 @@ pub struct LiveStream {
 #[derive(Serialize, ToSchema)]
 pub struct LiveStatus {
     pub streams: Vec<LiveStream>,
-    /// Viewers of all the event's streams.
+    /// Viewers of the event now: play sessions and HLS players at edges and
+    /// peer-agents (as the dashboard counts them).
     pub viewers: u64,
 }
 
@@ -85,7 +86,18 @@ pub async fn live(
                 }
             })
             .collect();
-        let viewers = streams.iter().map(|s| s.viewers).sum();
+        // Viewers as the dashboard counts them (play sessions and HLS
+        // players at edges and peer-agents) while its sample is fresh; the
+        // streams' figures are subscribers at edges (a site's agents count
+        // once there).
+        let subscribers = streams.iter().map(|s| s.viewers).sum();
+        let fresh_after = crate::repo::now().unix_timestamp() - 15;
+        let viewers = st
+            .dashboard
+            .event(&format!("{}/{}", caller.tenant(), event))
+            .now
+            .filter(|s| s.at >= fresh_after)
+            .map_or(subscribers, |s| s.viewers);
         Ok(Json(LiveStatus { streams, viewers }))
     })
     .await

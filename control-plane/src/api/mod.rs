@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod dashboard;
 pub mod events;
 pub mod oidc;
 pub mod pages;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub verifier: Arc<strom_token::Verifier>,
     /// The latest status report of each relay (in memory: it is live data).
     pub relay_status: relay::StatusBoard,
+    /// Events' live dashboards: timelines of viewers, QoE, load, offload.
+    pub dashboard: dashboard::Dashboard,
     /// The peer-agents of each site heard from recently (in memory).
     pub agents: agents::AgentBoard,
 }
@@ -290,6 +293,10 @@ pub fn router(state: Shared) -> Router {
         .merge(participants::routes())
         .merge(relay::routes())
         .merge(agents::routes())
+        .route(
+            "/api/v1/events/{event}/dashboard",
+            get(dashboard::event_dashboard),
+        )
         .merge(oidc::routes())
         .merge(pages::routes())
         .route(
@@ -329,7 +336,7 @@ pub fn router(state: Shared) -> Router {
         participants::import_participants, participants::export_participants, participants::export_participant,
         participants::register, participants::playback_token, participants::attendance,
         participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
-        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, relay::srt_secret, events::live,
+        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, relay::srt_secret, events::live, dashboard::event_dashboard,
         agents::create_agent_credential, agents::register, agents::list_agents,
         oidc::start, oidc::callback,
     ),

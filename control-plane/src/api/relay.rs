@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use strom_token::revocation::RevocationFeed;
 use strom_token::{Action, Claims, KeySet};
 use utoipa::{IntoParams, ToSchema};
@@ -108,6 +108,83 @@ pub struct RelayStatusReport {
     /// `origin` or `edge`.
     pub role: String,
     pub streams: Vec<ReportedStream>,
+    /// Per event: viewers at this relay now, players' QoE since the last report.
+    #[serde(default)]
+    pub events: Vec<ReportedEvent>,
+    /// Bits per second sent to viewers and relays over the last interval.
+    #[serde(default)]
+    pub egress_bps: u64,
+    /// CPU use of the relay process over the last interval, in cores.
+    #[serde(default)]
+    pub cpu_cores: f64,
+}
+
+/// One event at one relay or peer-agent. No personal data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedEvent {
+    /// tenant/event.
+    pub event: String,
+    /// Play sessions and HLS players there now.
+    pub viewers: u64,
+    pub qoe: ReportedQoe,
+}
+
+/// Players' QoE beacons summed over the interval since the last report.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedQoe {
+    pub beacons: u64,
+    pub watch_seconds: f64,
+    pub stall_seconds: f64,
+    pub stalls: u64,
+    pub latency_seconds_sum: f64,
+    pub latency_samples: u64,
+}
+
+impl ReportedQoe {
+    pub fn add(&mut self, o: &ReportedQoe) {
+        self.beacons = self.beacons.saturating_add(o.beacons);
+        self.watch_seconds += o.watch_seconds;
+        self.stall_seconds += o.stall_seconds;
+        self.stalls = self.stalls.saturating_add(o.stalls);
+        self.latency_seconds_sum += o.latency_seconds_sum;
+        self.latency_samples = self.latency_samples.saturating_add(o.latency_samples);
+    }
+}
+
+/// At most this many events per report.
+pub const MAX_REPORTED_EVENTS: usize = 10_000;
+
+/// Checks reported events: `tenant/event` names (of `tenant` when given),
+/// finite non-negative figures that fit the interval.
+pub fn check_events(events: &[ReportedEvent], tenant: Option<&str>) -> ApiResult<()> {
+    if events.len() > MAX_REPORTED_EVENTS {
+        return Err(ApiError::bad_request("at most 10000 events per report"));
+    }
+    for e in events {
+        let mut parts = e.event.split('/');
+        let (Some(t), Some(ev), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ApiError::bad_request("event must be tenant/event"));
+        };
+        if t.is_empty() || ev.is_empty() || e.event.len() > 512 {
+            return Err(ApiError::bad_request("event must be tenant/event"));
+        }
+        if tenant.is_some_and(|tenant| tenant != t) {
+            return Err(ApiError::forbidden("events of another tenant"));
+        }
+        let q = &e.qoe;
+        let fine = |v: f64| v.is_finite() && v >= 0.0;
+        if !(fine(q.watch_seconds) && fine(q.stall_seconds) && fine(q.latency_seconds_sum))
+            || q.watch_seconds > q.beacons as f64 * 86_400.0
+            || q.stall_seconds > q.watch_seconds + 1.0
+            || q.latency_seconds_sum > q.latency_samples as f64 * 3_600.0
+            || e.viewers > 10_000_000
+        {
+            return Err(ApiError::bad_request("implausible QoE figures"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, ToSchema, Clone)]
@@ -120,16 +197,21 @@ pub struct ReportedStream {
 }
 
 /// A relay's last report: when, whether it is an origin, what it carries.
-struct Report {
-    at: std::time::Instant,
-    origin: bool,
-    streams: Vec<ReportedStream>,
+#[derive(Clone)]
+pub struct Report {
+    pub at: std::time::Instant,
+    pub origin: bool,
+    pub streams: Vec<ReportedStream>,
+    pub events: Vec<ReportedEvent>,
+    pub egress_bps: u64,
+    pub cpu_cores: f64,
 }
 
-/// What relays last reported, by relay id.
+/// What relays last reported, by relay id and role (an origin and an edge
+/// may share a credential).
 #[derive(Default)]
 pub struct StatusBoard {
-    reports: std::sync::Mutex<std::collections::HashMap<String, Report>>,
+    reports: std::sync::Mutex<std::collections::HashMap<(String, bool), Report>>,
 }
 
 /// One stream as the relays see it.
@@ -143,20 +225,26 @@ pub struct StreamLive {
 }
 
 impl StatusBoard {
-    fn put(&self, relay: &str, origin: bool, streams: Vec<ReportedStream>) {
+    fn put(&self, relay: &str, report: Report) {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+        let now = report.at;
         reports.retain(|_, r| now.duration_since(r.at) < STATUS_STALE);
-        if reports.len() < MAX_RELAYS || reports.contains_key(relay) {
-            reports.insert(
-                relay.to_owned(),
-                Report {
-                    at: now,
-                    origin,
-                    streams,
-                },
-            );
+        let key = (relay.to_owned(), report.origin);
+        if reports.len() < MAX_RELAYS || reports.contains_key(&key) {
+            reports.insert(key, report);
         }
+    }
+
+    /// The reports of the last seconds, by relay id (edges and origins).
+    pub fn current(&self, now: std::time::Instant) -> Vec<(String, Report)> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Report)> = reports
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.at) < STATUS_STALE)
+            .map(|((id, _), r)| (id.clone(), r.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The current figures of `namespace` (tenant/event/stream).
@@ -206,7 +294,27 @@ pub async fn status(
             "at most 10000 streams, each with a namespace of 1 to 4096 bytes",
         ));
     }
-    state.relay_status.put(&claims.sub, origin, req.streams);
+    check_events(&req.events, None)?;
+    if !(req.cpu_cores.is_finite() && (0.0..=4096.0).contains(&req.cpu_cores)) {
+        return Err(ApiError::bad_request("cpu_cores must be 0 to 4096"));
+    }
+    let now = std::time::Instant::now();
+    if !origin {
+        state
+            .dashboard
+            .relay_reported(&claims.sub, &req.events, now);
+    }
+    state.relay_status.put(
+        &claims.sub,
+        Report {
+            at: now,
+            origin,
+            streams: req.streams,
+            events: req.events,
+            egress_bps: req.egress_bps,
+            cpu_cores: req.cpu_cores,
+        },
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -337,13 +445,38 @@ mod tests {
         }
     }
 
+    fn put(board: &StatusBoard, relay: &str, origin: bool, streams: Vec<ReportedStream>) {
+        board.put(
+            relay,
+            Report {
+                at: std::time::Instant::now(),
+                origin,
+                streams,
+                events: vec![],
+                egress_bps: 0,
+                cpu_cores: 0.0,
+            },
+        );
+    }
+
     #[test]
     fn live_from_origins_viewers_summed_over_edges_stale_reports_ignored() {
         let board = StatusBoard::default();
         assert_eq!(board.stream("t/e/main"), StreamLive::default());
-        board.put("origin-1", true, vec![stream("t/e/main", 2_500_000, 3)]);
-        board.put("edge-a", false, vec![stream("t/e/main", 2_400_000, 40)]);
-        board.put(
+        put(
+            &board,
+            "origin-1",
+            true,
+            vec![stream("t/e/main", 2_500_000, 3)],
+        );
+        put(
+            &board,
+            "edge-a",
+            false,
+            vec![stream("t/e/main", 2_400_000, 40)],
+        );
+        put(
+            &board,
             "edge-b",
             false,
             vec![stream("t/e/main", 2_400_000, 2), stream("t/e/other", 1, 7)],
@@ -357,18 +490,72 @@ mod tests {
             }
         );
         // An edge's newer report replaces its older one.
-        board.put("edge-a", false, vec![stream("t/e/main", 2_400_000, 10)]);
+        put(
+            &board,
+            "edge-a",
+            false,
+            vec![stream("t/e/main", 2_400_000, 10)],
+        );
         assert_eq!(board.stream("t/e/main").viewers, 12);
         // A relay gone quiet stops counting.
         board
             .reports
             .lock()
             .unwrap()
-            .get_mut("origin-1")
+            .get_mut(&("origin-1".to_owned(), true))
             .unwrap()
             .at -= STATUS_STALE;
         let figures = board.stream("t/e/main");
         assert!(!figures.live);
         assert_eq!(figures.ingest_bps, 0);
+        // An origin and an edge sharing a credential do not replace each other.
+        put(&board, "relay-1", true, vec![stream("t/e/x", 1_000, 0)]);
+        put(&board, "relay-1", false, vec![stream("t/e/x", 1_000, 5)]);
+        assert_eq!(
+            board.stream("t/e/x"),
+            StreamLive {
+                live: true,
+                ingest_bps: 1_000,
+                viewers: 5
+            }
+        );
+    }
+
+    #[test]
+    fn reported_events_are_checked() {
+        let ok = ReportedEvent {
+            event: "t/e".into(),
+            viewers: 3,
+            qoe: ReportedQoe {
+                beacons: 2,
+                watch_seconds: 20.0,
+                stall_seconds: 0.5,
+                stalls: 1,
+                latency_seconds_sum: 1.0,
+                latency_samples: 2,
+            },
+        };
+        assert!(check_events(std::slice::from_ref(&ok), Some("t")).is_ok());
+        assert!(check_events(std::slice::from_ref(&ok), None).is_ok());
+        let bad = |f: fn(&mut ReportedEvent)| {
+            let mut e = ok.clone();
+            f(&mut e);
+            check_events(&[e], Some("t")).is_err()
+        };
+        assert!(bad(|e| e.event = "u/e".into()), "another tenant's event");
+        assert!(bad(|e| e.event = "t".into()));
+        assert!(bad(|e| e.event = "t/e/s".into()));
+        assert!(bad(|e| e.event = "/e".into()));
+        assert!(bad(|e| e.qoe.watch_seconds = f64::NAN));
+        assert!(bad(|e| e.qoe.stall_seconds = -1.0));
+        assert!(
+            bad(|e| e.qoe.stall_seconds = 30.0),
+            "stalled longer than watched"
+        );
+        assert!(
+            bad(|e| e.qoe.watch_seconds = 1e9),
+            "more than a day per beacon"
+        );
+        assert!(bad(|e| e.qoe.latency_seconds_sum = 1e9));
     }
 }

@@ -1,12 +1,14 @@
 // /admin: event managers create events and streams (push URL and key with
 // copy buttons, OBS hints), import and export participants (CSV), see whether
-// the broadcaster is live with viewer count and bitrate, preview the stream,
+// the broadcaster is live with viewer count and bitrate, watch the event's
+// live dashboard (viewers, QoE, edges, sites' offload), preview the stream,
 // copy the embed snippet; owners also manage staff accounts and roles.
 // Routes live in the fragment: #/ (events), #/events/<id>, #/users.
 
 import { api, ApiError, logout, session, Session } from './api';
 import { app, copyButton, field, h, notice, show, values } from './dom';
 import { mountPlayer, unmountPlayer } from './watch';
+import { pollDashboard } from './dashboard';
 
 interface FieldDto { name: string; label: string; kind: string; options: string[]; required: boolean }
 interface EventDto {
@@ -190,6 +192,7 @@ async function eventPage(id: string): Promise<void> {
   const portal = `${location.origin}/e/${me.tenant}/${ev.id}`;
   const snippet = `<iframe src="${location.origin}/embed/${me.tenant}/${ev.id}" width="960" height="540" allow="autoplay; fullscreen; encrypted-media" allowfullscreen style="border:0"></iframe>`;
   const live = h('section', { class: 'card', id: 'live' }, h('h2', {}, 'Live'), h('p', {}, 'Checking…'));
+  const dashboard = h('section', { class: 'card', id: 'dashboard' });
   const streams = h('section', { class: 'card', id: 'streams' });
   const participants = h('section', { class: 'card', id: 'participants' });
   const preview = h('div', { id: 'player', class: 'stage preview' });
@@ -204,6 +207,7 @@ async function eventPage(id: string): Promise<void> {
       h('div', { class: 'copyline' }, h('span', {}, 'Embed the player (participants must be logged in to the event page)'), h('code', { id: 'embed-snippet' }, snippet), copyButton(() => snippet)),
     ),
     live,
+    dashboard,
     streams,
     h('section', { class: 'card' }, h('h2', {}, 'Preview'), preview),
     participants,
@@ -211,7 +215,12 @@ async function eventPage(id: string): Promise<void> {
   );
   renderStreams(streams, ev, manager);
   renderParticipants(participants, ev, manager);
-  stopLive = pollLive(live, ev);
+  const stopStatus = pollLive(live, ev);
+  const stopDashboard = pollDashboard(dashboard, ev.id);
+  stopLive = () => {
+    stopStatus();
+    stopDashboard();
+  };
   if (!ev.ended_at) mountPlayer(preview, { tenant: me.tenant, event: ev.id, session: me });
 }
 
@@ -241,7 +250,7 @@ function pollLive(el: HTMLElement, ev: EventDto): () => void {
           ? h(
               'table',
               {},
-              h('thead', {}, h('tr', {}, h('th', {}, 'Stream'), h('th', {}, 'Broadcaster'), h('th', {}, 'Ingest'), h('th', {}, 'Viewers'))),
+              h('thead', {}, h('tr', {}, h('th', {}, 'Stream'), h('th', {}, 'Broadcaster'), h('th', {}, 'Ingest'), h('th', {}, 'Subscribers at edges'))),
               h(
                 'tbody',
                 {},
