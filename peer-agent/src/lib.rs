@@ -315,6 +315,7 @@ impl PeerAgent {
         )));
         let metrics_counters = self.counters.clone();
         let metrics_members = swarm.members.clone();
+        let metrics_site = registration.clone();
         let state = http::HttpState {
             role: "agent",
             broadcasts: self.broadcasts.clone(),
@@ -322,7 +323,15 @@ impl PeerAgent {
             part_target: self.config.hls_part_target_secs,
             window: self.config.hls_window,
             extra_metrics: Some(Arc::new(move || {
-                metrics_text(&metrics_counters, metrics_members.borrow().len())
+                let site = metrics_site
+                    .borrow()
+                    .as_ref()
+                    .map(|r| (r.tenant.clone(), r.site.clone()));
+                metrics_text(
+                    &metrics_counters,
+                    metrics_members.borrow().len(),
+                    site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+                )
             })),
             access: Some(self.access.clone()),
             secure_cookies: self.http_tls.is_some(),
@@ -687,8 +696,13 @@ async fn log_status(
     }
 }
 
-/// Prometheus text for the agent's own counters (P2P-6).
-pub fn metrics_text(c: &AgentCounters, peers: usize) -> String {
+/// Prometheus text for the agent's own counters (P2P-6), labelled with
+/// the tenant and site ids once the control plane has placed the agent.
+pub fn metrics_text(c: &AgentCounters, peers: usize, site: Option<(&str, &str)>) -> String {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let labels = site
+        .map(|(t, s)| format!("{{tenant=\"{}\",site=\"{}\"}}", esc(t), esc(s)))
+        .unwrap_or_default();
     let edge = c.bytes_from_edge.load(Ordering::Relaxed);
     let peer = c.bytes_from_peers.load(Ordering::Relaxed);
     let offload = if edge + peer == 0 {
@@ -699,7 +713,7 @@ pub fn metrics_text(c: &AgentCounters, peers: usize) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, value: String| {
         out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
         ));
     };
     family(

@@ -316,6 +316,43 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
         "timelines drawn"
     );
     assert!(api["timeline"].as_array().unwrap().len() >= 3);
+    // Each running agent's own /metrics (scraped in its namespace): valid,
+    // labelled with its site, its viewer counted, most media from peers.
+    let site_id = sites[0]["site"].as_str().unwrap();
+    let mut offloads = Vec::new();
+    for a in &agents {
+        let host = &net.sites[0].hosts[a.host];
+        let out = host
+            .command(std::path::Path::new("curl"))
+            .args(["-sf", "http://127.0.0.1:8443/metrics"])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        strom_tests::prometheus::check(&text)
+            .unwrap_or_else(|e| panic!("agent {} /metrics: {e}\n{text}", a.host));
+        assert!(
+            text.contains(&format!(
+                "strom_viewer_sessions{{role=\"agent\",tenant=\"{}\",event=\"{}\"}} 1",
+                tenant.id, event.id
+            )),
+            "agent {} counts its viewer: {text}",
+            a.host
+        );
+        let offload_line = format!(
+            "strom_agent_offload_ratio{{tenant=\"{}\",site=\"{site_id}\"}} ",
+            tenant.id
+        );
+        let offload: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&offload_line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("agent {} offload with its site: {text}", a.host));
+        offloads.push(offload);
+    }
+    assert!(
+        offloads.iter().filter(|o| **o > 0.9).count() >= 2,
+        "two of three agents get their media from peers: {offloads:?}"
+    );
     // No person in what the dashboard says.
     let text = api.to_string();
     assert!(!text.contains(email) && !text.contains(&user.id), "{text}");

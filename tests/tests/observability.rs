@@ -50,6 +50,7 @@ fn agent_metrics() -> String {
     text.push_str(&strom_peer_agent::metrics_text(
         &strom_peer_agent::media::AgentCounters::default(),
         0,
+        Some(("acme", "s_hq")),
     ));
     text
 }
