@@ -451,6 +451,7 @@ async fn register_loop(
         }
     };
     let mut every;
+    let mut undelivered: Vec<strom_token::sync::EventFigures> = Vec::new();
     loop {
         let listen: Vec<Multiaddr> = listening.borrow().clone();
         let addrs: Vec<String> = if p2p_listen.ip().is_unspecified() {
@@ -467,6 +468,7 @@ async fn register_loop(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
+        let carried = !undelivered.is_empty();
         let body = RegisterRequest {
             peer_id: me.to_string(),
             addrs,
@@ -484,7 +486,10 @@ async fn register_loop(
                 upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
                 objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
                 stalls: counters.stalls.load(Ordering::Relaxed),
-                events: tally.figures(),
+                events: strom_token::sync::EventFigures::merge(
+                    std::mem::take(&mut undelivered),
+                    tally.figures(),
+                ),
             },
         };
         let answer = async {
@@ -546,6 +551,11 @@ async fn register_loop(
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "registration with the control plane failed");
+                // The QoE sums go with the next registration, once (figures
+                // the control plane refused must not block registering).
+                if !carried {
+                    undelivered = body.stats.events;
+                }
                 every = Duration::from_secs(2);
             }
         }

@@ -76,6 +76,21 @@ pub struct EventFigures {
     pub qoe: QoeSums,
 }
 
+impl EventFigures {
+    /// Folds figures not yet delivered (`older`) into the newest ones:
+    /// viewers are the newest count, QoE sums add up.
+    pub fn merge(older: Vec<EventFigures>, newer: Vec<EventFigures>) -> Vec<EventFigures> {
+        let mut out = newer;
+        for old in older {
+            match out.iter_mut().find(|e| e.event == old.event) {
+                Some(e) => e.qoe.add(&old.qoe),
+                None => out.push(EventFigures { viewers: 0, ..old }),
+            }
+        }
+        out
+    }
+}
+
 /// QoE beacon figures summed over an interval.
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -403,4 +418,28 @@ async fn fetch_revocations(
         .await?
         .error_for_status()?;
     Ok(response.json().await?)
+}
+
+#[cfg(test)]
+mod figures_tests {
+    use super::*;
+
+    #[test]
+    fn undelivered_qoe_is_carried_into_the_next_report() {
+        let qoe = |beacons: u64| QoeSums {
+            beacons,
+            watch_seconds: 10.0 * beacons as f64,
+            ..QoeSums::default()
+        };
+        let fig = |event: &str, viewers: u64, beacons: u64| EventFigures {
+            event: event.into(),
+            viewers,
+            qoe: qoe(beacons),
+        };
+        let merged = EventFigures::merge(
+            vec![fig("t/a", 5, 2), fig("t/gone", 3, 1)],
+            vec![fig("t/a", 4, 1)],
+        );
+        assert_eq!(merged, vec![fig("t/a", 4, 3), fig("t/gone", 0, 1)]);
+    }
 }
