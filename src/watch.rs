@@ -221,6 +221,19 @@ pub fn trust_from(cert_sha256: Option<&str>, ca: Option<PathBuf>) -> anyhow::Res
     })
 }
 
+/// Whether the upstream refused `track` for want of a valid token
+/// (REQUEST_ERROR UNAUTHORIZED, MALFORMED_AUTH_TOKEN, EXPIRED_AUTH_TOKEN).
+async fn refused_access(track: &strom_edge::cache::TrackCache) -> bool {
+    use moq_transport::message::RequestErrorCode as Code;
+    matches!(
+        track.upstream_answer(Duration::ZERO).await,
+        strom_edge::cache::UpstreamState::Refused(moq_transport::serve::ServeError::Closed(code))
+            if [Code::Unauthorized, Code::MalformedAuthToken, Code::ExpiredAuthToken]
+                .iter()
+                .any(|c| *c as u64 == code)
+    )
+}
+
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let namespace = Namespace::parse(&options.namespace)?;
     let (session, subscriber) =
@@ -237,14 +250,29 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let deadline = options.duration.map(|d| Instant::now() + d);
     let work = async {
         // The catalog tells which tracks exist and how to initialise a decoder.
-        let catalog_track = broadcast.track("catalog").context("catalog track")?;
-        let mut catalog_reader = catalog_track.reader_from_newest();
-        let first = tokio::time::timeout(Duration::from_secs(10), catalog_reader.next())
-            .await
-            .context("no catalog within 10 s: is the broadcast live?")?;
-        if first.is_none() {
-            bail!("the catalog track ended before delivering anything");
-        }
+        // A relay that has not learnt of the broadcast yet (it went live a
+        // moment ago, or the relay has just started) refuses the catalog:
+        // ask again, as a player would, for up to 10 s.
+        const WAIT_FOR_CATALOG: Duration = Duration::from_secs(10);
+        let asked = Instant::now();
+        let catalog_track = loop {
+            let track = broadcast.track("catalog").context("catalog track")?;
+            let mut reader = track.reader_from_newest();
+            let left = WAIT_FOR_CATALOG.saturating_sub(asked.elapsed());
+            match tokio::time::timeout(left, reader.next()).await {
+                Err(_) => bail!("no catalog within 10 s: is the broadcast live?"),
+                Ok(Some(_)) => break track,
+                // Refused for the token: asking again will not help.
+                Ok(None) if refused_access(&track).await => {
+                    bail!("the relay refused the catalog: the token does not allow this broadcast")
+                }
+                Ok(None) if asked.elapsed() + Duration::from_millis(500) < WAIT_FOR_CATALOG => {
+                    eprintln!("the catalog is not there yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(None) => bail!("the catalog track ended before delivering anything"),
+            }
+        };
         let catalog = CatalogView::latest(&catalog_track).context("the catalog does not parse")?;
         let names = catalog.media_tracks();
         if names.is_empty() {
