@@ -297,12 +297,14 @@ impl Demuxer {
         let Some(codec) = self.streams.get(&pid).copied() else {
             return;
         };
-        match parse_pes(&a.data) {
+        let mut data = a.data;
+        if let Some(e) = a.expected {
+            data.truncate(e);
+        }
+        // Parsed within the length the PES header gave (F14): a length that
+        // ends inside the header itself makes a bad PES, not a panic.
+        match parse_pes(&data) {
             Some((pts, dts, start)) => {
-                let mut data = a.data;
-                if let Some(e) = a.expected {
-                    data.truncate(e);
-                }
                 let data = Bytes::from(data).slice(start..);
                 if !data.is_empty() {
                     out.push(EsFrame {

@@ -121,6 +121,64 @@ fn top_boxes(data: &[u8]) -> Result<Vec<TopBox>, CmafError> {
     Ok(out)
 }
 
+/// Refuses an `sgpd` box (sample group descriptions) that claims more
+/// entries than it has bytes, anywhere in `body` (the body of a `moov` or
+/// `moof`). mp4-atom 0.17 decodes `entry_count` entries one by one even when
+/// they take no bytes (a version-0 entry of an unknown grouping type takes
+/// the rest of the box, the next ones nothing): a box of a few bytes claiming
+/// 2^32 entries allocated until the process died. mp4-atom decodes unknown
+/// children of many boxes (`stbl`, `traf`, `stsd`, sample entries…) as any
+/// box, so every `sgpd` header that fits in `body` is checked, wherever it
+/// sits; every real entry takes at least one byte.
+fn check_sample_groups(body: &[u8]) -> Result<(), CmafError> {
+    let mut from = 4;
+    while let Some(found) = body
+        .get(from..)
+        .and_then(|b| b.windows(4).position(|w| w == b"sgpd"))
+    {
+        let kind = from + found;
+        from = kind + 1;
+        let start = kind - 4;
+        let size = u32::from_be_bytes([
+            body[start],
+            body[start + 1],
+            body[start + 2],
+            body[start + 3],
+        ]);
+        // A box header: 32-bit size, 0 = to the end, 1 = a 64-bit size follows.
+        let (inner_start, end) = match size {
+            0 => (kind + 4, Some(body.len())),
+            1 => match body.get(kind + 4..kind + 12) {
+                Some(b) => (
+                    kind + 12,
+                    usize::try_from(u64::from_be_bytes(b.try_into().unwrap_or_default()))
+                        .ok()
+                        .and_then(|n| start.checked_add(n)),
+                ),
+                None => continue,
+            },
+            n => (kind + 4, start.checked_add(n as usize)),
+        };
+        let Some(inner) = end.and_then(|end| body.get(inner_start..end)) else {
+            continue;
+        };
+        // version(1) flags(3) grouping_type(4) [default_length(4)]
+        // [default_group_description_index(4)] entry_count(4)
+        let Some(&version) = inner.first() else {
+            continue;
+        };
+        let at = 8 + 4 * usize::from(version.min(2));
+        let Some(count) = inner.get(at..at + 4) else {
+            continue;
+        };
+        let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+        if count > (inner.len() - at - 4).max(1) {
+            return Err(CmafError::Layout("sgpd claims more entries than it holds"));
+        }
+    }
+    Ok(())
+}
+
 fn parse_prft(body: &[u8]) -> Result<PrftInfo, CmafError> {
     let be32 = |i: usize| -> Result<u32, CmafError> {
         body.get(i..i + 4)
@@ -158,6 +216,7 @@ pub fn parse_chunk(data: &[u8]) -> Result<ChunkInfo, CmafError> {
         match &b.kind {
             b"prft" if prft.is_none() => prft = Some(parse_prft(&data[b.body..b.end])?),
             b"moof" if moof.is_none() => {
+                check_sample_groups(&data[b.body..b.end])?;
                 let m = Moof::decode(&mut &data[b.start..b.end])?;
                 moof = Some((m, b.start));
             }
@@ -258,7 +317,10 @@ pub fn parse_init(data: &[u8]) -> Result<InitInfo, CmafError> {
     for b in top_boxes(data)? {
         match &b.kind {
             b"ftyp" => ftyp = Some(mp4_atom::Ftyp::decode(&mut &data[b.start..b.end])?),
-            b"moov" => moov = Some(Moov::decode(&mut &data[b.start..b.end])?),
+            b"moov" => {
+                check_sample_groups(&data[b.body..b.end])?;
+                moov = Some(Moov::decode(&mut &data[b.start..b.end])?)
+            }
             _ => {}
         }
     }

@@ -174,6 +174,57 @@ fn chunk_errors() {
     ));
 }
 
+/// A box of `kind` around `body`.
+fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut b = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    b.extend_from_slice(kind);
+    b.extend_from_slice(body);
+    b
+}
+
+/// Found by the `cmaf_parse` fuzz target: an `sgpd` of a few bytes claiming
+/// 2^32 - 1 entries made mp4-atom allocate until the process died, in an
+/// init segment (moov) and in a chunk (moof/traf, which every edge parses).
+#[test]
+fn a_sample_group_box_claiming_more_entries_than_bytes_is_refused() {
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(b"abcd");
+    body.extend_from_slice(&u32::MAX.to_be_bytes());
+    body.push(b'x');
+    let sgpd = mp4_box(b"sgpd", &body);
+    let init = mp4_box(b"moov", &mp4_box(b"trak", &mp4_box(b"mdia", &sgpd)));
+    assert!(matches!(parse_init(&init), Err(CmafError::Layout(_))));
+    let mut chunk = mp4_box(b"moof", &mp4_box(b"traf", &sgpd));
+    chunk.extend_from_slice(&mp4_box(b"mdat", b"x"));
+    assert!(matches!(parse_chunk(&chunk), Err(CmafError::Layout(_))));
+    // Found next: a malformed box after the sgpd (here a size past the end)
+    // must not hide it, since mp4-atom decodes the boxes in order.
+    let mut moov_body = sgpd.clone();
+    moov_body.extend_from_slice(&[0, 0, 1, 0, b'f', b'r', b'e', b'e']);
+    assert!(matches!(
+        parse_init(&mp4_box(b"moov", &moov_body)),
+        Err(CmafError::Layout(_))
+    ));
+    // Found next (moqt_data, through `object_meta`): mp4-atom decodes the
+    // children of an `stsd` as any box, so an sgpd hides there too.
+    let mut stsd_body = vec![0, 0, 0, 0, 0, 0, 0, 1];
+    stsd_body.extend_from_slice(&sgpd);
+    let mut chunk = mp4_box(b"moof", &mp4_box(b"stsd", &stsd_body));
+    chunk.extend_from_slice(&mp4_box(b"mdat", b"x"));
+    assert!(matches!(parse_chunk(&chunk), Err(CmafError::Layout(_))));
+    // One entry in a version-1 box with a default length still parses as far as mp4-atom goes.
+    let mut body = vec![1, 0, 0, 0];
+    body.extend_from_slice(b"abcd");
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.push(b'x');
+    let init = mp4_box(b"moov", &mp4_box(b"sgpd", &body));
+    assert!(matches!(
+        parse_init(&init),
+        Err(CmafError::Mp4(_)) | Err(CmafError::MissingBox(_))
+    ));
+}
+
 fn arb_sample() -> impl Strategy<Value = Sample> {
     (
         1u32..100_000,

@@ -381,6 +381,28 @@ fn hevc_parameter_set_change_is_announced_again() {
     assert_eq!(ingest.stats().bad_frames, 1);
 }
 
+/// F14: a PES whose PES_packet_length (1..=7) ends before its own header
+/// (here 9 + 5 bytes with the PTS) is a bad PES, not a panic, and the stream
+/// goes on.
+#[test]
+fn a_pes_length_shorter_than_its_header_is_a_bad_pes() {
+    let mut m = Mux::new();
+    m.tables_with(0x1B);
+    let mut short = vec![0, 0, 1, 0xC0, 0x00, 0x01, 0x80, 0x80, 5];
+    short.extend_from_slice(&ts_stamp(2, 90_000));
+    short.extend_from_slice(&adts(100));
+    m.packets(AUDIO_PID, &short);
+    m.pes(AUDIO_PID, 90_000 + 1920, None, &adts(100));
+    let mut demux = Demuxer::new();
+    let mut out = Vec::new();
+    demux.push(&m.out, &mut out).expect("demuxes");
+    demux.flush(&mut out);
+    assert_eq!(demux.stats.bad_pes, 1);
+    assert_eq!(out.len(), 1, "the next PES still comes out");
+    assert_eq!((out[0].pid, out[0].pts), (AUDIO_PID, 90_000 + 1920));
+    assert_eq!(&out[0].data[..], &adts(100)[..]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     /// Hostile bytes (a valid stream, mutated) never panic.
