@@ -89,6 +89,25 @@ pub struct Claims {
     #[serde(with = "time::serde::rfc3339")]
     pub exp: OffsetDateTime,
     pub jti: String,
+    /// What an operator's relay credential is for: an origin's may fetch
+    /// the SRT secrets and register media keys, an edge's may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rol: Option<RelayRole>,
+    /// The credential this token was minted on the strength of (a
+    /// peer-agent's ticket names the agent credential it registered with):
+    /// revoking that credential's subject revokes this token too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// The kind of an operator's relay (a platform relay credential's `rol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayRole {
+    /// Takes encoders' pushes: needs the SRT secrets and a media key.
+    Origin,
+    /// Serves viewers and lower tiers.
+    Edge,
 }
 
 impl Claims {
@@ -104,6 +123,13 @@ impl Claims {
     /// Whether this is a relay credential of the operator's own infrastructure.
     pub fn is_platform_relay(&self) -> bool {
         self.act == Action::Relay && self.ten == PLATFORM_TENANT
+    }
+
+    /// The role of an operator's relay credential; credentials minted
+    /// before roles existed count as edges (the lesser scope).
+    pub fn relay_role(&self) -> Option<RelayRole> {
+        self.is_platform_relay()
+            .then(|| self.rol.unwrap_or(RelayRole::Edge))
     }
 
     /// Whether this token allows `action` on the namespace `parts`
@@ -132,6 +158,10 @@ pub struct Grant {
     pub lifetime_secs: i64,
     /// Hard end, e.g. the event's end plus grace.
     pub not_after: Option<OffsetDateTime>,
+    /// An operator relay credential's role (claim `rol`).
+    pub role: Option<RelayRole>,
+    /// The credential this token derives from (claim `via`).
+    pub via: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -229,6 +259,8 @@ impl SigningKey {
             nbf: now - time::Duration::seconds(CLOCK_SKEW_SECS),
             exp,
             jti: random_id(),
+            rol: grant.role,
+            via: grant.via.clone(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Mint(e.to_string()))?;
         let footer = serde_json::to_vec(&Footer {
@@ -458,6 +490,8 @@ mod tests {
             action,
             lifetime_secs: 300,
             not_after: None,
+            role: None,
+            via: None,
         }
     }
 

@@ -37,7 +37,21 @@ pub struct Revocation {
     /// Tokens issued before this moment are revoked.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_before: OffsetDateTime,
+    /// No token this entry revokes is valid after this moment (the longest
+    /// lifetime such a token can have); then the entry can be forgotten.
+    /// Absent in older entries: the longest lifetime of the kind applies.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub keep_until: Option<OffsetDateTime>,
 }
+
+/// How long an `event-deleted` entry is kept: relays delete what they keep
+/// of the event (an origin its recordings) when they read it, so a relay
+/// that was away for years still learns of it.
+pub const EVENT_DELETED_KEEP_SECS: i64 = 3660 * 24 * 3600;
 
 impl Revocation {
     pub fn revokes(&self, claims: &Claims) -> bool {
@@ -45,7 +59,11 @@ impl Revocation {
             return false;
         }
         match self.kind {
-            RevocationKind::Subject => claims.sub == self.id,
+            // A credential's subject, and every token minted on its
+            // strength (an agent's tickets name their credential in `via`).
+            RevocationKind::Subject => {
+                claims.sub == self.id || claims.via.as_deref() == Some(self.id.as_str())
+            }
             RevocationKind::Event | RevocationKind::EventDeleted => claims.evt == self.id,
             RevocationKind::Stream => claims
                 .str
@@ -56,15 +74,57 @@ impl Revocation {
     }
 
     /// When no token this entry could revoke can still be valid.
-    fn obsolete_at(&self) -> OffsetDateTime {
+    pub fn obsolete_at(&self) -> OffsetDateTime {
+        if self.kind == RevocationKind::EventDeleted {
+            return self.issued_before + time::Duration::seconds(EVENT_DELETED_KEEP_SECS);
+        }
+        let skew = time::Duration::seconds(crate::CLOCK_SKEW_SECS);
+        if let Some(until) = self.keep_until {
+            return until + skew;
+        }
         let keep = match self.kind {
             RevocationKind::Token | RevocationKind::Subject => MAX_RELAY_SECS,
             RevocationKind::Event | RevocationKind::EventDeleted | RevocationKind::Stream => {
                 MAX_PUBLISH_SECS
             }
         };
-        self.issued_before + time::Duration::seconds(keep + crate::CLOCK_SKEW_SECS)
+        self.issued_before + time::Duration::seconds(keep) + skew
     }
+
+    /// Whether `later` makes this entry unnecessary: same target, and it
+    /// revokes at least every token this one does.
+    pub fn superseded_by(&self, later: &Revocation) -> bool {
+        self.kind == later.kind
+            && self.tenant == later.tenant
+            && self.id == later.id
+            && later.issued_before >= self.issued_before
+            && later.obsolete_at() >= self.obsolete_at()
+    }
+}
+
+/// The entries of a revocation log worth keeping at `now`: those that can
+/// still match a valid token and that no later entry covers. What a control
+/// plane compacts its log to, so a relay starting after a year reads only
+/// what still matters.
+pub fn compact(entries: &[Revocation], now: OffsetDateTime) -> Vec<&Revocation> {
+    let mut newest: HashMap<(RevocationKind, &str, &str), &Revocation> = HashMap::new();
+    for e in entries {
+        let k = (e.kind, e.tenant.as_str(), e.id.as_str());
+        match newest.get(&k) {
+            Some(held) if !held.superseded_by(e) => {}
+            _ => {
+                newest.insert(k, e);
+            }
+        }
+    }
+    entries
+        .iter()
+        .filter(|e| e.obsolete_at() > now)
+        .filter(|e| {
+            let k = (e.kind, e.tenant.as_str(), e.id.as_str());
+            newest.get(&k).is_none_or(|n| std::ptr::eq(*n, *e) || !e.superseded_by(n))
+        })
+        .collect()
 }
 
 /// One page of the revocation log as the control plane serves it.
@@ -78,6 +138,10 @@ pub struct RevocationFeed {
     /// restored): the entries are the full list, replace what you hold.
     #[serde(default)]
     pub reset: bool,
+    /// The page is full: more entries follow after `seq` (which is then the
+    /// last entry's position); ask again at once.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// The revocations a verifier holds.
@@ -112,6 +176,7 @@ impl Revocations {
     pub fn revokes(&self, claims: &Claims) -> bool {
         let candidates = [
             (RevocationKind::Subject, claims.sub.clone()),
+            (RevocationKind::Subject, claims.via.clone().unwrap_or_default()),
             (RevocationKind::Event, claims.evt.clone()),
             (RevocationKind::EventDeleted, claims.evt.clone()),
             (RevocationKind::Token, claims.jti.clone()),
@@ -178,6 +243,8 @@ mod tests {
             action: Action::Play,
             lifetime_secs: 300,
             not_after: None,
+            role: None,
+            via: None,
         };
         key.mint(&grant, now).unwrap().1
     }
@@ -195,6 +262,7 @@ mod tests {
             tenant: tenant.into(),
             id: id.into(),
             issued_before: at,
+            keep_until: None,
         }
     }
 
@@ -214,6 +282,7 @@ mod tests {
                 seq: 1,
                 entries: vec![entry(1, kind, "t1", id, later)],
                 reset: false,
+                more: false,
             });
             assert!(r.revokes(&c), "{kind:?}");
             let mut other_tenant = Revocations::default();
@@ -221,6 +290,7 @@ mod tests {
                 seq: 1,
                 entries: vec![entry(1, kind, "t2", id, later)],
                 reset: false,
+                more: false,
             });
             assert!(!other_tenant.revokes(&c), "{kind:?} other tenant");
             let mut before = Revocations::default();
@@ -228,6 +298,7 @@ mod tests {
                 seq: 1,
                 entries: vec![entry(1, kind, "t1", id, now)],
                 reset: false,
+                more: false,
             });
             assert!(
                 !before.revokes(&c),
@@ -245,7 +316,8 @@ mod tests {
             r.apply(&RevocationFeed {
                 seq: 1,
                 entries: vec![e1.clone()],
-                reset: false
+                reset: false,
+                more: false,
             })
             .len(),
             1
@@ -254,7 +326,8 @@ mod tests {
             r.apply(&RevocationFeed {
                 seq: 1,
                 entries: vec![e1],
-                reset: false
+                reset: false,
+                more: false,
             })
             .len(),
             0
@@ -264,6 +337,7 @@ mod tests {
             seq: 5,
             entries: vec![],
             reset: true,
+            more: false,
         });
         assert!(r.is_empty());
         assert_eq!(r.seq(), 5);
@@ -281,8 +355,47 @@ mod tests {
                 entry(2, RevocationKind::Event, "t1", "e2", now),
             ],
             reset: false,
+            more: false,
         });
         r.prune(now);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn revoking_a_credential_revokes_what_was_minted_from_it() {
+        let now = OffsetDateTime::now_utc();
+        let mut ticket = claims(now);
+        ticket.sub = "agent:s_hq:peer".into();
+        ticket.via = Some("ag_cred".into());
+        let mut r = Revocations::default();
+        r.apply(&RevocationFeed {
+            seq: 1,
+            entries: vec![entry(1, RevocationKind::Subject, "t1", "ag_cred", now + time::Duration::seconds(1))],
+            ..Default::default()
+        });
+        assert!(r.revokes(&ticket));
+        ticket.via = Some("ag_other".into());
+        assert!(!r.revokes(&ticket));
+    }
+
+    #[test]
+    fn compaction_keeps_what_can_still_match_and_drops_what_is_covered() {
+        let now = OffsetDateTime::now_utc();
+        let year = time::Duration::days(365);
+        let mut old = entry(1, RevocationKind::Subject, "t1", "p_old", now - year - year);
+        old.keep_until = Some(old.issued_before + time::Duration::seconds(600));
+        let mut first = entry(2, RevocationKind::Subject, "t1", "p_x", now - time::Duration::seconds(5));
+        first.keep_until = Some(now + time::Duration::seconds(600));
+        let mut second = entry(3, RevocationKind::Subject, "t1", "p_x", now);
+        second.keep_until = Some(now + time::Duration::seconds(700));
+        let other_tenant = entry(4, RevocationKind::Subject, "t2", "p_x", now);
+        let deleted = entry(5, RevocationKind::EventDeleted, "t1", "e1", now - year);
+        let ended = entry(6, RevocationKind::Event, "t1", "e2", now - year);
+        let all = vec![old, first, second.clone(), other_tenant.clone(), deleted.clone(), ended];
+        let kept: Vec<u64> = compact(&all, now).iter().map(|e| e.seq).collect();
+        // The old participant entry outlived its tokens; the first p_x entry
+        // is covered by the second; an ended event's entry is obsolete after
+        // the longest publish credential; a deletion is kept for years.
+        assert_eq!(kept, vec![3, 4, 5]);
     }
 }

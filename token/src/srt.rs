@@ -99,7 +99,10 @@ pub fn claims_of(secret: &[u8; SECRET_LEN], key: &str) -> Result<Claims, TokenEr
     if !same {
         return Err(TokenError::BadSignature);
     }
-    let parts: Vec<&str> = body[KEY_PREFIX.len()..].split('.').collect();
+    // The MAC covers the body, so only a key made with the secret gets
+    // here; still, `s1.<tag>` has a body shorter than the prefix.
+    let fields = body.strip_prefix(KEY_PREFIX).ok_or(TokenError::Malformed)?;
+    let parts: Vec<&str> = fields.split('.').collect();
     let [ten, evt, stream, iat, exp, jti] = parts[..] else {
         return Err(TokenError::Malformed);
     };
@@ -115,10 +118,36 @@ pub fn claims_of(secret: &[u8; SECRET_LEN], key: &str) -> Result<Claims, TokenEr
         str: Some(stream.into()),
         act: Action::Publish,
         iat,
-        nbf: iat - time::Duration::seconds(crate::CLOCK_SKEW_SECS),
+        // A key of the first instant time can hold has no time before it
+        // (the subtraction panicked; reproduced with the fuzz target
+        // `token_verify`, mode 3).
+        nbf: iat
+            .checked_sub(time::Duration::seconds(crate::CLOCK_SKEW_SECS))
+            .ok_or(TokenError::Malformed)?,
         exp,
         jti: jti.into(),
+        rol: None,
+        via: None,
     })
+}
+
+/// The tenant an SRT stream key names (its first field), before any check:
+/// it says which tenant's secret checks the key.
+pub fn tenant_of(key: &str) -> Option<&str> {
+    let rest = key.trim().strip_prefix(KEY_PREFIX)?;
+    let tenant = rest.split('.').next()?;
+    (!tenant.is_empty() && tenant.len() <= 64).then_some(tenant)
+}
+
+/// The SRT secret of one tenant, derived from the control plane's root
+/// secret: origins hold these, never the root, and a tenant's secret signs
+/// and encrypts only that tenant's pushes (a key forged with it for another
+/// tenant fails that tenant's MAC).
+pub fn tenant_secret(root: &[u8; SECRET_LEN], tenant: &str) -> [u8; SECRET_LEN] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(root).expect("HMAC takes any key length");
+    mac.update(b"strom srt tenant secret v1\0");
+    mac.update(tenant.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// The shared secret as hex (how the control plane hands it to origins).
@@ -171,7 +200,28 @@ mod tests {
             nbf: now,
             exp: now + time::Duration::hours(2),
             jti: "Jt1-xyz_0".into(),
+            rol: None,
+            via: None,
         }
+    }
+
+    #[test]
+    fn tenant_secrets_differ_and_a_key_checks_only_under_its_tenants() {
+        let root = [9u8; SECRET_LEN];
+        let (a, b) = (tenant_secret(&root, "t_a"), tenant_secret(&root, "t_b"));
+        assert_ne!(a, b);
+        assert_eq!(a, tenant_secret(&root, "t_a"));
+        let mut c = claims();
+        c.ten = "t_a".into();
+        let key = stream_key(&a, &c).unwrap();
+        assert_eq!(tenant_of(&key), Some("t_a"));
+        assert!(claims_of(&a, &key).is_ok());
+        assert_eq!(claims_of(&b, &key), Err(TokenError::BadSignature));
+        // Holding tenant b's secret, a key for tenant a cannot be forged.
+        let forged = stream_key(&b, &c).unwrap();
+        assert_eq!(claims_of(&a, &forged), Err(TokenError::BadSignature));
+        assert_eq!(tenant_of("s1..x"), None);
+        assert_eq!(tenant_of("v4.public.x"), None);
     }
 
     #[test]
@@ -211,6 +261,24 @@ mod tests {
         let mut relay = claims();
         relay.act = Action::Relay;
         assert_eq!(stream_key(&secret, &relay), None);
+    }
+
+    #[test]
+    fn a_key_at_the_earliest_representable_time_is_malformed_not_a_panic() {
+        let secret = [5u8; SECRET_LEN];
+        // -9999-01-01T00:00:00Z, the first instant `time` holds.
+        let body = "s1.t.e.s.-377705116800000000000.1.j";
+        let key = format!("{body}.{}", mac(&secret, body));
+        assert_eq!(claims_of(&secret, &key), Err(TokenError::Malformed));
+    }
+
+    /// Found by the fuzz target `token_verify`: the body of `s1.<tag>` is
+    /// `s1`, shorter than the prefix that was cut off it.
+    #[test]
+    fn a_key_without_fields_is_malformed_not_a_panic() {
+        let secret = [5u8; SECRET_LEN];
+        let key = format!("s1.{}", mac(&secret, "s1"));
+        assert_eq!(claims_of(&secret, &key), Err(TokenError::Malformed));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! which closes the sessions they cover. When the control plane is away the
 //! verifier keeps what it has: tokens keep verifying offline.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,51 +228,105 @@ pub fn register_media_key(link: ControlPlaneLink, key: String) -> tokio::task::J
     })
 }
 
-/// Where origins fetch the secret SRT passphrases derive from.
-pub const SRT_SECRET_PATH: &str = "api/v1/relay/srt-secret";
+/// Where origins fetch every tenant's SRT secret.
+pub const SRT_SECRETS_PATH: &str = "api/v1/relay/srt-secrets";
 
-/// The SRT secret once fetched ([`fetch_srt_secret`]).
-pub type SrtSecretSlot = Arc<std::sync::RwLock<Option<[u8; crate::srt::SECRET_LEN]>>>;
+/// The tenants' SRT secrets an origin holds (tenant id → secret), fetched
+/// with [`fetch_srt_secrets`]; `None` until the first answer.
+#[derive(Clone, Default)]
+pub struct SrtSecretSlot {
+    secrets: Arc<std::sync::RwLock<Option<HashMap<String, [u8; crate::srt::SECRET_LEN]>>>>,
+    wanted: Arc<tokio::sync::Notify>,
+}
 
-/// Fetches the SRT secret into `slot`, retrying every few seconds until the
-/// control plane hands it out.
-pub fn fetch_srt_secret(
+impl SrtSecretSlot {
+    /// `tenant`'s secret; `Err(())` when the secrets have not arrived yet.
+    /// An unknown tenant (created since the last fetch) asks for a refresh.
+    pub fn get(&self, tenant: &str) -> Result<Option<[u8; crate::srt::SECRET_LEN]>, ()> {
+        let held = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        let map = held.as_ref().ok_or(())?;
+        let found = map.get(tenant).copied();
+        if found.is_none() {
+            self.wanted.notify_one();
+        }
+        Ok(found)
+    }
+
+    /// Replaces what is held (the fetch, and tests).
+    pub fn set(&self, secrets: HashMap<String, [u8; crate::srt::SECRET_LEN]>) {
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Some(secrets);
+    }
+}
+
+/// Fetches the tenants' SRT secrets into `slot` (retrying every few seconds
+/// until the control plane hands them out), then keeps them current by long
+/// poll: a new tenant's secret arrives within about a second of its
+/// creation. An SRT key of a tenant not held asks for a fetch at once.
+pub fn fetch_srt_secrets(
     link: ControlPlaneLink,
     slot: SrtSecretSlot,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(client) = client(&link, Duration::from_secs(5)) else {
+        let Ok(client) = client(&link, Duration::from_secs(LONG_POLL_SECS + 10)) else {
             return;
         };
-        let Ok(url) = link.url.join(SRT_SECRET_PATH) else {
+        let Ok(url) = link.url.join(SRT_SECRETS_PATH) else {
             return;
         };
         #[derive(serde::Deserialize)]
         struct Answer {
-            secret: String,
+            secrets: HashMap<String, String>,
+            #[serde(default)]
+            version: u64,
         }
+        let mut version: Option<u64> = None;
+        let mut failing = false;
+        // SRT handshakes naming unknown tenants (anyone can send them) ask
+        // for a fetch at most this often.
+        let mut forced: Option<tokio::time::Instant> = None;
         loop {
-            let got = async {
-                let answer: Answer = client
-                    .get(url.clone())
-                    .bearer_auth(&link.credential)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                crate::srt::secret_from_hex(&answer.secret)
-                    .ok_or_else(|| anyhow::anyhow!("the SRT secret is not 64 hex digits"))
+            let may_force = forced.is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+            let mut request = client.get(url.clone()).bearer_auth(&link.credential);
+            if let Some(v) = version {
+                request = request.query(&[("version", v), ("wait", LONG_POLL_SECS)]);
             }
-            .await;
+            let fetch = async {
+                let answer: Answer = request.send().await?.error_for_status()?.json().await?;
+                let secrets = answer
+                    .secrets
+                    .into_iter()
+                    .map(|(tenant, hex)| {
+                        crate::srt::secret_from_hex(&hex)
+                            .map(|s| (tenant, s))
+                            .ok_or_else(|| anyhow::anyhow!("an SRT secret is not 64 hex digits"))
+                    })
+                    .collect::<anyhow::Result<HashMap<_, _>>>()?;
+                anyhow::Ok((secrets, answer.version))
+            };
+            let got = tokio::select! {
+                got = fetch => got,
+                // A tenant not held asks: drop the poll and fetch now.
+                _ = slot.wanted.notified(), if may_force => {
+                    forced = Some(tokio::time::Instant::now());
+                    version = None;
+                    continue;
+                }
+            };
             match got {
-                Ok(secret) => {
-                    *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(secret);
-                    tracing::info!("SRT secret fetched from the control plane");
-                    return;
+                Ok((secrets, v)) => {
+                    if version.is_none() && !failing {
+                        tracing::info!(tenants = secrets.len(), "SRT secrets fetched from the control plane");
+                    }
+                    failing = false;
+                    version = Some(v);
+                    slot.set(secrets);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "SRT secret not fetched yet; retrying");
+                    if !failing {
+                        tracing::warn!(error = %format!("{e:#}"), "SRT secrets not fetched; retrying");
+                    }
+                    failing = true;
+                    version = None;
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
             }
@@ -285,7 +340,11 @@ pub fn http_client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result
 }
 
 fn client(link: &ControlPlaneLink, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder().timeout(timeout);
+    // A relay's credential goes to its control plane and nowhere else: a
+    // redirect (a misconfigured or taken-over proxy) is not followed.
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &link.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| anyhow::anyhow!("control plane CA {}: {e}", ca.display()))?;
