@@ -35,14 +35,20 @@ impl Default for Config {
             data_dir: PathBuf::from("./strom-data"),
             log_format: LogFormat::Text,
             origin: OriginConfig::default(),
-            edge: EdgeConfig::default(),
-            // Monitoring on by default for the product (the library's own
-            // default leaves the port to embedders and tests).
+            // Monitoring on by default for the product (the libraries' own
+            // defaults leave the port to embedders and tests).
+            edge: EdgeConfig {
+                metrics_listen: Some("127.0.0.1:8082".parse().expect("static address")),
+                ..EdgeConfig::default()
+            },
             control_plane: ControlPlaneConfig {
                 metrics_listen: Some("127.0.0.1:8091".parse().expect("static address")),
                 ..ControlPlaneConfig::default()
             },
-            peer_agent: PeerAgentConfig::default(),
+            peer_agent: PeerAgentConfig {
+                metrics_listen: Some("127.0.0.1:8083".parse().expect("static address")),
+                ..PeerAgentConfig::default()
+            },
         }
     }
 }
@@ -81,7 +87,7 @@ rtmps_listen = "127.0.0.1:1936"
 srt_listen = "127.0.0.1:9000"
 # MoQT over QUIC (UDP) for edges: ALPN moqt-18 and WebTransport (h3).
 moqt_listen = "127.0.0.1:4444"
-# HTTP for /metrics and /healthz; loopback only.
+# HTTP for /metrics, /healthz and /readyz (monitoring only); loopback only.
 http_listen = "127.0.0.1:8081"
 # HTTPS (the certificate of [origin.tls]) where edges fetch recordings as
 # HLS VOD (/vod/...). Remove the line to turn it off.
@@ -104,6 +110,19 @@ linger_secs = 300
 [origin.recording]
 enabled = true
 retention_days = 30
+
+# Ingest connections not yet allowed to publish: an RTMP or RTMPS peer until
+# its publish is accepted (it may send at most 32 KiB before), an SRT caller
+# until its handshake (passphrase included) is done. Each must publish within
+# deadline_secs of connecting (TLS and RTMP handshakes included). At most
+# max_connections such connections at once, max_connections_per_address
+# from one IPv4 address or IPv6 /64; further ones are closed at once (SRT
+# callers refused with code 1402). Raise the deadline for encoders on very
+# slow links, the per-address limit for many encoders behind one NAT.
+[origin.admission]
+deadline_secs = 10
+max_connections = 256
+max_connections_per_address = 16
 
 # Streams that may be pushed: rtmp://host:1935/<app>/<key> publishes the
 # MoQT namespace tenant/event/stream. Keys are secrets of 16+ characters.
@@ -129,10 +148,19 @@ retention_days = 30
 [edge]
 # MoQT over QUIC (UDP) for viewers and lower-tier edges (raw QUIC and WebTransport).
 moqt_listen = "127.0.0.1:4443"
-# HLS (LL-HLS, CMAF), /metrics and /healthz.
+# For viewers: HLS (LL-HLS, CMAF), recordings (/vod/), QoE beacons, and
+# /healthz and /readyz for load balancers. No /metrics here.
 http_listen = "127.0.0.1:8080"
-# Serve HTTPS with the edge certificate. Plain HTTP is refused off loopback.
+# Serve HTTPS with the edge certificate (answers carry HSTS). Plain HTTP is
+# refused off loopback.
 http_tls = false
+# /metrics, /healthz and /readyz for monitoring, plain HTTP. The series name
+# every tenant's live events, so this is loopback only: scrape from this host
+# (or forward). Remove the line to turn it off.
+metrics_listen = "127.0.0.1:8082"
+# Allow a metrics_listen that is not loopback, for a network that only your
+# monitoring reaches (anyone who reaches it reads the metrics).
+metrics_allow_non_loopback = false
 # Groups kept per track: age limit and byte limit (the newest group always stays).
 cache_max_age_secs = 30
 cache_max_bytes = 67108864
@@ -189,9 +217,22 @@ edges = []
 generate_master_key = false
 # Cookies carry Secure; turn this off only for plain-HTTP tests.
 secure_cookies = true
-# Requests per minute to the login, magic-link, reset and registration endpoints.
+# Requests per minute to the login, magic-link, reset and registration
+# endpoints, per client address (IPv6: per /64) and per account.
 rate_limit_per_ip_per_minute = 120
 rate_limit_per_account_per_minute = 10
+# Your TLS reverse proxies (addresses or CIDRs): requests from them are
+# counted under the client their Forwarded / X-Forwarded-For header names
+# (the rightmost address that is not a proxy). Empty: the connecting
+# address is the client, and behind a proxy every client shares its limit.
+trusted_proxies = []
+# Single sign-on may reach a tenant's identity provider at loopback and
+# internal addresses (RFC 1918, CGNAT, unique-local), and over plain http on
+# loopback. Off: only https to public addresses (checked on every resolved
+# address, for discovery, keys, token and user info), so no tenant's issuer
+# can aim the control plane at your network. Link-local addresses (cloud
+# metadata) are refused either way. strom dev turns it on.
+oidc_allow_private_addresses = false
 # Outgoing mail by SMTP; without it mails go to <data_dir>/control-plane/outbox.
 # [control_plane.smtp]
 # host = "smtp.example.com"
@@ -214,9 +255,16 @@ rate_limit_per_account_per_minute = 10
 p2p_listen = "0.0.0.0:4001"
 # MoQT over QUIC and WebTransport, for browsers and other agents.
 moqt_listen = "0.0.0.0:4443"
-# LL-HLS, /webtransport.json and /metrics; HTTPS unless on loopback.
+# LL-HLS and /webtransport.json for the LAN's browsers; HTTPS unless on
+# loopback. No /metrics here.
 http_listen = "0.0.0.0:8443"
 http_tls = true
+# /metrics, /healthz and /readyz for monitoring, plain HTTP, loopback only
+# (the series name the tenant's live events). Remove the line to turn it off.
+metrics_listen = "127.0.0.1:8083"
+# Allow a metrics_listen that is not loopback (anyone who reaches it reads
+# the metrics).
+metrics_allow_non_loopback = false
 # The most agents one agent feeds.
 fanout = 16
 # A peer whose connection is silent this long has left (its children move).

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
+use strom_control_plane::admin;
 use strom_control_plane::keys::{write_secret_file, MasterKeys};
+use strom_control_plane::repo::{CredentialRecord, SigningKeyInfo, PLATFORM};
+use strom_control_plane::RelayRole;
 use strom_control_plane::store::{RocksStore, Store, Table};
 use strom_control_plane::{ControlPlane, ControlPlaneConfig, Paths};
 
@@ -23,11 +26,17 @@ pub enum CpCommand {
         #[arg(long)]
         owner_name: String,
     },
-    /// Mint a relay credential for an edge, origin or peer-agent.
+    /// The operator's relay credentials (origins and edges): issue, list,
+    /// revoke. Talks to the running control plane through its socket, or
+    /// works on the database while it is stopped.
     RelayCredential {
-        /// Pseudonymous relay id, e.g. edge-fra-1.
-        #[arg(long)]
-        subject: String,
+        #[command(subcommand)]
+        command: RelayCredentialCommand,
+    },
+    /// The keys that sign tokens: list, rotate with a bounded overlap.
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
     },
     /// Back up the database (the control plane must be stopped: RocksDB
     /// allows one writer). Keys are kept out of data backups on purpose.
@@ -50,6 +59,48 @@ pub enum CpCommand {
     MasterKey {
         #[command(subcommand)]
         command: MasterKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RelayCredentialCommand {
+    /// Issue a credential for an origin or an edge (printed once: put it
+    /// into the relay's `control_plane.credential`).
+    Issue {
+        #[arg(long, value_enum)]
+        role: RelayRoleArg,
+        /// The relay's pseudonymous id, e.g. edge-fra-1.
+        #[arg(long)]
+        subject: String,
+    },
+    /// List the issued credentials.
+    List,
+    /// Revoke every credential issued so far for a relay: the control
+    /// plane refuses it at once, other relays within seconds.
+    Revoke {
+        #[arg(long)]
+        subject: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RelayRoleArg {
+    Origin,
+    Edge,
+}
+
+#[derive(Subcommand)]
+pub enum SigningKeyCommand {
+    /// List the signing keys and when each stops verifying.
+    List,
+    /// Make a new key current. Tokens signed by the older keys keep
+    /// verifying for the overlap and no longer; credentials listed as to
+    /// be issued again must be, within it.
+    Rotate {
+        /// How long older keys keep verifying: e.g. 24h, 7d, 0 (a leaked
+        /// key: everything signed with it stops at once).
+        #[arg(long, default_value = "24h")]
+        overlap: String,
     },
 }
 
@@ -94,14 +145,8 @@ pub async fn run(
             println!("tenant {}\nowner {}\ninitial password (shown once, must be changed at first login): {}", t.id, u.id, password.unwrap_or_default());
             Ok(())
         }
-        CpCommand::RelayCredential { subject } => {
-            let (repo, _) = strom_control_plane::open_repo(&config, data_dir)?;
-            println!(
-                "{}",
-                strom_control_plane::mint_relay_credential(&repo, &subject)?
-            );
-            Ok(())
-        }
+        CpCommand::RelayCredential { command } => relay_credential(command, &config, data_dir).await,
+        CpCommand::SigningKey { command } => signing_key(command, &config, data_dir).await,
         CpCommand::Backup { to } => {
             let paths = Paths::new(data_dir);
             let store = RocksStore::open(&paths.db(), &Table::DATA)
@@ -177,6 +222,143 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Asks the running control plane (its operator socket); `None` when it is
+/// not running, so the caller opens the database itself.
+async fn ask(
+    data_dir: &Path,
+    method: admin::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let socket = admin::socket_path(data_dir);
+    match admin::call(&socket, method, path, body).await? {
+        None => Ok(None),
+        Some((status, value)) if status < 300 => Ok(Some(value)),
+        Some((status, value)) => {
+            let detail = value.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
+            anyhow::bail!("the control plane refused ({status}): {}", detail.unwrap_or_else(|| value.to_string()))
+        }
+    }
+}
+
+async fn relay_credential(
+    command: RelayCredentialCommand,
+    config: &ControlPlaneConfig,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    use admin::Method;
+    let records: Vec<CredentialRecord> = match command {
+        RelayCredentialCommand::Issue { role, subject } => {
+            let role = match role {
+                RelayRoleArg::Origin => RelayRole::Origin,
+                RelayRoleArg::Edge => RelayRole::Edge,
+            };
+            let issued: admin::Issued = match ask(data_dir, Method::POST, "/v1/relay-credentials", Some(serde_json::to_value(admin::IssueRequest { role, subject: subject.clone() })?)).await? {
+                Some(v) => serde_json::from_value(v)?,
+                None => {
+                    let (repo, _) = strom_control_plane::open_repo(config, data_dir)?;
+                    let (credential, record) = repo.issue_relay_credential("operator", role, &subject)?;
+                    admin::Issued { credential, record }
+                }
+            };
+            println!("{}", issued.credential);
+            return Ok(());
+        }
+        RelayCredentialCommand::List => match ask(data_dir, Method::GET, "/v1/relay-credentials", None).await? {
+            Some(v) => serde_json::from_value(v)?,
+            None => strom_control_plane::open_repo(config, data_dir)?.0.credentials(PLATFORM)?,
+        },
+        RelayCredentialCommand::Revoke { subject } => {
+            let record: CredentialRecord = match ask(data_dir, Method::DELETE, &format!("/v1/relay-credentials/{subject}"), None).await? {
+                Some(v) => serde_json::from_value(v)?,
+                None => strom_control_plane::open_repo(config, data_dir)?
+                    .0
+                    .revoke_credential("operator", PLATFORM, &subject)?,
+            };
+            println!("revoked every credential of {} issued until now", record.id);
+            vec![record]
+        }
+    };
+    println!("{:<24} {:<7} {:<5} {:<26} {:<26} key", "subject", "role", "count", "issued", "revoked");
+    for r in records {
+        println!(
+            "{:<24} {:<7} {:<5} {:<26} {:<26} {}",
+            r.id,
+            format!("{:?}", r.kind).to_lowercase(),
+            r.issued,
+            rfc3339(r.issued_at),
+            r.revoked_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+            r.kid
+        );
+    }
+    Ok(())
+}
+
+async fn signing_key(
+    command: SigningKeyCommand,
+    config: &ControlPlaneConfig,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    use admin::Method;
+    let keys: Vec<SigningKeyInfo> = match command {
+        SigningKeyCommand::List => match ask(data_dir, Method::GET, "/v1/signing-keys", None).await? {
+            Some(v) => serde_json::from_value(v)?,
+            None => strom_control_plane::open_repo(config, data_dir)?.0.signing_keys(),
+        },
+        SigningKeyCommand::Rotate { overlap } => {
+            let overlap_secs = parse_duration(&overlap)?;
+            let rotated: admin::Rotated = match ask(data_dir, Method::POST, "/v1/signing-keys/rotate", Some(serde_json::json!({"overlap_secs": overlap_secs}))).await? {
+                Some(v) => serde_json::from_value(v)?,
+                None => admin::rotate_now(&strom_control_plane::open_repo(config, data_dir)?.0, overlap_secs)?,
+            };
+            println!("new signing key {}; older keys stop verifying in {overlap}", rotated.kid);
+            if !rotated.reissue.is_empty() {
+                println!("issue these credentials again before then:");
+                for c in &rotated.reissue {
+                    println!("  {} {} ({:?})", c.tenant, c.id, c.kind);
+                }
+            }
+            rotated.keys
+        }
+    };
+    for k in keys {
+        println!(
+            "{} created {} {}",
+            k.kid,
+            rfc3339(k.created_at),
+            match (k.current, k.retire_at) {
+                (true, _) => "current".to_owned(),
+                (false, Some(at)) => format!("verifies until {}", rfc3339(at)),
+                (false, None) => "verifies".to_owned(),
+            }
+        );
+    }
+    Ok(())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `90s`, `30m`, `24h`, `7d` or plain seconds.
+fn parse_duration(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} is not a duration like 24h, 7d or 0"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("{text:?} is not a duration like 24h, 7d or 0"),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| anyhow::anyhow!("{text:?} is too long"))
 }
 
 fn tempfile_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {

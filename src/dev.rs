@@ -105,6 +105,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     let mut cp_config = ControlPlaneConfig {
         generate_master_key: true,
+        // A provider on this laptop (e.g. a local Keycloak) is fine here.
+        oidc_allow_private_addresses: true,
         metrics_listen: Some(if options.random_ports {
             "127.0.0.1:0".parse()?
         } else {
@@ -113,7 +115,14 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         ..ControlPlaneConfig::default()
     };
     let mut origin_config = OriginConfig::default();
-    let mut edge_config = EdgeConfig::default();
+    let mut edge_config = EdgeConfig {
+        metrics_listen: Some(if options.random_ports {
+            "127.0.0.1:0".parse()?
+        } else {
+            "127.0.0.1:8082".parse()?
+        }),
+        ..EdgeConfig::default()
+    };
     if options.random_ports {
         cp_config.listen.set_port(0);
         origin_config.rtmp_listen.set_port(0);
@@ -138,12 +147,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let state = cp.state.clone();
     let origin_link = ControlPlaneLink {
         url: cp_url.clone(),
-        credential: cp.relay_credential("dev-origin")?,
+        credential: cp.relay_credential(strom_control_plane::RelayRole::Origin, "dev-origin")?,
         ca_file: None,
     };
     let edge_link = ControlPlaneLink {
         url: cp_url.clone(),
-        credential: cp.relay_credential("dev-edge")?,
+        credential: cp.relay_credential(strom_control_plane::RelayRole::Edge, "dev-edge")?,
         ca_file: None,
     };
     let control_plane = tokio::spawn(cp.run());
@@ -188,6 +197,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         action: Action::Play,
         lifetime_secs: strom_token::MAX_PLAY_SECS,
         not_after: None,
+        role: None,
+        via: None,
     })?;
     let (admin_login_link, admin_login_code) = admin_login_link(&state, &demo.tenant).await?;
     // The terminal is the owner's own: the link carries its code, so it opens
@@ -202,7 +213,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     // the passphrase that goes with the credential.
     let srt_server_url = format!("srt://127.0.0.1:{}", origin.srt_addr().port());
     *state.srt_url.write().expect("srt url lock") = srt_server_url.clone();
-    let srt_secret = repo.srt_secret()?;
+    let srt_secret = repo.srt_tenant_secret(&demo.tenant)?;
     let srt_stream_key = strom_token::srt::stream_key(&srt_secret, &stream_claims)
         .context("the demo stream has no SRT stream key")?;
     let srt_passphrase = strom_token::srt::passphrase(&srt_secret, &srt_stream_key);
@@ -240,7 +251,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         "playback_token": playback_token,
         "origin_moq_url": format!("moqt://127.0.0.1:{}", origin.moqt_addr()?.port()),
         "origin_metrics_url": format!("http://127.0.0.1:{}/metrics", origin.http_addr()?.port()),
-        "edge_metrics_url": format!("http://127.0.0.1:{}/metrics", edge_http.port()),
+        "edge_http_url": format!("http://127.0.0.1:{}/", edge_http.port()),
+        "edge_metrics_url": edge.metrics_addr().map(|a| format!("http://127.0.0.1:{}/metrics", a.port())),
         "control_plane_metrics_url": cp_metrics.map(|a| format!("http://127.0.0.1:{}/metrics", a.port())),
         "control_plane_url": cp_url.as_str(),
         "portal_url": portal,
@@ -297,14 +309,16 @@ async fn admin_login_link(
         event: None,
         email: DEV_OWNER.into(),
     };
-    strom_control_plane::api::auth::send_link(
+    let mail = strom_control_plane::api::auth::issue_link(
         state,
         strom_control_plane::model::LinkPurpose::MagicLogin,
         &req,
         None,
     )
     .await
-    .map_err(|e| anyhow::anyhow!("admin login link: {}", e.detail))?;
+    .map_err(|e| anyhow::anyhow!("admin login link: {}", e.detail))?
+    .context("the development owner has no account")?;
+    state.mailer.send(mail).await?;
     let outbox = state.outbox.clone().context("dev mails go to the outbox")?;
     let mut files: Vec<_> = std::fs::read_dir(&outbox)?
         .filter_map(|e| e.ok())

@@ -150,18 +150,30 @@ struct WrappedKey {
     wrapped: String,
 }
 
-/// What a data key protects: a tenant's data, or one event's participants.
+/// What a data key protects: a tenant's data, one event's participants, or
+/// what the audit trail holds of one person (a staff member or participant,
+/// `u_…`/`p_…`): shredded when that person is erased, so the old and new
+/// values in the hash chain become unreadable while the chain stays intact.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
     Tenant(String),
     Event(String, String),
+    Subject(String, String),
 }
 
 impl Scope {
     fn key(&self) -> String {
         match self {
             Scope::Tenant(t) => t.clone(),
+            // Event (`e_…`) and subject (`u_…`, `p_…`) ids never collide.
             Scope::Event(t, e) => format!("{t}/{e}"),
+            Scope::Subject(t, s) => format!("{t}/{s}"),
+        }
+    }
+
+    fn tenant(&self) -> &str {
+        match self {
+            Scope::Tenant(t) | Scope::Event(t, _) | Scope::Subject(t, _) => t,
         }
     }
 }
@@ -209,32 +221,45 @@ impl KeyRing {
 
     /// Creates the data key of `scope` if it does not exist yet.
     pub fn ensure(&self, scope: &Scope) -> Result<(), KeyError> {
-        if self.data_key(scope).is_ok() {
-            return Ok(());
-        }
-        let key: [u8; 32] = rand::random();
+        self.ensure_all(std::slice::from_ref(scope))
+    }
+
+    /// Creates the missing data keys of `scopes` in one durable write (an
+    /// import of many participants creates one subject key each).
+    pub fn ensure_all(&self, scopes: &[Scope]) -> Result<(), KeyError> {
         let (kek_version, kek) = {
             let master = self.master.read().expect("master lock");
             let (v, k) = master.current();
             (v, *k)
         };
-        let (wrapped, nonce) = seal_raw(&kek, scope.key().as_bytes(), &key);
-        let record = WrappedKey {
-            kek: kek_version,
-            nonce: STANDARD.encode(nonce),
-            wrapped: STANDARD.encode(wrapped),
-        };
         let mut b = Batch::default();
-        b.put(
-            Table::Keys,
-            scope.key(),
-            serde_json::to_vec(&record).expect("serialises"),
-        );
+        let mut fresh = Vec::new();
+        for scope in scopes {
+            if self.data_key(scope).is_ok() || fresh.iter().any(|(s, _)| s == scope) {
+                continue;
+            }
+            let key: [u8; 32] = rand::random();
+            let (wrapped, nonce) = seal_raw(&kek, scope.key().as_bytes(), &key);
+            let record = WrappedKey {
+                kek: kek_version,
+                nonce: STANDARD.encode(nonce),
+                wrapped: STANDARD.encode(wrapped),
+            };
+            b.put(
+                Table::Keys,
+                scope.key(),
+                serde_json::to_vec(&record).expect("serialises"),
+            );
+            fresh.push((scope.clone(), key));
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
         self.store.write(b)?;
-        self.cache
-            .write()
-            .expect("cache lock")
-            .insert(scope.clone(), Arc::new(key));
+        let mut cache = self.cache.write().expect("cache lock");
+        for (scope, key) in fresh {
+            cache.insert(scope, Arc::new(key));
+        }
         Ok(())
     }
 
@@ -315,18 +340,28 @@ impl KeyRing {
         Ok(URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16]))
     }
 
-    /// Destroys the data keys of a tenant (all its scopes) or of one event.
+    /// Destroys the data keys of a tenant (all its scopes), of one event or
+    /// of one person.
     pub fn shred(&self, scope: &Scope) -> Result<(), KeyError> {
+        self.shred_all(std::slice::from_ref(scope))
+    }
+
+    /// [`shred`](Self::shred) for many scopes in one durable write.
+    pub fn shred_all(&self, scopes: &[Scope]) -> Result<(), KeyError> {
         let mut b = Batch::default();
-        b.delete(Table::Keys, scope.key());
-        if let Scope::Tenant(t) = scope {
-            b.delete_prefix(Table::Keys, crate::store::prefix(&[t]));
+        for scope in scopes {
+            b.delete(Table::Keys, scope.key());
+            if let Scope::Tenant(t) = scope {
+                b.delete_prefix(Table::Keys, crate::store::prefix(&[t]));
+            }
         }
         self.store.write(b)?;
         let mut cache = self.cache.write().expect("cache lock");
-        cache.retain(|s, _| match (scope, s) {
-            (Scope::Tenant(t), Scope::Tenant(u)) | (Scope::Tenant(t), Scope::Event(u, _)) => t != u,
-            (a, b) => a != b,
+        cache.retain(|s, _| {
+            !scopes.iter().any(|scope| match scope {
+                Scope::Tenant(t) => s.tenant() == t,
+                other => other == s,
+            })
         });
         Ok(())
     }

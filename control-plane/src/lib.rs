@@ -8,8 +8,10 @@
 //! `ControlPlane::run()` serves the API; `strom control-plane`, `strom dev`
 //! and the tests start it through these two calls.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod forwarded;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -25,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strom_identity::mail::{FileOutbox, Mailer, SmtpConfig, SmtpMailer};
-use strom_token::{Action, Grant};
+pub use strom_token::RelayRole;
 
 use crate::keys::{KeyRing, MasterKeys};
 use crate::model::Role;
@@ -59,6 +61,15 @@ pub struct ControlPlaneConfig {
     pub secure_cookies: bool,
     pub rate_limit_per_ip_per_minute: u32,
     pub rate_limit_per_account_per_minute: u32,
+    /// Single sign-on may reach identity providers at loopback and internal
+    /// (RFC 1918, CGNAT, unique-local) addresses, and over plain http on
+    /// loopback; off, only https to public addresses (no SSRF through a
+    /// tenant's issuer). Link-local and cloud metadata stay refused.
+    pub oidc_allow_private_addresses: bool,
+    /// Reverse proxies (addresses or CIDRs) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client; rate limits key on that
+    /// client. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -78,6 +89,8 @@ impl Default for ControlPlaneConfig {
             secure_cookies: true,
             rate_limit_per_ip_per_minute: 120,
             rate_limit_per_account_per_minute: 10,
+            oidc_allow_private_addresses: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -96,6 +109,8 @@ impl ControlPlaneConfig {
         if self.rate_limit_per_ip_per_minute == 0 || self.rate_limit_per_account_per_minute == 0 {
             anyhow::bail!("control_plane.rate_limit_* must be at least 1");
         }
+        forwarded::parse_trusted(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("control_plane.trusted_proxies: {e}"))?;
         Ok(())
     }
 }
@@ -132,6 +147,8 @@ pub struct ControlPlane {
     pub state: api::Shared,
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
+    admin_listener: Option<tokio::net::UnixListener>,
+    admin_socket: PathBuf,
     master_key_file: PathBuf,
 }
 
@@ -174,8 +191,7 @@ impl ControlPlane {
             Some(smtp) => Arc::new(SmtpMailer::new(smtp.clone()).context("control_plane.smtp")?),
             None => Arc::new(FileOutbox::new(Paths::new(data_dir).outbox())),
         };
-        let verifier = Arc::new(strom_token::Verifier::new());
-        verifier.set_keys(&repo.key_set()?);
+        let verifier = repo.verifier().clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the control plane on {}", config.listen))?;
@@ -204,13 +220,30 @@ impl ControlPlane {
             relay_status: Default::default(),
             dashboard: Default::default(),
             agents: Default::default(),
+            oidc_allow_private_addresses: config.oidc_allow_private_addresses,
+            mails_in_flight: Default::default(),
+            trusted_proxies: forwarded::parse_trusted(&config.trusted_proxies)
+                .map_err(|e| anyhow::anyhow!("control_plane.trusted_proxies: {e}"))?,
         });
+        let admin_socket = admin::socket_path(data_dir);
+        // Without it (a path too long for a Unix socket, a read-only
+        // directory) the operator's tools work only while the control plane
+        // is stopped; serving goes on.
+        let admin_listener = match admin::bind(&admin_socket) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(socket = %admin_socket.display(), error = %e, "operator socket not available");
+                None
+            }
+        };
         Ok(Self {
             config,
             repo,
             state,
             listener,
             metrics_listener,
+            admin_listener,
+            admin_socket,
             master_key_file,
         })
     }
@@ -229,14 +262,24 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Sends mail through `mailer` instead of the configured one (embedders;
+    /// tests use a mail server that answers slowly).
+    pub fn set_mailer(&mut self, mailer: Arc<dyn Mailer>) -> anyhow::Result<()> {
+        let state = Arc::get_mut(&mut self.state)
+            .context("the mailer is set before the control plane is shared")?;
+        state.mailer = mailer;
+        Ok(())
+    }
+
     /// The base URL relays use to reach this control plane.
     pub fn url(&self) -> anyhow::Result<url::Url> {
         Ok(format!("http://{}/", self.local_addr()?).parse()?)
     }
 
-    /// Mints a relay credential (edges, origins, agents) for `subject`.
-    pub fn relay_credential(&self, subject: &str) -> anyhow::Result<String> {
-        mint_relay_credential(&self.repo, subject)
+    /// Mints a credential for one of the operator's relays (an origin or
+    /// an edge) named `subject`.
+    pub fn relay_credential(&self, role: RelayRole, subject: &str) -> anyhow::Result<String> {
+        mint_relay_credential(&self.repo, role, subject)
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -289,6 +332,14 @@ impl ControlPlane {
                     Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
                     _ => {}
                 }
+                let r = repo.clone();
+                let compacted = tokio::task::spawn_blocking(move || {
+                    r.compact_revocations(time::OffsetDateTime::now_utc())
+                })
+                .await;
+                if let Ok(Err(e)) = compacted {
+                    tracing::warn!(error = %e, "revocation log compaction failed");
+                }
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
@@ -298,9 +349,21 @@ impl ControlPlane {
         let master_file = self.master_key_file.clone();
         let rotation =
             tokio::spawn(async move { watch_master_key(repo, state, master_file).await });
+        let operator = self.admin_listener.take().map(|listener| {
+            let app = admin::router(self.repo.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "operator socket stopped");
+                }
+            })
+        });
         let app =
             api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).await;
+        if let Some(o) = operator {
+            o.abort();
+            let _ = std::fs::remove_file(&self.admin_socket);
+        }
         sweeper.abort();
         rotation.abort();
         sampler.abort();
@@ -311,17 +374,10 @@ impl ControlPlane {
     }
 }
 
-pub fn mint_relay_credential(repo: &Repo, subject: &str) -> anyhow::Result<String> {
-    let grant = Grant {
-        subject: subject.into(),
-        tenant: "_platform".into(),
-        event: String::new(),
-        stream: None,
-        action: Action::Relay,
-        lifetime_secs: strom_token::MAX_RELAY_SECS,
-        not_after: None,
-    };
-    Ok(repo.mint(&grant)?.0)
+/// Mints a credential for the operator's relay `subject` (listed and
+/// revocable with `strom control-plane relay-credential list|revoke`).
+pub fn mint_relay_credential(repo: &Repo, role: RelayRole, subject: &str) -> anyhow::Result<String> {
+    Ok(repo.issue_relay_credential("operator", role, subject)?.0)
 }
 
 /// Re-wraps data keys when a new master key version appears in the file,
@@ -374,4 +430,56 @@ pub fn bootstrap(
         None,
     )?;
     Ok((tenant, user, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// V13: a configuration that would weaken the control plane is refused
+    /// at start with the key that is wrong.
+    #[test]
+    fn unsafe_configurations_are_refused() {
+        let ok = ControlPlaneConfig::default();
+        assert!(ok.validate().is_ok());
+        let cases: Vec<(ControlPlaneConfig, &str)> = vec![
+            (
+                ControlPlaneConfig {
+                    metrics_listen: Some("0.0.0.0:8091".parse().unwrap()),
+                    ..ok.clone()
+                },
+                "metrics_listen",
+            ),
+            (
+                ControlPlaneConfig {
+                    public_url: "ftp://example.com/".parse().unwrap(),
+                    ..ok.clone()
+                },
+                "public_url",
+            ),
+            (
+                ControlPlaneConfig {
+                    rate_limit_per_ip_per_minute: 0,
+                    ..ok.clone()
+                },
+                "rate_limit",
+            ),
+            (
+                ControlPlaneConfig {
+                    trusted_proxies: vec!["10.0.0.0/8".into(), "proxy.example".into()],
+                    ..ok.clone()
+                },
+                "trusted_proxies",
+            ),
+        ];
+        for (config, key) in cases {
+            let e = config.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let proxied = ControlPlaneConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()],
+            ..ok
+        };
+        assert!(proxied.validate().is_ok());
+    }
 }

@@ -17,6 +17,13 @@ pub struct CpMetrics {
     pub lockouts: AtomicU64,
     tokens: [AtomicU64; 3],
     revocations: [AtomicU64; 5],
+    /// Requests refused: a role that does not allow it, a missing CSRF
+    /// token, a cross-site state change.
+    pub refused_forbidden: AtomicU64,
+    pub refused_csrf: AtomicU64,
+    pub refused_cross_site: AtomicU64,
+    /// Requests refused by a rate limit (HTTP 429).
+    pub refused_rate_limited: AtomicU64,
 }
 
 const ACTIONS: [(Action, &str); 3] = [
@@ -70,6 +77,15 @@ impl CpMetrics {
                 "strom_cp_tokens_issued_total{{action=\"{name}\"}} {}",
                 c(&self.tokens[i])
             );
+        }
+        out.push_str("# HELP strom_cp_refusals_total Requests refused, by reason: a role that does not allow it, a missing CSRF token, a cross-site state change, a rate limit.\n# TYPE strom_cp_refusals_total counter\n");
+        for (reason, v) in [
+            ("forbidden", &self.refused_forbidden),
+            ("csrf", &self.refused_csrf),
+            ("cross_site", &self.refused_cross_site),
+            ("rate_limited", &self.refused_rate_limited),
+        ] {
+            let _ = writeln!(out, "strom_cp_refusals_total{{reason=\"{reason}\"}} {}", c(v));
         }
         out.push_str("# HELP strom_cp_revocations_total Revocations recorded by kind.\n# TYPE strom_cp_revocations_total counter\n");
         for (i, (_, name)) in KINDS.iter().enumerate() {

@@ -283,6 +283,14 @@ pub struct Participant {
     /// Viewing time in seconds, when the event tracks attendance.
     #[serde(default)]
     pub attended_secs: u64,
+    /// When viewing time was last credited: a report counts at most the
+    /// time since, so it cannot be inflated by reporting often.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub attendance_reported_at: Option<OffsetDateTime>,
+    /// The participant withdrew consent to the privacy notice: no new
+    /// playback tokens until they give it again.
+    #[serde(default)]
+    pub consent_withdrawn: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use strom_identity::lockout;
 use strom_identity::password::{self, PasswordPolicy};
-use strom_token::{Action, Grant, Revocation, RevocationKind, SigningKey};
+use strom_token::revocation::RevocationFeed;
+use strom_token::{Action, Grant, RelayRole, Revocation, RevocationKind, SigningKey};
 use time::OffsetDateTime;
 
 use crate::audit::{self, Entry};
@@ -46,8 +47,12 @@ pub struct Repo {
     pub ring: KeyRing,
     write: Mutex<()>,
     revocation_seq: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever a tenant is created or deleted (origins long-poll
+    /// the tenants' SRT secrets on it).
+    tenants_changed: tokio::sync::watch::Sender<u64>,
     signing: Mutex<Vec<StoredSigningKey>>,
     srt_secret: std::sync::OnceLock<[u8; strom_token::srt::SECRET_LEN]>,
+    verifier: Arc<strom_token::Verifier>,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::CpMetrics,
 }
@@ -59,6 +64,33 @@ struct StoredSigningKey {
     secret: String,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// Tokens signed with it stop verifying then (set when a newer key
+    /// became current).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    retire_at: Option<OffsetDateTime>,
+}
+
+fn signing_key_row(k: &StoredSigningKey) -> Vec<u8> {
+    key(&[
+        "signing-key",
+        &format!("{}", k.created_at.unix_timestamp()),
+        &k.kid,
+    ])
+}
+
+/// A signing key as the operator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SigningKeyInfo {
+    pub kid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Tokens signed with it stop verifying at this time.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub retire_at: Option<OffsetDateTime>,
+    /// New tokens are signed with this key.
+    pub current: bool,
 }
 
 /// A participant as staff (and the participant) see it: opened.
@@ -170,12 +202,15 @@ impl Repo {
             ring,
             write: Mutex::new(()),
             revocation_seq,
+            tenants_changed: tokio::sync::watch::channel(0).0,
             signing: Mutex::new(Vec::new()),
             srt_secret: std::sync::OnceLock::new(),
+            verifier: Arc::new(strom_token::Verifier::new()),
             metrics: Default::default(),
         };
         repo.ring.ensure(&Scope::Tenant("_platform".into()))?;
         repo.load_signing_keys()?;
+        repo.load_verifier()?;
         Ok(repo)
     }
 
@@ -208,17 +243,23 @@ impl Repo {
         Ok(())
     }
 
+    /// Seals a personal value for the audit trail under the key of the
+    /// person it belongs to (`entity_id`), so erasing that person shreds it
+    /// (F16). `_scope` is where the value itself lives; older records were
+    /// sealed there and still open with it.
     fn seal_audit(
         &self,
-        scope: &Scope,
+        _scope: &Scope,
         tenant: &str,
         entity_id: &str,
         field: &str,
         value: &str,
     ) -> Result<String> {
+        let subject = Scope::Subject(tenant.into(), entity_id.into());
+        self.ring.ensure(&subject)?;
         Ok(self
             .ring
-            .seal_str(scope, &aad(tenant, "audit", entity_id, field), value)?)
+            .seal_str(&subject, &aad(tenant, "audit", entity_id, field), value)?)
     }
 
     pub fn open_audit_value(
@@ -231,7 +272,10 @@ impl Repo {
             if let Some(clear) = v.strip_prefix('=') {
                 return Some(clear.to_owned());
             }
-            let scopes = [Scope::Tenant(record.tenant.clone())];
+            let scopes = [
+                Scope::Subject(record.tenant.clone(), record.entity_id.clone()),
+                Scope::Tenant(record.tenant.clone()),
+            ];
             let event_scope = self
                 .participant_event(&record.tenant, &record.entity_id)
                 .map(|e| Scope::Event(record.tenant.clone(), e));
@@ -292,13 +336,37 @@ impl Repo {
         Ok(*self.srt_secret.get_or_init(|| secret))
     }
 
+    /// Every tenant's SRT secret (derived from the root, which never leaves
+    /// the control plane): what an origin holds (F9).
+    pub fn srt_tenant_secrets(&self) -> Result<BTreeMap<String, String>> {
+        let root = self.srt_secret()?;
+        Ok(self
+            .tenants()?
+            .into_iter()
+            .map(|t| {
+                let secret = strom_token::srt::tenant_secret(&root, &t.id);
+                (t.id, strom_token::srt::secret_to_hex(&secret))
+            })
+            .collect())
+    }
+
+    /// Changes whenever a tenant is created or deleted.
+    pub fn tenants_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tenants_changed.subscribe()
+    }
+
+    /// The SRT secret of one tenant (for its stream keys and passphrases).
+    pub fn srt_tenant_secret(&self, tenant: &str) -> Result<[u8; strom_token::srt::SECRET_LEN]> {
+        Ok(strom_token::srt::tenant_secret(&self.srt_secret()?, tenant))
+    }
+
     // ---- signing keys -------------------------------------------------
 
     fn load_signing_keys(&self) -> Result<()> {
         let scope = Scope::Tenant("_platform".into());
         let mut keys: Vec<StoredSigningKey> = self.scan(Table::Meta, &prefix(&["signing-key"]))?;
         if keys.is_empty() {
-            self.rotate_signing_key()?;
+            self.rotate_signing_key(time::Duration::ZERO)?;
             return Ok(());
         }
         keys.sort_by_key(|k| k.created_at);
@@ -314,12 +382,15 @@ impl Repo {
         Ok(())
     }
 
-    /// Adds a new signing key; tokens signed by older keys keep verifying
-    /// until they expire (old keys stay in the key set for the longest
-    /// token lifetime).
-    pub fn rotate_signing_key(&self) -> Result<String> {
+    /// Makes a new signing key current. Tokens signed by the older keys keep
+    /// verifying for `overlap` and no longer (a compromised key: overlap 0);
+    /// credentials signed by them must be issued again within it (see
+    /// [`signing_keys`](Self::signing_keys)). The verifier here takes the new
+    /// key set at once; relays within a minute (or at their next refusal).
+    pub fn rotate_signing_key(&self, overlap: time::Duration) -> Result<String> {
         let scope = Scope::Tenant("_platform".into());
         let signing = SigningKey::generate();
+        let created_at = now();
         let stored = StoredSigningKey {
             kid: signing.kid().to_owned(),
             secret: self.ring.seal(
@@ -327,21 +398,42 @@ impl Repo {
                 &aad("_platform", "signing-key", signing.kid(), "secret"),
                 &signing.to_bytes(),
             )?,
-            created_at: now(),
+            created_at,
+            retire_at: None,
         };
+        let retire = created_at + overlap.max(time::Duration::ZERO);
         let mut b = Batch::default();
-        b.put(
-            Table::Meta,
-            key(&[
-                "signing-key",
-                &format!("{}", stored.created_at.unix_timestamp()),
-                &stored.kid,
-            ]),
-            encode(&stored),
-        );
+        let mut keys = self.signing.lock().expect("signing lock");
+        for old in keys.iter_mut() {
+            if old.retire_at.is_none_or(|r| r > retire) {
+                old.retire_at = Some(retire);
+                b.put(Table::Meta, signing_key_row(old), encode(&*old));
+            }
+        }
+        b.put(Table::Meta, signing_key_row(&stored), encode(&stored));
         self.store.write(b)?;
-        self.signing.lock().expect("signing lock").push(stored);
+        keys.push(stored);
+        drop(keys);
+        self.verifier.set_keys(&self.key_set()?);
+        tracing::info!(kid = signing.kid(), overlap_secs = overlap.whole_seconds(), "signing key rotated");
         Ok(signing.kid().to_owned())
+    }
+
+    /// The signing keys, newest last: id, creation, when it stops verifying.
+    pub fn signing_keys(&self) -> Vec<SigningKeyInfo> {
+        let keys = self.signing.lock().expect("signing lock");
+        let n = keys.len();
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| SigningKeyInfo {
+                kid: k.kid.clone(),
+                created_at: k.created_at,
+                retire_at: k.retire_at.or_else(|| {
+                    (i + 1 < n).then(|| k.created_at + time::Duration::seconds(strom_token::MAX_RELAY_SECS))
+                }),
+                current: i + 1 == n,
+            })
+            .collect()
     }
 
     fn current_signing_key(&self) -> Result<SigningKey> {
@@ -361,14 +453,24 @@ impl Repo {
         SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))
     }
 
+    /// The keys tokens are accepted under: the current one and the retired
+    /// ones still within their overlap.
     pub fn key_set(&self) -> Result<strom_token::KeySet> {
         let scope = Scope::Tenant("_platform".into());
-        let cutoff = now() - time::Duration::seconds(strom_token::MAX_RELAY_SECS);
+        let at = now();
         let mut keys = Vec::new();
-        for stored in self.signing.lock().expect("signing lock").iter().rev() {
-            if stored.created_at < cutoff && !keys.is_empty() {
+        for info in self.signing_keys().iter().rev() {
+            if !info.current && info.retire_at.is_some_and(|r| r <= at) {
                 continue;
             }
+            let stored = self
+                .signing
+                .lock()
+                .expect("signing lock")
+                .iter()
+                .find(|k| k.kid == info.kid)
+                .cloned()
+                .ok_or(RepoError::NotFound)?;
             let bytes = self.ring.open(
                 &scope,
                 &aad("_platform", "signing-key", &stored.kid, "secret"),
@@ -418,47 +520,98 @@ impl Repo {
     }
 
     fn revoke_locked(&self, kind: RevocationKind, tenant: &str, id: &str) -> Result<Revocation> {
-        let seq = *self.revocation_seq.borrow() + 1;
         // Token times carry sub-second precision: tokens minted after this
         // instant stay valid, every earlier one is revoked.
-        let r = Revocation {
-            seq,
-            kind,
-            tenant: tenant.into(),
-            id: id.into(),
-            issued_before: OffsetDateTime::now_utc(),
-        };
-        let mut b = Batch::default();
-        b.put(Table::Revocations, format!("{seq:016}"), encode(&r));
-        b.put(Table::Meta, "revocation-seq", encode(&seq));
-        self.store.write(b)?;
-        self.revocation_seq.send_replace(seq);
-        self.metrics.revoked(kind);
-        tracing::info!(kind = ?kind, tenant, id, seq, "revocation recorded");
-        Ok(r)
+        let at = OffsetDateTime::now_utc();
+        Ok(self
+            .append_revocations(&[(kind, tenant, id, at)])?
+            .remove(0))
     }
 
-    pub fn revocations_after(&self, after: u64) -> Result<strom_token::revocation::RevocationFeed> {
-        let seq = *self.revocation_seq.borrow();
+    /// Records revocations issued at the given moments, in one write
+    /// (a tenant's events together; tests build long logs with it).
+    #[doc(hidden)]
+    pub fn revoke_all_at(
+        &self,
+        entries: &[(RevocationKind, &str, &str, OffsetDateTime)],
+    ) -> Result<Vec<Revocation>> {
+        let _g = self.lock();
+        self.append_revocations(entries)
+    }
+
+    /// Appends to the log (the caller holds the write lock), tells the
+    /// control plane's own verifier at once and wakes the relays' polls.
+    fn append_revocations(
+        &self,
+        entries: &[(RevocationKind, &str, &str, OffsetDateTime)],
+    ) -> Result<Vec<Revocation>> {
+        let mut seq = *self.revocation_seq.borrow();
+        let mut b = Batch::default();
+        let mut out = Vec::with_capacity(entries.len());
+        for (kind, tenant, id, at) in entries {
+            seq += 1;
+            let r = Revocation {
+                seq,
+                kind: *kind,
+                tenant: (*tenant).into(),
+                id: (*id).into(),
+                issued_before: *at,
+                keep_until: Some(*at + time::Duration::seconds(revocation_lifetime(*kind, id))),
+            };
+            b.put(Table::Revocations, format!("{seq:016}"), encode(&r));
+            out.push(r);
+        }
+        b.put(Table::Meta, "revocation-seq", encode(&seq));
+        self.store.write(b)?;
+        self.verifier.revocations_mut().apply(&RevocationFeed {
+            seq,
+            entries: out.clone(),
+            ..Default::default()
+        });
+        self.revocation_seq.send_replace(seq);
+        for r in &out {
+            self.metrics.revoked(r.kind);
+            tracing::info!(kind = ?r.kind, tenant = %r.tenant, id = %r.id, seq = r.seq, "revocation recorded");
+        }
+        Ok(out)
+    }
+
+    /// One page of the log after `after`, at most [`REVOCATION_PAGE`]
+    /// entries; `more` says another page follows (then `seq` is the last
+    /// entry's position, else the newest). With `tenant`, only that
+    /// tenant's entries (a peer-agent's credential reads no other tenant's
+    /// ids), the position still moving over the others.
+    pub fn revocations_after(
+        &self,
+        after: u64,
+        tenant: Option<&str>,
+    ) -> Result<RevocationFeed> {
+        let head = *self.revocation_seq.borrow();
+        // A relay ahead of us (we were restored from a backup) starts over.
+        let reset = after > head;
+        let from = if reset { 0 } else { after };
         let rows = self.store.scan_after(
             Table::Revocations,
             b"",
-            format!("{after:016}").as_bytes(),
-            10_000,
+            format!("{from:016}").as_bytes(),
+            REVOCATION_PAGE,
         )?;
-        let entries: Vec<Revocation> =
+        let scanned: Vec<Revocation> =
             rows.iter().map(|(_, v)| decode(v)).collect::<Result<_>>()?;
-        // A relay ahead of us (we were restored from a backup) starts over.
-        let reset = after > seq;
-        let entries = if reset {
-            self.revocations_after(0)?.entries
-        } else {
-            entries
+        let more = scanned.len() == REVOCATION_PAGE;
+        let seq = match scanned.last() {
+            Some(last) if more => last.seq,
+            _ => head,
         };
-        Ok(strom_token::revocation::RevocationFeed {
+        let entries = scanned
+            .into_iter()
+            .filter(|r| tenant.is_none_or(|t| r.tenant == t))
+            .collect();
+        Ok(RevocationFeed {
             seq,
             entries,
             reset,
+            more,
         })
     }
 
@@ -466,12 +619,67 @@ impl Repo {
         self.revocation_seq.subscribe()
     }
 
+    /// Drops from the log what no relay needs any more (F3): entries that
+    /// cannot match a valid token at `at`, and entries a later one covers.
+    /// Positions are never reused, so relays simply read on. Returns how
+    /// many entries went.
+    pub fn compact_revocations(&self, at: OffsetDateTime) -> Result<usize> {
+        let _g = self.lock();
+        let all: Vec<Revocation> = self.scan(Table::Revocations, b"")?;
+        let keep: std::collections::HashSet<u64> =
+            strom_token::revocation::compact(&all, at).iter().map(|r| r.seq).collect();
+        let mut b = Batch::default();
+        let mut dropped = 0;
+        for r in &all {
+            if !keep.contains(&r.seq) {
+                b.delete(Table::Revocations, format!("{:016}", r.seq));
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.store.write(b)?;
+            self.verifier.revocations_mut().prune(at);
+            tracing::info!(dropped, kept = keep.len(), "revocation log compacted");
+        }
+        Ok(dropped)
+    }
+
+    /// The control plane's own verifier: relay credentials, agent tickets
+    /// and tokens are checked against the same keys and revocations relays
+    /// hold, updated the moment a revocation is recorded.
+    pub fn verifier(&self) -> &Arc<strom_token::Verifier> {
+        &self.verifier
+    }
+
+    fn load_verifier(&self) -> Result<()> {
+        self.verifier.set_keys(&self.key_set()?);
+        let mut after = 0;
+        loop {
+            let page = self.revocations_after(after, None)?;
+            after = page.seq;
+            let more = page.more;
+            self.verifier.revocations_mut().apply(&page);
+            if !more {
+                break;
+            }
+        }
+        self.verifier.revocations_mut().prune(OffsetDateTime::now_utc());
+        Ok(())
+    }
+
     // ---- tenants ------------------------------------------------------
 
     pub fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        self.create_tenant_with_id(&new_id("t"), name)
+    }
+
+    /// Creates a tenant under a given id (tests whose relays carry
+    /// broadcasts of a fixed tenant id).
+    #[doc(hidden)]
+    pub fn create_tenant_with_id(&self, id: &str, name: &str) -> Result<Tenant> {
         let name = clean_text("name", name, 120)?;
         let tenant = Tenant {
-            id: new_id("t"),
+            id: id.into(),
             name,
             created_at: now(),
             settings: TenantSettings::default(),
@@ -491,6 +699,7 @@ impl Repo {
                 ..Default::default()
             }],
         )?;
+        self.tenants_changed.send_modify(|v| *v += 1);
         Ok(tenant)
     }
 
@@ -547,11 +756,22 @@ impl Repo {
             self.keys.as_ref(),
             &JournalEntry::Tenant { tenant: id.into() },
         )?;
+        // What must stop working, read before the data goes: its events'
+        // tokens and its agents' credentials (and their tickets).
+        let events = self.scan::<Event>(Table::Events, &prefix(&[id]))?;
+        let agents = self.credentials(id)?;
         self.ring.shred(&Scope::Tenant(id.into()))?;
         self.purge_tenant_data(id)?;
-        for ev in self.scan::<Event>(Table::Events, &prefix(&[id]))? {
-            self.revoke_locked(RevocationKind::Event, id, &ev.id)?;
+        let at = OffsetDateTime::now_utc();
+        let mut entries: Vec<(RevocationKind, &str, &str, OffsetDateTime)> = events
+            .iter()
+            .map(|e| (RevocationKind::EventDeleted, id, e.id.as_str(), at))
+            .collect();
+        entries.extend(agents.iter().map(|c| (RevocationKind::Subject, id, c.id.as_str(), at)));
+        if !entries.is_empty() {
+            self.append_revocations(&entries)?;
         }
+        self.tenants_changed.send_modify(|v| *v += 1);
         Ok(())
     }
 
@@ -597,6 +817,35 @@ impl Repo {
                         .is_some()
                     {
                         self.purge_event_data(&tenant, &event)?;
+                        replayed += 1;
+                    }
+                }
+                JournalEntry::Participant {
+                    tenant,
+                    event,
+                    participant,
+                } => {
+                    let row = key(&[&tenant, &event, &participant]);
+                    if let Some(raw) = self.store.get(Table::Participants, &row)? {
+                        let p: Participant = decode(&raw)?;
+                        let email = self.participant_view(&p).ok().map(|v| v.email);
+                        let mut b = Batch::default();
+                        self.purge_participant(&mut b, &tenant, &event, &participant, email.as_deref())?;
+                        self.store.write(b)?;
+                        replayed += 1;
+                    }
+                }
+                JournalEntry::User {
+                    tenant,
+                    user,
+                    email_index,
+                } => {
+                    if self.store.get(Table::Users, &key(&[&tenant, &user]))?.is_some() {
+                        let mut b = Batch::default();
+                        b.delete(Table::Users, key(&[&tenant, &user]));
+                        b.delete(Table::Index, email_index.into_bytes());
+                        self.end_sessions(&mut b, &tenant, &user, None)?;
+                        self.store.write(b)?;
                         replayed += 1;
                     }
                 }
@@ -702,6 +951,27 @@ impl Repo {
         ];
         self.commit(tenant, b, entries)?;
         Ok((self.user_view(&user)?, generated))
+    }
+
+    /// Records a security event in the tenant's audit trail (V16): a
+    /// refused request of `subject` (a session's pseudonymous id), and what
+    /// it asked for (`what`: a route, never a value).
+    pub fn security_event(
+        &self,
+        tenant: &str,
+        subject: &str,
+        action: &str,
+        what: &str,
+    ) -> Result<()> {
+        if self.store.get(Table::Tenants, tenant.as_bytes())?.is_none() {
+            return Ok(());
+        }
+        let _g = self.lock();
+        self.commit(
+            tenant,
+            Batch::default(),
+            vec![self.entry(subject, action, "session", subject, Some(what), None, None)],
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -841,7 +1111,7 @@ impl Repo {
         let mut b = Batch::default();
         b.put(Table::Users, key(&[tenant, id]), encode(&u));
         if !active.unwrap_or(true) {
-            b.delete_prefix(Table::Sessions, prefix(&[tenant, id]));
+            self.end_sessions(&mut b, tenant, id, None)?;
         }
         self.commit(tenant, b, entries)?;
         self.user_view(&u)
@@ -868,7 +1138,16 @@ impl Repo {
         let mut b = Batch::default();
         b.delete(Table::Users, key(&[tenant, id]));
         b.delete(Table::Index, self.user_email_index(tenant, &view.email)?);
-        b.delete_prefix(Table::Sessions, prefix(&[tenant, id]));
+        self.end_sessions(&mut b, tenant, id, None)?;
+        journal(
+            self.keys.as_ref(),
+            &JournalEntry::User {
+                tenant: tenant.into(),
+                user: id.into(),
+                email_index: String::from_utf8_lossy(&self.user_email_index(tenant, &view.email)?)
+                    .into_owned(),
+            },
+        )?;
         let entries = vec![
             self.entry(
                 actor,
@@ -889,6 +1168,7 @@ impl Repo {
                 None,
             ),
         ];
+        self.ring.shred(&Scope::Subject(tenant.into(), id.into()))?;
         self.commit(tenant, b, entries)
     }
 
@@ -903,19 +1183,35 @@ impl Repo {
             self.metrics.logins_locked.fetch_add(1, Ordering::Relaxed);
             RepoError::Locked(l.until)
         })?;
-        self.put_credential(tenant, principal, &cred, vec![])?;
+        self.put_credential(Batch::default(), tenant, principal, &cred, vec![])?;
         Ok(cred)
     }
 
+    /// Settles an attempt reserved with [`reserve_attempt`]: counts it, locks
+    /// the account after the third failure, and records a failure in the
+    /// audit trail. A TOTP step that verified is checked again and stored here,
+    /// under the write lock, so two requests with the same code cannot both
+    /// pass (the second finds the step used). Returns whether the attempt
+    /// succeeded in the end.
+    ///
+    /// [`reserve_attempt`]: Repo::reserve_attempt
     pub fn finish_attempt(
         &self,
         tenant: &str,
         principal: &Principal,
         ok: bool,
         lock_minutes: u16,
-    ) -> Result<()> {
+        totp_step: Option<u64>,
+    ) -> Result<bool> {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
+        let replayed = totp_step.is_some_and(|step| cred.totp_last_step >= Some(step));
+        let ok = ok && !replayed;
+        if ok {
+            if let Some(step) = totp_step {
+                cred.totp_last_step = Some(step);
+            }
+        }
         let was_locked = cred.lockout.locked_until.is_some();
         let counter = if ok {
             &self.metrics.logins_succeeded
@@ -929,6 +1225,19 @@ impl Repo {
             lockout::attempt_failed(&cred.lockout, lock_minutes, now())
         };
         let mut entries = vec![];
+        if !ok {
+            // A security event (V16): bounded by the lockout, three per
+            // lock period and account.
+            entries.push(self.entry(
+                "system",
+                "login-failed",
+                principal_entity(principal),
+                principal_id(principal),
+                None,
+                None,
+                None,
+            ));
+        }
         if !was_locked && cred.lockout.locked_until.is_some() {
             self.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
             entries.push(self.entry(
@@ -946,7 +1255,8 @@ impl Repo {
                 "account locked after failed attempts"
             );
         }
-        self.put_credential(tenant, principal, &cred, entries)
+        self.put_credential(Batch::default(), tenant, principal, &cred, entries)?;
+        Ok(ok)
     }
 
     pub fn unlock(&self, actor: &str, tenant: &str, principal: &Principal) -> Result<()> {
@@ -962,7 +1272,7 @@ impl Repo {
             None,
             None,
         )];
-        self.put_credential(tenant, principal, &cred, entries)
+        self.put_credential(Batch::default(), tenant, principal, &cred, entries)
     }
 
     pub fn credential(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
@@ -974,15 +1284,16 @@ impl Repo {
         })
     }
 
-    /// Stores a credential; the caller holds the write lock.
+    /// Stores a credential (with whatever else `b` holds); the caller holds
+    /// the write lock.
     fn put_credential(
         &self,
+        mut b: Batch,
         tenant: &str,
         principal: &Principal,
         cred: &Credential,
         entries: Vec<Entry>,
     ) -> Result<()> {
-        let mut b = Batch::default();
         match principal {
             Principal::Staff { user, .. } => {
                 let mut u = self.user(tenant, user)?;
@@ -1002,13 +1313,17 @@ impl Repo {
         self.commit(tenant, b, entries)
     }
 
-    /// Sets a new password chosen by its holder (policy and history apply).
+    /// Sets a new password chosen by its holder (policy and history apply)
+    /// and ends every other session of the account (ASVS 7.4.3): whoever
+    /// took it over is logged out. `keep` is the cookie secret of the
+    /// session that made the change, if it stays.
     pub fn set_password(
         &self,
         tenant: &str,
         principal: &Principal,
         new: &str,
         policy: &PasswordPolicy,
+        keep: Option<&str>,
     ) -> Result<()> {
         let cred = self.credential(tenant, principal)?;
         let mut history = cred.password.iter().cloned().collect::<Vec<_>>();
@@ -1025,6 +1340,8 @@ impl Repo {
         cred.password = Some(hash);
         cred.password_set_at = Some(now());
         cred.must_change = false;
+        let mut b = Batch::default();
+        let ended = self.end_sessions(&mut b, tenant, principal_id(principal), keep)?;
         let entries = vec![self.entry(
             principal_id(principal),
             "change",
@@ -1034,9 +1351,12 @@ impl Repo {
             None,
             None,
         )];
-        self.put_credential(tenant, principal, &cred, entries)
+        self.put_credential(b, tenant, principal, &cred, entries)?;
+        tracing::info!(tenant, subject = principal_id(principal), other_sessions_ended = ended, "password changed");
+        Ok(())
     }
 
+    /// Changes a credential under the write lock.
     pub fn update_credential(
         &self,
         tenant: &str,
@@ -1046,8 +1366,41 @@ impl Repo {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         f(&mut cred)?;
-        self.put_credential(tenant, principal, &cred, vec![])?;
+        self.put_credential(Batch::default(), tenant, principal, &cred, vec![])?;
         Ok(cred)
+    }
+
+    /// Confirms a new second factor: the pending TOTP secret becomes the
+    /// account's, and every other session ends (whoever held one did not
+    /// prove this factor). Audited.
+    pub fn confirm_totp(
+        &self,
+        tenant: &str,
+        principal: &Principal,
+        step: u64,
+        keep: &str,
+    ) -> Result<()> {
+        let _g = self.lock();
+        let mut cred = self.credential(tenant, principal)?;
+        let replaced = cred.totp.is_some();
+        cred.totp = Some(
+            cred.totp_pending
+                .take()
+                .ok_or_else(|| RepoError::Invalid("start enrolment first".into()))?,
+        );
+        cred.totp_last_step = Some(step);
+        let mut b = Batch::default();
+        self.end_sessions(&mut b, tenant, principal_id(principal), Some(keep))?;
+        let entries = vec![self.entry(
+            principal_id(principal),
+            if replaced { "change" } else { "create" },
+            principal_entity(principal),
+            principal_id(principal),
+            Some("totp"),
+            None,
+            None,
+        )];
+        self.put_credential(b, tenant, principal, &cred, entries)
     }
 
     /// Seals a tenant-level secret (e.g. the OIDC client secret).
@@ -1132,7 +1485,60 @@ impl Repo {
             b.put(Table::Sessions, skey, encode(&s));
             self.store.write(b)?;
         }
+        self.refresh_session(secret, s)
+    }
+
+    /// What a session may do is read from the account now, not from the
+    /// moment of login: a demoted, deactivated or deleted staff member's
+    /// sessions carry the new role (or end) at their next request, and an
+    /// owner who must enrol TOTP is held to it whenever that became due.
+    fn refresh_session(&self, secret: &str, mut s: Session) -> Result<Session> {
+        if let Principal::Staff { user, role } = &mut s.principal {
+            let u = match self.user(&s.tenant, user) {
+                Ok(u) if u.active => u,
+                Ok(_) | Err(RepoError::NotFound) => {
+                    self.delete_session(secret)?;
+                    return Err(RepoError::NotFound);
+                }
+                Err(e) => return Err(e),
+            };
+            *role = u.role;
+            let required = u.role == Role::Owner
+                && self.tenant(&s.tenant)?.settings.totp_required_for_owners;
+            s.must_enrol_totp = required && u.credential.totp.is_none();
+        }
         Ok(s)
+    }
+
+    /// Adds to `b` the deletion of every session of `subject` (a user or
+    /// participant id) but `keep` (the caller's own, by cookie secret), and
+    /// of their index entries.
+    fn end_sessions(
+        &self,
+        b: &mut Batch,
+        tenant: &str,
+        subject: &str,
+        keep: Option<&str>,
+    ) -> Result<usize> {
+        let keep = keep.map(sha256_hex);
+        let mut ended = 0;
+        for (k, _) in self
+            .store
+            .scan(Table::Sessions, &prefix(&[tenant, subject]), usize::MAX)?
+        {
+            let hash = String::from_utf8_lossy(&k)
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if keep.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
+            b.delete(Table::Index, key(&["session", &hash]));
+            b.delete(Table::Sessions, k);
+            ended += 1;
+        }
+        Ok(ended)
     }
 
     pub fn update_session(&self, secret: &str, f: impl FnOnce(&mut Session)) -> Result<()> {
@@ -1296,8 +1702,14 @@ impl Repo {
                 event: id.into(),
             },
         )?;
-        // Key first: a crash after this leaves only unreadable ciphertext.
-        self.ring.shred(&Scope::Event(tenant.into(), id.into()))?;
+        // Keys first: a crash after this leaves only unreadable ciphertext.
+        let mut scopes = vec![Scope::Event(tenant.into(), id.into())];
+        scopes.extend(
+            self.scan::<Participant>(Table::Participants, &prefix(&[tenant, id]))?
+                .into_iter()
+                .map(|p| Scope::Subject(tenant.into(), p.id)),
+        );
+        self.ring.shred_all(&scopes)?;
         self.purge_event_data(tenant, id)?;
         self.commit(
             tenant,
@@ -1319,7 +1731,7 @@ impl Repo {
         b.delete_prefix(Table::Index, prefix(&[tenant, "event", id]));
         for p in participants {
             b.delete(Table::Index, key(&[tenant, "participant-event", &p.id]));
-            b.delete_prefix(Table::Sessions, prefix(&[tenant, &p.id]));
+            self.end_sessions(&mut b, tenant, &p.id, None)?;
         }
         self.store.write(b)?;
         Ok(())
@@ -1425,6 +1837,8 @@ impl Repo {
             action: Action::Publish,
             lifetime_secs: strom_token::MAX_PUBLISH_SECS,
             not_after: Some(ev.access_until()),
+            role: None,
+            via: None,
         };
         let minted = self.mint(&grant)?;
         stream.credential_issued_at = Some(now());
@@ -1467,16 +1881,30 @@ impl Repo {
         rows: Vec<NewParticipant>,
     ) -> Result<Vec<ParticipantView>> {
         let ev = self.event(tenant, event)?;
+        let with_password = rows.iter().filter(|r| r.password.is_some()).count();
+        if with_password > MAX_PASSWORDS_PER_IMPORT {
+            return Err(RepoError::Invalid(format!(
+                "at most {MAX_PASSWORDS_PER_IMPORT} participants with a password per import ({with_password} given); import the rest in further files, or let them log in by magic link"
+            )));
+        }
         let scope = Scope::Event(tenant.into(), event.into());
+        let ids: Vec<String> = rows.iter().map(|_| new_id("p")).collect();
+        // One key per person for what the audit trail keeps of them, made
+        // in one write.
+        self.ring.ensure_all(
+            &ids.iter()
+                .map(|id| Scope::Subject(tenant.into(), id.clone()))
+                .collect::<Vec<_>>(),
+        )?;
         let mut prepared = Vec::new();
-        for row in rows {
+        for (row, id) in rows.into_iter().zip(ids) {
             let email = normalise_email(&row.email)?;
             let name = clean_text("name", &row.name, 120)?;
             let fields = check_fields(&ev, &row.fields)?;
-            let id = new_id("p");
             let fields_json = serde_json::to_string(&fields).expect("serialises");
             let credential = Credential {
-                password: row.password.as_deref().map(password::hash_password),
+                // Bulk hashing never takes the permits logins wait for (F19).
+                password: row.password.as_deref().map(password::hash_password_bulk),
                 password_set_at: row.password.as_ref().map(|_| now()),
                 must_change: row.password.is_some(),
                 ..Default::default()
@@ -1506,6 +1934,8 @@ impl Repo {
                 consent: None,
                 credential,
                 attended_secs: 0,
+                attendance_reported_at: None,
+                consent_withdrawn: false,
             };
             let audit = vec![
                 self.entry(
@@ -1771,7 +2201,7 @@ impl Repo {
         let mut b = Batch::default();
         b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
         if status != ParticipantStatus::Active {
-            b.delete_prefix(Table::Sessions, prefix(&[tenant, id]));
+            self.end_sessions(&mut b, tenant, id, None)?;
         }
         let action = match status {
             ParticipantStatus::Blocked => "block",
@@ -1817,13 +2247,7 @@ impl Repo {
         let p = self.participant(tenant, event, id)?;
         let view = self.participant_view(&p)?;
         let mut b = Batch::default();
-        b.delete(Table::Participants, key(&[tenant, event, id]));
-        b.delete(
-            Table::Index,
-            self.participant_email_index(tenant, event, &view.email)?,
-        );
-        b.delete(Table::Index, key(&[tenant, "participant-event", id]));
-        b.delete_prefix(Table::Sessions, prefix(&[tenant, id]));
+        self.purge_participant(&mut b, tenant, event, id, Some(&view.email))?;
         let entries = vec![
             self.entry(
                 actor,
@@ -1844,9 +2268,44 @@ impl Repo {
                 None,
             ),
         ];
+        // Journalled (a restored backup must not bring the person back),
+        // then their audit key shredded (the values above included), then
+        // the data.
+        journal(
+            self.keys.as_ref(),
+            &JournalEntry::Participant {
+                tenant: tenant.into(),
+                event: event.into(),
+                participant: id.into(),
+            },
+        )?;
+        self.ring.shred(&Scope::Subject(tenant.into(), id.into()))?;
         self.commit(tenant, b, entries)?;
         self.revoke_locked(RevocationKind::Subject, tenant, id)?;
         Ok(true)
+    }
+
+    /// Adds to `b` the deletion of a participant's record, indexes and
+    /// sessions. `email` (opened) finds the e-mail index; without it (the
+    /// event key is gone) the index shreds with the event key anyway.
+    fn purge_participant(
+        &self,
+        b: &mut Batch,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        email: Option<&str>,
+    ) -> Result<()> {
+        b.delete(Table::Participants, key(&[tenant, event, id]));
+        if let Some(email) = email {
+            b.delete(
+                Table::Index,
+                self.participant_email_index(tenant, event, email)?,
+            );
+        }
+        b.delete(Table::Index, key(&[tenant, "participant-event", id]));
+        self.end_sessions(b, tenant, id, None)?;
+        Ok(())
     }
 
     /// Records consent or its withdrawal: a new immutable record each time.
@@ -1869,6 +2328,7 @@ impl Repo {
             at: now(),
         };
         p.consent = given.then(|| record.id.clone());
+        p.consent_withdrawn = !given;
         let mut b = Batch::default();
         b.put(
             Table::Consent,
@@ -1904,14 +2364,34 @@ impl Repo {
         self.scan(Table::Consent, &prefix(&[tenant, event, id]))
     }
 
-    pub fn add_attendance(&self, tenant: &str, event: &str, id: &str, secs: u64) -> Result<()> {
+    /// Credits viewing time. A report counts at most 600 s and at most the
+    /// time since the last credited report (plus a few seconds of slack),
+    /// only while the event runs, and the total never exceeds the event's
+    /// length: reporting often or after the event adds nothing. Returns the
+    /// seconds credited.
+    pub fn add_attendance(&self, tenant: &str, event: &str, id: &str, secs: u64) -> Result<u64> {
+        let ev = self.event(tenant, event)?;
         let _g = self.lock();
         let mut p = self.participant(tenant, event, id)?;
-        p.attended_secs = p.attended_secs.saturating_add(secs.min(600));
+        let at = now();
+        if at < ev.starts_at - time::Duration::minutes(EVENT_GRACE_MINUTES) || at > ev.access_until() {
+            return Err(RepoError::Conflict("the event is not running".into()));
+        }
+        let since_last = p
+            .attendance_reported_at
+            .map(|last| (at - last).whole_seconds().max(0) as u64 + ATTENDANCE_SLACK_SECS)
+            .unwrap_or(MAX_ATTENDANCE_REPORT_SECS);
+        let length = (ev.access_until() - ev.starts_at).whole_seconds().max(0) as u64;
+        let credited = secs
+            .min(MAX_ATTENDANCE_REPORT_SECS)
+            .min(since_last)
+            .min(length.saturating_sub(p.attended_secs));
+        p.attended_secs += credited;
+        p.attendance_reported_at = Some(at);
         let mut b = Batch::default();
         b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
         self.store.write(b)?;
-        Ok(())
+        Ok(credited)
     }
 
     // ---- sites and edges -------------------------------------------------
@@ -1948,27 +2428,133 @@ impl Repo {
         )
     }
 
-    /// Mints a peer-agent enrolment credential for `tenant` (a relay
-    /// credential scoped to the tenant; revoke it by its subject).
+    /// Mints a peer-agent enrolment credential for `tenant`: a relay
+    /// credential scoped to the tenant, listed and revocable by its id
+    /// (the token's subject); revoking it revokes its tickets too.
     pub fn issue_agent_credential(&self, actor: &str, tenant: &str) -> Result<(String, String)> {
         let id = crate::model::new_id("ag");
+        let (token, _) = self.issue_credential(actor, tenant, &id, CredentialKind::Agent)?;
+        Ok((id, token))
+    }
+
+    /// Mints a credential for one of the operator's relays (`subject`: its
+    /// id, e.g. `edge-fra-1`), scoped by `role` (F9: only origins read SRT
+    /// secrets and register media keys). Issuing again for a subject makes
+    /// a fresh credential; earlier ones stay valid until revoked.
+    pub fn issue_relay_credential(
+        &self,
+        actor: &str,
+        role: RelayRole,
+        subject: &str,
+    ) -> Result<(String, CredentialRecord)> {
+        let ok = (1..=64).contains(&subject.len())
+            && subject
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && !subject.starts_with("agent");
+        if !ok {
+            return Err(RepoError::Invalid(
+                "a relay's subject is 1 to 64 of a-z, 0-9, - and _".into(),
+            ));
+        }
+        let kind = match role {
+            RelayRole::Origin => CredentialKind::Origin,
+            RelayRole::Edge => CredentialKind::Edge,
+        };
+        self.issue_credential(actor, PLATFORM, subject, kind)
+    }
+
+    fn issue_credential(
+        &self,
+        actor: &str,
+        tenant: &str,
+        subject: &str,
+        kind: CredentialKind,
+    ) -> Result<(String, CredentialRecord)> {
         let grant = Grant {
-            subject: id.clone(),
+            subject: subject.into(),
             tenant: tenant.into(),
             event: String::new(),
             stream: None,
             action: Action::Relay,
             lifetime_secs: strom_token::MAX_RELAY_SECS,
             not_after: None,
+            role: match kind {
+                CredentialKind::Origin => Some(RelayRole::Origin),
+                CredentialKind::Edge => Some(RelayRole::Edge),
+                CredentialKind::Agent => None,
+            },
+            via: None,
         };
         let _g = self.lock();
-        let (token, _) = self.mint(&grant)?;
-        self.commit(
-            tenant,
-            Batch::default(),
-            vec![self.entry(actor, "issue-credential", "agent", &id, None, None, None)],
-        )?;
-        Ok((id, token))
+        let row = key(&[tenant, subject]);
+        let earlier: Option<CredentialRecord> = match self.store.get(Table::Credentials, &row)? {
+            Some(raw) => Some(decode(&raw)?),
+            None => None,
+        };
+        if earlier.as_ref().is_some_and(|e| e.kind != kind) {
+            return Err(RepoError::Conflict(
+                "this subject holds a credential of another kind".into(),
+            ));
+        }
+        let (token, claims) = self.mint(&grant)?;
+        let record = CredentialRecord {
+            id: subject.into(),
+            tenant: tenant.into(),
+            kind,
+            issued_at: claims.iat,
+            issued_by: actor.into(),
+            issued: earlier.as_ref().map_or(0, |e| e.issued) + 1,
+            kid: self.current_kid(),
+            expires_at: claims.exp,
+            revoked_at: None,
+        };
+        let mut b = Batch::default();
+        b.put(Table::Credentials, row, encode(&record));
+        let entry = self.entry(actor, "issue-credential", kind.entity(), subject, None, None, None);
+        if tenant == PLATFORM {
+            self.store.write(b)?;
+        } else {
+            self.commit(tenant, b, vec![entry])?;
+        }
+        tracing::info!(tenant, credential = subject, kind = ?kind, "relay credential issued");
+        Ok((token, record))
+    }
+
+    fn current_kid(&self) -> String {
+        self.signing
+            .lock()
+            .expect("signing lock")
+            .last()
+            .map(|k| k.kid.clone())
+            .unwrap_or_default()
+    }
+
+    /// The credentials issued for `tenant`'s agents, or with
+    /// [`PLATFORM`] the operator's relays.
+    pub fn credentials(&self, tenant: &str) -> Result<Vec<CredentialRecord>> {
+        self.scan(Table::Credentials, &prefix(&[tenant]))
+    }
+
+    /// Revokes every credential issued so far for subject `id` of `tenant`
+    /// and every token minted on its strength (agent tickets): the control
+    /// plane refuses them at once, relays within about a second.
+    pub fn revoke_credential(&self, actor: &str, tenant: &str, id: &str) -> Result<CredentialRecord> {
+        let _g = self.lock();
+        let row = key(&[tenant, id]);
+        let mut record: CredentialRecord = self.get(Table::Credentials, &row)?;
+        let r = self.append_revocations(&[(RevocationKind::Subject, tenant, id, OffsetDateTime::now_utc())])?;
+        record.revoked_at = Some(r[0].issued_before);
+        let mut b = Batch::default();
+        b.put(Table::Credentials, row, encode(&record));
+        let entry = self.entry(actor, "revoke-credential", record.kind.entity(), id, None, None, None);
+        if tenant == PLATFORM {
+            self.store.write(b)?;
+        } else {
+            self.commit(tenant, b, vec![entry])?;
+        }
+        tracing::warn!(tenant, credential = id, kind = ?record.kind, "relay credential revoked");
+        Ok(record)
     }
 
     /// The tenant's site whose CIDRs contain `addr`, the longest prefix winning.
@@ -2064,6 +2650,86 @@ impl Repo {
         Ok(done)
     }
 }
+
+/// The tenant of the operator's own relays.
+pub const PLATFORM: &str = strom_token::PLATFORM_TENANT;
+
+/// What a relay credential is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// An operator's origin (SRT secrets, media keys, status).
+    Origin,
+    /// An operator's edge (status, heartbeat, pulling every tenant).
+    Edge,
+    /// A tenant's peer-agents (registration, that tenant's broadcasts).
+    Agent,
+}
+
+impl CredentialKind {
+    fn entity(self) -> &'static str {
+        match self {
+            CredentialKind::Agent => "agent-credential",
+            _ => "relay-credential",
+        }
+    }
+}
+
+/// A relay or agent credential as issued; the token itself is shown once
+/// and not kept.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CredentialRecord {
+    /// The token's subject: `ag_…` for agents, the relay's id otherwise.
+    pub id: String,
+    pub tenant: String,
+    pub kind: CredentialKind,
+    /// When the newest one was issued.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub issued_at: OffsetDateTime,
+    /// Who issued it (a staff id, or `operator`).
+    pub issued_by: String,
+    /// How many were issued for this subject.
+    pub issued: u32,
+    /// The signing key of the newest one: after a key rotation, credentials
+    /// on the old key are to be issued again within the overlap.
+    pub kid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    /// Set when revoked: every credential issued before stops working.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Entries per page of the revocation feed.
+pub const REVOCATION_PAGE: usize = 10_000;
+
+/// How long tokens a revocation can match may live: participants' and
+/// staff's (`p_`, `u_`) are playback tokens; other subjects are relay or
+/// agent credentials; events and streams carry publish credentials.
+fn revocation_lifetime(kind: RevocationKind, id: &str) -> i64 {
+    match kind {
+        RevocationKind::Subject if id.starts_with("p_") || id.starts_with("u_") => {
+            strom_token::MAX_PLAY_SECS
+        }
+        RevocationKind::Subject | RevocationKind::Token => strom_token::MAX_RELAY_SECS,
+        RevocationKind::Event | RevocationKind::EventDeleted | RevocationKind::Stream => {
+            strom_token::MAX_PUBLISH_SECS
+        }
+    }
+}
+
+/// The most one attendance report credits.
+pub const MAX_ATTENDANCE_REPORT_SECS: u64 = 600;
+/// Reports may arrive this much later than the time they cover.
+const ATTENDANCE_SLACK_SECS: u64 = 5;
+
+/// Participants with a password one import may create: each costs an
+/// argon2 hash (~45 ms of one core), and imports hash on one core at a time
+/// beside the logins, so this bounds one import to about 90 s.
+pub const MAX_PASSWORDS_PER_IMPORT: usize = strom_identity::participants_csv::MAX_PASSWORD_ROWS;
 
 /// What to create for one participant.
 #[derive(Debug, Clone)]
@@ -2247,8 +2913,25 @@ pub fn hex(bytes: &[u8; 32]) -> String {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JournalEntry {
-    Tenant { tenant: String },
-    Event { tenant: String, event: String },
+    Tenant {
+        tenant: String,
+    },
+    Event {
+        tenant: String,
+        event: String,
+    },
+    /// An erased participant.
+    Participant {
+        tenant: String,
+        event: String,
+        participant: String,
+    },
+    /// A deleted staff member (with their e-mail index key, a blind hash).
+    User {
+        tenant: String,
+        user: String,
+        email_index: String,
+    },
 }
 
 fn journal(keys: &dyn Store, entry: &JournalEntry) -> Result<()> {

@@ -29,6 +29,8 @@ pub enum Table {
     Audit,
     Consent,
     Revocations,
+    /// Relay and peer-agent credentials as issued (no secrets).
+    Credentials,
     /// Secondary indexes (blind e-mail hashes → ids, slugs → ids).
     Index,
     Meta,
@@ -39,7 +41,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const DATA: [Table; 14] = [
+    pub const DATA: [Table; 15] = [
         Table::Tenants,
         Table::Users,
         Table::Events,
@@ -52,6 +54,7 @@ impl Table {
         Table::Audit,
         Table::Consent,
         Table::Revocations,
+        Table::Credentials,
         Table::Index,
         Table::Meta,
     ];
@@ -71,6 +74,7 @@ impl Table {
             Table::Audit => "audit",
             Table::Consent => "consent",
             Table::Revocations => "revocations",
+            Table::Credentials => "credentials",
             Table::Index => "index",
             Table::Meta => "meta",
             Table::Keys => "keys",

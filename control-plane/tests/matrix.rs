@@ -15,42 +15,6 @@ struct Fixture {
     site: String,
 }
 
-async fn staff_session(
-    plane: &Plane,
-    owner: &mut Client,
-    tenant: &str,
-    email: &str,
-    role: &str,
-) -> (String, Client) {
-    let r = owner
-        .post(
-            "/api/v1/users",
-            json!({"email": email, "name": "Staff", "role": role, "password": "Initial-pass-1"}),
-        )
-        .await;
-    assert_eq!(r.0, 201, "{:?}", r.1);
-    let mut c = Client::new(&plane.base);
-    assert_eq!(
-        c.post(
-            "/api/v1/auth/login",
-            json!({"tenant": tenant, "email": email, "password": "Initial-pass-1"})
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        c.post(
-            "/api/v1/auth/password",
-            json!({"current_password": "Initial-pass-1", "new_password": GOOD_PASSWORD})
-        )
-        .await
-        .0,
-        204
-    );
-    (r.1["user"]["id"].as_str().unwrap().into(), c)
-}
-
 async fn fixture(plane: &Plane, name: &str) -> (Fixture, Client, Client, Client, Client) {
     let (tenant, mut owner) = plane.tenant(name).await;
     let domain = name.to_lowercase();
@@ -92,7 +56,7 @@ async fn fixture(plane: &Plane, name: &str) -> (Fixture, Client, Client, Client,
         )
         .await;
     assert_eq!(r.0, 202, "{:?}", r.1);
-    let (token, _) = plane.mail_link(&email).unwrap();
+    let (token, _) = plane.mail_link(&email).await.unwrap();
     let r = viewer
         .post("/api/v1/auth/magic-link/consume", json!({"token": token}))
         .await;
@@ -333,9 +297,21 @@ fn endpoints(f: &Fixture) -> Vec<(Method, String, Option<Value>, [bool; 4])> {
             participant,
         ),
         (
+            Method::GET,
+            "/api/v1/agent-credentials".into(),
+            None,
+            owner,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/agent-credentials/ag_aaaaaaaaaaaa".into(),
+            None,
+            owner,
+        ),
+        (
             Method::POST,
             "/api/v1/auth/totp/enrol".into(),
-            Some(json!({})),
+            Some(json!({"password": GOOD_PASSWORD})),
             [true, true, true, false],
         ),
     ]

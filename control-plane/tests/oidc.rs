@@ -8,7 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use common::*;
 use serde_json::{json, Value};
@@ -139,6 +140,8 @@ async fn world(claims_in: &str) -> World {
     let redirect_uri = format!("{base}/api/v1/auth/oidc/callback");
     let provider = provider(&redirect_uri, claims_in).await;
     let mut config = config();
+    // The test provider listens on 127.0.0.1 over plain http.
+    config.oidc_allow_private_addresses = true;
     config.listen = format!("127.0.0.1:{port}").parse().unwrap();
     config.public_url = format!("{base}/").parse().unwrap();
     let plane = start_with(config).await;
@@ -371,7 +374,8 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
     .await;
     let (status, loc, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
-    assert_eq!(loc, Some(format!("{}/events/{}", w.plane.base, w.event)));
+    // The viewer portal's address (`/e/{tenant}/{event}`).
+    assert_eq!(loc, Some(format!("{}/e/{}/{}", w.plane.base, w.tenant, w.event)));
     let (_, s) = session(&b, &w).await;
     assert_eq!(
         (s["kind"].as_str(), s["id"].as_str(), s["event"].as_str()),
@@ -584,6 +588,130 @@ async fn email_claims_from_userinfo_and_bad_start_requests() {
     assert_eq!(get(String::new()).await, 400);
     let (other, _) = w.plane.tenant("Globex").await;
     assert_eq!(get(format!("tenant={other}")).await, 404);
+}
+
+/// A TCP listener on 127.0.0.1 that counts who connects: where a provider
+/// request would land if the control plane could be aimed at its own host.
+async fn knock_counter() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let knocks = Arc::new(AtomicUsize::new(0));
+    let counted = knocks.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, knocks)
+}
+
+#[tokio::test]
+async fn an_issuer_at_a_private_address_is_refused_when_set() {
+    // The default: oidc_allow_private_addresses off.
+    let plane = start().await;
+    let (_, mut owner) = plane.tenant("Acme").await;
+    let (port, knocks) = knock_counter().await;
+    for (issuer, says) in [
+        (format!("http://127.0.0.1:{port}"), "oidc.issuer must be https"),
+        (format!("http://localhost:{port}"), "oidc.issuer must be https"),
+        (
+            format!("https://127.0.0.1:{port}"),
+            "oidc.issuer is not a public address (127.0.0.1)",
+        ),
+        (format!("https://127.1:{port}"), "is not a public address"),
+        (format!("https://[::1]:{port}"), "is not a public address"),
+        (
+            format!("https://[::ffff:127.0.0.1]:{port}"),
+            "is not a public address",
+        ),
+        (format!("https://localhost:{port}"), "localhost"),
+        ("https://10.0.0.1/".into(), "is not a public address"),
+        ("https://192.168.1.1/".into(), "is not a public address"),
+        ("https://100.64.0.1/".into(), "is not a public address"),
+        ("https://[fd00::1]/".into(), "is not a public address"),
+        (
+            "https://169.254.169.254/latest/meta-data/".into(),
+            "is not a public address (169.254.169.254)",
+        ),
+        ("https://[fe80::1]/".into(), "is not a public address"),
+        ("https://metadata.google.internal/".into(), "cloud metadata"),
+    ] {
+        let r = owner
+            .patch(
+                "/api/v1/tenant",
+                json!({"oidc": {"issuer": issuer, "client_id": CLIENT_ID}}),
+            )
+            .await;
+        assert_eq!(r.0, 400, "{issuer}: {:?}", r.1);
+        let detail = r.1["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{issuer}: {detail}");
+    }
+    let r = owner.get("/api/v1/tenant").await;
+    assert!(r.1["oidc"].is_null(), "nothing was set: {:?}", r.1);
+    // A public https issuer is taken (nothing is fetched when it is set).
+    let r = owner
+        .patch(
+            "/api/v1/tenant",
+            json!({"oidc": {"issuer": "https://login.example.com/", "client_id": CLIENT_ID}}),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(knocks.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn no_provider_request_reaches_a_private_address() {
+    let plane = start().await;
+    let (tenant, _) = plane.tenant("Acme").await;
+    let (port, knocks) = knock_counter().await;
+    let b = browser();
+    // Issuers whose discovery (and keys) would be fetched from the listener,
+    // stored as if set before the check existed, or while the flag was on:
+    // each login start answers why it will not go there.
+    for (issuer, status, says) in [
+        (format!("https://127.0.0.1:{port}"), 400, "is not a public address"),
+        (format!("https://localhost:{port}/realm"), 400, "localhost"),
+        (
+            format!("https://[::ffff:127.0.0.1]:{port}"),
+            400,
+            "is not a public address",
+        ),
+        (format!("http://127.0.0.1:{port}"), 400, "must be https"),
+    ] {
+        let mut t = plane.repo.tenant(&tenant).unwrap();
+        t.settings.oidc = Some(strom_control_plane::model::OidcSettings {
+            issuer: issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: None,
+        });
+        plane.repo.update_tenant("test", &t).unwrap();
+        let res = b
+            .get(format!(
+                "{}/api/v1/auth/oidc/start?tenant={tenant}",
+                plane.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{issuer}");
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        let body: Value = res.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("the tenant's OIDC issuer") && detail.contains(says),
+            "{issuer}: {detail}"
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        knocks.load(Ordering::SeqCst),
+        0,
+        "the control plane connected to a loopback listener"
+    );
 }
 
 /// The package directory at run time (cargo sets it for tests); the

@@ -50,7 +50,7 @@ async fn a_reissued_publish_credential_works_at_once_and_the_old_one_not() {
             .unwrap();
         verifier
             .revocations_mut()
-            .apply(&repo.revocations_after(0).unwrap());
+            .apply(&repo.revocations_after(0, None).unwrap());
         let now = time::OffsetDateTime::now_utc();
         verifier
             .authorize(&key, Action::Publish, &parts, now)
@@ -79,11 +79,13 @@ async fn a_reissued_publish_credential_works_at_once_and_the_old_one_not() {
             action: Action::Play,
             lifetime_secs: 600,
             not_after: None,
+            role: None,
+            via: None,
         })
         .unwrap();
     verifier
         .revocations_mut()
-        .apply(&repo.revocations_after(0).unwrap());
+        .apply(&repo.revocations_after(0, None).unwrap());
     verifier
         .authorize(
             &token,
@@ -130,7 +132,7 @@ async fn ending_an_event_ends_its_viewers_permissions() {
     assert_eq!(r.0, 200, "{:?}", r.1);
     verifier
         .revocations_mut()
-        .apply(&plane.repo.revocations_after(0).unwrap());
+        .apply(&plane.repo.revocations_after(0, None).unwrap());
     assert!(
         verifier
             .authorize(&token, Action::Play, &parts, t())

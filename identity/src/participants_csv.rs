@@ -23,6 +23,10 @@ pub const MAX_ROWS: usize = 100_000;
 pub const MAX_ERRORS: usize = 1_000;
 /// Longest cell accepted, in characters.
 pub const MAX_CELL_CHARS: usize = 1_000;
+/// Rows of one import that may carry a preset password: each is rated
+/// against the common passwords here and hashed with argon2 on storing,
+/// so this bounds the work one upload causes.
+pub const MAX_PASSWORD_ROWS: usize = 2_000;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Columns written by [`export`] that import reads past.
@@ -197,6 +201,8 @@ fn import_inner(bytes: &[u8], form: &[FormField], policy: Option<&PasswordPolicy
 
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut data_rows = 0usize;
+    let password_column = columns.iter().position(|c| matches!(c, Column::Password));
+    let mut with_password = 0usize;
     // csv counts records, not the line breaks inside quoted cells; organisers
     // look for the line their editor shows, so count line breaks ourselves.
     let mut lines = LineCounter::new(bytes);
@@ -246,6 +252,22 @@ fn import_inner(bytes: &[u8], form: &[FormField], policy: Option<&PasswordPolicy
                 ),
             );
             continue;
+        }
+        if password_column
+            .and_then(|i| record.get(i))
+            .is_some_and(|cell| !cell.is_empty())
+        {
+            with_password += 1;
+            if with_password > MAX_PASSWORD_ROWS {
+                report.error(
+                    line,
+                    Some("password"),
+                    format!(
+                        "more than {MAX_PASSWORD_ROWS} rows with a password; import the rest in further files, or let them log in by magic link"
+                    ),
+                );
+                break;
+            }
         }
         if let Some(row) = parse_row(&record, line, &columns, policy, &mut report) {
             if let Some(first) = seen.get(&row.email) {

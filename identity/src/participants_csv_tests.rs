@@ -449,3 +449,21 @@ fn form_definitions_are_checked() {
         Err(FormError::NoOptions("s".into()))
     );
 }
+
+#[test]
+fn an_import_checks_at_most_so_many_passwords() {
+    let mut csv = String::from("email,name,company,password\n");
+    for i in 0..=MAX_PASSWORD_ROWS {
+        csv.push_str(&format!("p{i}@example.de,P,X,Pass-word-{i:05}x\n"));
+    }
+    let report = import_with_policy(csv.as_bytes(), &form(), &PasswordPolicy::default());
+    assert!(!report.is_clean());
+    let last = messages(&report).pop().unwrap();
+    assert_eq!(last.0, MAX_PASSWORD_ROWS as u64 + 2);
+    assert!(last.2.contains("rows with a password"), "{last:?}");
+    // Without passwords the same number of rows is fine.
+    let plain: String = std::iter::once("email,name,company\n".to_owned())
+        .chain((0..=MAX_PASSWORD_ROWS).map(|i| format!("p{i}@example.de,P,X\n")))
+        .collect();
+    assert!(import(plain.as_bytes(), &form()).is_clean());
+}

@@ -33,7 +33,14 @@ pub const TICKET_SUBJECT_PREFIX: &str = "agent:";
 
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/api/v1/agent-credentials", post(create_agent_credential))
+        .route(
+            "/api/v1/agent-credentials",
+            post(create_agent_credential).get(list_agent_credentials),
+        )
+        .route(
+            "/api/v1/agent-credentials/{id}",
+            axum::routing::delete(revoke_agent_credential),
+        )
         .route("/api/v1/agents/register", post(register))
         .route("/api/v1/agents", get(list_agents))
 }
@@ -61,6 +68,41 @@ pub async fn create_agent_credential(
             StatusCode::CREATED,
             Json(AgentCredential { id, credential }),
         ))
+    })
+    .await
+}
+
+/// The tenant's agent credentials (owners): when issued, by whom, whether
+/// revoked. The credentials themselves are shown only when issued.
+#[utoipa::path(get, path = "/api/v1/agent-credentials", tag = "agents",
+    responses((status = 200, body = Vec<crate::repo::CredentialRecord>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_agent_credentials(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<crate::repo::CredentialRecord>>> {
+    caller.require(OWNERS)?;
+    let repo = state.repo.clone();
+    blocking(move || Ok(Json(repo.credentials(caller.tenant())?))).await
+}
+
+/// Revokes an agent credential and every ticket minted with it: the control
+/// plane refuses them at once, edges and agents within seconds (their
+/// sessions close). Issue a new credential for the agents that stay.
+#[utoipa::path(delete, path = "/api/v1/agent-credentials/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn revoke_agent_credential(
+    State(state): State<Shared>,
+    caller: Caller,
+    super::problem::PathOf(id): super::problem::PathOf<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(OWNERS)?;
+    if !crate::model::valid_id("ag", &id) {
+        return Err(ApiError::not_found());
+    }
+    let repo = state.repo.clone();
+    blocking(move || {
+        repo.revoke_credential(caller.actor(), caller.tenant(), &id)?;
+        Ok(StatusCode::NO_CONTENT)
     })
     .await
 }
@@ -187,6 +229,7 @@ pub async fn register(
     super::relay::check_events(&events, Some(&claims.ten))?;
     let repo = state.repo.clone();
     let tenant = claims.ten.clone();
+    let credential = claims.sub.clone();
     let peer_id = req.peer_id.clone();
     let (site, addr, ticket) = blocking(move || {
         for addr in addrs {
@@ -199,6 +242,9 @@ pub async fn register(
                     action: Action::Relay,
                     lifetime_secs: TICKET_SECS,
                     not_after: None,
+                    role: None,
+                    // Revoking the agent credential revokes its tickets.
+                    via: Some(credential.clone()),
                 };
                 let (ticket, _) = repo.mint(&grant)?;
                 return Ok((site, addr, ticket));

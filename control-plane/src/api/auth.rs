@@ -89,19 +89,68 @@ fn info(s: &Session) -> SessionInfo {
     }
 }
 
-fn limit(state: &AppState, ip: std::net::IpAddr, account: &str) -> ApiResult<()> {
+pub(crate) fn limit(state: &AppState, ip: std::net::IpAddr, account: &str) -> ApiResult<()> {
     let now = Instant::now();
+    let refused = |which: &'static str| {
+        let metrics = &state.repo.metrics;
+        metrics
+            .refused_rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(limit = which, "request refused: rate limit");
+    };
     state
         .limits
         .per_ip
-        .check(&ip.to_string(), now)
-        .map_err(ApiError::too_many)?;
+        .check(&crate::limits::address_key(ip), now)
+        .map_err(|s| {
+            refused("address");
+            ApiError::too_many(s)
+        })?;
     state
         .limits
         .per_account
         .check(&sha256_hex(account), now)
-        .map_err(ApiError::too_many)?;
+        .map_err(|s| {
+            refused("account");
+            ApiError::too_many(s)
+        })?;
     Ok(())
+}
+
+/// A tenant id as the login forms send it: anything else is refused before
+/// it reaches a lookup or a log line.
+pub(crate) fn check_tenant(tenant: &str) -> ApiResult<()> {
+    if crate::model::valid_id("t", tenant) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "tenant must be an organisation id (t_ and 12 letters or digits)",
+        ))
+    }
+}
+
+/// Ends the session the browser presented before logging in anew (a
+/// session planted in it beforehand does not live on beside the new one).
+pub(crate) fn end_previous_session(state: &AppState, headers: &HeaderMap) {
+    let name = if state.secure_cookies {
+        SESSION_COOKIE
+    } else {
+        SESSION_COOKIE.trim_start_matches("__Host-")
+    };
+    if let Some(old) = cookie_value(headers, name) {
+        if let Err(e) = state.repo.delete_session(&old) {
+            tracing::warn!(error = %e, "previous session not ended");
+        }
+    }
+}
+
+/// The per-account rate-limit key of a login or link request: the same
+/// for every spelling of one address (case, surrounding white space), so
+/// variants do not each get a fresh allowance.
+pub(crate) fn account_key(tenant: &str, email: &str) -> String {
+    let email = crate::repo::normalise_email(email)
+        .unwrap_or_else(|_| email.trim().to_lowercase());
+    format!("{}|{email}", tenant.trim())
 }
 
 /// Finds the account an e-mail address names, staff or participant.
@@ -163,6 +212,11 @@ pub(crate) fn start_session(
             && cred.totp.is_none(),
     };
     let secret = state.repo.create_session(&session)?;
+    // Staff logins are security events in the audit trail (V16);
+    // participants' (thousands at an event's start) go to the log only.
+    if let Principal::Staff { user, .. } = &session.principal {
+        state.repo.security_event(tenant, user, "login", "session")?;
+    }
     Ok((secret, session))
 }
 
@@ -179,19 +233,27 @@ pub(crate) fn with_session_cookie(state: &AppState, secret: &str, session: &Sess
 pub async fn login(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Response> {
-    limit(
-        &state,
-        ip,
-        &format!("{}|{}", req.tenant, req.email.to_lowercase()),
-    )?;
+    limit(&state, ip, &account_key(&req.tenant, &req.email))?;
+    check_tenant(&req.tenant)?;
     let st = state.clone();
     blocking(move || {
         let repo = &st.repo;
         let Some((principal, role)) = principal_for(repo, &req.tenant, req.event.as_deref(), &req.email) else {
-            // Spend the same time as a real check so timing does not tell.
+            // Answer as for a real account: locked after three failures
+            // (before any hashing, as a real lock is), and otherwise after
+            // as much work as a real check, so neither status nor timing
+            // tells which addresses have accounts.
+            let minutes = repo
+                .tenant(&req.tenant)
+                .map(|t| t.settings.lockout_minutes.for_role(req.event.is_none().then_some(Role::EventManager)))
+                .unwrap_or(15);
+            let phantom = sha256_hex(&account_key(&req.tenant, &req.email));
+            st.limits.phantom.attempt(&phantom, minutes, now()).map_err(|l| RepoError::Locked(l.until))?;
             password::verify_password(&req.password, DUMMY_HASH.get_or_init(|| password::hash_password("not a password 1!")));
+            tracing::info!(tenant = %req.tenant, "login refused: unknown account");
             return Err(ApiError::from(RepoError::WrongCredentials));
         };
         let tenant = repo.tenant(&req.tenant)?;
@@ -204,26 +266,17 @@ pub async fn login(
         let mut ok = cred.password.as_deref().is_some_and(|h| password::verify_password(&req.password, h));
         let mut totp_step = None;
         if ok {
-            if let Some(sealed) = &cred.totp {
-                let secret = repo.open_totp(&req.tenant, &principal, sealed)?;
-                let code = req.totp.as_deref().unwrap_or("");
-                match totp::verify(&secret, code, now().unix_timestamp() as u64, cred.totp_last_step) {
-                    Ok(step) => totp_step = Some(step),
-                    Err(_) => ok = false,
-                }
+            match check_totp(repo, &req.tenant, &principal, &cred, req.totp.as_deref())? {
+                TotpCheck::NotEnrolled => {}
+                TotpCheck::Valid(step) => totp_step = Some(step),
+                TotpCheck::Invalid => ok = false,
             }
         }
         let minutes = tenant.settings.lockout_minutes.for_role(role);
-        repo.finish_attempt(&req.tenant, &principal, ok, minutes)?;
-        if !ok {
+        if !repo.finish_attempt(&req.tenant, &principal, ok, minutes, totp_step)? {
             return Err(RepoError::WrongCredentials.into());
         }
-        if let Some(step) = totp_step {
-            repo.update_credential(&req.tenant, &principal, |c| {
-                c.totp_last_step = Some(step);
-                Ok(())
-            })?;
-        }
+        end_previous_session(&st, &headers);
         let (secret, session) = start_session(&st, &req.tenant, principal, role)?;
         tracing::info!(tenant = %req.tenant, subject = %info(&session).id, "login");
         Ok(with_session_cookie(&st, &secret, &session))
@@ -232,6 +285,42 @@ pub async fn login(
 }
 
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The outcome of checking a TOTP code against an account's second factor.
+pub(crate) enum TotpCheck {
+    /// The account has no second factor.
+    NotEnrolled,
+    /// The code matched this time step (not used before).
+    Valid(u64),
+    /// Missing, wrong or replayed.
+    Invalid,
+}
+
+/// Checks `code` against the account's enrolled factor. The step is only
+/// stored (and a concurrent replay refused) by `Repo::finish_attempt`.
+pub(crate) fn check_totp(
+    repo: &Repo,
+    tenant: &str,
+    principal: &Principal,
+    cred: &crate::model::Credential,
+    code: Option<&str>,
+) -> ApiResult<TotpCheck> {
+    let Some(sealed) = &cred.totp else {
+        return Ok(TotpCheck::NotEnrolled);
+    };
+    let secret = repo.open_totp(tenant, principal, sealed)?;
+    Ok(
+        match totp::verify(
+            &secret,
+            code.unwrap_or(""),
+            now().unix_timestamp() as u64,
+            cred.totp_last_step,
+        ) {
+            Ok(step) => TotpCheck::Valid(step),
+            Err(_) => TotpCheck::Invalid,
+        },
+    )
+}
 
 /// Ends the session.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
@@ -291,23 +380,45 @@ pub async fn magic_link(
     ClientIp(ip): ClientIp,
     Body(req): Body<LinkRequest>,
 ) -> ApiResult<Response> {
-    limit(
-        &state,
-        ip,
-        &format!("{}|{}", req.tenant, req.email.to_lowercase()),
-    )?;
+    limit(&state, ip, &account_key(&req.tenant, &req.email))?;
+    check_tenant(&req.tenant)?;
     let preauth = crate::repo::random_secret();
     send_link(&state, LinkPurpose::MagicLogin, &req, Some(&preauth)).await?;
     Ok(accepted_with_preauth(&state, Some(&preauth)))
 }
 
 /// Creates and mails a link; does nothing (silently) for unknown addresses.
+/// The mail goes out in the background: the answer must not wait for the
+/// mail server only when the address exists (that timing would tell).
 pub async fn send_link(
     state: &Shared,
     purpose: LinkPurpose,
     req: &LinkRequest,
     preauth: Option<&str>,
 ) -> ApiResult<()> {
+    if let Some(mail) = issue_link(state, purpose, req, preauth).await? {
+        let st = state.clone();
+        st.mails_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(e) = st.mailer.send(mail).await {
+                tracing::warn!(error = %e, "mail not sent");
+            }
+            st.mails_in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    Ok(())
+}
+
+/// Creates a link and the mail that carries it (`None` for an unknown
+/// address); sending it is the caller's.
+pub async fn issue_link(
+    state: &Shared,
+    purpose: LinkPurpose,
+    req: &LinkRequest,
+    preauth: Option<&str>,
+) -> ApiResult<Option<Mail>> {
     let st = state.clone();
     let (tenant, event, email) = (req.tenant.clone(), req.event.clone(), req.email.clone());
     let preauth = preauth.map(sha256_hex);
@@ -347,12 +458,7 @@ pub async fn send_link(
         Ok(Some(Mail { to: email.trim().to_lowercase(), subject: subject.into(), text }))
     })
     .await?;
-    if let Some(mail) = mail {
-        if let Err(e) = state.mailer.send(mail).await {
-            tracing::warn!(error = %e, "mail not sent");
-        }
-    }
-    Ok(())
+    Ok(mail)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -364,11 +470,17 @@ pub struct ConsumeRequest {
     /// that did not ask for it.
     #[serde(default)]
     pub code: Option<String>,
+    /// The authenticator code, for staff accounts with a second factor: a
+    /// link proves the mailbox, not the second factor. Without it such a
+    /// link is answered 401 with reason `totp_required` and stays unused.
+    #[serde(default)]
+    pub totp: Option<String>,
 }
 
 /// Logs in with a magic link (from the browser that asked, or with the code).
+/// Staff with a second factor present it too (`totp`).
 #[utoipa::path(post, path = "/api/v1/auth/magic-link/consume", tag = "auth", request_body = ConsumeRequest,
-    responses((status = 200, body = SessionInfo), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
+    responses((status = 200, body = SessionInfo), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 423, body = Problem), (status = 429, body = Problem)))]
 pub async fn consume_magic_link(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
@@ -381,11 +493,41 @@ pub async fn consume_magic_link(
     let st = state.clone();
     blocking(move || {
         let hash = secret_link::hash_link_secret(&req.token).ok_or_else(ApiError::not_found)?;
-        let link = st.repo.consume_link(&hash, LinkPurpose::MagicLogin, |l| {
+        let bound = |l: &Link| {
             let by_browser = matches!((&l.browser, &preauth), (Some(b), Some(p)) if crate::repo::constant_time_eq(b.as_bytes(), sha256_hex(p).as_bytes()));
             let by_code = matches!((&l.code, &req.code), (Some(c), Some(given)) if crate::repo::constant_time_eq(c.as_bytes(), sha256_hex(given.trim()).as_bytes()));
             by_browser || by_code
-        })?;
+        };
+        // Looked at first, used up only once every factor is in.
+        let link = st.repo.peek_link(&hash, LinkPurpose::MagicLogin)?;
+        if !bound(&link) {
+            return Err(ApiError::not_found());
+        }
+        if let Principal::Staff { user, .. } = &link.principal {
+            let u = st.repo.user(&link.tenant, user)?;
+            if !u.active {
+                return Err(ApiError::not_found());
+            }
+            if u.credential.totp.is_some() {
+                let Some(code) = req.totp.as_deref() else {
+                    return Err(ApiError::new(StatusCode::UNAUTHORIZED, "enter the code from your authenticator app")
+                        .with_reason("totp_required"));
+                };
+                // Guessing codes counts like guessing passwords (lockout).
+                let tenant = st.repo.tenant(&link.tenant)?;
+                let cred = st.repo.reserve_attempt(&link.tenant, &link.principal)?;
+                let step = match check_totp(&st.repo, &link.tenant, &link.principal, &cred, Some(code))? {
+                    TotpCheck::Valid(step) => Some(step),
+                    _ => None,
+                };
+                let minutes = tenant.settings.lockout_minutes.for_role(Some(u.role));
+                if !st.repo.finish_attempt(&link.tenant, &link.principal, step.is_some(), minutes, step)? {
+                    return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong authenticator code")
+                        .with_reason("totp_required"));
+                }
+            }
+        }
+        let link = st.repo.consume_link(&hash, LinkPurpose::MagicLogin, bound)?;
         let role = match &link.principal {
             Principal::Staff { user, .. } => {
                 let u = st.repo.user(&link.tenant, user)?;
@@ -410,6 +552,7 @@ pub async fn consume_magic_link(
             (Principal::Staff { user, .. }, Some(r)) => Principal::Staff { user: user.clone(), role: r },
             (p, _) => p.clone(),
         };
+        end_previous_session(&st, &headers);
         let (secret, mut session) = start_session(&st, &link.tenant, principal, role)?;
         // A magic link proves the mailbox, not the password: no change forced here.
         session.must_change_password = false;
@@ -428,11 +571,8 @@ pub async fn password_reset(
     ClientIp(ip): ClientIp,
     Body(req): Body<LinkRequest>,
 ) -> ApiResult<Response> {
-    limit(
-        &state,
-        ip,
-        &format!("{}|{}", req.tenant, req.email.to_lowercase()),
-    )?;
+    limit(&state, ip, &account_key(&req.tenant, &req.email))?;
+    check_tenant(&req.tenant)?;
     send_link(&state, LinkPurpose::PasswordReset, &req, None).await?;
     Ok(accepted_with_preauth(&state, None))
 }
@@ -471,8 +611,13 @@ pub async fn complete_password_reset(
         let link = st
             .repo
             .consume_link(&hash, LinkPurpose::PasswordReset, |_| true)?;
-        st.repo
-            .set_password(&link.tenant, &link.principal, &req.new_password, &policy)?;
+        st.repo.set_password(
+            &link.tenant,
+            &link.principal,
+            &req.new_password,
+            &policy,
+            None,
+        )?;
         st.repo.revoke(
             strom_token::RevocationKind::Subject,
             &link.tenant,
@@ -508,13 +653,8 @@ pub async fn change_password(
             .password
             .as_deref()
             .is_some_and(|h| password::verify_password(&req.current_password, h));
-        st.repo.finish_attempt(
-            &tenant,
-            &principal,
-            ok,
-            t.settings.lockout_minutes.for_role(caller.role()),
-        )?;
-        if !ok {
+        let minutes = t.settings.lockout_minutes.for_role(caller.role());
+        if !st.repo.finish_attempt(&tenant, &principal, ok, minutes, None)? {
             return Err(RepoError::WrongCredentials.into());
         }
         st.repo.set_password(
@@ -522,6 +662,7 @@ pub async fn change_password(
             &principal,
             &req.new_password,
             &t.settings.password_policy,
+            Some(&caller.secret),
         )?;
         st.repo
             .update_session(&caller.secret, |s| s.must_change_password = false)?;
@@ -538,12 +679,26 @@ pub struct TotpEnrolment {
     pub uri: String,
 }
 
-/// Starts TOTP enrolment (staff).
-#[utoipa::path(post, path = "/api/v1/auth/totp/enrol", tag = "auth",
-    responses((status = 200, body = TotpEnrolment), (status = 401, body = Problem), (status = 403, body = Problem)))]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpEnrolRequest {
+    /// The account's password: a session alone (a cookie left on a shared
+    /// computer) cannot add or replace a second factor.
+    pub password: String,
+    /// The code of the second factor being replaced, when there is one.
+    #[serde(default)]
+    pub current_code: Option<String>,
+}
+
+/// Starts TOTP enrolment or replacement (staff). Needs the password, and
+/// the current factor's code when one is enrolled; both count as login
+/// attempts (lockout).
+#[utoipa::path(post, path = "/api/v1/auth/totp/enrol", tag = "auth", request_body = TotpEnrolRequest,
+    responses((status = 200, body = TotpEnrolment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 423, body = Problem)))]
 pub async fn totp_enrol(
     State(state): State<Shared>,
     caller: Caller,
+    Body(req): Body<TotpEnrolRequest>,
 ) -> ApiResult<Json<TotpEnrolment>> {
     if caller.role().is_none() {
         return Err(ApiError::forbidden(
@@ -552,17 +707,38 @@ pub async fn totp_enrol(
     }
     let st = state.clone();
     blocking(move || {
+        let (tenant, principal) = (caller.tenant().to_owned(), caller.session.principal.clone());
+        let t = st.repo.tenant(&tenant)?;
+        let cred = st.repo.reserve_attempt(&tenant, &principal)?;
+        let mut ok = cred
+            .password
+            .as_deref()
+            .is_some_and(|h| password::verify_password(&req.password, h));
+        let mut step = None;
+        if ok {
+            match check_totp(&st.repo, &tenant, &principal, &cred, req.current_code.as_deref())? {
+                TotpCheck::NotEnrolled => {}
+                TotpCheck::Valid(s) => step = Some(s),
+                TotpCheck::Invalid => ok = false,
+            }
+        }
+        let minutes = t.settings.lockout_minutes.for_role(caller.role());
+        if !st.repo.finish_attempt(&tenant, &principal, ok, minutes, step)? {
+            let detail = if cred.totp.is_some() {
+                "wrong password or current authenticator code"
+            } else {
+                "wrong password"
+            };
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, detail));
+        }
         let secret = totp::new_secret();
         let uri =
             totp::provisioning_uri(&secret, "strom", caller.actor()).map_err(ApiError::internal)?;
-        let sealed = st
-            .repo
-            .seal_totp(caller.tenant(), &caller.session.principal, &secret)?;
-        st.repo
-            .update_credential(caller.tenant(), &caller.session.principal, |c| {
-                c.totp_pending = Some(sealed);
-                Ok(())
-            })?;
+        let sealed = st.repo.seal_totp(&tenant, &principal, &secret)?;
+        st.repo.update_credential(&tenant, &principal, |c| {
+            c.totp_pending = Some(sealed);
+            Ok(())
+        })?;
         Ok(Json(TotpEnrolment { secret, uri }))
     })
     .await
@@ -593,11 +769,7 @@ pub async fn totp_confirm(
         let secret = st.repo.open_totp(&tenant, &principal, &pending)?;
         let step = totp::verify(&secret, &req.code, now().unix_timestamp() as u64, None)
             .map_err(|_| ApiError::bad_request("wrong code"))?;
-        st.repo.update_credential(&tenant, &principal, |c| {
-            c.totp = c.totp_pending.take();
-            c.totp_last_step = Some(step);
-            Ok(())
-        })?;
+        st.repo.confirm_totp(&tenant, &principal, step, &caller.secret)?;
         st.repo
             .update_session(&caller.secret, |s| s.must_enrol_totp = false)?;
         Ok(StatusCode::NO_CONTENT)

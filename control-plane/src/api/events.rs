@@ -491,7 +491,7 @@ pub async fn issue_credential(
         let (token, claims) =
             st.repo
                 .issue_publish_credential(caller.actor(), caller.tenant(), &event, &stream)?;
-        let secret = st.repo.srt_secret()?;
+        let secret = st.repo.srt_tenant_secret(caller.tenant())?;
         let srt_stream_key = strom_token::srt::stream_key(&secret, &claims)
             .ok_or_else(|| ApiError::bad_request("this stream cannot have an SRT key"))?;
         let srt_passphrase = strom_token::srt::passphrase(&secret, &srt_stream_key);

@@ -60,6 +60,14 @@ pub struct AppState {
     pub dashboard: dashboard::Dashboard,
     /// The peer-agents of each site heard from recently (in memory).
     pub agents: agents::AgentBoard,
+    /// Single sign-on may reach identity providers at loopback and internal
+    /// addresses (`control_plane.oidc_allow_private_addresses`).
+    pub oidc_allow_private_addresses: bool,
+    /// Mails handed to the mailer and not sent yet (they go out in the
+    /// background so answers do not reveal whether an address exists).
+    pub mails_in_flight: std::sync::atomic::AtomicUsize,
+    /// Reverse proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -149,21 +157,101 @@ impl FromRequestParts<Shared> for Caller {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|_| ApiError::unauthenticated())?;
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            let given = parts
-                .headers
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !crate::repo::constant_time_eq(given.as_bytes(), session.csrf.as_bytes()) {
-                return Err(ApiError::forbidden("missing or wrong x-csrf-token header"));
-            }
+        let seen = parts.extensions.get::<SeenCaller>().cloned();
+        let csrf_ok = parts.method == Method::GET
+            || parts.method == Method::HEAD
+            || crate::repo::constant_time_eq(
+                parts
+                    .headers
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .as_bytes(),
+                session.csrf.as_bytes(),
+            );
+        if let Some(seen) = seen {
+            seen.note(&session, !csrf_ok);
+        }
+        if !csrf_ok {
+            return Err(ApiError::forbidden("missing or wrong x-csrf-token header"));
         }
         Ok(Caller { session, secret })
     }
 }
 
-/// The client's address (for rate limits; never logged).
+/// Who a request turned out to be (filled by the [`Caller`] extractor), so
+/// that a refusal can be recorded as a security event after the handler.
+#[derive(Clone, Default)]
+pub struct SeenCaller(Arc<std::sync::Mutex<Option<(String, String, bool)>>>);
+
+impl SeenCaller {
+    fn note(&self, session: &Session, csrf_refused: bool) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+            session.tenant.clone(),
+            crate::repo::principal_id(&session.principal).to_owned(),
+            csrf_refused,
+        ));
+    }
+}
+
+/// Records refusals as security events (V16): a 403 for a known session
+/// goes into its tenant's audit trail (`access-refused` or
+/// `csrf-refused`, with the route asked for), at most
+/// [`SECURITY_EVENTS_PER_MINUTE`] per session holder, beyond that only the
+/// counters; cross-site state changes are refused and counted before any
+/// session is looked at.
+async fn security_events(
+    State(state): State<Shared>,
+    mut req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let seen = SeenCaller::default();
+    req.extensions_mut().insert(seen.clone());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let res = next.run(req).await;
+    if res.status() == StatusCode::FORBIDDEN {
+        let who = seen.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let metrics = &state.repo.metrics;
+        let csrf = who.as_ref().is_some_and(|(_, _, csrf)| *csrf);
+        let counter = if csrf {
+            &metrics.refused_csrf
+        } else {
+            &metrics.refused_forbidden
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some((tenant, subject, _)) = who {
+            let action = if csrf { "csrf-refused" } else { "access-refused" };
+            tracing::warn!(%tenant, %subject, %route, %method, action, "request refused");
+            let within = state
+                .limits
+                .security_events
+                .check(&subject, std::time::Instant::now())
+                .is_ok();
+            if within {
+                let repo = state.repo.clone();
+                let what = format!("{method} {route}");
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = repo.security_event(&tenant, &subject, action, &what) {
+                        tracing::warn!(error = %e, "security event not recorded");
+                    }
+                });
+            }
+        }
+    }
+    res
+}
+
+/// Security events one session holder may add to the audit trail per
+/// minute (a session calling forbidden routes in a loop fills no disk).
+pub const SECURITY_EVENTS_PER_MINUTE: u32 = 10;
+
+/// The client's address (for rate limits; never logged): the TCP peer, or
+/// the client a trusted reverse proxy names ([`crate::forwarded`]).
 pub struct ClientIp(pub std::net::IpAddr);
 
 impl FromRequestParts<Shared> for ClientIp {
@@ -171,14 +259,18 @@ impl FromRequestParts<Shared> for ClientIp {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &Shared,
+        state: &Shared,
     ) -> Result<Self, Self::Rejection> {
-        let ip = parts
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        Ok(ClientIp(ip))
+        Ok(ClientIp(crate::forwarded::client_address(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
     }
 }
 
@@ -201,6 +293,22 @@ async fn same_origin(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
+    let mut res = refuse_cross_site(&state, req, next).await;
+    let h = res.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    res
+}
+
+async fn refuse_cross_site(
+    state: &Shared,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let cross_site = req
             .headers()
@@ -218,18 +326,16 @@ async fn same_origin(
                 .unwrap_or(false),
         };
         if cross_site || !origin_ok {
+            state
+                .repo
+                .metrics
+                .refused_cross_site
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(method = %req.method(), "cross-site state change refused");
             return ApiError::forbidden("cross-site request refused").into_response();
         }
     }
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("cache-control", HeaderValue::from_static("no-store"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    res
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {
@@ -311,11 +417,20 @@ pub fn router(state: Shared) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security_events,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             same_origin,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(12 * 1024 * 1024))
+        // Outermost: answers made before any handler get the headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::security_headers,
+        ))
         .with_state(state)
 }
 
@@ -336,8 +451,8 @@ pub fn router(state: Shared) -> Router {
         participants::import_participants, participants::export_participants, participants::export_participant,
         participants::register, participants::playback_token, participants::attendance,
         participants::me_export, participants::me_update, participants::me_erase, participants::me_consent,
-        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, relay::srt_secret, events::live, dashboard::event_dashboard,
-        agents::create_agent_credential, agents::register, agents::list_agents,
+        relay::keys, relay::revocations, relay::heartbeat, relay::status, relay::media_key, relay::srt_secrets, events::live, dashboard::event_dashboard,
+        agents::create_agent_credential, agents::list_agent_credentials, agents::revoke_agent_credential, agents::register, agents::list_agents,
         oidc::start, oidc::callback,
     ),
     components(schemas(problem::Problem)),

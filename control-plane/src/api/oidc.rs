@@ -12,6 +12,13 @@
 //! (see docs/control-plane.md, Storage), so a restart costs at most the
 //! logins in flight — the user clicks "log in" again. Keeping them out of
 //! the store also keeps unauthenticated `start` calls from writing to disk.
+//!
+//! Every request to the provider (discovery, JWKS, token, UserInfo) goes
+//! through [`provider_http`]: https to public addresses only, unless
+//! `control_plane.oidc_allow_private_addresses` lets in loopback and
+//! internal ones (development, an on-premises provider).
+
+pub mod provider_http;
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -38,6 +45,7 @@ use super::problem::{blocking, Problem, QueryOf};
 use super::*;
 use crate::model::{ParticipantStatus, Principal};
 use crate::repo::{random_secret, sha256_hex};
+use provider_http::{AddressPolicy, ProviderHttp, ProviderHttpError, Refusal};
 
 /// Name of the cookie that binds a pending login to the browser that started it.
 pub const OIDC_COOKIE: &str = "__Host-strom_oidc";
@@ -166,7 +174,6 @@ fn pending() -> std::sync::MutexGuard<'static, PendingLogins> {
 
 // ---- provider discovery ----------------------------------------------------
 
-type HttpClient = openidconnect::reqwest::Client;
 type Client = CoreClient<
     EndpointSet,
     EndpointNotSet,
@@ -176,18 +183,57 @@ type Client = CoreClient<
     EndpointMaybeSet,
 >;
 
-/// HTTP client for provider calls. Redirects are not followed (they would
-/// open the door to SSRF, as openidconnect's docs warn).
-fn http() -> Result<&'static HttpClient, ApiError> {
-    static HTTP: LazyLock<Result<HttpClient, String>> = LazyLock::new(|| {
-        openidconnect::reqwest::Client::builder()
-            .redirect(openidconnect::reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| e.to_string())
+/// What this control plane may reach for single sign-on.
+pub fn address_policy(state: &AppState) -> AddressPolicy {
+    AddressPolicy {
+        allow_private: state.oidc_allow_private_addresses,
+    }
+}
+
+/// The HTTP client for provider calls under `policy` (one per policy).
+fn http(policy: AddressPolicy) -> Result<&'static ProviderHttp, ApiError> {
+    type Built = LazyLock<Result<ProviderHttp, String>>;
+    static PUBLIC: Built = LazyLock::new(|| {
+        ProviderHttp::new(AddressPolicy {
+            allow_private: false,
+        })
+        .map_err(|e| e.to_string())
     });
-    HTTP.as_ref().map_err(ApiError::internal)
+    static ANY: Built = LazyLock::new(|| {
+        ProviderHttp::new(AddressPolicy {
+            allow_private: true,
+        })
+        .map_err(|e| e.to_string())
+    });
+    let built = if policy.allow_private { &ANY } else { &PUBLIC };
+    built.as_ref().map_err(ApiError::internal)
+}
+
+/// Checks an issuer a tenant owner sets (or that is about to be used):
+/// https and a public host, by the URL alone (names are checked again,
+/// resolved, when fetched). `field` names it in the answer.
+pub fn check_issuer(policy: AddressPolicy, issuer: &url::Url, field: &str) -> ApiResult<()> {
+    policy.check_url(issuer).map_err(|refusal| {
+        ApiError::bad_request(match refusal {
+            Refusal::NotHttps => format!("{field} must be https"),
+            other => format!(
+                "{field} {other}: single sign-on reaches identity providers only at public addresses"
+            ),
+        })
+    })
+}
+
+/// The answer when the policy stopped a request to the provider (the
+/// metadata named an endpoint at a refused address, or the issuer's name
+/// resolved to one).
+fn refused(tenant: &str, what: &str, refusal: &Refusal) -> ApiError {
+    tracing::warn!(tenant = %tenant, what, reason = %refusal, "oidc request refused: not a public https address");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "the identity provider's {what} URL {refusal}: single sign-on reaches identity providers only at public https addresses"
+        ),
+    )
 }
 
 static DISCOVERED: LazyLock<Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>> =
@@ -198,30 +244,35 @@ fn bad_gateway(detail: &str) -> ApiError {
 }
 
 /// The issuer's metadata and keys, from a cache of a few minutes.
-async fn discover(tenant: &str, issuer: &str) -> ApiResult<CoreProviderMetadata> {
+async fn discover(
+    tenant: &str,
+    issuer: &str,
+    policy: AddressPolicy,
+) -> ApiResult<CoreProviderMetadata> {
+    let url = url::Url::parse(issuer)
+        .map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
+    // Also for issuers stored before the check, or under another policy.
+    check_issuer(policy, &url, "the tenant's OIDC issuer")?;
+    let key = format!("{}|{issuer}", policy.allow_private);
     let now = Instant::now();
     if let Some((at, meta)) = DISCOVERED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(issuer)
+        .get(&key)
     {
         if now.duration_since(*at) < DISCOVERY_TTL {
             return Ok(meta.clone());
         }
     }
-    let url = url::Url::parse(issuer)
-        .map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
-    if url.scheme() != "https" && !matches!(url.host_str(), Some("localhost" | "127.0.0.1")) {
-        return Err(ApiError::bad_request(
-            "the tenant's OIDC issuer must be https",
-        ));
-    }
     let issuer_url = IssuerUrl::new(issuer.to_owned())
         .map_err(|_| ApiError::bad_request("the tenant's OIDC issuer is not a URL"))?;
-    let meta = CoreProviderMetadata::discover_async(issuer_url, http()?)
+    let meta = CoreProviderMetadata::discover_async(issuer_url, http(policy)?)
         .await
         .map_err(|e| {
             let reason = match &e {
+                openidconnect::DiscoveryError::Request(ProviderHttpError::Refused(r)) => {
+                    return refused(tenant, "discovery or JWKS", r);
+                }
                 openidconnect::DiscoveryError::Request(_) => "unreachable",
                 openidconnect::DiscoveryError::Response(..) => "error response",
                 openidconnect::DiscoveryError::Parse(_) => "unparsable metadata",
@@ -233,7 +284,7 @@ async fn discover(tenant: &str, issuer: &str) -> ApiResult<CoreProviderMetadata>
         })?;
     let mut cache = DISCOVERED.lock().unwrap_or_else(|p| p.into_inner());
     cache.retain(|_, (at, _)| now.duration_since(*at) < DISCOVERY_TTL);
-    cache.insert(issuer.to_owned(), (now, meta.clone()));
+    cache.insert(key, (now, meta.clone()));
     Ok(meta)
 }
 
@@ -259,7 +310,7 @@ async fn client_for(state: &Shared, tenant: &str) -> ApiResult<(Client, String)>
         Ok((settings, secret))
     })
     .await?;
-    let meta = discover(tenant, &settings.issuer).await?;
+    let meta = discover(tenant, &settings.issuer, address_policy(state)).await?;
     let redirect = RedirectUrl::new(redirect_uri(state)).map_err(ApiError::internal)?;
     let client = CoreClient::from_provider_metadata(
         meta,
@@ -286,7 +337,7 @@ fn rate_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
     state
         .limits
         .per_ip
-        .check(&ip.to_string(), Instant::now())
+        .check(&crate::limits::address_key(ip), Instant::now())
         .map_err(ApiError::too_many)
 }
 
@@ -419,6 +470,8 @@ pub async fn callback(
         })?;
     let tenant = login.tenant.clone();
     let mut res = finish(&state, &login, &q).await?;
+    // A session the browser held before (planted or stale) does not live on.
+    super::auth::end_previous_session(&state, &headers);
     // The pre-auth cookie has done its work.
     res.headers_mut().append(
         header::SET_COOKIE,
@@ -454,7 +507,7 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
             "the callback names another issuer",
         ));
     }
-    let http = http()?;
+    let http = http(address_policy(state))?;
     let token = client
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .map_err(|_| refuse(tenant, StatusCode::BAD_GATEWAY, "no token endpoint", "the identity provider has no token endpoint"))?
@@ -467,6 +520,7 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
                 tracing::info!(tenant = %tenant, reason = "code refused", error = %code, "oidc login refused");
                 ApiError::bad_request(format!("the identity provider refused the code: {code}"))
             }
+            openidconnect::RequestTokenError::Request(ProviderHttpError::Refused(r)) => refused(tenant, "token endpoint", &r),
             openidconnect::RequestTokenError::Request(_) => refuse(tenant, StatusCode::BAD_GATEWAY, "token endpoint unreachable", "the identity provider could not be reached"),
             _ => refuse(tenant, StatusCode::BAD_GATEWAY, "token response invalid", "the identity provider sent an invalid token response"),
         })?;
@@ -532,6 +586,9 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
                 })?;
             let info: CoreUserInfoClaims =
                 request.request_async(http).await.map_err(|e| match e {
+                    openidconnect::UserInfoError::Request(ProviderHttpError::Refused(r)) => {
+                        refused(tenant, "UserInfo endpoint", &r)
+                    }
                     openidconnect::UserInfoError::ClaimsVerification(_) => refuse(
                         tenant,
                         StatusCode::BAD_REQUEST,
@@ -583,7 +640,7 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
         }
         tracing::info!(tenant = %tenant, subject = crate::repo::principal_id(&session.principal), "login by oidc");
         let to = match &login.event {
-            Some(event) => st.public_url.join(&format!("events/{event}")).map_err(ApiError::internal)?,
+            Some(event) => st.public_url.join(&format!("e/{tenant}/{event}")).map_err(ApiError::internal)?,
             None => st.public_url.clone(),
         };
         let mut res = see_other(to.as_str())?;

@@ -475,20 +475,7 @@ pub async fn register(
     PathOf((tenant, event)): PathOf<(String, String)>,
     Body(req): Body<Registration>,
 ) -> ApiResult<Response> {
-    let now = std::time::Instant::now();
-    state
-        .limits
-        .per_ip
-        .check(&ip.to_string(), now)
-        .map_err(ApiError::too_many)?;
-    state
-        .limits
-        .per_account
-        .check(
-            &crate::repo::sha256_hex(&format!("{tenant}|{}", req.email.to_lowercase())),
-            now,
-        )
-        .map_err(ApiError::too_many)?;
+    super::auth::limit(&state, ip, &super::auth::account_key(&tenant, &req.email))?;
     if !crate::model::valid_id("t", &tenant) {
         return Err(ApiError::not_found());
     }
@@ -601,6 +588,11 @@ pub async fn playback_token(
                         "your access to this event is not active",
                     ));
                 }
+                if p.consent_withdrawn {
+                    return Err(ApiError::forbidden(
+                        "you withdrew your consent to the privacy notice; give it again to watch",
+                    ));
+                }
                 p.id
             }
             Principal::Staff { .. } => {
@@ -620,6 +612,8 @@ pub async fn playback_token(
             action: Action::Play,
             lifetime_secs: strom_token::MAX_PLAY_SECS,
             not_after: Some(until),
+            role: None,
+            via: None,
         };
         let (token, claims) = st.repo.mint(&grant)?;
         let lifetime = (claims.exp - claims.iat).whole_seconds();
@@ -728,6 +722,14 @@ pub async fn me_update(
     caller: Caller,
     Body(req): Body<ParticipantPatch>,
 ) -> ApiResult<Json<ParticipantView>> {
+    // Where login links go is not changed by a session alone (a stolen
+    // cookie would keep the account for good): the organisers correct an
+    // address.
+    if req.email.is_some() {
+        return Err(ApiError::forbidden(
+            "ask the event's organisers to correct your e-mail address",
+        ));
+    }
     let repo = state.repo.clone();
     blocking(move || {
         let (event, id) = caller.participant()?;
@@ -737,7 +739,7 @@ pub async fn me_update(
             event,
             id,
             req.name.as_deref(),
-            req.email.as_deref(),
+            None,
             req.fields.as_ref(),
         )?))
     })

@@ -15,6 +15,10 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// A machine-readable reason where a client acts on it, e.g.
+    /// `totp_required` (ask for the authenticator code and send it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -22,6 +26,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
     pub retry_after: Option<u64>,
+    pub reason: Option<&'static str>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -32,7 +37,13 @@ impl ApiError {
             status,
             detail: detail.into(),
             retry_after: None,
+            reason: None,
         }
+    }
+    /// The same error with a machine-readable reason ([`Problem::reason`]).
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not found")
@@ -95,6 +106,7 @@ impl IntoResponse for ApiError {
             title: self.status.canonical_reason().unwrap_or("error").into(),
             status: self.status.as_u16(),
             detail: self.detail,
+            reason: self.reason.map(str::to_owned),
         };
         let mut res = (
             self.status,

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use strom_token::revocation::RevocationFeed;
-use strom_token::{Action, Claims, KeySet};
+use strom_token::{Action, Claims, KeySet, RelayRole};
 use utoipa::{IntoParams, ToSchema};
 
 use super::problem::{blocking, Body, QueryOf};
@@ -23,7 +23,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/relay/heartbeat", post(heartbeat))
         .route("/api/v1/relay/status", post(status))
         .route("/api/v1/relay/media-key", post(media_key))
-        .route("/api/v1/relay/srt-secret", get(srt_secret))
+        .route("/api/v1/relay/srt-secrets", get(srt_secrets))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -42,7 +42,7 @@ pub async fn media_key(
     headers: HeaderMap,
     Body(req): Body<MediaKeyRequest>,
 ) -> ApiResult<StatusCode> {
-    let claims = platform_relay_claims(&state, &headers)?;
+    let claims = relay_role_claims(&state, &headers, RelayRole::Origin)?;
     let bytes: Option<Vec<u8>> = (req.key.len() == 64)
         .then(|| {
             (0..64)
@@ -71,27 +71,48 @@ pub async fn media_key(
 }
 
 #[derive(serde::Serialize, ToSchema)]
-pub struct SrtSecret {
-    /// 64 hex digits; SRT passphrases derive from it and the publish credential.
-    pub secret: String,
+pub struct SrtSecrets {
+    /// Tenant id → that tenant's SRT secret (64 hex digits): its SRT stream
+    /// keys are checked and its passphrases derived with it.
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Changes when tenants come or go: ask again with it to wait for that.
+    pub version: u64,
 }
 
-/// The operator's origins fetch the secret SRT passphrases derive from, so
-/// they can check an encrypted SRT push without a call per handshake.
-#[utoipa::path(get, path = "/api/v1/relay/srt-secret", tag = "relay", security(("relay" = [])),
-    responses((status = 200, body = SrtSecret), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn srt_secret(
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SrtSecretsQuery {
+    /// The version held: the answer waits until the tenants change.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Hold the request open up to this many seconds (0 to 30).
+    #[serde(default)]
+    pub wait: u8,
+}
+
+/// The operator's origins fetch every tenant's SRT secret, so they can check
+/// an encrypted SRT push without a call per handshake. Origin credentials
+/// only: an edge has no business with them (F9); the root they derive from
+/// never leaves the control plane.
+#[utoipa::path(get, path = "/api/v1/relay/srt-secrets", tag = "relay", params(SrtSecretsQuery), security(("relay" = [])),
+    responses((status = 200, body = SrtSecrets), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn srt_secrets(
     State(state): State<Shared>,
     headers: HeaderMap,
-) -> ApiResult<Json<SrtSecret>> {
-    let claims = platform_relay_claims(&state, &headers)?;
+    QueryOf(q): QueryOf<SrtSecretsQuery>,
+) -> ApiResult<Json<SrtSecrets>> {
+    let claims = relay_role_claims(&state, &headers, RelayRole::Origin)?;
+    let mut watch = state.repo.tenants_watch();
+    if q.wait > 0 && q.version == Some(*watch.borrow()) {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(q.wait.min(30) as u64), watch.changed()).await;
+    }
+    let version = *watch.borrow();
     let repo = state.repo.clone();
     blocking(move || {
-        let secret = repo.srt_secret()?;
-        tracing::info!(relay = %claims.sub, "SRT secret handed to a relay");
-        Ok(Json(SrtSecret {
-            secret: strom_token::srt::secret_to_hex(&secret),
-        }))
+        let secrets = repo.srt_tenant_secrets()?;
+        tracing::debug!(relay = %claims.sub, tenants = secrets.len(), "SRT secrets handed to an origin");
+        Ok(Json(SrtSecrets { secrets, version }))
     })
     .await
 }
@@ -278,12 +299,14 @@ pub async fn status(
     headers: HeaderMap,
     Body(req): Body<RelayStatusReport>,
 ) -> ApiResult<StatusCode> {
-    let claims = platform_relay_claims(&state, &headers)?;
-    let origin = match req.role.as_str() {
-        "origin" => true,
-        "edge" => false,
+    let (origin, role) = match req.role.as_str() {
+        "origin" => (true, RelayRole::Origin),
+        "edge" => (false, RelayRole::Edge),
         _ => return Err(ApiError::bad_request("role must be origin or edge")),
     };
+    // An edge's credential cannot report as an origin (and so claim a
+    // broadcast is live), nor the other way round.
+    let claims = relay_role_claims(&state, &headers, role)?;
     if req.streams.len() > MAX_REPORTED_STREAMS
         || req
             .streams
@@ -318,16 +341,20 @@ pub async fn status(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A relay credential of the operator's own origins and edges (not a tenant's
-/// peer-agent credential): they alone report load, status and media keys.
-fn platform_relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
+/// A relay credential of the operator's own relays with `role` (not a
+/// tenant's peer-agent credential, nor another role's).
+fn relay_role_claims(state: &AppState, headers: &HeaderMap, role: RelayRole) -> ApiResult<Claims> {
     let claims = relay_claims(state, headers)?;
-    if !claims.is_platform_relay() {
-        return Err(ApiError::forbidden(
+    match claims.relay_role() {
+        Some(r) if r == role => Ok(claims),
+        Some(_) => Err(ApiError::forbidden(match role {
+            RelayRole::Origin => "an origin's credential is needed here",
+            RelayRole::Edge => "an edge's credential is needed here",
+        })),
+        None => Err(ApiError::forbidden(
             "only the operator's origins and edges report here",
-        ));
+        )),
     }
-    Ok(claims)
 }
 
 pub(crate) fn relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<Claims> {
@@ -373,14 +400,17 @@ pub async fn revocations(
     headers: HeaderMap,
     QueryOf(q): QueryOf<RevocationQuery>,
 ) -> ApiResult<Json<RevocationFeed>> {
-    relay_claims(&state, &headers)?;
+    let claims = relay_claims(&state, &headers)?;
+    // The operator's relays carry every tenant; a tenant's peer-agent
+    // credential reads only its own tenant's entries (F15).
+    let tenant = (!claims.is_platform_relay()).then_some(claims.ten);
     let mut watch = state.repo.revocation_watch();
     if q.wait > 0 && *watch.borrow() == q.after {
         let _ =
             tokio::time::timeout(Duration::from_secs(q.wait.min(30) as u64), watch.changed()).await;
     }
     let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.revocations_after(q.after)?))).await
+    blocking(move || Ok(Json(repo.revocations_after(q.after, tenant.as_deref())?))).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -401,7 +431,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
     Body(req): Body<Heartbeat>,
 ) -> ApiResult<StatusCode> {
-    let claims = platform_relay_claims(&state, &headers)?;
+    let claims = relay_role_claims(&state, &headers, RelayRole::Edge)?;
     if !(0.0..=1.0).contains(&req.load)
         || url::Url::parse(&req.url).is_err()
         || req.region.is_empty()

@@ -177,11 +177,13 @@ pub async fn update_tenant(
                 Some(o) => {
                     let issuer = url::Url::parse(&o.issuer)
                         .map_err(|_| ApiError::bad_request("oidc.issuer must be a URL"))?;
-                    if issuer.scheme() != "https"
-                        && !matches!(issuer.host_str(), Some("localhost" | "127.0.0.1"))
-                    {
-                        return Err(ApiError::bad_request("oidc.issuer must be https"));
-                    }
+                    // https to a public host (loopback and internal hosts
+                    // with control_plane.oidc_allow_private_addresses).
+                    super::oidc::check_issuer(
+                        super::oidc::address_policy(&st),
+                        &issuer,
+                        "oidc.issuer",
+                    )?;
                     let client_id = crate::repo::clean_text("oidc.client_id", &o.client_id, 200)?;
                     let client_secret = match o.client_secret {
                         Some(s) => {
