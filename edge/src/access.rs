@@ -57,6 +57,8 @@ pub enum Refused {
     Token(#[from] TokenError),
     #[error("a {0:?} token does not open this session")]
     WrongAction(Action),
+    #[error("only the operator's relays open sessions here")]
+    NotOperatorRelay,
 }
 
 impl Refused {
@@ -76,6 +78,7 @@ impl Refused {
                 TokenError::OutOfScope(_) => "out_of_scope",
                 TokenError::Mint(_) => "mint",
             },
+            Refused::NotOperatorRelay => "not_operator_relay",
         }
     }
 
@@ -96,6 +99,9 @@ pub struct Access {
     verifier: Arc<Verifier>,
     revoked: broadcast::Sender<Revocation>,
     session_actions: Vec<Action>,
+    /// When set, relay sessions need an operator relay credential of one of
+    /// these roles (an origin admits edges, not a tenant's agents).
+    relay_roles: Option<Vec<strom_token::RelayRole>>,
     relay_credential: Option<String>,
     sync: Option<(SyncHandle, tokio::task::JoinHandle<()>)>,
     link: Option<ControlPlaneLink>,
@@ -118,10 +124,19 @@ impl Access {
             verifier,
             revoked,
             session_actions: session_actions.to_vec(),
+            relay_roles: None,
             relay_credential: None,
             sync: None,
             link: None,
         }
+    }
+
+    /// Relay sessions only with an operator relay credential of `roles`
+    /// (an origin takes edges and origins; agents and their tickets pull
+    /// from edges, never from an origin).
+    pub fn only_relays(mut self, roles: &[strom_token::RelayRole]) -> Self {
+        self.relay_roles = Some(roles.to_vec());
+        self
     }
 
     /// The credential this relay presents to its own upstreams.
@@ -187,6 +202,7 @@ impl Access {
                 seq,
                 entries,
                 reset: false,
+                more: false,
             })
         };
         for entry in &fresh {
@@ -201,8 +217,13 @@ impl Access {
         let mut refused = Refused::Missing;
         for (i, token) in tokens.iter().enumerate() {
             let outcome = match self.verifier.verify(token, now) {
-                Ok(claims) if self.session_actions.contains(&claims.act) => return Ok(claims),
-                Ok(claims) => Refused::WrongAction(claims.act),
+                Ok(claims) if !self.session_actions.contains(&claims.act) => {
+                    Refused::WrongAction(claims.act)
+                }
+                Ok(claims) if claims.act == Action::Relay && !self.relay_role_admitted(&claims) => {
+                    Refused::NotOperatorRelay
+                }
+                Ok(claims) => return Ok(claims),
                 Err(e) => Refused::Token(e),
             };
             if i == 0 {
@@ -210,6 +231,13 @@ impl Access {
             }
         }
         Err(refused)
+    }
+
+    fn relay_role_admitted(&self, claims: &Claims) -> bool {
+        match &self.relay_roles {
+            None => true,
+            Some(roles) => claims.relay_role().is_some_and(|r| roles.contains(&r)),
+        }
     }
 
     /// Whether a session admitted with `claims` may read the broadcast
@@ -465,6 +493,8 @@ mod tests {
                         action,
                         lifetime_secs: 300,
                         not_after: None,
+                        role: None,
+                        via: None,
                     },
                     self.now,
                 )
@@ -482,11 +512,64 @@ mod tests {
                 tenant: "acme".into(),
                 id: subject.into(),
                 issued_before: self.now + time::Duration::seconds(1),
+                keep_until: None,
             }])
         }
     }
 
     const MAIN: &[&str] = &["acme", "townhall", "main"];
+
+    #[test]
+    fn an_origin_admits_only_the_operators_relays_of_its_roles() {
+        use strom_token::RelayRole;
+        let key = SigningKey::generate();
+        let verifier = Arc::new(Verifier::new());
+        verifier.set_keys(&KeySet {
+            keys: vec![key.public_key()],
+            media: Vec::new(),
+        });
+        let access = Access::new(verifier, &[Action::Relay])
+            .only_relays(&[RelayRole::Edge, RelayRole::Origin]);
+        let now = OffsetDateTime::now_utc();
+        let relay = |tenant: &str, role: Option<RelayRole>, via: Option<&str>| {
+            key.mint(
+                &Grant {
+                    subject: "r".into(),
+                    tenant: tenant.into(),
+                    event: String::new(),
+                    stream: None,
+                    action: Action::Relay,
+                    lifetime_secs: 300,
+                    not_after: None,
+                    role,
+                    via: via.map(str::to_owned),
+                },
+                now,
+            )
+            .unwrap()
+            .0
+        };
+        let platform = strom_token::PLATFORM_TENANT;
+        for ok in [
+            relay(platform, Some(RelayRole::Edge), None),
+            relay(platform, Some(RelayRole::Origin), None),
+            relay(platform, None, None),
+        ] {
+            assert!(access.admit(&[ok], now).is_ok());
+        }
+        for refused in [
+            relay("acme", None, None),
+            relay("acme", None, Some("ag_x")),
+        ] {
+            assert_eq!(access.admit(&[refused], now), Err(Refused::NotOperatorRelay));
+        }
+        let edges_only = Access::new(access.verifier().clone(), &[Action::Relay])
+            .only_relays(&[RelayRole::Edge]);
+        assert_eq!(
+            edges_only.admit(&[relay(platform, Some(RelayRole::Origin), None)], now),
+            Err(Refused::NotOperatorRelay)
+        );
+    }
 
     #[test]
     fn a_valid_play_token_opens_a_session_scoped_to_its_event() {
@@ -532,6 +615,8 @@ mod tests {
                     action: Action::Play,
                     lifetime_secs: 300,
                     not_after: None,
+                    role: None,
+                    via: None,
                 },
                 f.now,
             )

@@ -1,4 +1,8 @@
-//! HTTP(S) serving of the cache: LL-HLS playlists and media, `/metrics`, `/healthz`.
+//! HTTP(S) serving of the cache for viewers: LL-HLS playlists and media,
+//! recordings (`/vod/`), QoE beacons, `/webtransport.json`, and `/healthz`
+//! and `/readyz` for load balancers. `/metrics` is not served here: its
+//! series name tenants' live events, so it has its own listener
+//! ([`crate::monitoring`]).
 //!
 //! URLs: `/hls/<tenant>/<event>/<stream>/master.m3u8`, then per track
 //! `<track>/playlist.m3u8`, `<track>/init.mp4`, `<track>/<N>.m4s` (segment N =
@@ -11,6 +15,7 @@
 //! fetched with `?token=` carry it on every URI, for players without cookies.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use crate::broadcast::{Broadcast, Broadcasts, Namespace};
 use crate::cache::TrackCache;
 use crate::catalog_view::CatalogView;
 use crate::hls::{self, PlaylistParams};
-use crate::metrics::{self, ServerCounters};
+use crate::metrics::ServerCounters;
 
 /// How long a blocking playlist reload or a not-yet-complete segment may wait.
 const BLOCK_LIMIT: Duration = Duration::from_secs(6);
@@ -42,8 +47,6 @@ pub struct HttpState {
     pub counters: Arc<ServerCounters>,
     pub part_target: f64,
     pub window: usize,
-    /// More metric families appended to `/metrics` (e.g. the origin's ingest).
-    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// When set, every HLS request needs a playback token.
     pub access: Option<Arc<Access>>,
     /// Mark token cookies `Secure` (the server speaks HTTPS).
@@ -69,11 +72,11 @@ pub struct WebTransportInfo {
 }
 
 /// A request's standing after the token check.
-struct Admitted {
+pub struct Admitted {
     /// The token came as a query parameter: playlists carry it on their URIs
     /// and the master playlist sets the cookie.
-    query_token: Option<String>,
-    claims: Option<strom_token::Claims>,
+    pub query_token: Option<String>,
+    pub claims: Option<strom_token::Claims>,
 }
 
 /// Serves HTTP (or HTTPS when `tls` is set) on `listener` until the task is dropped.
@@ -82,8 +85,47 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     state: HttpState,
 ) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let state = Arc::new(state);
+    let https = tls.is_some();
+    accept(listener, tls, move |req| {
+        let state = state.clone();
+        async move {
+            let mut r = handle(&state, req).await;
+            harden(&mut r, https);
+            r
+        }
+    })
+    .await
+}
+
+/// Headers on every answer to viewers: no MIME sniffing and, over HTTPS
+/// only, HSTS (a plain-HTTP answer cannot vouch for HTTPS, and browsers
+/// ignore it there anyway).
+pub fn harden(r: &mut Response<Full<Bytes>>, https: bool) {
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
+/// Accepts connections on `listener` (TLS when `tls` is set) until the task
+/// is dropped, answering every request with `answer`.
+pub(crate) async fn accept<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    answer: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -94,12 +136,12 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let answer = answer.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                let answer = answer.clone();
+                async move { Ok::<_, Infallible>(answer(req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
@@ -133,7 +175,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding HTTP on {addr}"))
 }
 
-fn response(
+pub(crate) fn response(
     status: StatusCode,
     content_type: &str,
     body: impl Into<Bytes>,
@@ -152,7 +194,7 @@ fn response(
     r
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     let mut r = response(status, "text/plain; charset=utf-8", format!("{message}\n"));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -195,6 +237,21 @@ fn cache_control(mut r: Response<Full<Bytes>>, value: &'static str) -> Response<
     r
 }
 
+/// `/healthz`: the process serves.
+pub(crate) fn healthz() -> Response<Full<Bytes>> {
+    response(StatusCode::OK, "text/plain", "ok\n")
+}
+
+/// `/readyz`: an edge is ready once it has an upstream to pull from.
+pub(crate) fn readyz(role: &str, counters: &ServerCounters) -> Response<Full<Bytes>> {
+    let connected = counters.upstream_sessions_active.load(Ordering::Relaxed);
+    if role == "edge" && connected == 0 {
+        error(StatusCode::SERVICE_UNAVAILABLE, "no upstream connected")
+    } else {
+        response(StatusCode::OK, "text/plain", "ready\n")
+    }
+}
+
 async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() == Method::OPTIONS {
         let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
@@ -219,28 +276,9 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         return error(StatusCode::NOT_FOUND, "not found");
     }
     match path.as_str() {
-        "/healthz" => return response(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" => {
-            // An edge is ready once it has an upstream to pull from.
-            let connected = state
-                .counters
-                .upstream_sessions_active
-                .load(Ordering::Relaxed);
-            return if state.role == "edge" && connected == 0 {
-                error(StatusCode::SERVICE_UNAVAILABLE, "no upstream connected")
-            } else {
-                response(StatusCode::OK, "text/plain", "ready\n")
-            };
-        }
+        "/healthz" => return healthz(),
+        "/readyz" => return readyz(state.role, &state.counters),
         "/webtransport.json" => return webtransport_json(state, &req),
-        "/metrics" => {
-            let mut text = metrics::render(state.role, &state.counters, &state.broadcasts);
-            text.push_str(&metrics::render_process());
-            if let Some(extra) = &state.extra_metrics {
-                text.push_str(&extra());
-            }
-            return response(StatusCode::OK, "text/plain; version=0.0.4", text);
-        }
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/vod/") {
@@ -413,7 +451,7 @@ async fn vod_request(
 /// Checks the token of an HLS request for `/hls/<rest>`: the broadcast is
 /// the first three path segments (tenant/event/stream), checked before
 /// anything about it is revealed.
-fn admit_hls(
+pub fn admit_hls(
     access: &Access,
     rest: &str,
     query: &str,
@@ -451,26 +489,111 @@ fn admit_hls(
     }
 }
 
+/// What `/hls/<rest>` names, parsed before anything is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HlsPath<'a> {
+    /// `<namespace…>/master.m3u8`
+    Master { namespace: Vec<&'a str> },
+    /// `<namespace…>/<track>/<file>`
+    Track {
+        namespace: Vec<&'a str>,
+        track: &'a str,
+        file: TrackFile,
+    },
+    /// Too few segments to name a track.
+    NotFound,
+}
+
+/// The file of a track that an HLS request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackFile {
+    Init,
+    Playlist,
+    /// `<msn>.m4s` (a segment) or `<msn>.<part>.m4s` (a part).
+    Media {
+        msn: u64,
+        part: Option<usize>,
+    },
+    /// Anything else (answered 404 once the track is known to exist).
+    Other,
+}
+
+/// Parses the path of an HLS request (after `/hls/`). Pure: the handler and
+/// the fuzz target `hls_request` (`fuzz/`) call it.
+pub fn hls_path(rest: &str) -> HlsPath<'_> {
+    let mut dirs: Vec<&str> = rest.split('/').collect();
+    let Some(file) = dirs.pop() else {
+        return HlsPath::NotFound;
+    };
+    if file == "master.m3u8" {
+        return HlsPath::Master { namespace: dirs };
+    }
+    let Some(track) = dirs.pop() else {
+        return HlsPath::NotFound;
+    };
+    let file = match file {
+        "init.mp4" => TrackFile::Init,
+        "playlist.m3u8" => TrackFile::Playlist,
+        _ => match file.strip_suffix(".m4s") {
+            None => TrackFile::Other,
+            Some(name) => {
+                let mut numbers = name.split('.');
+                let msn = numbers.next().and_then(|n| n.parse::<u64>().ok());
+                let part = numbers.next().map(|p| p.parse::<usize>().ok());
+                match (msn, part, numbers.next()) {
+                    (Some(msn), None, None) => TrackFile::Media { msn, part: None },
+                    (Some(msn), Some(Some(part)), None) => TrackFile::Media {
+                        msn,
+                        part: Some(part),
+                    },
+                    _ => TrackFile::Other,
+                }
+            }
+        },
+    };
+    HlsPath::Track {
+        namespace: dirs,
+        track,
+        file,
+    }
+}
+
+/// The blocking-reload parameters of a playlist request's query
+/// (`_HLS_msn`, `_HLS_part`); a value that does not parse counts as absent.
+pub fn blocking_reload(query: &str) -> (Option<u64>, Option<usize>) {
+    let mut msn = None;
+    let mut part = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("_HLS_msn", v)) => msn = v.parse::<u64>().ok(),
+            Some(("_HLS_part", v)) => part = v.parse::<usize>().ok(),
+            _ => {}
+        }
+    }
+    (msn, part)
+}
+
 async fn hls_request(
     state: &HttpState,
     rest: &str,
     query: &str,
     token: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let parts: Vec<&str> = rest.split('/').collect();
-    let Some((&file, dirs)) = parts.split_last() else {
-        return error(StatusCode::NOT_FOUND, "not found");
+    let (ns, track_name, file) = match hls_path(rest) {
+        HlsPath::Master { namespace } => {
+            let Some(broadcast) = find(state, &namespace) else {
+                return error(StatusCode::NOT_FOUND, "no such broadcast");
+            };
+            return master(&broadcast, token).await;
+        }
+        HlsPath::Track {
+            namespace,
+            track,
+            file,
+        } => (namespace, track, file),
+        HlsPath::NotFound => return error(StatusCode::NOT_FOUND, "not found"),
     };
-    if file == "master.m3u8" {
-        let Some(broadcast) = find(state, dirs) else {
-            return error(StatusCode::NOT_FOUND, "no such broadcast");
-        };
-        return master(&broadcast, token).await;
-    }
-    let Some((&track_name, ns)) = dirs.split_last() else {
-        return error(StatusCode::NOT_FOUND, "not found");
-    };
-    let Some(broadcast) = find(state, ns) else {
+    let Some(broadcast) = find(state, &ns) else {
         return error(StatusCode::NOT_FOUND, "no such broadcast");
     };
     let Some(catalog) = catalog(&broadcast).await else {
@@ -482,7 +605,7 @@ async fn hls_request(
     let Some(info) = catalog.track(track_name) else {
         return error(StatusCode::NOT_FOUND, "no such track");
     };
-    if file == "init.mp4" {
+    if file == TrackFile::Init {
         return match catalog.init_segment(track_name) {
             Some(init) => cache_control(response(StatusCode::OK, "video/mp4", init), "max-age=60"),
             None => error(StatusCode::NOT_FOUND, "no init segment"),
@@ -498,19 +621,10 @@ async fn hls_request(
         window: state.window,
         nominal_segment: info.group_duration_secs,
     };
-    if file == "playlist.m3u8" {
-        return playlist(&track, &params, query, token).await;
-    }
-    let Some(name) = file.strip_suffix(".m4s") else {
-        return error(StatusCode::NOT_FOUND, "not found");
-    };
-    let mut numbers = name.split('.');
-    let msn = numbers.next().and_then(|n| n.parse::<u64>().ok());
-    let part = numbers.next().map(|p| p.parse::<usize>().ok());
-    match (msn, part, numbers.next()) {
-        (Some(msn), None, None) => media(&track, &params, msn, None).await,
-        (Some(msn), Some(Some(part)), None) => media(&track, &params, msn, Some(part)).await,
-        _ => error(StatusCode::NOT_FOUND, "not found"),
+    match file {
+        TrackFile::Playlist => playlist(&track, &params, query, token).await,
+        TrackFile::Media { msn, part } => media(&track, &params, msn, part).await,
+        TrackFile::Init | TrackFile::Other => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
@@ -604,15 +718,7 @@ async fn playlist(
     query: &str,
     token: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let mut msn = None;
-    let mut part = None;
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("_HLS_msn", v)) => msn = v.parse::<u64>().ok(),
-            Some(("_HLS_part", v)) => part = v.parse::<usize>().ok(),
-            _ => {}
-        }
-    }
+    let (msn, part) = blocking_reload(query);
     if part.is_some() && msn.is_none() {
         return error(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
     }
@@ -682,5 +788,62 @@ async fn media(
     match body {
         Some(bytes) => cache_control(response(StatusCode::OK, "video/mp4", bytes), "max-age=30"),
         None => error(StatusCode::NOT_FOUND, "segment not available"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hls_paths_name_a_broadcast_a_track_and_a_file() {
+        assert_eq!(
+            hls_path("t/e/s/master.m3u8"),
+            HlsPath::Master {
+                namespace: vec!["t", "e", "s"]
+            }
+        );
+        let track = |file| HlsPath::Track {
+            namespace: vec!["t", "e", "s"],
+            track: "video",
+            file,
+        };
+        assert_eq!(hls_path("t/e/s/video/init.mp4"), track(TrackFile::Init));
+        assert_eq!(
+            hls_path("t/e/s/video/playlist.m3u8"),
+            track(TrackFile::Playlist)
+        );
+        assert_eq!(
+            hls_path("t/e/s/video/12.m4s"),
+            track(TrackFile::Media {
+                msn: 12,
+                part: None
+            })
+        );
+        assert_eq!(
+            hls_path("t/e/s/video/12.3.m4s"),
+            track(TrackFile::Media {
+                msn: 12,
+                part: Some(3)
+            })
+        );
+        for other in ["12.3.4.m4s", "x.m4s", "12.x.m4s", "-1.m4s", "12.ts", ""] {
+            assert_eq!(
+                hls_path(&format!("t/e/s/video/{other}")),
+                track(TrackFile::Other)
+            );
+        }
+        assert_eq!(hls_path("playlist.m3u8"), HlsPath::NotFound);
+    }
+
+    #[test]
+    fn blocking_reload_reads_msn_and_part() {
+        assert_eq!(
+            blocking_reload("_HLS_msn=5&_HLS_part=2"),
+            (Some(5), Some(2))
+        );
+        assert_eq!(blocking_reload("token=x&_HLS_msn=5"), (Some(5), None));
+        assert_eq!(blocking_reload("_HLS_msn=-1&_HLS_part=x"), (None, None));
+        assert_eq!(blocking_reload(""), (None, None));
     }
 }

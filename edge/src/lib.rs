@@ -11,6 +11,7 @@ pub mod catalog_view;
 pub mod hls;
 pub mod http;
 pub mod metrics;
+pub mod monitoring;
 pub mod moqt;
 pub mod priority;
 pub mod pseudonym;
@@ -127,8 +128,15 @@ impl UpstreamSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
     pub moqt_listen: SocketAddr,
+    /// LL-HLS, recordings and QoE beacons for viewers (no `/metrics`).
     pub http_listen: SocketAddr,
     pub http_tls: bool,
+    /// `/metrics`, `/healthz` and `/readyz` for monitoring (loopback only
+    /// unless `metrics_allow_non_loopback`); none to turn it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow a `metrics_listen` that is not loopback (its series name every
+    /// tenant's live events, without authentication).
+    pub metrics_allow_non_loopback: bool,
     pub tls: Option<TlsFiles>,
     pub upstream: Vec<UpstreamSettings>,
     pub cache_max_age_secs: u64,
@@ -147,6 +155,10 @@ impl Default for EdgeConfig {
             moqt_listen: "127.0.0.1:4443".parse().expect("static address"),
             http_listen: "127.0.0.1:8080".parse().expect("static address"),
             http_tls: false,
+            // The shipped configuration turns it on (127.0.0.1:8082); off
+            // by default here so that embedders and tests choose a port.
+            metrics_listen: None,
+            metrics_allow_non_loopback: false,
             tls: None,
             upstream: Vec::new(),
             cache_max_age_secs: 30,
@@ -191,6 +203,11 @@ impl EdgeConfig {
                 self.http_listen
             );
         }
+        monitoring::validate_listen(
+            "edge",
+            self.metrics_listen,
+            self.metrics_allow_non_loopback,
+        )?;
         for u in &self.upstream {
             u.resolve()?;
         }
@@ -254,6 +271,7 @@ pub struct Edge {
     moqt: moqt::MoqtServer,
     http: tokio::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Option<tokio::net::TcpListener>,
     upstreams: Vec<upstream::UpstreamConfig>,
     vod: Option<Arc<dyn vod::VodSource>>,
     access: Option<Arc<Access>>,
@@ -305,6 +323,7 @@ impl Edge {
         } else {
             None
         };
+        let metrics = monitoring::bind("edge", config.metrics_listen).await?;
         let upstreams = config
             .upstream
             .iter()
@@ -332,6 +351,7 @@ impl Edge {
             moqt,
             http,
             http_tls,
+            metrics,
             upstreams,
             vod,
             access,
@@ -349,12 +369,18 @@ impl Edge {
         Ok(self.http.local_addr()?)
     }
 
+    /// Where `/metrics` is served (`metrics_listen`), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until the process ends.
     pub async fn run(self) -> anyhow::Result<()> {
         let moqt_port = self.moqt_addr()?.port();
         tracing::info!(
             moqt = %self.moqt_addr()?,
             http = %self.http_addr()?,
+            metrics = %self.metrics_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             cert_sha256 = %self.cert_sha256,
             upstreams = self.upstreams.len(),
             tokens = self.access.is_some(),
@@ -381,7 +407,6 @@ impl Edge {
             counters: self.counters.clone(),
             part_target: self.config.hls_part_target_secs,
             window: self.config.hls_window,
-            extra_metrics: None,
             access: self.access.clone(),
             secure_cookies: self.http_tls.is_some(),
             webtransport: Some(http::WebTransportInfo {
@@ -407,6 +432,17 @@ impl Edge {
                     reporter.report()
                 }))
             });
+        let _metrics = self.metrics.map(|listener| {
+            AbortOnDrop(tokio::spawn(monitoring::serve(
+                listener,
+                monitoring::Monitoring {
+                    role: "edge",
+                    broadcasts: self.broadcasts.clone(),
+                    counters: self.counters.clone(),
+                    extra_metrics: None,
+                },
+            )))
+        });
         let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
         let moqt = tokio::spawn(self.moqt.run(self.broadcasts, self.counters, self.access));
         tokio::select! {

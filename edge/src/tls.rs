@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -43,15 +44,21 @@ impl Identity {
             .with_context(|| format!("reading certificate {}", cert.display()))?;
         let key_pem =
             std::fs::read(key).with_context(|| format!("reading key {}", key.display()))?;
-        let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("parsing certificate {}", cert.display()))?;
         if chain.is_empty() {
             bail!("{} holds no certificate", cert.display());
         }
-        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .with_context(|| format!("parsing key {}", key.display()))?
-            .with_context(|| format!("{} holds no private key", key.display()))?;
+        // The first private key (PKCS#8, PKCS#1 or SEC1); other sections are
+        // skipped.
+        let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+            Ok(k) => k,
+            Err(pem::Error::NoItemsFound) => bail!("{} holds no private key", key.display()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("parsing key {}", key.display()));
+            }
+        };
         Ok(Self { chain, key })
     }
 
@@ -243,8 +250,8 @@ pub fn client_config(trust: &Trust, alpn: &[&[u8]]) -> anyhow::Result<rustls::Cl
             let pem = std::fs::read(path)
                 .with_context(|| format!("reading CA file {}", path.display()))?;
             let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                roots.add(cert?)?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                roots.add(cert.with_context(|| format!("parsing CA file {}", path.display()))?)?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -338,6 +345,55 @@ mod tests {
         let days = (not_after - time::OffsetDateTime::now_utc()).whole_days();
         assert!((12..14).contains(&days), "valid for {days} days");
         assert!(a.server_config(&[b"h3"]).is_ok());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn pem_files_load_chains_keys_and_ca_bundles() {
+        let dir = std::env::temp_dir().join(format!("strom-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_a, key_a) =
+            generate_self_signed(&["a.example".into()], DEV_CERT_VALIDITY).unwrap();
+        let (cert_b, _) = generate_self_signed(&["b.example".into()], DEV_CERT_VALIDITY).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        // A chain of two, and a key file that starts with a certificate (the
+        // key is the first private key section, whatever comes before it).
+        let chain = write("chain.pem", &format!("{cert_a}\n{cert_b}"));
+        let key = write("key.pem", &format!("{cert_b}\n{key_a}"));
+        let identity = Identity::load(&chain, &key).unwrap();
+        assert_eq!(identity.chain.len(), 2);
+        assert!(matches!(identity.key, PrivateKeyDer::Pkcs8(_)));
+        assert!(
+            identity.server_config(&[b"h3"]).is_ok(),
+            "key matches the leaf"
+        );
+
+        let no_key = write("no-key.pem", &cert_b);
+        let e = format!("{:#}", Identity::load(&chain, &no_key).err().unwrap());
+        assert!(e.contains("holds no private key"), "{e}");
+        let no_cert = write("no-cert.pem", &key_a);
+        let e = format!("{:#}", Identity::load(&no_cert, &key).err().unwrap());
+        assert!(e.contains("holds no certificate"), "{e}");
+        let broken = write(
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        );
+        let e = format!("{:#}", Identity::load(&broken, &key).err().unwrap());
+        assert!(e.contains("parsing certificate"), "{e}");
+        let broken_key = write(
+            "broken-key.pem",
+            "-----BEGIN PRIVATE KEY-----\n!!not base64!!\n-----END PRIVATE KEY-----\n",
+        );
+        let e = format!("{:#}", Identity::load(&chain, &broken_key).err().unwrap());
+        assert!(e.contains("parsing key"), "{e}");
+
+        // A CA bundle of two certificates; a broken one is refused.
+        assert!(client_config(&Trust::CaFile(chain), &[b"h3"]).is_ok());
+        assert!(client_config(&Trust::CaFile(broken), &[b"h3"]).is_err());
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -100,6 +100,9 @@ impl UpstreamVod {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(20))
+            // The origin answers itself; a redirect (and the credential
+            // with it) is followed nowhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(UpstreamVod {
             base,

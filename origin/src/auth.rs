@@ -30,6 +30,8 @@ pub enum PublishRefused {
     NoStream,
     #[error("the publish token's tenant/event/stream is not a valid namespace")]
     BadNamespace,
+    #[error("an SRT stream key publishes over SRT only, not over {}", .0.as_str())]
+    WrongTransport(Transport),
 }
 
 impl PublishRefused {
@@ -44,6 +46,29 @@ impl PublishRefused {
             PublishRefused::NotPublish(_) => "not_publish",
             PublishRefused::NoStream => "no_stream",
             PublishRefused::BadNamespace => "bad_namespace",
+            PublishRefused::WrongTransport(_) => "wrong_transport",
+        }
+    }
+}
+
+/// The ingest listener a push arrived on: what a credential is valid for
+/// may depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Rtmp = 0,
+    Rtmps = 1,
+    Srt = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Rtmp, Transport::Rtmps, Transport::Srt];
+
+    /// The `protocol` label of metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Rtmp => "rtmp",
+            Transport::Rtmps => "rtmps",
+            Transport::Srt => "srt",
         }
     }
 }
@@ -63,13 +88,24 @@ pub struct Publisher {
 
 /// Decides whether a push may publish, and under which namespace.
 pub trait PublishAuthorizer: Send + Sync + 'static {
-    fn authorize(&self, app: &str, key: &str) -> Result<Namespace, PublishRefused>;
+    /// May `key` publish under `app`, pushed over `transport`?
+    fn authorize(
+        &self,
+        app: &str,
+        key: &str,
+        transport: Transport,
+    ) -> Result<Namespace, PublishRefused>;
 
     /// Like [`authorize`](PublishAuthorizer::authorize), with the watch that
     /// ends the push when its credential is revoked.
-    fn admit(&self, app: &str, key: &str) -> Result<Publisher, PublishRefused> {
+    fn admit(
+        &self,
+        app: &str,
+        key: &str,
+        transport: Transport,
+    ) -> Result<Publisher, PublishRefused> {
         Ok(Publisher {
-            namespace: self.authorize(app, key)?,
+            namespace: self.authorize(app, key, transport)?,
             revocation: None,
         })
     }
@@ -86,11 +122,16 @@ pub trait PublishAuthorizer: Send + Sync + 'static {
 }
 
 /// Publish tokens (PASETO, action `publish`, naming tenant, event and
-/// stream): the namespace is the token's, the RTMP key is the token.
+/// stream): the namespace is the token's, the RTMP key is the token. A token
+/// is valid on every transport; its SRT stream key (`s1.…`) over SRT only,
+/// where the passphrase derived from it is required too: the key travels in
+/// clear in the SRT handshake, so over RTMP it would let anyone on the path
+/// publish without the passphrase.
 pub struct PublishTokens {
     access: Arc<Access>,
-    /// Shared with the control plane: SRT passphrases derive from it and
-    /// the credential ([`strom_token::srt`]). Without it, SRT is unencrypted.
+    /// The tenants' SRT secrets from the control plane: SRT stream keys are
+    /// checked and passphrases derived with them ([`strom_token::srt`]).
+    /// Without them, SRT is unencrypted.
     srt_secret: Option<SrtSecretSlot>,
 }
 
@@ -103,7 +144,8 @@ impl PublishTokens {
     }
 
     /// SRT pushes must then be encrypted with the credential's passphrase,
-    /// derived from the secret in `slot` (filled from the control plane).
+    /// derived from its tenant's secret in `slot` (filled from the control
+    /// plane).
     pub fn with_srt_secret(mut self, slot: SrtSecretSlot) -> Self {
         self.srt_secret = Some(slot);
         self
@@ -111,22 +153,35 @@ impl PublishTokens {
 }
 
 impl PublishAuthorizer for PublishTokens {
-    fn authorize(&self, app: &str, key: &str) -> Result<Namespace, PublishRefused> {
-        self.admit(app, key).map(|p| p.namespace)
+    fn authorize(
+        &self,
+        app: &str,
+        key: &str,
+        transport: Transport,
+    ) -> Result<Namespace, PublishRefused> {
+        self.admit(app, key, transport).map(|p| p.namespace)
     }
 
-    fn admit(&self, app: &str, key: &str) -> Result<Publisher, PublishRefused> {
+    fn admit(
+        &self,
+        app: &str,
+        key: &str,
+        transport: Transport,
+    ) -> Result<Publisher, PublishRefused> {
         if app != TOKEN_APP {
             return Err(PublishRefused::WrongApplication(app.to_owned()));
         }
         let now = time::OffsetDateTime::now_utc();
-        let claims = if key.trim().starts_with(strom_token::srt::KEY_PREFIX) {
+        let srt_key = key.trim().starts_with(strom_token::srt::KEY_PREFIX);
+        if srt_key && transport != Transport::Srt {
+            return Err(PublishRefused::WrongTransport(transport));
+        }
+        let claims = if srt_key {
             // An SRT stream key: the claims of its publish token, under the
-            // control plane's MAC; checked like the token itself.
-            let secret = self
-                .srt_secret
-                .as_ref()
-                .and_then(|slot| *slot.read().unwrap_or_else(|p| p.into_inner()))
+            // MAC of its tenant's SRT secret; checked like the token itself.
+            let secret = strom_token::srt::tenant_of(key)
+                .zip(self.srt_secret.as_ref())
+                .and_then(|(tenant, slot)| slot.get(tenant).ok().flatten())
                 .ok_or(PublishRefused::Token(TokenError::UnknownKey))?;
             let claims =
                 strom_token::srt::claims_of(&secret, key).map_err(PublishRefused::Token)?;
@@ -158,14 +213,14 @@ impl PublishAuthorizer for PublishTokens {
 
     fn srt_passphrase(
         &self,
-        _namespace: &Namespace,
+        namespace: &Namespace,
         key: &str,
     ) -> Result<Option<String>, SrtNotReady> {
         let Some(slot) = &self.srt_secret else {
             return Ok(None);
         };
-        let secret = *slot.read().unwrap_or_else(|p| p.into_inner());
-        let secret = secret.ok_or(SrtNotReady)?;
+        let tenant = namespace.fields().first().map(String::as_str).unwrap_or("");
+        let secret = slot.get(tenant).ok().flatten().ok_or(SrtNotReady)?;
         Ok(Some(strom_token::srt::passphrase(&secret, key)))
     }
 }
@@ -201,7 +256,12 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 impl PublishAuthorizer for StaticKeys {
-    fn authorize(&self, app: &str, key: &str) -> Result<Namespace, PublishRefused> {
+    fn authorize(
+        &self,
+        app: &str,
+        key: &str,
+        _transport: Transport,
+    ) -> Result<Namespace, PublishRefused> {
         let found = self.keys.iter().find(|k| same_secret(&k.key, key));
         match found {
             Some(k) if k.app == app => Ok(k.namespace.clone()),
@@ -245,7 +305,10 @@ mod tests {
     #[test]
     fn known_key_maps_to_namespace() {
         assert_eq!(
-            keys().authorize("live", "s3cret").unwrap().to_string(),
+            keys()
+                .authorize("live", "s3cret", Transport::Rtmp)
+                .unwrap()
+                .to_string(),
             "acme/townhall/main"
         );
     }
@@ -253,11 +316,11 @@ mod tests {
     #[test]
     fn unknown_key_and_wrong_app_are_refused() {
         assert_eq!(
-            keys().authorize("live", "nope"),
+            keys().authorize("live", "nope", Transport::Rtmp),
             Err(PublishRefused::UnknownKey)
         );
         assert_eq!(
-            keys().authorize("other", "s3cret"),
+            keys().authorize("other", "s3cret", Transport::Rtmp),
             Err(PublishRefused::WrongApplication("other".into()))
         );
     }
@@ -287,6 +350,8 @@ mod tests {
                 action,
                 lifetime_secs: 3600,
                 not_after: None,
+                role: None,
+                via: None,
             };
             key.mint(&grant, OffsetDateTime::now_utc()).unwrap().0
         }
@@ -297,11 +362,14 @@ mod tests {
             let tokens = PublishTokens::new(access);
             let token = mint(&key, Action::Publish, Some("main"));
             assert_eq!(
-                tokens.authorize("live", &token).unwrap().to_string(),
+                tokens
+                    .authorize("live", &token, Transport::Rtmp)
+                    .unwrap()
+                    .to_string(),
                 "acme/townhall/main"
             );
             assert_eq!(
-                tokens.authorize("other", &token),
+                tokens.authorize("other", &token, Transport::Rtmp),
                 Err(PublishRefused::WrongApplication("other".into()))
             );
         }
@@ -312,23 +380,69 @@ mod tests {
             let tokens = PublishTokens::new(access);
             let no_stream = mint(&key, Action::Publish, None);
             assert_eq!(
-                tokens.authorize("live", &no_stream),
+                tokens.authorize("live", &no_stream, Transport::Rtmp),
                 Err(PublishRefused::NoStream)
             );
             let play = mint(&key, Action::Play, Some("main"));
             assert_eq!(
-                tokens.authorize("live", &play),
+                tokens.authorize("live", &play, Transport::Rtmp),
                 Err(PublishRefused::NotPublish(Action::Play))
             );
             let foreign = mint(&SigningKey::generate(), Action::Publish, Some("main"));
             assert_eq!(
-                tokens.authorize("live", &foreign),
+                tokens.authorize("live", &foreign, Transport::Rtmp),
                 Err(PublishRefused::Token(TokenError::UnknownKey))
             );
             assert_eq!(
-                tokens.authorize("live", "s3cret-static-key"),
+                tokens.authorize("live", "s3cret-static-key", Transport::Rtmp),
                 Err(PublishRefused::Token(TokenError::Malformed))
             );
+        }
+
+        #[test]
+        fn an_srt_stream_key_publishes_over_srt_only_and_a_token_everywhere() {
+            let (key, access) = setup();
+            let secret = [7u8; strom_token::srt::SECRET_LEN];
+            let slot = strom_token::sync::SrtSecretSlot::default();
+            slot.set([("acme".to_owned(), secret)].into());
+            let tokens = PublishTokens::new(access).with_srt_secret(slot);
+            let grant = Grant {
+                subject: "s_main".into(),
+                tenant: "acme".into(),
+                event: "townhall".into(),
+                stream: Some("main".into()),
+                action: Action::Publish,
+                lifetime_secs: 3600,
+                not_after: None,
+                role: None,
+                via: None,
+            };
+            let (token, claims) = key.mint(&grant, OffsetDateTime::now_utc()).unwrap();
+            let srt_key = strom_token::srt::stream_key(&secret, &claims).unwrap();
+            // The SRT key travels in clear in the SRT handshake: over RTMP
+            // or RTMPS (no passphrase there) it must not publish.
+            for transport in [Transport::Rtmp, Transport::Rtmps] {
+                let refused = tokens.admit("live", &srt_key, transport).err();
+                assert_eq!(refused, Some(PublishRefused::WrongTransport(transport)));
+                assert_eq!(refused.unwrap().label(), "wrong_transport");
+                let padded = format!(" {srt_key}");
+                assert_eq!(
+                    tokens.authorize("live", &padded, transport),
+                    Err(PublishRefused::WrongTransport(transport))
+                );
+            }
+            let over_srt = tokens.admit("live", &srt_key, Transport::Srt).unwrap();
+            assert_eq!(over_srt.namespace.to_string(), "acme/townhall/main");
+            assert!(over_srt.revocation.is_some());
+            for transport in Transport::ALL {
+                assert_eq!(
+                    tokens
+                        .authorize("live", &token, transport)
+                        .unwrap()
+                        .to_string(),
+                    "acme/townhall/main"
+                );
+            }
         }
 
         #[tokio::test]
@@ -336,7 +450,7 @@ mod tests {
             let (key, access) = setup();
             let tokens = PublishTokens::new(access.clone());
             let token = mint(&key, Action::Publish, Some("main"));
-            let mut publisher = tokens.admit("live", &token).unwrap();
+            let mut publisher = tokens.admit("live", &token, Transport::Rtmp).unwrap();
             let mut watch = publisher.revocation.take().expect("tokens are revocable");
             access.revoke(vec![Revocation {
                 seq: 1,
@@ -344,12 +458,16 @@ mod tests {
                 tenant: "acme".into(),
                 id: "townhall/main".into(),
                 issued_before: OffsetDateTime::now_utc() + time::Duration::seconds(1),
+                keep_until: None,
             }]);
             tokio::time::timeout(std::time::Duration::from_secs(1), watch.revoked())
                 .await
                 .expect("revocation ends the push");
             assert_eq!(
-                tokens.authorize("live", &token).unwrap_err().label(),
+                tokens
+                    .authorize("live", &token, Transport::Rtmp)
+                    .unwrap_err()
+                    .label(),
                 "revoked"
             );
         }

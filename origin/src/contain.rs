@@ -1,6 +1,6 @@
-//! Runs third-party parsing that can panic on hostile input (rml_rtmp does on
-//! some malformed AMF0 commands) and turns the panic into an error for that
-//! connection alone. The panic is reported by the caller's log line, not by
+//! Runs code that can panic on hostile input (rml_rtmp does on some
+//! malformed AMF0 commands; an SRT connection's MPEG-TS demuxing runs here
+//! whole) and turns the panic into an error for that connection alone. The panic is reported by the caller's log line, not by
 //! the default hook, so "panicked" in a log always means an uncontained bug.
 
 use std::cell::{Cell, RefCell};
@@ -34,9 +34,11 @@ pub fn contained<T>(f: impl FnOnce() -> T) -> Result<T, Contained> {
             }
         }));
     });
-    INSIDE.with(|c| c.set(true));
+    // Restored, not cleared: calls may nest (a contained connection that
+    // runs a contained parser).
+    let outer = INSIDE.with(|c| c.replace(true));
     let result = panic::catch_unwind(AssertUnwindSafe(f));
-    INSIDE.with(|c| c.set(false));
+    INSIDE.with(|c| c.set(outer));
     result.map_err(|_| Contained(WHERE.with(|w| w.borrow_mut().take()).unwrap_or_default()))
 }
 
@@ -53,5 +55,19 @@ mod tests {
         let err = r.unwrap_err();
         assert!(err.0.contains("contain.rs"), "{err}");
         assert_eq!(contained(|| 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn nested_calls_keep_the_outer_one_quiet_and_contained() {
+        let r: Result<(), _> = contained(|| {
+            assert!(contained(|| 1).is_ok());
+            assert!(
+                INSIDE.with(Cell::get),
+                "the inner call ended the outer one's containment"
+            );
+            panic!("after an inner call");
+        });
+        assert!(r.unwrap_err().0.contains("contain.rs"));
+        assert!(!INSIDE.with(Cell::get));
     }
 }

@@ -1,6 +1,7 @@
 //! strom's origin: accepts broadcasters' pushes (RTMP), packages them as CMAF
 //! groups and objects, and publishes them over MoQT to edges.
 
+pub mod admission;
 pub mod auth;
 mod contain;
 pub mod publish;
@@ -21,8 +22,9 @@ use strom_edge::broadcast::{Broadcasts, Namespace};
 use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
 use strom_edge::ControlPlaneLink;
-use strom_edge::{http, moqt, TlsFiles};
+use strom_edge::{http, monitoring, moqt, TlsFiles};
 
+use admission::{Admission, AdmissionConfig};
 use auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey};
 use publish::Publications;
 use rtmp::{IngestCounters, RtmpContext};
@@ -61,6 +63,8 @@ pub struct OriginConfig {
     pub cache_max_age_secs: u64,
     pub cache_max_bytes: usize,
     pub linger_secs: u64,
+    /// Limits on ingest connections not yet allowed to publish.
+    pub admission: AdmissionConfig,
     /// When set, broadcasters push with publish tokens
     /// (`rtmp://host/live/<token>`) instead of `streams` keys, and edges
     /// pulling over MoQT must present relay tokens.
@@ -82,6 +86,7 @@ impl Default for OriginConfig {
             cache_max_age_secs: 30,
             cache_max_bytes: 64 * 1024 * 1024,
             linger_secs: 300,
+            admission: AdmissionConfig::default(),
             control_plane: None,
         }
     }
@@ -130,6 +135,7 @@ impl OriginConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.stream_keys()?;
+        self.admission.validate()?;
         if let Some(link) = &self.control_plane {
             strom_edge::validate_control_plane("origin", link)?;
             if !self.streams.is_empty() {
@@ -171,6 +177,8 @@ pub struct Origin {
     pub counters: Arc<ServerCounters>,
     pub ingest: Arc<IngestCounters>,
     pub srt_counters: Arc<SrtCounters>,
+    /// Ingest connections not yet allowed to publish (RTMP, RTMPS and SRT).
+    pub admission: Arc<Admission>,
     /// Fetches the SRT secret from the control plane (token mode).
     _srt_secret_fetch: Option<strom_edge::AbortOnDrop>,
     pub cert_sha256: String,
@@ -222,9 +230,12 @@ impl Origin {
     pub async fn load(config: OriginConfig, data_dir: &Path) -> anyhow::Result<Self> {
         config.validate()?;
         if let Some(link) = &config.control_plane {
+            // Edges (and other origins) pull from an origin; a tenant's
+            // agents pull from edges, never straight from here.
             let access = Access::connect(link.clone(), access::ORIGIN_SESSIONS)
                 .await
-                .context("origin.control_plane")?;
+                .context("origin.control_plane")?
+                .only_relays(&[strom_token::RelayRole::Edge, strom_token::RelayRole::Origin]);
             return Self::load_with_access(config, data_dir, Arc::new(access)).await;
         }
         let authorizer: Arc<dyn PublishAuthorizer> =
@@ -248,7 +259,7 @@ impl Origin {
             // derived from the credential and the control plane's secret.
             let slot = strom_token::sync::SrtSecretSlot::default();
             srt_secret = Some(strom_edge::AbortOnDrop(
-                strom_token::sync::fetch_srt_secret(link.clone(), slot.clone()),
+                strom_token::sync::fetch_srt_secrets(link.clone(), slot.clone()),
             ));
             tokens = tokens.with_srt_secret(slot);
         }
@@ -318,6 +329,7 @@ impl Origin {
         let publications =
             Publications::new(broadcasts.clone(), limits, Some(signer), recorder.clone());
         let srt_counters = Arc::new(SrtCounters::default());
+        let admission = Admission::new(config.admission.clone());
         let srt = SrtListener::bind(
             config.srt_listen,
             SrtContext::new(
@@ -325,6 +337,7 @@ impl Origin {
                 publications.clone(),
                 srt_counters.clone(),
                 tokio::runtime::Handle::current(),
+                admission.clone(),
             ),
         )?;
         Ok(Self {
@@ -335,6 +348,7 @@ impl Origin {
             rtmps,
             srt,
             srt_counters,
+            admission,
             _srt_secret_fetch: None,
             moqt,
             http,
@@ -388,6 +402,7 @@ impl Origin {
         );
         let ingest = self.ingest.clone();
         let srt_counters = self.srt_counters.clone();
+        let admission = self.admission.clone();
         let srt = tokio::spawn(self.srt.serve());
         let ctx = Arc::new(RtmpContext {
             authorizer: self.authorizer,
@@ -395,9 +410,14 @@ impl Origin {
             counters: self.ingest.clone(),
         });
         let _rtmps = self.rtmps.map(|(listener, tls)| {
-            strom_edge::AbortOnDrop(tokio::spawn(rtmp::serve_tls(listener, tls, ctx.clone())))
+            strom_edge::AbortOnDrop(tokio::spawn(rtmp::serve_tls(
+                listener,
+                tls,
+                ctx.clone(),
+                self.admission.clone(),
+            )))
         });
-        let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx));
+        let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx, self.admission.clone()));
         let moqt = tokio::spawn(self.moqt.run(
             self.broadcasts.clone(),
             self.counters.clone(),
@@ -433,40 +453,44 @@ impl Origin {
                 }))
             });
         let publications = self.publications.clone();
-        let state = http::HttpState {
-            role: "origin",
-            broadcasts: self.broadcasts.clone(),
-            counters: self.counters.clone(),
-            part_target: 0.5,
-            window: 6,
-            extra_metrics: Some(Arc::new(move || {
-                let mut text =
-                    rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
-                text.push_str(&srt_counters.render());
-                text.push_str(&publications.render());
-                text
-            })),
-            access: self.access.clone(),
-            secure_cookies: false,
-            webtransport: None,
-            hls_viewers: hls_viewers.clone(),
-            vod: self.recorder.as_ref().map(|r| {
-                Arc::new(vod::DiskVod::new(r.root().to_path_buf()))
-                    as Arc<dyn strom_edge::vod::VodSource>
-            }),
-            vod_only: false,
-        };
         // Edges fetch recordings over HTTPS, checked like MoQT (relay tokens).
         let _vod = self.vod.map(|(listener, tls)| {
             let state = http::HttpState {
+                role: "origin",
+                broadcasts: self.broadcasts.clone(),
+                counters: self.counters.clone(),
+                part_target: 0.5,
+                window: 6,
                 access: self.access.clone(),
-                extra_metrics: None,
+                secure_cookies: false,
+                webtransport: None,
+                hls_viewers: hls_viewers.clone(),
+                vod: self.recorder.as_ref().map(|r| {
+                    Arc::new(vod::DiskVod::new(r.root().to_path_buf()))
+                        as Arc<dyn strom_edge::vod::VodSource>
+                }),
                 vod_only: true,
-                ..state.clone()
             };
             strom_edge::AbortOnDrop(tokio::spawn(http::serve(listener, Some(tls), state)))
         });
-        let http = tokio::spawn(http::serve(self.http, None, state));
+        // http_listen (loopback): metrics and health for the operator.
+        let http = tokio::spawn(monitoring::serve(
+            self.http,
+            monitoring::Monitoring {
+                role: "origin",
+                broadcasts: self.broadcasts.clone(),
+                counters: self.counters.clone(),
+                extra_metrics: Some(Arc::new(move || {
+                    let mut text =
+                        rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
+                    text.push_str(&ingest.render_rtmp_refusals());
+                    text.push_str(&srt_counters.render());
+                    text.push_str(&admission.render());
+                    text.push_str(&publications.render());
+                    text
+                })),
+            },
+        ));
         let linger = Duration::from_secs(self.config.linger_secs);
         let publications = self.publications.clone();
         let expiry = tokio::spawn(async move {

@@ -18,13 +18,22 @@
 //! Each connection runs on its own thread (libsrt's receive call blocks): it
 //! demuxes MPEG-TS into tags ([`strom_media::TsIngest`]) and hands them to the
 //! same [`PublishSession`] as RTMP. Link statistics (RTT, loss, retransmits,
-//! drops, receive buffer) are sampled every 2 s into `/metrics`.
+//! drops, receive buffer) are sampled every 2 s into `/metrics`. A panic on
+//! that thread ends its push alone: the socket is closed, its statistics are
+//! removed, `strom_ingest_panics_total` counts it and the log says where.
+//!
+//! Between the callback's admission and libsrt's end of the handshake (where
+//! the passphrase is checked) a caller is unauthenticated: it holds a place
+//! in the origin's [`Admission`] (at most so many at once, per origin and
+//! per address, refused with 1402 beyond), and an admission that never
+//! became a connection (libsrt refused the caller after the callback) is
+//! forgotten after the admission deadline.
 
 mod ffi;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +41,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use strom_media::{TsIngest, TsTag};
 
-use crate::auth::{key_label, PublishAuthorizer, Publisher, TOKEN_APP};
+use crate::admission::{Admission, Unauthenticated};
+use crate::auth::{key_label, PublishAuthorizer, Publisher, Transport, TOKEN_APP};
 use crate::contain::contained;
 use crate::publish::{rendition_name, Publications, PushOptions};
 use crate::rtmp::IngestCounters;
@@ -41,8 +51,6 @@ use crate::rtmp::IngestCounters;
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often link statistics are sampled.
 const STATS_EVERY: Duration = Duration::from_secs(2);
-/// An admitted handshake that never became a connection is forgotten after this.
-const PENDING_FOR: Duration = Duration::from_secs(30);
 /// libsrt's receive payload per message (7 TS packets; live mode's maximum is 1456).
 const MESSAGE: usize = 1500;
 
@@ -247,9 +255,13 @@ struct Admitted {
     label: String,
     remote: Option<SocketAddr>,
     at: Instant,
+    /// Its place among the unauthenticated connections, until libsrt has
+    /// finished the handshake (then the caller is authenticated).
+    place: Option<Unauthenticated>,
 }
 
 /// A handshake the callback refuses: SRT rejection code, metric label, log text.
+#[derive(Debug)]
 struct Refusal {
     code: c_int,
     reason: &'static str,
@@ -271,6 +283,8 @@ pub struct SrtContext {
     pub counters: Arc<SrtCounters>,
     /// For the revocation watches (async) of running pushes.
     pub runtime: tokio::runtime::Handle,
+    /// Shared with the RTMP listeners: the origin's unauthenticated connections.
+    pub admission: Arc<Admission>,
     pending: Mutex<HashMap<ffi::SRTSOCKET, Admitted>>,
 }
 
@@ -280,18 +294,60 @@ impl SrtContext {
         publications: Arc<Publications>,
         counters: Arc<SrtCounters>,
         runtime: tokio::runtime::Handle,
+        admission: Arc<Admission>,
     ) -> Arc<Self> {
         Arc::new(Self {
             authorizer,
             publications,
             counters,
             runtime,
+            admission,
             pending: Mutex::new(HashMap::new()),
         })
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<ffi::SRTSOCKET, Admitted>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets admissions older than the deadline: libsrt refused those
+    /// callers after the callback (wrong or missing passphrase), so no
+    /// connection will come for them.
+    fn forget_stale(&self, now: Instant) {
+        let deadline = self.admission.deadline();
+        self.pending()
+            .retain(|_, a| now.saturating_duration_since(a.at) < deadline);
+    }
+
+    /// The listener callback's decision on a caller from `remote`: a place
+    /// among the unauthenticated connections (refused with 1402 when there
+    /// is none), then [`screen`](Self::screen).
+    fn decide(
+        &self,
+        hs_version: c_int,
+        stream_id: &str,
+        remote: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<(Admitted, Option<String>), Refusal> {
+        self.forget_stale(now);
+        let peer = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |r| r.ip());
+        let place = self
+            .admission
+            .enter(Transport::Srt, peer)
+            .map_err(|crowded| {
+                self.admission.log_crowded(Transport::Srt, crowded);
+                refuse(ffi::SRT_REJX_OVERLOAD, crowded.label(), crowded.to_string())
+            })?;
+        let (mut admitted, passphrase) = self.screen(hs_version, stream_id)?;
+        admitted.remote = remote;
+        admitted.at = now;
+        admitted.place = Some(place);
+        Ok((admitted, passphrase))
+    }
+
+    /// Keeps an admitted caller's push until libsrt hands over its socket.
+    fn hold(&self, ns: ffi::SRTSOCKET, admitted: Admitted) {
+        self.pending().insert(ns, admitted);
     }
 
     /// Decides on one handshake: the push it admits and the stream's
@@ -321,7 +377,7 @@ impl SrtContext {
         let label = key_label(&req.key);
         let publisher = self
             .authorizer
-            .admit(&req.app, &req.key)
+            .admit(&req.app, &req.key, Transport::Srt)
             .map_err(|refused| {
                 refuse(
                     ffi::SRT_REJX_UNAUTHORIZED,
@@ -356,6 +412,7 @@ impl SrtContext {
             label,
             remote: None,
             at: Instant::now(),
+            place: None,
         };
         Ok((admitted, passphrase))
     }
@@ -384,8 +441,8 @@ unsafe extern "C" fn on_handshake(
                 .to_string_lossy()
                 .into_owned()
         };
-        match ctx.screen(hs_version, &id) {
-            Ok((mut admitted, passphrase)) => {
+        match ctx.decide(hs_version, &id, remote, Instant::now()) {
+            Ok((admitted, passphrase)) => {
                 if let Some(p) = passphrase {
                     // SAFETY: `ns` is the socket libsrt is creating for this caller.
                     let rc = unsafe {
@@ -404,13 +461,15 @@ unsafe extern "C" fn on_handshake(
                         return -1;
                     }
                 }
-                admitted.remote = remote;
-                ctx.pending().insert(ns, admitted);
+                ctx.hold(ns, admitted);
                 0
             }
             Err(refusal) => {
                 ctx.counters.refused(refusal.reason);
-                tracing::warn!(remote = %shown(remote), reason = refusal.reason, error = %refusal.message, "SRT handshake refused");
+                // Crowding is logged by the admission, at most every 10 s.
+                if refusal.code != ffi::SRT_REJX_OVERLOAD {
+                    tracing::warn!(remote = %shown(remote), reason = refusal.reason, error = %refusal.message, "SRT handshake refused");
+                }
                 // SAFETY: as above.
                 unsafe { ffi::srt_setrejectreason(ns, refusal.code) };
                 -1
@@ -482,20 +541,25 @@ fn set_int(sock: ffi::SRTSOCKET, opt: c_int, value: c_int, what: &str) -> anyhow
     check(rc, what)
 }
 
+/// Initialises libsrt, once per process.
+fn startup() {
+    static STARTUP: std::sync::Once = std::sync::Once::new();
+    STARTUP.call_once(|| {
+        // SAFETY: library initialisation, once per process; the handler
+        // is a plain function that copies its strings.
+        unsafe {
+            ffi::srt_startup();
+            // Warnings and errors (syslog levels), into strom's log.
+            ffi::srt_setloglevel(4);
+            ffi::srt_setloghandler(std::ptr::null_mut(), Some(library_log));
+        }
+    });
+}
+
 impl SrtListener {
     /// Binds `addr` (UDP) and starts listening.
     pub fn bind(addr: SocketAddr, ctx: Arc<SrtContext>) -> anyhow::Result<Self> {
-        static STARTUP: std::sync::Once = std::sync::Once::new();
-        STARTUP.call_once(|| {
-            // SAFETY: library initialisation, once per process; the handler
-            // is a plain function that copies its strings.
-            unsafe {
-                ffi::srt_startup();
-                // Warnings and errors (syslog levels), into strom's log.
-                ffi::srt_setloglevel(4);
-                ffi::srt_setloghandler(std::ptr::null_mut(), Some(library_log));
-            }
-        });
+        startup();
         // SAFETY: plain libsrt calls on a socket this function owns.
         let sock = unsafe { ffi::srt_create_socket() };
         if sock == ffi::SRT_INVALID_SOCK {
@@ -552,6 +616,16 @@ impl SrtListener {
     /// Accepts callers until the process ends; each connection gets a thread.
     pub async fn serve(self) -> anyhow::Result<()> {
         let listener = Arc::new(self);
+        // Admissions libsrt refused after the callback are also forgotten
+        // here, so their places come back when no other caller comes.
+        let ctx = listener.ctx.clone();
+        let _forget = strom_edge::AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                ctx.forget_stale(Instant::now());
+            }
+        }));
         let accepting = listener.clone();
         tokio::task::spawn_blocking(move || accepting.accept_loop())
             .await
@@ -576,19 +650,17 @@ impl SrtListener {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            let admitted = {
-                let mut pending = self.ctx.pending();
-                let now = Instant::now();
-                pending.retain(|_, a| now.duration_since(a.at) < PENDING_FOR);
-                pending.remove(&sock)
-            };
-            let Some(admitted) = admitted else {
+            self.ctx.forget_stale(Instant::now());
+            let admitted = self.ctx.pending().remove(&sock);
+            let Some(mut admitted) = admitted else {
                 // Every accepted socket went through the callback; this one's
                 // admission expired. Nothing to publish to.
                 tracing::warn!("SRT connection without an admitted handshake closed");
                 unsafe { ffi::srt_close(sock) };
                 continue;
             };
+            // libsrt has finished the handshake, passphrase included.
+            admitted.place = None;
             let ctx = self.ctx.clone();
             let spawned = std::thread::Builder::new()
                 .name("srt-ingest".into())
@@ -610,6 +682,22 @@ impl Drop for SrtListener {
 
 /// One caller's push, start to end, on its own thread.
 fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
+    serve_connection(sock, admitted, ctx, publish)
+}
+
+/// What runs a push on its connection ([`publish`]; tests give others).
+type Push = fn(
+    ffi::SRTSOCKET,
+    Publisher,
+    &PushOptions,
+    &str,
+    Option<SocketAddr>,
+    &SrtContext,
+) -> anyhow::Result<()>;
+
+/// [`connection`] with the push given. However `push` ends, a panic
+/// included, the socket is closed and the link's statistics removed.
+fn serve_connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext, push: Push) {
     let counters = &ctx.counters;
     counters.ingest.connections.fetch_add(1, Ordering::Relaxed);
     let Admitted {
@@ -621,7 +709,17 @@ fn connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext) {
     } = admitted;
     let namespace = publisher.namespace.clone();
     let link = link_key(&namespace, &options);
-    let result = publish(sock, publisher, &options, &label, remote, ctx);
+    // A panic (in the MPEG-TS demuxer, say) unwinds `push` alone: its
+    // publish session is released on the way, and the cleanup below runs.
+    let result = contained(|| push(sock, publisher, &options, &label, remote, ctx)).unwrap_or_else(
+        |panicked| {
+            counters.ingest.panics.fetch_add(1, Ordering::Relaxed);
+            Err(anyhow!(
+                "the SRT ingest failed on this input ({})",
+                panicked.0
+            ))
+        },
+    );
     counters
         .links
         .lock()
@@ -822,5 +920,153 @@ mod tests {
             parse_stream_id("#!::r=a,junk"),
             Err(StreamIdError::Malformed(_))
         ));
+    }
+
+    mod unauthenticated {
+        use super::super::*;
+        use crate::admission::AdmissionConfig;
+        use crate::auth::{StaticKeys, StreamKey};
+        use strom_edge::broadcast::{Broadcasts, Namespace};
+        use strom_edge::cache::CacheLimits;
+
+        const KEY: &str = "srt-test-key-0123456789";
+
+        fn context(limits: AdmissionConfig) -> (tokio::runtime::Runtime, Arc<SrtContext>) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let ctx = SrtContext::new(
+                Arc::new(StaticKeys::new(vec![StreamKey {
+                    app: "live".into(),
+                    key: KEY.into(),
+                    namespace: Namespace::parse("t/e/s").unwrap(),
+                    srt_passphrase: Some("correct-horse-battery".into()),
+                }])),
+                Publications::new(Broadcasts::new(), CacheLimits::default(), None, None),
+                Arc::default(),
+                runtime.handle().clone(),
+                Admission::new(limits),
+            );
+            (runtime, ctx)
+        }
+
+        fn from(ip: &str) -> Option<SocketAddr> {
+            Some(SocketAddr::new(ip.parse().unwrap(), 4000))
+        }
+
+        #[test]
+        fn admissions_that_never_become_connections_are_bounded_and_forgotten() {
+            let (_runtime, ctx) = context(AdmissionConfig {
+                deadline_secs: 10,
+                max_connections: 4,
+                max_connections_per_address: 2,
+            });
+            let id = format!("#!::r=live/{KEY},m=publish");
+            let t0 = Instant::now();
+            // Callers with the key (it travels in clear) but without the
+            // passphrase: the callback admits them, libsrt then refuses
+            // them, and no connection ever takes their admission.
+            let mut ns = 100;
+            let mut admit = |ip: &str, at: Instant| {
+                let (admitted, passphrase) = ctx.decide(5, &id, from(ip), at)?;
+                assert!(passphrase.is_some());
+                ns += 1;
+                ctx.hold(ns, admitted);
+                Ok::<_, Refusal>(())
+            };
+            admit("192.0.2.1", t0).unwrap();
+            admit("192.0.2.1", t0).unwrap();
+            let crowded = admit("192.0.2.1", t0).unwrap_err();
+            assert_eq!(
+                (crowded.code, crowded.reason),
+                (ffi::SRT_REJX_OVERLOAD, "too_many_from_address")
+            );
+            admit("192.0.2.2", t0).unwrap();
+            admit("192.0.2.3", t0).unwrap();
+            let crowded = admit("192.0.2.4", t0).unwrap_err();
+            assert_eq!(crowded.reason, "too_many_unauthenticated");
+            assert_eq!(ctx.pending().len(), 4);
+            assert_eq!(ctx.admission.count(Transport::Srt), 4);
+            // Past the deadline they are forgotten and their places free.
+            let later = t0 + Duration::from_secs(11);
+            admit("192.0.2.1", later).unwrap();
+            assert_eq!(ctx.pending().len(), 1);
+            assert_eq!(ctx.admission.count(Transport::Srt), 1);
+            // A refused caller keeps no place.
+            let refused = ctx
+                .decide(5, "#!::r=live/no-such-key-000000", from("192.0.2.1"), later)
+                .err()
+                .expect("an unknown key is refused");
+            assert_eq!(refused.reason, "unknown_key");
+            assert_eq!(ctx.admission.count(Transport::Srt), 1);
+        }
+
+        fn panicking_push(
+            _sock: ffi::SRTSOCKET,
+            publisher: Publisher,
+            options: &PushOptions,
+            _label: &str,
+            _remote: Option<SocketAddr>,
+            ctx: &SrtContext,
+        ) -> anyhow::Result<()> {
+            let _session = ctx
+                .publications
+                .claim(publisher.namespace.clone(), options)
+                .expect("the stream is free");
+            // What `sample` does on a live link.
+            ctx.counters.links.lock().unwrap().insert(
+                link_key(&publisher.namespace, options),
+                LinkStats::default(),
+            );
+            panic!("a demuxer bug");
+        }
+
+        fn quiet_push(
+            _sock: ffi::SRTSOCKET,
+            publisher: Publisher,
+            options: &PushOptions,
+            _label: &str,
+            _remote: Option<SocketAddr>,
+            ctx: &SrtContext,
+        ) -> anyhow::Result<()> {
+            let _session = ctx
+                .publications
+                .claim(publisher.namespace, options)
+                .expect("the stream is free again");
+            Ok(())
+        }
+
+        #[test]
+        fn a_panicking_push_ends_its_own_connection_closed_and_forgotten() {
+            startup();
+            let (_runtime, ctx) = context(AdmissionConfig::default());
+            let id = format!("#!::r=live/{KEY},m=publish");
+            let (admitted, _) = ctx.decide(5, &id, None, Instant::now()).unwrap();
+            let namespace = admitted.publisher.namespace.clone();
+            let options = admitted.options.clone();
+            // SAFETY: a fresh socket of our own, never connected.
+            let sock = unsafe { ffi::srt_create_socket() };
+            assert_ne!(sock, ffi::SRT_INVALID_SOCK);
+
+            serve_connection(sock, admitted, &ctx, panicking_push);
+
+            assert_eq!(ctx.counters.ingest.panics.load(Ordering::Relaxed), 1);
+            assert_eq!(ctx.counters.ingest.failed.load(Ordering::Relaxed), 1);
+            assert!(
+                ctx.counters.links.lock().unwrap().is_empty(),
+                "link statistics left behind"
+            );
+            assert!(!ctx.publications.is_connected(&namespace, &options));
+            // SAFETY: reads the state of an id; a closed one reads as closed.
+            let state = unsafe { ffi::srt_getsockstate(sock) };
+            assert!(state >= 7, "the socket was left open (state {state})");
+            // The next push of the same stream is served as usual.
+            let (admitted, _) = ctx.decide(5, &id, None, Instant::now()).unwrap();
+            let sock = unsafe { ffi::srt_create_socket() };
+            serve_connection(sock, admitted, &ctx, quiet_push);
+            assert_eq!(ctx.counters.ingest.connections.load(Ordering::Relaxed), 2);
+            assert_eq!(ctx.counters.ingest.failed.load(Ordering::Relaxed), 1);
+        }
     }
 }

@@ -28,7 +28,9 @@ use strom_edge::access::{self, Access};
 use strom_edge::broadcast::Broadcasts;
 use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
-use strom_edge::{http, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
+use strom_edge::{
+    http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings,
+};
 use strom_token::sync::ControlPlaneLink;
 use tokio::sync::{mpsc, watch};
 
@@ -50,9 +52,15 @@ pub struct PeerAgentConfig {
     pub p2p_listen: SocketAddr,
     /// MoQT/WebTransport for browsers and other agents.
     pub moqt_listen: SocketAddr,
-    /// LL-HLS, `/webtransport.json` and `/metrics`.
+    /// LL-HLS and `/webtransport.json` for the LAN's browsers (no `/metrics`).
     pub http_listen: SocketAddr,
     pub http_tls: bool,
+    /// `/metrics`, `/healthz` and `/readyz` for monitoring (loopback only
+    /// unless `metrics_allow_non_loopback`); none to turn it off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow a `metrics_listen` that is not loopback (its series name the
+    /// tenant's live events, without authentication).
+    pub metrics_allow_non_loopback: bool,
     pub tls: Option<TlsFiles>,
     /// The most agents one agent feeds.
     pub fanout: usize,
@@ -81,6 +89,10 @@ impl Default for PeerAgentConfig {
             moqt_listen: "0.0.0.0:4443".parse().expect("static address"),
             http_listen: "0.0.0.0:8443".parse().expect("static address"),
             http_tls: true,
+            // The shipped configuration turns it on (127.0.0.1:8083); off
+            // by default here so that embedders and tests choose a port.
+            metrics_listen: None,
+            metrics_allow_non_loopback: false,
             tls: None,
             fanout: 16,
             peer_timeout_ms: 400,
@@ -123,6 +135,11 @@ impl PeerAgentConfig {
                 self.http_listen
             );
         }
+        strom_edge::monitoring::validate_listen(
+            "peer_agent",
+            self.metrics_listen,
+            self.metrics_allow_non_loopback,
+        )?;
         if self.cache_max_age_secs < 2 || self.cache_max_bytes < 1024 * 1024 {
             anyhow::bail!("peer_agent cache: at least 2 s and 1 MiB");
         }
@@ -185,6 +202,7 @@ pub struct PeerAgent {
     moqt: moqt::MoqtServer,
     http: tokio::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Option<tokio::net::TcpListener>,
     pub cert_sha256: String,
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<AgentCounters>,
@@ -211,6 +229,7 @@ impl PeerAgent {
         } else {
             None
         };
+        let metrics = monitoring::bind("peer_agent", config.metrics_listen).await?;
         Ok(Self {
             config,
             link,
@@ -219,6 +238,7 @@ impl PeerAgent {
             moqt,
             http,
             http_tls,
+            metrics,
             cert_sha256: identity.sha256_hex(),
             broadcasts: Broadcasts::new(),
             counters: Arc::new(AgentCounters::default()),
@@ -227,6 +247,11 @@ impl PeerAgent {
 
     pub fn peer_id(&self) -> PeerId {
         self.keypair.public().to_peer_id()
+    }
+
+    /// Where `/metrics` is served (`metrics_listen`), if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until the process ends.
@@ -250,6 +275,7 @@ impl PeerAgent {
             peer_id = %me,
             moqt = %moqt_addr,
             http = %http_addr,
+            metrics = %self.metrics_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             cert_sha256 = %self.cert_sha256,
             "peer-agent ready"
         );
@@ -316,23 +342,33 @@ impl PeerAgent {
         let metrics_counters = self.counters.clone();
         let metrics_members = swarm.members.clone();
         let metrics_site = registration.clone();
+        let _metrics = self.metrics.map(|listener| {
+            AbortOnDrop(tokio::spawn(monitoring::serve(
+                listener,
+                monitoring::Monitoring {
+                    role: "agent",
+                    broadcasts: self.broadcasts.clone(),
+                    counters: server_counters.clone(),
+                    extra_metrics: Some(Arc::new(move || {
+                        let site = metrics_site
+                            .borrow()
+                            .as_ref()
+                            .map(|r| (r.tenant.clone(), r.site.clone()));
+                        metrics_text(
+                            &metrics_counters,
+                            metrics_members.borrow().len(),
+                            site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+                        )
+                    })),
+                },
+            )))
+        });
         let state = http::HttpState {
             role: "agent",
             broadcasts: self.broadcasts.clone(),
             counters: server_counters.clone(),
             part_target: self.config.hls_part_target_secs,
             window: self.config.hls_window,
-            extra_metrics: Some(Arc::new(move || {
-                let site = metrics_site
-                    .borrow()
-                    .as_ref()
-                    .map(|r| (r.tenant.clone(), r.site.clone()));
-                metrics_text(
-                    &metrics_counters,
-                    metrics_members.borrow().len(),
-                    site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-                )
-            })),
             access: Some(self.access.clone()),
             secure_cookies: self.http_tls.is_some(),
             webtransport: Some(http::WebTransportInfo {

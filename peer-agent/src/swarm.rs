@@ -1,5 +1,10 @@
 //! The site swarm: libp2p over QUIC (the same quinn/rustls stack as MoQT),
-//! mDNS discovery, the site's CIDR gate, and admission.
+//! the site's CIDR gate, and admission. Agents find each other through the
+//! control plane's roster of the site ([`Command::Dial`]), not by mDNS: the
+//! roster already names every live agent of the site (mDNS does not cross
+//! subnets anyway), and an mDNS responder would parse DNS packets from
+//! anyone on the LAN with a DNS library that has known, unfixed advisories
+//! (see docs/security.md).
 //!
 //! Confinement: a connection whose remote address lies outside the site's
 //! CIDRs is refused before its handshake completes (and outbound dials to
@@ -19,14 +24,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::timeout::TransportTimeout;
 use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
+use libp2p::core::{Endpoint, Transport as _};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{
     dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
     THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
-use libp2p::{allow_block_list, identity, mdns, Multiaddr, PeerId, StreamProtocol};
+use libp2p::{allow_block_list, identity, Multiaddr, PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use strom_token::{Action, Verifier};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +41,12 @@ use tokio::sync::{mpsc, watch};
 const ADMIT: StreamProtocol = StreamProtocol::new("/strom/admit/1");
 const MAX_HELLO: usize = 16 * 1024;
 const ADMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Dial and upgrade deadline of a connection (SwarmBuilder's default).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the tickets of admitted peers are checked again against the
+/// revocation list: a revoked agent credential (or ticket) loses its
+/// members within this much of the list reaching this agent.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// An admitted agent of this site.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,7 +216,6 @@ impl NetworkBehaviour for Gate {
 struct Behaviour {
     gate: Gate,
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
-    mdns: mdns::tokio::Behaviour,
     stream: libp2p_stream::Behaviour,
 }
 
@@ -233,31 +245,28 @@ pub fn start(settings: SwarmSettings) -> anyhow::Result<SwarmHandle> {
     let idle_ms = settings.idle_timeout.as_millis().clamp(300, 60_000) as u32;
     let keep_alive = (settings.idle_timeout / 5).max(Duration::from_millis(50));
     let networks = settings.networks.clone();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(settings.keypair)
-        .with_tokio()
-        .with_quic_config(|mut c| {
-            c.max_idle_timeout = idle_ms;
-            c.keep_alive_interval = keep_alive;
-            c
-        })
-        .with_behaviour(|key| {
-            Ok(Behaviour {
-                gate: Gate(networks),
-                blocked: Default::default(),
-                mdns: mdns::tokio::Behaviour::new(
-                    mdns::Config {
-                        query_interval: Duration::from_secs(5),
-                        ttl: Duration::from_secs(60),
-                        ..Default::default()
-                    },
-                    key.public().to_peer_id(),
-                )?,
-                stream: libp2p_stream::Behaviour::new(),
-            })
-        })
-        .context("building the libp2p swarm")?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-        .build();
+    // What libp2p's SwarmBuilder (`with_tokio().with_quic_config(..)`) puts
+    // together, assembled here: the builder needs libp2p's "tokio" feature,
+    // whose weak features (`libp2p-mdns?/tokio`, ...) put libp2p-mdns and
+    // hickory-proto into Cargo.lock although nothing builds them
+    // (rust-lang/cargo#10801), and the audit reads Cargo.lock.
+    let mut quic = libp2p_quic::Config::new(&settings.keypair);
+    quic.max_idle_timeout = idle_ms;
+    quic.keep_alive_interval = keep_alive;
+    let transport = libp2p_quic::tokio::Transport::new(quic)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let behaviour = Behaviour {
+        gate: Gate(networks),
+        blocked: Default::default(),
+        stream: libp2p_stream::Behaviour::new(),
+    };
+    let mut swarm = libp2p::Swarm::new(
+        TransportTimeout::new(transport, CONNECTION_TIMEOUT).boxed(),
+        behaviour,
+        settings.keypair.public().to_peer_id(),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(3600)),
+    );
     for addr in &settings.listen {
         swarm
             .listen_on(addr.clone())
@@ -285,7 +294,7 @@ pub fn start(settings: SwarmSettings) -> anyhow::Result<SwarmHandle> {
 }
 
 enum Admission {
-    Admitted(PeerId, Hello),
+    Admitted(PeerId, Hello, Box<strom_token::Claims>),
     Refused(PeerId, String),
 }
 
@@ -311,24 +320,34 @@ async fn run(
     let mut remotes: HashMap<PeerId, Multiaddr> = HashMap::new();
     let mut blocked: HashSet<PeerId> = HashSet::new();
     let mut members = Members::new();
+    // The ticket claims each member was admitted with.
+    let mut admitted: HashMap<PeerId, strom_token::Claims> = HashMap::new();
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                let revocations = verifier.revocations();
+                let revoked: Vec<PeerId> = admitted
+                    .iter()
+                    .filter(|(_, claims)| revocations.revokes(claims))
+                    .map(|(peer, _)| *peer)
+                    .collect();
+                for peer in revoked {
+                    // Dropped, not blocked: the same agent may come back
+                    // with a fresh credential, and is admitted anew then.
+                    tracing::warn!(%peer, "peer's ticket revoked, dropping it");
+                    admitted.remove(&peer);
+                    if members.remove(&peer).is_some() {
+                        members_tx.send_replace(members.clone());
+                    }
+                    let _ = swarm.disconnect_peer_id(peer);
+                }
+            }
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
                     tracing::info!(%address, "peer swarm listening");
                     listening_tx.send_modify(|l| l.push(address));
-                }
-                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                    for (peer, addr) in found {
-                        // Both sides hear each other at once: only the lower
-                        // peer id dials, so a pair holds one connection, not
-                        // two racing ones (the roster still dials both ways).
-                        if me < peer && !blocked.contains(&peer) && !swarm.is_connected(&peer) {
-                            tracing::debug!(%peer, %addr, "found by mDNS");
-                            // The gate refuses addresses outside the site.
-                            let _ = swarm.dial(addr);
-                        }
-                    }
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
                     remotes.insert(peer_id, endpoint.get_remote_address().clone());
@@ -344,6 +363,7 @@ async fn run(
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                     remotes.remove(&peer_id);
+                    admitted.remove(&peer_id);
                     if members.remove(&peer_id).is_some() {
                         tracing::info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer left");
                         members_tx.send_replace(members.clone());
@@ -364,11 +384,12 @@ async fn run(
                 ));
             }
             Some(admission) = admissions.recv() => match admission {
-                Admission::Admitted(peer, hello) => {
+                Admission::Admitted(peer, hello, claims) => {
                     let (Some(remote), Some(cert)) = (remotes.get(&peer).and_then(ip_of), parse_hex32(&hello.cert_sha256)) else {
                         continue;
                     };
                     let member = Member { peer, moqt: SocketAddr::new(remote, hello.moqt_port), cert_sha256: cert };
+                    admitted.insert(peer, *claims);
                     if members.get(&peer) != Some(&member) {
                         tracing::info!(%peer, moqt = %member.moqt, "peer admitted");
                         members.insert(peer, member);
@@ -377,6 +398,7 @@ async fn run(
                 }
                 Admission::Refused(peer, reason) => {
                     tracing::warn!(%peer, %reason, "peer refused and blocked");
+                    admitted.remove(&peer);
                     block(&mut swarm, &mut blocked, &mut members, &members_tx, peer);
                 }
             },
@@ -390,6 +412,7 @@ async fn run(
                 }
                 Command::Block(peer, reason) => {
                     tracing::warn!(%peer, %reason, "peer blocked");
+                    admitted.remove(&peer);
                     block(&mut swarm, &mut blocked, &mut members, &members_tx, peer);
                 }
             },
@@ -490,7 +513,7 @@ async fn admit_inbound(
 /// and exactly that peer id.
 fn judge(verifier: &Verifier, mine: &Registration, peer: PeerId, theirs: Hello) -> Admission {
     match check_ticket(verifier, mine, &peer.to_string(), &theirs.ticket) {
-        Ok(()) => Admission::Admitted(peer, theirs),
+        Ok(claims) => Admission::Admitted(peer, theirs, Box::new(claims)),
         Err(reason) => Admission::Refused(peer, reason),
     }
 }
@@ -501,7 +524,7 @@ pub fn check_ticket(
     mine: &Registration,
     peer: &str,
     ticket: &str,
-) -> Result<(), String> {
+) -> Result<strom_token::Claims, String> {
     let now = time::OffsetDateTime::now_utc();
     let claims = verifier
         .verify(ticket, now)
@@ -519,7 +542,7 @@ pub fn check_ticket(
     if claims.sub != expected {
         return Err("ticket names another site or peer".into());
     }
-    Ok(())
+    Ok(claims)
 }
 
 async fn write_hello(stream: &mut libp2p::Stream, hello: &Hello) -> anyhow::Result<()> {
@@ -608,6 +631,8 @@ mod tests {
                     action,
                     lifetime_secs: 600,
                     not_after: None,
+                    role: None,
+                    via: None,
                 },
                 now,
             )
@@ -625,7 +650,7 @@ mod tests {
             },
         };
         let good = ticket("acme", "agent:s_hq:peerA", Action::Relay);
-        assert_eq!(check_ticket(&verifier, &mine, "peerA", &good), Ok(()));
+        assert!(check_ticket(&verifier, &mine, "peerA", &good).is_ok());
         // Replayed by another peer, another site, another tenant, wrong kind.
         assert!(check_ticket(&verifier, &mine, "peerB", &good).is_err());
         let other_site = ticket("acme", "agent:s_branch:peerA", Action::Relay);
@@ -645,11 +670,111 @@ mod tests {
                     action: Action::Relay,
                     lifetime_secs: 600,
                     not_after: None,
+                    role: None,
+                    via: None,
                 },
                 now,
             )
             .unwrap()
             .0;
         assert!(check_ticket(&verifier, &mine, "peerA", &forged).is_err());
+    }
+
+    /// A member whose ticket (or the agent credential it was minted from)
+    /// is revoked is dropped within the recheck period, over real QUIC.
+    #[tokio::test]
+    async fn a_member_whose_credential_is_revoked_is_dropped() {
+        let key = strom_token::SigningKey::generate();
+        let keys = strom_token::KeySet {
+            keys: vec![key.public_key()],
+            media: Vec::new(),
+        };
+        let agent = |credential: &str| {
+            let keypair = identity::Keypair::generate_ed25519();
+            let peer = keypair.public().to_peer_id();
+            let (ticket, _) = key
+                .mint(
+                    &strom_token::Grant {
+                        subject: format!("agent:s_hq:{peer}"),
+                        tenant: "acme".into(),
+                        event: String::new(),
+                        stream: None,
+                        action: Action::Relay,
+                        lifetime_secs: 600,
+                        not_after: None,
+                        role: None,
+                        via: Some(credential.into()),
+                    },
+                    time::OffsetDateTime::now_utc() - time::Duration::seconds(5),
+                )
+                .unwrap();
+            let verifier = Arc::new(Verifier::new());
+            verifier.set_keys(&keys);
+            let networks = SiteNetworks::default();
+            networks.set(vec![("127.0.0.0".parse().unwrap(), 8)]);
+            let (_tx, registration) = watch::channel(Some(Registration {
+                tenant: "acme".into(),
+                site: "s_hq".into(),
+                p2p: true,
+                hello: Hello {
+                    ticket,
+                    moqt_port: 4443,
+                    cert_sha256: "00".repeat(32),
+                },
+            }));
+            std::mem::forget(_tx);
+            let handle = start(SwarmSettings {
+                keypair,
+                listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+                networks,
+                verifier: verifier.clone(),
+                registration,
+                idle_timeout: Duration::from_secs(10),
+            })
+            .unwrap();
+            (peer, verifier, handle)
+        };
+        let (_a, verifier_a, mut a) = agent("cred-a");
+        let (b, _verifier_b, mut b_handle) = agent("cred-b");
+        let addr = b_handle
+            .listening
+            .wait_for(|l| !l.is_empty())
+            .await
+            .unwrap()[0]
+            .clone();
+        a.commands.send(Command::Dial(b, vec![addr])).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), a.members.wait_for(|m| m.contains_key(&b)))
+            .await
+            .expect("b admitted")
+            .unwrap();
+
+        // Another credential's revocation leaves b alone.
+        let revoke = |seq: u64, id: &str| strom_token::revocation::RevocationFeed {
+            seq,
+            entries: vec![strom_token::Revocation {
+                seq,
+                kind: strom_token::RevocationKind::Subject,
+                tenant: "acme".into(),
+                id: id.into(),
+                issued_before: time::OffsetDateTime::now_utc(),
+                keep_until: None,
+            }],
+            reset: false,
+            more: false,
+        };
+        verifier_a.revocations_mut().apply(&revoke(1, "cred-x"));
+        tokio::time::sleep(RECHECK * 2).await;
+        assert!(a.members.borrow().contains_key(&b));
+
+        let revoked = std::time::Instant::now();
+        verifier_a.revocations_mut().apply(&revoke(2, "cred-b"));
+        tokio::time::timeout(Duration::from_secs(5), a.members.wait_for(|m| !m.contains_key(&b)))
+            .await
+            .expect("b dropped within 5 s")
+            .unwrap();
+        assert!(revoked.elapsed() <= RECHECK * 2, "{:?}", revoked.elapsed());
+        b_handle.task.abort();
+        a.task.abort();
+        let _ = &mut b_handle;
     }
 }

@@ -35,6 +35,8 @@ pub const SRT_ETIMEOUT: c_int = 6003;
 // Rejection codes a listener callback may set (srt/access_control.h).
 pub const SRT_REJX_BAD_REQUEST: c_int = 1400;
 pub const SRT_REJX_UNAUTHORIZED: c_int = 1401;
+/// Too many requests (the admission limits).
+pub const SRT_REJX_OVERLOAD: c_int = 1402;
 pub const SRT_REJX_FORBIDDEN: c_int = 1403;
 pub const SRT_REJX_NOTFOUND: c_int = 1404;
 pub const SRT_REJX_BAD_MODE: c_int = 1405;
@@ -160,6 +162,9 @@ extern "C" {
     ) -> c_int;
     pub fn srt_accept(u: SRTSOCKET, addr: *mut libc::sockaddr, addrlen: *mut c_int) -> SRTSOCKET;
     pub fn srt_close(u: SRTSOCKET) -> c_int;
+    /// `SRT_SOCKSTATUS`: 1 init … 5 connected, 6 broken, 7 closing, 8 closed,
+    /// 9 nonexistent.
+    pub fn srt_getsockstate(u: SRTSOCKET) -> c_int;
     pub fn srt_getsockname(u: SRTSOCKET, name: *mut libc::sockaddr, namelen: *mut c_int) -> c_int;
     pub fn srt_setsockflag(u: SRTSOCKET, opt: c_int, optval: *const c_void, optlen: c_int)
         -> c_int;

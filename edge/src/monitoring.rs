@@ -1,0 +1,122 @@
+//! The operators' listener: `/metrics` (Prometheus text), `/healthz` and
+//! `/readyz` on plain HTTP, apart from every port viewers reach. The series
+//! carry tenant, event and stream ids — a list of every tenant's live
+//! events — so, like the control plane's `metrics_listen`, this listener is
+//! loopback-only unless the operator says otherwise ([`validate_listen`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::broadcast::Broadcasts;
+use crate::http;
+use crate::metrics::{self, ServerCounters};
+
+/// What the listener reports on.
+#[derive(Clone)]
+pub struct Monitoring {
+    /// `origin`, `edge` or `agent` (the `role` label, and what `/readyz` asks).
+    pub role: &'static str,
+    pub broadcasts: Arc<Broadcasts>,
+    pub counters: Arc<ServerCounters>,
+    /// More metric families appended to `/metrics` (the origin's ingest,
+    /// the agent's offload).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl Monitoring {
+    /// The whole `/metrics` page.
+    pub fn render(&self) -> String {
+        let mut text = metrics::render(self.role, &self.counters, &self.broadcasts);
+        text.push_str(&metrics::render_process());
+        if let Some(extra) = &self.extra_metrics {
+            text.push_str(&extra());
+        }
+        text
+    }
+}
+
+/// Checks `<section>.metrics_listen` at start-up: loopback, unless
+/// `<section>.metrics_allow_non_loopback` says the operator means it.
+pub fn validate_listen(
+    section: &str,
+    listen: Option<SocketAddr>,
+    allow_non_loopback: bool,
+) -> anyhow::Result<()> {
+    match listen {
+        Some(addr) if !addr.ip().is_loopback() && !allow_non_loopback => anyhow::bail!(
+            "{section}.metrics_listen = {addr} is not loopback: /metrics lists every tenant's live events without authentication; \
+             bind it to 127.0.0.1 (and scrape from this host), or set {section}.metrics_allow_non_loopback = true for a network only your monitoring reaches"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Binds `<section>.metrics_listen`, if set.
+pub async fn bind(section: &str, listen: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match listen {
+        Some(addr) => Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("binding {section}.metrics_listen on {addr}: {e}")
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task
+/// is dropped.
+pub async fn serve(listener: TcpListener, monitoring: Monitoring) {
+    let monitoring = Arc::new(monitoring);
+    http::accept(listener, None, move |req| {
+        let monitoring = monitoring.clone();
+        async move { answer(&monitoring, &req) }
+    })
+    .await
+}
+
+fn answer(m: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut r = if req.method() != Method::GET && req.method() != Method::HEAD {
+        http::error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
+    } else {
+        match req.uri().path() {
+            "/metrics" => http::response(StatusCode::OK, "text/plain; version=0.0.4", m.render()),
+            "/healthz" => http::healthz(),
+            "/readyz" => http::readyz(m.role, &m.counters),
+            _ => http::error(StatusCode::NOT_FOUND, "not found"),
+        }
+    };
+    // Not for web pages: a page in a browser on this host must not read it.
+    r.headers_mut()
+        .remove(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    http::harden(&mut r, false);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let lo: SocketAddr = "127.0.0.1:8082".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:8082".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8082".parse().unwrap();
+        let lan: SocketAddr = "10.1.2.3:8082".parse().unwrap();
+        assert!(validate_listen("edge", None, false).is_ok());
+        assert!(validate_listen("edge", Some(lo), false).is_ok());
+        assert!(validate_listen("edge", Some(lo6), false).is_ok());
+        for addr in [any, lan] {
+            let err = validate_listen("edge", Some(addr), false).unwrap_err();
+            assert!(
+                err.to_string().contains("edge.metrics_listen")
+                    && err.to_string().contains("metrics_allow_non_loopback"),
+                "{err}"
+            );
+            assert!(validate_listen("edge", Some(addr), true).is_ok());
+        }
+    }
+}
