@@ -114,14 +114,15 @@ RUST_LOG=info,moq_transport=debug moq-clock-ietf "moqt://127.0.0.1:$RB" --tls-di
 wait_for "$WORK/relay-b.log" 'namespace=/interop/moqpub/test' 15
 wait_for "$WORK/relay-b.log" 'namespace=/clock' 15
 
-edge() { # name upstream-url -> starts a strom edge; sets EDGE_<name>_URL, _HTTP, _SHA
-  local name=$1 up=$2 q h
-  q=$(free_udp); h=$(free_tcp); mkdir -p "$WORK/$name"
+edge() { # name upstream-url -> starts a strom edge; sets EDGE_<name>_URL, _HTTP, _METRICS, _SHA
+  local name=$1 up=$2 q h m
+  q=$(free_udp); h=$(free_tcp); m=$(free_tcp); mkdir -p "$WORK/$name"
   cat > "$WORK/$name.toml" <<EOF
 data_dir = "$WORK/$name"
 [edge]
 moqt_listen = "127.0.0.1:$q"
 http_listen = "127.0.0.1:$h"
+metrics_listen = "127.0.0.1:$m"
 idle_secs = 2
 [[edge.upstream]]
 url = "$up"
@@ -131,6 +132,7 @@ EOF
   wait_for "$WORK/$name.log" 'edge ready' 15
   printf -v "EDGE_${name}_URL" %s "moqt://127.0.0.1:$q"
   printf -v "EDGE_${name}_HTTP" %s "http://127.0.0.1:$h"
+  printf -v "EDGE_${name}_METRICS" %s "http://127.0.0.1:$m"
   printf -v "EDGE_${name}_SHA" %s "$(grep -o 'cert_sha256=[0-9a-f]*' "$WORK/$name.log" | head -1 | cut -d= -f2)"
 }
 edge edge2 "moqt://127.0.0.1:$RB"      # pulls third-party broadcasts from relay B
@@ -174,7 +176,7 @@ timeout 8 moq-sub "$EDGE_edge2_URL" --tls-disable-verify --name interop/moqpub/t
   > "$WORK/b1.mp4" 2> "$WORK/b1.log" || true
 frames=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames \
   -of csv=p=0 "$WORK/b1.mp4" 2>/dev/null | head -1); frames=${frames:-0}
-objs=$(curl -s "$EDGE_edge2_HTTP/metrics" | awk '/strom_track_objects_in_total/ && /1.m4s/ {print $2}')
+objs=$(curl -s "$EDGE_edge2_METRICS/metrics" | awk '/strom_track_objects_in_total/ && /1.m4s/ {print $2}')
 [ "${frames//[^0-9]/}" -gt 60 ] 2>/dev/null && [ "${objs:-0}" -gt 60 ] && r=ok || r=FAIL
 record b1 $r "moq-pub -> relay -> edge -> moq-sub: $frames decodable frames; edge objects_in(1.m4s)=${objs:-0}"
 

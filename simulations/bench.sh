@@ -44,11 +44,13 @@ ORIGIN_RTMP=$(field "$WORK/origin.log" "origin ready" rtmp)
 ORIGIN_CERT=$(field "$WORK/origin.log" "origin ready" cert_sha256)
 
 EDGE_HTTP=127.0.0.1:$(port tcp)
+EDGE_METRICS=127.0.0.1:$(port tcp)
 cat > "$WORK/edge.toml" <<TOML
 data_dir = "$WORK/edge"
 [edge]
 moqt_listen = "127.0.0.1:$(port udp)"
 http_listen = "$EDGE_HTTP"
+metrics_listen = "$EDGE_METRICS"
 [[edge.upstream]]
 url = "moqt://$ORIGIN_MOQT"
 cert_sha256 = "$ORIGIN_CERT"
@@ -63,5 +65,5 @@ ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$CLIP" -c copy -f fl
 sleep 6
 
 $BIN/strom-load --edge-moq "moqt://$EDGE_MOQT" --cert-sha256 "$EDGE_CERT" \
-  --edge-http "http://$EDGE_HTTP" --namespace bench/event/main --json "$@"
+  --edge-http "http://$EDGE_HTTP" --edge-metrics "http://$EDGE_METRICS" --namespace bench/event/main --json "$@"
 echo "work directory (logs): $WORK" >&2

@@ -62,12 +62,13 @@ CONF
 STROM_LOG=warn,strom_origin=info $BIN --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
 ORIGIN=$!
 for _ in $(seq 50); do grep -q "origin ready" "$WORK/origin.log" 2>/dev/null && break; sleep 0.2; done
-EHTTP=$(port tcp); EMOQ=$(port udp)
+EHTTP=$(port tcp); EMETRICS=$(port tcp); EMOQ=$(port udp)
 cat > "$WORK/edge.toml" <<CONF
 data_dir = "$WORK/edge"
 [edge]
 moqt_listen = "127.0.0.1:$EMOQ"
 http_listen = "127.0.0.1:$EHTTP"
+metrics_listen = "127.0.0.1:$EMETRICS"
 [[edge.upstream]]
 url = "moqt://127.0.0.1:$OMOQ"
 cert_sha256 = "$(field "$WORK/origin.log" cert_sha256)"
@@ -83,9 +84,9 @@ for i in $(seq "$V"); do
     --duration $((WARMUP + WINDOW + 20)) -o /dev/null 2> "$WORK/watch-$i.log" &
 done
 sleep "$WARMUP"
-a=$(ticks $ORIGIN $EDGE); o0=$(counter $EHTTP strom_moqt_egress_bytes_total)
+a=$(ticks $ORIGIN $EDGE); o0=$(counter $EMETRICS strom_moqt_egress_bytes_total)
 sleep "$WINDOW"
-b=$(ticks $ORIGIN $EDGE); o1=$(counter $EHTTP strom_moqt_egress_bytes_total)
+b=$(ticks $ORIGIN $EDGE); o1=$(counter $EMETRICS strom_moqt_egress_bytes_total)
 python3 -c "print(f'strom origin+edge, 1 x 6 Mbit/s in, $V MoQT viewers: {($b-$a)/$HZ/$WINDOW*100:.1f} % of one core, edge sent {($o1-$o0)*8/$WINDOW/1e6:.1f} Mbit/s')"
 kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 sleep 1

@@ -8,6 +8,10 @@ use std::time::Duration;
 use crate::netns::Host;
 use crate::{log_field, strom_bin, wait_until, Proc};
 
+/// Where an agent serves `/metrics` in its namespace (loopback, the shipped
+/// default).
+pub const METRICS_URL: &str = "http://127.0.0.1:8083/metrics";
+
 /// A running `strom peer-agent` in `host`'s namespace.
 pub struct Agent {
     pub proc: Proc,
@@ -29,7 +33,8 @@ pub struct AgentLinks<'a> {
 }
 
 /// Starts an agent on `host` (its MoQT on port 4443 of the host's address,
-/// HTTP on 127.0.0.1:8443 of its namespace); `extra` is more TOML for the
+/// HTTP on 127.0.0.1:8443 and metrics on [`METRICS_URL`] of its namespace);
+/// `extra` is more TOML for the
 /// `[peer_agent]` section. Waits until it is ready.
 pub fn start_agent(
     host: &Host,
@@ -43,7 +48,8 @@ pub fn start_agent(
     let data = dir.join(name);
     let toml = format!(
         "data_dir = {data:?}\n[peer_agent]\np2p_listen = \"{ip}:4001\"\nmoqt_listen = \"{ip}:4443\"\n\
-         http_listen = \"127.0.0.1:8443\"\nhttp_tls = false\ntamper = {tamper}\n{extra}\
+         http_listen = \"127.0.0.1:8443\"\nhttp_tls = false\nmetrics_listen = \"127.0.0.1:8083\"\n\
+         tamper = {tamper}\n{extra}\
          [peer_agent.edge]\nurl = \"{edge_url}\"\ncert_sha256 = \"{edge_cert}\"\n\
          [peer_agent.control_plane]\nurl = \"{cp_url}\"\ncredential = \"{credential}\"\nca_file = {cp_ca:?}\n",
         ip = host.ip,

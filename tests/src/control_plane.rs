@@ -15,8 +15,10 @@ use time::OffsetDateTime;
 pub struct TestControlPlane {
     /// Base URL, e.g. `http://127.0.0.1:41234/`.
     pub url: String,
-    /// A relay credential (action `relay`) for origins and edges.
+    /// An edge's relay credential.
     pub relay_credential: String,
+    /// An origin's relay credential (SRT secrets, media keys).
+    pub origin_credential: String,
     pub repo: std::sync::Arc<Repo>,
     /// `http://127.0.0.1:<port>/metrics`.
     pub metrics_url: String,
@@ -54,12 +56,17 @@ impl TestControlPlane {
                     return;
                 }
                 let ready = cp.url().map_err(|e| e.to_string()).and_then(|url| {
-                    let credential = cp.relay_credential("relay-1").map_err(|e| e.to_string())?;
+                    let edge = cp
+                        .relay_credential(strom_control_plane::RelayRole::Edge, "edge-1")
+                        .map_err(|e| e.to_string())?;
+                    let origin = cp
+                        .relay_credential(strom_control_plane::RelayRole::Origin, "origin-1")
+                        .map_err(|e| e.to_string())?;
                     let metrics = cp
                         .metrics_addr()
                         .map(|a| format!("http://{a}/metrics"))
                         .unwrap_or_default();
-                    Ok((url.to_string(), credential, cp.repo.clone(), metrics))
+                    Ok((url.to_string(), edge, origin, cp.repo.clone(), metrics))
                 });
                 let _ = ready_tx.send(ready);
                 if let Err(e) = cp.run().await {
@@ -67,13 +74,14 @@ impl TestControlPlane {
                 }
             });
         });
-        let (url, relay_credential, repo, metrics_url) = ready_rx
+        let (url, relay_credential, origin_credential, repo, metrics_url) = ready_rx
             .recv()
             .expect("control plane thread")
             .expect("starting the control plane");
         Self {
             url,
             relay_credential,
+            origin_credential,
             repo,
             metrics_url,
             _dir: dir,
@@ -107,6 +115,8 @@ impl TestControlPlane {
             action,
             lifetime_secs,
             not_after: None,
+            role: None,
+            via: None,
         };
         self.mint(grant)
     }
@@ -176,11 +186,17 @@ impl TestControlPlane {
         (format!("https://{bound}/"), dir.join("dev-cert.pem"))
     }
 
-    /// `[<section>.control_plane]` for a service's TOML.
+    /// `[<section>.control_plane]` for a service's TOML: an origin's
+    /// credential for `origin`, an edge's for anything else.
     pub fn toml(&self, section: &str) -> String {
+        let credential = if section == "origin" {
+            &self.origin_credential
+        } else {
+            &self.relay_credential
+        };
         format!(
             "[{section}.control_plane]\nurl = \"{}\"\ncredential = \"{}\"\n",
-            self.url, self.relay_credential
+            self.url, credential
         )
     }
 }

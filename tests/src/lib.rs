@@ -529,6 +529,8 @@ pub struct Service {
     pub cert_sha256: String,
     pub moqt_port: u16,
     pub http_port: u16,
+    /// An edge's `metrics_listen` (an origin serves its metrics on `http_port`).
+    pub metrics_port: Option<u16>,
     pub rtmp_port: Option<u16>,
     pub srt_port: Option<u16>,
     pub rtmps_port: Option<u16>,
@@ -560,6 +562,7 @@ impl Service {
             cert_sha256: log_field(&log, &marker, "cert_sha256").expect("cert_sha256 in log"),
             moqt_port: port("moqt").expect("moqt port"),
             http_port: port("http").expect("http port"),
+            metrics_port: port("metrics"),
             rtmp_port: port("rtmp"),
             srt_port: port("srt"),
             rtmps_port: port("rtmps"),
@@ -595,7 +598,7 @@ impl Service {
         Self::start("origin", name, &toml, dir)
     }
 
-    /// An edge pulling from `upstream`.
+    /// An edge pulling from `upstream`, its metrics on a loopback port of their own.
     pub fn edge(name: &str, dir: &Path, upstream: &Service) -> Service {
         Self::edge_with(name, dir, upstream, "")
     }
@@ -605,8 +608,9 @@ impl Service {
     pub fn edge_with(name: &str, dir: &Path, upstream: &Service, extra: &str) -> Service {
         let data = dir.join(name);
         let mut toml = format!(
-            "data_dir = {data:?}\n[edge]\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
+            "data_dir = {data:?}\n[edge]\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
             free_udp_port(),
+            free_tcp_port(),
             free_tcp_port(),
             upstream.moqt_port,
             upstream.cert_sha256
@@ -633,8 +637,14 @@ impl Service {
         )
     }
 
+    /// `/metrics`: an edge's `metrics_listen`, an origin's `http_listen`.
+    pub fn metrics_url(&self) -> String {
+        let port = self.metrics_port.unwrap_or(self.http_port);
+        format!("http://127.0.0.1:{port}/metrics")
+    }
+
     pub fn metrics(&self) -> String {
-        http_text(&self.http_url("/metrics")).unwrap_or_default()
+        http_text(&self.metrics_url()).unwrap_or_default()
     }
 }
 

@@ -170,6 +170,8 @@ fn viewers_need_a_play_token_for_their_event() {
             action: Action::Play,
             lifetime_secs: 60,
             not_after: None,
+            role: None,
+            via: None,
         },
         time::OffsetDateTime::now_utc() - time::Duration::hours(1),
     );
@@ -448,6 +450,105 @@ fn revoking_a_viewer_closes_its_moqt_session_within_5_s() {
     let log = edge.proc.log_text();
     assert!(log.contains("credential revoked"), "{log}");
     assert!(!log.contains(&viewer), "a token reached the log");
+}
+
+/// F4 end to end: revoking a tenant's agent credential closes the edge
+/// sessions of the tickets minted with it within 5 s (the credential itself
+/// is refused too), and revoking an edge's own credential makes the origin
+/// close that edge's upstream session.
+#[test]
+fn revoked_agent_and_relay_credentials_lose_their_sessions_within_5_s() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cp = TestControlPlane::start();
+    let Deployment { origin, edge } = deploy(&cp, dir);
+    let _push = push(
+        &origin.rtmp_url(&publish_token(&cp)),
+        90,
+        dir,
+        "ffmpeg-push",
+    );
+    let viewer = play_token(&cp, "viewer-7f3a", NAMESPACE);
+    wait_live(&edge, &viewer);
+
+    // As the control plane gives it to an agent that registered.
+    let (credential_id, credential) = cp.repo.issue_agent_credential("u_owner", TENANT).unwrap();
+    let ticket = cp.mint(Grant {
+        subject: "agent:s_hq:12D3KooWLdvg7ZbBHnyFeY4kU7VZ5U3T8fM6o6x4o3HVYxBXYxKn".into(),
+        tenant: TENANT.into(),
+        event: String::new(),
+        stream: None,
+        action: Action::Relay,
+        lifetime_secs: 3600,
+        not_after: None,
+        role: None,
+        via: Some(credential_id.clone()),
+    });
+    let ticket_file = dir.join("ticket.mp4");
+    let mut agent = watch_with_token(
+        &edge.moq_url(),
+        NAMESPACE,
+        &edge.cert_sha256,
+        60.0,
+        &ticket_file,
+        dir,
+        "watch-ticket",
+        Some(&ticket),
+    );
+    let viewer_file = dir.join("viewer.mp4");
+    let mut viewer_watch = watch_with_token(
+        &edge.moq_url(),
+        NAMESPACE,
+        &edge.cert_sha256,
+        60.0,
+        &viewer_file,
+        dir,
+        "watch-viewer",
+        Some(&viewer),
+    );
+    for f in [&ticket_file, &viewer_file] {
+        wait_until(Duration::from_secs(20), "media at the watcher", || {
+            let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+            (size > 200_000).then_some(())
+        });
+    }
+
+    let revoked_at = std::time::Instant::now();
+    cp.repo
+        .revoke_credential("u_owner", TENANT, &credential_id)
+        .unwrap();
+    let status = agent
+        .wait(Duration::from_secs(15))
+        .expect("the ticket's session is closed");
+    let took = revoked_at.elapsed();
+    eprintln!("agent credential revocation to MoQT session close: {took:?}");
+    assert!(!status.success());
+    assert!(took <= Duration::from_secs(5), "took {took:?}");
+    assert!(viewer_watch.is_running(), "{}", viewer_watch.log_text());
+    // Neither the ticket nor the credential opens a session any more.
+    for (token, name) in [(&ticket, "ticket-again"), (&credential, "credential-again")] {
+        let (ok, size, _) = watch_outcome(&edge.moq_url(), &edge.cert_sha256, Some(token), 4.0, dir, name);
+        assert!(!ok && size == 0, "{name}");
+    }
+
+    // The edge's own credential: the origin closes the edge's session.
+    let revoked_at = std::time::Instant::now();
+    cp.repo
+        .revoke_credential("operator", strom_control_plane::repo::PLATFORM, "edge-1")
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the origin to close the edge's session", || {
+        origin
+            .proc
+            .log_text()
+            .lines()
+            .any(|l| l.contains("credential revoked") && l.contains("edge-1"))
+            .then_some(())
+    });
+    let took = revoked_at.elapsed();
+    eprintln!("edge credential revocation to upstream close: {took:?}");
+    assert!(took <= Duration::from_secs(5), "took {took:?}");
+    let _ = viewer_watch.wait(Duration::from_secs(1));
 }
 
 /// A relay that meets a media key it does not know asks for the key set at

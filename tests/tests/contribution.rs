@@ -157,6 +157,8 @@ fn srt_stream_keys_are_checked_and_revoked_like_their_publish_token() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let cp = TestControlPlane::start();
+    // Origins hold the SRT secrets of the tenants that exist.
+    cp.repo.create_tenant_with_id("acme", "Acme").unwrap();
     let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
     let port = origin.srt_port.unwrap();
     wait_until(
@@ -166,11 +168,11 @@ fn srt_stream_keys_are_checked_and_revoked_like_their_publish_token() {
             origin
                 .proc
                 .log_text()
-                .contains("SRT secret fetched")
+                .contains("SRT secrets fetched")
                 .then_some(())
         },
     );
-    let secret = cp.repo.srt_secret().unwrap();
+    let secret = cp.repo.srt_tenant_secret("acme").unwrap();
     let grant = Grant {
         subject: "s_townhall_main".into(),
         tenant: "acme".into(),
@@ -179,6 +181,8 @@ fn srt_stream_keys_are_checked_and_revoked_like_their_publish_token() {
         action: Action::Publish,
         lifetime_secs: 3600,
         not_after: None,
+        role: None,
+        via: None,
     };
     let (_, claims) = cp
         .repo
@@ -503,4 +507,223 @@ fn a_backup_encoder_takes_over_when_the_primary_stalls_or_dies() {
         "{origin_log}"
     );
     primary.kill();
+}
+
+/// F8: an SRT stream key (`s1.…`) travels in clear in the SRT handshake; it
+/// publishes over SRT only, where the passphrase derived from it is needed
+/// too. Pushed over RTMP by someone who read it on the path, it is refused.
+#[test]
+fn an_srt_stream_key_is_refused_over_rtmp_and_publishes_over_srt() {
+    let _serial = serial();
+    let dev = Dev::start();
+    let dir = dev.dir.path();
+    wait_until(
+        Duration::from_secs(15),
+        "the origin to fetch the SRT secrets",
+        || {
+            dev.proc
+                .log_text()
+                .contains("SRT secrets fetched")
+                .then_some(())
+        },
+    );
+    let key = dev.get("srt_stream_key");
+    assert!(key.starts_with("s1."), "{key}");
+    let origin_metrics = dev.get("origin_metrics_url");
+    let hijack_url = format!("{}/{key}", dev.get("rtmp_server_url"));
+    let mut hijack = push(&hijack_url, 5, dir, "ffmpeg-rtmp-srt-key");
+    let status = hijack
+        .wait(Duration::from_secs(30))
+        .expect("ffmpeg ends once refused");
+    assert!(!status.success(), "an SRT stream key published over RTMP");
+    let refused = metric(
+        &http_text(&origin_metrics).unwrap_or_default(),
+        "strom_ingest_rtmp_refused_total",
+        &[("reason", "wrong_transport")],
+    );
+    assert_eq!(refused, Some(1.0));
+    let log = dev.proc.log_text();
+    assert!(log.contains("reason=\"wrong_transport\""), "{log}");
+    assert!(!log.contains(&key), "an SRT key reached the log");
+
+    // The same key over SRT, with its passphrase, publishes.
+    let srt = format!(
+        "{}&latency=120000&pkt_size=1316",
+        dev.get("srt_publish_url")
+    );
+    let mut pusher = push_srt(&srt, 20, dir, "ffmpeg-srt-key");
+    wait_until(Duration::from_secs(20), "SRT publish started", || {
+        dev.proc
+            .log_text()
+            .contains("SRT publish started")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pusher.is_running(), "the SRT push must keep running");
+    pusher.kill();
+    assert!(!dev.proc.log_text().contains("panicked"));
+}
+
+/// An origin whose unauthenticated connections must publish within 3 s and
+/// number at most 4 per address.
+fn strict_origin(dir: &std::path::Path) -> Service {
+    let toml = format!(
+        "[[origin.streams]]\napp = \"live\"\nkey = \"{SECRET_KEY}\"\nnamespace = \"{SECRET_NS}\"\nsrt_passphrase = \"{SECRET_PASS}\"\n\
+         [[origin.streams]]\napp = \"live\"\nkey = \"{CLEAR_KEY}\"\nnamespace = \"{CLEAR_NS}\"\n\
+         [origin.admission]\ndeadline_secs = 3\nmax_connections_per_address = 4\n"
+    );
+    Service::origin_with("origin", dir, &[], &toml)
+}
+
+fn rtmp_refused(origin: &Service, reason: &str) -> f64 {
+    metric(
+        &origin.metrics(),
+        "strom_ingest_rtmp_refused_total",
+        &[("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn unauthenticated(origin: &Service, protocol: &str) -> Option<f64> {
+    metric(
+        &origin.metrics(),
+        "strom_ingest_unauthenticated_connections",
+        &[("protocol", protocol)],
+    )
+}
+
+/// Until it publishes a peer has proven nothing: it must publish by the
+/// deadline, may send only so much first, and only so many such peers from
+/// one address are held at once. Encoders are not bothered by any of it.
+#[test]
+fn ingest_peers_that_never_publish_are_cut_off_and_counted() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let origin = strict_origin(dir);
+    let rtmp = format!("127.0.0.1:{}", origin.rtmp_port.unwrap());
+    // True when the origin closed `s` within `limit` (EOF or reset); what
+    // it sends before (the rest of its handshake) is read and dropped.
+    let closed_within = |s: &mut std::net::TcpStream, limit: Duration| {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s.set_read_timeout(Some(left)).unwrap();
+            match s.read(&mut [0u8; 4096]) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
+    };
+
+    // 1. Handshake, then nothing: closed at the deadline, not after the
+    // 30 s a publisher may be idle.
+    let mut idle = rtmp_client::handshake(&rtmp).expect("RTMP handshake");
+    let start = std::time::Instant::now();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)),
+        "a silent peer was held"
+    );
+    let after = start.elapsed();
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+    assert_eq!(rtmp_refused(&origin, "publish_deadline"), 1.0);
+
+    // 2. A message that declares 16 MiB and never ends: cut off at the cap.
+    let bytes_before = metric(
+        &origin.metrics(),
+        "strom_ingest_bytes_total",
+        &[("protocol", "rtmp")],
+    )
+    .unwrap_or(0.0);
+    let mut endless = rtmp_client::handshake(&rtmp).expect("RTMP handshake");
+    endless
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sent = 0usize;
+    let mut chunk = vec![0x04, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
+    chunk.extend([0x55u8; 128]);
+    while endless.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+        assert!(
+            sent < 8 << 20,
+            "the origin took {sent} bytes without a publish"
+        );
+        chunk.truncate(0);
+        chunk.push(0xC4);
+        chunk.extend([0x55u8; 128]);
+    }
+    wait_until(Duration::from_secs(5), "the cut-off counted", || {
+        (rtmp_refused(&origin, "too_much_before_publish") == 1.0).then_some(())
+    });
+    let taken = metric(
+        &origin.metrics(),
+        "strom_ingest_bytes_total",
+        &[("protocol", "rtmp")],
+    )
+    .unwrap_or(0.0)
+        - bytes_before;
+    assert!(
+        taken <= 32.0 * 1024.0,
+        "the origin read {taken} bytes from it"
+    );
+
+    // 3. Four silent connections from one address are held; a fifth is
+    // closed at once.
+    let mut held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&rtmp).unwrap())
+        .collect();
+    let mut fifth = std::net::TcpStream::connect(&rtmp).unwrap();
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(1)),
+        "a fifth was held"
+    );
+    assert!(!closed_within(&mut held[0], Duration::from_millis(200)));
+    assert_eq!(rtmp_refused(&origin, "too_many_from_address"), 1.0);
+    assert_eq!(unauthenticated(&origin, "rtmp"), Some(4.0));
+    drop(held);
+
+    // 4. SRT: a caller with the key but without the passphrase is admitted
+    // by the listener callback and then refused by libsrt; its admission
+    // is forgotten after the deadline.
+    let port = origin.srt_port.unwrap();
+    let secret = format!("live/{SECRET_KEY}");
+    let (ok, _) = attempt(&srt_url(port, &secret, None, 16), dir, "ffmpeg-no-pass");
+    assert!(
+        !ok,
+        "an unencrypted caller of an encrypted stream was let in"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the SRT admission forgotten",
+        || (unauthenticated(&origin, "srt") == Some(0.0)).then_some(()),
+    );
+
+    // 5. Real encoders publish within all of this.
+    let (ok, log) = attempt(
+        &srt_url(port, &secret, Some(SECRET_PASS), 16),
+        dir,
+        "ffmpeg-srt",
+    );
+    assert!(ok, "a good SRT caller failed:\n{log}");
+    let mut pusher = push(&origin.rtmp_url(CLEAR_KEY), 20, dir, "ffmpeg-rtmp");
+    wait_until(Duration::from_secs(15), "the RTMP encoder feeding", || {
+        (encoder_active(&origin, "primary") == Some(1.0)).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(pusher.is_running(), "the publisher was cut off");
+    assert_eq!(unauthenticated(&origin, "rtmp"), Some(0.0));
+    pusher.kill();
+    let log = origin.proc.log_text();
+    assert!(log.contains("reason=\"publish_deadline\""), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -309,9 +309,22 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
     let mut offloads = Vec::new();
     for a in &agents {
         let host = &net.sites[0].hosts[a.host];
+        // Not on the port the LAN's browsers use.
         let out = host
             .command(std::path::Path::new("curl"))
-            .args(["-sf", "http://127.0.0.1:8443/metrics"])
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg("http://127.0.0.1:8443/metrics")
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "404",
+            "agent {} serves /metrics to its LAN",
+            a.host
+        );
+        let out = host
+            .command(std::path::Path::new("curl"))
+            .args(["-sf", strom_tests::agents::METRICS_URL])
             .output()
             .expect("curl");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -41,18 +41,21 @@ fn check(service: &str, text: &str) -> Families {
     prometheus::check(text).unwrap_or_else(|e| panic!("{service} /metrics: {e}\n{text}"))
 }
 
-/// A peer-agent's `/metrics` as its HTTP server assembles it.
+/// A peer-agent's `/metrics` as its metrics listener assembles it.
 fn agent_metrics() -> String {
-    let counters = strom_edge::metrics::ServerCounters::default();
-    let broadcasts = strom_edge::broadcast::Broadcasts::default();
-    let mut text = strom_edge::metrics::render("agent", &counters, &broadcasts);
-    text.push_str(&strom_edge::metrics::render_process());
-    text.push_str(&strom_peer_agent::metrics_text(
-        &strom_peer_agent::media::AgentCounters::default(),
-        0,
-        Some(("acme", "s_hq")),
-    ));
-    text
+    strom_edge::monitoring::Monitoring {
+        role: "agent",
+        broadcasts: strom_edge::broadcast::Broadcasts::new(),
+        counters: Default::default(),
+        extra_metrics: Some(std::sync::Arc::new(|| {
+            strom_peer_agent::metrics_text(
+                &strom_peer_agent::media::AgentCounters::default(),
+                0,
+                Some(("acme", "s_hq")),
+            )
+        })),
+    }
+    .render()
 }
 
 #[test]
@@ -133,6 +136,16 @@ fn every_service_serves_valid_documented_metrics_with_real_figures() {
             (frames > 60.0 && latency_count(&edge.metrics()) > 30.0).then_some(())
         },
     );
+
+    // The viewers' listener does not say which events are live, to anyone:
+    // /metrics is on the edge's metrics_listen only.
+    let (status, body) = http_get(&edge.http_url("/metrics")).unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("strom_") && !body.contains("observed"), "{body}");
+    let (status, _) = http_get(&edge.http_url(&format!("/metrics?token={play}"))).unwrap();
+    assert_eq!(status, 404, "not even with a playback token");
+    assert_ne!(edge.metrics_port, Some(edge.http_port));
 
     let texts = [
         ("origin", origin.metrics()),

@@ -64,6 +64,8 @@ async fn main() -> anyhow::Result<()> {
         action: Action::Play,
         lifetime_secs: 600,
         not_after: None,
+        role: None,
+        via: None,
     };
     let mint = per_second(args.secs, || {
         key.mint(&grant, time::OffsetDateTime::now_utc()).unwrap();

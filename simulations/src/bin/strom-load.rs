@@ -28,7 +28,7 @@ use tokio::time::Instant;
 )]
 struct Cli {
     /// `strom dev`'s endpoints.json: fills in --edge-moq, --cert-sha256,
-    /// --edge-http and --namespace where they are not given.
+    /// --edge-http, --edge-metrics and --namespace where they are not given.
     #[arg(long)]
     endpoints: Option<PathBuf>,
     /// The edge's MoQT endpoint, moqt://host:port (raw QUIC) or https://host:port/ (WebTransport).
@@ -40,9 +40,12 @@ struct Cli {
     /// Trust certificates issued by the CAs in this PEM file instead.
     #[arg(long)]
     ca: Option<PathBuf>,
-    /// The edge's plain-HTTP endpoint (LL-HLS and /metrics), http://host:port.
+    /// The edge's plain-HTTP endpoint for viewers (LL-HLS), http://host:port.
     #[arg(long)]
     edge_http: Option<url::Url>,
+    /// The edge's metrics listener (`edge.metrics_listen`, /metrics), http://host:port.
+    #[arg(long)]
+    edge_metrics: Option<url::Url>,
     /// Broadcast namespace, tenant/event/stream.
     #[arg(long)]
     namespace: Option<String>,
@@ -84,6 +87,7 @@ struct Cli {
 struct Endpoints {
     moq: Option<url::Url>,
     http: url::Url,
+    metrics: url::Url,
     trust: Trust,
     namespace: String,
 }
@@ -109,8 +113,16 @@ fn resolve(cli: &Cli) -> anyhow::Result<Endpoints> {
     let http = match &cli.edge_http {
         Some(u) => u.clone(),
         None => {
+            let base = from_file("edge_http_url")
+                .context("give --edge-http (or --endpoints with edge_http_url)")?;
+            url::Url::parse(&base).context("edge_http_url in endpoints.json")?
+        }
+    };
+    let metrics = match &cli.edge_metrics {
+        Some(u) => u.clone(),
+        None => {
             let metrics = from_file("edge_metrics_url")
-                .context("give --edge-http (or --endpoints with edge_metrics_url)")?;
+                .context("give --edge-metrics (or --endpoints with edge_metrics_url)")?;
             let base = metrics.trim_end_matches("/metrics");
             url::Url::parse(base).context("edge_metrics_url in endpoints.json")?
         }
@@ -130,6 +142,7 @@ fn resolve(cli: &Cli) -> anyhow::Result<Endpoints> {
     Ok(Endpoints {
         moq,
         http,
+        metrics,
         trust,
         namespace,
     })
@@ -179,15 +192,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let namespace = Namespace::parse(&ep.namespace).context("--namespace")?;
     let target = Target::parse(&ep.http).context("--edge-http")?;
+    let metrics_target = Target::parse(&ep.metrics).context("--edge-metrics")?;
     let duration = Duration::from_secs_f64(cli.duration);
     let ramp = Duration::from_secs_f64(cli.ramp);
 
     let t0 = Instant::now();
-    let mut scraper = Scraper::new(target.clone(), &ep.namespace, t0.into_std());
+    let mut scraper = Scraper::new(metrics_target.clone(), &ep.namespace, t0.into_std());
     let before = scraper
         .scrape()
         .await
-        .context("the edge's /metrics does not answer: is --edge-http right?")?;
+        .context("the edge's /metrics does not answer: is --edge-metrics right?")?;
     let end = t0 + duration;
 
     let moq_config = match (&ep.moq, cli.moq_subscribers) {
@@ -232,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
-    let sampler = Scraper::new(target.clone(), &ep.namespace, t0.into_std());
+    let sampler = Scraper::new(metrics_target, &ep.namespace, t0.into_std());
     tasks.spawn(sampler.sample_until(
         Duration::from_secs_f64(cli.sample_every.max(1.0)),
         end,
