@@ -2,13 +2,19 @@
 // copy buttons, OBS hints), import and export participants (CSV), see whether
 // the broadcaster is live with viewer count and bitrate, watch the event's
 // live dashboard (viewers, QoE, edges, sites' offload), preview the stream,
-// copy the embed snippet; owners also manage staff accounts and roles.
-// Routes live in the fragment: #/ (events), #/events/<id>, #/users.
+// copy the embed snippet; owners also manage staff accounts and roles and
+// their peer-agents' credentials. Every staff member changes their password
+// and sets up an authenticator app under Security, where a session that must
+// do either first is held.
+// Routes live in the fragment: #/ (events), #/events/<id>, #/users,
+// #/agents, #/security.
 
 import { api, ApiError, logout, session, Session } from './api';
 import { app, copyButton, field, h, notice, show, values } from './dom';
 import { mountPlayer, unmountPlayer } from './watch';
 import { pollDashboard } from './dashboard';
+import { agentCredentialsCard } from './agents';
+import { securityCards } from './security';
 
 interface FieldDto { name: string; label: string; kind: string; options: string[]; required: boolean }
 interface EventDto {
@@ -64,17 +70,39 @@ function frame(title: string, ...content: (HTMLElement | null)[]): void {
   const nav = h(
     'nav',
     {},
-    h('a', { href: '#/' }, 'Events'),
-    me.role === 'owner' ? h('a', { href: '#/users' }, 'Staff') : null,
+    due() ? null : h('a', { href: '#/' }, 'Events'),
+    !due() && me.role === 'owner' ? h('a', { href: '#/users' }, 'Staff') : null,
+    !due() && me.role === 'owner' ? h('a', { href: '#/agents' }, 'Agents') : null,
+    h('a', { href: '#/security' }, 'Security'),
     h('span', { class: 'who' }, `${me.tenant} · ${me.role?.replace('_', ' ')}`),
     out,
   );
   show(root, h('header', { class: 'admin' }, h('strong', {}, 'strom'), nav), h('h1', {}, title), ...content);
 }
 
+/** Whether the session must change its password or enrol TOTP before anything else. */
+function due(): boolean {
+  return me.must_change_password || me.must_enrol_totp;
+}
+
 function route(): void {
-  const [, section, id] = location.hash.replace(/^#/, '').split('/');
-  const go = section === 'events' && id ? eventPage(id) : section === 'users' ? usersPage() : eventsPage();
+  const [, asked, id] = location.hash.replace(/^#/, '').split('/');
+  let section = asked;
+  if (due() && section !== 'security') {
+    // Every other call would be refused (403) until then.
+    history.replaceState(null, '', '#/security');
+    section = 'security';
+  }
+  const go =
+    section === 'events' && id
+      ? eventPage(id)
+      : section === 'users'
+        ? usersPage()
+        : section === 'agents'
+          ? agentsPage()
+          : section === 'security'
+            ? securityPage()
+            : eventsPage();
   go.catch((e) => frame('Error', h('p', { class: 'notice error' }, (e as Error).message)));
 }
 
@@ -481,5 +509,39 @@ async function usersPage(): Promise<void> {
     h('table', { id: 'users' }, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'E-mail'), h('th', {}, 'Role'), h('th', {}, 'State'), h('th', {}, ''))), h('tbody', {}, ...rows)),
     status.el,
     h('section', { class: 'card' }, h('h2', {}, 'New staff account'), form),
+  );
+}
+
+// ---- peer-agents (owners) ------------------------------------------------
+
+async function agentsPage(): Promise<void> {
+  frame('Peer-agents', agentCredentialsCard());
+}
+
+// ---- security (every staff member) --------------------------------------
+
+async function securityPage(done?: string): Promise<void> {
+  // Owners can see whether they have a factor; others are told what to enter.
+  let hasTotp: boolean | null = me.must_enrol_totp ? false : null;
+  if (hasTotp === null && me.role === 'owner' && !due()) {
+    hasTotp = await api<User>('GET', `/api/v1/users/${me.id}`)
+      .then((u) => u.totp)
+      .catch(() => null);
+  }
+  const why = me.must_change_password
+    ? 'Your password was set by someone else: choose your own before anything else.'
+    : me.must_enrol_totp
+      ? 'Your organisation requires owners to log in with an authenticator app. Set one up to continue.'
+      : null;
+  frame(
+    'Security',
+    why ? h('p', { class: 'notice error', id: 'due' }, why) : null,
+    done ? h('p', { class: 'notice ok', id: 'done' }, done, ' ', due() ? null : h('a', { href: '#/' }, 'Continue to the events')) : null,
+    ...securityCards(hasTotp, async (what) => {
+      // The server may have lifted a duty: take the session from it again.
+      const s = await session();
+      if (s) me = s;
+      await securityPage(what);
+    }),
   );
 }

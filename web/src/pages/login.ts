@@ -1,7 +1,8 @@
 // /login: opens magic links (`#token=` in the fragment, which never reaches
 // a server log), asks for the mailed code when the link is opened on another
-// device, and offers staff a password login, a login link or a password
-// reset. /reset (the same page) completes a reset from its mailed link.
+// device, asks staff with an authenticator app for its code, and offers
+// staff a password login, a login link or a password reset. /reset (the
+// same page) completes a reset from its mailed link.
 
 import { api, ApiError, rememberCsrf, Session } from './api';
 import { app, field, h, notice, show, values } from './dom';
@@ -31,20 +32,36 @@ window.addEventListener('hashchange', () => {
   if (location.hash.includes('token=')) begin();
 });
 
-async function consume(token: string, code: string | undefined): Promise<void> {
+async function consume(token: string, code: string | undefined, totp?: string): Promise<void> {
   const status = notice();
   show(root, h('h1', {}, 'Logging in…'), status.el);
   try {
-    const s = await api<Session>('POST', '/api/v1/auth/magic-link/consume', code ? { token, code } : { token });
+    const body: Record<string, string> = { token };
+    if (code) body.code = code;
+    if (totp) body.totp = totp;
+    const s = await api<Session>('POST', '/api/v1/auth/magic-link/consume', body);
     landed(s);
   } catch (e) {
-    if (e instanceof ApiError && e.status === 403 && !code) {
+    if (e instanceof ApiError && e.status === 401 && reason(e) === 'totp_required') {
+      // The link stays unused until the second factor is in: ask for it.
+      askTotp(token, code, totp ? e.message : undefined);
+    } else if (e instanceof ApiError && e.status === 423) {
+      show(
+        root,
+        h('h1', {}, 'Account locked for now'),
+        h('p', {}, 'Too many wrong codes. Wait a while and ask for a new login link, or ask an owner to unlock your account.'),
+        status.el,
+      );
+      status.fail(e);
+    } else if (e instanceof ApiError && (e.status === 404 || e.status === 403) && !code) {
+      // A link opened without its browser's pre-login cookie is refused
+      // like an unknown one, so this may be another device: offer the code.
       askCode(token);
     } else {
       show(
         root,
         h('h1', {}, 'This link does not work'),
-        h('p', {}, 'It may have been used already or expired (links work once, for 15 minutes). Ask for a new one.'),
+        h('p', {}, 'It may have been used already or expired (links work once, for 15 minutes). ', h('a', { href: '/login' }, 'Ask for a new one.')),
         status.el,
       );
       status.fail(e);
@@ -52,30 +69,86 @@ async function consume(token: string, code: string | undefined): Promise<void> {
   }
 }
 
-/** The link was opened in another browser than the one that asked for it. */
+/** The machine-readable reason of a problem answer (`reason`), if any. */
+function reason(e: ApiError): string | undefined {
+  const b = e.body;
+  return b && typeof b === 'object' && 'reason' in b ? String((b as { reason: unknown }).reason) : undefined;
+}
+
+/**
+ * The link was not opened in the browser that asked for it, or it was used
+ * or expired (the server does not say which).
+ */
 function askCode(token: string): void {
-  const status = notice();
   const form = h(
     'form',
-    {},
+    { id: 'link-code' },
     field('Code from the mail', h('input', { name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', required: true, pattern: '[0-9 ]{6,12}' })),
     h('button', { type: 'submit' }, 'Log in'),
-    status.el,
   );
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     consume(token, values(form).code.replace(/\s+/g, ''));
   });
-  show(root, h('h1', {}, 'Enter the code'), h('p', {}, 'You opened the link on another device. Enter the 8-digit code from the same mail.'), form);
+  show(
+    root,
+    h('h1', {}, 'Enter the code from the mail'),
+    h(
+      'p',
+      {},
+      'This link may have been used already or expired, or it was opened on another device than the one that asked for it. ',
+      'Enter the 8-digit code from the same mail, or ',
+      h('a', { href: '/login' }, 'ask for a new link'),
+      '.',
+    ),
+    form,
+  );
+}
+
+/** Staff with an authenticator app: a link proves the mailbox, the code the second factor. */
+function askTotp(token: string, code: string | undefined, error?: string): void {
+  const status = notice();
+  const form = h(
+    'form',
+    { id: 'link-totp' },
+    field(
+      'Authenticator code',
+      h('input', { name: 'totp', inputmode: 'numeric', autocomplete: 'one-time-code', required: true, pattern: '[0-9 ]{6,8}', autofocus: true }),
+      'The 6-digit code your authenticator app shows for strom now',
+    ),
+    h('button', { type: 'submit' }, 'Log in'),
+    status.el,
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    consume(token, code, values(form).totp.replace(/\s+/g, ''));
+  });
+  show(root, h('h1', {}, 'Enter your authenticator code'), h('p', {}, 'Your account has a second factor: enter the code from your authenticator app to finish logging in.'), form);
+  if (error) status.fail(`${error}. Try again (the account locks after several wrong codes).`);
 }
 
 function landed(s: Session): void {
   rememberCsrf(s);
-  const next = params.get('next');
-  if (next && next.startsWith('/') && !next.startsWith('//')) location.assign(next);
+  const next = sameOrigin(params.get('next'));
+  if (next) location.assign(next);
   else if (s.kind === 'participant' && s.event) location.assign(`/e/${s.tenant}/${s.event}`);
   else if (s.must_change_password) changePassword(s);
   else location.assign('/admin');
+}
+
+/**
+ * `next` as a path on this origin, or null. Resolved as the browser would:
+ * `/\evil.example` and `/<tab>/evil.example` are other sites.
+ */
+function sameOrigin(next: string | null): string | null {
+  if (!next) return null;
+  let url: URL;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return null;
+  }
+  return url.origin === location.origin ? url.pathname + url.search + url.hash : null;
 }
 
 function staffLogin(): void {
