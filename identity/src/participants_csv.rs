@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::password::{check_password, PasswordPolicy};
+use crate::password::{check_password_in, context_words, PasswordPolicy};
 
 /// Largest accepted upload.
 pub const MAX_BYTES: usize = 10 * 1024 * 1024;
@@ -441,7 +441,10 @@ fn parse_row(
         let result = match column {
             Column::Email => normalise_email(cell).map(|e| email = Some(e)),
             Column::Name => normalise_name(cell).map(|n| name = Some(n)),
-            Column::Password => check_preset_password(cell, policy).map(|p| password = p),
+            Column::Password => {
+                password = preset_password(cell);
+                Ok(())
+            }
             Column::Field(field) => normalise_field(field, cell).map(|v| {
                 if let Some(v) = v {
                     fields.insert(field.name.clone(), v);
@@ -451,6 +454,16 @@ fn parse_row(
         };
         if let Err(message) = result {
             report.error(line, Some(label), message);
+        }
+    }
+    if let (Some(policy), Some(pw)) = (policy, &password) {
+        // The row's own address and name are no stuff for its password.
+        let context = context_words(&[
+            email.as_deref().unwrap_or_default(),
+            name.as_deref().unwrap_or_default(),
+        ]);
+        if let Err(e) = check_password_in(policy, pw, &[], &context) {
+            report.error(line, Some("password"), e.to_string());
         }
     }
     if report.errors.len() > errors_before {
@@ -521,18 +534,11 @@ fn normalise_name(cell: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-fn check_preset_password(
-    cell: &str,
-    policy: Option<&PasswordPolicy>,
-) -> Result<Option<String>, String> {
-    // Passwords are taken verbatim: surrounding spaces may be intended.
-    if cell.is_empty() {
-        return Ok(None);
-    }
-    if let Some(policy) = policy {
-        check_password(policy, cell, &[]).map_err(|e| e.to_string())?;
-    }
-    Ok(Some(cell.to_owned()))
+/// A preset password cell, taken verbatim (surrounding spaces may be
+/// intended); checked against the policy once the row's address and name
+/// are known.
+fn preset_password(cell: &str) -> Option<String> {
+    (!cell.is_empty()).then(|| cell.to_owned())
 }
 
 /// The normalised value of one form field, `None` when an optional field is empty.

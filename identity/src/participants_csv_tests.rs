@@ -193,17 +193,25 @@ fn row_errors_do_not_abort_and_do_not_leak_values() {
 
 #[test]
 fn preset_passwords_can_be_checked_against_the_policy() {
-    let csv =
-        "email,name,company,password\na@example.de,A,X,short\nb@example.de,B,X,Long-enough-42\n";
+    // The third row's password is made of its own name and address.
+    let csv = "email,name,company,password\na@example.de,A,X,short\nb@example.de,B,X,Long-enough-42\n\
+        carla.contoso@example.de,Carla Contoso,X,Carla-Contoso-2026\n";
     assert!(import(csv.as_bytes(), &form()).is_clean());
     let report = import_with_policy(csv.as_bytes(), &form(), &PasswordPolicy::default());
     assert_eq!(
         messages(&report),
-        vec![(
-            2,
-            Some("password"),
-            "password is shorter than 10 characters"
-        )]
+        vec![
+            (
+                2,
+                Some("password"),
+                "password is shorter than 10 characters"
+            ),
+            (
+                4,
+                Some("password"),
+                "password is one of the commonly used ones, or too easy to guess"
+            )
+        ]
     );
     assert_eq!(report.rows.len(), 1);
 }

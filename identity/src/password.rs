@@ -138,14 +138,80 @@ pub enum PasswordRejected {
 /// the length, and what makes a long password weak shows in its start.
 const RATED_CHARS: usize = 64;
 
+/// Words of the product that no password should be built from.
+const PRODUCT_WORDS: &[&str] = &["strom", "webcast", "livestream", "townhall"];
+
+/// The words a password must not be built from (ASVS 6.2.11): the
+/// product's, and the pieces of `parts` — the organisation's name, the
+/// account's e-mail address and name — lower-cased and split at every
+/// character that is not a letter or digit (pieces of 3 characters or
+/// more), each part also joined up (`vera.viewer` gives `vera`, `viewer`
+/// and `veraviewer`).
+pub fn context_words(parts: &[&str]) -> Vec<String> {
+    let mut words: Vec<String> = PRODUCT_WORDS.iter().map(|w| (*w).to_owned()).collect();
+    for part in parts {
+        let lower = part.to_lowercase();
+        let pieces: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|p| p.chars().count() >= 3)
+            .collect();
+        let joined = pieces.concat();
+        for word in pieces.iter().map(|p| (*p).to_owned()).chain([joined]) {
+            if word.chars().count() >= 3 && !words.contains(&word) {
+                words.push(word);
+            }
+        }
+    }
+    words
+}
+
 /// Whether `candidate` is a common password (ASVS 6.2.4): one of the 30,000
 /// most used passwords zxcvbn ships (also reversed, in l33t or with other
 /// capitals), or one that zxcvbn finds within 10^6 guesses — a listed
 /// password with a few digits added (`Welcome123`), a repeat, a sequence,
-/// a keyboard walk.
-pub fn is_common(candidate: &str) -> bool {
+/// a keyboard walk, or one made of the `context` words
+/// ([`context_words`]) with a little added (`Acme-Webcast-2026`).
+pub fn is_common(candidate: &str, context: &[String]) -> bool {
+    made_of_context(candidate, context) || rated_common(candidate, context)
+}
+
+/// Fewer letters and digits than this left once the context words are
+/// taken out: the password is those words with a little added.
+const MIN_OWN_CHARS: usize = 6;
+
+/// Whether `candidate` is built from `context` words: taken out (ignoring
+/// case, longest first), what remains is only digits and punctuation,
+/// fewer than [`MIN_OWN_CHARS`] letters or digits, or a common password
+/// itself. zxcvbn alone rates `Acme-Webcast-2026` as strong even when told
+/// the words (it prices `Acme-` as five random characters).
+fn made_of_context(candidate: &str, context: &[String]) -> bool {
+    let mut words: Vec<&str> = context
+        .iter()
+        .map(String::as_str)
+        .filter(|w| w.chars().count() >= 3)
+        .collect();
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    let mut rest: String = candidate.chars().take(RATED_CHARS).collect::<String>().to_lowercase();
+    let mut found = false;
+    for word in words {
+        if rest.contains(word) {
+            // A space, so that what was around a word does not join up.
+            rest = rest.replace(word, " ");
+            found = true;
+        }
+    }
+    if !found {
+        return false;
+    }
+    let own: Vec<char> = rest.chars().filter(|c| c.is_alphanumeric()).collect();
+    own.len() < MIN_OWN_CHARS || own.iter().all(|c| c.is_numeric()) || rated_common(&rest, &[])
+}
+
+/// zxcvbn's verdict: listed, or guessed within 10^6 tries.
+fn rated_common(candidate: &str, context: &[String]) -> bool {
     let rated: String = candidate.chars().take(RATED_CHARS).collect();
-    let entropy = zxcvbn::zxcvbn(&rated, &[]);
+    let inputs: Vec<&str> = context.iter().map(String::as_str).collect();
+    let entropy = zxcvbn::zxcvbn(&rated, &inputs);
     if matches!(entropy.score(), zxcvbn::Score::Zero | zxcvbn::Score::One) {
         return true;
     }
@@ -173,11 +239,25 @@ fn class_of(c: char) -> CharClass {
 
 /// Checks a new password against the policy and the user's previous hashes
 /// (`history`: PHC strings, newest first; only the first `policy.history` are
-/// consulted). Costs one argon2 verification per consulted hash.
+/// consulted), with the product's words only as context: use
+/// [`check_password_in`] where the account is known.
 pub fn check_password(
     policy: &PasswordPolicy,
     candidate: &str,
     history: &[String],
+) -> Result<(), PasswordRejected> {
+    check_password_in(policy, candidate, history, &context_words(&[]))
+}
+
+/// [`check_password`] for an account: `context` ([`context_words`] of the
+/// organisation's name, the account's e-mail address and name) is refused
+/// as the stuff of a password. Costs one argon2 verification per consulted
+/// hash.
+pub fn check_password_in(
+    policy: &PasswordPolicy,
+    candidate: &str,
+    history: &[String],
+    context: &[String],
 ) -> Result<(), PasswordRejected> {
     let length = candidate.chars().count();
     let min = usize::from(policy.min_length);
@@ -187,7 +267,7 @@ pub fn check_password(
     if length > MAX_LENGTH {
         return Err(PasswordRejected::TooLong { max: MAX_LENGTH });
     }
-    if is_common(candidate) {
+    if is_common(candidate, context) {
         return Err(PasswordRejected::Common);
     }
     if policy.require_classes {
@@ -433,6 +513,32 @@ mod tests {
         // Generated passwords are never refused as common.
         for _ in 0..50 {
             assert_eq!(check_password(&p, &generate_password(&p), &[]), Ok(()));
+        }
+    }
+
+    /// ASVS 6.2.11: the organisation's name, the account's address and name
+    /// and the product's words are no stuff for a password.
+    #[test]
+    fn passwords_made_of_the_context_are_refused() {
+        let p = PasswordPolicy::default();
+        let context = context_words(&["Acme Corporation", "vera.viewer@example.com", "Vera Viewer"]);
+        for word in ["strom", "webcast", "acme", "corporation", "acmecorporation", "vera", "viewer", "veraviewer", "example"] {
+            assert!(context.contains(&word.to_owned()), "{word}: {context:?}");
+        }
+        assert!(!context.iter().any(|w| w.chars().count() < 3), "{context:?}");
+        for weak in ["Acme-Webcast-2026", "AcmeCorporation!1", "VeraViewer-2026", "Vera.Viewer.Example", "strom-webcast-12"] {
+            assert_eq!(
+                check_password_in(&p, weak, &[], &context),
+                Err(PasswordRejected::Common),
+                "{weak}"
+            );
+        }
+        // The same rules without the context still take a strong password.
+        for fine in ["correct horse battery staple", "Own-choice-pass-9", "Quartz-lantern-river-4"] {
+            assert_eq!(check_password_in(&p, fine, &[], &context), Ok(()), "{fine}");
+        }
+        for _ in 0..20 {
+            assert_eq!(check_password_in(&p, &generate_password(&p), &[], &context), Ok(()));
         }
     }
 
