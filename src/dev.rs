@@ -280,7 +280,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
          Playback tokens last 10 minutes; POST {cp_url}api/v1/events/{event}/playback-token gives new ones.\n\n\
          Control plane:    {cp_url} (API, OpenAPI at {cp_url}api/openapi.json)\n\
          Watch in a browser: {player_url}  (log in first: open the admin link, or register there)\n\
-         Admin login link: {admin_login_url}  (15 minutes, once; code {admin_login_code})\n\
+         Admin login link: {admin_login_url}  (10 minutes, once; code {admin_login_code})\n\
          Mails (dev outbox): {dir}/control-plane/outbox\n\
          Endpoints:        {dir}/endpoints.json\n",
         dir = data_dir.display(),

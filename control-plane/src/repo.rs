@@ -878,7 +878,8 @@ impl Repo {
         let scope = Scope::Tenant(tenant.into());
         let (initial, generated) = match password {
             Some(p) => {
-                password::check_password(&t.settings.password_policy, p, &[])
+                let context = password::context_words(&[t.name.as_str(), email.as_str(), name.as_str()]);
+                password::check_password_in(&t.settings.password_policy, p, &[], &context)
                     .map_err(|e| RepoError::Invalid(e.to_string()))?;
                 (Some(p.to_owned()), None)
             }
@@ -1275,6 +1276,53 @@ impl Repo {
         self.put_credential(Batch::default(), tenant, principal, &cred, entries)
     }
 
+    /// Removes a staff member's second factor for them (an owner's act, for
+    /// a lost authenticator; ASVS 6.4.4): every session of the account ends,
+    /// and the next login asks for a new enrolment where the tenant requires
+    /// one. Audited as the actor's.
+    pub fn reset_totp(&self, actor: &str, tenant: &str, principal: &Principal) -> Result<()> {
+        let _g = self.lock();
+        let mut cred = self.credential(tenant, principal)?;
+        let had = cred.totp.is_some();
+        cred.totp = None;
+        cred.totp_pending = None;
+        cred.totp_last_step = None;
+        let mut b = Batch::default();
+        self.end_sessions(&mut b, tenant, principal_id(principal), None)?;
+        let entries = if had {
+            vec![self.entry(
+                actor,
+                "delete",
+                principal_entity(principal),
+                principal_id(principal),
+                Some("totp"),
+                None,
+                None,
+            )]
+        } else {
+            Vec::new()
+        };
+        self.put_credential(b, tenant, principal, &cred, entries)
+    }
+
+    /// The words a new password of this account must not be made of
+    /// (ASVS 6.2.11): the organisation's name, the account's e-mail address
+    /// and name, and the product's words.
+    pub fn password_context(&self, tenant: &str, principal: &Principal) -> Result<Vec<String>> {
+        let organisation = self.tenant(tenant)?.name;
+        let (email, name) = match principal {
+            Principal::Staff { user, .. } => {
+                let v = self.user_view(&self.user(tenant, user)?)?;
+                (v.email, v.name)
+            }
+            Principal::Participant { event, participant } => {
+                let v = self.participant_view(&self.participant(tenant, event, participant)?)?;
+                (v.email, v.name)
+            }
+        };
+        Ok(password::context_words(&[organisation.as_str(), email.as_str(), name.as_str()]))
+    }
+
     pub fn credential(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
         Ok(match principal {
             Principal::Staff { user, .. } => self.user(tenant, user)?.credential,
@@ -1328,7 +1376,8 @@ impl Repo {
         let cred = self.credential(tenant, principal)?;
         let mut history = cred.password.iter().cloned().collect::<Vec<_>>();
         history.extend(cred.history.iter().cloned());
-        password::check_password(policy, new, &history)
+        let context = self.password_context(tenant, principal)?;
+        password::check_password_in(policy, new, &history, &context)
             .map_err(|e| RepoError::Invalid(e.to_string()))?;
         let hash = password::hash_password(new);
         let _g = self.lock();
@@ -1451,6 +1500,14 @@ impl Repo {
     pub fn create_session(&self, session: &Session) -> Result<String> {
         let secret = random_secret();
         let mut b = Batch::default();
+        // At most so many sessions per account (ASVS 7.1.2): a new login
+        // beyond them ends the ones least recently used.
+        let subject = principal_id(&session.principal);
+        let live = self.sessions_of(&session.tenant, subject)?;
+        for (_, hash, _) in live.iter().skip(MAX_SESSIONS_PER_ACCOUNT - 1) {
+            b.delete(Table::Index, key(&["session", hash]));
+            b.delete(Table::Sessions, key(&[&session.tenant, subject, hash]));
+        }
         b.put(
             Table::Sessions,
             session_key(&session.tenant, &session.principal, &secret),
@@ -1465,6 +1522,46 @@ impl Repo {
         Ok(secret)
     }
 
+    /// The live sessions of an account, most recently used first: public
+    /// id (the first 16 hex digits of the session's hash, never its secret),
+    /// full hash, session. Expired ones that were not yet swept are left out.
+    pub fn sessions_of(&self, tenant: &str, subject: &str) -> Result<Vec<(String, String, Session)>> {
+        let t = now();
+        let mut out = Vec::new();
+        for (k, v) in self
+            .store
+            .scan(Table::Sessions, &prefix(&[tenant, subject]), usize::MAX)?
+        {
+            let hash = String::from_utf8_lossy(&k)
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let s: Session = decode(&v)?;
+            if session_expired(&s, t) {
+                continue;
+            }
+            out.push((hash.chars().take(16).collect(), hash, s));
+        }
+        out.sort_by(|a, b| b.2.last_seen.cmp(&a.2.last_seen));
+        Ok(out)
+    }
+
+    /// Ends one of an account's own sessions by its public id (see
+    /// [`Repo::sessions_of`]), as a logout there would.
+    pub fn end_own_session(&self, tenant: &str, subject: &str, id: &str) -> Result<()> {
+        let (_, hash, _) = self
+            .sessions_of(tenant, subject)?
+            .into_iter()
+            .find(|(public, _, _)| public == id)
+            .ok_or(RepoError::NotFound)?;
+        let mut b = Batch::default();
+        b.delete(Table::Index, key(&["session", &hash]));
+        b.delete(Table::Sessions, key(&[tenant, subject, &hash]));
+        self.store.write(b)?;
+        Ok(())
+    }
+
     /// The live session for a cookie value; touches it (idle expiry).
     pub fn session(&self, secret: &str) -> Result<Session> {
         let skey = self
@@ -1473,9 +1570,7 @@ impl Repo {
             .ok_or(RepoError::NotFound)?;
         let mut s: Session = self.get(Table::Sessions, &skey)?;
         let t = now();
-        if t - s.last_seen > time::Duration::minutes(s.idle_minutes as i64)
-            || t - s.created_at > time::Duration::hours(12)
-        {
+        if session_expired(&s, t) {
             self.delete_session(secret)?;
             return Err(RepoError::NotFound);
         }
@@ -2889,6 +2984,16 @@ fn principal_entity(p: &Principal) -> &'static str {
         Principal::Staff { .. } => "user",
         Principal::Participant { .. } => "participant",
     }
+}
+
+/// Sessions one account may hold at once (ASVS 7.1.2; a browser each, say
+/// a laptop, a phone and a meeting-room PC, with room to spare).
+pub const MAX_SESSIONS_PER_ACCOUNT: usize = 20;
+
+/// Idle past the tenant's timeout, or older than 12 hours.
+fn session_expired(s: &Session, t: OffsetDateTime) -> bool {
+    t - s.last_seen > time::Duration::minutes(s.idle_minutes as i64)
+        || t - s.created_at > time::Duration::hours(12)
 }
 
 fn session_key(tenant: &str, principal: &Principal, secret: &str) -> Vec<u8> {

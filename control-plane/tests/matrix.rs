@@ -137,6 +137,12 @@ fn endpoints(f: &Fixture) -> Vec<(Method, String, Option<Value>, [bool; 4])> {
             Some(json!({})),
             owner,
         ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{ABSENT_U}/totp"),
+            None,
+            owner,
+        ),
         (Method::GET, "/api/v1/sites".into(), None, owner),
         (
             Method::POST,
@@ -314,6 +320,20 @@ fn endpoints(f: &Fixture) -> Vec<(Method, String, Option<Value>, [bool; 4])> {
             Some(json!({"password": GOOD_PASSWORD})),
             [true, true, true, false],
         ),
+        // Everyone's own sessions (the password is left out: no attempt is
+        // spent, staff get 400, the participant's fresh session 404).
+        (
+            Method::GET,
+            "/api/v1/auth/sessions".into(),
+            None,
+            [true, true, true, true],
+        ),
+        (
+            Method::POST,
+            "/api/v1/auth/sessions/0000000000000000/end".into(),
+            Some(json!({})),
+            [true, true, true, true],
+        ),
     ]
 }
 
@@ -444,6 +464,7 @@ async fn ids_of_another_tenant_are_not_found() {
             format!("/api/v1/users/{}/unlock", b.user),
             Some(json!({})),
         ),
+        (Method::DELETE, format!("/api/v1/users/{}/totp", b.user), None),
         (
             Method::PATCH,
             format!("/api/v1/sites/{}", b.site),

@@ -786,3 +786,105 @@ async fn tenant_ids_that_are_not_organisation_ids_are_refused() {
     .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
 }
+
+/// ASVS 6.4.4: a staff member who lost the authenticator gets a new
+/// enrolment from an owner, not a way around the factor: the owner removes
+/// it (audited), every session of the account ends, and nobody removes
+/// their own factor this way or anyone's without being an owner.
+#[tokio::test]
+async fn an_owner_removes_a_lost_second_factor_and_the_sessions_end() {
+    let plane = start().await;
+    let (t, mut owner) = plane.tenant("Lost").await;
+    let (b_id, mut b) = staff_session(&plane, &mut owner, &t, "b@lost.example", "event_manager").await;
+    let (_, mut moderator) = staff_session(&plane, &mut owner, &t, "m@lost.example", "moderator").await;
+    enrol_totp(&mut b).await;
+    let creds = json!({"tenant": t, "email": "b@lost.example", "password": GOOD_PASSWORD});
+    let (status, body, _) = login(&plane.base, creds.clone()).await;
+    assert_eq!(status, 401, "the factor is needed: {body:?}");
+    assert_eq!(b.get("/api/v1/session").await.0, 200);
+
+    let path = format!("/api/v1/users/{b_id}/totp");
+    assert_eq!(moderator.delete(&path).await.0, 403, "moderators may not");
+    assert_eq!(b.delete(&path).await.0, 403, "nor the holder, without password and code");
+    let me = owner.get("/api/v1/session").await.1["id"].as_str().unwrap().to_owned();
+    assert_eq!(owner.delete(&format!("/api/v1/users/{me}/totp")).await.0, 403, "nor an owner their own");
+
+    let r = owner.delete(&path).await;
+    assert_eq!(r.0, 204, "{:?}", r.1);
+    assert_eq!(b.get("/api/v1/session").await.0, 401, "the sessions end");
+    assert_eq!(owner.get(&format!("/api/v1/users/{b_id}")).await.1["totp"], false);
+    let (status, body, _) = login(&plane.base, creds).await;
+    assert_eq!(status, 200, "a password login enrols anew: {body:?}");
+    let audit = owner.get("/api/v1/audit?limit=1000").await.1;
+    assert!(
+        audit.as_array().unwrap().iter().any(|a| a["actor"] == me.as_str()
+            && a["action"] == "delete"
+            && a["entity_id"] == b_id.as_str()
+            && a["field"] == "totp"),
+        "the removal is in the audit trail: {audit}"
+    );
+}
+
+/// ASVS 7.5.2 and 7.1.2: an account sees its live sessions and ends one
+/// after authenticating again; a session alone (a cookie left on a shared
+/// computer) cannot; at most MAX_SESSIONS_PER_ACCOUNT live at once, the
+/// least recently used ending first.
+#[tokio::test]
+async fn own_sessions_are_listed_and_ended_after_authenticating_again() {
+    let plane = start().await;
+    let (t, mut first) = plane.tenant("Sessions").await;
+    let creds = json!({"tenant": t, "email": "owner@sessions.example", "password": GOOD_PASSWORD});
+    let (status, _, mut second) = login(&plane.base, creds.clone()).await;
+    assert_eq!(status, 200);
+
+    let (status, list) = second.get("/api/v1/auth/sessions").await;
+    assert_eq!(status, 200, "{list:?}");
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+    for (_, secret) in &second.cookies {
+        assert!(!list.iter().any(|s| s.to_string().contains(secret.as_str())), "a secret is listed");
+    }
+    let other = list.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let end = format!("/api/v1/auth/sessions/{other}/end");
+
+    // Without the password, or with a wrong one: no.
+    assert_eq!(second.post(&end, json!({})).await.0, 400);
+    assert_eq!(second.post(&end, json!({"password": "Not-the-password-1"})).await.0, 401);
+    assert_eq!(first.get("/api/v1/session").await.0, 200);
+    // Another account's session ids mean nothing here.
+    let (_, mut globex) = plane.tenant("Globex").await;
+    let r = globex.post(&end, json!({"password": GOOD_PASSWORD})).await;
+    assert_eq!(r.0, 404, "{:?}", r.1);
+    assert_eq!(first.get("/api/v1/session").await.0, 200);
+
+    let r = second.post(&end, json!({"password": GOOD_PASSWORD})).await;
+    assert_eq!(r.0, 204, "{:?}", r.1);
+    assert_eq!(first.get("/api/v1/session").await.0, 401, "ended");
+    assert_eq!(second.get("/api/v1/session").await.0, 200, "the caller's stays");
+    assert_eq!(second.get("/api/v1/auth/sessions").await.1.as_array().unwrap().len(), 1);
+
+    // The 21st login ends the least recently used session. Times are kept
+    // to the second: the others log in a second later than `second`.
+    let limit = strom_control_plane::repo::MAX_SESSIONS_PER_ACCOUNT;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut clients = vec![];
+    for _ in 1..limit {
+        let (status, _, c) = login(&plane.base, creds.clone()).await;
+        assert_eq!(status, 200);
+        clients.push(c);
+    }
+    assert_eq!(second.get("/api/v1/auth/sessions").await.1.as_array().unwrap().len(), limit);
+    // Activity is recorded at most every 30 s, so `second`, the oldest,
+    // is the least recently used.
+    let (status, _, mut newest) = login(&plane.base, creds.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(newest.get("/api/v1/auth/sessions").await.1.as_array().unwrap().len(), limit);
+    assert_eq!(second.get("/api/v1/session").await.0, 401, "the least recently used ended");
+    for c in clients.iter_mut() {
+        assert_eq!(c.get("/api/v1/session").await.0, 200);
+    }
+}

@@ -440,9 +440,9 @@ pub fn router(state: Shared) -> Router {
     paths(
         healthz,
         auth::login, auth::logout, auth::session_info, auth::magic_link, auth::consume_magic_link,
-        auth::password_reset, auth::complete_password_reset, auth::change_password, auth::totp_enrol, auth::totp_confirm,
+        auth::password_reset, auth::complete_password_reset, auth::change_password, auth::totp_enrol, auth::totp_confirm, auth::list_sessions, auth::end_session,
         tenant::get_tenant, tenant::update_tenant, tenant::list_users, tenant::create_user, tenant::get_user, tenant::update_user,
-        tenant::delete_user, tenant::unlock_user, tenant::list_sites, tenant::create_site, tenant::update_site, tenant::delete_site,
+        tenant::delete_user, tenant::unlock_user, tenant::reset_user_totp, tenant::list_sites, tenant::create_site, tenant::update_site, tenant::delete_site,
         tenant::audit, tenant::audit_verify, tenant::access_review, tenant::retention_due, tenant::list_edges,
         events::list_events, events::create_event, events::get_event, events::update_event, events::delete_event, events::end_event,
         events::list_streams, events::create_stream, events::delete_stream, events::issue_credential, events::public_event,

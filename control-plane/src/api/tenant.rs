@@ -25,6 +25,7 @@ pub fn routes() -> Router<Shared> {
             get(get_user).patch(update_user).delete(delete_user),
         )
         .route("/api/v1/users/{id}/unlock", post(unlock_user))
+        .route("/api/v1/users/{id}/totp", axum::routing::delete(reset_user_totp))
         .route("/api/v1/sites", get(list_sites).post(create_site))
         .route(
             "/api/v1/sites/{id}",
@@ -354,6 +355,39 @@ pub async fn unlock_user(
     blocking(move || {
         let u = repo.user(caller.tenant(), &id)?;
         repo.unlock(
+            caller.actor(),
+            caller.tenant(),
+            &crate::model::Principal::Staff {
+                user: u.id,
+                role: u.role,
+            },
+        )?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// Removes another staff member's second factor (a lost authenticator):
+/// their sessions end and they enrol anew at the next login where the
+/// tenant requires it. One's own factor is replaced on the Security page,
+/// with the password and the current code.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/totp", tag = "tenant", params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn reset_user_totp(
+    State(state): State<Shared>,
+    caller: Caller,
+    PathOf(id): PathOf<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(OWNERS)?;
+    if caller.actor() == id {
+        return Err(ApiError::forbidden(
+            "your own second factor is replaced on the Security page, with your password and current code",
+        ));
+    }
+    let repo = state.repo.clone();
+    blocking(move || {
+        let u = repo.user(caller.tenant(), &id)?;
+        repo.reset_totp(
             caller.actor(),
             caller.tenant(),
             &crate::model::Principal::Staff {

@@ -61,7 +61,7 @@ async function consume(token: string, code: string | undefined, totp?: string): 
       show(
         root,
         h('h1', {}, 'This link does not work'),
-        h('p', {}, 'It may have been used already or expired (links work once, for 15 minutes). ', h('a', { href: '/login' }, 'Ask for a new one.')),
+        h('p', {}, 'It may have been used already or expired (links work once, for 10 minutes). ', h('a', { href: '/login' }, 'Ask for a new one.')),
         status.el,
       );
       status.fail(e);
