@@ -325,11 +325,11 @@ test('totp helper matches RFC 6238', () => {
   assert.equal(totp('GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ', Math.floor(1111111109 / 30)), '081804');
 });
 
-test('owner required to use TOTP: forced password change, enrols on the Security page, then the magic link asks for the code', async () => {
+test('owner required to use TOTP: forced password change, enrols on the Security page, the magic link asks for the code; an owner removes a lost factor', async () => {
   const e = dev.endpoints;
   const email = 'otto-owner@example.com';
   const initial = 'Initial-pass-1';
-  const password = 'Otto-Owner-Secret-7';
+  const password = 'Quartz-Lantern-Secret-7';
 
   // The dev owner adds Otto (with a password set for him) and makes TOTP required for owners.
   const devOwner = await browser.newContext();
@@ -402,6 +402,21 @@ test('owner required to use TOTP: forced password change, enrols on the Security
       data: { totp_required_for_owners: false },
     });
     assert.equal(lifted.status(), 200, await lifted.text());
+
+    // Otto loses his phone: the dev owner removes his second factor on the
+    // Staff page (after confirming), and Otto's sessions end.
+    const helping = await browser.newContext();
+    try {
+      const owner = await loginByMail(helping, e, e.owner_email);
+      owner.on('dialog', (d) => d.accept());
+      await owner.goto(`${e.control_plane_url}admin#/users`);
+      await owner.locator('#users tr', { hasText: 'Otto Owner' }).locator('button[data-remove-totp]').click({ timeout: 10_000 });
+      await owner.getByText("Otto Owner's second factor is removed.").waitFor({ timeout: 10_000 });
+      const gone = await page.request.get(`${e.control_plane_url}api/v1/session`);
+      assert.equal(gone.status(), 401, 'his sessions end with the factor');
+    } finally {
+      await helping.close();
+    }
   } finally {
     await context.close();
   }

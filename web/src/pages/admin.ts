@@ -483,7 +483,46 @@ async function usersPage(): Promise<void> {
         role.value = u.role;
       }
     });
-    return h('tr', {}, h('td', {}, u.name), h('td', {}, u.email), h('td', {}, role), h('td', {}, u.active ? (u.locked ? 'locked' : 'active') : 'deactivated'), h('td', {}, u.totp ? '2FA' : ''));
+    // Owners help others: unlock after wrong guesses, and remove a second
+    // factor whose authenticator is lost (their sessions end; they enrol
+    // anew). One's own factor is replaced on the Security page.
+    const actions: HTMLElement[] = [];
+    if (u.locked) {
+      const unlock = h('button', { type: 'button', class: 'small', 'data-unlock': u.id }, 'Unlock');
+      unlock.addEventListener('click', async () => {
+        try {
+          await api('POST', `/api/v1/users/${u.id}/unlock`, {});
+          status.ok(`${u.name} is unlocked.`);
+          unlock.remove();
+        } catch (e) {
+          status.fail(e);
+        }
+      });
+      actions.push(unlock);
+    }
+    if (u.totp && u.id !== me.id) {
+      const remove = h('button', { type: 'button', class: 'danger small', 'data-remove-totp': u.id }, 'Remove 2FA');
+      remove.addEventListener('click', async () => {
+        if (!confirm(`Remove the second factor of ${u.name}? Their sessions end; they set up a new authenticator at their next login. Do this only after checking who asks.`)) return;
+        try {
+          await api('DELETE', `/api/v1/users/${u.id}/totp`);
+          status.ok(`${u.name}'s second factor is removed.`);
+          remove.replaceWith('');
+        } catch (e) {
+          status.fail(e);
+        }
+      });
+      actions.push(remove);
+    }
+    return h(
+      'tr',
+      {},
+      h('td', {}, u.name),
+      h('td', {}, u.email),
+      h('td', {}, role),
+      h('td', {}, u.active ? (u.locked ? 'locked' : 'active') : 'deactivated'),
+      h('td', {}, u.totp ? '2FA ' : '', ...actions),
+    );
   });
   const created = notice();
   const form = h(

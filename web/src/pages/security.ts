@@ -1,7 +1,9 @@
 // The staff member's own security settings (the admin page's Security
 // view): changing the password, which logs out their other sessions, and
 // setting up or replacing an authenticator app (TOTP): the key as text and
-// an otpauth link, then a first code to confirm it.
+// an otpauth link, then a first code to confirm it; and the browsers and
+// devices logged in to the account, each of which can be logged out with
+// the password.
 
 import { api } from './api';
 import { copyButton, field, h, notice, show, values } from './dom';
@@ -19,7 +21,64 @@ interface TotpEnrolment {
  * with what to tell the user.
  */
 export function securityCards(hasTotp: boolean | null, changed: (done: string) => void): HTMLElement[] {
-  return [passwordCard(changed), totpCard(hasTotp, changed)];
+  return [passwordCard(changed), totpCard(hasTotp, changed), sessionsCard()];
+}
+
+interface SessionItem {
+  id: string;
+  created_at: string;
+  last_seen: string;
+  current: boolean;
+}
+
+const dateTime = (iso: string) => new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(iso));
+
+/** Where the account is logged in; another session ends with the password. */
+function sessionsCard(): HTMLElement {
+  const card = h('section', { class: 'card', id: 'sessions' });
+  const status = notice();
+  const password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', 'aria-label': 'Your password' });
+  const body = h('tbody', {});
+  const load = async () => {
+    try {
+      const sessions = await api<SessionItem[]>('GET', '/api/v1/auth/sessions');
+      body.replaceChildren(
+        ...sessions.map((x) => {
+          let end: HTMLButtonElement | null = null;
+          if (!x.current) {
+            end = h('button', { type: 'button', class: 'danger small', 'data-session': x.id }, 'Log out');
+            end.addEventListener('click', async () => {
+              try {
+                await api('POST', `/api/v1/auth/sessions/${x.id}/end`, password.value ? { password: password.value } : {});
+                status.ok('That session is logged out.');
+                await load();
+              } catch (e) {
+                status.fail(e);
+              }
+            });
+          }
+          return h(
+            'tr',
+            {},
+            h('td', {}, dateTime(x.created_at)),
+            h('td', {}, dateTime(x.last_seen)),
+            h('td', {}, x.current ? 'this browser' : end),
+          );
+        }),
+      );
+    } catch (e) {
+      status.fail(e);
+    }
+  };
+  void load();
+  card.append(
+    h('h2', {}, 'Where you are logged in'),
+    h('p', { class: 'hint' }, 'Each browser or device logged in to your account. To log one out, enter your password first.'),
+    field('Your password', password),
+    h('table', { id: 'session-list' }, h('thead', {}, h('tr', {}, h('th', {}, 'Logged in'), h('th', {}, 'Last active'), h('th', {}, ''))), body),
+    status.el,
+  );
+  return card;
 }
 
 function passwordCard(changed: (done: string) => void): HTMLElement {
