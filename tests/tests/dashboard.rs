@@ -306,7 +306,24 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
     // Each running agent's own /metrics (scraped in its namespace): valid,
     // labelled with its site, its viewer counted, most media from peers.
     let site_id = sites[0]["site"].as_str().unwrap();
-    let mut offloads = Vec::new();
+    // An agent's media bytes from the edge and from peers so far.
+    let counter = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+    };
+    let scrape = |a: &strom_tests::agents::Agent| -> String {
+        let host = &net.sites[0].hosts[a.host];
+        let out = host
+            .command(std::path::Path::new("curl"))
+            .args(["-sf", strom_tests::agents::METRICS_URL])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut before = Vec::new();
     for a in &agents {
         let host = &net.sites[0].hosts[a.host];
         // Not on the port the LAN's browsers use.
@@ -342,16 +359,33 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
             "strom_agent_offload_ratio{{tenant=\"{}\",site=\"{site_id}\"}} ",
             tenant.id
         );
-        let offload: f64 = text
+        let _since_start: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix(&offload_line))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("agent {} offload with its site: {text}", a.host));
-        offloads.push(offload);
+        before.push((
+            counter(&text, "strom_agent_edge_bytes_total"),
+            counter(&text, "strom_agent_peer_bytes_total"),
+        ));
     }
+    // Where the media comes from now (the gauge counts since the agent
+    // started, including the seconds before it found its peers): over 5 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let offloads: Vec<f64> = agents
+        .iter()
+        .zip(&before)
+        .map(|(a, (edge0, peer0))| {
+            let text = scrape(a);
+            let edge = counter(&text, "strom_agent_edge_bytes_total") - edge0;
+            let peer = counter(&text, "strom_agent_peer_bytes_total") - peer0;
+            assert!(edge + peer > 0.0, "agent {} received nothing in 5 s", a.host);
+            peer / (edge + peer)
+        })
+        .collect();
     assert!(
         offloads.iter().filter(|o| **o > 0.9).count() >= 2,
-        "two of three agents get their media from peers: {offloads:?}"
+        "two of three agents get their media from peers now: {offloads:?}"
     );
     // No person in what the dashboard says.
     let text = api.to_string();
