@@ -42,7 +42,7 @@ curl -sf -c "$DIR/jar" -H 'content-type: application/json' \
   -d "{\"tenant\":\"$TENANT\",\"email\":\"owner@fuzz.example\",\"password\":\"$PASSWORD\"}" "$BASE/api/v1/auth/login" >/dev/null
 CSRF=$(curl -sf -b "$DIR/jar" "$BASE/api/v1/session" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf"])')
 curl -sf -b "$DIR/jar" -c "$DIR/jar" -H "x-csrf-token: $CSRF" -H 'content-type: application/json' \
-  -d "{\"current_password\":\"$PASSWORD\",\"new_password\":\"Fuzzing-owner-1\"}" "$BASE/api/v1/auth/password" >/dev/null
+  -d "{\"current_password\":\"$PASSWORD\",\"new_password\":\"Lattice-mango-river-4\"}" "$BASE/api/v1/auth/password" >/dev/null
 CSRF=$(curl -sf -b "$DIR/jar" "$BASE/api/v1/session" | python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf"])')
 COOKIE=$(awk '$6=="strom_session" {print $6"="$7}' "$DIR/jar")
 "$VENV/bin/st" run "$BASE/api/openapi.json" \
