@@ -306,22 +306,16 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     let Admitting { place, by, secs } = admitting;
     let mut place = Some(place);
     let deadline = Some((by, secs));
-    let mut before_publish = 0u64;
-    let mut take = |n: usize| {
-        before_publish += n as u64;
-        if before_publish > MAX_BYTES_BEFORE_PUBLISH {
-            return Err(Unadmitted::TooMuch(MAX_BYTES_BEFORE_PUBLISH));
-        }
-        Ok(())
-    };
+    let mut allowance = Allowance::default();
     let mut buf = vec![0u8; UNAUTHENTICATED_READ];
     let mut handshake = Handshake::new(PeerType::Server);
     let remaining = loop {
-        let n = read_some(&mut stream, &mut buf, READ_TIMEOUT, deadline).await?;
+        let window = allowance.window(buf.len())?;
+        let n = read_some(&mut stream, &mut buf[..window], READ_TIMEOUT, deadline).await?;
         if n == 0 {
             bail!("peer closed during the RTMP handshake");
         }
-        take(n)?;
+        allowance.take(n);
         let (response, remaining) = handshake_step(&mut handshake, &buf[..n])?;
         write_all(&mut stream, &response, deadline).await?;
         if let Some(remaining) = remaining {
@@ -338,8 +332,12 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             authenticated(&mut place, &mut buf);
         }
         let deadline = deadline.filter(|_| place.is_some());
+        let window = match deadline {
+            Some(_) => allowance.window(buf.len())?,
+            None => buf.len(),
+        };
         let n = tokio::select! {
-            n = read_some(&mut stream, &mut buf, READ_TIMEOUT, deadline) => n?,
+            n = read_some(&mut stream, &mut buf[..window], READ_TIMEOUT, deadline) => n?,
             () = revoked(&mut ingest.revocation) => {
                 ctx.counters.revoked.fetch_add(1, Ordering::Relaxed);
                 let namespace = ingest.publishing.as_ref().map(|(_, _, s)| s.namespace.to_string()).unwrap_or_default();
@@ -352,7 +350,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         }
         ctx.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
         if deadline.is_some() {
-            take(n)?;
+            allowance.take(n);
         }
         out.clear();
         let done = ingest.receive(&buf[..n], &mut out)?;
@@ -365,6 +363,30 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         if done {
             return Ok(());
         }
+    }
+}
+
+/// What a peer that has not published may still send: reads before the
+/// publish are cut to what is left, so the origin never takes more than
+/// [`MAX_BYTES_BEFORE_PUBLISH`] from it.
+#[derive(Default)]
+struct Allowance {
+    taken: u64,
+}
+
+impl Allowance {
+    /// How many bytes the next read may take (at most `buf_len`); an error
+    /// once nothing is left.
+    fn window(&self, buf_len: usize) -> Result<usize, Unadmitted> {
+        let left = MAX_BYTES_BEFORE_PUBLISH.saturating_sub(self.taken);
+        if left == 0 {
+            return Err(Unadmitted::TooMuch(MAX_BYTES_BEFORE_PUBLISH));
+        }
+        Ok(buf_len.min(usize::try_from(left).unwrap_or(usize::MAX)))
+    }
+
+    fn take(&mut self, n: usize) {
+        self.taken += n as u64;
     }
 }
 
@@ -929,6 +951,33 @@ mod tests {
         assert_eq!(admission.count(Transport::Rtmp), 0);
     }
 
+    #[test]
+    fn reads_before_the_publish_never_pass_the_cap() {
+        let cap = MAX_BYTES_BEFORE_PUBLISH as usize;
+        // (taken so far, buffer length, window or None for cut off)
+        let cases = [
+            (0, 4096, Some(4096)),
+            (cap - 4096, 4096, Some(4096)),
+            (cap - 100, 4096, Some(100)),
+            (cap - 1, 4096, Some(1)),
+            (cap, 4096, None),
+            (cap + 1, 4096, None),
+        ];
+        for (taken, buf_len, want) in cases {
+            let allowance = Allowance {
+                taken: taken as u64,
+            };
+            let got = allowance.window(buf_len).ok();
+            assert_eq!(got, want, "taken {taken}, buffer {buf_len}");
+        }
+        // Taking every window it offers ends exactly at the cap.
+        let mut allowance = Allowance::default();
+        while let Ok(window) = allowance.window(4000) {
+            allowance.take(window);
+        }
+        assert_eq!(allowance.taken, MAX_BYTES_BEFORE_PUBLISH);
+    }
+
     #[tokio::test]
     async fn an_endless_unauthenticated_message_is_cut_off_at_the_cap() {
         let admission = Admission::new(AdmissionConfig::default());
@@ -957,9 +1006,9 @@ mod tests {
         }
         let result = server.await.unwrap();
         assert_eq!(unadmitted(result), "too_much_before_publish");
-        // What it took (the last read may pass the cap by up to 4 KiB),
-        // plus what the in-memory pipe (64 KiB) held unread.
-        assert!(sent <= MAX_BYTES_BEFORE_PUBLISH + 68 * 1024 + 256, "{sent}");
+        // What it took (never more than the cap), plus what the in-memory
+        // pipe (64 KiB) held unread.
+        assert!(sent <= MAX_BYTES_BEFORE_PUBLISH + 64 * 1024 + 256, "{sent}");
         assert_eq!(admission.count(Transport::Rtmp), 0);
     }
 
