@@ -9,8 +9,8 @@ use clap::Subcommand;
 use strom_control_plane::admin;
 use strom_control_plane::keys::{write_secret_file, MasterKeys};
 use strom_control_plane::repo::{CredentialRecord, SigningKeyInfo, PLATFORM};
-use strom_control_plane::RelayRole;
 use strom_control_plane::store::{RocksStore, Store, Table};
+use strom_control_plane::RelayRole;
 use strom_control_plane::{ControlPlane, ControlPlaneConfig, Paths};
 
 #[derive(Subcommand)]
@@ -133,7 +133,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).context("creating data_dir")?;
     match command {
-        CpCommand::Serve => ControlPlane::load(config, data_dir).await?.run().await,
+        CpCommand::Serve => {
+            ControlPlane::load(config, data_dir)
+                .await?
+                .run_until(strom_service::stop_requested())
+                .await
+        }
         CpCommand::Init {
             tenant,
             owner_email,
@@ -145,7 +150,9 @@ pub async fn run(
             println!("tenant {}\nowner {}\ninitial password (shown once, must be changed at first login): {}", t.id, u.id, password.unwrap_or_default());
             Ok(())
         }
-        CpCommand::RelayCredential { command } => relay_credential(command, &config, data_dir).await,
+        CpCommand::RelayCredential { command } => {
+            relay_credential(command, &config, data_dir).await
+        }
         CpCommand::SigningKey { command } => signing_key(command, &config, data_dir).await,
         CpCommand::Backup { to } => {
             let paths = Paths::new(data_dir);
@@ -237,8 +244,14 @@ async fn ask(
         None => Ok(None),
         Some((status, value)) if status < 300 => Ok(Some(value)),
         Some((status, value)) => {
-            let detail = value.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
-            anyhow::bail!("the control plane refused ({status}): {}", detail.unwrap_or_else(|| value.to_string()))
+            let detail = value
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .map(str::to_owned);
+            anyhow::bail!(
+                "the control plane refused ({status}): {}",
+                detail.unwrap_or_else(|| value.to_string())
+            )
         }
     }
 }
@@ -255,23 +268,45 @@ async fn relay_credential(
                 RelayRoleArg::Origin => RelayRole::Origin,
                 RelayRoleArg::Edge => RelayRole::Edge,
             };
-            let issued: admin::Issued = match ask(data_dir, Method::POST, "/v1/relay-credentials", Some(serde_json::to_value(admin::IssueRequest { role, subject: subject.clone() })?)).await? {
+            let issued: admin::Issued = match ask(
+                data_dir,
+                Method::POST,
+                "/v1/relay-credentials",
+                Some(serde_json::to_value(admin::IssueRequest {
+                    role,
+                    subject: subject.clone(),
+                })?),
+            )
+            .await?
+            {
                 Some(v) => serde_json::from_value(v)?,
                 None => {
                     let (repo, _) = strom_control_plane::open_repo(config, data_dir)?;
-                    let (credential, record) = repo.issue_relay_credential("operator", role, &subject)?;
+                    let (credential, record) =
+                        repo.issue_relay_credential("operator", role, &subject)?;
                     admin::Issued { credential, record }
                 }
             };
             println!("{}", issued.credential);
             return Ok(());
         }
-        RelayCredentialCommand::List => match ask(data_dir, Method::GET, "/v1/relay-credentials", None).await? {
-            Some(v) => serde_json::from_value(v)?,
-            None => strom_control_plane::open_repo(config, data_dir)?.0.credentials(PLATFORM)?,
-        },
+        RelayCredentialCommand::List => {
+            match ask(data_dir, Method::GET, "/v1/relay-credentials", None).await? {
+                Some(v) => serde_json::from_value(v)?,
+                None => strom_control_plane::open_repo(config, data_dir)?
+                    .0
+                    .credentials(PLATFORM)?,
+            }
+        }
         RelayCredentialCommand::Revoke { subject } => {
-            let record: CredentialRecord = match ask(data_dir, Method::DELETE, &format!("/v1/relay-credentials/{subject}"), None).await? {
+            let record: CredentialRecord = match ask(
+                data_dir,
+                Method::DELETE,
+                &format!("/v1/relay-credentials/{subject}"),
+                None,
+            )
+            .await?
+            {
                 Some(v) => serde_json::from_value(v)?,
                 None => strom_control_plane::open_repo(config, data_dir)?
                     .0
@@ -281,7 +316,10 @@ async fn relay_credential(
             vec![record]
         }
     };
-    println!("{:<24} {:<7} {:<5} {:<26} {:<26} key", "subject", "role", "count", "issued", "revoked");
+    println!(
+        "{:<24} {:<7} {:<5} {:<26} {:<26} key",
+        "subject", "role", "count", "issued", "revoked"
+    );
     for r in records {
         println!(
             "{:<24} {:<7} {:<5} {:<26} {:<26} {}",
@@ -303,17 +341,34 @@ async fn signing_key(
 ) -> anyhow::Result<()> {
     use admin::Method;
     let keys: Vec<SigningKeyInfo> = match command {
-        SigningKeyCommand::List => match ask(data_dir, Method::GET, "/v1/signing-keys", None).await? {
-            Some(v) => serde_json::from_value(v)?,
-            None => strom_control_plane::open_repo(config, data_dir)?.0.signing_keys(),
-        },
+        SigningKeyCommand::List => {
+            match ask(data_dir, Method::GET, "/v1/signing-keys", None).await? {
+                Some(v) => serde_json::from_value(v)?,
+                None => strom_control_plane::open_repo(config, data_dir)?
+                    .0
+                    .signing_keys(),
+            }
+        }
         SigningKeyCommand::Rotate { overlap } => {
             let overlap_secs = parse_duration(&overlap)?;
-            let rotated: admin::Rotated = match ask(data_dir, Method::POST, "/v1/signing-keys/rotate", Some(serde_json::json!({"overlap_secs": overlap_secs}))).await? {
+            let rotated: admin::Rotated = match ask(
+                data_dir,
+                Method::POST,
+                "/v1/signing-keys/rotate",
+                Some(serde_json::json!({"overlap_secs": overlap_secs})),
+            )
+            .await?
+            {
                 Some(v) => serde_json::from_value(v)?,
-                None => admin::rotate_now(&strom_control_plane::open_repo(config, data_dir)?.0, overlap_secs)?,
+                None => admin::rotate_now(
+                    &strom_control_plane::open_repo(config, data_dir)?.0,
+                    overlap_secs,
+                )?,
             };
-            println!("new signing key {}; older keys stop verifying in {overlap}", rotated.kid);
+            println!(
+                "new signing key {}; older keys stop verifying in {overlap}",
+                rotated.kid
+            );
             if !rotated.reissue.is_empty() {
                 println!("issue these credentials again before then:");
                 for c in &rotated.reissue {
@@ -346,7 +401,10 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 /// `90s`, `30m`, `24h`, `7d` or plain seconds.
 fn parse_duration(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: i64 = number
         .parse()
         .map_err(|_| anyhow::anyhow!("{text:?} is not a duration like 24h, 7d or 0"))?;

@@ -155,7 +155,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         credential: cp.relay_credential(strom_control_plane::RelayRole::Edge, "dev-edge")?,
         ca_file: None,
     };
-    let control_plane = tokio::spawn(cp.run());
+    let (stopping, stop) = strom_service::stop_pair();
+    let control_plane = tokio::spawn(cp.run_until(stop.clone().wait()));
 
     origin_config.control_plane = Some(origin_link);
     let origin = Origin::load(origin_config, &data_dir).await?;
@@ -287,13 +288,24 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         hash = edge.cert_sha256,
         event = demo.event,
     );
+    // One stop for all three: each ends its own sessions, and the command
+    // returns when all have. A part that fails ends the command with it.
+    let relays = async {
+        tokio::try_join!(
+            origin.run_until(stop.clone().wait()),
+            edge.run_until(stop.wait())
+        )
+    };
+    tokio::pin!(relays);
+    let mut control_plane = control_plane;
     tokio::select! {
-        res = origin.run() => res,
-        res = edge.run() => res,
-        res = control_plane => res.context("control plane task")?,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("stopping");
-            Ok(())
+        res = &mut relays => res.map(|_| ()),
+        res = &mut control_plane => res.context("control plane task")?,
+        () = strom_service::stop_requested() => {
+            stopping.stop();
+            let relays = relays.await;
+            let control_plane = control_plane.await.context("control plane task")?;
+            relays.map(|_| ()).and(control_plane)
         }
     }
 }

@@ -107,9 +107,24 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long tasks still running after a command returned (connections
+/// being dropped, a blocking SRT accept) may take before the process exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(cli));
+    // Waiting for every blocking task would hang on a thread blocked in a
+    // socket call: what has not ended within the grace period is dropped.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
@@ -143,6 +158,11 @@ async fn main() -> anyhow::Result<()> {
     init_logging(config.log_format, default_filter);
     match cli.command {
         Command::Dev { random_ports } => {
+            if cli.config.is_some() {
+                tracing::warn!(
+                    "strom dev runs on its embedded defaults: the configuration file is not used"
+                );
+            }
             dev::run(dev::DevOptions {
                 data_dir: config.data_dir,
                 random_ports,
@@ -153,21 +173,21 @@ async fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
             strom_origin::Origin::load(config.origin, &config.data_dir)
                 .await?
-                .run()
+                .run_until(strom_service::stop_requested())
                 .await
         }
         Command::Edge => {
             std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
             strom_edge::Edge::load(config.edge, &config.data_dir)
                 .await?
-                .run()
+                .run_until(strom_service::stop_requested())
                 .await
         }
         Command::PeerAgent => {
             std::fs::create_dir_all(&config.data_dir).context("creating data_dir")?;
             strom_peer_agent::PeerAgent::load(config.peer_agent, &config.data_dir)
                 .await?
-                .run()
+                .run_until(strom_service::stop_requested())
                 .await
         }
         Command::ControlPlane { command } => {

@@ -361,7 +361,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         res = work => res,
         res = session.run() => res.context("MoQT session ended"),
         _ = requests => bail!("track requests stopped"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = strom_service::stop_signal() => Ok(()),
     }
 }
 

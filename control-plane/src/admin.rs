@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use axum::http::Method;
 use axum::extract::{Path as UrlPath, State};
+pub use axum::http::Method;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -85,7 +85,8 @@ async fn issue_credential(
     Json(req): Json<IssueRequest>,
 ) -> ApiResult<(StatusCode, Json<Issued>)> {
     blocking(move || {
-        let (credential, record) = repo.issue_relay_credential("operator", req.role, &req.subject)?;
+        let (credential, record) =
+            repo.issue_relay_credential("operator", req.role, &req.subject)?;
         Ok((StatusCode::CREATED, Json(Issued { credential, record })))
     })
     .await
@@ -95,7 +96,12 @@ async fn revoke_credential(
     State(repo): State<Arc<Repo>>,
     UrlPath(subject): UrlPath<String>,
 ) -> ApiResult<Json<CredentialRecord>> {
-    blocking(move || Ok(Json(repo.revoke_credential("operator", PLATFORM, &subject)?))).await
+    blocking(move || {
+        Ok(Json(
+            repo.revoke_credential("operator", PLATFORM, &subject)?,
+        ))
+    })
+    .await
 }
 
 async fn signing_keys(State(repo): State<Arc<Repo>>) -> Json<Vec<SigningKeyInfo>> {
@@ -119,7 +125,9 @@ pub fn rotate_now(repo: &Repo, overlap_secs: i64) -> crate::repo::Result<Rotated
     let kid = repo.rotate_signing_key(time::Duration::seconds(overlap_secs))?;
     let keys = repo.signing_keys();
     let mut reissue = Vec::new();
-    for tenant in std::iter::once(PLATFORM.to_owned()).chain(repo.tenants()?.into_iter().map(|t| t.id)) {
+    for tenant in
+        std::iter::once(PLATFORM.to_owned()).chain(repo.tenants()?.into_iter().map(|t| t.id))
+    {
         reissue.extend(
             repo.credentials(&tenant)?
                 .into_iter()

@@ -138,28 +138,78 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let cases: &[(&str, &[(&str, &str)], &str)] = &[
             // Straight from a client: its headers say nothing.
-            ("203.0.113.9", &[("x-forwarded-for", "198.51.100.1")], "203.0.113.9"),
+            (
+                "203.0.113.9",
+                &[("x-forwarded-for", "198.51.100.1")],
+                "203.0.113.9",
+            ),
             // Through the proxy.
-            ("10.1.2.3", &[("x-forwarded-for", "198.51.100.1")], "198.51.100.1"),
-            ("10.1.2.3", &[("forwarded", "for=198.51.100.1;proto=https")], "198.51.100.1"),
-            ("10.1.2.3", &[("forwarded", "for=\"[2001:db8::7]:4711\"")], "2001:db8::7"),
-            ("10.1.2.3", &[("forwarded", "for=\"198.51.100.1:443\"")], "198.51.100.1"),
+            (
+                "10.1.2.3",
+                &[("x-forwarded-for", "198.51.100.1")],
+                "198.51.100.1",
+            ),
+            (
+                "10.1.2.3",
+                &[("forwarded", "for=198.51.100.1;proto=https")],
+                "198.51.100.1",
+            ),
+            (
+                "10.1.2.3",
+                &[("forwarded", "for=\"[2001:db8::7]:4711\"")],
+                "2001:db8::7",
+            ),
+            (
+                "10.1.2.3",
+                &[("forwarded", "for=\"198.51.100.1:443\"")],
+                "198.51.100.1",
+            ),
             // A client's own (spoofed) entry sits left of what the proxy saw.
-            ("10.1.2.3", &[("x-forwarded-for", "1.1.1.1, 198.51.100.1")], "198.51.100.1"),
+            (
+                "10.1.2.3",
+                &[("x-forwarded-for", "1.1.1.1, 198.51.100.1")],
+                "198.51.100.1",
+            ),
             // Two trusted proxies in a row.
-            ("10.1.2.3", &[("x-forwarded-for", "198.51.100.1, 10.9.9.9")], "198.51.100.1"),
+            (
+                "10.1.2.3",
+                &[("x-forwarded-for", "198.51.100.1, 10.9.9.9")],
+                "198.51.100.1",
+            ),
             // Forwarded wins over X-Forwarded-For.
-            ("10.1.2.3", &[("forwarded", "for=192.0.2.60"), ("x-forwarded-for", "198.51.100.1")], "192.0.2.60"),
+            (
+                "10.1.2.3",
+                &[
+                    ("forwarded", "for=192.0.2.60"),
+                    ("x-forwarded-for", "198.51.100.1"),
+                ],
+                "192.0.2.60",
+            ),
             // Several Forwarded headers form one list.
-            ("10.1.2.3", &[("forwarded", "for=192.0.2.60"), ("forwarded", "for=10.2.2.2")], "192.0.2.60"),
+            (
+                "10.1.2.3",
+                &[
+                    ("forwarded", "for=192.0.2.60"),
+                    ("forwarded", "for=10.2.2.2"),
+                ],
+                "192.0.2.60",
+            ),
             // Unknown hops stop the walk at the last proxy.
             ("10.1.2.3", &[("forwarded", "for=unknown")], "10.1.2.3"),
             ("10.1.2.3", &[("x-forwarded-for", "garbage")], "10.1.2.3"),
             // No header: the proxy itself.
             ("10.1.2.3", &[], "10.1.2.3"),
             // IPv4-mapped peers match IPv4 ranges.
-            ("::ffff:10.1.2.3", &[("x-forwarded-for", "198.51.100.1")], "198.51.100.1"),
-            ("::1", &[("x-forwarded-for", "198.51.100.1")], "198.51.100.1"),
+            (
+                "::ffff:10.1.2.3",
+                &[("x-forwarded-for", "198.51.100.1")],
+                "198.51.100.1",
+            ),
+            (
+                "::1",
+                &[("x-forwarded-for", "198.51.100.1")],
+                "198.51.100.1",
+            ),
         ];
         for (peer, h, want) in cases {
             assert_eq!(
@@ -170,7 +220,11 @@ mod tests {
         }
         // Nothing trusted: headers never count.
         assert_eq!(
-            client_address(ip("10.1.2.3"), &headers(&[("x-forwarded-for", "198.51.100.1")]), &[]),
+            client_address(
+                ip("10.1.2.3"),
+                &headers(&[("x-forwarded-for", "198.51.100.1")]),
+                &[]
+            ),
             ip("10.1.2.3")
         );
         assert!(parse_trusted(&["not-a-net".into()]).is_err());

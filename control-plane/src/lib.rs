@@ -288,95 +288,116 @@ impl ControlPlane {
             .and_then(|l| l.local_addr().ok())
     }
 
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Serves until a part fails (an error naming it).
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `stop` resolves, then removes the operator socket and
+    /// closes the store; or until a part fails (an error naming it).
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tracing::info!(
             http = %self.local_addr()?,
             metrics = %self.metrics_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             "control plane ready"
         );
-        let metrics = self.metrics_listener.take().map(|listener| {
-            let repo = self.repo.clone();
-            let app = axum::Router::new()
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let repo = repo.clone();
-                        async move {
-                            let text = repo.metrics.render();
-                            (
-                                [(
-                                    axum::http::header::CONTENT_TYPE,
-                                    "text/plain; version=0.0.4",
-                                )],
-                                text,
-                            )
-                        }
-                    }),
-                )
-                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-                .route("/readyz", axum::routing::get(|| async { "ready\n" }));
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "metrics listener stopped");
-                }
-            })
-        });
-        let repo = self.repo.clone();
-        let sweeper = tokio::spawn(async move {
-            loop {
-                let r = repo.clone();
-                match tokio::task::spawn_blocking(move || r.sweep_retention()).await {
-                    Ok(Ok(done)) if !done.is_empty() => {
-                        tracing::info!(deleted = done.len(), "retention sweep")
-                    }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
-                    _ => {}
-                }
-                let r = repo.clone();
-                let compacted = tokio::task::spawn_blocking(move || {
-                    r.compact_revocations(time::OffsetDateTime::now_utc())
-                })
-                .await;
-                if let Ok(Err(e)) = compacted {
-                    tracing::warn!(error = %e, "revocation log compaction failed");
-                }
-                tokio::time::sleep(Duration::from_secs(600)).await;
-            }
-        });
-        let sampler = tokio::spawn(api::dashboard::sample_loop(self.state.clone()));
-        let repo = self.repo.clone();
-        let state = self.state.clone();
-        let master_file = self.master_key_file.clone();
-        let rotation =
-            tokio::spawn(async move { watch_master_key(repo, state, master_file).await });
-        let operator = self.admin_listener.take().map(|listener| {
+        let mut parts = strom_service::Tasks::new();
+        if let Some(listener) = self.metrics_listener.take() {
+            let app = metrics_router(self.repo.clone());
+            parts.spawn("metrics server", async move {
+                axum::serve(listener, app).await.context("metrics listener")
+            });
+        }
+        parts.spawn_loop("retention sweep", sweep_loop(self.repo.clone()));
+        parts.spawn_loop(
+            "dashboard sampler",
+            api::dashboard::sample_loop(self.state.clone()),
+        );
+        parts.spawn_loop(
+            "master key watch",
+            watch_master_key(
+                self.repo.clone(),
+                self.state.clone(),
+                self.master_key_file.clone(),
+            ),
+        );
+        if let Some(listener) = self.admin_listener.take() {
             let app = admin::router(self.repo.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "operator socket stopped");
-                }
-            })
-        });
+            parts.spawn("operator socket", async move {
+                axum::serve(listener, app).await.context("operator socket")
+            });
+        }
         let app =
             api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app).await;
-        if let Some(o) = operator {
-            o.abort();
-            let _ = std::fs::remove_file(&self.admin_socket);
+        let listener = self.listener;
+        parts.spawn("API server", async move {
+            axum::serve(listener, app).await.context("API server")
+        });
+        let ended = parts.run_until(stop).await;
+        let _ = std::fs::remove_file(&self.admin_socket);
+        ended?;
+        tracing::info!("control plane stopped");
+        Ok(())
+    }
+}
+
+/// `/metrics`, `/healthz` and `/readyz` on the loopback metrics listener.
+fn metrics_router(repo: Arc<Repo>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let repo = repo.clone();
+                async move {
+                    let text = repo.metrics.render();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ready\n" }))
+}
+
+/// Every 10 minutes: the retention sweep, then the revocation log's
+/// compaction.
+async fn sweep_loop(repo: Arc<Repo>) {
+    loop {
+        let r = repo.clone();
+        match tokio::task::spawn_blocking(move || r.sweep_retention()).await {
+            Ok(Ok(done)) if !done.is_empty() => {
+                tracing::info!(deleted = done.len(), "retention sweep")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed"),
+            _ => {}
         }
-        sweeper.abort();
-        rotation.abort();
-        sampler.abort();
-        if let Some(m) = metrics {
-            m.abort();
+        let r = repo.clone();
+        let compacted = tokio::task::spawn_blocking(move || {
+            r.compact_revocations(time::OffsetDateTime::now_utc())
+        })
+        .await;
+        if let Ok(Err(e)) = compacted {
+            tracing::warn!(error = %e, "revocation log compaction failed");
         }
-        served.context("control plane HTTP server")
+        tokio::time::sleep(Duration::from_secs(600)).await;
     }
 }
 
 /// Mints a credential for the operator's relay `subject` (listed and
 /// revocable with `strom control-plane relay-credential list|revoke`).
-pub fn mint_relay_credential(repo: &Repo, role: RelayRole, subject: &str) -> anyhow::Result<String> {
+pub fn mint_relay_credential(
+    repo: &Repo,
+    role: RelayRole,
+    subject: &str,
+) -> anyhow::Result<String> {
     Ok(repo.issue_relay_credential("operator", role, subject)?.0)
 }
 

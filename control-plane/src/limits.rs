@@ -139,7 +139,10 @@ mod tests {
         for _ in 0..3 {
             assert!(p.attempt("k", 15, t0).is_ok());
         }
-        assert!(p.attempt("k", 15, t0).is_err(), "the 4th is refused as locked");
+        assert!(
+            p.attempt("k", 15, t0).is_err(),
+            "the 4th is refused as locked"
+        );
         assert!(p.attempt("other", 15, t0).is_ok());
         assert!(p.attempt("k", 15, t0 + time::Duration::minutes(16)).is_ok());
     }

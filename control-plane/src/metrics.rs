@@ -85,7 +85,11 @@ impl CpMetrics {
             ("cross_site", &self.refused_cross_site),
             ("rate_limited", &self.refused_rate_limited),
         ] {
-            let _ = writeln!(out, "strom_cp_refusals_total{{reason=\"{reason}\"}} {}", c(v));
+            let _ = writeln!(
+                out,
+                "strom_cp_refusals_total{{reason=\"{reason}\"}} {}",
+                c(v)
+            );
         }
         out.push_str("# HELP strom_cp_revocations_total Revocations recorded by kind.\n# TYPE strom_cp_revocations_total counter\n");
         for (i, (_, name)) in KINDS.iter().enumerate() {

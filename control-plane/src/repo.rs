@@ -415,7 +415,11 @@ impl Repo {
         keys.push(stored);
         drop(keys);
         self.verifier.set_keys(&self.key_set()?);
-        tracing::info!(kid = signing.kid(), overlap_secs = overlap.whole_seconds(), "signing key rotated");
+        tracing::info!(
+            kid = signing.kid(),
+            overlap_secs = overlap.whole_seconds(),
+            "signing key rotated"
+        );
         Ok(signing.kid().to_owned())
     }
 
@@ -429,7 +433,9 @@ impl Repo {
                 kid: k.kid.clone(),
                 created_at: k.created_at,
                 retire_at: k.retire_at.or_else(|| {
-                    (i + 1 < n).then(|| k.created_at + time::Duration::seconds(strom_token::MAX_RELAY_SECS))
+                    (i + 1 < n).then(|| {
+                        k.created_at + time::Duration::seconds(strom_token::MAX_RELAY_SECS)
+                    })
                 }),
                 current: i + 1 == n,
             })
@@ -581,11 +587,7 @@ impl Repo {
     /// entry's position, else the newest). With `tenant`, only that
     /// tenant's entries (a peer-agent's credential reads no other tenant's
     /// ids), the position still moving over the others.
-    pub fn revocations_after(
-        &self,
-        after: u64,
-        tenant: Option<&str>,
-    ) -> Result<RevocationFeed> {
+    pub fn revocations_after(&self, after: u64, tenant: Option<&str>) -> Result<RevocationFeed> {
         let head = *self.revocation_seq.borrow();
         // A relay ahead of us (we were restored from a backup) starts over.
         let reset = after > head;
@@ -626,8 +628,10 @@ impl Repo {
     pub fn compact_revocations(&self, at: OffsetDateTime) -> Result<usize> {
         let _g = self.lock();
         let all: Vec<Revocation> = self.scan(Table::Revocations, b"")?;
-        let keep: std::collections::HashSet<u64> =
-            strom_token::revocation::compact(&all, at).iter().map(|r| r.seq).collect();
+        let keep: std::collections::HashSet<u64> = strom_token::revocation::compact(&all, at)
+            .iter()
+            .map(|r| r.seq)
+            .collect();
         let mut b = Batch::default();
         let mut dropped = 0;
         for r in &all {
@@ -663,7 +667,9 @@ impl Repo {
                 break;
             }
         }
-        self.verifier.revocations_mut().prune(OffsetDateTime::now_utc());
+        self.verifier
+            .revocations_mut()
+            .prune(OffsetDateTime::now_utc());
         Ok(())
     }
 
@@ -767,7 +773,11 @@ impl Repo {
             .iter()
             .map(|e| (RevocationKind::EventDeleted, id, e.id.as_str(), at))
             .collect();
-        entries.extend(agents.iter().map(|c| (RevocationKind::Subject, id, c.id.as_str(), at)));
+        entries.extend(
+            agents
+                .iter()
+                .map(|c| (RevocationKind::Subject, id, c.id.as_str(), at)),
+        );
         if !entries.is_empty() {
             self.append_revocations(&entries)?;
         }
@@ -830,7 +840,13 @@ impl Repo {
                         let p: Participant = decode(&raw)?;
                         let email = self.participant_view(&p).ok().map(|v| v.email);
                         let mut b = Batch::default();
-                        self.purge_participant(&mut b, &tenant, &event, &participant, email.as_deref())?;
+                        self.purge_participant(
+                            &mut b,
+                            &tenant,
+                            &event,
+                            &participant,
+                            email.as_deref(),
+                        )?;
                         self.store.write(b)?;
                         replayed += 1;
                     }
@@ -840,7 +856,11 @@ impl Repo {
                     user,
                     email_index,
                 } => {
-                    if self.store.get(Table::Users, &key(&[&tenant, &user]))?.is_some() {
+                    if self
+                        .store
+                        .get(Table::Users, &key(&[&tenant, &user]))?
+                        .is_some()
+                    {
                         let mut b = Batch::default();
                         b.delete(Table::Users, key(&[&tenant, &user]));
                         b.delete(Table::Index, email_index.into_bytes());
@@ -878,7 +898,8 @@ impl Repo {
         let scope = Scope::Tenant(tenant.into());
         let (initial, generated) = match password {
             Some(p) => {
-                let context = password::context_words(&[t.name.as_str(), email.as_str(), name.as_str()]);
+                let context =
+                    password::context_words(&[t.name.as_str(), email.as_str(), name.as_str()]);
                 password::check_password_in(&t.settings.password_policy, p, &[], &context)
                     .map_err(|e| RepoError::Invalid(e.to_string()))?;
                 (Some(p.to_owned()), None)
@@ -1320,7 +1341,11 @@ impl Repo {
                 (v.email, v.name)
             }
         };
-        Ok(password::context_words(&[organisation.as_str(), email.as_str(), name.as_str()]))
+        Ok(password::context_words(&[
+            organisation.as_str(),
+            email.as_str(),
+            name.as_str(),
+        ]))
     }
 
     pub fn credential(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
@@ -1401,7 +1426,12 @@ impl Repo {
             None,
         )];
         self.put_credential(b, tenant, principal, &cred, entries)?;
-        tracing::info!(tenant, subject = principal_id(principal), other_sessions_ended = ended, "password changed");
+        tracing::info!(
+            tenant,
+            subject = principal_id(principal),
+            other_sessions_ended = ended,
+            "password changed"
+        );
         Ok(())
     }
 
@@ -1525,7 +1555,11 @@ impl Repo {
     /// The live sessions of an account, most recently used first: public
     /// id (the first 16 hex digits of the session's hash, never its secret),
     /// full hash, session. Expired ones that were not yet swept are left out.
-    pub fn sessions_of(&self, tenant: &str, subject: &str) -> Result<Vec<(String, String, Session)>> {
+    pub fn sessions_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<Vec<(String, String, Session)>> {
         let t = now();
         let mut out = Vec::new();
         for (k, v) in self
@@ -1598,8 +1632,8 @@ impl Repo {
                 Err(e) => return Err(e),
             };
             *role = u.role;
-            let required = u.role == Role::Owner
-                && self.tenant(&s.tenant)?.settings.totp_required_for_owners;
+            let required =
+                u.role == Role::Owner && self.tenant(&s.tenant)?.settings.totp_required_for_owners;
             s.must_enrol_totp = required && u.credential.totp.is_none();
         }
         Ok(s)
@@ -2469,7 +2503,9 @@ impl Repo {
         let _g = self.lock();
         let mut p = self.participant(tenant, event, id)?;
         let at = now();
-        if at < ev.starts_at - time::Duration::minutes(EVENT_GRACE_MINUTES) || at > ev.access_until() {
+        if at < ev.starts_at - time::Duration::minutes(EVENT_GRACE_MINUTES)
+            || at > ev.access_until()
+        {
             return Err(RepoError::Conflict("the event is not running".into()));
         }
         let since_last = p
@@ -2606,7 +2642,15 @@ impl Repo {
         };
         let mut b = Batch::default();
         b.put(Table::Credentials, row, encode(&record));
-        let entry = self.entry(actor, "issue-credential", kind.entity(), subject, None, None, None);
+        let entry = self.entry(
+            actor,
+            "issue-credential",
+            kind.entity(),
+            subject,
+            None,
+            None,
+            None,
+        );
         if tenant == PLATFORM {
             self.store.write(b)?;
         } else {
@@ -2634,15 +2678,33 @@ impl Repo {
     /// Revokes every credential issued so far for subject `id` of `tenant`
     /// and every token minted on its strength (agent tickets): the control
     /// plane refuses them at once, relays within about a second.
-    pub fn revoke_credential(&self, actor: &str, tenant: &str, id: &str) -> Result<CredentialRecord> {
+    pub fn revoke_credential(
+        &self,
+        actor: &str,
+        tenant: &str,
+        id: &str,
+    ) -> Result<CredentialRecord> {
         let _g = self.lock();
         let row = key(&[tenant, id]);
         let mut record: CredentialRecord = self.get(Table::Credentials, &row)?;
-        let r = self.append_revocations(&[(RevocationKind::Subject, tenant, id, OffsetDateTime::now_utc())])?;
+        let r = self.append_revocations(&[(
+            RevocationKind::Subject,
+            tenant,
+            id,
+            OffsetDateTime::now_utc(),
+        )])?;
         record.revoked_at = Some(r[0].issued_before);
         let mut b = Batch::default();
         b.put(Table::Credentials, row, encode(&record));
-        let entry = self.entry(actor, "revoke-credential", record.kind.entity(), id, None, None, None);
+        let entry = self.entry(
+            actor,
+            "revoke-credential",
+            record.kind.entity(),
+            id,
+            None,
+            None,
+            None,
+        );
         if tenant == PLATFORM {
             self.store.write(b)?;
         } else {

@@ -232,7 +232,8 @@ async fn magic_link_is_single_use_bound_to_the_browser_or_code_and_expires() {
     assert_eq!(unknown.1, known.1);
     assert!(plane.last_mail("nobody@magic.example").await.is_none());
     let (token, code) = plane
-        .mail_link("ada@magic.example").await
+        .mail_link("ada@magic.example")
+        .await
         .expect("mail with link");
 
     // Another browser without the code cannot use it (mail scanners), and does not use it up.
@@ -352,7 +353,8 @@ async fn reset_link_works_once_within_twenty_minutes() {
     );
     let (token, _) = plane.mail_link("r@reset.example").await.unwrap();
     assert!(plane
-        .last_mail("r@reset.example").await
+        .last_mail("r@reset.example")
+        .await
         .unwrap()
         .contains("20 minutes"));
     // A weak password is refused without using the link up.
@@ -439,7 +441,10 @@ async fn totp_is_required_once_enrolled_refuses_replays_and_can_be_mandatory() {
     let plane = start().await;
     let (t, mut owner) = plane.tenant("Totp").await;
     let r = owner
-        .post("/api/v1/auth/totp/enrol", json!({"password": GOOD_PASSWORD}))
+        .post(
+            "/api/v1/auth/totp/enrol",
+            json!({"password": GOOD_PASSWORD}),
+        )
         .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
     let secret = r.1["secret"].as_str().unwrap().to_owned();

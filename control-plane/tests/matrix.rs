@@ -302,12 +302,7 @@ fn endpoints(f: &Fixture) -> Vec<(Method, String, Option<Value>, [bool; 4])> {
             Some(json!({"given": true})),
             participant,
         ),
-        (
-            Method::GET,
-            "/api/v1/agent-credentials".into(),
-            None,
-            owner,
-        ),
+        (Method::GET, "/api/v1/agent-credentials".into(), None, owner),
         (
             Method::DELETE,
             "/api/v1/agent-credentials/ag_aaaaaaaaaaaa".into(),
@@ -464,7 +459,11 @@ async fn ids_of_another_tenant_are_not_found() {
             format!("/api/v1/users/{}/unlock", b.user),
             Some(json!({})),
         ),
-        (Method::DELETE, format!("/api/v1/users/{}/totp", b.user), None),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{}/totp", b.user),
+            None,
+        ),
         (
             Method::PATCH,
             format!("/api/v1/sites/{}", b.site),

@@ -375,7 +375,10 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
     let (status, loc, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     // The viewer portal's address (`/e/{tenant}/{event}`).
-    assert_eq!(loc, Some(format!("{}/e/{}/{}", w.plane.base, w.tenant, w.event)));
+    assert_eq!(
+        loc,
+        Some(format!("{}/e/{}/{}", w.plane.base, w.tenant, w.event))
+    );
     let (_, s) = session(&b, &w).await;
     assert_eq!(
         (s["kind"].as_str(), s["id"].as_str(), s["event"].as_str()),
@@ -612,8 +615,14 @@ async fn an_issuer_at_a_private_address_is_refused_when_set() {
     let (_, mut owner) = plane.tenant("Acme").await;
     let (port, knocks) = knock_counter().await;
     for (issuer, says) in [
-        (format!("http://127.0.0.1:{port}"), "oidc.issuer must be https"),
-        (format!("http://localhost:{port}"), "oidc.issuer must be https"),
+        (
+            format!("http://127.0.0.1:{port}"),
+            "oidc.issuer must be https",
+        ),
+        (
+            format!("http://localhost:{port}"),
+            "oidc.issuer must be https",
+        ),
         (
             format!("https://127.0.0.1:{port}"),
             "oidc.issuer is not a public address (127.0.0.1)",
@@ -670,7 +679,11 @@ async fn no_provider_request_reaches_a_private_address() {
     // stored as if set before the check existed, or while the flag was on:
     // each login start answers why it will not go there.
     for (issuer, status, says) in [
-        (format!("https://127.0.0.1:{port}"), 400, "is not a public address"),
+        (
+            format!("https://127.0.0.1:{port}"),
+            400,
+            "is not a public address",
+        ),
         (format!("https://localhost:{port}/realm"), 400, "localhost"),
         (
             format!("https://[::ffff:127.0.0.1]:{port}"),

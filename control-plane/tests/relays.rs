@@ -16,7 +16,13 @@ use time::OffsetDateTime;
 
 const PEER: &str = "12D3KooWLdvg7ZbBHnyFeY4kU7VZ5U3T8fM6o6x4o3HVYxBXYxKn";
 
-async fn call(base: &str, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .request(method, format!("{base}{path}"))
         .bearer_auth(token);
@@ -79,7 +85,10 @@ async fn a_relay_catches_up_with_a_long_log_page_by_page() {
     let pages = catch_up(&plane.repo, &mut held);
     assert_eq!(pages, 2);
     assert_eq!(held.len(), 10_001);
-    assert!(held.revokes(&claims(&subjects[10_000])), "the 10,001st entry");
+    assert!(
+        held.revokes(&claims(&subjects[10_000])),
+        "the 10,001st entry"
+    );
     assert!(held.revokes(&claims(&subjects[0])));
 
     // The real relay sync, over HTTP, gets there too.
@@ -89,11 +98,16 @@ async fn a_relay_catches_up_with_a_long_log_page_by_page() {
         credential: plane.relay.clone(),
         ca_file: None,
     };
-    let _sync = strom_token::sync::start(link, verifier.clone()).await.unwrap();
+    let _sync = strom_token::sync::start(link, verifier.clone())
+        .await
+        .unwrap();
     let last = claims(&subjects[10_000]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !verifier.revocations().revokes(&last) {
-        assert!(std::time::Instant::now() < deadline, "relay never caught up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay never caught up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -117,7 +131,12 @@ async fn the_log_is_compacted_to_what_can_still_match() {
         .repo
         .revoke_all_at(&[
             (RevocationKind::Subject, "t_x", "p_fresh", now),
-            (RevocationKind::Subject, "t_x", "p_twice", now - time::Duration::seconds(2)),
+            (
+                RevocationKind::Subject,
+                "t_x",
+                "p_twice",
+                now - time::Duration::seconds(2),
+            ),
             (RevocationKind::Subject, "t_x", "p_twice", now),
         ])
         .unwrap();
@@ -128,9 +147,16 @@ async fn the_log_is_compacted_to_what_can_still_match() {
     assert_eq!(dropped, 20_002);
     let feed = plane.repo.revocations_after(0, None).unwrap();
     assert!(!feed.more);
-    let kept: Vec<(&str, u64)> = feed.entries.iter().map(|e| (e.id.as_str(), e.seq)).collect();
+    let kept: Vec<(&str, u64)> = feed
+        .entries
+        .iter()
+        .map(|e| (e.id.as_str(), e.seq))
+        .collect();
     assert_eq!(kept.len(), 3, "{kept:?}");
-    assert!(kept.iter().any(|(id, _)| *id == "e_deleted"), "deletions stay for years");
+    assert!(
+        kept.iter().any(|(id, _)| *id == "e_deleted"),
+        "deletions stay for years"
+    );
     assert!(kept.iter().any(|(id, _)| *id == "p_fresh"));
     assert_eq!(kept.iter().filter(|(id, _)| *id == "p_twice").count(), 1);
     // Positions go on: a relay that was in the middle reads on.
@@ -169,13 +195,27 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
     });
     let post = reqwest::Method::POST;
     let get = reqwest::Method::GET;
-    let (status, answer) = call(&plane.base, post.clone(), "/api/v1/agents/register", &credential, Some(registration.clone())).await;
+    let (status, answer) = call(
+        &plane.base,
+        post.clone(),
+        "/api/v1/agents/register",
+        &credential,
+        Some(registration.clone()),
+    )
+    .await;
     assert_eq!(status, 200, "{answer:?}");
     let ticket = answer["ticket"].as_str().unwrap().to_owned();
     let now = OffsetDateTime::now_utc();
     let ticket_claims = plane.repo.verifier().verify(&ticket, now).unwrap();
     assert_eq!(ticket_claims.via.as_deref(), Some(id.as_str()));
-    let (status, _) = call(&plane.base, get.clone(), "/api/v1/relay/revocations?after=0", &ticket, None).await;
+    let (status, _) = call(
+        &plane.base,
+        get.clone(),
+        "/api/v1/relay/revocations?after=0",
+        &ticket,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
 
     let (status, list) = owner.get("/api/v1/agent-credentials").await;
@@ -184,17 +224,36 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
     assert_eq!(list[0]["kind"], "agent");
     assert!(list[0]["revoked_at"].is_null());
 
-    let (status, body) = owner.delete(&format!("/api/v1/agent-credentials/{id}")).await;
+    let (status, body) = owner
+        .delete(&format!("/api/v1/agent-credentials/{id}"))
+        .await;
     assert_eq!(status, 204, "{body:?}");
     let (_, list) = owner.get("/api/v1/agent-credentials").await;
     assert!(list[0]["revoked_at"].is_string());
     // At once, no polling involved: the credential, and the ticket.
-    let (status, _) = call(&plane.base, post, "/api/v1/agents/register", &credential, Some(registration)).await;
+    let (status, _) = call(
+        &plane.base,
+        post,
+        "/api/v1/agents/register",
+        &credential,
+        Some(registration),
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _) = call(&plane.base, get, "/api/v1/relay/revocations?after=0", &ticket, None).await;
+    let (status, _) = call(
+        &plane.base,
+        get,
+        "/api/v1/relay/revocations?after=0",
+        &ticket,
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(
-        plane.repo.verifier().verify(&ticket, OffsetDateTime::now_utc()),
+        plane
+            .repo
+            .verifier()
+            .verify(&ticket, OffsetDateTime::now_utc()),
         Err(TokenError::Revoked)
     );
     // A relay's verifier learns it from the feed.
@@ -205,8 +264,23 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
     // Another tenant's owner cannot revoke it (not found), nor can a
     // non-owner list them.
     let (_, mut other) = plane.tenant("Globex").await;
-    assert_eq!(other.delete(&format!("/api/v1/agent-credentials/{id}")).await.0, 404);
-    assert_eq!(other.get("/api/v1/agent-credentials").await.1.as_array().unwrap().len(), 0);
+    assert_eq!(
+        other
+            .delete(&format!("/api/v1/agent-credentials/{id}"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        other
+            .get("/api/v1/agent-credentials")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 /// F4/F9: operator relay credentials have roles; a revoked one stops at once.
@@ -222,32 +296,101 @@ async fn relay_credentials_are_scoped_by_role_and_revocable() {
         .0;
     let edge = plane.relay.clone();
     // Only origins get the SRT secrets (and register media keys).
-    let (status, secrets) = call(&plane.base, get.clone(), "/api/v1/relay/srt-secrets", &origin, None).await;
+    let (status, secrets) = call(
+        &plane.base,
+        get.clone(),
+        "/api/v1/relay/srt-secrets",
+        &origin,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{secrets:?}");
-    let (status, _) = call(&plane.base, get.clone(), "/api/v1/relay/srt-secrets", &edge, None).await;
+    let (status, _) = call(
+        &plane.base,
+        get.clone(),
+        "/api/v1/relay/srt-secrets",
+        &edge,
+        None,
+    )
+    .await;
     assert_eq!(status, 403);
     let key = json!({"key": "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"});
-    let (status, _) = call(&plane.base, post.clone(), "/api/v1/relay/media-key", &edge, Some(key.clone())).await;
+    let (status, _) = call(
+        &plane.base,
+        post.clone(),
+        "/api/v1/relay/media-key",
+        &edge,
+        Some(key.clone()),
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _) = call(&plane.base, post.clone(), "/api/v1/relay/media-key", &origin, Some(key)).await;
+    let (status, _) = call(
+        &plane.base,
+        post.clone(),
+        "/api/v1/relay/media-key",
+        &origin,
+        Some(key),
+    )
+    .await;
     assert_eq!(status, 204);
     // The old single root secret is not handed out any more.
-    let (status, _) = call(&plane.base, get.clone(), "/api/v1/relay/srt-secret", &origin, None).await;
+    let (status, _) = call(
+        &plane.base,
+        get.clone(),
+        "/api/v1/relay/srt-secret",
+        &origin,
+        None,
+    )
+    .await;
     assert_eq!(status, 404);
     // An edge cannot claim to be an origin (and mark broadcasts live).
     let report = |role: &str| json!({"role": role, "streams": [{"namespace": "t/e/main", "ingest_bps": 1, "viewers": 0}]});
-    let (status, _) = call(&plane.base, post.clone(), "/api/v1/relay/status", &edge, Some(report("origin"))).await;
+    let (status, _) = call(
+        &plane.base,
+        post.clone(),
+        "/api/v1/relay/status",
+        &edge,
+        Some(report("origin")),
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _) = call(&plane.base, post.clone(), "/api/v1/relay/status", &edge, Some(report("edge"))).await;
+    let (status, _) = call(
+        &plane.base,
+        post.clone(),
+        "/api/v1/relay/status",
+        &edge,
+        Some(report("edge")),
+    )
+    .await;
     assert_eq!(status, 204);
-    let (status, _) = call(&plane.base, post.clone(), "/api/v1/relay/status", &origin, Some(report("origin"))).await;
+    let (status, _) = call(
+        &plane.base,
+        post.clone(),
+        "/api/v1/relay/status",
+        &origin,
+        Some(report("origin")),
+    )
+    .await;
     assert_eq!(status, 204);
 
     // Listed, then revoked: refused at once.
-    let listed = plane.repo.credentials(strom_control_plane::repo::PLATFORM).unwrap();
+    let listed = plane
+        .repo
+        .credentials(strom_control_plane::repo::PLATFORM)
+        .unwrap();
     assert!(listed.iter().any(|c| c.id == "origin-1"));
-    plane.repo.revoke_credential("operator", strom_control_plane::repo::PLATFORM, "origin-1").unwrap();
-    let (status, _) = call(&plane.base, get.clone(), "/api/v1/relay/srt-secrets", &origin, None).await;
+    plane
+        .repo
+        .revoke_credential("operator", strom_control_plane::repo::PLATFORM, "origin-1")
+        .unwrap();
+    let (status, _) = call(
+        &plane.base,
+        get.clone(),
+        "/api/v1/relay/srt-secrets",
+        &origin,
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
     // Issued again (the relay gets a new credential): works.
     let fresh = plane
@@ -259,7 +402,13 @@ async fn relay_credentials_are_scoped_by_role_and_revocable() {
     assert_eq!(status, 200);
     // Names that would pose as agents or carry odd bytes are refused.
     for bad in ["agent:s_x:peer", "", "Edge 1", "e/1"] {
-        assert!(plane.repo.issue_relay_credential("operator", RelayRole::Edge, bad).is_err(), "{bad:?}");
+        assert!(
+            plane
+                .repo
+                .issue_relay_credential("operator", RelayRole::Edge, bad)
+                .is_err(),
+            "{bad:?}"
+        );
     }
 }
 
@@ -270,10 +419,26 @@ async fn an_agent_reads_only_its_tenants_revocations() {
     let (tenant, mut owner) = plane.tenant("Acme").await;
     let (_, cred) = owner.post("/api/v1/agent-credentials", json!({})).await;
     let credential = cred["credential"].as_str().unwrap().to_owned();
-    plane.repo.revoke(RevocationKind::Subject, &tenant, "p_aaaaaaaaaaaa").unwrap();
-    plane.repo.revoke(RevocationKind::Subject, "t_other", "p_bbbbbbbbbbbb").unwrap();
-    plane.repo.revoke(RevocationKind::Event, "t_other", "e_cccccccccccc").unwrap();
-    let (status, feed) = call(&plane.base, reqwest::Method::GET, "/api/v1/relay/revocations?after=0", &credential, None).await;
+    plane
+        .repo
+        .revoke(RevocationKind::Subject, &tenant, "p_aaaaaaaaaaaa")
+        .unwrap();
+    plane
+        .repo
+        .revoke(RevocationKind::Subject, "t_other", "p_bbbbbbbbbbbb")
+        .unwrap();
+    plane
+        .repo
+        .revoke(RevocationKind::Event, "t_other", "e_cccccccccccc")
+        .unwrap();
+    let (status, feed) = call(
+        &plane.base,
+        reqwest::Method::GET,
+        "/api/v1/relay/revocations?after=0",
+        &credential,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let tenants: Vec<&str> = feed["entries"]
         .as_array()
@@ -283,7 +448,14 @@ async fn an_agent_reads_only_its_tenants_revocations() {
         .collect();
     assert_eq!(tenants, vec![tenant.as_str()]);
     // The position still covers everything, so the agent does not read it again.
-    let (_, platform) = call(&plane.base, reqwest::Method::GET, "/api/v1/relay/revocations?after=0", &plane.relay, None).await;
+    let (_, platform) = call(
+        &plane.base,
+        reqwest::Method::GET,
+        "/api/v1/relay/revocations?after=0",
+        &plane.relay,
+        None,
+    )
+    .await;
     assert_eq!(feed["seq"], platform["seq"]);
     assert_eq!(platform["entries"].as_array().unwrap().len(), 3);
 }
@@ -303,17 +475,28 @@ async fn old_signing_keys_stop_verifying_after_the_overlap() {
     assert_eq!(repo.key_set().unwrap().keys.len(), 2);
     assert!(repo.verifier().verify(&before, now).is_ok());
     let keys = repo.signing_keys();
-    assert!(keys[0].retire_at.is_some_and(|r| r <= now + time::Duration::hours(1) + time::Duration::seconds(2)));
+    assert!(keys[0]
+        .retire_at
+        .is_some_and(|r| r <= now + time::Duration::hours(1) + time::Duration::seconds(2)));
     assert!(keys.last().unwrap().current);
 
     // An emergency rotation (overlap 0): everything signed before stops.
     let (middle, _) = repo.mint(&play_grant("t_x", "p_two")).unwrap();
     repo.rotate_signing_key(time::Duration::ZERO).unwrap();
     assert_eq!(repo.key_set().unwrap().keys.len(), 1);
-    assert_eq!(repo.verifier().verify(&before, now), Err(TokenError::UnknownKey));
-    assert_eq!(repo.verifier().verify(&middle, now), Err(TokenError::UnknownKey));
+    assert_eq!(
+        repo.verifier().verify(&before, now),
+        Err(TokenError::UnknownKey)
+    );
+    assert_eq!(
+        repo.verifier().verify(&middle, now),
+        Err(TokenError::UnknownKey)
+    );
     let (after, _) = repo.mint(&play_grant("t_x", "p_three")).unwrap();
-    assert!(repo.verifier().verify(&after, OffsetDateTime::now_utc()).is_ok());
+    assert!(repo
+        .verifier()
+        .verify(&after, OffsetDateTime::now_utc())
+        .is_ok());
     // Relays fetching the key set see the same.
     let set: Value = reqwest::get(format!("{}/api/v1/relay/keys", plane.base))
         .await
@@ -335,7 +518,14 @@ async fn origins_learn_each_tenants_srt_secret_as_tenants_come() {
         .unwrap()
         .0;
     let get = reqwest::Method::GET;
-    let (status, first) = call(&plane.base, get.clone(), "/api/v1/relay/srt-secrets", &origin, None).await;
+    let (status, first) = call(
+        &plane.base,
+        get.clone(),
+        "/api/v1/relay/srt-secrets",
+        &origin,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{first:?}");
     let version = first["version"].as_u64().unwrap();
     let base = plane.base.clone();
@@ -351,7 +541,10 @@ async fn origins_learn_each_tenants_srt_secret_as_tenants_come() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "the poll waits while nothing changes");
+    assert!(
+        !waiting.is_finished(),
+        "the poll waits while nothing changes"
+    );
     let started = std::time::Instant::now();
     let tenant = plane.repo.create_tenant("Newcomer").unwrap().id;
     let (status, answer) = waiting.await.unwrap();

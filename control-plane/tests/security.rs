@@ -65,7 +65,10 @@ async fn a_role_change_takes_effect_at_once_in_every_session() {
     assert_eq!(b.get("/api/v1/users").await.0, 200, "B is an owner");
 
     let r = a
-        .patch(&format!("/api/v1/users/{b_id}"), json!({"role": "moderator"}))
+        .patch(
+            &format!("/api/v1/users/{b_id}"),
+            json!({"role": "moderator"}),
+        )
         .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
     // B's session, opened as an owner, now has a moderator's rights.
@@ -112,7 +115,10 @@ async fn a_staff_magic_link_needs_the_second_factor() {
     // Someone controlling the mailbox asks for a link in their browser.
     let mut attacker = Client::new(&plane.base);
     let r = attacker
-        .post("/api/v1/auth/magic-link", json!({"tenant": t, "email": email}))
+        .post(
+            "/api/v1/auth/magic-link",
+            json!({"tenant": t, "email": email}),
+        )
         .await;
     assert_eq!(r.0, 202);
     let (token, _) = plane.mail_link(email).await.unwrap();
@@ -152,7 +158,10 @@ async fn a_staff_magic_link_needs_the_second_factor() {
     // Guessing codes through links locks the account like passwords do.
     let mut guesser = Client::new(&plane.base);
     guesser
-        .post("/api/v1/auth/magic-link", json!({"tenant": t, "email": email}))
+        .post(
+            "/api/v1/auth/magic-link",
+            json!({"tenant": t, "email": email}),
+        )
         .await;
     let (token, _) = plane.mail_link(email).await.unwrap();
     let mut statuses = vec![];
@@ -179,14 +188,20 @@ async fn a_second_factor_is_replaced_only_with_the_password_and_the_current_one(
     let r = owner.post("/api/v1/auth/totp/enrol", json!({})).await;
     assert_eq!(r.0, 400, "{:?}", r.1);
     let r = owner
-        .post("/api/v1/auth/totp/enrol", json!({"password": "Wrong-pass-123"}))
+        .post(
+            "/api/v1/auth/totp/enrol",
+            json!({"password": "Wrong-pass-123"}),
+        )
         .await;
     assert_eq!(r.0, 401, "{:?}", r.1);
     let old = enrol_totp(&mut owner).await;
 
     // A stolen cookie with the password but without the current factor.
     let r = owner
-        .post("/api/v1/auth/totp/enrol", json!({"password": GOOD_PASSWORD}))
+        .post(
+            "/api/v1/auth/totp/enrol",
+            json!({"password": GOOD_PASSWORD}),
+        )
         .await;
     assert_eq!(r.0, 401, "{:?}", r.1);
     let r = owner
@@ -246,8 +261,16 @@ async fn a_password_change_or_reset_ends_the_other_sessions() {
         )
         .await;
     assert_eq!(r.0, 204, "{:?}", r.1);
-    assert_eq!(b.get("/api/v1/session").await.0, 401, "the other session ended");
-    assert_eq!(a.get("/api/v1/session").await.0, 200, "the changing one stays");
+    assert_eq!(
+        b.get("/api/v1/session").await.0,
+        401,
+        "the other session ended"
+    );
+    assert_eq!(
+        a.get("/api/v1/session").await.0,
+        200,
+        "the changing one stays"
+    );
 
     // A reset (the account was taken over) ends every session.
     let (_, _, mut c) = login(
@@ -256,8 +279,11 @@ async fn a_password_change_or_reset_ends_the_other_sessions() {
     )
     .await;
     let mut anon = Client::new(&plane.base);
-    anon.post("/api/v1/auth/password-reset", json!({"tenant": t, "email": email}))
-        .await;
+    anon.post(
+        "/api/v1/auth/password-reset",
+        json!({"tenant": t, "email": email}),
+    )
+    .await;
     let (token, _) = plane.mail_link(email).await.unwrap();
     let r = anon
         .post(
@@ -400,7 +426,10 @@ async fn a_totp_code_cannot_be_used_twice_at_once() {
     let secret = enrol_totp(&mut owner).await;
     let code = code_at(&secret, unix_now());
     let body = json!({"tenant": t, "email": "owner@race.example", "password": GOOD_PASSWORD, "totp": code});
-    let (a, b) = tokio::join!(login(&plane.base, body.clone()), login(&plane.base, body.clone()));
+    let (a, b) = tokio::join!(
+        login(&plane.base, body.clone()),
+        login(&plane.base, body.clone())
+    );
     let mut statuses = [a.0, b.0];
     statuses.sort();
     assert_eq!(statuses, [200, 401]);
@@ -438,12 +467,23 @@ async fn withdrawn_consent_ends_access_and_attendance_counts_real_time_only() {
         .patch("/api/v1/me", json!({"email": "someone.else@example.com"}))
         .await;
     assert_eq!(r.0, 403, "{:?}", r.1);
-    assert_eq!(viewer.get("/api/v1/me").await.1["participant"]["email"], email);
+    assert_eq!(
+        viewer.get("/api/v1/me").await.1["participant"]["email"],
+        email
+    );
 
-    let r = viewer.post("/api/v1/me/consent", json!({"given": false})).await;
+    let r = viewer
+        .post("/api/v1/me/consent", json!({"given": false}))
+        .await;
     assert!(r.0 < 300, "{:?}", r.1);
-    assert_eq!(viewer.post(&play, json!({})).await.0, 403, "withdrawn: no token");
-    let r = viewer.post("/api/v1/me/consent", json!({"given": true})).await;
+    assert_eq!(
+        viewer.post(&play, json!({})).await.0,
+        403,
+        "withdrawn: no token"
+    );
+    let r = viewer
+        .post("/api/v1/me/consent", json!({"given": true}))
+        .await;
     assert!(r.0 < 300, "{:?}", r.1);
     assert_eq!(viewer.post(&play, json!({})).await.0, 200, "given again");
 
@@ -517,9 +557,7 @@ async fn an_erased_participants_data_is_unreadable_in_the_audit_trail() {
         .iter()
         .filter(|a| a["entity_id"] == p.as_str())
         .collect();
-    assert!(before
-        .iter()
-        .any(|a| a["new_value"] == "eva@erase.example"));
+    assert!(before.iter().any(|a| a["new_value"] == "eva@erase.example"));
 
     let r = owner
         .delete(&format!("/api/v1/events/{e}/participants/{p}"))
@@ -639,17 +677,20 @@ async fn sessions_use_host_cookies_and_end_by_idle_absolute_timeout_and_logout()
         (c, cookie)
     };
     let (mut c, cookie) = log_in().await;
-    for flag in ["; Path=/", "; HttpOnly", "; SameSite=Lax", "; Secure", "; Max-Age=43200"] {
+    for flag in [
+        "; Path=/",
+        "; HttpOnly",
+        "; SameSite=Lax",
+        "; Secure",
+        "; Max-Age=43200",
+    ] {
         assert!(cookie.contains(flag), "{cookie} lacks {flag}");
     }
     assert!(!cookie.to_lowercase().contains("domain="), "{cookie}");
     assert_eq!(c.get("/api/v1/session").await.0, 200);
     // Without the __Host- name the cookie is not taken.
     let mut plain = Client::new(&plane.base);
-    plain.cookies = vec![(
-        "strom_session".into(),
-        c.cookies[0].1.clone(),
-    )];
+    plain.cookies = vec![("strom_session".into(), c.cookies[0].1.clone())];
     assert_eq!(plain.get("/api/v1/session").await.0, 401);
 
     // Idle past the tenant's 30 minutes: over.
@@ -711,7 +752,10 @@ async fn refusals_are_security_events_in_the_audit_trail() {
     // without the CSRF token.
     assert_eq!(moderator.get("/api/v1/users").await.0, 403);
     let csrf = moderator.csrf.take();
-    assert_eq!(moderator.post("/api/v1/events", event_body("X")).await.0, 403);
+    assert_eq!(
+        moderator.post("/api/v1/events", event_body("X")).await.0,
+        403
+    );
     moderator.csrf = csrf;
     // Calling forbidden routes in a loop adds a bounded number of records.
     for _ in 0..30 {
@@ -746,7 +790,10 @@ async fn refusals_are_security_events_in_the_audit_trail() {
     // And counted for the monitoring.
     let metrics = plane.repo.metrics.render();
     assert!(metrics.contains("strom_cp_refusals_total{reason=\"forbidden\"}"));
-    assert!(!metrics.contains("strom_cp_refusals_total{reason=\"csrf\"} 0"), "{metrics}");
+    assert!(
+        !metrics.contains("strom_cp_refusals_total{reason=\"csrf\"} 0"),
+        "{metrics}"
+    );
 }
 
 /// Tenant ids are logged (pseudonymous) with every login: one that could
@@ -795,8 +842,10 @@ async fn tenant_ids_that_are_not_organisation_ids_are_refused() {
 async fn an_owner_removes_a_lost_second_factor_and_the_sessions_end() {
     let plane = start().await;
     let (t, mut owner) = plane.tenant("Lost").await;
-    let (b_id, mut b) = staff_session(&plane, &mut owner, &t, "b@lost.example", "event_manager").await;
-    let (_, mut moderator) = staff_session(&plane, &mut owner, &t, "m@lost.example", "moderator").await;
+    let (b_id, mut b) =
+        staff_session(&plane, &mut owner, &t, "b@lost.example", "event_manager").await;
+    let (_, mut moderator) =
+        staff_session(&plane, &mut owner, &t, "m@lost.example", "moderator").await;
     enrol_totp(&mut b).await;
     let creds = json!({"tenant": t, "email": "b@lost.example", "password": GOOD_PASSWORD});
     let (status, body, _) = login(&plane.base, creds.clone()).await;
@@ -805,22 +854,40 @@ async fn an_owner_removes_a_lost_second_factor_and_the_sessions_end() {
 
     let path = format!("/api/v1/users/{b_id}/totp");
     assert_eq!(moderator.delete(&path).await.0, 403, "moderators may not");
-    assert_eq!(b.delete(&path).await.0, 403, "nor the holder, without password and code");
-    let me = owner.get("/api/v1/session").await.1["id"].as_str().unwrap().to_owned();
-    assert_eq!(owner.delete(&format!("/api/v1/users/{me}/totp")).await.0, 403, "nor an owner their own");
+    assert_eq!(
+        b.delete(&path).await.0,
+        403,
+        "nor the holder, without password and code"
+    );
+    let me = owner.get("/api/v1/session").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        owner.delete(&format!("/api/v1/users/{me}/totp")).await.0,
+        403,
+        "nor an owner their own"
+    );
 
     let r = owner.delete(&path).await;
     assert_eq!(r.0, 204, "{:?}", r.1);
     assert_eq!(b.get("/api/v1/session").await.0, 401, "the sessions end");
-    assert_eq!(owner.get(&format!("/api/v1/users/{b_id}")).await.1["totp"], false);
+    assert_eq!(
+        owner.get(&format!("/api/v1/users/{b_id}")).await.1["totp"],
+        false
+    );
     let (status, body, _) = login(&plane.base, creds).await;
     assert_eq!(status, 200, "a password login enrols anew: {body:?}");
     let audit = owner.get("/api/v1/audit?limit=1000").await.1;
     assert!(
-        audit.as_array().unwrap().iter().any(|a| a["actor"] == me.as_str()
-            && a["action"] == "delete"
-            && a["entity_id"] == b_id.as_str()
-            && a["field"] == "totp"),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == me.as_str()
+                && a["action"] == "delete"
+                && a["entity_id"] == b_id.as_str()
+                && a["field"] == "totp"),
         "the removal is in the audit trail: {audit}"
     );
 }
@@ -843,7 +910,10 @@ async fn own_sessions_are_listed_and_ended_after_authenticating_again() {
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
     for (_, secret) in &second.cookies {
-        assert!(!list.iter().any(|s| s.to_string().contains(secret.as_str())), "a secret is listed");
+        assert!(
+            !list.iter().any(|s| s.to_string().contains(secret.as_str())),
+            "a secret is listed"
+        );
     }
     let other = list.iter().find(|s| s["current"] == false).unwrap()["id"]
         .as_str()
@@ -853,7 +923,13 @@ async fn own_sessions_are_listed_and_ended_after_authenticating_again() {
 
     // Without the password, or with a wrong one: no.
     assert_eq!(second.post(&end, json!({})).await.0, 400);
-    assert_eq!(second.post(&end, json!({"password": "Not-the-password-1"})).await.0, 401);
+    assert_eq!(
+        second
+            .post(&end, json!({"password": "Not-the-password-1"}))
+            .await
+            .0,
+        401
+    );
     assert_eq!(first.get("/api/v1/session").await.0, 200);
     // Another account's session ids mean nothing here.
     let (_, mut globex) = plane.tenant("Globex").await;
@@ -864,8 +940,21 @@ async fn own_sessions_are_listed_and_ended_after_authenticating_again() {
     let r = second.post(&end, json!({"password": GOOD_PASSWORD})).await;
     assert_eq!(r.0, 204, "{:?}", r.1);
     assert_eq!(first.get("/api/v1/session").await.0, 401, "ended");
-    assert_eq!(second.get("/api/v1/session").await.0, 200, "the caller's stays");
-    assert_eq!(second.get("/api/v1/auth/sessions").await.1.as_array().unwrap().len(), 1);
+    assert_eq!(
+        second.get("/api/v1/session").await.0,
+        200,
+        "the caller's stays"
+    );
+    assert_eq!(
+        second
+            .get("/api/v1/auth/sessions")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // The 21st login ends the least recently used session. Times are kept
     // to the second: the others log in a second later than `second`.
@@ -877,13 +966,35 @@ async fn own_sessions_are_listed_and_ended_after_authenticating_again() {
         assert_eq!(status, 200);
         clients.push(c);
     }
-    assert_eq!(second.get("/api/v1/auth/sessions").await.1.as_array().unwrap().len(), limit);
+    assert_eq!(
+        second
+            .get("/api/v1/auth/sessions")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        limit
+    );
     // Activity is recorded at most every 30 s, so `second`, the oldest,
     // is the least recently used.
     let (status, _, mut newest) = login(&plane.base, creds.clone()).await;
     assert_eq!(status, 200);
-    assert_eq!(newest.get("/api/v1/auth/sessions").await.1.as_array().unwrap().len(), limit);
-    assert_eq!(second.get("/api/v1/session").await.0, 401, "the least recently used ended");
+    assert_eq!(
+        newest
+            .get("/api/v1/auth/sessions")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        limit
+    );
+    assert_eq!(
+        second.get("/api/v1/session").await.0,
+        401,
+        "the least recently used ended"
+    );
     for c in clients.iter_mut() {
         assert_eq!(c.get("/api/v1/session").await.0, 200);
     }

@@ -557,11 +557,11 @@ mod tests {
         ] {
             assert!(access.admit(&[ok], now).is_ok());
         }
-        for refused in [
-            relay("acme", None, None),
-            relay("acme", None, Some("ag_x")),
-        ] {
-            assert_eq!(access.admit(&[refused], now), Err(Refused::NotOperatorRelay));
+        for refused in [relay("acme", None, None), relay("acme", None, Some("ag_x"))] {
+            assert_eq!(
+                access.admit(&[refused], now),
+                Err(Refused::NotOperatorRelay)
+            );
         }
         let edges_only = Access::new(access.verifier().clone(), &[Action::Relay])
             .only_relays(&[RelayRole::Edge]);

@@ -203,11 +203,7 @@ impl EdgeConfig {
                 self.http_listen
             );
         }
-        monitoring::validate_listen(
-            "edge",
-            self.metrics_listen,
-            self.metrics_allow_non_loopback,
-        )?;
+        monitoring::validate_listen("edge", self.metrics_listen, self.metrics_allow_non_loopback)?;
         for u in &self.upstream {
             u.resolve()?;
         }
@@ -375,7 +371,17 @@ impl Edge {
     }
 
     /// Serves until the process ends.
+    /// Serves until a part fails (an error naming it).
     pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `stop` resolves, then closes its MoQT sessions; or
+    /// until a part fails (an error naming it).
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let moqt_port = self.moqt_addr()?.port();
         tracing::info!(
             moqt = %self.moqt_addr()?,
@@ -386,6 +392,7 @@ impl Edge {
             tokens = self.access.is_some(),
             "edge ready"
         );
+        let moqt_closer = self.moqt.closer();
         let ctx = upstream::UpstreamContext {
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
@@ -397,8 +404,9 @@ impl Edge {
                 .and_then(|a| a.relay_credential())
                 .map(Arc::from),
         };
+        let mut parts = strom_service::Tasks::new();
         for u in self.upstreams {
-            tokio::spawn(upstream::run(u, ctx.clone()));
+            parts.spawn_loop("upstream", upstream::run(u, ctx.clone()));
         }
         let hls_viewers = Arc::new(status::HlsViewers::default());
         let state = http::HttpState {
@@ -417,39 +425,45 @@ impl Edge {
             vod: self.vod.clone(),
             vod_only: false,
         };
-        let _status = self
+        if let Some(link) = self
             .access
             .as_ref()
             .and_then(|a| a.control_plane().cloned())
-            .map(|link| {
-                let mut reporter = status::Reporter::new(
-                    "edge",
-                    self.broadcasts.clone(),
-                    hls_viewers,
-                    self.counters.clone(),
-                );
-                AbortOnDrop(strom_token::sync::report_status(link, move || {
-                    reporter.report()
-                }))
-            });
-        let _metrics = self.metrics.map(|listener| {
-            AbortOnDrop(tokio::spawn(monitoring::serve(
-                listener,
-                monitoring::Monitoring {
-                    role: "edge",
-                    broadcasts: self.broadcasts.clone(),
-                    counters: self.counters.clone(),
-                    extra_metrics: None,
-                },
-            )))
-        });
-        let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
-        let moqt = tokio::spawn(self.moqt.run(self.broadcasts, self.counters, self.access));
-        tokio::select! {
-            res = http => res.context("HTTP server stopped")?,
-            res = moqt => res.context("MoQT server stopped")?,
+        {
+            let mut reporter = status::Reporter::new(
+                "edge",
+                self.broadcasts.clone(),
+                hls_viewers,
+                self.counters.clone(),
+            );
+            parts.spawn_loop(
+                "status reports",
+                strom_token::sync::report_status(link, move || reporter.report()),
+            );
         }
-        anyhow::bail!("edge stopped serving")
+        if let Some(listener) = self.metrics {
+            parts.spawn_loop(
+                "metrics server",
+                monitoring::serve(
+                    listener,
+                    monitoring::Monitoring {
+                        role: "edge",
+                        broadcasts: self.broadcasts.clone(),
+                        counters: self.counters.clone(),
+                        extra_metrics: None,
+                    },
+                ),
+            );
+        }
+        parts.spawn_loop("HTTP server", http::serve(self.http, self.http_tls, state));
+        parts.spawn_loop(
+            "MoQT server",
+            self.moqt.run(self.broadcasts, self.counters, self.access),
+        );
+        parts.run_until(stop).await?;
+        moqt_closer.close(Duration::from_secs(1)).await;
+        tracing::info!("edge stopped");
+        Ok(())
     }
 }
 

@@ -58,7 +58,10 @@ pub fn validate_listen(
 }
 
 /// Binds `<section>.metrics_listen`, if set.
-pub async fn bind(section: &str, listen: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+pub async fn bind(
+    section: &str,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Option<TcpListener>> {
     match listen {
         Some(addr) => Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("binding {section}.metrics_listen on {addr}: {e}")

@@ -189,6 +189,11 @@ impl MoqtServer {
         Ok(self.endpoint.local_addr()?)
     }
 
+    /// What ends every session of this server when the service stops.
+    pub fn closer(&self) -> MoqtCloser {
+        MoqtCloser(self.endpoint.clone())
+    }
+
     /// Accepts sessions until the endpoint closes; each runs on its own task.
     /// With `access`, a session must open with a token it admits.
     pub async fn run(
@@ -217,6 +222,22 @@ impl MoqtServer {
                 }
             });
         }
+    }
+}
+
+/// Ends a MoQT server's sessions when its service stops.
+#[derive(Clone)]
+pub struct MoqtCloser(quinn::Endpoint);
+
+impl MoqtCloser {
+    /// Closes every session with NO_ERROR (code 0, "server stopping") so
+    /// peers reconnect at once instead of waiting out an idle timeout, and
+    /// waits up to `within` for the closes to be sent. moq-transport 0.17
+    /// has no API to send a GOAWAY first; a closed session is the clean end
+    /// available.
+    pub async fn close(&self, within: std::time::Duration) {
+        self.0.close(quinn::VarInt::from_u32(0), b"server stopping");
+        let _ = tokio::time::timeout(within, self.0.wait_idle()).await;
     }
 }
 

@@ -97,7 +97,9 @@ async fn metrics_are_served_on_the_metrics_listener_only() {
     assert_eq!(get(&format!("http://{}/readyz", e.http)).await.0, 503);
     // The metrics listener serves nothing else.
     assert_eq!(
-        get(&format!("http://{metrics}/hls/a/b/c/master.m3u8")).await.0,
+        get(&format!("http://{metrics}/hls/a/b/c/master.m3u8"))
+            .await
+            .0,
         404
     );
 }
@@ -144,7 +146,11 @@ async fn https_answers_carry_hsts_and_nosniff_plain_http_no_hsts() {
         },
     )
     .await;
-    for path in ["/healthz", "/hls/acme/town-hall/main/master.m3u8", "/nothing"] {
+    for path in [
+        "/healthz",
+        "/hls/acme/town-hall/main/master.m3u8",
+        "/nothing",
+    ] {
         let (status, headers, _) = get(&format!("https://{}{path}", tls.http)).await;
         assert!(status == 200 || status >= 400, "{path}: {status}");
         assert_eq!(

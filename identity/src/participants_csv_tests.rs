@@ -194,7 +194,8 @@ fn row_errors_do_not_abort_and_do_not_leak_values() {
 #[test]
 fn preset_passwords_can_be_checked_against_the_policy() {
     // The third row's password is made of its own name and address.
-    let csv = "email,name,company,password\na@example.de,A,X,short\nb@example.de,B,X,Long-enough-42\n\
+    let csv =
+        "email,name,company,password\na@example.de,A,X,short\nb@example.de,B,X,Long-enough-42\n\
         carla.contoso@example.de,Carla Contoso,X,Carla-Contoso-2026\n";
     assert!(import(csv.as_bytes(), &form()).is_clean());
     let report = import_with_policy(csv.as_bytes(), &form(), &PasswordPolicy::default());

@@ -191,7 +191,11 @@ fn made_of_context(candidate: &str, context: &[String]) -> bool {
         .filter(|w| w.chars().count() >= 3)
         .collect();
     words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-    let mut rest: String = candidate.chars().take(RATED_CHARS).collect::<String>().to_lowercase();
+    let mut rest: String = candidate
+        .chars()
+        .take(RATED_CHARS)
+        .collect::<String>()
+        .to_lowercase();
     let mut found = false;
     for word in words {
         if rest.contains(word) {
@@ -489,7 +493,11 @@ mod tests {
             "Welcome123",
             "iloveyou12",
         ] {
-            assert_eq!(check_password(&p, common, &[]), Err(PasswordRejected::Common), "{common}");
+            assert_eq!(
+                check_password(&p, common, &[]),
+                Err(PasswordRejected::Common),
+                "{common}"
+            );
         }
         // No class rules by default (ASVS 6.2.5): a long passphrase is fine.
         for fine in [
@@ -521,12 +529,32 @@ mod tests {
     #[test]
     fn passwords_made_of_the_context_are_refused() {
         let p = PasswordPolicy::default();
-        let context = context_words(&["Acme Corporation", "vera.viewer@example.com", "Vera Viewer"]);
-        for word in ["strom", "webcast", "acme", "corporation", "acmecorporation", "vera", "viewer", "veraviewer", "example"] {
+        let context =
+            context_words(&["Acme Corporation", "vera.viewer@example.com", "Vera Viewer"]);
+        for word in [
+            "strom",
+            "webcast",
+            "acme",
+            "corporation",
+            "acmecorporation",
+            "vera",
+            "viewer",
+            "veraviewer",
+            "example",
+        ] {
             assert!(context.contains(&word.to_owned()), "{word}: {context:?}");
         }
-        assert!(!context.iter().any(|w| w.chars().count() < 3), "{context:?}");
-        for weak in ["Acme-Webcast-2026", "AcmeCorporation!1", "VeraViewer-2026", "Vera.Viewer.Example", "strom-webcast-12"] {
+        assert!(
+            !context.iter().any(|w| w.chars().count() < 3),
+            "{context:?}"
+        );
+        for weak in [
+            "Acme-Webcast-2026",
+            "AcmeCorporation!1",
+            "VeraViewer-2026",
+            "Vera.Viewer.Example",
+            "strom-webcast-12",
+        ] {
             assert_eq!(
                 check_password_in(&p, weak, &[], &context),
                 Err(PasswordRejected::Common),
@@ -534,11 +562,18 @@ mod tests {
             );
         }
         // The same rules without the context still take a strong password.
-        for fine in ["correct horse battery staple", "Own-choice-pass-9", "Quartz-lantern-river-4"] {
+        for fine in [
+            "correct horse battery staple",
+            "Own-choice-pass-9",
+            "Quartz-lantern-river-4",
+        ] {
             assert_eq!(check_password_in(&p, fine, &[], &context), Ok(()), "{fine}");
         }
         for _ in 0..20 {
-            assert_eq!(check_password_in(&p, &generate_password(&p), &[], &context), Ok(()));
+            assert_eq!(
+                check_password_in(&p, &generate_password(&p), &[], &context),
+                Ok(())
+            );
         }
     }
 

@@ -8,12 +8,13 @@ pub mod publish;
 pub mod record;
 pub mod rtmp;
 pub mod srt;
+mod tasks;
 pub mod vod;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
 use strom_edge::ControlPlaneLink;
 use strom_edge::{http, monitoring, moqt, TlsFiles};
+use strom_service::Tasks;
 
 use admission::{Admission, AdmissionConfig};
 use auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey};
@@ -387,7 +389,18 @@ impl Origin {
         Ok(self.http.local_addr()?)
     }
 
+    /// Serves until a part fails (an error naming it).
     pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `stop` resolves, then stops cleanly: broadcasts end,
+    /// recordings get their `end` line, MoQT sessions are closed; or until
+    /// a part fails (an error naming it).
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tracing::info!(
             rtmp = %self.rtmp_addr()?,
             rtmps = %self.rtmps_addr().map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
@@ -400,61 +413,45 @@ impl Origin {
             tokens = self.access.is_some(),
             "origin ready"
         );
-        let ingest = self.ingest.clone();
-        let srt_counters = self.srt_counters.clone();
-        let admission = self.admission.clone();
-        let srt = tokio::spawn(self.srt.serve());
-        let ctx = Arc::new(RtmpContext {
+        let moqt_closer = self.moqt.closer();
+        let monitoring = self.monitoring_view();
+        let publications = self.publications.clone();
+        let recorder = self.recorder.clone();
+        // The fetch of SRT secrets started at load; it ends with the origin.
+        let _srt_secret_fetch = self._srt_secret_fetch;
+        let control_plane = self
+            .access
+            .as_ref()
+            .and_then(|a| a.control_plane().cloned());
+        let hls_viewers = Arc::new(strom_edge::status::HlsViewers::default());
+        let rtmp_ctx = Arc::new(RtmpContext {
             authorizer: self.authorizer,
             publications: self.publications.clone(),
             counters: self.ingest.clone(),
         });
-        let _rtmps = self.rtmps.map(|(listener, tls)| {
-            strom_edge::AbortOnDrop(tokio::spawn(rtmp::serve_tls(
-                listener,
-                tls,
-                ctx.clone(),
-                self.admission.clone(),
-            )))
-        });
-        let rtmp = tokio::spawn(rtmp::serve(self.rtmp, ctx, self.admission.clone()));
-        let moqt = tokio::spawn(self.moqt.run(
-            self.broadcasts.clone(),
-            self.counters.clone(),
-            self.access.clone(),
-        ));
-        // Peer-agents learn the key that signs this origin's objects from the
-        // control plane.
-        let _media_key = self
-            .access
-            .as_ref()
-            .and_then(|a| a.control_plane().cloned())
-            .map(|link| {
-                strom_edge::AbortOnDrop(strom_token::sync::register_media_key(
-                    link,
-                    self.media_key.clone(),
-                ))
-            });
-        // The origin reports what is being pushed (live, ingest bitrate).
-        let hls_viewers = Arc::new(strom_edge::status::HlsViewers::default());
-        let _status = self
-            .access
-            .as_ref()
-            .and_then(|a| a.control_plane().cloned())
-            .map(|link| {
-                let mut reporter = strom_edge::status::Reporter::new(
-                    "origin",
-                    self.broadcasts.clone(),
-                    hls_viewers.clone(),
-                    self.counters.clone(),
-                );
-                strom_edge::AbortOnDrop(strom_token::sync::report_status(link, move || {
-                    reporter.report()
-                }))
-            });
-        let publications = self.publications.clone();
+
+        let mut parts = Tasks::new();
+        parts.spawn("SRT listener", self.srt.serve());
+        parts.spawn_loop(
+            "RTMP listener",
+            rtmp::serve(self.rtmp, rtmp_ctx.clone(), self.admission.clone()),
+        );
+        if let Some((listener, tls)) = self.rtmps {
+            parts.spawn_loop(
+                "RTMPS listener",
+                rtmp::serve_tls(listener, tls, rtmp_ctx, self.admission.clone()),
+            );
+        }
+        parts.spawn_loop(
+            "MoQT server",
+            self.moqt.run(
+                self.broadcasts.clone(),
+                self.counters.clone(),
+                self.access.clone(),
+            ),
+        );
         // Edges fetch recordings over HTTPS, checked like MoQT (relay tokens).
-        let _vod = self.vod.map(|(listener, tls)| {
+        if let Some((listener, tls)) = self.vod {
             let state = http::HttpState {
                 role: "origin",
                 broadcasts: self.broadcasts.clone(),
@@ -471,90 +468,89 @@ impl Origin {
                 }),
                 vod_only: true,
             };
-            strom_edge::AbortOnDrop(tokio::spawn(http::serve(listener, Some(tls), state)))
-        });
-        // http_listen (loopback): metrics and health for the operator.
-        let http = tokio::spawn(monitoring::serve(
-            self.http,
-            monitoring::Monitoring {
-                role: "origin",
-                broadcasts: self.broadcasts.clone(),
-                counters: self.counters.clone(),
-                extra_metrics: Some(Arc::new(move || {
-                    let mut text =
-                        rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
-                    text.push_str(&ingest.render_rtmp_refusals());
-                    text.push_str(&srt_counters.render());
-                    text.push_str(&admission.render());
-                    text.push_str(&publications.render());
-                    text
-                })),
-            },
-        ));
-        let linger = Duration::from_secs(self.config.linger_secs);
-        let publications = self.publications.clone();
-        let expiry = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                publications.expire(linger, Instant::now());
-            }
-        });
-        // Deleting an event deletes its recordings (DATA-7): the control
-        // plane says so in its revocation feed.
-        let _deletions = match (&self.access, &self.recorder) {
-            (Some(access), Some(recorder)) => {
-                let (access, recorder) = (access.clone(), recorder.clone());
-                Some(strom_edge::AbortOnDrop(tokio::spawn(async move {
-                    let mut feed = access.revocations();
-                    loop {
-                        let deleted = access.verifier().revocations().deleted_events();
-                        for (tenant, event) in deleted {
-                            recorder.delete_event(&tenant, &event);
-                        }
-                        loop {
-                            match feed.recv().await {
-                                Ok(r) if r.kind == strom_token::RevocationKind::EventDeleted => {
-                                    recorder.delete_event(&r.tenant, &r.id)
-                                }
-                                Ok(_) => {}
-                                // Missed some: rescan the whole list.
-                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                            }
-                        }
-                    }
-                })))
-            }
-            _ => None,
-        };
-        // Retention (DATA-7): checked at start and hourly.
-        let retention_days = self.config.recording.retention_days;
-        let _retention = self
-            .recorder
-            .clone()
-            .filter(|_| retention_days > 0)
-            .map(|recorder| {
-                strom_edge::AbortOnDrop(tokio::spawn(async move {
-                    let retention = Duration::from_secs(u64::from(retention_days) * 86_400);
-                    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-                    loop {
-                        tick.tick().await;
-                        let recorder = recorder.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            recorder.expire(retention, std::time::SystemTime::now())
-                        })
-                        .await;
-                    }
-                }))
-            });
-        tokio::select! {
-            res = rtmp => res.context("RTMP listener stopped")?,
-            res = srt => res.context("SRT listener stopped")??,
-            res = moqt => res.context("MoQT server stopped")?,
-            res = http => res.context("HTTP server stopped")?,
-            res = expiry => res.context("expiry stopped")?,
+            parts.spawn_loop("VOD server", http::serve(listener, Some(tls), state));
         }
-        anyhow::bail!("origin stopped serving")
+        parts.spawn_loop("metrics server", monitoring::serve(self.http, monitoring));
+        parts.spawn_loop(
+            "broadcast expiry",
+            tasks::expire_broadcasts(
+                self.publications.clone(),
+                Duration::from_secs(self.config.linger_secs),
+            ),
+        );
+        if let Some(link) = control_plane {
+            // Peer-agents learn the key that signs this origin's objects
+            // from the control plane.
+            parts.spawn_loop(
+                "media key registration",
+                strom_service::once(strom_token::sync::register_media_key(
+                    link.clone(),
+                    self.media_key.clone(),
+                )),
+            );
+            // The origin reports what is being pushed (live, ingest bitrate).
+            let mut reporter = strom_edge::status::Reporter::new(
+                "origin",
+                self.broadcasts.clone(),
+                hls_viewers,
+                self.counters.clone(),
+            );
+            parts.spawn_loop(
+                "status reports",
+                strom_token::sync::report_status(link, move || reporter.report()),
+            );
+        }
+        if let (Some(access), Some(recorder)) = (&self.access, &self.recorder) {
+            parts.spawn_loop(
+                "event deletions",
+                tasks::delete_recordings_of_deleted_events(access.clone(), recorder.clone()),
+            );
+        }
+        let retention_days = self.config.recording.retention_days;
+        if let (Some(recorder), true) = (&self.recorder, retention_days > 0) {
+            parts.spawn_loop(
+                "recording retention",
+                tasks::expire_recordings(recorder.clone(), retention_days),
+            );
+        }
+
+        parts.run_until(stop).await?;
+        // Stopping: end every broadcast (recordings get their `end` line),
+        // wait for the recorder, close the MoQT sessions.
+        publications.end_all();
+        if let Some(recorder) = recorder {
+            let flushed =
+                tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(3))).await;
+            if !matches!(flushed, Ok(true)) {
+                tracing::warn!(
+                    "recordings were not all written before stopping; the next start recovers them"
+                );
+            }
+        }
+        moqt_closer.close(Duration::from_secs(1)).await;
+        tracing::info!("origin stopped");
+        Ok(())
+    }
+
+    /// What the loopback metrics and health server shows.
+    fn monitoring_view(&self) -> monitoring::Monitoring {
+        let ingest = self.ingest.clone();
+        let srt_counters = self.srt_counters.clone();
+        let admission = self.admission.clone();
+        let publications = self.publications.clone();
+        monitoring::Monitoring {
+            role: "origin",
+            broadcasts: self.broadcasts.clone(),
+            counters: self.counters.clone(),
+            extra_metrics: Some(Arc::new(move || {
+                let mut text =
+                    rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
+                text.push_str(&ingest.render_rtmp_refusals());
+                text.push_str(&srt_counters.render());
+                text.push_str(&admission.render());
+                text.push_str(&publications.render());
+                text
+            })),
+        }
     }
 }

@@ -396,6 +396,16 @@ impl Publications {
         }
     }
 
+    /// The origin is stopping: every broadcast ends and its recording gets
+    /// its `end` line (what encoders still send is no longer recorded).
+    pub fn end_all(&self) {
+        let ended: Vec<Publication> = self.map().drain().map(|(_, p)| p).collect();
+        for p in ended {
+            lock(&p.shared).recording.take();
+            self.broadcasts.remove(&p.broadcast);
+        }
+    }
+
     /// True while an encoder of that rendition and role is connected to
     /// `namespace`.
     pub fn is_connected(&self, namespace: &Namespace, options: &PushOptions) -> bool {

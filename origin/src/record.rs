@@ -82,6 +82,8 @@ enum Command {
     DeleteEvent {
         dir: PathBuf,
     },
+    /// Answers once everything sent before it is written.
+    Flush(mpsc::Sender<()>),
 }
 
 /// Writes recordings on its own thread.
@@ -211,6 +213,20 @@ impl Recorder {
                 dir: self.root.join(tenant).join(event),
             });
         }
+    }
+
+    /// Waits (blocking, up to `within`) until everything sent so far is
+    /// written: recordings ended before it have their `end` line and are
+    /// synced. True when it got that far.
+    pub fn flush(&self, within: Duration) -> bool {
+        let Some(tx) = &self.tx else {
+            return true;
+        };
+        let (done_tx, done) = mpsc::channel();
+        if tx.send(Command::Flush(done_tx)).is_err() {
+            return false;
+        }
+        done.recv_timeout(within).is_ok()
     }
 
     /// Deletes recordings older than `retention` (by start time); returns
@@ -473,6 +489,10 @@ fn write_loop(rx: mpsc::Receiver<Command>) {
                         tracing::error!(recordings = %dir.display(), error = %e, "recordings of a deleted event could not be deleted")
                     }
                 }
+                continue;
+            }
+            Command::Flush(done) => {
+                let _ = done.send(());
                 continue;
             }
             Command::Stop { id } => match active.remove(&id) {

@@ -286,6 +286,11 @@ pub struct SrtContext {
     /// Shared with the RTMP listeners: the origin's unauthenticated connections.
     pub admission: Arc<Admission>,
     pending: Mutex<HashMap<ffi::SRTSOCKET, Admitted>>,
+    /// Sockets of running pushes: whoever takes one out closes it (its
+    /// thread when the push ends, [`SrtContext::stop`] when the origin does).
+    live: Mutex<std::collections::HashSet<ffi::SRTSOCKET>>,
+    /// The origin is stopping: accept nothing more.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl SrtContext {
@@ -303,7 +308,32 @@ impl SrtContext {
             runtime,
             admission,
             pending: Mutex::new(HashMap::new()),
+            live: Mutex::new(Default::default()),
+            stopping: Default::default(),
         })
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<ffi::SRTSOCKET>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes `sock` unless someone else already took it out and closed it.
+    fn close_live(&self, sock: ffi::SRTSOCKET) {
+        if self.live().remove(&sock) {
+            // SAFETY: a connection socket, closed once (taken out above).
+            unsafe { ffi::srt_close(sock) };
+        }
+    }
+
+    /// The origin is stopping: every running push's socket is closed (its
+    /// thread sees the error and ends its publish).
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let socks: Vec<_> = self.live().drain().collect();
+        for sock in socks {
+            // SAFETY: taken out of `live`, so closed exactly once.
+            unsafe { ffi::srt_close(sock) };
+        }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<ffi::SRTSOCKET, Admitted>> {
@@ -501,7 +531,10 @@ unsafe extern "C" fn library_log(
     // libsrt prefixes its own time and thread; keep what follows the area.
     let text = text.trim_end();
     let text = text.split_once(": ").map_or(text, |(_, rest)| rest);
-    if level <= 3 {
+    // The listener closed under a blocked accept is how the origin stops.
+    let expected =
+        text.starts_with("srt_accept: listener socket") && text.ends_with("is already closed");
+    if level <= 3 && !expected {
         tracing::warn!(target: "strom_origin::srt::libsrt", "{text}");
     } else {
         tracing::info!(target: "strom_origin::srt::libsrt", "{text}");
@@ -518,6 +551,7 @@ pub struct SrtListener {
     sock: ffi::SRTSOCKET,
     addr: SocketAddr,
     ctx: Arc<SrtContext>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn check(rc: c_int, what: &str) -> anyhow::Result<()> {
@@ -566,7 +600,12 @@ impl SrtListener {
             let (_, text) = ffi::last_error();
             bail!("creating an SRT socket: {text}");
         }
-        let mut listener = Self { sock, addr, ctx };
+        let mut listener = Self {
+            sock,
+            addr,
+            ctx,
+            closed: AtomicBool::new(false),
+        };
         // Encryption is enforced: a caller whose encryption does not match the
         // stream's is refused in the handshake rather than sending garbage.
         set_int(
@@ -613,9 +652,27 @@ impl SrtListener {
         self.addr
     }
 
-    /// Accepts callers until the process ends; each connection gets a thread.
+    /// Closes the listening socket once (a blocked accept returns).
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            // SAFETY: our own socket, closed once; the callback goes with it.
+            unsafe { ffi::srt_close(self.sock) };
+        }
+    }
+
+    /// Accepts callers until dropped (the origin stops); each connection
+    /// gets a thread. Dropping the future closes the listener and every
+    /// running push, so no thread stays blocked in libsrt.
     pub async fn serve(self) -> anyhow::Result<()> {
+        struct StopOnDrop(Arc<SrtListener>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.ctx.stop();
+                self.0.close();
+            }
+        }
         let listener = Arc::new(self);
+        let _stop = StopOnDrop(listener.clone());
         // Admissions libsrt refused after the callback are also forgotten
         // here, so their places come back when no other caller comes.
         let ctx = listener.ctx.clone();
@@ -644,6 +701,13 @@ impl SrtListener {
                     &mut len,
                 )
             };
+            if self.ctx.stopping.load(Ordering::SeqCst) {
+                if sock != ffi::SRT_INVALID_SOCK {
+                    // SAFETY: just accepted, never shared.
+                    unsafe { ffi::srt_close(sock) };
+                }
+                return Ok(());
+            }
             if sock == ffi::SRT_INVALID_SOCK {
                 let (code, text) = ffi::last_error();
                 tracing::warn!(code, error = %text, "SRT accept failed");
@@ -661,13 +725,14 @@ impl SrtListener {
             };
             // libsrt has finished the handshake, passphrase included.
             admitted.place = None;
+            self.ctx.live().insert(sock);
             let ctx = self.ctx.clone();
             let spawned = std::thread::Builder::new()
                 .name("srt-ingest".into())
                 .spawn(move || connection(sock, admitted, &ctx));
             if let Err(err) = spawned {
                 tracing::error!(error = %err, "SRT connection thread could not start");
-                unsafe { ffi::srt_close(sock) };
+                self.ctx.close_live(sock);
             }
         }
     }
@@ -675,8 +740,7 @@ impl SrtListener {
 
 impl Drop for SrtListener {
     fn drop(&mut self) {
-        // SAFETY: closing our own socket; the callback is gone with it.
-        unsafe { ffi::srt_close(self.sock) };
+        self.close();
     }
 }
 
@@ -725,8 +789,7 @@ fn serve_connection(sock: ffi::SRTSOCKET, admitted: Admitted, ctx: &SrtContext, 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&link);
-    // SAFETY: our connection's socket, closed once.
-    unsafe { ffi::srt_close(sock) };
+    ctx.close_live(sock);
     match result {
         Ok(()) => tracing::info!(remote = %shown(remote), %namespace, "SRT publish finished"),
         Err(err) => {
@@ -1049,6 +1112,7 @@ mod tests {
             let sock = unsafe { ffi::srt_create_socket() };
             assert_ne!(sock, ffi::SRT_INVALID_SOCK);
 
+            ctx.live().insert(sock);
             serve_connection(sock, admitted, &ctx, panicking_push);
 
             assert_eq!(ctx.counters.ingest.panics.load(Ordering::Relaxed), 1);
@@ -1064,6 +1128,7 @@ mod tests {
             // The next push of the same stream is served as usual.
             let (admitted, _) = ctx.decide(5, &id, None, Instant::now()).unwrap();
             let sock = unsafe { ffi::srt_create_socket() };
+            ctx.live().insert(sock);
             serve_connection(sock, admitted, &ctx, quiet_push);
             assert_eq!(ctx.counters.ingest.connections.load(Ordering::Relaxed), 2);
             assert_eq!(ctx.counters.ingest.failed.load(Ordering::Relaxed), 1);

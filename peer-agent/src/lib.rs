@@ -28,9 +28,7 @@ use strom_edge::access::{self, Access};
 use strom_edge::broadcast::Broadcasts;
 use strom_edge::cache::CacheLimits;
 use strom_edge::metrics::ServerCounters;
-use strom_edge::{
-    http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings,
-};
+use strom_edge::{http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
 use strom_token::sync::ControlPlaneLink;
 use tokio::sync::{mpsc, watch};
 
@@ -254,9 +252,20 @@ impl PeerAgent {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until the process ends.
+    /// Serves until a part fails (an error naming it).
     pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `stop` resolves, then closes its MoQT sessions; or
+    /// until a part fails (an error naming it).
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let me = self.peer_id();
+        let moqt_closer = self.moqt.closer();
+        let mut parts = strom_service::Tasks::new();
         let moqt_addr = self.moqt.local_addr()?;
         let http_addr = self.http.local_addr()?;
         let edge_upstream = self.config.edge.resolve()?;
@@ -282,41 +291,47 @@ impl PeerAgent {
         let server_counters = Arc::new(ServerCounters::default());
         let hls_viewers = Arc::new(status::HlsViewers::default());
         let tally = status::EventTally::new(server_counters.clone(), hls_viewers.clone());
-        let _register = AbortOnDrop(tokio::spawn(register_loop(
-            self.link.clone(),
-            me,
-            swarm.listening.clone(),
-            self.config.p2p_listen,
-            moqt_addr.port(),
-            http_addr.port(),
-            self.cert_sha256.clone(),
-            networks,
-            registration_tx,
-            swarm.commands.clone(),
-            self.counters.clone(),
-            swarm.members.clone(),
-            tally,
-        )));
+        parts.spawn_loop(
+            "registration",
+            register_loop(
+                self.link.clone(),
+                me,
+                swarm.listening.clone(),
+                self.config.p2p_listen,
+                moqt_addr.port(),
+                http_addr.port(),
+                self.cert_sha256.clone(),
+                networks,
+                registration_tx,
+                swarm.commands.clone(),
+                self.counters.clone(),
+                swarm.members.clone(),
+                tally,
+            ),
+        );
         let (events_tx, events) = mpsc::unbounded_channel();
         let (targets_tx, targets) = watch::channel(None::<Target>);
         let (repair_targets_tx, repair_targets) = watch::channel(None::<RepairTarget>);
         let (repair_sessions_tx, repair_sessions) = watch::channel(None);
-        let _repair = AbortOnDrop(tokio::spawn(media::keep_repair_session(
-            repair_targets,
-            repair_sessions_tx,
-        )));
-        let _topology = AbortOnDrop(tokio::spawn(choose_parents(
-            me,
-            self.config.fanout,
-            swarm.members.clone(),
-            registration.clone(),
-            events,
-            swarm.commands.clone(),
-            targets_tx,
-            repair_targets_tx,
-            edge_upstream,
-            self.counters.clone(),
-        )));
+        parts.spawn_loop(
+            "repair session",
+            media::keep_repair_session(repair_targets, repair_sessions_tx),
+        );
+        parts.spawn_loop(
+            "parent choice",
+            choose_parents(
+                me,
+                self.config.fanout,
+                swarm.members.clone(),
+                registration.clone(),
+                events,
+                swarm.commands.clone(),
+                targets_tx,
+                repair_targets_tx,
+                edge_upstream,
+                self.counters.clone(),
+            ),
+        );
         let limits = CacheLimits {
             max_age: Duration::from_secs(self.config.cache_max_age_secs),
             max_bytes: self.config.cache_max_bytes,
@@ -332,37 +347,43 @@ impl PeerAgent {
             repairs: repair_sessions,
             tamper: self.config.tamper,
         };
-        let _media = AbortOnDrop(tokio::spawn(media::run(targets.clone(), media_ctx)));
-        let _status = AbortOnDrop(tokio::spawn(log_status(
-            self.counters.clone(),
-            server_counters.clone(),
-            swarm.members.clone(),
-            targets.clone(),
-        )));
+        parts.spawn_loop("media", media::run(targets.clone(), media_ctx));
+        parts.spawn_loop(
+            "status log",
+            log_status(
+                self.counters.clone(),
+                server_counters.clone(),
+                swarm.members.clone(),
+                targets.clone(),
+            ),
+        );
         let metrics_counters = self.counters.clone();
         let metrics_members = swarm.members.clone();
         let metrics_site = registration.clone();
-        let _metrics = self.metrics.map(|listener| {
-            AbortOnDrop(tokio::spawn(monitoring::serve(
-                listener,
-                monitoring::Monitoring {
-                    role: "agent",
-                    broadcasts: self.broadcasts.clone(),
-                    counters: server_counters.clone(),
-                    extra_metrics: Some(Arc::new(move || {
-                        let site = metrics_site
-                            .borrow()
-                            .as_ref()
-                            .map(|r| (r.tenant.clone(), r.site.clone()));
-                        metrics_text(
-                            &metrics_counters,
-                            metrics_members.borrow().len(),
-                            site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-                        )
-                    })),
-                },
-            )))
-        });
+        if let Some(listener) = self.metrics {
+            parts.spawn_loop(
+                "metrics server",
+                monitoring::serve(
+                    listener,
+                    monitoring::Monitoring {
+                        role: "agent",
+                        broadcasts: self.broadcasts.clone(),
+                        counters: server_counters.clone(),
+                        extra_metrics: Some(Arc::new(move || {
+                            let site = metrics_site
+                                .borrow()
+                                .as_ref()
+                                .map(|r| (r.tenant.clone(), r.site.clone()));
+                            metrics_text(
+                                &metrics_counters,
+                                metrics_members.borrow().len(),
+                                site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+                            )
+                        })),
+                    },
+                ),
+            );
+        }
         let state = http::HttpState {
             role: "agent",
             broadcasts: self.broadcasts.clone(),
@@ -379,17 +400,20 @@ impl PeerAgent {
             vod: None,
             vod_only: false,
         };
-        let http = tokio::spawn(http::serve(self.http, self.http_tls, state));
-        let moqt = tokio::spawn(
+        parts.spawn_loop("HTTP server", http::serve(self.http, self.http_tls, state));
+        parts.spawn_loop(
+            "MoQT server",
             self.moqt
                 .run(self.broadcasts, server_counters, Some(self.access)),
         );
-        tokio::select! {
-            res = http => res.context("HTTP server stopped")?,
-            res = moqt => res.context("MoQT server stopped")?,
-            res = swarm.task => res.context("peer swarm stopped")?,
-        }
-        anyhow::bail!("peer-agent stopped serving")
+        let mut swarm_task = AbortOnDrop(swarm.task);
+        parts.spawn_loop("peer swarm", async move {
+            let _ = (&mut swarm_task.0).await;
+        });
+        parts.run_until(stop).await?;
+        moqt_closer.close(Duration::from_secs(1)).await;
+        tracing::info!("peer-agent stopped");
+        Ok(())
     }
 }
 

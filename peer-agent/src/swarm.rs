@@ -743,10 +743,13 @@ mod tests {
             .unwrap()[0]
             .clone();
         a.commands.send(Command::Dial(b, vec![addr])).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), a.members.wait_for(|m| m.contains_key(&b)))
-            .await
-            .expect("b admitted")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            a.members.wait_for(|m| m.contains_key(&b)),
+        )
+        .await
+        .expect("b admitted")
+        .unwrap();
 
         // Another credential's revocation leaves b alone.
         let revoke = |seq: u64, id: &str| strom_token::revocation::RevocationFeed {
@@ -768,10 +771,13 @@ mod tests {
 
         let revoked = std::time::Instant::now();
         verifier_a.revocations_mut().apply(&revoke(2, "cred-b"));
-        tokio::time::timeout(Duration::from_secs(5), a.members.wait_for(|m| !m.contains_key(&b)))
-            .await
-            .expect("b dropped within 5 s")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            a.members.wait_for(|m| !m.contains_key(&b)),
+        )
+        .await
+        .expect("b dropped within 5 s")
+        .unwrap();
         assert!(revoked.elapsed() <= RECHECK * 2, "{:?}", revoked.elapsed());
         b_handle.task.abort();
         a.task.abort();

@@ -528,7 +528,14 @@ fn revoked_agent_and_relay_credentials_lose_their_sessions_within_5_s() {
     assert!(viewer_watch.is_running(), "{}", viewer_watch.log_text());
     // Neither the ticket nor the credential opens a session any more.
     for (token, name) in [(&ticket, "ticket-again"), (&credential, "credential-again")] {
-        let (ok, size, _) = watch_outcome(&edge.moq_url(), &edge.cert_sha256, Some(token), 4.0, dir, name);
+        let (ok, size, _) = watch_outcome(
+            &edge.moq_url(),
+            &edge.cert_sha256,
+            Some(token),
+            4.0,
+            dir,
+            name,
+        );
         assert!(!ok && size == 0, "{name}");
     }
 
@@ -537,14 +544,18 @@ fn revoked_agent_and_relay_credentials_lose_their_sessions_within_5_s() {
     cp.repo
         .revoke_credential("operator", strom_control_plane::repo::PLATFORM, "edge-1")
         .unwrap();
-    wait_until(Duration::from_secs(10), "the origin to close the edge's session", || {
-        origin
-            .proc
-            .log_text()
-            .lines()
-            .any(|l| l.contains("credential revoked") && l.contains("edge-1"))
-            .then_some(())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the origin to close the edge's session",
+        || {
+            origin
+                .proc
+                .log_text()
+                .lines()
+                .any(|l| l.contains("credential revoked") && l.contains("edge-1"))
+                .then_some(())
+        },
+    );
     let took = revoked_at.elapsed();
     eprintln!("edge credential revocation to upstream close: {took:?}");
     assert!(took <= Duration::from_secs(5), "took {took:?}");

@@ -446,7 +446,14 @@ fn operator_cli_finds_an_edited_audit_record_and_restores_a_backup() {
         .to_owned();
     let (ok, out) = strom_cp(
         dir,
-        &["relay-credential", "issue", "--role", "edge", "--subject", "edge-fra-1"],
+        &[
+            "relay-credential",
+            "issue",
+            "--role",
+            "edge",
+            "--subject",
+            "edge-fra-1",
+        ],
     );
     assert!(ok && out.starts_with("v4.public."), "{out}");
     let (ok, out) = strom_cp(dir, &["audit", "verify"]);
@@ -525,8 +532,18 @@ fn the_operator_revokes_relays_and_rotates_the_signing_key_while_it_runs() {
         text
     };
     let list = strom(&["relay-credential", "list"]);
-    assert!(list.contains("dev-origin") && list.contains("dev-edge"), "{list}");
-    let credential = strom(&["relay-credential", "issue", "--role", "edge", "--subject", "edge-extra"]);
+    assert!(
+        list.contains("dev-origin") && list.contains("dev-edge"),
+        "{list}"
+    );
+    let credential = strom(&[
+        "relay-credential",
+        "issue",
+        "--role",
+        "edge",
+        "--subject",
+        "edge-extra",
+    ]);
     let credential = credential.trim();
     let feed = "/api/v1/relay/revocations?after=0";
     assert_eq!(bearer_status(&cp, feed, credential), 200);
@@ -538,15 +555,40 @@ fn the_operator_revokes_relays_and_rotates_the_signing_key_while_it_runs() {
     assert!(!line.contains(" - "), "revocation time listed: {line}");
 
     // A leaked signing key: rotate with no overlap.
-    let fresh = strom(&["relay-credential", "issue", "--role", "edge", "--subject", "edge-extra"]);
+    let fresh = strom(&[
+        "relay-credential",
+        "issue",
+        "--role",
+        "edge",
+        "--subject",
+        "edge-extra",
+    ]);
     assert_eq!(bearer_status(&cp, feed, fresh.trim()), 200);
     let rotated = strom(&["signing-key", "rotate", "--overlap", "0"]);
-    assert!(rotated.contains("issue these credentials again"), "{rotated}");
+    assert!(
+        rotated.contains("issue these credentials again"),
+        "{rotated}"
+    );
     assert!(rotated.contains("edge-extra"), "{rotated}");
-    assert_eq!(bearer_status(&cp, feed, fresh.trim()), 401, "old key gone at once");
+    assert_eq!(
+        bearer_status(&cp, feed, fresh.trim()),
+        401,
+        "old key gone at once"
+    );
     let keys = strom(&["signing-key", "list"]);
     assert_eq!(keys.lines().count(), 2, "{keys}");
-    assert_eq!(keys.lines().filter(|l| l.ends_with("current")).count(), 1, "{keys}");
-    let reissued = strom(&["relay-credential", "issue", "--role", "edge", "--subject", "edge-extra"]);
+    assert_eq!(
+        keys.lines().filter(|l| l.ends_with("current")).count(),
+        1,
+        "{keys}"
+    );
+    let reissued = strom(&[
+        "relay-credential",
+        "issue",
+        "--role",
+        "edge",
+        "--subject",
+        "edge-extra",
+    ]);
     assert_eq!(bearer_status(&cp, feed, reissued.trim()), 200);
 }

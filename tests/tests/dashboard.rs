@@ -379,7 +379,11 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
             let text = scrape(a);
             let edge = counter(&text, "strom_agent_edge_bytes_total") - edge0;
             let peer = counter(&text, "strom_agent_peer_bytes_total") - peer0;
-            assert!(edge + peer > 0.0, "agent {} received nothing in 5 s", a.host);
+            assert!(
+                edge + peer > 0.0,
+                "agent {} received nothing in 5 s",
+                a.host
+            );
             peer / (edge + peer)
         })
         .collect();

@@ -142,7 +142,10 @@ fn every_service_serves_valid_documented_metrics_with_real_figures() {
     let (status, body) = http_get(&edge.http_url("/metrics")).unwrap();
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 404, "{body}");
-    assert!(!body.contains("strom_") && !body.contains("observed"), "{body}");
+    assert!(
+        !body.contains("strom_") && !body.contains("observed"),
+        "{body}"
+    );
     let (status, _) = http_get(&edge.http_url(&format!("/metrics?token={play}"))).unwrap();
     assert_eq!(status, 404, "not even with a playback token");
     assert_ne!(edge.metrics_port, Some(edge.http_port));

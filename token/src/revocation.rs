@@ -122,7 +122,9 @@ pub fn compact(entries: &[Revocation], now: OffsetDateTime) -> Vec<&Revocation> 
         .filter(|e| e.obsolete_at() > now)
         .filter(|e| {
             let k = (e.kind, e.tenant.as_str(), e.id.as_str());
-            newest.get(&k).is_none_or(|n| std::ptr::eq(*n, *e) || !e.superseded_by(n))
+            newest
+                .get(&k)
+                .is_none_or(|n| std::ptr::eq(*n, *e) || !e.superseded_by(n))
         })
         .collect()
 }
@@ -176,7 +178,10 @@ impl Revocations {
     pub fn revokes(&self, claims: &Claims) -> bool {
         let candidates = [
             (RevocationKind::Subject, claims.sub.clone()),
-            (RevocationKind::Subject, claims.via.clone().unwrap_or_default()),
+            (
+                RevocationKind::Subject,
+                claims.via.clone().unwrap_or_default(),
+            ),
             (RevocationKind::Event, claims.evt.clone()),
             (RevocationKind::EventDeleted, claims.evt.clone()),
             (RevocationKind::Token, claims.jti.clone()),
@@ -370,7 +375,13 @@ mod tests {
         let mut r = Revocations::default();
         r.apply(&RevocationFeed {
             seq: 1,
-            entries: vec![entry(1, RevocationKind::Subject, "t1", "ag_cred", now + time::Duration::seconds(1))],
+            entries: vec![entry(
+                1,
+                RevocationKind::Subject,
+                "t1",
+                "ag_cred",
+                now + time::Duration::seconds(1),
+            )],
             ..Default::default()
         });
         assert!(r.revokes(&ticket));
@@ -384,14 +395,27 @@ mod tests {
         let year = time::Duration::days(365);
         let mut old = entry(1, RevocationKind::Subject, "t1", "p_old", now - year - year);
         old.keep_until = Some(old.issued_before + time::Duration::seconds(600));
-        let mut first = entry(2, RevocationKind::Subject, "t1", "p_x", now - time::Duration::seconds(5));
+        let mut first = entry(
+            2,
+            RevocationKind::Subject,
+            "t1",
+            "p_x",
+            now - time::Duration::seconds(5),
+        );
         first.keep_until = Some(now + time::Duration::seconds(600));
         let mut second = entry(3, RevocationKind::Subject, "t1", "p_x", now);
         second.keep_until = Some(now + time::Duration::seconds(700));
         let other_tenant = entry(4, RevocationKind::Subject, "t2", "p_x", now);
         let deleted = entry(5, RevocationKind::EventDeleted, "t1", "e1", now - year);
         let ended = entry(6, RevocationKind::Event, "t1", "e2", now - year);
-        let all = vec![old, first, second.clone(), other_tenant.clone(), deleted.clone(), ended];
+        let all = vec![
+            old,
+            first,
+            second.clone(),
+            other_tenant.clone(),
+            deleted.clone(),
+            ended,
+        ];
         let kept: Vec<u64> = compact(&all, now).iter().map(|e| e.seq).collect();
         // The old participant entry outlived its tokens; the first p_x entry
         // is covered by the second; an ended event's entry is obsolete after

@@ -154,11 +154,11 @@ pub struct StreamStatus {
 /// Reports `status()` to the control plane at `link` every [`STATUS_EVERY`]
 /// until the task is aborted. Failures are logged once per outage: the
 /// control plane being away must not disturb serving.
-pub fn report_status(
+pub async fn report_status(
     link: ControlPlaneLink,
     mut status: impl FnMut() -> RelayStatus + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let client = match client(&link, Duration::from_secs(5)) {
             Ok(c) => c,
             Err(e) => {
@@ -193,13 +193,13 @@ pub fn report_status(
                 _ => {}
             }
         }
-    })
+    }
 }
 
 /// Registers this origin's media signing key (hex) with the control plane,
 /// retrying every few seconds until it is accepted.
-pub fn register_media_key(link: ControlPlaneLink, key: String) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+pub async fn register_media_key(link: ControlPlaneLink, key: String) {
+    {
         let Ok(client) = client(&link, Duration::from_secs(5)) else {
             return;
         };
@@ -225,7 +225,7 @@ pub fn register_media_key(link: ControlPlaneLink, key: String) -> tokio::task::J
                 }
             }
         }
-    })
+    }
 }
 
 /// Where origins fetch every tenant's SRT secret.
@@ -315,7 +315,10 @@ pub fn fetch_srt_secrets(
             match got {
                 Ok((secrets, v)) => {
                     if version.is_none() && !failing {
-                        tracing::info!(tenants = secrets.len(), "SRT secrets fetched from the control plane");
+                        tracing::info!(
+                            tenants = secrets.len(),
+                            "SRT secrets fetched from the control plane"
+                        );
                     }
                     failing = false;
                     version = Some(v);

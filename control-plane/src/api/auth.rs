@@ -58,7 +58,10 @@ pub struct SessionItem {
 /// The caller's own live sessions, most recently used first (ASVS 7.5.2).
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
     responses((status = 200, body = Vec<SessionItem>), (status = 401, body = Problem)))]
-pub async fn list_sessions(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<SessionItem>>> {
+pub async fn list_sessions(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<SessionItem>>> {
     let st = state.clone();
     blocking(move || {
         let mine = sha256_hex(&caller.secret);
@@ -121,14 +124,17 @@ pub async fn end_session(
                 .as_deref()
                 .is_some_and(|h| password::verify_password(given, h));
             let minutes = t.settings.lockout_minutes.for_role(caller.role());
-            if !st.repo.finish_attempt(&tenant, &principal, ok, minutes, None)? {
+            if !st
+                .repo
+                .finish_attempt(&tenant, &principal, ok, minutes, None)?
+            {
                 return Err(RepoError::WrongCredentials.into());
             }
         } else if now() - caller.session.created_at > FRESH_LOGIN {
-            return Err(ApiError::forbidden(
-                "log in again (within 10 minutes) to end a session",
-            )
-            .with_reason("reauthenticate"));
+            return Err(
+                ApiError::forbidden("log in again (within 10 minutes) to end a session")
+                    .with_reason("reauthenticate"),
+            );
         }
         st.repo.end_own_session(&tenant, caller.actor(), &id)?;
         Ok(StatusCode::NO_CONTENT)
@@ -246,8 +252,7 @@ pub(crate) fn end_previous_session(state: &AppState, headers: &HeaderMap) {
 /// for every spelling of one address (case, surrounding white space), so
 /// variants do not each get a fresh allowance.
 pub(crate) fn account_key(tenant: &str, email: &str) -> String {
-    let email = crate::repo::normalise_email(email)
-        .unwrap_or_else(|_| email.trim().to_lowercase());
+    let email = crate::repo::normalise_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
     format!("{}|{email}", tenant.trim())
 }
 
@@ -313,7 +318,9 @@ pub(crate) fn start_session(
     // Staff logins are security events in the audit trail (V16);
     // participants' (thousands at an event's start) go to the log only.
     if let Principal::Staff { user, .. } = &session.principal {
-        state.repo.security_event(tenant, user, "login", "session")?;
+        state
+            .repo
+            .security_event(tenant, user, "login", "session")?;
     }
     Ok((secret, session))
 }
@@ -753,7 +760,10 @@ pub async fn change_password(
             .as_deref()
             .is_some_and(|h| password::verify_password(&req.current_password, h));
         let minutes = t.settings.lockout_minutes.for_role(caller.role());
-        if !st.repo.finish_attempt(&tenant, &principal, ok, minutes, None)? {
+        if !st
+            .repo
+            .finish_attempt(&tenant, &principal, ok, minutes, None)?
+        {
             return Err(RepoError::WrongCredentials.into());
         }
         st.repo.set_password(
@@ -815,14 +825,23 @@ pub async fn totp_enrol(
             .is_some_and(|h| password::verify_password(&req.password, h));
         let mut step = None;
         if ok {
-            match check_totp(&st.repo, &tenant, &principal, &cred, req.current_code.as_deref())? {
+            match check_totp(
+                &st.repo,
+                &tenant,
+                &principal,
+                &cred,
+                req.current_code.as_deref(),
+            )? {
                 TotpCheck::NotEnrolled => {}
                 TotpCheck::Valid(s) => step = Some(s),
                 TotpCheck::Invalid => ok = false,
             }
         }
         let minutes = t.settings.lockout_minutes.for_role(caller.role());
-        if !st.repo.finish_attempt(&tenant, &principal, ok, minutes, step)? {
+        if !st
+            .repo
+            .finish_attempt(&tenant, &principal, ok, minutes, step)?
+        {
             let detail = if cred.totp.is_some() {
                 "wrong password or current authenticator code"
             } else {
@@ -868,7 +887,8 @@ pub async fn totp_confirm(
         let secret = st.repo.open_totp(&tenant, &principal, &pending)?;
         let step = totp::verify(&secret, &req.code, now().unix_timestamp() as u64, None)
             .map_err(|_| ApiError::bad_request("wrong code"))?;
-        st.repo.confirm_totp(&tenant, &principal, step, &caller.secret)?;
+        st.repo
+            .confirm_totp(&tenant, &principal, step, &caller.secret)?;
         st.repo
             .update_session(&caller.secret, |s| s.must_enrol_totp = false)?;
         Ok(StatusCode::NO_CONTENT)

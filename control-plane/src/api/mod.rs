@@ -225,7 +225,11 @@ async fn security_events(
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some((tenant, subject, _)) = who {
-            let action = if csrf { "csrf-refused" } else { "access-refused" };
+            let action = if csrf {
+                "csrf-refused"
+            } else {
+                "access-refused"
+            };
             tracing::warn!(%tenant, %subject, %route, %method, action, "request refused");
             let within = state
                 .limits
@@ -304,11 +308,7 @@ async fn same_origin(
     res
 }
 
-async fn refuse_cross_site(
-    state: &Shared,
-    req: axum::extract::Request,
-    next: Next,
-) -> Response {
+async fn refuse_cross_site(state: &Shared, req: axum::extract::Request, next: Next) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let cross_site = req
             .headers()

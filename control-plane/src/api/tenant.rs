@@ -25,7 +25,10 @@ pub fn routes() -> Router<Shared> {
             get(get_user).patch(update_user).delete(delete_user),
         )
         .route("/api/v1/users/{id}/unlock", post(unlock_user))
-        .route("/api/v1/users/{id}/totp", axum::routing::delete(reset_user_totp))
+        .route(
+            "/api/v1/users/{id}/totp",
+            axum::routing::delete(reset_user_totp),
+        )
         .route("/api/v1/sites", get(list_sites).post(create_site))
         .route(
             "/api/v1/sites/{id}",

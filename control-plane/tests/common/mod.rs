@@ -283,7 +283,10 @@ impl Client {
             let row_report = status == 422
                 && path.ends_with("/participants/import")
                 && kind == "application/json";
-            assert!(kind == "application/problem+json" || row_report, "{path}: {kind}");
+            assert!(
+                kind == "application/problem+json" || row_report,
+                "{path}: {kind}"
+            );
         }
         let text = res.text().await.unwrap();
         if let Ok(v) = serde_json::from_str::<Value>(&text) {

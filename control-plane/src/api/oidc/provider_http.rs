@@ -78,11 +78,11 @@ const V4_NEVER: &[([u8; 4], u8)] = &[
 
 /// IPv4 ranges of this machine and internal networks.
 const V4_INTERNAL: &[([u8; 4], u8)] = &[
-    ([127, 0, 0, 0], 8),     // loopback
-    ([10, 0, 0, 0], 8),      // RFC 1918
-    ([172, 16, 0, 0], 12),   // RFC 1918
-    ([192, 168, 0, 0], 16),  // RFC 1918
-    ([100, 64, 0, 0], 10),   // CGNAT (RFC 6598)
+    ([127, 0, 0, 0], 8),    // loopback
+    ([10, 0, 0, 0], 8),     // RFC 1918
+    ([172, 16, 0, 0], 12),  // RFC 1918
+    ([192, 168, 0, 0], 16), // RFC 1918
+    ([100, 64, 0, 0], 10),  // CGNAT (RFC 6598)
 ];
 
 fn in_v4(ip: Ipv4Addr, (net, prefix): ([u8; 4], u8)) -> bool {
@@ -317,10 +317,13 @@ impl<'c> AsyncHttpClient<'c> for ProviderHttp {
             .and_then(|url| self.policy.check_url(&url));
         Box::pin(async move {
             checked.map_err(ProviderHttpError::Refused)?;
-            self.client.call(request).await.map_err(|e| match refusal_in(&e) {
-                Some(r) => ProviderHttpError::Refused(r),
-                None => ProviderHttpError::Http(e),
-            })
+            self.client
+                .call(request)
+                .await
+                .map_err(|e| match refusal_in(&e) {
+                    Some(r) => ProviderHttpError::Refused(r),
+                    None => ProviderHttpError::Http(e),
+                })
         })
     }
 }
@@ -420,7 +423,10 @@ mod tests {
             ("http://login.example.com/", Refusal::NotHttps),
             ("http://127.0.0.1:8080/", Refusal::NotHttps),
             ("ftp://login.example.com/", Refusal::NotHttps),
-            ("https://127.0.0.1:8080/", Refusal::NotPublic(ip("127.0.0.1"))),
+            (
+                "https://127.0.0.1:8080/",
+                Refusal::NotPublic(ip("127.0.0.1")),
+            ),
             // The URL parser normalises other spellings of 127.0.0.1.
             ("https://127.1/", Refusal::NotPublic(ip("127.0.0.1"))),
             ("https://0x7f000001/", Refusal::NotPublic(ip("127.0.0.1"))),
@@ -535,8 +541,7 @@ mod tests {
             }
         }
         // Nothing knocked.
-        let accepted =
-            tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "a refused URL was connected to");
     }
 }
