@@ -128,7 +128,7 @@ idle_secs = 2
 url = "$up"
 cert_sha256 = "$RELAY_SHA"
 EOF
-  STROM_LOG=info,strom_edge=debug "$STROM_BIN" edge --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 & PIDS+=($!)
+  STROM_LOG=info,strom_relay=debug,strom_edge=debug "$STROM_BIN" edge --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 & PIDS+=($!)
   wait_for "$WORK/$name.log" 'edge ready' 15
   printf -v "EDGE_${name}_URL" %s "moqt://127.0.0.1:$q"
   printf -v "EDGE_${name}_HTTP" %s "http://127.0.0.1:$h"

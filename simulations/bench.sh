@@ -55,7 +55,7 @@ metrics_listen = "$EDGE_METRICS"
 url = "moqt://$ORIGIN_MOQT"
 cert_sha256 = "$ORIGIN_CERT"
 TOML
-STROM_LOG=warn,strom_edge=info $BIN/strom --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
+STROM_LOG=warn,strom_relay=info,strom_edge=info $BIN/strom --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
 for _ in $(seq 50); do grep -q "edge ready" "$WORK/edge.log" && break; sleep 0.2; done
 EDGE_MOQT=$(field "$WORK/edge.log" "edge ready" moqt)
 EDGE_CERT=$(field "$WORK/edge.log" "edge ready" cert_sha256)

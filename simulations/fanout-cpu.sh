@@ -73,7 +73,7 @@ metrics_listen = "127.0.0.1:$EMETRICS"
 url = "moqt://127.0.0.1:$OMOQ"
 cert_sha256 = "$(field "$WORK/origin.log" cert_sha256)"
 CONF
-STROM_LOG=warn,strom_edge=info $BIN --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
+STROM_LOG=warn,strom_relay=info,strom_edge=info $BIN --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
 EDGE=$!
 for _ in $(seq 50); do grep -q "edge ready" "$WORK/edge.log" 2>/dev/null && break; sleep 0.2; done
 ECERT=$(field "$WORK/edge.log" cert_sha256)

@@ -104,7 +104,7 @@ http_listen = "127.0.0.1:$(port tcp)"
 url = "moqt://127.0.0.1:$OMOQ"
 cert_sha256 = "$OCERT"
 TOML
-STROM_LOG=warn,strom_edge=info "$BIN" --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
+STROM_LOG=warn,strom_relay=info,strom_edge=info "$BIN" --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
 for _ in $(seq 100); do grep -q "edge ready" "$WORK/edge.log" && break; sleep 0.2; done
 ECERT=$(grep "edge ready" "$WORK/edge.log" | sed -E 's/.*cert_sha256=([^ ]+).*/\1/')
 ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$CLIP" -c copy -f flv \

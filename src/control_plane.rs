@@ -60,6 +60,25 @@ pub enum CpCommand {
         #[command(subcommand)]
         command: MasterKeyCommand,
     },
+    /// Tenants as a whole (the operator's side of a contract).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Delete a tenant for good: its data, its keys (so backups of it are
+    /// unreadable), its tokens and agent credentials. Cannot be undone; a
+    /// restore replays the deletion.
+    Delete {
+        /// The tenant's id (t_…).
+        tenant: String,
+        /// Confirms the deletion: give the tenant's id again.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +173,26 @@ pub async fn run(
             relay_credential(command, &config, data_dir).await
         }
         CpCommand::SigningKey { command } => signing_key(command, &config, data_dir).await,
+        CpCommand::Tenant {
+            command: TenantCommand::Delete { tenant, confirm },
+        } => {
+            if confirm.as_deref() != Some(tenant.as_str()) {
+                anyhow::bail!(
+                    "deleting {tenant} cannot be undone: repeat its id with --confirm {tenant}"
+                );
+            }
+            let path = format!("/v1/tenants/{tenant}");
+            if ask(data_dir, admin::Method::DELETE, &path, None)
+                .await?
+                .is_none()
+            {
+                strom_control_plane::open_repo(&config, data_dir)?
+                    .0
+                    .delete_tenant(&tenant)?;
+            }
+            println!("tenant {tenant} deleted");
+            Ok(())
+        }
         CpCommand::Backup { to } => {
             let paths = Paths::new(data_dir);
             let store = RocksStore::open(&paths.db(), &Table::DATA)

@@ -11,8 +11,9 @@ use serde_json::json;
 use strom_control_plane::model::{AccessMode, EdgeRegistration, Event};
 use strom_control_plane::repo::{now, Repo};
 use strom_control_plane::{ControlPlane, ControlPlaneConfig};
-use strom_edge::{ControlPlaneLink, Edge, EdgeConfig, UpstreamSettings};
+use strom_edge::{Edge, EdgeConfig};
 use strom_origin::{Origin, OriginConfig};
+use strom_relay::{ControlPlaneLink, UpstreamSettings};
 use strom_token::{Action, Grant};
 
 pub const DEV_APP: &str = "live";

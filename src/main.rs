@@ -145,6 +145,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.origin.validate()?;
             config.edge.validate()?;
             config.control_plane.validate()?;
+            // A peer-agent's section means something only with its control
+            // plane (the shipped file leaves it out).
+            if config.peer_agent.control_plane.is_some() {
+                config.peer_agent.validate()?;
+            }
             print!("{}", toml::to_string_pretty(&config)?);
             return Ok(());
         }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use strom_edge::broadcast::Namespace;
-use strom_edge::cache::{CacheLimits, Delivery, TrackReader};
-use strom_edge::catalog_view::CatalogView;
-use strom_edge::metrics::ServerCounters;
-use strom_edge::tls::{self, Trust};
-use strom_edge::upstream::{self, UpstreamContext};
+use strom_relay::broadcast::Namespace;
+use strom_relay::cache::{CacheLimits, Delivery, TrackReader};
+use strom_relay::catalog_view::CatalogView;
+use strom_relay::metrics::ServerCounters;
+use strom_relay::tls::{self, Trust};
+use strom_relay::upstream::{self, UpstreamContext};
 use strom_token::media::{MediaKeys, ObjectPlace};
 use tokio::io::AsyncWriteExt;
 
@@ -30,14 +30,7 @@ pub struct WatchOptions {
 
 /// The key set for `--media-key` (64 hex digits).
 pub fn media_keys(hex: &str) -> anyhow::Result<MediaKeys> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<_>>()
-        .context("--media-key must be hex")?;
+    let bytes: Vec<u8> = ::hex::decode(hex).context("--media-key must be hex")?;
     let mut keys = MediaKeys::default();
     if !keys.insert(&bytes) {
         bail!("--media-key must be a 32-byte Ed25519 public key");
@@ -223,11 +216,11 @@ pub fn trust_from(cert_sha256: Option<&str>, ca: Option<PathBuf>) -> anyhow::Res
 
 /// Whether the upstream refused `track` for want of a valid token
 /// (REQUEST_ERROR UNAUTHORIZED, MALFORMED_AUTH_TOKEN, EXPIRED_AUTH_TOKEN).
-async fn refused_access(track: &strom_edge::cache::TrackCache) -> bool {
+async fn refused_access(track: &strom_relay::cache::TrackCache) -> bool {
     use moq_transport::message::RequestErrorCode as Code;
     matches!(
         track.upstream_answer(Duration::ZERO).await,
-        strom_edge::cache::UpstreamState::Refused(moq_transport::serve::ServeError::Closed(code))
+        strom_relay::cache::UpstreamState::Refused(moq_transport::serve::ServeError::Closed(code))
             if [Code::Unauthorized, Code::MalformedAuthToken, Code::ExpiredAuthToken]
                 .iter()
                 .any(|c| *c as u64 == code)
@@ -240,7 +233,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         upstream::connect_with_token(&options.url, &options.trust, options.token.as_deref())
             .await?;
     let ctx = UpstreamContext {
-        broadcasts: strom_edge::broadcast::Broadcasts::new(),
+        broadcasts: strom_relay::broadcast::Broadcasts::new(),
         counters: Arc::new(ServerCounters::default()),
         limits: CacheLimits::default(),
         idle: Duration::from_secs(1),

@@ -67,7 +67,29 @@ pub fn router(repo: Arc<Repo>) -> Router {
         .route("/v1/relay-credentials/{subject}", delete(revoke_credential))
         .route("/v1/signing-keys", get(signing_keys))
         .route("/v1/signing-keys/rotate", post(rotate))
+        .route("/v1/tenants/{id}", delete(delete_tenant))
         .with_state(repo)
+}
+
+/// What a tenant deletion removed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantDeleted {
+    pub tenant: String,
+}
+
+/// The operator deletes a tenant for good (its contract ended): keys
+/// shredded, data purged, tokens and agent credentials revoked; journalled,
+/// so a restored backup does not bring it back.
+async fn delete_tenant(
+    State(repo): State<Arc<Repo>>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<TenantDeleted>> {
+    blocking(move || {
+        repo.delete_tenant(&id)?;
+        tracing::warn!(tenant = %id, "tenant deleted by the operator");
+        Ok(Json(TenantDeleted { tenant: id }))
+    })
+    .await
 }
 
 async fn blocking<T: Send + 'static>(

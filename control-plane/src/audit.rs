@@ -63,7 +63,7 @@ fn record_hash(r: &AuditRecord) -> String {
     let mut h = Sha256::new();
     h.update(b"strom audit v1\0");
     h.update(&bytes);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 fn head_key(tenant: &str) -> Vec<u8> {

@@ -293,23 +293,7 @@ pub struct Participant {
     pub consent_withdrawn: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum P2pMode {
-    On,
-    Off,
-    /// Receives from peers but does not upload.
-    Leech,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Site {
-    pub id: String,
-    pub tenant: String,
-    pub name: String,
-    pub cidrs: Vec<String>,
-    pub p2p: P2pMode,
-}
+pub use strom_protocol::{P2pMode, Site};
 
 /// An origin's media signing key (Ed25519, hex), as it registered it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

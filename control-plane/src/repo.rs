@@ -2533,7 +2533,7 @@ impl Repo {
             return Err(RepoError::Invalid("a site needs 1 to 256 CIDRs".into()));
         }
         for c in &site.cidrs {
-            parse_cidr(c).ok_or_else(|| {
+            c.parse::<ipnet::IpNet>().map_err(|_| {
                 RepoError::Invalid("cidrs must look like 10.1.0.0/16 or fd00::/8".into())
             })?;
         }
@@ -2721,9 +2721,9 @@ impl Repo {
             let longest = site
                 .cidrs
                 .iter()
-                .filter_map(|c| parse_cidr(c))
-                .filter(|(net, len)| cidr_contains(*net, *len, addr))
-                .map(|(_, len)| len)
+                .filter_map(|c| c.parse::<ipnet::IpNet>().ok())
+                .filter(|net| net.contains(&addr))
+                .map(|net| net.prefix_len())
                 .max();
             if let Some(len) = longest {
                 if best.as_ref().is_none_or(|(l, _)| len > *l) {
@@ -3010,30 +3010,6 @@ fn validate_event(e: &Event) -> Result<()> {
     Ok(())
 }
 
-pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: std::net::IpAddr = ip.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((ip, len))
-}
-
-/// Whether `addr` lies in `net/len` (families must match).
-pub fn cidr_contains(net: std::net::IpAddr, len: u8, addr: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match (net, addr) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
 pub fn principal_id(p: &Principal) -> &str {
     match p {
         Principal::Staff { user, .. } => user,
@@ -3074,7 +3050,7 @@ pub fn sha256_hex(s: &str) -> String {
 }
 
 pub fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[derive(Debug, Serialize, Deserialize)]

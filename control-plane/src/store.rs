@@ -299,6 +299,184 @@ impl Store for RocksStore {
     }
 }
 
+/// A store in memory, with the same contract as [`RocksStore`] (ordered
+/// keys, atomic batches, prefix scans and deletes). For unit tests of the
+/// repository, and the contract a second backend (PostgreSQL) must meet:
+/// `contract` below runs against both.
+#[derive(Default)]
+pub struct MemStore {
+    tables: std::sync::Mutex<
+        std::collections::HashMap<Table, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+    >,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tables(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<Table, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+    > {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for MemStore {
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tables().get(&t).and_then(|m| m.get(key).cloned()))
+    }
+
+    fn scan(&self, t: Table, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .tables()
+            .get(&t)
+            .map(|m| {
+                m.range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn scan_after(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        after: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        use std::ops::Bound;
+        let start = if after < prefix {
+            Bound::Included(prefix.to_vec())
+        } else {
+            Bound::Excluded(after.to_vec())
+        };
+        Ok(self
+            .tables()
+            .get(&t)
+            .map(|m| {
+                m.range((start, Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::DeletePrefix(_, p) if prefix_end(p).is_none()))
+        {
+            return Err(StoreError::Backend("empty prefix delete refused".into()));
+        }
+        let mut tables = self.tables();
+        for op in batch.ops {
+            match op {
+                Op::Put(t, k, v) => {
+                    tables.entry(t).or_default().insert(k, v);
+                }
+                Op::Delete(t, k) => {
+                    tables.entry(t).or_default().remove(&k);
+                }
+                Op::DeletePrefix(t, p) => {
+                    tables
+                        .entry(t)
+                        .or_default()
+                        .retain(|k, _| !k.starts_with(&p));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backup(&self, _dir: &Path) -> Result<(), StoreError> {
+        Err(StoreError::Backend(
+            "an in-memory store has no backups".into(),
+        ))
+    }
+}
+
+/// The contract every [`Store`] meets, run against each backend.
+#[cfg(test)]
+mod contract {
+    use super::*;
+
+    fn check(store: &dyn Store) {
+        let mut b = Batch::default();
+        for k in ["t1/a", "t1/b", "t1/c", "t2/a", "t10/a"] {
+            b.put(Table::Events, k.as_bytes().to_vec(), k.as_bytes().to_vec());
+        }
+        b.put(Table::Users, b"t1/a".to_vec(), b"user".to_vec());
+        store.write(b).unwrap();
+        let keys = |kv: Vec<KeyValue>| -> Vec<String> {
+            kv.into_iter()
+                .map(|(k, _)| String::from_utf8(k).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            keys(store.scan(Table::Events, b"t1/", 10).unwrap()),
+            ["t1/a", "t1/b", "t1/c"]
+        );
+        assert_eq!(
+            keys(store.scan(Table::Events, b"t1/", 2).unwrap()),
+            ["t1/a", "t1/b"]
+        );
+        assert_eq!(
+            keys(
+                store
+                    .scan_after(Table::Events, b"t1/", b"t1/a", 10)
+                    .unwrap()
+            ),
+            ["t1/b", "t1/c"]
+        );
+        assert_eq!(
+            keys(store.scan_after(Table::Events, b"t1/", b"", 10).unwrap()),
+            ["t1/a", "t1/b", "t1/c"]
+        );
+        assert_eq!(store.get(Table::Users, b"t1/a").unwrap().unwrap(), b"user");
+        assert_eq!(store.get(Table::Users, b"t1/b").unwrap(), None);
+        // A prefix delete takes its range of one table, nothing else.
+        let mut b = Batch::default();
+        b.delete_prefix(Table::Events, b"t1/".to_vec());
+        b.delete(Table::Events, b"t2/a".to_vec());
+        store.write(b).unwrap();
+        assert!(store.scan(Table::Events, b"t1/", 10).unwrap().is_empty());
+        assert!(store.get(Table::Events, b"t2/a").unwrap().is_none());
+        assert!(store.get(Table::Events, b"t10/a").unwrap().is_some());
+        assert!(store.get(Table::Users, b"t1/a").unwrap().is_some());
+        // An empty prefix delete is refused and the batch changes nothing.
+        let mut b = Batch::default();
+        b.put(Table::Users, b"t9/x".to_vec(), b"x".to_vec());
+        b.delete_prefix(Table::Users, Vec::new());
+        assert!(store.write(b).is_err());
+        assert!(store.get(Table::Users, b"t9/x").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_memory_store_meets_the_contract() {
+        check(&MemStore::new());
+    }
+
+    #[test]
+    fn rocksdb_meets_the_contract() {
+        let dir = std::env::temp_dir().join(format!("strom-store-contract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = RocksStore::open(&dir, &Table::DATA).unwrap();
+        check(&store);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Builds keys from parts joined by `/` (ids never contain it).
 pub fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("/").into_bytes()

@@ -1,128 +1,25 @@
-//! strom's edge: the relay core. It pulls broadcasts from upstreams (origins
-//! or parent edges) on demand, keeps their newest groups in one cache, and
-//! serves that cache over MoQT (raw QUIC and WebTransport) and LL-HLS.
-//!
-//! The origin reuses the same cache and MoQT server to publish what it ingests.
-
-pub mod access;
-pub mod broadcast;
-pub mod cache;
-pub mod catalog_view;
-pub mod hls;
-pub mod http;
-pub mod metrics;
-pub mod monitoring;
-pub mod moqt;
-pub mod priority;
-pub mod pseudonym;
-pub mod qoe;
-pub mod status;
-pub mod tls;
-pub mod upstream;
-pub mod vod;
+//! strom-edge: the edge service. It pulls broadcasts from upstreams (origins
+//! or parent edges) on demand, keeps their newest groups in the relay's
+//! cache, and serves it over MoQT (raw QUIC and WebTransport) and LL-HLS.
+//! Everything it is made of lives in `strom-relay`; this crate is its
+//! configuration and its start-up.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use access::Access;
-use broadcast::Broadcasts;
-use cache::{CacheLimits, ObjectMeta};
-use metrics::ServerCounters;
-pub use strom_token;
-pub use strom_token::sync::ControlPlaneLink;
-
-/// TLS certificate and key files; when absent a development certificate is
-/// generated in the data directory.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsFiles {
-    pub fn identity(files: Option<&TlsFiles>, data_dir: &Path) -> anyhow::Result<tls::Identity> {
-        match files {
-            Some(f) => tls::Identity::load(&f.cert, &f.key),
-            None => tls::Identity::dev(
-                data_dir,
-                &["localhost".into(), "127.0.0.1".into(), "::1".into()],
-            ),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpstreamSettings {
-    pub url: String,
-    pub ca_file: Option<PathBuf>,
-    pub cert_sha256: Option<String>,
-    pub prefix: String,
-    /// The upstream's recordings (`https://host:port`, an origin's
-    /// `vod_listen` or an edge's HTTPS); trusted like `url`.
-    pub vod_url: Option<String>,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            url: "moqt://127.0.0.1:4443".into(),
-            ca_file: None,
-            cert_sha256: None,
-            prefix: String::new(),
-            vod_url: None,
-        }
-    }
-}
-
-impl UpstreamSettings {
-    pub fn resolve(&self) -> anyhow::Result<upstream::UpstreamConfig> {
-        let url = url::Url::parse(&self.url)
-            .with_context(|| format!("edge.upstream.url = {:?} is not a URL", self.url))?;
-        if !matches!(url.scheme(), "moqt" | "https") {
-            anyhow::bail!(
-                "edge.upstream.url = {:?}: the scheme must be moqt:// (raw QUIC) or https:// (WebTransport)",
-                self.url
-            );
-        }
-        let trust = match (&self.cert_sha256, &self.ca_file) {
-            (Some(hash), _) => {
-                tls::Trust::Pinned(tls::parse_hex32(hash).context("edge.upstream.cert_sha256")?)
-            }
-            (None, Some(ca)) => tls::Trust::CaFile(ca.clone()),
-            (None, None) => anyhow::bail!(
-                "edge.upstream {:?} needs ca_file or cert_sha256 to trust the upstream",
-                self.url
-            ),
-        };
-        let prefix = self
-            .prefix
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        Ok(upstream::UpstreamConfig { url, trust, prefix })
-    }
-
-    /// The upstream's recordings, when `vod_url` is set.
-    pub fn vod_base(&self) -> anyhow::Result<Option<url::Url>> {
-        let Some(text) = &self.vod_url else {
-            return Ok(None);
-        };
-        let url = url::Url::parse(text)
-            .with_context(|| format!("edge.upstream.vod_url = {text:?} is not a URL"))?;
-        if url.scheme() != "https" {
-            anyhow::bail!("edge.upstream.vod_url = {text:?} must be https://");
-        }
-        Ok(Some(url))
-    }
-}
+use strom_relay::access::{self, Access};
+use strom_relay::broadcast::Broadcasts;
+use strom_relay::cache::CacheLimits;
+use strom_relay::metrics::ServerCounters;
+use strom_relay::{
+    http, monitoring, moqt, status, upstream, validate_control_plane, vod, ControlPlaneLink,
+    TlsFiles, UpstreamSettings,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -218,46 +115,6 @@ impl EdgeConfig {
             max_age: Duration::from_secs(self.cache_max_age_secs),
             max_bytes: self.cache_max_bytes,
         }
-    }
-}
-
-/// Checks a control-plane link at start-up (`role` names the section).
-pub fn validate_control_plane(role: &str, link: &ControlPlaneLink) -> anyhow::Result<()> {
-    if !matches!(link.url.scheme(), "https" | "http") {
-        anyhow::bail!(
-            "{role}.control_plane.url = {:?}: the scheme must be https (http on loopback only)",
-            link.url.as_str()
-        );
-    }
-    let loopback = match link.url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    if link.url.scheme() == "http" && !loopback {
-        anyhow::bail!(
-            "{role}.control_plane.url = {:?}: plain http is allowed on loopback only",
-            link.url.as_str()
-        );
-    }
-    if link.credential.trim().is_empty() {
-        anyhow::bail!("{role}.control_plane.credential is empty: give this relay's credential");
-    }
-    Ok(())
-}
-
-/// What a CMAF object tells the cache: duration and producer wall clock.
-pub fn object_meta(track: &str, payload: &[u8]) -> ObjectMeta {
-    if track == "catalog" {
-        return ObjectMeta::default();
-    }
-    match strom_media::cmaf::parse_chunk(payload) {
-        Ok(info) => ObjectMeta {
-            duration_ticks: info.duration,
-            producer_time_us: info.prft.map(|p| p.unix_micros),
-        },
-        Err(_) => ObjectMeta::default(),
     }
 }
 
@@ -438,7 +295,7 @@ impl Edge {
             );
             parts.spawn_loop(
                 "status reports",
-                strom_token::sync::report_status(link, move || reporter.report()),
+                strom_relay::control_plane::report_status(link, move || reporter.report()),
             );
         }
         if let Some(listener) = self.metrics {
@@ -464,14 +321,5 @@ impl Edge {
         moqt_closer.close(Duration::from_secs(1)).await;
         tracing::info!("edge stopped");
         Ok(())
-    }
-}
-
-/// Stops a background task when the service that started it stops.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strom_edge::access::{self, Access};
 use strom_edge::{Edge, EdgeConfig};
+use strom_relay::access::{self, Access};
 
 struct Running {
     http: SocketAddr,

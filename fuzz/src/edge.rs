@@ -14,9 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use hyper::header::{HeaderValue, AUTHORIZATION, COOKIE};
 use hyper::HeaderMap;
-use strom_edge::access::{self, Access, EDGE_SESSIONS};
-use strom_edge::http::{admit_hls, blocking_reload, hls_path, HlsPath, TrackFile};
-use strom_edge::vod::{immutable, safe_path};
+use strom_relay::access::{self, Access, EDGE_SESSIONS};
+use strom_relay::http::{admit_hls, blocking_reload, hls_path, HlsPath, TrackFile};
+use strom_relay::vod::{immutable, safe_path};
 use strom_token::{Action, Grant};
 
 use crate::fixtures;
@@ -107,7 +107,7 @@ pub fn hls_request(data: &[u8]) {
     let admitted = admit_hls(&f.access, rest, query, &headers).ok();
     match hls_path(rest) {
         HlsPath::Master { namespace } => {
-            let _ = strom_edge::broadcast::Namespace::new(
+            let _ = strom_relay::broadcast::Namespace::new(
                 namespace.iter().map(|s| s.to_string()).collect(),
             );
         }

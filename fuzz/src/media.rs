@@ -203,9 +203,9 @@ pub fn hevc_config(data: &[u8]) {
 }
 
 /// CMAF as relays and recordings read it: an init segment (VOD, catalog) and
-/// a chunk (every object's timing at the edge, `strom_edge::object_meta`).
+/// a chunk (every object's timing at the edge, `strom_relay::object_meta`).
 pub fn cmaf_parse(data: &[u8]) {
     let _ = parse_init(data);
     let _ = parse_chunk(data);
-    let _ = strom_edge::object_meta("video", data);
+    let _ = strom_relay::object_meta("video", data);
 }

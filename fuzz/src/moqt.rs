@@ -1,7 +1,7 @@
 //! MoQT as an edge receives it from viewers and upstreams, decoded by
 //! moq-transport =0.17.0 the way its session reader does (decode from the
 //! buffer; on `More`, read the next piece and try again), then handed to
-//! what strom does with each object: `strom_edge::object_meta` (CMAF
+//! what strom does with each object: `strom_relay::object_meta` (CMAF
 //! timing), the origin's signature (`cache::Object::signature`, checked with
 //! the key set's media keys) and, on the catalog track, the catalog view
 //! that HLS playlists come from.
@@ -17,8 +17,8 @@ use moq_transport::coding::{Decode, DecodeError};
 use moq_transport::data::{Datagram, StreamHeader, SubgroupObject, SubgroupObjectExt};
 use moq_transport::message::Message;
 use moq_transport::setup::Setup;
-use strom_edge::cache::Object;
-use strom_edge::catalog_view::CatalogView;
+use strom_relay::cache::Object;
+use strom_relay::catalog_view::CatalogView;
 use strom_media::Catalog;
 use strom_token::media::{MediaKeys, ObjectPlace};
 
@@ -99,7 +99,7 @@ fn object(
     payload: Bytes,
     ext: Option<Arc<moq_transport::data::ExtensionHeaders>>,
 ) {
-    let meta = strom_edge::object_meta(track, &payload);
+    let meta = strom_relay::object_meta(track, &payload);
     let object = Object {
         id,
         payload,

@@ -133,12 +133,6 @@ impl AacConfig {
     pub fn codec_string(&self) -> String {
         format!("mp4a.40.{}", self.object_type)
     }
-
-    /// Samples per AAC frame at [`Self::sample_rate`]. The 960-sample variant
-    /// (frameLengthFlag) is not used by RTMP encoders and is not detected.
-    pub fn samples_per_frame(&self) -> u32 {
-        1024
-    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use strom_edge::access::{Access, RevocationWatch};
-use strom_edge::broadcast::Namespace;
-use strom_token::sync::SrtSecretSlot;
+use strom_relay::access::{Access, RevocationWatch};
+use strom_relay::broadcast::Namespace;
+use strom_relay::control_plane::SrtSecretSlot;
 use strom_token::{Action, TokenError};
 
 /// The RTMP application publish tokens are pushed to: `rtmp://host/live/<token>`.
@@ -286,7 +286,7 @@ impl PublishAuthorizer for StaticKeys {
 /// A short, non-reversible label for a key, safe for logs.
 pub fn key_label(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..4])
 }
 
 #[cfg(test)]
@@ -337,7 +337,7 @@ mod tests {
                 keys: vec![key.public_key()],
                 media: Vec::new(),
             });
-            let access = Arc::new(Access::new(verifier, strom_edge::access::ORIGIN_SESSIONS));
+            let access = Arc::new(Access::new(verifier, strom_relay::access::ORIGIN_SESSIONS));
             (key, access)
         }
 
@@ -403,7 +403,7 @@ mod tests {
         fn an_srt_stream_key_publishes_over_srt_only_and_a_token_everywhere() {
             let (key, access) = setup();
             let secret = [7u8; strom_token::srt::SECRET_LEN];
-            let slot = strom_token::sync::SrtSecretSlot::default();
+            let slot = strom_relay::control_plane::SrtSecretSlot::default();
             slot.set([("acme".to_owned(), secret)].into());
             let tokens = PublishTokens::new(access).with_srt_secret(slot);
             let grant = Grant {

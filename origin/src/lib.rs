@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use strom_edge::access::{self, Access};
-use strom_edge::broadcast::{Broadcasts, Namespace};
-use strom_edge::cache::CacheLimits;
-use strom_edge::metrics::ServerCounters;
-use strom_edge::ControlPlaneLink;
-use strom_edge::{http, monitoring, moqt, TlsFiles};
+use strom_relay::access::{self, Access};
+use strom_relay::broadcast::{Broadcasts, Namespace};
+use strom_relay::cache::CacheLimits;
+use strom_relay::metrics::ServerCounters;
+use strom_relay::ControlPlaneLink;
+use strom_relay::{http, monitoring, moqt, TlsFiles};
 use strom_service::Tasks;
 
 use admission::{Admission, AdmissionConfig};
@@ -139,7 +139,7 @@ impl OriginConfig {
         self.stream_keys()?;
         self.admission.validate()?;
         if let Some(link) = &self.control_plane {
-            strom_edge::validate_control_plane("origin", link)?;
+            strom_relay::validate_control_plane("origin", link)?;
             if !self.streams.is_empty() {
                 anyhow::bail!(
                     "origin.streams and origin.control_plane are both set: with a control plane, broadcasters push with publish tokens; remove the static streams"
@@ -182,7 +182,7 @@ pub struct Origin {
     /// Ingest connections not yet allowed to publish (RTMP, RTMPS and SRT).
     pub admission: Arc<Admission>,
     /// Fetches the SRT secret from the control plane (token mode).
-    _srt_secret_fetch: Option<strom_edge::AbortOnDrop>,
+    _srt_secret_fetch: Option<strom_relay::AbortOnDrop>,
     pub cert_sha256: String,
     /// Hex of the Ed25519 key that signs every object published here.
     pub media_key: String,
@@ -195,10 +195,7 @@ fn media_signer(data_dir: &Path) -> anyhow::Result<strom_token::media::MediaSign
     let path = data_dir.join("media-signing.key");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let bytes: Vec<u8> = (0..text.trim().len())
-                .step_by(2)
-                .filter_map(|i| u8::from_str_radix(text.trim().get(i..i + 2)?, 16).ok())
-                .collect();
+            let bytes: Vec<u8> = hex::decode(text.trim()).unwrap_or_default();
             let seed: [u8; 32] = bytes
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("{} is not a 32-byte hex seed", path.display()))?;
@@ -214,16 +211,12 @@ fn media_signer(data_dir: &Path) -> anyhow::Result<strom_token::media::MediaSign
             use std::io::Write;
             options
                 .open(&path)
-                .and_then(|mut f| f.write_all(hex(&signer.seed()).as_bytes()))
+                .and_then(|mut f| f.write_all(hex::encode(signer.seed()).as_bytes()))
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(signer)
         }
         Err(e) => Err(anyhow::Error::from(e).context(format!("reading {}", path.display()))),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Origin {
@@ -259,9 +252,9 @@ impl Origin {
         if let Some(link) = access.control_plane() {
             // SRT pushes with publish tokens are encrypted with a passphrase
             // derived from the credential and the control plane's secret.
-            let slot = strom_token::sync::SrtSecretSlot::default();
-            srt_secret = Some(strom_edge::AbortOnDrop(
-                strom_token::sync::fetch_srt_secrets(link.clone(), slot.clone()),
+            let slot = strom_relay::control_plane::SrtSecretSlot::default();
+            srt_secret = Some(strom_relay::AbortOnDrop(
+                strom_relay::control_plane::fetch_srt_secrets(link.clone(), slot.clone()),
             ));
             tokens = tokens.with_srt_secret(slot);
         }
@@ -327,7 +320,7 @@ impl Origin {
             max_bytes: config.cache_max_bytes,
         };
         let signer = Arc::new(media_signer(data_dir)?);
-        let media_key = hex(&signer.public_key());
+        let media_key = hex::encode(signer.public_key());
         let publications =
             Publications::new(broadcasts.clone(), limits, Some(signer), recorder.clone());
         let srt_counters = Arc::new(SrtCounters::default());
@@ -423,7 +416,7 @@ impl Origin {
             .access
             .as_ref()
             .and_then(|a| a.control_plane().cloned());
-        let hls_viewers = Arc::new(strom_edge::status::HlsViewers::default());
+        let hls_viewers = Arc::new(strom_relay::status::HlsViewers::default());
         let rtmp_ctx = Arc::new(RtmpContext {
             authorizer: self.authorizer,
             publications: self.publications.clone(),
@@ -464,7 +457,7 @@ impl Origin {
                 hls_viewers: hls_viewers.clone(),
                 vod: self.recorder.as_ref().map(|r| {
                     Arc::new(vod::DiskVod::new(r.root().to_path_buf()))
-                        as Arc<dyn strom_edge::vod::VodSource>
+                        as Arc<dyn strom_relay::vod::VodSource>
                 }),
                 vod_only: true,
             };
@@ -483,13 +476,13 @@ impl Origin {
             // from the control plane.
             parts.spawn_loop(
                 "media key registration",
-                strom_service::once(strom_token::sync::register_media_key(
+                strom_service::once(strom_relay::control_plane::register_media_key(
                     link.clone(),
                     self.media_key.clone(),
                 )),
             );
             // The origin reports what is being pushed (live, ingest bitrate).
-            let mut reporter = strom_edge::status::Reporter::new(
+            let mut reporter = strom_relay::status::Reporter::new(
                 "origin",
                 self.broadcasts.clone(),
                 hls_viewers,
@@ -497,7 +490,7 @@ impl Origin {
             );
             parts.spawn_loop(
                 "status reports",
-                strom_token::sync::report_status(link, move || reporter.report()),
+                strom_relay::control_plane::report_status(link, move || reporter.report()),
             );
         }
         if let (Some(access), Some(recorder)) = (&self.access, &self.recorder) {

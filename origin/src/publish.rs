@@ -21,10 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use moq_transport::data::ExtensionHeaders;
-use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
-use strom_edge::cache::{CacheLimits, Object, TrackCache};
 use strom_media::flv::{AacPacketType, AudioPacket, AvcPacketType, HevcPacketType, VideoPacket};
 use strom_media::{AudioTag, Output, Packager, PackagerError, VideoTag};
+use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace, Source};
+use strom_relay::cache::{CacheLimits, Object, TrackCache};
 use strom_token::media::{self, MediaSigner, ObjectPlace};
 
 #[derive(Debug, thiserror::Error)]
@@ -423,7 +423,7 @@ impl Publications {
         let mut encoders: Vec<(String, &'static str, u8)> = Vec::new();
         let mut media: Vec<(String, strom_media::PackagerStats)> = Vec::new();
         for (ns, p) in self.map().iter() {
-            let labels = strom_edge::metrics::namespace_labels(ns);
+            let labels = strom_relay::metrics::namespace_labels(ns);
             let rendition_labels = |r: &Option<String>| {
                 format!("{labels},rendition=\"{}\"", r.as_deref().unwrap_or("main"))
             };
@@ -819,7 +819,7 @@ impl PublishSession {
                             track.finish_group(open);
                         }
                     }
-                    let meta = strom_edge::object_meta(base.as_str(), &payload);
+                    let meta = strom_relay::object_meta(base.as_str(), &payload);
                     if let Some(r) = &shared.recording {
                         r.object(&name, group, payload.clone(), meta.duration_ticks);
                     }

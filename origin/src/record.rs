@@ -32,8 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use strom_edge::broadcast::Namespace;
 use strom_media::Catalog;
+use strom_relay::broadcast::Namespace;
 
 /// Recording settings (`[origin.recording]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -25,8 +25,8 @@ use crate::admission::{Admission, Unauthenticated};
 use crate::auth::{key_label, PublishAuthorizer, Transport};
 use crate::contain::contained;
 use crate::publish::{Publications, PublishSession, PushOptions};
-use strom_edge::access::RevocationWatch;
-use strom_edge::pseudonym;
+use strom_relay::access::RevocationWatch;
+use strom_relay::pseudonym;
 
 /// A publisher that sends nothing for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -651,8 +651,8 @@ mod tests {
         PublishRequestType,
     };
     use rml_rtmp::time::RtmpTimestamp;
-    use strom_edge::broadcast::{Broadcasts, Namespace};
-    use strom_edge::cache::CacheLimits;
+    use strom_relay::broadcast::{Broadcasts, Namespace};
+    use strom_relay::cache::CacheLimits;
 
     const KEY: &str = "fuzz-key-0123456789abcdef";
 
@@ -1083,7 +1083,7 @@ mod tests {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let _serving = strom_edge::AbortOnDrop(tokio::spawn(serve(
+        let _serving = strom_relay::AbortOnDrop(tokio::spawn(serve(
             listener,
             ctx.clone(),
             admission.clone(),

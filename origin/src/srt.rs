@@ -543,7 +543,7 @@ unsafe extern "C" fn library_log(
 
 /// A caller's address for the log, pseudonymous.
 fn shown(remote: Option<SocketAddr>) -> String {
-    remote.map_or_else(|| "unknown".into(), strom_edge::pseudonym::addr)
+    remote.map_or_else(|| "unknown".into(), strom_relay::pseudonym::addr)
 }
 
 /// A bound libsrt listener with strom's callback installed.
@@ -676,7 +676,7 @@ impl SrtListener {
         // Admissions libsrt refused after the callback are also forgotten
         // here, so their places come back when no other caller comes.
         let ctx = listener.ctx.clone();
-        let _forget = strom_edge::AbortOnDrop(tokio::spawn(async move {
+        let _forget = strom_relay::AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -828,7 +828,7 @@ fn publish(
     let revoked = Arc::new(AtomicBool::new(false));
     let _watch = publisher.revocation.map(|mut watch| {
         let revoked = revoked.clone();
-        strom_edge::AbortOnDrop(ctx.runtime.spawn(async move {
+        strom_relay::AbortOnDrop(ctx.runtime.spawn(async move {
             watch.revoked().await;
             revoked.store(true, Ordering::Relaxed);
         }))
@@ -891,9 +891,9 @@ fn push_tags(session: &mut crate::publish::PublishSession, tags: Vec<TsTag>) -> 
 /// A link's key in the statistics: the stream's labels, rendition, encoder role.
 type LinkKey = (String, String, &'static str);
 
-fn link_key(namespace: &strom_edge::broadcast::Namespace, options: &PushOptions) -> LinkKey {
+fn link_key(namespace: &strom_relay::broadcast::Namespace, options: &PushOptions) -> LinkKey {
     (
-        strom_edge::metrics::namespace_labels(namespace),
+        strom_relay::metrics::namespace_labels(namespace),
         options.rendition.clone().unwrap_or_else(|| "main".into()),
         options.role().as_str(),
     )
@@ -989,8 +989,8 @@ mod tests {
         use super::super::*;
         use crate::admission::AdmissionConfig;
         use crate::auth::{StaticKeys, StreamKey};
-        use strom_edge::broadcast::{Broadcasts, Namespace};
-        use strom_edge::cache::CacheLimits;
+        use strom_relay::broadcast::{Broadcasts, Namespace};
+        use strom_relay::cache::CacheLimits;
 
         const KEY: &str = "srt-test-key-0123456789";
 

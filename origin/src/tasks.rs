@@ -1,10 +1,10 @@
 //! The origin's background duties, each a loop that runs as one named part
-//! of [`crate::Origin`] (see `strom_edge::tasks`).
+//! of [`crate::Origin`] (see `strom_relay::tasks`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strom_edge::access::Access;
+use strom_relay::access::Access;
 
 use crate::publish::Publications;
 use crate::record::Recorder;

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde::Serialize;
-use strom_edge::catalog_view::CatalogView;
-use strom_edge::vod::{safe_path, VodAnswer, VodFuture, VodSource};
 use strom_media::Catalog;
+use strom_relay::catalog_view::CatalogView;
+use strom_relay::vod::{safe_path, VodAnswer, VodFuture, VodSource};
 
 use crate::record::{read_index, IndexLine, CATALOG, INDEX};
 

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use libp2p::{identity, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
-use strom_edge::access::{self, Access};
-use strom_edge::broadcast::Broadcasts;
-use strom_edge::cache::CacheLimits;
-use strom_edge::metrics::ServerCounters;
-use strom_edge::{http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
-use strom_token::sync::ControlPlaneLink;
+use strom_protocol::{AgentStats, P2pMode, RegisterAnswer, RegisterRequest};
+use strom_relay::access::{self, Access};
+use strom_relay::broadcast::Broadcasts;
+use strom_relay::cache::CacheLimits;
+use strom_relay::control_plane::ControlPlaneLink;
+use strom_relay::metrics::ServerCounters;
+use strom_relay::{http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
 use tokio::sync::{mpsc, watch};
 
 use media::{AgentCounters, MediaContext, PeerEvent, RepairTarget, Target};
@@ -110,7 +111,7 @@ impl PeerAgentConfig {
         let link = self.control_plane.as_ref().context(
             "peer_agent.control_plane is missing: agents register with the control plane (url, credential)",
         )?;
-        strom_edge::validate_control_plane("peer_agent", link)?;
+        strom_relay::validate_control_plane("peer_agent", link)?;
         self.edge.resolve().context("peer_agent.edge")?;
         if !(1..=256).contains(&self.fanout) {
             anyhow::bail!("peer_agent.fanout = {} must be 1 to 256", self.fanout);
@@ -133,7 +134,7 @@ impl PeerAgentConfig {
                 self.http_listen
             );
         }
-        strom_edge::monitoring::validate_listen(
+        strom_relay::monitoring::validate_listen(
             "peer_agent",
             self.metrics_listen,
             self.metrics_allow_non_loopback,
@@ -428,57 +429,6 @@ fn multiaddr_of(addr: SocketAddr) -> Multiaddr {
     m
 }
 
-#[derive(Serialize)]
-struct RegisterRequest {
-    peer_id: String,
-    addrs: Vec<String>,
-    listen: Vec<String>,
-    moqt_port: u16,
-    http_port: u16,
-    stats: AgentStats,
-}
-
-/// The agent's counters as the control plane aggregates them per site.
-#[derive(Serialize)]
-struct AgentStats {
-    bytes_from_edge: u64,
-    bytes_from_peers: u64,
-    peers: u32,
-    upstream_is_edge: bool,
-    objects_rejected: u64,
-    stalls: u64,
-    /// Viewers here per event, and their players' QoE since the last
-    /// registration.
-    events: Vec<strom_token::sync::EventFigures>,
-}
-
-#[derive(Deserialize)]
-struct RegisterAnswer {
-    site: SiteAnswer,
-    ticket: String,
-    roster: Vec<RosterEntry>,
-    register_every_secs: u64,
-}
-
-#[derive(Deserialize)]
-struct SiteAnswer {
-    id: String,
-    tenant: String,
-    cidrs: Vec<String>,
-    p2p: String,
-}
-
-#[derive(Deserialize)]
-struct RosterEntry {
-    peer_id: String,
-    listen: Vec<String>,
-}
-
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (ip, len) = s.split_once('/')?;
-    Some((ip.parse().ok()?, len.parse().ok()?))
-}
-
 /// Registers now and then every few seconds; hands the answer to the swarm.
 #[allow(clippy::too_many_arguments)]
 async fn register_loop(
@@ -496,14 +446,14 @@ async fn register_loop(
     members: watch::Receiver<Members>,
     mut tally: status::EventTally,
 ) {
-    let client = match strom_token::sync::http_client(&link, Duration::from_secs(10)) {
+    let client = match strom_relay::control_plane::http_client(&link, Duration::from_secs(10)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "control plane client");
             return;
         }
     };
-    let url = match link.url.join("api/v1/agents/register") {
+    let url = match link.url.join(strom_protocol::paths::AGENT_REGISTER) {
         Ok(u) => u,
         Err(e) => {
             tracing::error!(error = %e, "control plane URL");
@@ -511,7 +461,7 @@ async fn register_loop(
         }
     };
     let mut every;
-    let mut undelivered: Vec<strom_token::sync::EventFigures> = Vec::new();
+    let mut undelivered: Vec<strom_relay::control_plane::EventFigures> = Vec::new();
     loop {
         let listen: Vec<Multiaddr> = listening.borrow().clone();
         let addrs: Vec<String> = if p2p_listen.ip().is_unspecified() {
@@ -539,18 +489,18 @@ async fn register_loop(
                 .collect(),
             moqt_port,
             http_port,
-            stats: AgentStats {
+            stats: Some(AgentStats {
                 bytes_from_edge: counters.bytes_from_edge.load(Ordering::Relaxed),
                 bytes_from_peers: counters.bytes_from_peers.load(Ordering::Relaxed),
                 peers: members.borrow().len() as u32,
                 upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
                 objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
                 stalls: counters.stalls.load(Ordering::Relaxed),
-                events: strom_token::sync::EventFigures::merge(
+                events: strom_relay::control_plane::EventFigures::merge(
                     std::mem::take(&mut undelivered),
                     tally.figures(),
                 ),
-            },
+            }),
         };
         let answer = async {
             let response = client
@@ -573,14 +523,14 @@ async fn register_loop(
         match answer {
             Ok(a) => {
                 let first = registration.borrow().is_none();
-                let p2p_on = a.site.p2p == "on";
+                let p2p_on = a.site.p2p == P2pMode::On;
                 networks.set(if p2p_on {
-                    a.site.cidrs.iter().filter_map(|c| parse_cidr(c)).collect()
+                    a.site.cidrs.iter().filter_map(|c| c.parse().ok()).collect()
                 } else {
                     Vec::new()
                 });
                 if first {
-                    tracing::info!(site = %a.site.id, p2p = %a.site.p2p, roster = a.roster.len(), "registered with the control plane");
+                    tracing::info!(site = %a.site.id, p2p = ?a.site.p2p, roster = a.roster.len(), "registered with the control plane");
                 }
                 registration.send_replace(Some(Registration {
                     tenant: a.site.tenant.clone(),
@@ -614,7 +564,7 @@ async fn register_loop(
                 // The QoE sums go with the next registration, once (figures
                 // the control plane refused must not block registering).
                 if !carried {
-                    undelivered = body.stats.events;
+                    undelivered = body.stats.map(|s| s.events).unwrap_or_default();
                 }
                 every = Duration::from_secs(2);
             }
@@ -634,7 +584,7 @@ async fn choose_parents(
     commands: mpsc::UnboundedSender<Command>,
     targets: watch::Sender<Option<Target>>,
     repair_targets: watch::Sender<Option<RepairTarget>>,
-    edge: strom_edge::upstream::UpstreamConfig,
+    edge: strom_relay::upstream::UpstreamConfig,
     counters: Arc<AgentCounters>,
 ) {
     let mut suspicions: Suspicions<PeerId> = Suspicions::default();

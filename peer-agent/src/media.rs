@@ -32,10 +32,10 @@ use moq_transport::data::FetchRecord;
 use moq_transport::message::{FilterType, StandaloneFetch, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber};
-use strom_edge::broadcast::{Broadcast, Broadcasts, Namespace, Source};
-use strom_edge::cache::{CacheLimits, Object, TrackCache, UpstreamState};
-use strom_edge::moqt::{from_track_namespace, to_track_namespace};
-use strom_edge::tls::Trust;
+use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace, Source};
+use strom_relay::cache::{CacheLimits, Object, TrackCache, UpstreamState};
+use strom_relay::moqt::{from_track_namespace, to_track_namespace};
+use strom_relay::tls::Trust;
 use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
@@ -162,7 +162,7 @@ pub async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext
         };
         let connected = tokio::time::timeout(
             Duration::from_secs(3),
-            strom_edge::upstream::connect_with_token(
+            strom_relay::upstream::connect_with_token(
                 &target.url,
                 &target.trust,
                 Some(&target.token),
@@ -234,7 +234,7 @@ pub async fn keep_repair_session(
         };
         let connected = tokio::time::timeout(
             Duration::from_secs(3),
-            strom_edge::upstream::connect_with_token(
+            strom_relay::upstream::connect_with_token(
                 &target.url,
                 &target.trust,
                 Some(&target.token),
@@ -787,7 +787,7 @@ fn accept(
 ) -> bool {
     let mut object = Object {
         id,
-        meta: strom_edge::object_meta(&track.name, &payload),
+        meta: strom_relay::object_meta(&track.name, &payload),
         payload,
         ext,
     };
@@ -864,7 +864,7 @@ fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strom_edge::cache::ObjectMeta;
+    use strom_relay::cache::ObjectMeta;
 
     fn object(id: u64, produced_us: u64) -> Object {
         Object {

@@ -88,10 +88,10 @@ pub enum Command {
 
 /// The site's networks; empty until the control plane named the site.
 #[derive(Clone, Default)]
-pub struct SiteNetworks(Arc<RwLock<Vec<(IpAddr, u8)>>>);
+pub struct SiteNetworks(Arc<RwLock<Vec<ipnet::IpNet>>>);
 
 impl SiteNetworks {
-    pub fn set(&self, cidrs: Vec<(IpAddr, u8)>) {
+    pub fn set(&self, cidrs: Vec<ipnet::IpNet>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = cidrs;
     }
 
@@ -100,7 +100,7 @@ impl SiteNetworks {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .any(|(net, len)| cidr_contains(*net, *len, ip))
+            .any(|net| net.contains(&ip))
     }
 
     fn check(&self, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
@@ -117,24 +117,6 @@ impl SiteNetworks {
 #[derive(Debug, thiserror::Error)]
 #[error("{0} is outside this agent's site")]
 struct OutsideSite(IpAddr);
-
-pub fn cidr_contains(net: IpAddr, len: u8, addr: IpAddr) -> bool {
-    match (net, addr) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
 
 pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
@@ -370,7 +352,7 @@ async fn run(
                     }
                 }
                 SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
-                    tracing::debug!(remote = %send_back_addr.iter().find_map(|p| match p { libp2p::multiaddr::Protocol::Ip4(ip) => Some(strom_edge::pseudonym::ip(ip.into())), libp2p::multiaddr::Protocol::Ip6(ip) => Some(strom_edge::pseudonym::ip(ip.into())), _ => None }).unwrap_or_default(), error = %error, "incoming peer connection refused");
+                    tracing::debug!(remote = %send_back_addr.iter().find_map(|p| match p { libp2p::multiaddr::Protocol::Ip4(ip) => Some(strom_relay::pseudonym::ip(ip.into())), libp2p::multiaddr::Protocol::Ip6(ip) => Some(strom_relay::pseudonym::ip(ip.into())), _ => None }).unwrap_or_default(), error = %error, "incoming peer connection refused");
                 }
                 _ => {}
             },
@@ -566,13 +548,8 @@ async fn read_hello(stream: &mut libp2p::Stream) -> anyhow::Result<Hello> {
 }
 
 pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -585,7 +562,7 @@ mod tests {
         let n = SiteNetworks::default();
         let addr: Multiaddr = "/ip4/10.77.0.12/udp/4001/quic-v1".parse().unwrap();
         assert!(n.check(&addr).is_err(), "no site yet: nobody");
-        n.set(vec![("10.77.0.0".parse().unwrap(), 24)]);
+        n.set(vec!["10.77.0.0/24".parse().unwrap()]);
         assert!(n.check(&addr).is_ok());
         for outside in [
             "/ip4/10.76.0.12/udp/4001/quic-v1",
@@ -595,21 +572,17 @@ mod tests {
         ] {
             assert!(n.check(&outside.parse().unwrap()).is_err(), "{outside}");
         }
-        assert!(cidr_contains(
-            "0.0.0.0".parse().unwrap(),
-            0,
-            "1.2.3.4".parse().unwrap()
-        ));
-        assert!(cidr_contains(
-            "fd00::".parse().unwrap(),
-            8,
-            "fd12::1".parse().unwrap()
-        ));
-        assert!(!cidr_contains(
-            "fd00::".parse().unwrap(),
-            8,
-            "fe80::1".parse().unwrap()
-        ));
+        // Everything, and IPv6 by prefix.
+        n.set(vec![
+            "0.0.0.0/0".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ]);
+        for inside in ["/ip4/1.2.3.4/udp/1/quic-v1", "/ip6/fd12::1/udp/1/quic-v1"] {
+            assert!(n.check(&inside.parse().unwrap()).is_ok(), "{inside}");
+        }
+        assert!(n
+            .check(&"/ip6/fe80::1/udp/1/quic-v1".parse().unwrap())
+            .is_err());
     }
 
     #[test]
@@ -711,7 +684,7 @@ mod tests {
             let verifier = Arc::new(Verifier::new());
             verifier.set_keys(&keys);
             let networks = SiteNetworks::default();
-            networks.set(vec![("127.0.0.0".parse().unwrap(), 8)]);
+            networks.set(vec!["127.0.0.0/8".parse().unwrap()]);
             let (_tx, registration) = watch::channel(Some(Registration {
                 tenant: "acme".into(),
                 site: "s_hq".into(),

@@ -130,11 +130,6 @@ impl<P: Clone + Eq + std::hash::Hash> Suspicions<P> {
         self.until.retain(|_, t| *t > now);
         self.until.len() != before
     }
-
-    /// The next moment a suspicion ends.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        self.until.values().min().copied()
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::{Client, Target};
 
-pub use strom_edge::metrics::sum as metric;
+pub use strom_relay::metrics::sum as metric;
 
 /// The figures of one scrape.
 #[derive(Clone, Debug, Default, serde::Serialize)]

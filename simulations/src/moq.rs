@@ -17,7 +17,7 @@ use moq_transport::data::ObjectStatus;
 use moq_transport::serve::{self, SubgroupReader, TrackReaderMode};
 use moq_transport::session::Subscriber;
 use rand::Rng;
-use strom_edge::tls::Trust;
+use strom_relay::tls::Trust;
 use tokio::time::Instant;
 
 use crate::histogram::Histogram;
@@ -105,7 +105,7 @@ impl Drop for Active<'_> {
 /// One QUIC connection that reads every track until `until`.
 async fn session(config: &MoqConfig, shared: &MoqShared, until: Instant) -> anyhow::Result<()> {
     let began = Instant::now();
-    let connect = strom_edge::upstream::connect(&config.url, &config.trust);
+    let connect = strom_relay::upstream::connect(&config.url, &config.trust);
     let (session, subscriber) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok(x)) => x,
         Ok(Err(err)) => {

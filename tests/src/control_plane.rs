@@ -139,7 +139,7 @@ impl TestControlPlane {
         listen: std::net::SocketAddr,
         dir: &std::path::Path,
     ) -> (String, std::path::PathBuf) {
-        let identity = strom_edge::tls::Identity::dev(dir, &[listen.ip().to_string()])
+        let identity = strom_relay::tls::Identity::dev(dir, &[listen.ip().to_string()])
             .expect("certificate for the TLS terminator");
         let config = std::sync::Arc::new(
             identity

@@ -55,7 +55,7 @@ impl Proc {
         if command.get_program() == strom_bin().as_os_str() {
             command.env(
                 "STROM_LOG",
-                "info,strom_edge=debug,quinn=warn,moq_transport=warn",
+                "info,strom_relay=debug,quinn=warn,moq_transport=warn",
             );
         }
         let child = command
@@ -338,7 +338,7 @@ pub fn http_text(url: &str) -> Option<String> {
     }
 }
 
-pub use strom_edge::metrics::sum as metric;
+pub use strom_relay::metrics::sum as metric;
 
 /// One stream as ffprobe reports it.
 #[derive(Debug, Clone)]

@@ -43,9 +43,9 @@ fn check(service: &str, text: &str) -> Families {
 
 /// A peer-agent's `/metrics` as its metrics listener assembles it.
 fn agent_metrics() -> String {
-    strom_edge::monitoring::Monitoring {
+    strom_relay::monitoring::Monitoring {
         role: "agent",
-        broadcasts: strom_edge::broadcast::Broadcasts::new(),
+        broadcasts: strom_relay::broadcast::Broadcasts::new(),
         counters: Default::default(),
         extra_metrics: Some(std::sync::Arc::new(|| {
             strom_peer_agent::metrics_text(

@@ -10,7 +10,6 @@
 pub mod media;
 pub mod revocation;
 pub mod srt;
-pub mod sync;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -313,23 +312,13 @@ pub struct MediaKey {
     pub key: String,
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
 /// Checks tokens offline against a key set and a revocation list.
 #[derive(Default)]
 pub struct Verifier {
     keys: RwLock<HashMap<String, AsymmetricPublicKey<V4>>>,
     revocations: RwLock<Revocations>,
     media: RwLock<std::sync::Arc<media::MediaKeys>>,
-    keys_wanted: tokio::sync::Notify,
+    keys_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Verifier {
@@ -354,7 +343,7 @@ impl Verifier {
         *self.keys.write().expect("key lock") = keys;
         let mut media = media::MediaKeys::default();
         for key in &set.media {
-            let bytes = decode_hex(&key.key);
+            let bytes = hex::decode(&key.key).ok();
             if !bytes.as_deref().is_some_and(|b| media.insert(b)) {
                 rejected.push(format!("media key of {}", key.origin));
             }
@@ -372,12 +361,15 @@ impl Verifier {
     /// something arrived signed with a key not known yet (a new origin's
     /// media key). Cheap to call often; the sync limits how often it fetches.
     pub fn want_fresh_keys(&self) {
-        self.keys_wanted.notify_one();
+        self.keys_wanted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Resolves when someone asked for fresh keys.
-    pub async fn fresh_keys_wanted(&self) {
-        self.keys_wanted.notified().await;
+    /// True once after someone asked for fresh keys (the control-plane
+    /// client polls this).
+    pub fn take_fresh_keys_wanted(&self) -> bool {
+        self.keys_wanted
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn key_count(&self) -> usize {

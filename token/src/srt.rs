@@ -152,20 +152,14 @@ pub fn tenant_secret(root: &[u8; SECRET_LEN], tenant: &str) -> [u8; SECRET_LEN] 
 
 /// The shared secret as hex (how the control plane hands it to origins).
 pub fn secret_to_hex(secret: &[u8; SECRET_LEN]) -> String {
-    secret.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(secret)
 }
 
 /// Parses [`secret_to_hex`]'s output.
 pub fn secret_from_hex(text: &str) -> Option<[u8; SECRET_LEN]> {
-    let text = text.trim();
-    if text.len() != SECRET_LEN * 2 || !text.is_ascii() {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect();
-    bytes?.try_into().ok()
+    let mut secret = [0u8; SECRET_LEN];
+    hex::decode_to_slice(text.trim(), &mut secret).ok()?;
+    Some(secret)
 }
 
 #[cfg(test)]

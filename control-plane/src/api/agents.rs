@@ -14,13 +14,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use strom_token::{Action, Grant};
 use utoipa::ToSchema;
 
 use super::problem::{blocking, Body};
 use super::*;
-use crate::model::Site;
+pub use strom_protocol::{AgentStats, RegisterAnswer, RegisterRequest, RosterEntry};
 
 /// How often agents register (the answer tells them).
 pub const REGISTER_EVERY_SECS: u64 = 10;
@@ -105,78 +105,6 @@ pub async fn revoke_agent_credential(
         Ok(StatusCode::NO_CONTENT)
     })
     .await
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterRequest {
-    /// The agent's libp2p peer id (base58).
-    pub peer_id: String,
-    /// The agent's LAN addresses; the first inside a site decides the site.
-    pub addrs: Vec<String>,
-    /// libp2p listen addresses (multiaddrs) other agents dial.
-    pub listen: Vec<String>,
-    /// UDP port of the agent's MoQT/WebTransport server.
-    pub moqt_port: u16,
-    /// TCP port of the agent's HTTPS server (LL-HLS for browsers).
-    pub http_port: u16,
-    /// The agent's counters since it started (P2P-6); rates come from two
-    /// consecutive registrations.
-    #[serde(default)]
-    pub stats: Option<AgentStats>,
-}
-
-/// What an agent reports with each registration. No personal data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AgentStats {
-    /// Media bytes received from the edge (crossing the site's WAN link).
-    pub bytes_from_edge: u64,
-    /// Media bytes received from other agents (over the LAN).
-    pub bytes_from_peers: u64,
-    /// Admitted agents connected now.
-    pub peers: u32,
-    /// Whether this agent pulls from the edge (the site's leader).
-    pub upstream_is_edge: bool,
-    /// Objects refused for a wrong or missing origin signature.
-    pub objects_rejected: u64,
-    /// Times the agent's parent stalled or vanished and it moved.
-    pub stalls: u64,
-    /// Viewers at the agent per event, and their players' QoE since the
-    /// last registration (kept for the dashboard, not in the roster).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<super::relay::ReportedEvent>,
-}
-
-/// An agent as the roster and the owners' view show it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct RosterEntry {
-    pub peer_id: String,
-    pub listen: Vec<String>,
-    /// The address (inside the site) the agent was registered with.
-    pub addr: String,
-    pub moqt_port: u16,
-    pub http_port: u16,
-    /// Last reported counters, and the rates since the report before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<AgentStats>,
-    /// Bits per second received from the edge / from peers lately.
-    #[serde(default)]
-    pub edge_bps: f64,
-    #[serde(default)]
-    pub peer_bps: f64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RegisterAnswer {
-    pub site: Site,
-    /// A relay token scoped to the tenant, subject `agent:<site>:<peer id>`:
-    /// shown to other agents (they check it) and to edges.
-    pub ticket: String,
-    pub ticket_expires_in_secs: i64,
-    /// The site's other agents heard from recently.
-    pub roster: Vec<RosterEntry>,
-    pub register_every_secs: u64,
 }
 
 /// An agent registers (and re-registers every `register_every_secs`).
@@ -306,16 +234,6 @@ fn valid_peer_id(s: &str) -> bool {
     (46..=60).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'))
-}
-
-impl RosterEntry {
-    /// The agent's HTTPS base URL for browsers (LL-HLS, webtransport.json).
-    pub fn base_url(&self) -> String {
-        match self.addr.parse::<IpAddr>() {
-            Ok(IpAddr::V6(ip)) => format!("https://[{ip}]:{}/", self.http_port),
-            _ => format!("https://{}:{}/", self.addr, self.http_port),
-        }
-    }
 }
 
 /// Per (tenant, site): peer id → (entry, last heard).

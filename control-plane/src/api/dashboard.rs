@@ -18,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::problem::{blocking, PathOf};
-use super::relay::{ReportedEvent, ReportedQoe};
+use super::relay::{EventFigures, QoeSums};
 use super::*;
 
 /// How often a sample is taken.
@@ -45,7 +45,7 @@ type AgentViewers = HashMap<(String, String), (u64, Instant)>;
 #[derive(Default)]
 struct Inner {
     /// QoE since the last sample, per event ("tenant/event") and source.
-    pending: HashMap<String, HashMap<Source, ReportedQoe>>,
+    pending: HashMap<String, HashMap<Source, QoeSums>>,
     /// Viewers at agents, per event.
     agent_viewers: HashMap<String, AgentViewers>,
     events: HashMap<String, EventBoard>,
@@ -128,17 +128,17 @@ pub struct EventDashboard {
     pub timeline: Vec<Sample>,
 }
 
-fn latency_ms(q: &ReportedQoe) -> Option<f64> {
+fn latency_ms(q: &QoeSums) -> Option<f64> {
     (q.latency_samples > 0).then(|| q.latency_seconds_sum / q.latency_samples as f64 * 1000.0)
 }
 
-fn stall_ratio(q: &ReportedQoe) -> Option<f64> {
+fn stall_ratio(q: &QoeSums) -> Option<f64> {
     (q.watch_seconds > 0.0).then(|| (q.stall_seconds / q.watch_seconds).clamp(0.0, 1.0))
 }
 
 impl Dashboard {
     /// An edge's report: its players' QoE per event.
-    pub fn relay_reported(&self, relay: &str, events: &[ReportedEvent], _now: Instant) {
+    pub fn relay_reported(&self, relay: &str, events: &[EventFigures], _now: Instant) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for e in events {
             inner.add_qoe(&e.event, Source::Edge(relay.to_owned()), &e.qoe);
@@ -151,7 +151,7 @@ impl Dashboard {
         tenant: &str,
         site: &str,
         peer: &str,
-        events: &[ReportedEvent],
+        events: &[EventFigures],
         now: Instant,
     ) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -231,7 +231,7 @@ impl Dashboard {
                     .copied()
                     .unwrap_or_default()
             };
-            let mut total = ReportedQoe::default();
+            let mut total = QoeSums::default();
             if let Some(m) = pending.get(event) {
                 for q in m.values() {
                     total.add(q);
@@ -343,7 +343,7 @@ impl Dashboard {
 }
 
 impl Inner {
-    fn add_qoe(&mut self, event: &str, source: Source, q: &ReportedQoe) {
+    fn add_qoe(&mut self, event: &str, source: Source, q: &QoeSums) {
         if q.beacons == 0 {
             return;
         }
@@ -418,11 +418,11 @@ pub async fn event_dashboard(
 #[cfg(test)]
 mod tests {
     use super::super::agents::{RosterEntry, SiteAgents};
-    use super::super::relay::{Report, ReportedStream};
+    use super::super::relay::{Report, StreamStatus};
     use super::*;
 
-    fn qoe(watch: f64, stall: f64, latency: f64) -> ReportedQoe {
-        ReportedQoe {
+    fn qoe(watch: f64, stall: f64, latency: f64) -> QoeSums {
+        QoeSums {
             beacons: 1,
             watch_seconds: watch,
             stall_seconds: stall,
@@ -432,8 +432,8 @@ mod tests {
         }
     }
 
-    fn event(viewers: u64, q: ReportedQoe) -> ReportedEvent {
-        ReportedEvent {
+    fn event(viewers: u64, q: QoeSums) -> EventFigures {
+        EventFigures {
             event: "t/e".into(),
             viewers,
             qoe: q,
@@ -451,17 +451,17 @@ mod tests {
             "u",
             "s9",
             "peer-z",
-            &[ReportedEvent {
+            &[EventFigures {
                 event: "u/e".into(),
                 viewers: 50,
                 qoe: qoe(1.0, 0.0, 0.1),
             }],
             now,
         );
-        let report = |origin: bool, events: Vec<ReportedEvent>| Report {
+        let report = |origin: bool, events: Vec<EventFigures>| Report {
             at: now,
             origin,
-            streams: vec![ReportedStream {
+            streams: vec![StreamStatus {
                 namespace: "t/e/main".into(),
                 ingest_bps: if origin { 3_000_000 } else { 0 },
                 viewers: 1,
@@ -473,7 +473,7 @@ mod tests {
         let relays = vec![
             (
                 "edge-1".to_owned(),
-                report(false, vec![event(3, ReportedQoe::default())]),
+                report(false, vec![event(3, QoeSums::default())]),
             ),
             ("origin-1".to_owned(), report(true, vec![])),
         ];

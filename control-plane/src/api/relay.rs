@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use strom_token::revocation::RevocationFeed;
 use strom_token::{Action, Claims, KeySet, RelayRole};
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::problem::{blocking, Body, QueryOf};
 use super::*;
 use crate::model::EdgeRegistration;
+pub use strom_protocol::{EventFigures, QoeSums, RelayStatus, SrtSecrets, StreamStatus};
 
 pub fn routes() -> Router<Shared> {
     Router::new()
@@ -43,13 +44,9 @@ pub async fn media_key(
     Body(req): Body<MediaKeyRequest>,
 ) -> ApiResult<StatusCode> {
     let claims = relay_role_claims(&state, &headers, RelayRole::Origin)?;
+    // 64 hex digits; anything else (odd lengths, non-ASCII) is refused.
     let bytes: Option<Vec<u8>> = (req.key.len() == 64)
-        .then(|| {
-            (0..64)
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&req.key[i..i + 2], 16).ok())
-                .collect()
-        })
+        .then(|| hex::decode(&req.key).ok())
         .flatten();
     let valid = bytes.is_some_and(|b| strom_token::media::MediaKeys::default().insert(&b));
     if !valid {
@@ -68,15 +65,6 @@ pub async fn media_key(
         Ok(StatusCode::NO_CONTENT)
     })
     .await
-}
-
-#[derive(serde::Serialize, ToSchema)]
-pub struct SrtSecrets {
-    /// Tenant id → that tenant's SRT secret (64 hex digits): its SRT stream
-    /// keys are checked and its passphrases derived with it.
-    pub secrets: std::collections::BTreeMap<String, String>,
-    /// Changes when tenants come or go: ask again with it to wait for that.
-    pub version: u64,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -123,63 +111,12 @@ const STATUS_STALE: Duration = Duration::from_secs(10);
 const MAX_REPORTED_STREAMS: usize = 10_000;
 const MAX_RELAYS: usize = 10_000;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RelayStatusReport {
-    /// `origin` or `edge`.
-    pub role: String,
-    pub streams: Vec<ReportedStream>,
-    /// Per event: viewers at this relay now, players' QoE since the last report.
-    #[serde(default)]
-    pub events: Vec<ReportedEvent>,
-    /// Bits per second sent to viewers and relays over the last interval.
-    #[serde(default)]
-    pub egress_bps: u64,
-    /// CPU use of the relay process over the last interval, in cores.
-    #[serde(default)]
-    pub cpu_cores: f64,
-}
-
-/// One event at one relay or peer-agent. No personal data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ReportedEvent {
-    /// tenant/event.
-    pub event: String,
-    /// Play sessions and HLS players there now.
-    pub viewers: u64,
-    pub qoe: ReportedQoe,
-}
-
-/// Players' QoE beacons summed over the interval since the last report.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ReportedQoe {
-    pub beacons: u64,
-    pub watch_seconds: f64,
-    pub stall_seconds: f64,
-    pub stalls: u64,
-    pub latency_seconds_sum: f64,
-    pub latency_samples: u64,
-}
-
-impl ReportedQoe {
-    pub fn add(&mut self, o: &ReportedQoe) {
-        self.beacons = self.beacons.saturating_add(o.beacons);
-        self.watch_seconds += o.watch_seconds;
-        self.stall_seconds += o.stall_seconds;
-        self.stalls = self.stalls.saturating_add(o.stalls);
-        self.latency_seconds_sum += o.latency_seconds_sum;
-        self.latency_samples = self.latency_samples.saturating_add(o.latency_samples);
-    }
-}
-
 /// At most this many events per report.
 pub const MAX_REPORTED_EVENTS: usize = 10_000;
 
 /// Checks reported events: `tenant/event` names (of `tenant` when given),
 /// finite non-negative figures that fit the interval.
-pub fn check_events(events: &[ReportedEvent], tenant: Option<&str>) -> ApiResult<()> {
+pub fn check_events(events: &[EventFigures], tenant: Option<&str>) -> ApiResult<()> {
     if events.len() > MAX_REPORTED_EVENTS {
         return Err(ApiError::bad_request("at most 10000 events per report"));
     }
@@ -194,27 +131,11 @@ pub fn check_events(events: &[ReportedEvent], tenant: Option<&str>) -> ApiResult
         if tenant.is_some_and(|tenant| tenant != t) {
             return Err(ApiError::forbidden("events of another tenant"));
         }
-        let q = &e.qoe;
-        let fine = |v: f64| v.is_finite() && v >= 0.0;
-        if !(fine(q.watch_seconds) && fine(q.stall_seconds) && fine(q.latency_seconds_sum))
-            || q.watch_seconds > q.beacons as f64 * 86_400.0
-            || q.stall_seconds > q.watch_seconds + 1.0
-            || q.latency_seconds_sum > q.latency_samples as f64 * 3_600.0
-            || e.viewers > 10_000_000
-        {
+        if !e.plausible() {
             return Err(ApiError::bad_request("implausible QoE figures"));
         }
     }
     Ok(())
-}
-
-#[derive(Deserialize, ToSchema, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct ReportedStream {
-    /// tenant/event/stream.
-    pub namespace: String,
-    pub ingest_bps: u64,
-    pub viewers: u64,
 }
 
 /// A relay's last report: when, whether it is an origin, what it carries.
@@ -222,8 +143,8 @@ pub struct ReportedStream {
 pub struct Report {
     pub at: std::time::Instant,
     pub origin: bool,
-    pub streams: Vec<ReportedStream>,
-    pub events: Vec<ReportedEvent>,
+    pub streams: Vec<StreamStatus>,
+    pub events: Vec<EventFigures>,
     pub egress_bps: u64,
     pub cpu_cores: f64,
 }
@@ -292,12 +213,12 @@ impl StatusBoard {
 
 /// A relay reports what it carries (every 2 s): origins the broadcasts being
 /// pushed and their bitrate, edges their viewers. No personal data.
-#[utoipa::path(post, path = "/api/v1/relay/status", tag = "relay", request_body = RelayStatusReport, security(("relay" = [])),
+#[utoipa::path(post, path = "/api/v1/relay/status", tag = "relay", request_body = RelayStatus, security(("relay" = [])),
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn status(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Body(req): Body<RelayStatusReport>,
+    Body(req): Body<RelayStatus>,
 ) -> ApiResult<StatusCode> {
     let (origin, role) = match req.role.as_str() {
         "origin" => (true, RelayRole::Origin),
@@ -467,15 +388,15 @@ pub async fn heartbeat(
 mod tests {
     use super::*;
 
-    fn stream(namespace: &str, ingest_bps: u64, viewers: u64) -> ReportedStream {
-        ReportedStream {
+    fn stream(namespace: &str, ingest_bps: u64, viewers: u64) -> StreamStatus {
+        StreamStatus {
             namespace: namespace.into(),
             ingest_bps,
             viewers,
         }
     }
 
-    fn put(board: &StatusBoard, relay: &str, origin: bool, streams: Vec<ReportedStream>) {
+    fn put(board: &StatusBoard, relay: &str, origin: bool, streams: Vec<StreamStatus>) {
         board.put(
             relay,
             Report {
@@ -553,10 +474,10 @@ mod tests {
 
     #[test]
     fn reported_events_are_checked() {
-        let ok = ReportedEvent {
+        let ok = EventFigures {
             event: "t/e".into(),
             viewers: 3,
-            qoe: ReportedQoe {
+            qoe: QoeSums {
                 beacons: 2,
                 watch_seconds: 20.0,
                 stall_seconds: 0.5,
@@ -567,7 +488,7 @@ mod tests {
         };
         assert!(check_events(std::slice::from_ref(&ok), Some("t")).is_ok());
         assert!(check_events(std::slice::from_ref(&ok), None).is_ok());
-        let bad = |f: fn(&mut ReportedEvent)| {
+        let bad = |f: fn(&mut EventFigures)| {
             let mut e = ok.clone();
             f(&mut e);
             check_events(&[e], Some("t")).is_err()

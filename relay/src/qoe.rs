@@ -148,13 +148,13 @@ impl QoeStore {
     }
 
     /// Cumulative figures per (tenant, event), over every transport.
-    pub fn totals(&self) -> BTreeMap<(String, String), strom_token::sync::QoeSums> {
+    pub fn totals(&self) -> BTreeMap<(String, String), crate::control_plane::QoeSums> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: BTreeMap<(String, String), strom_token::sync::QoeSums> = BTreeMap::new();
+        let mut out: BTreeMap<(String, String), crate::control_plane::QoeSums> = BTreeMap::new();
         for ((t, e, _), f) in map.iter() {
             out.entry((t.clone(), e.clone()))
                 .or_default()
-                .add(&strom_token::sync::QoeSums {
+                .add(&crate::control_plane::QoeSums {
                     beacons: f.beacons,
                     watch_seconds: f.watch_ms as f64 / 1000.0,
                     stall_seconds: f.stall_ms as f64 / 1000.0,

@@ -24,9 +24,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::control_plane::{ControlPlaneLink, SyncHandle};
 use moq_transport::message::RequestErrorCode;
 use strom_token::revocation::RevocationFeed;
-use strom_token::sync::{ControlPlaneLink, SyncHandle};
 use strom_token::{Action, Claims, Revocation, TokenError, Verifier};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -153,7 +153,7 @@ impl Access {
     ) -> anyhow::Result<Self> {
         let verifier = Arc::new(Verifier::new());
         let credential = link.credential.clone();
-        let handle = strom_token::sync::start(link.clone(), verifier.clone()).await?;
+        let handle = crate::control_plane::start(link.clone(), verifier.clone()).await?;
         let mut access = Self::new(verifier, session_actions).with_relay_credential(credential);
         let mut feed = handle.subscribe();
         let sender = access.revoked.clone();

@@ -13,21 +13,13 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use url::Url;
 
-use crate::revocation::RevocationFeed;
-use crate::{KeySet, Revocation, Verifier};
+use strom_token::revocation::RevocationFeed;
+use strom_token::{KeySet, Revocation, Verifier};
 
-/// Key set path under the control plane's base URL.
-pub const KEYS_PATH: &str = "api/v1/relay/keys";
-/// Revocation log path under the control plane's base URL.
-pub const REVOCATIONS_PATH: &str = "api/v1/relay/revocations";
-/// Where relays report what they carry (viewers, ingest bitrate).
-pub const STATUS_PATH: &str = "api/v1/relay/status";
-/// Where an origin registers its media signing key.
-pub const MEDIA_KEY_PATH: &str = "api/v1/relay/media-key";
+pub use strom_protocol::{paths, EventFigures, QoeSums, RelayStatus, StreamStatus, LONG_POLL_SECS};
+
 /// How often relays report.
-pub const STATUS_EVERY: Duration = Duration::from_secs(2);
-/// How long the control plane holds a revocation poll open.
-pub const LONG_POLL_SECS: u64 = 20;
+pub const STATUS_EVERY: Duration = Duration::from_secs(strom_protocol::STATUS_EVERY_SECS);
 
 /// Where a relay finds its control plane.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -40,115 +32,6 @@ pub struct ControlPlaneLink {
     /// CA certificate (PEM) to trust for an https URL besides the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-}
-
-/// What a relay carries now, reported to the control plane every
-/// [`STATUS_EVERY`]: per broadcast its ingest bitrate (at an origin: the
-/// encoder's push) and its viewers (at an edge: MoQT subscribers of the
-/// video track plus HLS players seen in the last seconds). No personal data.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
-pub struct RelayStatus {
-    /// `origin` or `edge`.
-    pub role: String,
-    pub streams: Vec<StreamStatus>,
-    /// Per event: viewers here now and the players' QoE since the last report.
-    #[serde(default)]
-    pub events: Vec<EventFigures>,
-    /// Bits per second sent to viewers and relays (MoQT and HLS) over the
-    /// last interval.
-    #[serde(default)]
-    pub egress_bps: u64,
-    /// The relay process's CPU use over the last interval, in cores (1.0 =
-    /// one core busy).
-    #[serde(default)]
-    pub cpu_cores: f64,
-}
-
-/// One event at one relay or peer-agent: viewers now, and what its players'
-/// QoE beacons reported since the previous report (sums, so the control
-/// plane can add relays up). No personal data.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EventFigures {
-    /// tenant/event.
-    pub event: String,
-    /// Play sessions (MoQT) and HLS players (distinct tokens) now.
-    pub viewers: u64,
-    pub qoe: QoeSums,
-}
-
-impl EventFigures {
-    /// Folds figures not yet delivered (`older`) into the newest ones:
-    /// viewers are the newest count, QoE sums add up.
-    pub fn merge(older: Vec<EventFigures>, newer: Vec<EventFigures>) -> Vec<EventFigures> {
-        let mut out = newer;
-        for old in older {
-            match out.iter_mut().find(|e| e.event == old.event) {
-                Some(e) => e.qoe.add(&old.qoe),
-                None => out.push(EventFigures { viewers: 0, ..old }),
-            }
-        }
-        out
-    }
-}
-
-/// QoE beacon figures summed over an interval.
-#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct QoeSums {
-    pub beacons: u64,
-    pub watch_seconds: f64,
-    pub stall_seconds: f64,
-    pub stalls: u64,
-    /// Sum and number of the latencies to live players reported.
-    pub latency_seconds_sum: f64,
-    pub latency_samples: u64,
-}
-
-impl QoeSums {
-    pub fn add(&mut self, o: &QoeSums) {
-        self.beacons += o.beacons;
-        self.watch_seconds += o.watch_seconds;
-        self.stall_seconds += o.stall_seconds;
-        self.stalls += o.stalls;
-        self.latency_seconds_sum += o.latency_seconds_sum;
-        self.latency_samples += o.latency_samples;
-    }
-
-    /// `self - before` for cumulative totals (a restart counts from zero).
-    pub fn since(&self, before: &QoeSums) -> QoeSums {
-        if self.beacons < before.beacons {
-            return *self;
-        }
-        QoeSums {
-            beacons: self.beacons - before.beacons,
-            watch_seconds: (self.watch_seconds - before.watch_seconds).max(0.0),
-            stall_seconds: (self.stall_seconds - before.stall_seconds).max(0.0),
-            stalls: self.stalls.saturating_sub(before.stalls),
-            latency_seconds_sum: (self.latency_seconds_sum - before.latency_seconds_sum).max(0.0),
-            latency_samples: self.latency_samples.saturating_sub(before.latency_samples),
-        }
-    }
-
-    /// Figures a report may carry: finite, non-negative, within a day of
-    /// watching per beacon.
-    pub fn plausible(&self) -> bool {
-        let fine = |v: f64| v.is_finite() && v >= 0.0;
-        fine(self.watch_seconds)
-            && fine(self.stall_seconds)
-            && fine(self.latency_seconds_sum)
-            && self.watch_seconds <= self.beacons as f64 * 86_400.0
-            && self.stall_seconds <= self.watch_seconds + 1.0
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-pub struct StreamStatus {
-    /// tenant/event/stream.
-    pub namespace: String,
-    /// Bits per second stored for the broadcast over the last interval.
-    pub ingest_bps: u64,
-    pub viewers: u64,
 }
 
 /// Reports `status()` to the control plane at `link` every [`STATUS_EVERY`]
@@ -166,7 +49,7 @@ pub async fn report_status(
                 return;
             }
         };
-        let Ok(url) = link.url.join(STATUS_PATH) else {
+        let Ok(url) = link.url.join(paths::STATUS) else {
             return;
         };
         let mut failing = false;
@@ -203,7 +86,7 @@ pub async fn register_media_key(link: ControlPlaneLink, key: String) {
         let Ok(client) = client(&link, Duration::from_secs(5)) else {
             return;
         };
-        let Ok(url) = link.url.join(MEDIA_KEY_PATH) else {
+        let Ok(url) = link.url.join(paths::MEDIA_KEY) else {
             return;
         };
         loop {
@@ -228,21 +111,18 @@ pub async fn register_media_key(link: ControlPlaneLink, key: String) {
     }
 }
 
-/// Where origins fetch every tenant's SRT secret.
-pub const SRT_SECRETS_PATH: &str = "api/v1/relay/srt-secrets";
-
 /// The tenants' SRT secrets an origin holds (tenant id → secret), fetched
 /// with [`fetch_srt_secrets`]; `None` until the first answer.
 #[derive(Clone, Default)]
 pub struct SrtSecretSlot {
-    secrets: Arc<std::sync::RwLock<Option<HashMap<String, [u8; crate::srt::SECRET_LEN]>>>>,
+    secrets: Arc<std::sync::RwLock<Option<HashMap<String, [u8; strom_token::srt::SECRET_LEN]>>>>,
     wanted: Arc<tokio::sync::Notify>,
 }
 
 impl SrtSecretSlot {
     /// `tenant`'s secret; `Err(())` when the secrets have not arrived yet.
     /// An unknown tenant (created since the last fetch) asks for a refresh.
-    pub fn get(&self, tenant: &str) -> Result<Option<[u8; crate::srt::SECRET_LEN]>, ()> {
+    pub fn get(&self, tenant: &str) -> Result<Option<[u8; strom_token::srt::SECRET_LEN]>, ()> {
         let held = self.secrets.read().unwrap_or_else(|p| p.into_inner());
         let map = held.as_ref().ok_or(())?;
         let found = map.get(tenant).copied();
@@ -253,7 +133,7 @@ impl SrtSecretSlot {
     }
 
     /// Replaces what is held (the fetch, and tests).
-    pub fn set(&self, secrets: HashMap<String, [u8; crate::srt::SECRET_LEN]>) {
+    pub fn set(&self, secrets: HashMap<String, [u8; strom_token::srt::SECRET_LEN]>) {
         *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Some(secrets);
     }
 }
@@ -270,15 +150,9 @@ pub fn fetch_srt_secrets(
         let Ok(client) = client(&link, Duration::from_secs(LONG_POLL_SECS + 10)) else {
             return;
         };
-        let Ok(url) = link.url.join(SRT_SECRETS_PATH) else {
+        let Ok(url) = link.url.join(paths::SRT_SECRETS) else {
             return;
         };
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            secrets: HashMap<String, String>,
-            #[serde(default)]
-            version: u64,
-        }
         let mut version: Option<u64> = None;
         let mut failing = false;
         // SRT handshakes naming unknown tenants (anyone can send them) ask
@@ -291,12 +165,13 @@ pub fn fetch_srt_secrets(
                 request = request.query(&[("version", v), ("wait", LONG_POLL_SECS)]);
             }
             let fetch = async {
-                let answer: Answer = request.send().await?.error_for_status()?.json().await?;
+                let answer: strom_protocol::SrtSecrets =
+                    request.send().await?.error_for_status()?.json().await?;
                 let secrets = answer
                     .secrets
                     .into_iter()
                     .map(|(tenant, hex)| {
-                        crate::srt::secret_from_hex(&hex)
+                        strom_token::srt::secret_from_hex(&hex)
                             .map(|s| (tenant, s))
                             .ok_or_else(|| anyhow::anyhow!("an SRT secret is not 64 hex digits"))
                     })
@@ -383,8 +258,8 @@ impl Drop for SyncHandle {
 /// keeps syncing in the background.
 pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::Result<SyncHandle> {
     let client = client(&link, Duration::from_secs(LONG_POLL_SECS + 10))?;
-    let keys_url = link.url.join(KEYS_PATH)?;
-    let revocations_url = link.url.join(REVOCATIONS_PATH)?;
+    let keys_url = link.url.join(paths::KEYS)?;
+    let revocations_url = link.url.join(paths::REVOCATIONS)?;
     match fetch_keys(&client, &keys_url).await {
         Ok(set) => apply_keys(&verifier, &set),
         Err(e) => tracing::warn!(error = %e, "control plane key set not reachable yet; retrying"),
@@ -399,7 +274,7 @@ pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::R
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                        _ = verifier.fresh_keys_wanted() => {
+                        () = fresh_keys_wanted(&verifier) => {
                             // However many ask, at most one fetch per interval.
                             if let Some(last) = last {
                                 tokio::time::sleep_until(last + MIN_ASKED_REFRESH).await;
@@ -503,5 +378,13 @@ mod figures_tests {
             vec![fig("t/a", 4, 1)],
         );
         assert_eq!(merged, vec![fig("t/a", 4, 3), fig("t/gone", 0, 1)]);
+    }
+}
+
+/// Resolves once something asked the verifier for fresh keys
+/// ([`Verifier::want_fresh_keys`]); polled, the token crate has no runtime.
+async fn fresh_keys_wanted(verifier: &Verifier) {
+    while !verifier.take_fresh_keys_wanted() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -287,17 +287,6 @@ impl TrackCache {
         self.bump();
     }
 
-    /// Marks every group complete (the source went away).
-    pub fn finish_all(&self) {
-        {
-            let mut state = self.lock();
-            for g in state.groups.iter_mut() {
-                g.complete = true;
-            }
-        }
-        self.bump();
-    }
-
     /// Closes the track: readers end after draining what is cached.
     pub fn close(&self) {
         {

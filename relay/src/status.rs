@@ -1,5 +1,5 @@
 //! What this relay tells the control plane every few seconds
-//! ([`strom_token::sync::RelayStatus`]): per broadcast the bitrate stored
+//! ([`crate::control_plane::RelayStatus`]): per broadcast the bitrate stored
 //! and the viewers — MoQT subscribers of the video track plus HLS players,
 //! counted by the distinct tokens that fetched a video playlist recently.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use strom_token::sync::{EventFigures, QoeSums, RelayStatus, StreamStatus};
+use crate::control_plane::{EventFigures, QoeSums, RelayStatus, StreamStatus};
 
 use crate::broadcast::Broadcasts;
 use crate::metrics::ServerCounters;

@@ -99,7 +99,7 @@ impl Identity {
     }
 
     pub fn sha256_hex(&self) -> String {
-        hex(&self.sha256())
+        hex::encode(self.sha256())
     }
 
     pub fn server_config(&self, alpn: &[&[u8]]) -> anyhow::Result<rustls::ServerConfig> {
@@ -207,10 +207,6 @@ fn der_skip(data: &[u8]) -> Option<&[u8]> {
     der_tlv(data).map(|(_, _, rest)| rest)
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn parse_hex32(text: &str) -> anyhow::Result<[u8; 32]> {
     let clean: String = text.chars().filter(|c| *c != ':').collect();
     if clean.len() != 64 || !clean.is_ascii() {
@@ -220,10 +216,7 @@ pub fn parse_hex32(text: &str) -> anyhow::Result<[u8; 32]> {
         );
     }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&clean[2 * i..2 * i + 2], 16)
-            .with_context(|| format!("{text:?} is not hex"))?;
-    }
+    hex::decode_to_slice(&clean, &mut out).with_context(|| format!("{text:?} is not hex"))?;
     Ok(out)
 }
 
@@ -290,8 +283,8 @@ impl ServerCertVerifier for PinnedVerifier {
         } else {
             Err(rustls::Error::General(format!(
                 "server certificate SHA-256 {} is not the pinned {}",
-                hex(&got),
-                hex(&self.hash)
+                hex::encode(got),
+                hex::encode(self.hash)
             )))
         }
     }
@@ -400,7 +393,7 @@ mod tests {
     #[test]
     fn fingerprint_parsing() {
         let h = [0xabu8; 32];
-        assert_eq!(parse_hex32(&hex(&h)).unwrap(), h);
+        assert_eq!(parse_hex32(&hex::encode(h)).unwrap(), h);
         assert!(parse_hex32("zz").is_err());
     }
 }
