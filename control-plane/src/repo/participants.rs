@@ -1,0 +1,622 @@
+//! Participants, their consent, attendance and erasure.
+
+use super::*;
+
+impl Repo {
+    pub(super) fn participant_email_index(
+        &self,
+        tenant: &str,
+        event: &str,
+        email: &str,
+    ) -> Result<Vec<u8>> {
+        let bi = self.ring.blind_index(
+            &Scope::Event(tenant.into(), event.into()),
+            "participant-email",
+            email,
+        )?;
+        Ok(key(&[tenant, "event", event, "email", &bi]))
+    }
+
+    /// Creates participants in one atomic batch (all or none): an import
+    /// with a duplicate or bad row creates nobody.
+    pub fn create_participants(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        rows: Vec<NewParticipant>,
+    ) -> Result<Vec<ParticipantView>> {
+        let ev = self.event(tenant, event)?;
+        let with_password = rows.iter().filter(|r| r.password.is_some()).count();
+        if with_password > MAX_PASSWORDS_PER_IMPORT {
+            return Err(RepoError::Invalid(format!(
+                "at most {MAX_PASSWORDS_PER_IMPORT} participants with a password per import ({with_password} given); import the rest in further files, or let them log in by magic link"
+            )));
+        }
+        let scope = Scope::Event(tenant.into(), event.into());
+        let ids: Vec<String> = rows.iter().map(|_| new_id("p")).collect();
+        // One key per person for what the audit trail keeps of them, made
+        // in one write.
+        self.ring.ensure_all(
+            &ids.iter()
+                .map(|id| Scope::Subject(tenant.into(), id.clone()))
+                .collect::<Vec<_>>(),
+        )?;
+        let mut prepared = Vec::new();
+        for (row, id) in rows.into_iter().zip(ids) {
+            let email = normalise_email(&row.email)?;
+            let name = clean_text("name", &row.name, 120)?;
+            let fields = check_fields(&ev, &row.fields)?;
+            let fields_json = serde_json::to_string(&fields).expect("serialises");
+            let credential = Credential {
+                // Bulk hashing never takes the permits logins wait for (F19).
+                password: row.password.as_deref().map(password::hash_password_bulk),
+                password_set_at: row.password.as_ref().map(|_| now()),
+                must_change: row.password.is_some(),
+                ..Default::default()
+            };
+            let p = Participant {
+                id: id.clone(),
+                tenant: tenant.into(),
+                event: event.into(),
+                email: self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", &id, "email"),
+                    &email,
+                )?,
+                name: self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", &id, "name"),
+                    &name,
+                )?,
+                fields: self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", &id, "fields"),
+                    &fields_json,
+                )?,
+                status: row.status,
+                source: row.source,
+                created_at: now(),
+                consent: None,
+                credential,
+                attended_secs: 0,
+                attendance_reported_at: None,
+                consent_withdrawn: false,
+            };
+            let audit = vec![
+                self.entry(
+                    actor,
+                    "create",
+                    "participant",
+                    &id,
+                    Some("email"),
+                    None,
+                    Some(self.seal_audit(&scope, tenant, &id, "email", &email)?),
+                ),
+                self.entry(
+                    actor,
+                    "create",
+                    "participant",
+                    &id,
+                    Some("name"),
+                    None,
+                    Some(self.seal_audit(&scope, tenant, &id, "name", &name)?),
+                ),
+                self.entry(
+                    actor,
+                    "create",
+                    "participant",
+                    &id,
+                    Some("fields"),
+                    None,
+                    Some(self.seal_audit(&scope, tenant, &id, "fields", &fields_json)?),
+                ),
+            ];
+            prepared.push((
+                p,
+                self.participant_email_index(tenant, event, &email)?,
+                audit,
+                row.consent,
+            ));
+        }
+        let _g = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        let mut b = Batch::default();
+        let mut entries = Vec::new();
+        let mut views = Vec::new();
+        for (mut p, idx, audit, consent) in prepared {
+            if !seen.insert(idx.clone()) || self.store.get(Table::Index, &idx)?.is_some() {
+                return Err(RepoError::Conflict(
+                    "a participant with this e-mail address exists in this event".into(),
+                ));
+            }
+            if let Some(notice) = consent {
+                let record = ConsentRecord {
+                    id: new_id("c"),
+                    participant: p.id.clone(),
+                    event: event.into(),
+                    notice,
+                    given: true,
+                    at: now(),
+                };
+                p.consent = Some(record.id.clone());
+                b.put(
+                    Table::Consent,
+                    key(&[tenant, event, &p.id, &record.id]),
+                    encode(&record),
+                );
+                entries.push(self.entry(
+                    &p.id,
+                    "consent",
+                    "participant",
+                    &p.id,
+                    Some("privacy-notice"),
+                    None,
+                    Some(format!("={}", record.id)),
+                ));
+            }
+            b.put(
+                Table::Participants,
+                key(&[tenant, event, &p.id]),
+                encode(&p),
+            );
+            b.put(Table::Index, idx, p.id.clone());
+            b.put(
+                Table::Index,
+                key(&[tenant, "participant-event", &p.id]),
+                event.to_owned(),
+            );
+            entries.extend(audit);
+            views.push(self.participant_view(&p)?);
+        }
+        self.commit(tenant, b, entries)?;
+        Ok(views)
+    }
+
+    pub fn participant(&self, tenant: &str, event: &str, id: &str) -> Result<Participant> {
+        if !valid_id("p", id) || !valid_id("e", event) {
+            return Err(RepoError::NotFound);
+        }
+        self.get(Table::Participants, &key(&[tenant, event, id]))
+    }
+
+    pub fn participant_by_email(
+        &self,
+        tenant: &str,
+        event: &str,
+        email: &str,
+    ) -> Result<Participant> {
+        let email = normalise_email(email).map_err(|_| RepoError::NotFound)?;
+        self.event(tenant, event)?;
+        let idx = self
+            .participant_email_index(tenant, event, &email)
+            .map_err(|_| RepoError::NotFound)?;
+        let id = self
+            .store
+            .get(Table::Index, &idx)?
+            .ok_or(RepoError::NotFound)?;
+        self.participant(tenant, event, &String::from_utf8_lossy(&id))
+    }
+
+    pub fn participants(&self, tenant: &str, event: &str) -> Result<Vec<Participant>> {
+        self.event(tenant, event)?;
+        self.scan(Table::Participants, &prefix(&[tenant, event]))
+    }
+
+    pub fn participant_view(&self, p: &Participant) -> Result<ParticipantView> {
+        let scope = Scope::Event(p.tenant.clone(), p.event.clone());
+        let fields = self.ring.open_str(
+            &scope,
+            &aad(&p.tenant, "participant", &p.id, "fields"),
+            &p.fields,
+        )?;
+        Ok(ParticipantView {
+            id: p.id.clone(),
+            event: p.event.clone(),
+            email: self.ring.open_str(
+                &scope,
+                &aad(&p.tenant, "participant", &p.id, "email"),
+                &p.email,
+            )?,
+            name: self.ring.open_str(
+                &scope,
+                &aad(&p.tenant, "participant", &p.id, "name"),
+                &p.name,
+            )?,
+            fields: serde_json::from_str(&fields).unwrap_or_default(),
+            status: p.status,
+            source: p.source,
+            created_at: p.created_at,
+            must_change_password: p.credential.must_change,
+            consent: p.consent.clone(),
+            attended_secs: p.attended_secs,
+        })
+    }
+
+    /// Rectification (DATA-6): changes name, e-mail or form answers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_participant(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        fields: Option<&BTreeMap<String, String>>,
+    ) -> Result<ParticipantView> {
+        let ev = self.event(tenant, event)?;
+        let scope = Scope::Event(tenant.into(), event.into());
+        let _g = self.lock();
+        let mut p = self.participant(tenant, event, id)?;
+        if p.status == ParticipantStatus::Blocked {
+            return Err(RepoError::Conflict(
+                "the participant's data is blocked".into(),
+            ));
+        }
+        let old = self.participant_view(&p)?;
+        let mut b = Batch::default();
+        let mut entries = Vec::new();
+        if let Some(name) = name {
+            let name = clean_text("name", name, 120)?;
+            if name != old.name {
+                p.name =
+                    self.ring
+                        .seal_str(&scope, &aad(tenant, "participant", id, "name"), &name)?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "participant",
+                    id,
+                    Some("name"),
+                    Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?),
+                    Some(self.seal_audit(&scope, tenant, id, "name", &name)?),
+                ));
+            }
+        }
+        if let Some(email) = email {
+            let email = normalise_email(email)?;
+            if email != old.email {
+                let idx = self.participant_email_index(tenant, event, &email)?;
+                if self.store.get(Table::Index, &idx)?.is_some() {
+                    return Err(RepoError::Conflict(
+                        "a participant with this e-mail address exists in this event".into(),
+                    ));
+                }
+                b.delete(
+                    Table::Index,
+                    self.participant_email_index(tenant, event, &old.email)?,
+                );
+                b.put(Table::Index, idx, id.to_owned());
+                p.email =
+                    self.ring
+                        .seal_str(&scope, &aad(tenant, "participant", id, "email"), &email)?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "participant",
+                    id,
+                    Some("email"),
+                    Some(self.seal_audit(&scope, tenant, id, "email", &old.email)?),
+                    Some(self.seal_audit(&scope, tenant, id, "email", &email)?),
+                ));
+            }
+        }
+        if let Some(fields) = fields {
+            let fields = check_fields(&ev, fields)?;
+            if fields != old.fields {
+                let new_json = serde_json::to_string(&fields).expect("serialises");
+                let old_json = serde_json::to_string(&old.fields).expect("serialises");
+                p.fields = self.ring.seal_str(
+                    &scope,
+                    &aad(tenant, "participant", id, "fields"),
+                    &new_json,
+                )?;
+                entries.push(self.entry(
+                    actor,
+                    "change",
+                    "participant",
+                    id,
+                    Some("fields"),
+                    Some(self.seal_audit(&scope, tenant, id, "fields", &old_json)?),
+                    Some(self.seal_audit(&scope, tenant, id, "fields", &new_json)?),
+                ));
+            }
+        }
+        b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
+        self.commit(tenant, b, entries)?;
+        self.participant_view(&p)
+    }
+
+    /// Changes a participant's status; leaving Active revokes their tokens.
+    pub fn set_participant_status(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        status: ParticipantStatus,
+    ) -> Result<ParticipantView> {
+        let _g = self.lock();
+        let mut p = self.participant(tenant, event, id)?;
+        let old = p.status;
+        if old == status {
+            return self.participant_view(&p);
+        }
+        p.status = status;
+        let mut b = Batch::default();
+        b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
+        if status != ParticipantStatus::Active {
+            self.end_sessions(&mut b, tenant, id, None)?;
+        }
+        let action = match status {
+            ParticipantStatus::Blocked => "block",
+            ParticipantStatus::Deactivated => "deactivate",
+            ParticipantStatus::Active => "activate",
+            _ => "change",
+        };
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                actor,
+                action,
+                "participant",
+                id,
+                Some("status"),
+                Some(format!("={old:?}")),
+                Some(format!("={status:?}")),
+            )],
+        )?;
+        if status != ParticipantStatus::Active && old == ParticipantStatus::Active {
+            self.revoke_locked(RevocationKind::Subject, tenant, id)?;
+        }
+        self.participant_view(&p)
+    }
+
+    /// Erasure (DATA-6): deletes the participant, or blocks them while the
+    /// event is under a retention hold. Returns whether data was deleted.
+    pub fn erase_participant(
+        &self,
+        actor: &str,
+        tenant: &str,
+        event: &str,
+        id: &str,
+    ) -> Result<bool> {
+        let ev = self.event(tenant, event)?;
+        if ev.legal_hold_until.is_some_and(|h| h > now()) {
+            self.set_participant_status(actor, tenant, event, id, ParticipantStatus::Blocked)?;
+            return Ok(false);
+        }
+        let scope = Scope::Event(tenant.into(), event.into());
+        let _g = self.lock();
+        let p = self.participant(tenant, event, id)?;
+        let view = self.participant_view(&p)?;
+        let mut b = Batch::default();
+        self.purge_participant(&mut b, tenant, event, id, Some(&view.email))?;
+        let entries = vec![
+            self.entry(
+                actor,
+                "delete",
+                "participant",
+                id,
+                Some("email"),
+                Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?),
+                None,
+            ),
+            self.entry(
+                actor,
+                "delete",
+                "participant",
+                id,
+                Some("name"),
+                Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?),
+                None,
+            ),
+        ];
+        // Journalled (a restored backup must not bring the person back),
+        // then their audit key shredded (the values above included), then
+        // the data.
+        journal(
+            self.keys.as_ref(),
+            &JournalEntry::Participant {
+                tenant: tenant.into(),
+                event: event.into(),
+                participant: id.into(),
+            },
+        )?;
+        self.ring.shred(&Scope::Subject(tenant.into(), id.into()))?;
+        self.commit(tenant, b, entries)?;
+        self.revoke_locked(RevocationKind::Subject, tenant, id)?;
+        Ok(true)
+    }
+
+    /// Adds to `b` the deletion of a participant's record, indexes and
+    /// sessions. `email` (opened) finds the e-mail index; without it (the
+    /// event key is gone) the index shreds with the event key anyway.
+    pub(super) fn purge_participant(
+        &self,
+        b: &mut Batch,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        email: Option<&str>,
+    ) -> Result<()> {
+        b.delete(Table::Participants, key(&[tenant, event, id]));
+        if let Some(email) = email {
+            b.delete(
+                Table::Index,
+                self.participant_email_index(tenant, event, email)?,
+            );
+        }
+        b.delete(Table::Index, key(&[tenant, "participant-event", id]));
+        self.end_sessions(b, tenant, id, None)?;
+        Ok(())
+    }
+
+    /// Records consent or its withdrawal: a new immutable record each time.
+    pub fn record_consent(
+        &self,
+        tenant: &str,
+        event: &str,
+        id: &str,
+        notice: &str,
+        given: bool,
+    ) -> Result<ConsentRecord> {
+        let _g = self.lock();
+        let mut p = self.participant(tenant, event, id)?;
+        let record = ConsentRecord {
+            id: new_id("c"),
+            participant: id.into(),
+            event: event.into(),
+            notice: notice.into(),
+            given,
+            at: now(),
+        };
+        p.consent = given.then(|| record.id.clone());
+        p.consent_withdrawn = !given;
+        let mut b = Batch::default();
+        b.put(
+            Table::Consent,
+            key(&[tenant, event, id, &record.id]),
+            encode(&record),
+        );
+        b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
+        let action = if given {
+            "consent"
+        } else {
+            "consent-withdrawn"
+        };
+        self.commit(
+            tenant,
+            b,
+            vec![self.entry(
+                id,
+                action,
+                "participant",
+                id,
+                Some("privacy-notice"),
+                None,
+                Some(format!("={}", record.id)),
+            )],
+        )?;
+        if !given {
+            self.revoke_locked(RevocationKind::Subject, tenant, id)?;
+        }
+        Ok(record)
+    }
+
+    pub fn consents(&self, tenant: &str, event: &str, id: &str) -> Result<Vec<ConsentRecord>> {
+        self.scan(Table::Consent, &prefix(&[tenant, event, id]))
+    }
+
+    /// Credits viewing time. A report counts at most 600 s and at most the
+    /// time since the last credited report (plus a few seconds of slack),
+    /// only while the event runs, and the total never exceeds the event's
+    /// length: reporting often or after the event adds nothing. Returns the
+    /// seconds credited.
+    pub fn add_attendance(&self, tenant: &str, event: &str, id: &str, secs: u64) -> Result<u64> {
+        let ev = self.event(tenant, event)?;
+        let _g = self.lock();
+        let mut p = self.participant(tenant, event, id)?;
+        let at = now();
+        if at < ev.starts_at - time::Duration::minutes(EVENT_GRACE_MINUTES)
+            || at > ev.access_until()
+        {
+            return Err(RepoError::Conflict("the event is not running".into()));
+        }
+        let since_last = p
+            .attendance_reported_at
+            .map(|last| (at - last).whole_seconds().max(0) as u64 + ATTENDANCE_SLACK_SECS)
+            .unwrap_or(MAX_ATTENDANCE_REPORT_SECS);
+        let length = (ev.access_until() - ev.starts_at).whole_seconds().max(0) as u64;
+        let credited = secs
+            .min(MAX_ATTENDANCE_REPORT_SECS)
+            .min(since_last)
+            .min(length.saturating_sub(p.attended_secs));
+        p.attended_secs += credited;
+        p.attendance_reported_at = Some(at);
+        let mut b = Batch::default();
+        b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
+        self.store.write(b)?;
+        Ok(credited)
+    }
+}
+
+/// The most one attendance report credits.
+pub const MAX_ATTENDANCE_REPORT_SECS: u64 = 600;
+/// Reports may arrive this much later than the time they cover.
+pub(super) const ATTENDANCE_SLACK_SECS: u64 = 5;
+
+/// Participants with a password one import may create: each costs an
+/// argon2 hash (~45 ms of one core), and imports hash on one core at a time
+/// beside the logins, so this bounds one import to about 90 s.
+pub const MAX_PASSWORDS_PER_IMPORT: usize = strom_identity::participants_csv::MAX_PASSWORD_ROWS;
+
+/// What to create for one participant.
+#[derive(Debug, Clone)]
+pub struct NewParticipant {
+    pub email: String,
+    pub name: String,
+    pub fields: BTreeMap<String, String>,
+    pub password: Option<String>,
+    pub status: ParticipantStatus,
+    pub source: ParticipantSource,
+    /// The privacy notice agreed to, when the participant registers.
+    pub consent: Option<String>,
+}
+
+pub(super) fn check_fields(
+    event: &Event,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    use strom_identity::participants_csv::FieldKind;
+    let mut out = BTreeMap::new();
+    for (k, _) in given.iter() {
+        if !event.form.iter().any(|f| &f.name == k) {
+            return Err(RepoError::Invalid(format!(
+                "field {k:?} is not in the registration form"
+            )));
+        }
+    }
+    for f in &event.form {
+        let v = given.get(&f.name).map(|s| s.trim()).unwrap_or("");
+        if v.is_empty() {
+            if f.required {
+                return Err(RepoError::Invalid(format!(
+                    "field {:?} is required",
+                    f.name
+                )));
+            }
+            continue;
+        }
+        if v.chars().count() > 500 || v.chars().any(|c| c.is_control()) {
+            return Err(RepoError::Invalid(format!(
+                "field {:?} must be at most 500 characters without control characters",
+                f.name
+            )));
+        }
+        match &f.kind {
+            FieldKind::Email => {
+                normalise_email(v).map_err(|_| {
+                    RepoError::Invalid(format!("field {:?} must be an e-mail address", f.name))
+                })?;
+            }
+            FieldKind::Select(options) if !options.iter().any(|o| o == v) => {
+                return Err(RepoError::Invalid(format!(
+                    "field {:?} must be one of its options",
+                    f.name
+                )));
+            }
+            FieldKind::Checkbox if !matches!(v, "true" | "false") => {
+                return Err(RepoError::Invalid(format!(
+                    "field {:?} must be true or false",
+                    f.name
+                )));
+            }
+            _ => {}
+        }
+        out.insert(f.name.clone(), v.to_owned());
+    }
+    Ok(out)
+}

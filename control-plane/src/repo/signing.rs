@@ -1,0 +1,203 @@
+//! The keys that sign tokens: rotation with a bounded overlap, minting.
+
+use super::*;
+
+impl Repo {
+    pub(super) fn load_signing_keys(&self) -> Result<()> {
+        let scope = Scope::Tenant("_platform".into());
+        let mut keys: Vec<StoredSigningKey> = self.scan(Table::Meta, &prefix(&["signing-key"]))?;
+        if keys.is_empty() {
+            self.rotate_signing_key(time::Duration::ZERO)?;
+            return Ok(());
+        }
+        keys.sort_by_key(|k| k.created_at);
+        for k in &keys {
+            // Fails loudly if the platform key is gone.
+            self.ring.open(
+                &scope,
+                &aad("_platform", "signing-key", &k.kid, "secret"),
+                &k.secret,
+            )?;
+        }
+        *self.signing.lock().expect("signing lock") = keys;
+        Ok(())
+    }
+
+    /// Makes a new signing key current. Tokens signed by the older keys keep
+    /// verifying for `overlap` and no longer (a compromised key: overlap 0);
+    /// credentials signed by them must be issued again within it (see
+    /// [`signing_keys`](Self::signing_keys)). The verifier here takes the new
+    /// key set at once; relays within a minute (or at their next refusal).
+    pub fn rotate_signing_key(&self, overlap: time::Duration) -> Result<String> {
+        let scope = Scope::Tenant("_platform".into());
+        let signing = SigningKey::generate();
+        let created_at = now();
+        let stored = StoredSigningKey {
+            kid: signing.kid().to_owned(),
+            secret: self.ring.seal(
+                &scope,
+                &aad("_platform", "signing-key", signing.kid(), "secret"),
+                &signing.to_bytes(),
+            )?,
+            created_at,
+            retire_at: None,
+        };
+        let retire = created_at + overlap.max(time::Duration::ZERO);
+        let mut b = Batch::default();
+        let mut keys = self.signing.lock().expect("signing lock");
+        for old in keys.iter_mut() {
+            if old.retire_at.is_none_or(|r| r > retire) {
+                old.retire_at = Some(retire);
+                b.put(Table::Meta, signing_key_row(old), encode(&*old));
+            }
+        }
+        b.put(Table::Meta, signing_key_row(&stored), encode(&stored));
+        self.store.write(b)?;
+        keys.push(stored);
+        drop(keys);
+        self.verifier.set_keys(&self.key_set()?);
+        tracing::info!(
+            kid = signing.kid(),
+            overlap_secs = overlap.whole_seconds(),
+            "signing key rotated"
+        );
+        Ok(signing.kid().to_owned())
+    }
+
+    /// The signing keys, newest last: id, creation, when it stops verifying.
+    pub fn signing_keys(&self) -> Vec<SigningKeyInfo> {
+        let keys = self.signing.lock().expect("signing lock");
+        let n = keys.len();
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| SigningKeyInfo {
+                kid: k.kid.clone(),
+                created_at: k.created_at,
+                retire_at: k.retire_at.or_else(|| {
+                    (i + 1 < n).then(|| {
+                        k.created_at + time::Duration::seconds(strom_token::MAX_RELAY_SECS)
+                    })
+                }),
+                current: i + 1 == n,
+            })
+            .collect()
+    }
+
+    pub(super) fn current_signing_key(&self) -> Result<SigningKey> {
+        let stored = self
+            .signing
+            .lock()
+            .expect("signing lock")
+            .last()
+            .cloned()
+            .ok_or(RepoError::NotFound)?;
+        let scope = Scope::Tenant("_platform".into());
+        let bytes = self.ring.open(
+            &scope,
+            &aad("_platform", "signing-key", &stored.kid, "secret"),
+            &stored.secret,
+        )?;
+        SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))
+    }
+
+    /// The keys tokens are accepted under: the current one and the retired
+    /// ones still within their overlap.
+    pub fn key_set(&self) -> Result<strom_token::KeySet> {
+        let scope = Scope::Tenant("_platform".into());
+        let at = now();
+        let mut keys = Vec::new();
+        for info in self.signing_keys().iter().rev() {
+            if !info.current && info.retire_at.is_some_and(|r| r <= at) {
+                continue;
+            }
+            let stored = self
+                .signing
+                .lock()
+                .expect("signing lock")
+                .iter()
+                .find(|k| k.kid == info.kid)
+                .cloned()
+                .ok_or(RepoError::NotFound)?;
+            let bytes = self.ring.open(
+                &scope,
+                &aad("_platform", "signing-key", &stored.kid, "secret"),
+                &stored.secret,
+            )?;
+            let key =
+                SigningKey::from_bytes(&bytes).map_err(|e| RepoError::Invalid(e.to_string()))?;
+            keys.push(key.public_key());
+        }
+        let media = self
+            .scan::<MediaKeyRegistration>(Table::Edges, &prefix(&["_media"]))?
+            .into_iter()
+            .map(|m| strom_token::MediaKey {
+                origin: m.origin,
+                key: m.key,
+            })
+            .collect();
+        Ok(strom_token::KeySet { keys, media })
+    }
+
+    /// Mints a token now. Its issue time keeps sub-second precision (unlike
+    /// [`now`]): a revocation recorded earlier in the same second (a
+    /// re-issued stream key, a reactivated participant) must not cover it.
+    pub fn mint(&self, grant: &Grant) -> Result<(String, strom_token::Claims)> {
+        self.mint_at(grant, OffsetDateTime::now_utc())
+    }
+
+    /// Mints as if at `at` (tests of clock skew and expiry).
+    pub fn mint_at(
+        &self,
+        grant: &Grant,
+        at: OffsetDateTime,
+    ) -> Result<(String, strom_token::Claims)> {
+        let minted = self
+            .current_signing_key()?
+            .mint(grant, at)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        self.metrics.token_issued(grant.action);
+        Ok(minted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::in_memory;
+    use super::*;
+
+    fn grant() -> Grant {
+        Grant {
+            subject: "p_viewer".into(),
+            tenant: "t_a".into(),
+            event: "e_1".into(),
+            stream: None,
+            action: Action::Play,
+            lifetime_secs: 600,
+            not_after: None,
+            role: None,
+            via: None,
+        }
+    }
+
+    #[test]
+    fn a_rotation_without_overlap_ends_the_old_keys_tokens() {
+        let repo = in_memory();
+        let (before, _) = repo.mint(&grant()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(repo.verifier().verify(&before, now).is_ok());
+        repo.rotate_signing_key(time::Duration::hours(1)).unwrap();
+        assert!(
+            repo.verifier().verify(&before, now).is_ok(),
+            "within the overlap"
+        );
+        let (after, _) = repo.mint(&grant()).unwrap();
+        repo.rotate_signing_key(time::Duration::ZERO).unwrap();
+        assert!(
+            repo.verifier().verify(&before, now).is_err(),
+            "a leaked key ends at once"
+        );
+        assert!(repo.verifier().verify(&after, now).is_err());
+        let (fresh, _) = repo.mint(&grant()).unwrap();
+        assert!(repo.verifier().verify(&fresh, now).is_ok());
+    }
+}
