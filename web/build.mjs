@@ -1,5 +1,5 @@
 // Bundles the pages into one directory (default dist/, or the first argument).
-// The Rust build (web-assets crate) runs this and embeds the result.
+// The Rust build (the strom-web crate) runs this and embeds the result.
 import * as esbuild from 'esbuild';
 import { cpSync, mkdirSync, readdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
