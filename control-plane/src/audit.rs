@@ -48,6 +48,49 @@ pub struct Entry {
     pub new: Option<String>,
 }
 
+impl Entry {
+    /// `actor` did `action` to one record (`entity`, `id`).
+    pub fn new(actor: &str, action: &str, entity: &str, id: &str) -> Self {
+        Entry {
+            actor: actor.into(),
+            action: action.into(),
+            entity: entity.into(),
+            entity_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// … to one field of it, whose values are not recorded (a password, a
+    /// second factor).
+    pub fn field(mut self, field: &str) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// … to one field whose values are not personal, recorded in clear
+    /// (prefixed `=`, which no sealed value starts with).
+    pub fn clear(
+        self,
+        field: &str,
+        old: Option<impl std::fmt::Display>,
+        new: Option<impl std::fmt::Display>,
+    ) -> Self {
+        self.sealed(
+            field,
+            old.map(|v| format!("={v}")),
+            new.map(|v| format!("={v}")),
+        )
+    }
+
+    /// … to one personal field, both values already sealed.
+    pub fn sealed(mut self, field: &str, old: Option<String>, new: Option<String>) -> Self {
+        self.field = Some(field.into());
+        self.old = old;
+        self.new = new;
+        self
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Head {
     pub seq: u64,
@@ -209,13 +252,7 @@ mod tests {
     use crate::store::RocksStore;
 
     fn entry(action: &str) -> Entry {
-        Entry {
-            actor: "u_1".into(),
-            action: action.into(),
-            entity: "participant".into(),
-            entity_id: "p_1".into(),
-            ..Default::default()
-        }
+        Entry::new("u_1", action, "participant", "p_1")
     }
 
     #[test]

@@ -57,26 +57,20 @@ impl Repo {
         if !ok {
             // A security event (V16): bounded by the lockout, three per
             // lock period and account.
-            entries.push(self.entry(
+            entries.push(Entry::new(
                 "system",
                 "login-failed",
                 principal_entity(principal),
                 principal_id(principal),
-                None,
-                None,
-                None,
             ));
         }
         if !was_locked && cred.lockout.locked_until.is_some() {
             self.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
-            entries.push(self.entry(
+            entries.push(Entry::new(
                 "system",
                 "locked",
                 principal_entity(principal),
                 principal_id(principal),
-                None,
-                None,
-                None,
             ));
             tracing::warn!(
                 tenant,
@@ -92,14 +86,11 @@ impl Repo {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         cred.lockout = lockout::unlock();
-        let entries = vec![self.entry(
+        let entries = vec![Entry::new(
             actor,
             "unlock",
             principal_entity(principal),
             principal_id(principal),
-            None,
-            None,
-            None,
         )];
         self.put_credential(Batch::default(), tenant, principal, &cred, entries)
     }
@@ -118,15 +109,13 @@ impl Repo {
         let mut b = Batch::default();
         self.end_sessions(&mut b, tenant, principal_id(principal), None)?;
         let entries = if had {
-            vec![self.entry(
+            vec![Entry::new(
                 actor,
                 "delete",
                 principal_entity(principal),
                 principal_id(principal),
-                Some("totp"),
-                None,
-                None,
-            )]
+            )
+            .field("totp")]
         } else {
             Vec::new()
         };
@@ -223,15 +212,13 @@ impl Repo {
         cred.must_change = false;
         let mut b = Batch::default();
         let ended = self.end_sessions(&mut b, tenant, principal_id(principal), keep)?;
-        let entries = vec![self.entry(
+        let entries = vec![Entry::new(
             principal_id(principal),
             "change",
             principal_entity(principal),
             principal_id(principal),
-            Some("password"),
-            None,
-            None,
-        )];
+        )
+        .field("password")];
         self.put_credential(b, tenant, principal, &cred, entries)?;
         tracing::info!(
             tenant,
@@ -277,15 +264,13 @@ impl Repo {
         cred.totp_last_step = Some(step);
         let mut b = Batch::default();
         self.end_sessions(&mut b, tenant, principal_id(principal), Some(keep))?;
-        let entries = vec![self.entry(
+        let entries = vec![Entry::new(
             principal_id(principal),
             if replaced { "change" } else { "create" },
             principal_entity(principal),
             principal_id(principal),
-            Some("totp"),
-            None,
-            None,
-        )];
+        )
+        .field("totp")];
         self.put_credential(b, tenant, principal, &cred, entries)
     }
 

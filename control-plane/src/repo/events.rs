@@ -20,7 +20,7 @@ impl Repo {
         self.commit(
             &event.tenant,
             b,
-            vec![self.entry(actor, "create", "event", &event.id, None, None, None)],
+            vec![Entry::new(actor, "create", "event", &event.id)],
         )?;
         Ok(event)
     }
@@ -49,7 +49,7 @@ impl Repo {
         self.commit(
             &event.tenant,
             b,
-            vec![self.entry(actor, "change", "event", &event.id, None, None, None)],
+            vec![Entry::new(actor, "change", "event", &event.id)],
         )
     }
 
@@ -60,11 +60,7 @@ impl Repo {
         event.ended_at = Some(now());
         let mut b = Batch::default();
         b.put(Table::Events, key(&[tenant, id]), encode(&event));
-        self.commit(
-            tenant,
-            b,
-            vec![self.entry(actor, "end", "event", id, None, None, None)],
-        )?;
+        self.commit(tenant, b, vec![Entry::new(actor, "end", "event", id)])?;
         self.revoke_locked(RevocationKind::Event, tenant, id)?;
         Ok(event)
     }
@@ -92,7 +88,7 @@ impl Repo {
         self.commit(
             tenant,
             Batch::default(),
-            vec![self.entry(actor, "delete", "event", id, None, None, None)],
+            vec![Entry::new(actor, "delete", "event", id)],
         )?;
         self.revoke_locked(RevocationKind::EventDeleted, tenant, id)?;
         Ok(())
@@ -145,14 +141,11 @@ impl Repo {
         self.commit(
             tenant,
             b,
-            vec![self.entry(
+            vec![Entry::new(
                 actor,
                 "create",
                 "stream",
                 &format!("{event}/{name}"),
-                None,
-                None,
-                None,
             )],
         )?;
         Ok(stream)
@@ -178,14 +171,11 @@ impl Repo {
         self.commit(
             tenant,
             b,
-            vec![self.entry(
+            vec![Entry::new(
                 actor,
                 "delete",
                 "stream",
                 &format!("{event}/{name}"),
-                None,
-                None,
-                None,
             )],
         )?;
         self.revoke_locked(RevocationKind::Stream, tenant, &format!("{event}/{name}"))?;
@@ -225,14 +215,11 @@ impl Repo {
         self.commit(
             tenant,
             b,
-            vec![self.entry(
+            vec![Entry::new(
                 actor,
                 "issue-credential",
                 "stream",
                 &format!("{event}/{name}"),
-                None,
-                None,
-                None,
             )],
         )?;
         Ok(minted)

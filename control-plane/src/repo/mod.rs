@@ -21,6 +21,7 @@ use crate::keys::{KeyError, KeyRing, Scope};
 use crate::model::*;
 use crate::store::{key, prefix, Batch, Store, StoreError, Table};
 
+mod change;
 mod revocations;
 mod signing;
 mod srt;
@@ -258,25 +259,6 @@ impl Repo {
         }
         self.store.write(batch)?;
         Ok(())
-    }
-
-    /// Seals a personal value for the audit trail under the key of the
-    /// person it belongs to (`entity_id`), so erasing that person shreds it
-    /// (F16). `_scope` is where the value itself lives; older records were
-    /// sealed there and still open with it.
-    pub(super) fn seal_audit(
-        &self,
-        _scope: &Scope,
-        tenant: &str,
-        entity_id: &str,
-        field: &str,
-        value: &str,
-    ) -> Result<String> {
-        let subject = Scope::Subject(tenant.into(), entity_id.into());
-        self.ring.ensure(&subject)?;
-        Ok(self
-            .ring
-            .seal_str(&subject, &aad(tenant, "audit", entity_id, field), value)?)
     }
 
     pub fn open_audit_value(

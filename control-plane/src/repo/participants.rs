@@ -55,25 +55,13 @@ impl Repo {
                 must_change: row.password.is_some(),
                 ..Default::default()
             };
-            let p = Participant {
+            let mut p = Participant {
                 id: id.clone(),
                 tenant: tenant.into(),
                 event: event.into(),
-                email: self.ring.seal_str(
-                    &scope,
-                    &aad(tenant, "participant", &id, "email"),
-                    &email,
-                )?,
-                name: self.ring.seal_str(
-                    &scope,
-                    &aad(tenant, "participant", &id, "name"),
-                    &name,
-                )?,
-                fields: self.ring.seal_str(
-                    &scope,
-                    &aad(tenant, "participant", &id, "fields"),
-                    &fields_json,
-                )?,
+                email: String::new(),
+                name: String::new(),
+                fields: String::new(),
                 status: row.status,
                 source: row.source,
                 created_at: now(),
@@ -83,39 +71,14 @@ impl Repo {
                 attendance_reported_at: None,
                 consent_withdrawn: false,
             };
-            let audit = vec![
-                self.entry(
-                    actor,
-                    "create",
-                    "participant",
-                    &id,
-                    Some("email"),
-                    None,
-                    Some(self.seal_audit(&scope, tenant, &id, "email", &email)?),
-                ),
-                self.entry(
-                    actor,
-                    "create",
-                    "participant",
-                    &id,
-                    Some("name"),
-                    None,
-                    Some(self.seal_audit(&scope, tenant, &id, "name", &name)?),
-                ),
-                self.entry(
-                    actor,
-                    "create",
-                    "participant",
-                    &id,
-                    Some("fields"),
-                    None,
-                    Some(self.seal_audit(&scope, tenant, &id, "fields", &fields_json)?),
-                ),
-            ];
+            let mut audit = self.change(actor, "create", tenant, &scope, ("participant", &id));
+            audit.set("email", &mut p.email, None, &email)?;
+            audit.set("name", &mut p.name, None, &name)?;
+            audit.set("fields", &mut p.fields, None, &fields_json)?;
             prepared.push((
                 p,
                 self.participant_email_index(tenant, event, &email)?,
-                audit,
+                audit.into_entries(),
                 row.consent,
             ));
         }
@@ -145,14 +108,10 @@ impl Repo {
                     key(&[tenant, event, &p.id, &record.id]),
                     encode(&record),
                 );
-                entries.push(self.entry(
-                    &p.id,
-                    "consent",
-                    "participant",
-                    &p.id,
-                    Some("privacy-notice"),
-                    None,
-                    Some(format!("={}", record.id)),
+                entries.push(Entry::new(&p.id, "consent", "participant", &p.id).clear(
+                    "privacy-notice",
+                    None::<&str>,
+                    Some(&record.id),
                 ));
             }
             b.put(
@@ -256,22 +215,11 @@ impl Repo {
         }
         let old = self.participant_view(&p)?;
         let mut b = Batch::default();
-        let mut entries = Vec::new();
+        let mut change = self.change(actor, "change", tenant, &scope, ("participant", id));
         if let Some(name) = name {
             let name = clean_text("name", name, 120)?;
             if name != old.name {
-                p.name =
-                    self.ring
-                        .seal_str(&scope, &aad(tenant, "participant", id, "name"), &name)?;
-                entries.push(self.entry(
-                    actor,
-                    "change",
-                    "participant",
-                    id,
-                    Some("name"),
-                    Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?),
-                    Some(self.seal_audit(&scope, tenant, id, "name", &name)?),
-                ));
+                change.set("name", &mut p.name, Some(&old.name), &name)?;
             }
         }
         if let Some(email) = email {
@@ -288,18 +236,7 @@ impl Repo {
                     self.participant_email_index(tenant, event, &old.email)?,
                 );
                 b.put(Table::Index, idx, id.to_owned());
-                p.email =
-                    self.ring
-                        .seal_str(&scope, &aad(tenant, "participant", id, "email"), &email)?;
-                entries.push(self.entry(
-                    actor,
-                    "change",
-                    "participant",
-                    id,
-                    Some("email"),
-                    Some(self.seal_audit(&scope, tenant, id, "email", &old.email)?),
-                    Some(self.seal_audit(&scope, tenant, id, "email", &email)?),
-                ));
+                change.set("email", &mut p.email, Some(&old.email), &email)?;
             }
         }
         if let Some(fields) = fields {
@@ -307,24 +244,11 @@ impl Repo {
             if fields != old.fields {
                 let new_json = serde_json::to_string(&fields).expect("serialises");
                 let old_json = serde_json::to_string(&old.fields).expect("serialises");
-                p.fields = self.ring.seal_str(
-                    &scope,
-                    &aad(tenant, "participant", id, "fields"),
-                    &new_json,
-                )?;
-                entries.push(self.entry(
-                    actor,
-                    "change",
-                    "participant",
-                    id,
-                    Some("fields"),
-                    Some(self.seal_audit(&scope, tenant, id, "fields", &old_json)?),
-                    Some(self.seal_audit(&scope, tenant, id, "fields", &new_json)?),
-                ));
+                change.set("fields", &mut p.fields, Some(&old_json), &new_json)?;
             }
         }
         b.put(Table::Participants, key(&[tenant, event, id]), encode(&p));
-        self.commit(tenant, b, entries)?;
+        self.commit(tenant, b, change.into_entries())?;
         self.participant_view(&p)
     }
 
@@ -358,14 +282,10 @@ impl Repo {
         self.commit(
             tenant,
             b,
-            vec![self.entry(
-                actor,
-                action,
-                "participant",
-                id,
-                Some("status"),
-                Some(format!("={old:?}")),
-                Some(format!("={status:?}")),
+            vec![Entry::new(actor, action, "participant", id).clear(
+                "status",
+                Some(format!("{old:?}")),
+                Some(format!("{status:?}")),
             )],
         )?;
         if status != ParticipantStatus::Active && old == ParticipantStatus::Active {
@@ -394,26 +314,10 @@ impl Repo {
         let view = self.participant_view(&p)?;
         let mut b = Batch::default();
         self.purge_participant(&mut b, tenant, event, id, Some(&view.email))?;
-        let entries = vec![
-            self.entry(
-                actor,
-                "delete",
-                "participant",
-                id,
-                Some("email"),
-                Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?),
-                None,
-            ),
-            self.entry(
-                actor,
-                "delete",
-                "participant",
-                id,
-                Some("name"),
-                Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?),
-                None,
-            ),
-        ];
+        let mut change = self.change(actor, "delete", tenant, &scope, ("participant", id));
+        change.removed("email", &view.email)?;
+        change.removed("name", &view.name)?;
+        let entries = change.into_entries();
         // Journalled (a restored backup must not bring the person back),
         // then their audit key shredded (the values above included), then
         // the data.
@@ -490,14 +394,10 @@ impl Repo {
         self.commit(
             tenant,
             b,
-            vec![self.entry(
-                id,
-                action,
-                "participant",
-                id,
-                Some("privacy-notice"),
-                None,
-                Some(format!("={}", record.id)),
+            vec![Entry::new(id, action, "participant", id).clear(
+                "privacy-notice",
+                None::<&str>,
+                Some(&record.id),
             )],
         )?;
         if !given {

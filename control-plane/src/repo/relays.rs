@@ -87,15 +87,7 @@ impl Repo {
         };
         let mut b = Batch::default();
         b.put(Table::Credentials, row, encode(&record));
-        let entry = self.entry(
-            actor,
-            "issue-credential",
-            kind.entity(),
-            subject,
-            None,
-            None,
-            None,
-        );
+        let entry = Entry::new(actor, "issue-credential", kind.entity(), subject);
         if tenant == PLATFORM {
             self.store.write(b)?;
         } else {
@@ -141,15 +133,7 @@ impl Repo {
         record.revoked_at = Some(r[0].issued_before);
         let mut b = Batch::default();
         b.put(Table::Credentials, row, encode(&record));
-        let entry = self.entry(
-            actor,
-            "revoke-credential",
-            record.kind.entity(),
-            id,
-            None,
-            None,
-            None,
-        );
+        let entry = Entry::new(actor, "revoke-credential", record.kind.entity(), id);
         if tenant == PLATFORM {
             self.store.write(b)?;
         } else {

@@ -24,14 +24,11 @@ impl Repo {
         self.commit(
             &site.tenant,
             b,
-            vec![self.entry(
+            vec![Entry::new(
                 actor,
                 if create { "create" } else { "change" },
                 "site",
                 &site.id,
-                None,
-                None,
-                None,
             )],
         )
     }
@@ -72,11 +69,7 @@ impl Repo {
         self.site(tenant, id)?;
         let mut b = Batch::default();
         b.delete(Table::Sites, key(&[tenant, id]));
-        self.commit(
-            tenant,
-            b,
-            vec![self.entry(actor, "delete", "site", id, None, None, None)],
-        )
+        self.commit(tenant, b, vec![Entry::new(actor, "delete", "site", id)])
     }
 
     pub fn put_edge(&self, edge: &EdgeRegistration) -> Result<()> {

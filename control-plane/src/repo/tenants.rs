@@ -25,13 +25,7 @@ impl Repo {
         self.commit(
             &tenant.id,
             b,
-            vec![Entry {
-                actor: "system".into(),
-                action: "create".into(),
-                entity: "tenant".into(),
-                entity_id: tenant.id.clone(),
-                ..Default::default()
-            }],
+            vec![Entry::new("system", "create", "tenant", &tenant.id)],
         )?;
         self.tenants_changed.send_modify(|v| *v += 1);
         Ok(tenant)
@@ -70,14 +64,7 @@ impl Repo {
         self.commit(
             &tenant.id,
             b,
-            vec![Entry {
-                actor: actor.into(),
-                action: "change".into(),
-                entity: "tenant".into(),
-                entity_id: tenant.id.clone(),
-                field: Some("settings".into()),
-                ..Default::default()
-            }],
+            vec![Entry::new(actor, "change", "tenant", &tenant.id).field("settings")],
         )
     }
 

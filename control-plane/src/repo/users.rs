@@ -44,21 +44,21 @@ impl Repo {
             must_change: true,
             ..Default::default()
         };
-        let user = User {
+        let mut change = self.change(actor, "create", tenant, &scope, ("user", &id));
+        let mut user = User {
             id: id.clone(),
             tenant: tenant.into(),
-            email: self
-                .ring
-                .seal_str(&scope, &aad(tenant, "user", &id, "email"), &email)?,
-            name: self
-                .ring
-                .seal_str(&scope, &aad(tenant, "user", &id, "name"), &name)?,
+            email: String::new(),
+            name: String::new(),
             role,
             role_since: now(),
             created_at: now(),
             active: true,
             credential,
         };
+        change.set("email", &mut user.email, None, &email)?;
+        change.set("name", &mut user.name, None, &name)?;
+        change.clear("role", None::<&str>, Some(format!("{role:?}")));
         let idx = self.user_email_index(tenant, &email)?;
         let _g = self.lock();
         if self.store.get(Table::Index, &idx)?.is_some() {
@@ -69,36 +69,7 @@ impl Repo {
         let mut b = Batch::default();
         b.put(Table::Users, key(&[tenant, &id]), encode(&user));
         b.put(Table::Index, idx, id.clone());
-        let entries = vec![
-            self.entry(
-                actor,
-                "create",
-                "user",
-                &id,
-                Some("email"),
-                None,
-                Some(self.seal_audit(&scope, tenant, &id, "email", &email)?),
-            ),
-            self.entry(
-                actor,
-                "create",
-                "user",
-                &id,
-                Some("name"),
-                None,
-                Some(self.seal_audit(&scope, tenant, &id, "name", &name)?),
-            ),
-            self.entry(
-                actor,
-                "create",
-                "user",
-                &id,
-                Some("role"),
-                None,
-                Some(format!("={role:?}")),
-            ),
-        ];
-        self.commit(tenant, b, entries)?;
+        self.commit(tenant, b, change.into_entries())?;
         Ok((self.user_view(&user)?, generated))
     }
 
@@ -119,30 +90,8 @@ impl Repo {
         self.commit(
             tenant,
             Batch::default(),
-            vec![self.entry(subject, action, "session", subject, Some(what), None, None)],
+            vec![Entry::new(subject, action, "session", subject).field(what)],
         )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn entry(
-        &self,
-        actor: &str,
-        action: &str,
-        entity: &str,
-        id: &str,
-        field: Option<&str>,
-        old: Option<String>,
-        new: Option<String>,
-    ) -> Entry {
-        Entry {
-            actor: actor.into(),
-            action: action.into(),
-            entity: entity.into(),
-            entity_id: id.into(),
-            field: field.map(Into::into),
-            old,
-            new,
-        }
     }
 
     pub fn user(&self, tenant: &str, id: &str) -> Result<User> {
@@ -200,22 +149,11 @@ impl Repo {
         let _g = self.lock();
         let mut u = self.user(tenant, id)?;
         let old = self.user_view(&u)?;
-        let mut entries = Vec::new();
+        let mut change = self.change(actor, "change", tenant, &scope, ("user", id));
         if let Some(name) = name {
             let name = clean_text("name", name, 120)?;
             if name != old.name {
-                u.name = self
-                    .ring
-                    .seal_str(&scope, &aad(tenant, "user", id, "name"), &name)?;
-                entries.push(self.entry(
-                    actor,
-                    "change",
-                    "user",
-                    id,
-                    Some("name"),
-                    Some(self.seal_audit(&scope, tenant, id, "name", &old.name)?),
-                    Some(self.seal_audit(&scope, tenant, id, "name", &name)?),
-                ));
+                change.set("name", &mut u.name, Some(&old.name), &name)?;
             }
         }
         if let Some(role) = role {
@@ -225,15 +163,11 @@ impl Repo {
                         "the last owner cannot lose the owner role".into(),
                     ));
                 }
-                entries.push(self.entry(
-                    actor,
-                    "change",
-                    "user",
-                    id,
-                    Some("role"),
-                    Some(format!("={:?}", u.role)),
-                    Some(format!("={role:?}")),
-                ));
+                change.clear(
+                    "role",
+                    Some(format!("{:?}", u.role)),
+                    Some(format!("{role:?}")),
+                );
                 u.role = role;
                 u.role_since = now();
             }
@@ -245,15 +179,7 @@ impl Repo {
                         "the last owner cannot be deactivated".into(),
                     ));
                 }
-                entries.push(self.entry(
-                    actor,
-                    "change",
-                    "user",
-                    id,
-                    Some("active"),
-                    Some(format!("={}", u.active)),
-                    Some(format!("={active}")),
-                ));
+                change.clear("active", Some(u.active), Some(active));
                 u.active = active;
             }
         }
@@ -262,7 +188,7 @@ impl Repo {
         if !active.unwrap_or(true) {
             self.end_sessions(&mut b, tenant, id, None)?;
         }
-        self.commit(tenant, b, entries)?;
+        self.commit(tenant, b, change.into_entries())?;
         self.user_view(&u)
     }
 
@@ -297,28 +223,11 @@ impl Repo {
                     .into_owned(),
             },
         )?;
-        let entries = vec![
-            self.entry(
-                actor,
-                "delete",
-                "user",
-                id,
-                Some("email"),
-                Some(self.seal_audit(&scope, tenant, id, "email", &view.email)?),
-                None,
-            ),
-            self.entry(
-                actor,
-                "delete",
-                "user",
-                id,
-                Some("name"),
-                Some(self.seal_audit(&scope, tenant, id, "name", &view.name)?),
-                None,
-            ),
-        ];
+        let mut change = self.change(actor, "delete", tenant, &scope, ("user", id));
+        change.removed("email", &view.email)?;
+        change.removed("name", &view.name)?;
         self.ring.shred(&Scope::Subject(tenant.into(), id.into()))?;
-        self.commit(tenant, b, entries)
+        self.commit(tenant, b, change.into_entries())
     }
 }
 
