@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use strom_control_plane::model::{AccessMode, EdgeRegistration, Event};
+use strom_control_plane::model::{EdgeRegistration, Event};
 use strom_control_plane::repo::{now, Repo};
 use strom_control_plane::{ControlPlane, ControlPlaneConfig};
 use strom_edge::{Edge, EdgeConfig};
 use strom_origin::{Origin, OriginConfig};
 use strom_relay::{ControlPlaneLink, UpstreamSettings};
-use strom_token::{Action, Grant};
+use strom_token::Grant;
 
 pub const DEV_APP: &str = "live";
 pub const DEV_OWNER: &str = "owner@dev.strom.invalid";
@@ -69,15 +69,6 @@ fn ensure_demo(repo: &Repo, data_dir: &Path) -> anyhow::Result<DevState> {
         None => {
             let start = now() - time::Duration::hours(1);
             let event = Event {
-                id: String::new(),
-                tenant: tenant.clone(),
-                title: "Demo webcast".into(),
-                starts_at: start,
-                ends_at: start + time::Duration::days(13),
-                retention_days: 30,
-                legal_hold_until: None,
-                access: AccessMode::Open,
-                domains: vec![],
                 form: vec![strom_identity::participants_csv::FormField {
                     name: "company".into(),
                     label: "Company".into(),
@@ -86,8 +77,12 @@ fn ensure_demo(repo: &Repo, data_dir: &Path) -> anyhow::Result<DevState> {
                 }],
                 attendance: true,
                 privacy_notice: "Development privacy notice v1".into(),
-                ended_at: None,
-                created_at: now(),
+                ..Event::open(
+                    &tenant,
+                    "Demo webcast",
+                    start,
+                    start + time::Duration::days(13),
+                )
             };
             let e = repo.create_event("dev", event)?;
             repo.create_stream("dev", &tenant, &e.id, "main")?;
@@ -191,17 +186,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let (stream_key, stream_claims) =
         repo.issue_publish_credential("dev", &demo.tenant, &demo.event, "main")?;
     let owner = repo.user_by_email(&demo.tenant, DEV_OWNER)?;
-    let (playback_token, _) = repo.mint(&Grant {
-        subject: owner.id.clone(),
-        tenant: demo.tenant.clone(),
-        event: demo.event.clone(),
-        stream: None,
-        action: Action::Play,
-        lifetime_secs: strom_token::MAX_PLAY_SECS,
-        not_after: None,
-        role: None,
-        via: None,
-    })?;
+    let (playback_token, _) = repo.mint(&Grant::play(&owner.id, &demo.tenant, &demo.event))?;
     let (admin_login_link, admin_login_code) = admin_login_link(&state, &demo.tenant).await?;
     // The terminal is the owner's own: the link carries its code, so it opens
     // in any browser (a link asked for in a browser needs no code there).

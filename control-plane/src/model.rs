@@ -207,6 +207,33 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event of `tenant` open to anyone with the link, from `starts_at`
+    /// to `ends_at`, its data kept 30 days; no form, domains or notice yet.
+    /// `create_event` gives it its id and checks it.
+    pub fn open(
+        tenant: &str,
+        title: &str,
+        starts_at: OffsetDateTime,
+        ends_at: OffsetDateTime,
+    ) -> Event {
+        Event {
+            id: String::new(),
+            tenant: tenant.into(),
+            title: title.into(),
+            starts_at,
+            ends_at,
+            retention_days: 30,
+            legal_hold_until: None,
+            access: AccessMode::Open,
+            domains: Vec::new(),
+            form: Vec::new(),
+            attendance: false,
+            privacy_notice: String::new(),
+            ended_at: None,
+            created_at: OffsetDateTime::now_utc(),
+        }
+    }
+
     /// Viewers' permissions lapse with the event: at its scheduled end plus a
     /// grace period (broadcasts overrun), or at once when it was ended.
     pub fn access_until(&self) -> OffsetDateTime {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use strom_control_plane::RelayRole;
 use strom_token::revocation::RevocationFeed;
-use strom_token::{Action, Grant, RevocationKind, Revocations, TokenError, Verifier};
+use strom_token::{Grant, RevocationKind, Revocations, TokenError, Verifier};
 use time::OffsetDateTime;
 
 const PEER: &str = "12D3KooWLdvg7ZbBHnyFeY4kU7VZ5U3T8fM6o6x4o3HVYxBXYxKn";
@@ -35,17 +35,7 @@ async fn call(
 }
 
 fn play_grant(tenant: &str, subject: &str) -> Grant {
-    Grant {
-        subject: subject.into(),
-        tenant: tenant.into(),
-        event: "e_aaaaaaaaaaaa".into(),
-        stream: None,
-        action: Action::Play,
-        lifetime_secs: 600,
-        not_after: None,
-        role: None,
-        via: None,
-    }
+    Grant::play(subject, tenant, "e_aaaaaaaaaaaa")
 }
 
 /// Reads the whole log as a relay does: page after page from `after`.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use strom_control_plane::model::{AccessMode, Event};
+use strom_control_plane::model::Event;
 use strom_control_plane::repo::now;
 use strom_token::{Action, RevocationKind, Verifier};
 
@@ -17,22 +17,12 @@ async fn a_reissued_publish_credential_works_at_once_and_the_old_one_not() {
     let event = repo
         .create_event(
             "test",
-            Event {
-                id: String::new(),
-                tenant: tenant.id.clone(),
-                title: "Town hall".into(),
-                starts_at: start,
-                ends_at: start + time::Duration::hours(2),
-                retention_days: 30,
-                legal_hold_until: None,
-                access: AccessMode::Open,
-                domains: vec![],
-                form: vec![],
-                attendance: false,
-                privacy_notice: String::new(),
-                ended_at: None,
-                created_at: now(),
-            },
+            Event::open(
+                &tenant.id,
+                "Town hall",
+                start,
+                start + time::Duration::hours(2),
+            ),
         )
         .unwrap();
     repo.create_stream("test", &tenant.id, &event.id, "main")
@@ -71,17 +61,7 @@ async fn a_reissued_publish_credential_works_at_once_and_the_old_one_not() {
     repo.revoke(RevocationKind::Subject, &tenant.id, "p_again")
         .unwrap();
     let (token, _) = repo
-        .mint(&strom_token::Grant {
-            subject: "p_again".into(),
-            tenant: tenant.id.clone(),
-            event: event.id.clone(),
-            stream: None,
-            action: Action::Play,
-            lifetime_secs: 600,
-            not_after: None,
-            role: None,
-            via: None,
-        })
+        .mint(&strom_token::Grant::play("p_again", &tenant.id, &event.id))
         .unwrap();
     verifier
         .revocations_mut()

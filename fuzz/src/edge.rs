@@ -17,7 +17,7 @@ use hyper::HeaderMap;
 use strom_relay::access::{self, Access, EDGE_SESSIONS};
 use strom_relay::http::{admit_hls, blocking_reload, hls_path, HlsPath, TrackFile};
 use strom_relay::vod::{immutable, safe_path};
-use strom_token::{Action, Grant};
+use strom_token::Grant;
 
 use crate::fixtures;
 
@@ -31,17 +31,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let (token, _) = fixtures::signing_key()
             .mint(
-                &Grant {
-                    subject: "p_fuzz".into(),
-                    tenant: "t".into(),
-                    event: "e".into(),
-                    stream: None,
-                    action: Action::Play,
-                    lifetime_secs: strom_token::MAX_PLAY_SECS,
-                    not_after: None,
-                    role: None,
-                    via: None,
-                },
+                &Grant::play("p_fuzz", "t", "e"),
                 time::OffsetDateTime::now_utc(),
             )
             .expect("mints");

@@ -608,15 +608,8 @@ mod tests {
         let (foreign, _) = stranger
             .mint(
                 &Grant {
-                    subject: "p_1".into(),
-                    tenant: "acme".into(),
-                    event: "townhall".into(),
-                    stream: None,
-                    action: Action::Play,
                     lifetime_secs: 300,
-                    not_after: None,
-                    role: None,
-                    via: None,
+                    ..Grant::play("p_1", "acme", "townhall")
                 },
                 f.now,
             )

@@ -163,15 +163,8 @@ fn viewers_need_a_play_token_for_their_event() {
 
     let expired = cp.mint_at(
         Grant {
-            subject: "viewer-late".into(),
-            tenant: TENANT.into(),
-            event: "townhall".into(),
-            stream: None,
-            action: Action::Play,
             lifetime_secs: 60,
-            not_after: None,
-            role: None,
-            via: None,
+            ..Grant::play("viewer-late", TENANT, "townhall")
         },
         time::OffsetDateTime::now_utc() - time::Duration::hours(1),
     );

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strom_control_plane::model::{AccessMode, Event, P2pMode, Principal, Role, Site};
+use strom_control_plane::model::{Event, P2pMode, Principal, Role, Site};
 use strom_tests::agents::{start_agent, AgentLinks};
 use strom_tests::control_plane::TestControlPlane;
 use strom_tests::netns::{self, Network};
@@ -81,22 +81,12 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
         .repo
         .create_event(
             "test",
-            Event {
-                id: String::new(),
-                tenant: tenant.id.clone(),
-                title: "Town hall".into(),
-                starts_at: start,
-                ends_at: start + time::Duration::hours(2),
-                retention_days: 30,
-                legal_hold_until: None,
-                access: AccessMode::Open,
-                domains: vec![],
-                form: vec![],
-                attendance: false,
-                privacy_notice: String::new(),
-                ended_at: None,
-                created_at: strom_control_plane::repo::now(),
-            },
+            Event::open(
+                &tenant.id,
+                "Town hall",
+                start,
+                start + time::Duration::hours(2),
+            ),
         )
         .unwrap();
     cp.repo

@@ -163,6 +163,24 @@ pub struct Grant {
     pub via: Option<String>,
 }
 
+impl Grant {
+    /// Watching `event` of `tenant` as `subject`, for as long as a playback
+    /// token may live.
+    pub fn play(subject: &str, tenant: &str, event: &str) -> Grant {
+        Grant {
+            subject: subject.into(),
+            tenant: tenant.into(),
+            event: event.into(),
+            stream: None,
+            action: Action::Play,
+            lifetime_secs: MAX_PLAY_SECS,
+            not_after: None,
+            role: None,
+            via: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TokenError {
     #[error("not a strom token")]

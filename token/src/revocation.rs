@@ -236,20 +236,14 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Action, Grant, SigningKey};
+    use crate::{Grant, SigningKey};
 
     fn claims(now: OffsetDateTime) -> Claims {
         let key = SigningKey::generate();
         let grant = Grant {
-            subject: "p1".into(),
-            tenant: "t1".into(),
-            event: "e1".into(),
             stream: Some("main".into()),
-            action: Action::Play,
             lifetime_secs: 300,
-            not_after: None,
-            role: None,
-            via: None,
+            ..Grant::play("p1", "t1", "e1")
         };
         key.mint(&grant, now).unwrap().1
     }

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use strom_identity::participants_csv::{self, ExportRow};
 use strom_identity::password;
-use strom_token::{Action, Grant};
+use strom_token::Grant;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{send_link, LinkRequest};
@@ -605,15 +605,8 @@ pub async fn playback_token(
             return Err(ApiError::forbidden("the event has ended"));
         }
         let grant = Grant {
-            subject,
-            tenant: caller.tenant().into(),
-            event: event.clone(),
-            stream: None,
-            action: Action::Play,
-            lifetime_secs: strom_token::MAX_PLAY_SECS,
             not_after: Some(until),
-            role: None,
-            via: None,
+            ..Grant::play(&subject, caller.tenant(), &event)
         };
         let (token, claims) = st.repo.mint(&grant)?;
         let lifetime = (claims.exp - claims.iat).whole_seconds();

@@ -434,24 +434,9 @@ pub(crate) fn in_memory() -> Repo {
     Repo::new(store, keys, ring).expect("a repository in memory")
 }
 
-/// An open event of `tenant` starting at `start`, two hours long, kept 30
-/// days, for the unit tests.
+/// An open event of `tenant` starting at `start`, two hours long, for the
+/// unit tests.
 #[cfg(test)]
 pub(crate) fn test_event(tenant: &str, start: OffsetDateTime) -> Event {
-    Event {
-        id: String::new(),
-        tenant: tenant.into(),
-        title: "Town hall".into(),
-        starts_at: start,
-        ends_at: start + time::Duration::hours(2),
-        retention_days: 30,
-        legal_hold_until: None,
-        access: AccessMode::Open,
-        domains: Vec::new(),
-        form: Vec::new(),
-        attendance: false,
-        privacy_notice: String::new(),
-        ended_at: None,
-        created_at: start,
-    }
+    Event::open(tenant, "Town hall", start, start + time::Duration::hours(2))
 }

@@ -166,17 +166,7 @@ mod tests {
     use super::*;
 
     fn grant() -> Grant {
-        Grant {
-            subject: "p_viewer".into(),
-            tenant: "t_a".into(),
-            event: "e_1".into(),
-            stream: None,
-            action: Action::Play,
-            lifetime_secs: 600,
-            not_after: None,
-            role: None,
-            via: None,
-        }
+        Grant::play("p_viewer", "t_a", "e_1")
     }
 
     #[test]

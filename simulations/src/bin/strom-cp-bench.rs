@@ -56,17 +56,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Tokens, one core.
     let key = SigningKey::generate();
-    let grant = Grant {
-        subject: "p_abcdefghijkm".into(),
-        tenant: "t_abcdefghijkm".into(),
-        event: "e_abcdefghijkm".into(),
-        stream: None,
-        action: Action::Play,
-        lifetime_secs: 600,
-        not_after: None,
-        role: None,
-        via: None,
-    };
+    let grant = Grant::play("p_abcdefghijkm", "t_abcdefghijkm", "e_abcdefghijkm");
     let mint = per_second(args.secs, || {
         key.mint(&grant, time::OffsetDateTime::now_utc()).unwrap();
     });
