@@ -13,27 +13,11 @@ cd "$(dirname "$0")/.."
 N=${1:-1}
 WINDOW=${2:-30}
 WARMUP=8
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strom-target}"
+. simulations/lib.sh
 cargo build --release -q -p strom
 BIN=$CARGO_TARGET_DIR/release/strom
-WORK=$(mktemp -d /tmp/strom-ingest.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-command -v nginx >/dev/null || { apt-get install -y -qq nginx-light libnginx-mod-rtmp >/dev/null; }
-
-CLIP=$HOME/.cache/strom-bench-clip-720p30-6m
-if [ ! -s "$CLIP.flv" ]; then
-  ffmpeg -hide_banner -loglevel error -y \
-    -f lavfi -i testsrc2=size=1280x720:rate=30:duration=120 \
-    -f lavfi -i sine=frequency=1000:sample_rate=48000:duration=120 \
-    -c:v libx264 -preset veryfast -profile:v main -pix_fmt yuv420p \
-    -g 60 -keyint_min 60 -sc_threshold 0 -b:v 5800k -maxrate 5800k -bufsize 5800k \
-    -c:a aac -b:a 128k -ar 48000 -ac 2 -f flv "$CLIP.flv"
-  ffmpeg -hide_banner -loglevel error -y -i "$CLIP.flv" -c copy -f mpegts "$CLIP.ts"
-fi
-
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+workdir ingest
+CLIP=$(bench_clip 6m)
 
 # Bytes strom's origin has received over protocol $1 (0 for nginx).
 received() {
@@ -81,7 +65,7 @@ origin() {
   } > "$WORK/origin.toml"
   STROM_LOG=warn $BIN --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
   ORIGIN=$!
-  for _ in $(seq 50); do grep -q "origin ready" "$WORK/origin.log" 2>/dev/null && break; sleep 0.2; done
+  wait_for "$WORK/origin.log" "origin ready"
   sleep 1
 }
 
@@ -100,19 +84,6 @@ kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 PASS=
 
 HTTP=
-NGINX_PORT=$(port tcp)
-cat > "$WORK/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process off;
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-rtmp { server { listen 127.0.0.1:$NGINX_PORT; application live { live on; record off; } } }
-CONF
-nginx -c "$WORK/nginx.conf" &
-NGINX=$!
-sleep 1
+start_nginx_rtmp
 pushers rtmp "rtmp://127.0.0.1:$NGINX_PORT/live"
 echo "nginx-rtmp, $N x 6 Mbit/s: $(measure $NGINX none)"

@@ -21,16 +21,13 @@ N=${1:-1000}
 shift || true
 SCENARIOS=${*:-rtmp-idle rtmp-partial rtmp-no-publish srt-induction srt-refused srt-no-passphrase}
 PROFILE=${PROFILE:-debug}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strom-target}"
+. simulations/lib.sh
 flag=""; [ "$PROFILE" = release ] && flag="--release"
 [ -n "${FLOOD:-}" ] || cargo build $flag -q -p strom-simulations --bin strom-ingest-flood
 [ -n "${STROM_BIN:-}" ] || cargo build $flag -q -p strom --bin strom
 BIN=${STROM_BIN:-$CARGO_TARGET_DIR/$PROFILE/strom}
 FLOOD=${FLOOD:-$CARGO_TARGET_DIR/$PROFILE/strom-ingest-flood}
-WORK=$(mktemp -d /tmp/strom-flood.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+workdir flood
 KEY=flood-clear-key-0123456789
 SECRET_KEY=flood-secret-key-0123456789
 

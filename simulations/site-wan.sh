@@ -17,29 +17,17 @@ N=${1:-10}
 SECS=${2:-60}
 RATE=${3:-10mbit}
 DELAY_MS=20
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strom-target}"
+. simulations/lib.sh
 BIN=${STROM_BIN:-$CARGO_TARGET_DIR/debug/strom}
 [ -x "$BIN" ] || cargo build --workspace --bins -q
 command -v ethtool >/dev/null || apt-get install -y -qq ethtool >/dev/null
-WORK=$(mktemp -d /tmp/strom-site.XXXX)
+KEEP_WORK=1; workdir site
 P=s$$ # name prefix: several runs never collide
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
+cleanup_more() {
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do ip netns del "$ns"; done
   ip link del "$P-wi" 2>/dev/null || true
 }
-trap cleanup EXIT
-
-CLIP=$HOME/.cache/strom-bench-clip-720p30-3m.flv
-if [ ! -s "$CLIP" ]; then
-  ffmpeg -hide_banner -loglevel error -y \
-    -f lavfi -i testsrc2=size=1280x720:rate=30:duration=60 \
-    -f lavfi -i sine=frequency=1000:sample_rate=48000:duration=60 \
-    -c:v libx264 -preset veryfast -profile:v main -pix_fmt yuv420p \
-    -g 30 -keyint_min 30 -sc_threshold 0 -b:v 2800k -maxrate 2800k -bufsize 2800k \
-    -c:a aac -b:a 128k -ar 48000 -ac 2 -f flv "$CLIP"
-fi
+CLIP=$(bench_clip 3m)
 
 # --- network: root (10.78.0.1) ⇄ wan (delay line) ⇄ rtr (10.78.0.2 | 10.77.0.1) ⇄ bridge ⇄ viewers 10.77.0.10+
 # (private ranges the machine itself does not use; 192.0.2.0/24 is this host's own LAN)
@@ -78,37 +66,9 @@ for i in $(seq "$N"); do
 done
 
 # --- origin and edge (the edge serves MoQT on 10.78.0.1)
-port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=="udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 KEY=site-key-0123456789abcdef
-RTMP=$(port tcp); OMOQ=$(port udp); EMOQ=$(port udp)
-cat > "$WORK/origin.toml" <<TOML
-data_dir = "$WORK/origin"
-[origin]
-rtmp_listen = "127.0.0.1:$RTMP"
-moqt_listen = "127.0.0.1:$OMOQ"
-http_listen = "127.0.0.1:$(port tcp)"
-[[origin.streams]]
-app = "live"
-key = "$KEY"
-namespace = "site/event/main"
-TOML
-STROM_LOG=warn,strom_origin=info "$BIN" --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
-for _ in $(seq 100); do grep -q "origin ready" "$WORK/origin.log" && break; sleep 0.2; done
-OCERT=$(grep "origin ready" "$WORK/origin.log" | sed -E 's/.*cert_sha256=([^ ]+).*/\1/')
-cat > "$WORK/edge.toml" <<TOML
-data_dir = "$WORK/edge"
-[edge]
-moqt_listen = "10.78.0.1:$EMOQ"
-http_listen = "127.0.0.1:$(port tcp)"
-[[edge.upstream]]
-url = "moqt://127.0.0.1:$OMOQ"
-cert_sha256 = "$OCERT"
-TOML
-STROM_LOG=warn,strom_relay=info,strom_edge=info "$BIN" --config "$WORK/edge.toml" edge 2> "$WORK/edge.log" &
-for _ in $(seq 100); do grep -q "edge ready" "$WORK/edge.log" && break; sleep 0.2; done
-ECERT=$(grep "edge ready" "$WORK/edge.log" | sed -E 's/.*cert_sha256=([^ ]+).*/\1/')
-ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$CLIP" -c copy -f flv \
-  "rtmp://127.0.0.1:$RTMP/live/$KEY" 2> "$WORK/ffmpeg.log" &
+EDGE_MOQT_HOST=10.78.0.1 start_origin_edge "$KEY" site/event/main
+push_clip "$CLIP" "rtmp://127.0.0.1:$RTMP/live/$KEY"
 sleep 4
 command -v ping >/dev/null && ip netns exec "$P-v1" ping -c 3 -q 10.78.0.1 | tail -1 | sed "s/^/WAN round trip: /" || true
 
@@ -135,11 +95,10 @@ for i in $(seq "$N"); do
   if [ "${objects:-0}" -ge $((expected * 9 / 10)) ] && [ "${p99%.*}" != "-" ] && [ "${p99%.*}" -lt 2000 ] 2>/dev/null; then verdict="plays"; ok=$((ok + 1)); fi
   printf 'viewer %2d: %5s video objects, latency p50 %6s ms p99 %7s ms  %s\n' "$i" "${objects:-0}" "${p50:--}" "${p99:--}" "$verdict"
 done
-stream_mbit=$(python3 -c "import os; print(os.path.getsize('$CLIP') * 8 / 60 / 1e6)")
+stream_mbit=$(python3 -c "import os; print(os.path.getsize('$CLIP.flv') * 8 / 60 / 1e6)")
 python3 - "$before" "$after" "$SECS" "$stream_mbit" "$ok" "$N" <<'PY'
 import sys
 before, after, secs, stream, ok, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 wan = (after - before) * 8 / secs / 1e6
 print(f"playing: {ok} of {n}; WAN carried {wan:.2f} Mbit/s towards the site = {wan / stream:.2f} copies of the {stream:.2f} Mbit/s stream")
 PY
-echo "logs: $WORK" >&2
