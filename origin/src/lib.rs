@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod auth;
 mod contain;
+mod failover;
 pub mod publish;
 pub mod record;
 pub mod rtmp;

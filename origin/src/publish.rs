@@ -12,7 +12,8 @@
 //! everything packaged) and the standby's GOP is replayed from its keyframe,
 //! so viewers get a decodable group at once. The roles are symmetric: a
 //! recovered encoder stands by and takes over only if the other one fails in
-//! turn (switching back would cost viewers a second glitch).
+//! turn (switching back would cost viewers a second glitch). The decision
+//! is `failover.rs`'s; this file packages and replays.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,8 @@ use strom_media::{AudioTag, Output, Packager, PackagerError, VideoTag};
 use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace, Source};
 use strom_relay::cache::{CacheLimits, Object, TrackCache};
 use strom_token::media::{self, MediaSigner, ObjectPlace};
+
+use crate::failover::{Failover, Reason, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -165,10 +168,8 @@ struct Writer {
     shared: Arc<Mutex<Shared>>,
     /// The group currently being written per track.
     open_groups: HashMap<String, u64>,
-    /// The session whose tags are packaged; none between encoders.
-    active: Option<u64>,
-    /// When the active session last pushed a tag.
-    last_write: Instant,
+    /// Which session's tags are packaged.
+    failover: Failover,
     /// Figures of the packagers this writer replaced (counters stay
     /// monotonic across failovers and reconnects).
     earlier: strom_media::PackagerStats,
@@ -208,15 +209,13 @@ impl Writer {
         }
     }
 
-    /// Hands the broadcast to `session`: a fresh packager continues after
+    /// Another session took over: a fresh packager continues after
     /// everything packaged so far (same groups, increasing media time).
-    fn hand_over(&mut self, session: u64) {
+    fn restart(&mut self) {
         self.close_groups();
         let stats = self.packager.stats().clone();
         add_stats(&mut self.earlier, &stats);
         self.packager = Packager::new(Some(self.packager.resume_point()));
-        self.active = Some(session);
-        self.last_write = Instant::now();
     }
 }
 
@@ -352,16 +351,15 @@ impl Publications {
                     packager: Packager::new(None),
                     shared,
                     open_groups: HashMap::new(),
-                    active: Some(id),
-                    last_write: Instant::now(),
+                    failover: Failover::new(id, STALL, Instant::now()),
                     earlier: Default::default(),
                 }))
             })
             .clone();
-        if !rendition_live {
+        {
             let mut w = lock(&writer);
-            if w.active != Some(id) {
-                w.hand_over(id);
+            if w.failover.connected(id, !rendition_live, Instant::now()) {
+                w.restart();
             }
         }
         Ok(PublishSession {
@@ -431,7 +429,7 @@ impl Publications {
                 let active = p
                     .writers
                     .get(rendition)
-                    .is_some_and(|w| lock(w).active == Some(*id));
+                    .is_some_and(|w| lock(w).failover.is_active(*id));
                 encoders.push((rendition_labels(rendition), role.as_str(), u8::from(active)));
             }
             for (rendition, w) in &p.writers {
@@ -674,37 +672,41 @@ impl PublishSession {
 
     /// True while this session's tags are the ones published.
     pub fn is_active(&self) -> bool {
-        lock(&self.writer).active == Some(self.id)
+        lock(&self.writer).failover.is_active(self.id)
     }
 
     fn push(&mut self, timestamp_ms: u32, tag: Tag) -> Result<(), IngestError> {
+        // Kept while active too: demoted after a stall, this session must be
+        // able to take over again at once.
+        self.recent.keep(timestamp_ms, tag.clone());
         let writer = self.writer.clone();
         let mut writer = lock(&writer);
-        if writer.active == Some(self.id) {
-            self.package(&mut writer, timestamp_ms, &tag)?;
-            // Kept while active too: demoted after a stall, this session
-            // must be able to take over again at once.
-            self.recent.keep(timestamp_ms, tag);
-            return Ok(());
-        }
-        self.recent.keep(timestamp_ms, tag);
-        let lost = writer.active.is_none();
-        if !(lost || writer.last_write.elapsed() > STALL) || !self.recent.ready() {
-            return Ok(());
-        }
-        let stalled_ms = writer.last_write.elapsed().as_millis() as u64;
-        writer.hand_over(self.id);
+        let reason = match writer
+            .failover
+            .tag(self.id, self.recent.ready(), Instant::now())
+        {
+            Verdict::StandBy => return Ok(()),
+            Verdict::Publish => return self.package(&mut writer, timestamp_ms, &tag),
+            Verdict::TakeOver(reason) => reason,
+        };
+        writer.restart();
         self.publications.failovers.fetch_add(1, Ordering::Relaxed);
+        let (reason, stalled_ms) = match reason {
+            Reason::Lost => ("active encoder disconnected", None),
+            Reason::Stalled(quiet) => ("active encoder stalled", Some(quiet.as_millis() as u64)),
+        };
         tracing::warn!(
             namespace = %self.namespace,
             role = self.role.as_str(),
-            reason = if lost { "active encoder disconnected" } else { "active encoder stalled" },
+            reason,
             stalled_ms,
             "encoder failover: this encoder now feeds the broadcast"
         );
         writer
             .packager
             .set_bitrates(self.bitrates.0, self.bitrates.1);
+        // Replayed from its keyframe (this tag included): viewers get a
+        // decodable group at once.
         for (t, tag) in self.recent.replay() {
             self.package(&mut writer, t, &tag)?;
         }
@@ -722,7 +724,7 @@ impl PublishSession {
             Tag::Video(v) => writer.packager.push_video(timestamp_ms, v, now)?,
             Tag::Audio(a) => writer.packager.push_audio(timestamp_ms, a, now)?,
         };
-        writer.last_write = Instant::now();
+        writer.failover.wrote(Instant::now());
         self.apply(writer, outputs);
         Ok(())
     }
@@ -731,7 +733,7 @@ impl PublishSession {
     pub fn set_bitrates(&mut self, video_bps: Option<u64>, audio_bps: Option<u64>) {
         self.bitrates = (video_bps, audio_bps);
         let mut writer = lock(&self.writer);
-        if writer.active == Some(self.id) {
+        if writer.failover.is_active(self.id) {
             writer.packager.set_bitrates(video_bps, audio_bps);
         }
     }
@@ -843,9 +845,8 @@ impl Drop for PublishSession {
     fn drop(&mut self) {
         {
             let mut writer = lock(&self.writer);
-            if writer.active == Some(self.id) {
+            if writer.failover.disconnected(self.id) {
                 writer.close_groups();
-                writer.active = None;
             }
         }
         let mut map = self.publications.map();
