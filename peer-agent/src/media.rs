@@ -27,15 +27,15 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::PeerId;
 use moq_transport::coding::Location;
-use moq_transport::coding::{KeyValuePairs, TrackName, TrackNamespacePrefix, TupleField};
-use moq_transport::data::FetchRecord;
+use moq_transport::coding::{KeyValuePairs, TrackName};
 use moq_transport::message::{FilterType, StandaloneFetch, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber};
-use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace, Source};
+use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace};
 use strom_relay::cache::{CacheLimits, Object, TrackCache, UpstreamState};
 use strom_relay::moqt::{from_track_namespace, to_track_namespace};
 use strom_relay::tls::Trust;
+use strom_relay::upstream;
 use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
@@ -294,32 +294,23 @@ async fn repair(
         let mut fetch = subscriber.fetch(request, KeyValuePairs::default()).await?;
         // REQUEST_ERROR (nothing newer there) is the common answer.
         fetch.ok().await?;
-        while let Some(record) = fetch.next().await? {
-            let FetchRecord::Object(header) = record else {
-                continue;
-            };
-            if open && header.group_id > group {
+        while let Some((fetched_group, object)) =
+            upstream::next_fetched(&mut fetch, &track.name).await?
+        {
+            if open && fetched_group > group {
                 // The parent has not even closed it: that counts as lag.
                 track.finish_group(group);
                 open = false;
                 stored += 1;
             }
-            let mut payload =
-                bytes::BytesMut::with_capacity(header.payload_length.min(1 << 24) as usize);
-            while let Some(chunk) = fetch.read_payload_chunk(1 << 20).await? {
-                payload.extend_from_slice(&chunk);
-            }
-            let size = payload.len() as u64;
-            let ext = extensions(&header.extension_headers);
+            let size = object.payload.len() as u64;
             if accept(
                 &ctx,
                 &namespace,
                 &track,
                 &fresh,
-                header.group_id,
-                header.object_id,
-                payload.freeze(),
-                ext,
+                fetched_group,
+                object,
                 &source.from,
             ) {
                 stored += 1;
@@ -350,18 +341,7 @@ async fn follow(
     sessions: &watch::Receiver<Option<Session>>,
     ctx: &MediaContext,
 ) -> anyhow::Result<()> {
-    let mut prefix = TrackNamespacePrefix::new();
-    for f in &target.prefix {
-        prefix.fields.push(TupleField::from_utf8(f));
-    }
-    let namespaces = subscriber
-        .subscribe_namespace(prefix, KeyValuePairs::default())
-        .await
-        .context("SUBSCRIBE_NAMESPACE")?;
-    namespaces
-        .ok()
-        .await
-        .context("SUBSCRIBE_NAMESPACE refused")?;
+    let namespaces = upstream::announcements(&mut subscriber, &target.prefix).await?;
     let mut seen: HashSet<Namespace> = HashSet::new();
     let grace = tokio::time::sleep(REANNOUNCE_GRACE);
     tokio::pin!(grace);
@@ -378,12 +358,9 @@ async fn follow(
                     if alive {
                         continue;
                     }
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let broadcast = Broadcast::new(ns.clone(), Source::Upstream(tx), ctx.limits);
-                    let active = ctx.broadcasts.insert(broadcast.clone());
-                    if !Arc::ptr_eq(&active, &broadcast) {
+                    let Some((broadcast, rx)) = upstream::adopt(&ctx.broadcasts, &ns, ctx.limits) else {
                         continue;
-                    }
+                    };
                     tracing::info!(namespace = %ns, "broadcast available");
                     local.insert(ns, broadcast.clone());
                     tokio::spawn(serve_tracks(broadcast, rx, sessions.clone(), ctx.clone()));
@@ -732,7 +709,7 @@ async fn subscribe_once(
 }
 
 async fn read_subgroup(
-    mut subgroup: serve::SubgroupReader,
+    subgroup: serve::SubgroupReader,
     namespace: Namespace,
     track: Arc<TrackCache>,
     fresh: Arc<Freshness>,
@@ -741,22 +718,14 @@ async fn read_subgroup(
     ctx: MediaContext,
 ) {
     let group = subgroup.group_id;
-    let clean = async {
-        while let Some(mut object) = subgroup.next().await? {
-            let id = object.info.object_id;
-            let ext = extensions(&object.info.extension_headers);
-            let payload = object.read_all().await?;
-            // Only news counts: a parent whose objects repair already
-            // brought is lagging, however busy it looks.
-            if accept(
-                &ctx, &namespace, &track, &fresh, group, id, payload, ext, &from,
-            ) {
-                arrivals.count.fetch_add(1, Ordering::Relaxed);
-                *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            }
+    let clean = upstream::read_objects(subgroup, &track.name, |object| {
+        // Only news counts: a parent whose objects repair already brought
+        // is lagging, however busy it looks.
+        if accept(&ctx, &namespace, &track, &fresh, group, object, &from) {
+            arrivals.count.fetch_add(1, Ordering::Relaxed);
+            *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         }
-        Ok::<(), serve::ServeError>(())
-    }
+    })
     .await;
     // Only a clean end closes the group: after a reset (the parent went
     // away) the next parent may still complete it.
@@ -765,32 +734,18 @@ async fn read_subgroup(
     }
 }
 
-fn extensions(
-    ext: &moq_transport::data::ExtensionHeaders,
-) -> Option<Arc<moq_transport::data::ExtensionHeaders>> {
-    (!ext.is_empty()).then(|| Arc::new(ext.clone()))
-}
-
 /// Checks an object's signature and stores it; a bad one is dropped and
 /// its sender reported.
-#[allow(clippy::too_many_arguments)]
 fn accept(
     ctx: &MediaContext,
     namespace: &Namespace,
     track: &TrackCache,
     fresh: &Freshness,
     group: u64,
-    id: u64,
-    payload: bytes::Bytes,
-    ext: Option<Arc<moq_transport::data::ExtensionHeaders>>,
+    mut object: Object,
     from: &Parent<PeerId>,
 ) -> bool {
-    let mut object = Object {
-        id,
-        meta: strom_relay::object_meta(&track.name, &payload),
-        payload,
-        ext,
-    };
+    let id = object.id;
     let keys = ctx.verifier.media_keys();
     if keys.is_empty() {
         ctx.counters

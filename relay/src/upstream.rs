@@ -15,7 +15,7 @@ use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
 use moq_transport::data::FetchRecord;
 use moq_transport::message::FetchType;
 use moq_transport::serve::{self, TrackReaderMode};
-use moq_transport::session::{NamespaceEvent, Subscriber, Transport};
+use moq_transport::session::{Fetch, NamespaceEvent, SubscribeNamespace, Subscriber, Transport};
 use tokio::sync::mpsc;
 
 use crate::broadcast::{Broadcast, Broadcasts, Namespace, Source};
@@ -193,24 +193,46 @@ async fn connect_once(config: &UpstreamConfig, ctx: &UpstreamContext) -> anyhow:
     result
 }
 
-async fn follow_namespaces(
-    config: &UpstreamConfig,
-    ctx: &UpstreamContext,
-    mut subscriber: Subscriber,
-    registered: &mut HashMap<Namespace, Arc<Broadcast>>,
-) -> anyhow::Result<()> {
-    let mut prefix = TrackNamespacePrefix::new();
-    for f in &config.prefix {
-        prefix.fields.push(TupleField::from_utf8(f));
+/// Subscribes to the broadcasts an upstream announces under `prefix`.
+pub async fn announcements(
+    subscriber: &mut Subscriber,
+    prefix: &[String],
+) -> anyhow::Result<SubscribeNamespace> {
+    let mut fields = TrackNamespacePrefix::new();
+    for f in prefix {
+        fields.fields.push(TupleField::from_utf8(f));
     }
     let namespaces = subscriber
-        .subscribe_namespace(prefix, KeyValuePairs::default())
+        .subscribe_namespace(fields, KeyValuePairs::default())
         .await
         .context("SUBSCRIBE_NAMESPACE")?;
     namespaces
         .ok()
         .await
         .context("SUBSCRIBE_NAMESPACE refused")?;
+    Ok(namespaces)
+}
+
+/// Serves `namespace` from an upstream: a broadcast whose track requests
+/// arrive on the receiver. None when another source already serves it.
+pub fn adopt(
+    broadcasts: &Broadcasts,
+    namespace: &Namespace,
+    limits: CacheLimits,
+) -> Option<(Arc<Broadcast>, mpsc::UnboundedReceiver<Arc<TrackCache>>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let broadcast = Broadcast::new(namespace.clone(), Source::Upstream(tx), limits);
+    let active = broadcasts.insert(broadcast.clone());
+    Arc::ptr_eq(&active, &broadcast).then_some((broadcast, rx))
+}
+
+async fn follow_namespaces(
+    config: &UpstreamConfig,
+    ctx: &UpstreamContext,
+    mut subscriber: Subscriber,
+    registered: &mut HashMap<Namespace, Arc<Broadcast>>,
+) -> anyhow::Result<()> {
+    let namespaces = announcements(&mut subscriber, &config.prefix).await?;
     let mut pulls = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -223,13 +245,10 @@ async fn follow_namespaces(
                     if registered.contains_key(&ns) {
                         continue;
                     }
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let broadcast = Broadcast::new(ns.clone(), Source::Upstream(tx), ctx.limits);
-                    let active = ctx.broadcasts.insert(broadcast.clone());
-                    if !Arc::ptr_eq(&active, &broadcast) {
+                    let Some((broadcast, rx)) = adopt(&ctx.broadcasts, &ns, ctx.limits) else {
                         tracing::debug!(namespace = %ns, "broadcast already served by another upstream");
                         continue;
-                    }
+                    };
                     tracing::info!(namespace = %ns, upstream = %config.url, "broadcast announced upstream");
                     registered.insert(ns, broadcast.clone());
                     pulls.push(serve_track_requests(broadcast, rx, subscriber.clone(), ctx.clone()));
@@ -394,26 +413,10 @@ async fn backfill(
     fetch.ok().await?;
     let mut groups = Vec::new();
     let result = async {
-        while let Some(record) = fetch.next().await? {
-            let FetchRecord::Object(header) = record else {
-                continue;
-            };
-            let mut payload =
-                bytes::BytesMut::with_capacity(header.payload_length.min(1 << 24) as usize);
-            while let Some(chunk) = fetch.read_payload_chunk(1 << 20).await? {
-                payload.extend_from_slice(&chunk);
-            }
-            let payload = payload.freeze();
-            let meta = object_meta(&track.name, &payload);
-            let object = Object {
-                id: header.object_id,
-                payload,
-                meta,
-                ext: extensions(&header.extension_headers),
-            };
-            track.backfill(header.group_id, object, Instant::now());
-            if groups.last() != Some(&header.group_id) {
-                groups.push(header.group_id);
+        while let Some((group, object)) = next_fetched(&mut fetch, &track.name).await? {
+            track.backfill(group, object, Instant::now());
+            if groups.last() != Some(&group) {
+                groups.push(group);
             }
         }
         anyhow::Ok(())
@@ -429,45 +432,76 @@ async fn backfill(
     result
 }
 
+/// The next object a FETCH delivers, with its group, as the cache keeps it;
+/// none at the end.
+pub async fn next_fetched(fetch: &mut Fetch, track: &str) -> anyhow::Result<Option<(u64, Object)>> {
+    while let Some(record) = fetch.next().await? {
+        let FetchRecord::Object(header) = record else {
+            continue;
+        };
+        let mut payload =
+            bytes::BytesMut::with_capacity(header.payload_length.min(1 << 24) as usize);
+        while let Some(chunk) = fetch.read_payload_chunk(1 << 20).await? {
+            payload.extend_from_slice(&chunk);
+        }
+        let payload = payload.freeze();
+        let object = Object {
+            id: header.object_id,
+            meta: object_meta(track, &payload),
+            payload,
+            ext: extensions(&header.extension_headers),
+        };
+        return Ok(Some((header.group_id, object)));
+    }
+    Ok(None)
+}
+
 /// An object's extension headers as the cache keeps them (none: no allocation).
-fn extensions(
+pub fn extensions(
     ext: &moq_transport::data::ExtensionHeaders,
 ) -> Option<Arc<moq_transport::data::ExtensionHeaders>> {
     (!ext.is_empty()).then(|| Arc::new(ext.clone()))
 }
 
 async fn read_subgroup(
-    mut subgroup: serve::SubgroupReader,
+    subgroup: serve::SubgroupReader,
     track: Arc<TrackCache>,
     counters: Arc<ServerCounters>,
 ) -> Result<(), serve::ServeError> {
     let group = subgroup.group_id;
-    let result = async {
-        while let Some(mut object) = subgroup.next().await? {
-            let id = object.info.object_id;
-            let ext = extensions(&object.info.extension_headers);
-            let payload = object.read_all().await?;
-            let meta = object_meta(&track.name, &payload);
-            if let Some(produced) = meta.producer_time_us {
-                counters.latency.observe_since(produced);
-            }
-            track.insert(
-                group,
-                Object {
-                    id,
-                    payload,
-                    meta,
-                    ext,
-                },
-                Instant::now(),
-            );
+    let result = read_objects(subgroup, &track.name, |object| {
+        if let Some(produced) = object.meta.producer_time_us {
+            counters.latency.observe_since(produced);
         }
-        Ok(())
-    }
+        track.insert(group, object, Instant::now());
+    })
     .await;
     // Stream end or reset: nothing more will arrive for this group.
     track.finish_group(group);
     result
+}
+
+/// Reads one subgroup stream (one group of one track) and hands each object
+/// to `each`, as the cache keeps it. Ok: the stream ended cleanly; an error:
+/// it was reset (the group may be incomplete).
+pub async fn read_objects(
+    mut subgroup: serve::SubgroupReader,
+    track: &str,
+    mut each: impl FnMut(Object),
+) -> Result<(), serve::ServeError> {
+    while let Some(mut object) = subgroup.next().await? {
+        let id = object.info.object_id;
+        let ext = extensions(&object.info.extension_headers);
+        let payload = object.read_all().await?;
+        let meta = object_meta(track, &payload);
+        each(Object {
+            id,
+            payload,
+            meta,
+            ext,
+        });
+    }
+    Ok(())
 }
 
 /// A broadcast pulled from an already connected upstream session: tracks are
