@@ -48,21 +48,15 @@ pushers() { # proto url-prefix
 }
 
 origin() {
-  RTMP=$(port tcp); SRT=$(port udp)
+  origin_toml
+  HTTP=$OHTTP
   {
-    echo "data_dir = \"$WORK/origin\""
-    echo "[origin]"
-    echo "rtmp_listen = \"127.0.0.1:$RTMP\""
-    echo "srt_listen = \"127.0.0.1:$SRT\""
-    echo "moqt_listen = \"127.0.0.1:$(port udp)\""
-    HTTP=$(port tcp)
-    echo "http_listen = \"127.0.0.1:$HTTP\""
     for i in $(seq "$N"); do
       printf '[[origin.streams]]\napp = "live"\nkey = "key-%s-0123456789abcdef"\nnamespace = "bench/event/s%s"\n' "$i" "$i"
       [ -n "${PASS:-}" ] && printf 'srt_passphrase = "%s"\n' "$PASS"
     done
     printf '[origin.recording]\nenabled = %s\n' "${RECORDING:-true}"
-  } > "$WORK/origin.toml"
+  } >> "$WORK/origin.toml"
   STROM_LOG=warn $BIN --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
   ORIGIN=$!
   wait_for "$WORK/origin.log" "origin ready"

@@ -32,16 +32,9 @@ KEY=flood-clear-key-0123456789
 SECRET_KEY=flood-secret-key-0123456789
 
 start_origin() {
-  RTMP=$(port tcp); SRT=$(port udp); HTTP=$(port tcp)
-  cat > "$WORK/origin.toml" <<TOML
-data_dir = "$WORK/origin"
-[origin]
-rtmp_listen = "127.0.0.1:$RTMP"
-rtmps_listen = "127.0.0.1:$(port tcp)"
-srt_listen = "127.0.0.1:$SRT"
-moqt_listen = "127.0.0.1:$(port udp)"
-http_listen = "127.0.0.1:$HTTP"
-vod_listen = "127.0.0.1:$(port tcp)"
+  origin_toml
+  HTTP=$OHTTP
+  cat >> "$WORK/origin.toml" <<TOML
 [[origin.streams]]
 app = "live"
 key = "$KEY"

@@ -8,6 +8,8 @@
 #   wait_for LOG TEXT        waits up to 20 s for a line with TEXT
 #   field LOG TEXT NAME      NAME=value of the first line with TEXT
 #   counter PORT FAMILY      sum of a counter family on a /metrics page
+#   origin_toml              $WORK/origin.toml with every listener on a free loopback
+#                            port (RTMP, SRT, OMOQ, OHTTP); append the streams
 #   bench_clip 3m|6m         makes (once) and prints the pre-encoded 720p30 test clip
 #                            (path without extension; .flv and .ts)
 #   start_origin_edge KEY NS a release origin with one RTMP stream and an edge
@@ -76,17 +78,23 @@ bench_clip() {
   echo "$clip"
 }
 
-start_origin_edge() {
-  RTMP=$(port tcp); OHTTP=$(port tcp); OMOQ=$(port udp)
+origin_toml() {
+  RTMP=$(port tcp); SRT=$(port udp); OHTTP=$(port tcp); OMOQ=$(port udp)
   cat > "$WORK/origin.toml" <<TOML
 data_dir = "$WORK/origin"
 [origin]
 rtmp_listen = "127.0.0.1:$RTMP"
 rtmps_listen = "127.0.0.1:$(port tcp)"
-srt_listen = "127.0.0.1:$(port udp)"
+srt_listen = "127.0.0.1:$SRT"
 moqt_listen = "127.0.0.1:$OMOQ"
 http_listen = "127.0.0.1:$OHTTP"
 vod_listen = "127.0.0.1:$(port tcp)"
+TOML
+}
+
+start_origin_edge() {
+  origin_toml
+  cat >> "$WORK/origin.toml" <<TOML
 [[origin.streams]]
 app = "live"
 key = "$1"

@@ -160,23 +160,10 @@ pub async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext
             }
             continue;
         };
-        let connected = tokio::time::timeout(
-            Duration::from_secs(3),
-            strom_relay::upstream::connect_with_token(
-                &target.url,
-                &target.trust,
-                Some(&target.token),
-            ),
-        )
-        .await;
-        let (session, subscriber) = match connected {
-            Ok(Ok(pair)) => pair,
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => format!("{e:#}"),
-                    _ => "timed out".into(),
-                };
-                tracing::warn!(parent = %target.parent, %error, "upstream unreachable");
+        let (session, subscriber) = match connect(&target.url, &target.trust, &target.token).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(parent = %target.parent, error = %format!("{e:#}"), "upstream unreachable");
                 if let Parent::Peer(p) = target.parent {
                     let _ = ctx.events.send(PeerEvent::Silent(p));
                 }
@@ -218,6 +205,20 @@ pub async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext
     }
 }
 
+/// A session to a parent or repair source, given up after 3 s.
+async fn connect(
+    url: &url::Url,
+    trust: &Trust,
+    token: &str,
+) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        upstream::connect_with_token(url, trust, Some(token)),
+    )
+    .await
+    .context("timed out")?
+}
+
 /// Keeps one session open to the current repair source.
 pub async fn keep_repair_session(
     mut targets: watch::Receiver<Option<RepairTarget>>,
@@ -232,16 +233,8 @@ pub async fn keep_repair_session(
             }
             continue;
         };
-        let connected = tokio::time::timeout(
-            Duration::from_secs(3),
-            strom_relay::upstream::connect_with_token(
-                &target.url,
-                &target.trust,
-                Some(&target.token),
-            ),
-        )
-        .await;
-        let Ok(Ok((session, subscriber))) = connected else {
+        let Ok((session, subscriber)) = connect(&target.url, &target.trust, &target.token).await
+        else {
             tracing::debug!(from = %target.from, "repair source unreachable");
             sessions.send_replace(None);
             let _ = tokio::time::timeout(Duration::from_secs(1), targets.changed()).await;
@@ -464,15 +457,7 @@ async fn pull_track(
         }
         first = false;
     }
-    broadcast.remove_track(&track);
-    track.set_history_done();
-    if matches!(
-        track.upstream_answer(Duration::ZERO).await,
-        UpstreamState::Pending
-    ) {
-        track.set_upstream(UpstreamState::Refused(serve::ServeError::Cancel));
-    }
-    track.close();
+    upstream::retire(&broadcast, &track).await;
 }
 
 /// How far behind live a track's cache is, from the origin's ingest clock

@@ -311,7 +311,14 @@ async fn pull_track(
             tracing::info!(namespace = %broadcast.namespace, track = %track.name, error = %format!("{err:#}"), "upstream subscription ended")
         }
     }
-    broadcast.remove_track(&track);
+    retire(&broadcast, &track).await;
+}
+
+/// A track's upstream subscription is over: the broadcast drops it (the
+/// next request subscribes afresh), viewers still waiting for the answer
+/// are refused, and the cache closes.
+pub async fn retire(broadcast: &Broadcast, track: &Arc<TrackCache>) {
+    broadcast.remove_track(track);
     track.set_history_done();
     if matches!(
         track.upstream_answer(Duration::ZERO).await,

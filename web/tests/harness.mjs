@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, readdirSync, existsSync, mkdirSync, rmSync }
 import { tmpdir, homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -134,4 +135,22 @@ export async function loginByMail(context, endpoints, email, event) {
   await page.goto(link);
   await page.waitForURL(event ? /\/e\// : /\/admin/, { timeout: 15_000 });
   return page;
+}
+
+// One strom dev for a test file, pushed to for `seconds` by ffmpeg, and one
+// Chromium: started before the file's tests, stopped after them. The fields
+// of the returned object are set once the tests run.
+export function devPushedAndBrowser(seconds = 300) {
+  const it = {};
+  before(async () => {
+    it.dev = await startDev();
+    it.pusher = push(it.dev.endpoints.rtmp_publish_url, seconds);
+    it.browser = await launch();
+  });
+  after(async () => {
+    await it.browser?.close();
+    it.pusher?.stop();
+    await it.dev?.stop();
+  });
+  return it;
 }

@@ -5,29 +5,17 @@
 // for the mailed code, an owner enrols an authenticator app and is asked for
 // its code at the next login; owners revoke agent credentials.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { join } from 'node:path';
-import { startDev, push, launch, loginByMail, waitForStats, mailsTo, nextMail, linkIn, sleep, artefacts } from './harness.mjs';
+import { devPushedAndBrowser, loginByMail, waitForStats, mailsTo, nextMail, linkIn, sleep, artefacts } from './harness.mjs';
 
-let dev, pusher, browser;
-
-before(async () => {
-  dev = await startDev();
-  pusher = push(dev.endpoints.rtmp_publish_url, 300);
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  pusher?.stop();
-  await dev?.stop();
-});
+const it = devPushedAndBrowser(300);
 
 test('viewer: refused without login; register → consent → magic link → watch', async () => {
-  const e = dev.endpoints;
-  const context = await browser.newContext();
+  const e = it.dev.endpoints;
+  const context = await it.browser.newContext();
   const page = await context.newPage();
 
   // Not logged in: the embed refuses, the API gives no token, the edge no media.
@@ -79,7 +67,7 @@ test('viewer: refused without login; register → consent → magic link → wat
   await frame.waitForFunction(() => (document.querySelector('video')?.currentTime ?? 0) > 2, null, { timeout: 25_000 });
 
   // Consent was recorded with the registration (DATA-5).
-  const owner = await browser.newContext();
+  const owner = await it.browser.newContext();
   const admin = await loginByMail(owner, e, e.owner_email);
   const people = await admin.request.get(`${e.control_plane_url}api/v1/events/${e.event}/participants`);
   const me = (await people.json()).find((p) => p.email === email);
@@ -99,8 +87,8 @@ test('viewer: refused without login; register → consent → magic link → wat
 });
 
 test('admin: create an event and a stream, import 100 participants from CSV, export them; staff roles', async () => {
-  const e = dev.endpoints;
-  const context = await browser.newContext({ acceptDownloads: true });
+  const e = it.dev.endpoints;
+  const context = await it.browser.newContext({ acceptDownloads: true });
   const page = await loginByMail(context, e, e.owner_email);
   await page.locator('#new-event').waitFor();
   await page.fill('#new-event input[name=title]', 'Quarterly town hall');
@@ -169,8 +157,8 @@ test('admin: create an event and a stream, import 100 participants from CSV, exp
 });
 
 test('staff: forgotten password → mailed reset link → new password → password login', async () => {
-  const e = dev.endpoints;
-  const owner = await browser.newContext();
+  const e = it.dev.endpoints;
+  const owner = await it.browser.newContext();
   const admin = await loginByMail(owner, e, e.owner_email);
   const csrf = (await (await admin.request.get(`${e.control_plane_url}api/v1/session`)).json()).csrf;
   const email = 'reset-journey@example.com';
@@ -181,7 +169,7 @@ test('staff: forgotten password → mailed reset link → new password → passw
   assert.equal(created.status(), 201);
   await owner.close();
 
-  const context = await browser.newContext();
+  const context = await it.browser.newContext();
   const page = await context.newPage();
   await page.goto(`${e.control_plane_url}login?tenant=${e.tenant}`);
   await page.fill('input[name=email]', email);
@@ -223,10 +211,10 @@ async function csrfOf(page, e) {
 }
 
 test('login: ?next= never sends the browser to another site (backslash, tab)', async () => {
-  const e = dev.endpoints;
+  const e = it.dev.endpoints;
   const here = new URL(e.control_plane_url).origin;
   for (const next of ['/%5Cexample.org', '/%09/example.org']) {
-    const context = await browser.newContext();
+    const context = await it.browser.newContext();
     // The other site, answered here: a redirect there is seen, not a DNS error.
     await context.route(/^https?:\/\/example\.org\//, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<title>elsewhere</title>' }));
     const page = await context.newPage();
@@ -241,13 +229,13 @@ test('login: ?next= never sends the browser to another site (backslash, tab)', a
 });
 
 test('login: a link opened on another device asks for the code from the mail', async () => {
-  const e = dev.endpoints;
-  const asking = await browser.newContext();
+  const e = it.dev.endpoints;
+  const asking = await it.browser.newContext();
   const { link, code } = await askForLink(await asking.newPage(), e, e.owner_email);
   assert.match(code ?? '', /^\d{8}$/, 'no code in the mail');
   await asking.close();
 
-  const other = await browser.newContext();
+  const other = await it.browser.newContext();
   const page = await other.newPage();
   await page.goto(link);
   await page.locator('#link-code').waitFor({ timeout: 10_000 });
@@ -260,8 +248,8 @@ test('login: a link opened on another device asks for the code from the mail', a
 });
 
 test('owner: issue an agent credential, see it listed, revoke it after confirming', async () => {
-  const e = dev.endpoints;
-  const context = await browser.newContext();
+  const e = it.dev.endpoints;
+  const context = await it.browser.newContext();
   const page = await loginByMail(context, e, e.owner_email);
   await page.click('nav >> text=Agents');
   await page.click('#issue-agent-credential');
@@ -326,13 +314,13 @@ test('totp helper matches RFC 6238', () => {
 });
 
 test('owner required to use TOTP: forced password change, enrols on the Security page, the magic link asks for the code; an owner removes a lost factor', async () => {
-  const e = dev.endpoints;
+  const e = it.dev.endpoints;
   const email = 'otto-owner@example.com';
   const initial = 'Initial-pass-1';
   const password = 'Quartz-Lantern-Secret-7';
 
   // The dev owner adds Otto (with a password set for him) and makes TOTP required for owners.
-  const devOwner = await browser.newContext();
+  const devOwner = await it.browser.newContext();
   const admin = await loginByMail(devOwner, e, e.owner_email);
   const csrf = await csrfOf(admin, e);
   const created = await admin.request.post(`${e.control_plane_url}api/v1/users`, {
@@ -347,7 +335,7 @@ test('owner required to use TOTP: forced password change, enrols on the Security
   assert.equal(required.status(), 200, await required.text());
   await devOwner.close();
 
-  const context = await browser.newContext();
+  const context = await it.browser.newContext();
   try {
     const page = await context.newPage();
     // Password login; the initial password must be changed first.
@@ -405,7 +393,7 @@ test('owner required to use TOTP: forced password change, enrols on the Security
 
     // Otto loses his phone: the dev owner removes his second factor on the
     // Staff page (after confirming), and Otto's sessions end.
-    const helping = await browser.newContext();
+    const helping = await it.browser.newContext();
     try {
       const owner = await loginByMail(helping, e, e.owner_email);
       owner.on('dialog', (d) => d.accept());

@@ -2,32 +2,20 @@
 // WebTransport/MoQT first; LL-HLS when WebTransport is missing or its UDP is
 // black-holed. Screenshots land in web/test-results/.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { join } from 'node:path';
-import { startDev, push, launch, loginByMail, waitForStats, artefacts } from './harness.mjs';
+import { devPushedAndBrowser, loginByMail, waitForStats, artefacts } from './harness.mjs';
 
-let dev, pusher, browser;
-
-before(async () => {
-  dev = await startDev();
-  pusher = push(dev.endpoints.rtmp_publish_url, 300);
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  pusher?.stop();
-  await dev?.stop();
-});
+const it = devPushedAndBrowser(300);
 
 async function watchPage(setup) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await it.browser.newContext({ viewport: { width: 1280, height: 800 } });
   if (setup) await setup(context);
-  const page = await loginByMail(context, dev.endpoints, dev.endpoints.owner_email);
+  const page = await loginByMail(context, it.dev.endpoints, it.dev.endpoints.owner_email);
   const started = Date.now();
-  await page.goto(dev.endpoints.player_url + '?debug=1');
+  await page.goto(it.dev.endpoints.player_url + '?debug=1');
   return { context, page, started };
 }
 
@@ -63,7 +51,7 @@ async function edgeQoe(done, limitMs) {
   const deadline = Date.now() + limitMs;
   let m;
   for (;;) {
-    const text = await (await fetch(dev.endpoints.edge_metrics_url)).text();
+    const text = await (await fetch(it.dev.endpoints.edge_metrics_url)).text();
     const sum = (name) =>
       text
         .split('\n')
