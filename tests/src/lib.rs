@@ -233,44 +233,45 @@ pub fn srt_url(port: u16, resource: &str, passphrase: Option<&str>, key_bytes: u
 
 /// The ffmpeg command for the test pattern, up to the output format.
 fn encoder(seconds: u32, audio: &[&str], video: &str) -> Command {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=1280x720:rate=30:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=1000:sample_rate=48000:duration={seconds}"
-        ));
+    let mut cmd = test_source("1280x720", Some(seconds));
     if video == "h264" {
-        cmd.args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-profile:v",
-            "main",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-keyint_min",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "2500k",
-            "-maxrate",
-            "2500k",
-            "-bufsize",
-            "2500k",
-        ]);
+        x264(&mut cmd, "2500k");
     } else {
         cmd.args(["-c:v", video, "-g", "30"]);
     }
     cmd.args(audio).args(["-ar", "48000", "-ac", "2"]);
     cmd
+}
+
+/// ffmpeg reading the test pattern (testsrc2 at `size`, 30 fps, and a
+/// 1 kHz tone) in real time, for `seconds` or for ever.
+pub fn test_source(size: &str, seconds: Option<u32>) -> Command {
+    let duration = seconds
+        .map(|s| format!(":duration={s}"))
+        .unwrap_or_default();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=30{duration}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=1000:sample_rate=48000{duration}"));
+    cmd
+}
+
+/// H.264 as a live encoder sends it: a keyframe every second (30 frames),
+/// no scene cuts, constant `bitrate`.
+pub fn x264(cmd: &mut Command, bitrate: &str) {
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+    ])
+    .args(["-profile:v", "main", "-pix_fmt", "yuv420p"])
+    .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
+    .args(["-b:v", bitrate, "-maxrate", bitrate, "-bufsize", bitrate]);
 }
 
 pub fn http_get(url: &str) -> Result<(u16, Vec<u8>), String> {

@@ -135,29 +135,9 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
         .unwrap();
 
     let publish = cp.token(Action::Publish, "stream-main", &namespace, 3600);
-    let mut push = Command::new("ffmpeg");
-    push.args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g",
-            "30",
-            "-keyint_min",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "1000k",
-        ])
-        .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
+    let mut push = test_source("640x360", None);
+    x264(&mut push, "1000k");
+    push.args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
         .arg(origin.rtmp_url(&publish))
         .stdout(Stdio::null());
     let _push = Proc::spawn("ffmpeg", push, dir);

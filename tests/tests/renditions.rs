@@ -2,7 +2,7 @@
 //! stream appear in one catalog and one multivariant playlist, live and in
 //! the recording.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use strom_tests::*;
@@ -12,27 +12,9 @@ const NS: &str = "acme/ladder/main";
 
 /// ffmpeg pushing the test pattern at `size` and `bitrate` to `url`.
 fn push_size(url: &str, size: &str, bitrate: &str, dir: &std::path::Path, name: &str) -> Proc {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=30:duration=12"))
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000:sample_rate=48000:duration=12",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-profile:v", "main", "-pix_fmt", "yuv420p", "-g", "30"])
-        .args(["-keyint_min", "30", "-sc_threshold", "0", "-b:v", bitrate])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
+    let mut cmd = test_source(size, Some(12));
+    x264(&mut cmd, bitrate);
+    cmd.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2"])
         .args(["-f", "flv"])
         .arg(url)
         .stdout(Stdio::null());
