@@ -278,5 +278,4 @@ fn find_scheme(text: &str) -> Option<usize> {
 }
 
 #[cfg(test)]
-#[path = "mail_tests.rs"]
 mod tests;

@@ -630,5 +630,4 @@ pub fn neutralise_formula(cell: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "participants_csv_tests.rs"]
 mod tests;
