@@ -1,6 +1,10 @@
 //! Regression tests for the findings of the security review (F1, F2, F5,
 //! F6, F10, F13, F16–F19) through the real HTTP API: each one tries the
 //! attack the review describes and expects it to fail.
+//!
+//! Why one file of ~1,000 lines: a finding's regression test is found by
+//! its id here, next to the others of the same review, and each plays the
+//! whole attack (several requests as two parties) against the real API.
 
 mod common;
 

@@ -16,6 +16,12 @@
 //! (the standby from the edge, everyone else from a peer, see
 //! [`crate::topology::place`]), over a second session kept open for that,
 //! every 100 ms until the parent catches up or is passed over.
+//!
+//! Why one file of ~870 lines: the upstream session, each track's
+//! subscription with its repair loop, and the signature check share the
+//! session generation and the freshness clock. The repair decisions are
+//! the next to move into a sans-IO state machine beside
+//! [`crate::topology`]; this file then keeps only the I/O.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
