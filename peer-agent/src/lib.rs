@@ -11,8 +11,13 @@
 //! playback tokens), because it embeds the edge's cache and servers.
 
 pub mod media;
+mod parents;
+mod registration;
 pub mod swarm;
 pub mod topology;
+
+use parents::ParentChoice;
+use registration::Registrar;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -294,21 +299,22 @@ impl PeerAgent {
         let tally = status::EventTally::new(server_counters.clone(), hls_viewers.clone());
         parts.spawn_loop(
             "registration",
-            register_loop(
-                self.link.clone(),
+            Registrar {
+                link: self.link.clone(),
                 me,
-                swarm.listening.clone(),
-                self.config.p2p_listen,
-                moqt_addr.port(),
-                http_addr.port(),
-                self.cert_sha256.clone(),
+                listening: swarm.listening.clone(),
+                p2p_listen: self.config.p2p_listen,
+                moqt_port: moqt_addr.port(),
+                http_port: http_addr.port(),
+                cert_sha256: self.cert_sha256.clone(),
                 networks,
-                registration_tx,
-                swarm.commands.clone(),
-                self.counters.clone(),
-                swarm.members.clone(),
+                registration: registration_tx,
+                commands: swarm.commands.clone(),
+                counters: self.counters.clone(),
+                members: swarm.members.clone(),
                 tally,
-            ),
+            }
+            .run(),
         );
         let (events_tx, events) = mpsc::unbounded_channel();
         let (targets_tx, targets) = watch::channel(None::<Target>);
@@ -320,18 +326,19 @@ impl PeerAgent {
         );
         parts.spawn_loop(
             "parent choice",
-            choose_parents(
+            ParentChoice {
                 me,
-                self.config.fanout,
-                swarm.members.clone(),
-                registration.clone(),
+                fanout: self.config.fanout,
+                members: swarm.members.clone(),
+                registration: registration.clone(),
                 events,
-                swarm.commands.clone(),
-                targets_tx,
-                repair_targets_tx,
-                edge_upstream,
-                self.counters.clone(),
-            ),
+                commands: swarm.commands.clone(),
+                targets: targets_tx,
+                repair_targets: repair_targets_tx,
+                edge: edge_upstream,
+                counters: self.counters.clone(),
+            }
+            .run(),
         );
         let limits = CacheLimits {
             max_age: Duration::from_secs(self.config.cache_max_age_secs),
@@ -427,264 +434,6 @@ fn multiaddr_of(addr: SocketAddr) -> Multiaddr {
     m.push(libp2p::multiaddr::Protocol::Udp(addr.port()));
     m.push(libp2p::multiaddr::Protocol::QuicV1);
     m
-}
-
-/// Registers now and then every few seconds; hands the answer to the swarm.
-#[allow(clippy::too_many_arguments)]
-async fn register_loop(
-    link: ControlPlaneLink,
-    me: PeerId,
-    listening: watch::Receiver<Vec<Multiaddr>>,
-    p2p_listen: SocketAddr,
-    moqt_port: u16,
-    http_port: u16,
-    cert_sha256: String,
-    networks: SiteNetworks,
-    registration: watch::Sender<Option<Registration>>,
-    commands: mpsc::UnboundedSender<Command>,
-    counters: Arc<AgentCounters>,
-    members: watch::Receiver<Members>,
-    mut tally: status::EventTally,
-) {
-    let client = match strom_relay::control_plane::http_client(&link, Duration::from_secs(10)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "control plane client");
-            return;
-        }
-    };
-    let url = match link.url.join(strom_protocol::paths::AGENT_REGISTER) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::error!(error = %e, "control plane URL");
-            return;
-        }
-    };
-    let mut every;
-    let mut undelivered: Vec<strom_relay::control_plane::EventFigures> = Vec::new();
-    loop {
-        let listen: Vec<Multiaddr> = listening.borrow().clone();
-        let addrs: Vec<String> = if p2p_listen.ip().is_unspecified() {
-            listen
-                .iter()
-                .filter_map(swarm::ip_of)
-                .filter(|ip| !ip.is_loopback())
-                .map(|ip| ip.to_string())
-                .collect()
-        } else {
-            vec![p2p_listen.ip().to_string()]
-        };
-        if addrs.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let carried = !undelivered.is_empty();
-        let body = RegisterRequest {
-            peer_id: me.to_string(),
-            addrs,
-            listen: listen
-                .iter()
-                .filter(|m| swarm::ip_of(m).is_some_and(|ip| !ip.is_loopback()))
-                .map(|m| m.to_string())
-                .collect(),
-            moqt_port,
-            http_port,
-            stats: Some(AgentStats {
-                bytes_from_edge: counters.bytes_from_edge.load(Ordering::Relaxed),
-                bytes_from_peers: counters.bytes_from_peers.load(Ordering::Relaxed),
-                peers: members.borrow().len() as u32,
-                upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
-                objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
-                stalls: counters.stalls.load(Ordering::Relaxed),
-                events: strom_relay::control_plane::EventFigures::merge(
-                    std::mem::take(&mut undelivered),
-                    tally.figures(),
-                ),
-            }),
-        };
-        let answer = async {
-            let response = client
-                .post(url.clone())
-                .bearer_auth(&link.credential)
-                .json(&body)
-                .send()
-                .await?;
-            let status = response.status();
-            if !status.is_success() {
-                let text = response.text().await.unwrap_or_default();
-                anyhow::bail!(
-                    "control plane answered {status}: {}",
-                    text.chars().take(300).collect::<String>()
-                );
-            }
-            Ok(response.json::<RegisterAnswer>().await?)
-        }
-        .await;
-        match answer {
-            Ok(a) => {
-                let first = registration.borrow().is_none();
-                let p2p_on = a.site.p2p == P2pMode::On;
-                networks.set(if p2p_on {
-                    a.site.cidrs.iter().filter_map(|c| c.parse().ok()).collect()
-                } else {
-                    Vec::new()
-                });
-                if first {
-                    tracing::info!(site = %a.site.id, p2p = ?a.site.p2p, roster = a.roster.len(), "registered with the control plane");
-                }
-                registration.send_replace(Some(Registration {
-                    tenant: a.site.tenant.clone(),
-                    site: a.site.id.clone(),
-                    p2p: p2p_on,
-                    hello: swarm::Hello {
-                        ticket: a.ticket,
-                        moqt_port,
-                        cert_sha256: cert_sha256.clone(),
-                    },
-                }));
-                if p2p_on {
-                    for entry in a.roster {
-                        let (Ok(peer), addrs) = (
-                            entry.peer_id.parse::<PeerId>(),
-                            entry
-                                .listen
-                                .iter()
-                                .filter_map(|m| m.parse::<Multiaddr>().ok())
-                                .collect::<Vec<_>>(),
-                        ) else {
-                            continue;
-                        };
-                        let _ = commands.send(Command::Dial(peer, addrs));
-                    }
-                }
-                every = Duration::from_secs(a.register_every_secs.clamp(2, 60));
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "registration with the control plane failed");
-                // The QoE sums go with the next registration, once (figures
-                // the control plane refused must not block registering).
-                if !carried {
-                    undelivered = body.stats.map(|s| s.events).unwrap_or_default();
-                }
-                every = Duration::from_secs(2);
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// Turns membership, suspicions and the site's mode into the upstream target.
-#[allow(clippy::too_many_arguments)]
-async fn choose_parents(
-    me: PeerId,
-    fanout: usize,
-    mut members: watch::Receiver<Members>,
-    mut registration: watch::Receiver<Option<Registration>>,
-    mut events: mpsc::UnboundedReceiver<PeerEvent>,
-    commands: mpsc::UnboundedSender<Command>,
-    targets: watch::Sender<Option<Target>>,
-    repair_targets: watch::Sender<Option<RepairTarget>>,
-    edge: strom_relay::upstream::UpstreamConfig,
-    counters: Arc<AgentCounters>,
-) {
-    let mut suspicions: Suspicions<PeerId> = Suspicions::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        let now = Instant::now();
-        suspicions.expire(now);
-        let (target, repair) = {
-            let reg = registration.borrow();
-            let current = members.borrow();
-            let chosen = reg.as_ref().map(|reg| {
-                let view: BTreeSet<PeerId> = current
-                    .keys()
-                    .filter(|p| !suspicions.is_suspected(p, now))
-                    .copied()
-                    .collect();
-                let place = if reg.p2p {
-                    let rank = |p: &PeerId| topology::rank(&p.to_bytes());
-                    let mut place = topology::place(&me, &view, rank, fanout);
-                    // The repair source follows the site's order, not this
-                    // agent's suspicions: the standby stays the one agent
-                    // repairing from the edge even after this agent passed
-                    // over a lagging leader.
-                    let all: BTreeSet<PeerId> = current.keys().copied().collect();
-                    place.repair = topology::place(&me, &all, rank, fanout).repair;
-                    place
-                } else {
-                    topology::Place {
-                        parent: Parent::Edge,
-                        repair: None,
-                    }
-                };
-                let at = |parent: &Parent<PeerId>| -> (url::Url, tls::Trust) {
-                    match parent {
-                        Parent::Peer(p) => {
-                            let m = &current[p];
-                            (
-                                format!("moqt://{}", m.moqt)
-                                    .parse()
-                                    .expect("socket address URL"),
-                                tls::Trust::Pinned(m.cert_sha256),
-                            )
-                        }
-                        Parent::Edge => (edge.url.clone(), edge.trust.clone()),
-                    }
-                };
-                let (url, trust) = at(&place.parent);
-                let target = Target {
-                    parent: place.parent.clone(),
-                    url,
-                    trust,
-                    token: reg.hello.ticket.clone(),
-                    prefix: vec![reg.tenant.clone()],
-                };
-                let repair = place.repair.map(|from| {
-                    let (url, trust) = at(&from);
-                    RepairTarget {
-                        from,
-                        url,
-                        trust,
-                        token: reg.hello.ticket.clone(),
-                    }
-                });
-                (target, repair)
-            });
-            match chosen {
-                Some((t, r)) => (Some(t), r),
-                None => (None, None),
-            }
-        };
-        let repair_moved = repair_targets.borrow().as_ref().map(|r| (&r.from, &r.url))
-            != repair.as_ref().map(|r| (&r.from, &r.url));
-        if repair_moved {
-            repair_targets.send_replace(repair);
-        }
-        // A renewed ticket alone does not move anyone (sessions keep theirs).
-        let moved = targets.borrow().as_ref().map(|t| (&t.parent, &t.url))
-            != target.as_ref().map(|t| (&t.parent, &t.url));
-        if moved {
-            if let Some(t) = &target {
-                tracing::info!(parent = %t.parent, members = members.borrow().len(), "upstream chosen");
-            }
-            targets.send_replace(target);
-        }
-        tokio::select! {
-            r = members.changed() => if r.is_err() { return },
-            r = registration.changed() => if r.is_err() { return },
-            Some(event) = events.recv() => match event {
-                PeerEvent::Silent(p) => {
-                    counters.stalls.fetch_add(1, Ordering::Relaxed);
-                    suspicions.suspect(p, SUSPECT_FOR, Instant::now());
-                }
-                PeerEvent::Tampered(p) => {
-                    suspicions.suspect(p, Duration::from_secs(365 * 24 * 3600), Instant::now());
-                    let _ = commands.send(Command::Block(p, "sent media whose signature does not hold"));
-                }
-            },
-            _ = tick.tick() => {}
-        }
-    }
 }
 
 async fn log_status(
