@@ -16,6 +16,7 @@ use strom_relay::access::{self, Access};
 use strom_relay::broadcast::Broadcasts;
 use strom_relay::cache::CacheLimits;
 use strom_relay::metrics::ServerCounters;
+use strom_relay::Role;
 use strom_relay::{
     http, monitoring, moqt, status, upstream, validate_control_plane, vod, ControlPlaneLink,
     TlsFiles, UpstreamSettings,
@@ -100,12 +101,16 @@ impl EdgeConfig {
                 self.http_listen
             );
         }
-        monitoring::validate_listen("edge", self.metrics_listen, self.metrics_allow_non_loopback)?;
+        monitoring::validate_listen(
+            Role::Edge,
+            self.metrics_listen,
+            self.metrics_allow_non_loopback,
+        )?;
         for u in &self.upstream {
             u.resolve()?;
         }
         if let Some(link) = &self.control_plane {
-            validate_control_plane("edge", link)?;
+            validate_control_plane(Role::Edge, link)?;
         }
         Ok(())
     }
@@ -176,7 +181,7 @@ impl Edge {
         } else {
             None
         };
-        let metrics = monitoring::bind("edge", config.metrics_listen).await?;
+        let metrics = monitoring::bind(Role::Edge, config.metrics_listen).await?;
         let upstreams = config
             .upstream
             .iter()
@@ -267,7 +272,7 @@ impl Edge {
         }
         let hls_viewers = Arc::new(status::HlsViewers::default());
         let state = http::HttpState {
-            role: "edge",
+            role: Role::Edge,
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
             part_target: self.config.hls_part_target_secs,
@@ -280,7 +285,6 @@ impl Edge {
             }),
             hls_viewers: hls_viewers.clone(),
             vod: self.vod.clone(),
-            vod_only: false,
         };
         if let Some(link) = self
             .access
@@ -288,7 +292,7 @@ impl Edge {
             .and_then(|a| a.control_plane().cloned())
         {
             let mut reporter = status::Reporter::new(
-                "edge",
+                Role::Edge,
                 self.broadcasts.clone(),
                 hls_viewers,
                 self.counters.clone(),
@@ -304,7 +308,7 @@ impl Edge {
                 monitoring::serve(
                     listener,
                     monitoring::Monitoring {
-                        role: "edge",
+                        role: Role::Edge,
                         broadcasts: self.broadcasts.clone(),
                         counters: self.counters.clone(),
                         extra_metrics: None,

@@ -24,6 +24,7 @@ use strom_relay::broadcast::{Broadcasts, Namespace};
 use strom_relay::cache::CacheLimits;
 use strom_relay::metrics::ServerCounters;
 use strom_relay::ControlPlaneLink;
+use strom_relay::Role;
 use strom_relay::{http, monitoring, moqt, TlsFiles};
 use strom_service::Tasks;
 
@@ -140,7 +141,7 @@ impl OriginConfig {
         self.stream_keys()?;
         self.admission.validate()?;
         if let Some(link) = &self.control_plane {
-            strom_relay::validate_control_plane("origin", link)?;
+            strom_relay::validate_control_plane(Role::Origin, link)?;
             if !self.streams.is_empty() {
                 anyhow::bail!(
                     "origin.streams and origin.control_plane are both set: with a control plane, broadcasters push with publish tokens; remove the static streams"
@@ -447,7 +448,7 @@ impl Origin {
         // Edges fetch recordings over HTTPS, checked like MoQT (relay tokens).
         if let Some((listener, tls)) = self.vod {
             let state = http::HttpState {
-                role: "origin",
+                role: Role::Origin,
                 broadcasts: self.broadcasts.clone(),
                 counters: self.counters.clone(),
                 part_target: 0.5,
@@ -460,7 +461,6 @@ impl Origin {
                     Arc::new(vod::DiskVod::new(r.root().to_path_buf()))
                         as Arc<dyn strom_relay::vod::VodSource>
                 }),
-                vod_only: true,
             };
             parts.spawn_loop("VOD server", http::serve(listener, Some(tls), state));
         }
@@ -484,7 +484,7 @@ impl Origin {
             );
             // The origin reports what is being pushed (live, ingest bitrate).
             let mut reporter = strom_relay::status::Reporter::new(
-                "origin",
+                Role::Origin,
                 self.broadcasts.clone(),
                 hls_viewers,
                 self.counters.clone(),
@@ -533,7 +533,7 @@ impl Origin {
         let admission = self.admission.clone();
         let publications = self.publications.clone();
         monitoring::Monitoring {
-            role: "origin",
+            role: Role::Origin,
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
             extra_metrics: Some(Arc::new(move || {

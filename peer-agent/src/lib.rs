@@ -35,6 +35,7 @@ use strom_relay::broadcast::Broadcasts;
 use strom_relay::cache::CacheLimits;
 use strom_relay::control_plane::ControlPlaneLink;
 use strom_relay::metrics::ServerCounters;
+use strom_relay::Role;
 use strom_relay::{http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
 use tokio::sync::{mpsc, watch};
 
@@ -116,7 +117,7 @@ impl PeerAgentConfig {
         let link = self.control_plane.as_ref().context(
             "peer_agent.control_plane is missing: agents register with the control plane (url, credential)",
         )?;
-        strom_relay::validate_control_plane("peer_agent", link)?;
+        strom_relay::validate_control_plane(Role::Agent, link)?;
         self.edge.resolve().context("peer_agent.edge")?;
         if !(1..=256).contains(&self.fanout) {
             anyhow::bail!("peer_agent.fanout = {} must be 1 to 256", self.fanout);
@@ -140,7 +141,7 @@ impl PeerAgentConfig {
             );
         }
         strom_relay::monitoring::validate_listen(
-            "peer_agent",
+            Role::Agent,
             self.metrics_listen,
             self.metrics_allow_non_loopback,
         )?;
@@ -233,7 +234,7 @@ impl PeerAgent {
         } else {
             None
         };
-        let metrics = monitoring::bind("peer_agent", config.metrics_listen).await?;
+        let metrics = monitoring::bind(Role::Agent, config.metrics_listen).await?;
         Ok(Self {
             config,
             link,
@@ -374,7 +375,7 @@ impl PeerAgent {
                 monitoring::serve(
                     listener,
                     monitoring::Monitoring {
-                        role: "agent",
+                        role: Role::Agent,
                         broadcasts: self.broadcasts.clone(),
                         counters: server_counters.clone(),
                         extra_metrics: Some(Arc::new(move || {
@@ -393,7 +394,7 @@ impl PeerAgent {
             );
         }
         let state = http::HttpState {
-            role: "agent",
+            role: Role::Agent,
             broadcasts: self.broadcasts.clone(),
             counters: server_counters.clone(),
             part_target: self.config.hls_part_target_secs,
@@ -406,7 +407,6 @@ impl PeerAgent {
             }),
             hls_viewers,
             vod: None,
-            vod_only: false,
         };
         parts.spawn_loop("HTTP server", http::serve(self.http, self.http_tls, state));
         parts.spawn_loop(

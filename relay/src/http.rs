@@ -46,7 +46,7 @@ use playlists::{find, hls_request, playlist_text};
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub role: &'static str,
+    pub role: crate::Role,
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<ServerCounters>,
     pub part_target: f64,
@@ -62,8 +62,6 @@ pub struct HttpState {
     pub hls_viewers: Arc<crate::status::HlsViewers>,
     /// Recordings served under `/vod/` (none: 404).
     pub vod: Option<Arc<dyn crate::vod::VodSource>>,
-    /// Serve `/vod/` and `/healthz` only (an origin's listener for edges).
-    pub vod_only: bool,
 }
 
 /// What a browser needs to open WebTransport to this edge: the UDP port (the
@@ -247,9 +245,9 @@ pub(crate) fn healthz() -> Response<Full<Bytes>> {
 }
 
 /// `/readyz`: an edge is ready once it has an upstream to pull from.
-pub(crate) fn readyz(role: &str, counters: &ServerCounters) -> Response<Full<Bytes>> {
+pub(crate) fn readyz(role: crate::Role, counters: &ServerCounters) -> Response<Full<Bytes>> {
     let connected = counters.upstream_sessions_active.load(Ordering::Relaxed);
-    if role == "edge" && connected == 0 {
+    if role.needs_upstream() && connected == 0 {
         error(StatusCode::SERVICE_UNAVAILABLE, "no upstream connected")
     } else {
         response(StatusCode::OK, "text/plain", "ready\n")
@@ -265,7 +263,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
         );
         return r;
     }
-    if req.method() == Method::POST && req.uri().path() == "/qoe" && !state.vod_only {
+    if req.method() == Method::POST && req.uri().path() == "/qoe" && state.role.serves_viewers() {
         return qoe_beacon(state, req).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -273,7 +271,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     }
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
-    if state.vod_only
+    if !state.role.serves_viewers()
         && !matches!(path.as_str(), "/healthz" | "/readyz")
         && !path.starts_with("/vod/")
     {

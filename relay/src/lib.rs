@@ -32,6 +32,55 @@ use serde::{Deserialize, Serialize};
 
 use cache::ObjectMeta;
 pub use control_plane::ControlPlaneLink;
+
+/// Which relay this is. It names the configuration section, is the `role`
+/// label of the relay's metrics, and decides what its HTTP surface serves
+/// and when it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Takes pushes and publishes them; its HTTP serves recordings only.
+    Origin,
+    /// Pulls from an origin or another edge and serves viewers.
+    Edge,
+    /// A peer-agent inside a LAN, serving its viewers like an edge.
+    Agent,
+}
+
+impl Role {
+    /// The `role` label and the name in status reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Origin => "origin",
+            Role::Edge => "edge",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// Its section in the configuration file.
+    pub fn section(self) -> &'static str {
+        match self {
+            Role::Agent => "peer_agent",
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether its HTTP surface serves live viewers (LL-HLS, QoE beacons);
+    /// the origin's serves only recordings to edges.
+    pub fn serves_viewers(self) -> bool {
+        self != Role::Origin
+    }
+
+    /// Whether `/readyz` waits for a connected upstream.
+    pub fn needs_upstream(self) -> bool {
+        self == Role::Edge
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 pub use strom_token;
 
 /// TLS certificate and key files; when absent a development certificate is
@@ -123,7 +172,8 @@ impl UpstreamSettings {
 }
 
 /// Checks a control-plane link at start-up (`role` names the section).
-pub fn validate_control_plane(role: &str, link: &ControlPlaneLink) -> anyhow::Result<()> {
+pub fn validate_control_plane(role: Role, link: &ControlPlaneLink) -> anyhow::Result<()> {
+    let role = role.section();
     if !matches!(link.url.scheme(), "https" | "http") {
         anyhow::bail!(
             "{role}.control_plane.url = {:?}: the scheme must be https (http on loopback only)",
@@ -168,5 +218,27 @@ pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Role;
+
+    #[test]
+    fn what_each_role_serves_and_waits_for() {
+        // role, label, config section, serves viewers, waits for an upstream
+        let table = [
+            (Role::Origin, "origin", "origin", false, false),
+            (Role::Edge, "edge", "edge", true, true),
+            (Role::Agent, "agent", "peer_agent", true, false),
+        ];
+        for (role, label, section, viewers, upstream) in table {
+            assert_eq!(role.as_str(), label);
+            assert_eq!(role.to_string(), label);
+            assert_eq!(role.section(), section);
+            assert_eq!(role.serves_viewers(), viewers, "{role}");
+            assert_eq!(role.needs_upstream(), upstream, "{role}");
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::metrics::{self, ServerCounters};
 #[derive(Clone)]
 pub struct Monitoring {
     /// `origin`, `edge` or `agent` (the `role` label, and what `/readyz` asks).
-    pub role: &'static str,
+    pub role: crate::Role,
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<ServerCounters>,
     /// More metric families appended to `/metrics` (the origin's ingest,
@@ -32,7 +32,7 @@ pub struct Monitoring {
 impl Monitoring {
     /// The whole `/metrics` page.
     pub fn render(&self) -> String {
-        let mut text = metrics::render(self.role, &self.counters, &self.broadcasts);
+        let mut text = metrics::render(self.role.as_str(), &self.counters, &self.broadcasts);
         text.push_str(&metrics::render_process());
         if let Some(extra) = &self.extra_metrics {
             text.push_str(&extra());
@@ -44,10 +44,11 @@ impl Monitoring {
 /// Checks `<section>.metrics_listen` at start-up: loopback, unless
 /// `<section>.metrics_allow_non_loopback` says the operator means it.
 pub fn validate_listen(
-    section: &str,
+    role: crate::Role,
     listen: Option<SocketAddr>,
     allow_non_loopback: bool,
 ) -> anyhow::Result<()> {
+    let section = role.section();
     match listen {
         Some(addr) if !addr.ip().is_loopback() && !allow_non_loopback => anyhow::bail!(
             "{section}.metrics_listen = {addr} is not loopback: /metrics lists every tenant's live events without authentication; \
@@ -59,9 +60,10 @@ pub fn validate_listen(
 
 /// Binds `<section>.metrics_listen`, if set.
 pub async fn bind(
-    section: &str,
+    role: crate::Role,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<Option<TcpListener>> {
+    let section = role.section();
     match listen {
         Some(addr) => Ok(Some(TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("binding {section}.metrics_listen on {addr}: {e}")
@@ -109,17 +111,17 @@ mod tests {
         let lo6: SocketAddr = "[::1]:8082".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8082".parse().unwrap();
         let lan: SocketAddr = "10.1.2.3:8082".parse().unwrap();
-        assert!(validate_listen("edge", None, false).is_ok());
-        assert!(validate_listen("edge", Some(lo), false).is_ok());
-        assert!(validate_listen("edge", Some(lo6), false).is_ok());
+        assert!(validate_listen(crate::Role::Edge, None, false).is_ok());
+        assert!(validate_listen(crate::Role::Edge, Some(lo), false).is_ok());
+        assert!(validate_listen(crate::Role::Edge, Some(lo6), false).is_ok());
         for addr in [any, lan] {
-            let err = validate_listen("edge", Some(addr), false).unwrap_err();
+            let err = validate_listen(crate::Role::Edge, Some(addr), false).unwrap_err();
             assert!(
                 err.to_string().contains("edge.metrics_listen")
                     && err.to_string().contains("metrics_allow_non_loopback"),
                 "{err}"
             );
-            assert!(validate_listen("edge", Some(addr), true).is_ok());
+            assert!(validate_listen(crate::Role::Edge, Some(addr), true).is_ok());
         }
     }
 }

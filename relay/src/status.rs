@@ -147,7 +147,7 @@ fn process_cpu_seconds() -> Option<f64> {
 /// Builds successive reports; bitrates are the byte counters' growth since
 /// the previous report.
 pub struct Reporter {
-    role: &'static str,
+    role: crate::Role,
     broadcasts: Arc<Broadcasts>,
     hls: Arc<HlsViewers>,
     counters: Arc<ServerCounters>,
@@ -159,7 +159,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(
-        role: &'static str,
+        role: crate::Role,
         broadcasts: Arc<Broadcasts>,
         hls: Arc<HlsViewers>,
         counters: Arc<ServerCounters>,
@@ -225,7 +225,7 @@ impl Reporter {
         };
         self.previous_load = Some((egress, cpu, now));
         RelayStatus {
-            role: self.role.into(),
+            role: self.role.as_str().into(),
             streams,
             events: self.events.figures(),
             egress_bps,

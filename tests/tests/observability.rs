@@ -44,7 +44,7 @@ fn check(service: &str, text: &str) -> Families {
 /// A peer-agent's `/metrics` as its metrics listener assembles it.
 fn agent_metrics() -> String {
     strom_relay::monitoring::Monitoring {
-        role: "agent",
+        role: strom_relay::Role::Agent,
         broadcasts: strom_relay::broadcast::Broadcasts::new(),
         counters: Default::default(),
         extra_metrics: Some(std::sync::Arc::new(|| {
