@@ -3,19 +3,10 @@
 // offload and WAN bitrate, and timeline charts of the last hour. Polls
 // GET /api/v1/events/<id>/dashboard; charts are plain SVG (no library).
 
+import type { EdgeNow, EventDashboard, Sample, SiteNow } from '../api/types';
 import { api, ApiError } from './api';
 import { h, show } from './dom';
 
-interface Sample {
-  at: number; viewers: number; ingest_bps: number; latency_ms: number | null; stall_ratio: number | null;
-  egress_bps: number; offload: number | null; wan_bps: number;
-}
-interface EdgeNow { edge: string; viewers: number; egress_bps: number; cpu_cores: number; latency_ms: number | null; stall_ratio: number | null }
-interface SiteNow {
-  site: string; name: string; agents: number; viewers: number; offload: number; wan_bps: number;
-  latency_ms: number | null; stall_ratio: number | null;
-}
-interface EventDashboard { sample_every_secs: number; now: Sample | null; edges: EdgeNow[]; sites: SiteNow[]; timeline: Sample[] }
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -95,9 +86,9 @@ function render(el: HTMLElement, d: EventDashboard): void {
       'div',
       { class: 'charts' },
       chart('chart-viewers', 'Viewers', tl, (s) => s.viewers, (v) => String(Math.round(v))),
-      chart('chart-latency', 'Latency to live', tl, (s) => s.latency_ms, ms),
-      chart('chart-stalls', 'Stall ratio', tl, (s) => s.stall_ratio, (v) => pct(v), Math.max(0.05, ...tl.map((s) => (s.stall_ratio ?? 0) * 1.15))),
-      chart('chart-offload', 'Offload', tl, (s) => s.offload, (v) => pct(v), 1),
+      chart('chart-latency', 'Latency to live', tl, (s) => s.latency_ms ?? null, ms),
+      chart('chart-stalls', 'Stall ratio', tl, (s) => s.stall_ratio ?? null, (v) => pct(v), Math.max(0.05, ...tl.map((s) => (s.stall_ratio ?? 0) * 1.15))),
+      chart('chart-offload', 'Offload', tl, (s) => s.offload ?? null, (v) => pct(v), 1),
       chart('chart-wan', 'WAN (all sites)', tl, (s) => s.wan_bps, mbit),
       chart('chart-egress', 'Edge egress', tl, (s) => s.egress_bps, mbit),
     ),

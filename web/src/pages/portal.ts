@@ -3,29 +3,10 @@
 // registration), or ask for a login link; logged-in participants (and staff
 // previewing) watch here, with a playback token refreshed before it expires.
 
+import type { FieldDto as FormField, PublicEvent } from '../api/types';
 import { api, logout, session, Session } from './api';
 import { app, field, h, notice, show, values } from './dom';
 import { mountPlayer } from './watch';
-
-interface FormField {
-  name: string;
-  label: string;
-  kind: 'text' | 'email' | 'select' | 'checkbox';
-  options: string[];
-  required: boolean;
-}
-
-interface PublicEvent {
-  tenant: string;
-  id: string;
-  title: string;
-  starts_at: string;
-  ends_at: string;
-  access: 'open' | 'domains' | 'list' | 'approval';
-  form: FormField[];
-  privacy_notice: string;
-  ended: boolean;
-}
 
 const root = app();
 const [, , tenant, event] = location.pathname.split('/');
@@ -89,7 +70,7 @@ function input(f: FormField): HTMLElement {
   const common = { name: `field:${f.name}`, required: f.required, id: `field-${f.name}` };
   switch (f.kind) {
     case 'select':
-      return h('select', common, h('option', { value: '' }, '—'), ...f.options.map((o) => h('option', { value: o }, o)));
+      return h('select', common, h('option', { value: '' }, '—'), ...(f.options ?? []).map((o) => h('option', { value: o }, o)));
     case 'checkbox':
       return h('input', { ...common, type: 'checkbox' });
     case 'email':

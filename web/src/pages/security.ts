@@ -5,15 +5,9 @@
 // devices logged in to the account, each of which can be logged out with
 // the password.
 
+import type { SessionItem, TotpEnrolment } from '../api/types';
 import { api } from './api';
 import { copyButton, field, h, notice, show, values } from './dom';
-
-interface TotpEnrolment {
-  /** Base32 key, for entering by hand. */
-  secret: string;
-  /** otpauth:// URI. */
-  uri: string;
-}
 
 /**
  * The password and authenticator cards. `hasTotp` is whether the account
@@ -22,13 +16,6 @@ interface TotpEnrolment {
  */
 export function securityCards(hasTotp: boolean | null, changed: (done: string) => void): HTMLElement[] {
   return [passwordCard(changed), totpCard(hasTotp, changed), sessionsCard()];
-}
-
-interface SessionItem {
-  id: string;
-  created_at: string;
-  last_seen: string;
-  current: boolean;
 }
 
 const dateTime = (iso: string) => new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(iso));

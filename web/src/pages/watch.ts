@@ -4,17 +4,9 @@
 // connect and HLS request.
 
 import { StromPlayer } from '../player/player';
+import type { PlaybackToken } from '../api/types';
 import { api, session, Session } from './api';
 import { h, show } from './dom';
-
-interface PlaybackToken {
-  token: string;
-  expires_at: string;
-  refresh_in_secs: number;
-  namespace: string;
-  edges: string[];
-  streams: string[];
-}
 
 export interface MountOptions {
   tenant: string;
