@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom's control plane: tenants, staff and roles, events, streams,
 //! participants, sites and edges; identity (passwords with lockout, TOTP,
 //! magic links); publish and playback tokens with revocation push; audit

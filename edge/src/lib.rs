@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom-edge: the edge service. It pulls broadcasts from upstreams (origins
 //! or parent edges) on demand, keeps their newest groups in the relay's
 //! cache, and serves it over MoQT (raw QUIC and WebTransport) and LL-HLS.

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom's identity rules for the control plane: password policy and argon2id
 //! hashing, account lockout, TOTP, single-use link secrets, participant CSV
 //! import/export and outgoing mail.

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom media model and containers: FLV tag bodies (including Enhanced RTMP `hvc1`) or
 //! MPEG-TS in, H.264/H.265/AAC configuration,
 //! CMAF init segments and chunks out, the MSF-style catalog, and the sans-IO

@@ -16,10 +16,10 @@ static HOOK: Once = Once::new();
 
 #[derive(Debug, thiserror::Error)]
 #[error("the parser failed on this input ({0})")]
-pub struct Contained(pub String);
+pub(crate) struct Contained(pub(crate) String);
 
 /// Calls `f`; a panic inside it becomes `Err(Contained)`.
-pub fn contained<T>(f: impl FnOnce() -> T) -> Result<T, Contained> {
+pub(crate) fn contained<T>(f: impl FnOnce() -> T) -> Result<T, Contained> {
     HOOK.call_once(|| {
         let default = panic::take_hook();
         panic::set_hook(Box::new(move |info| {

@@ -12,10 +12,10 @@
 use std::time::{Duration, Instant};
 
 /// An encoder's session id.
-pub type EncoderId = u64;
+pub(crate) type EncoderId = u64;
 
 #[derive(Debug)]
-pub struct Failover {
+pub(crate) struct Failover {
     stall: Duration,
     /// The encoder whose tags are packaged; none between encoders.
     active: Option<EncoderId>,
@@ -25,7 +25,7 @@ pub struct Failover {
 
 /// What to do with an encoder's tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Package it: its encoder is active.
     Publish,
     /// Only keep it (the encoder's current GOP, for a take-over).
@@ -36,7 +36,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// The active encoder disconnected.
     Lost,
     /// The active encoder wrote nothing for this long.
@@ -45,7 +45,7 @@ pub enum Reason {
 
 impl Failover {
     /// A rendition whose first encoder, `first`, has just connected.
-    pub fn new(first: EncoderId, stall: Duration, now: Instant) -> Self {
+    pub(crate) fn new(first: EncoderId, stall: Duration, now: Instant) -> Self {
         Failover {
             stall,
             active: Some(first),
@@ -53,14 +53,14 @@ impl Failover {
         }
     }
 
-    pub fn is_active(&self, encoder: EncoderId) -> bool {
+    pub(crate) fn is_active(&self, encoder: EncoderId) -> bool {
         self.active == Some(encoder)
     }
 
     /// An encoder connected. When no other encoder of the rendition is
     /// connected it becomes active at once (true: start a packager after
     /// everything packaged so far); otherwise it stands by.
-    pub fn connected(&mut self, encoder: EncoderId, alone: bool, now: Instant) -> bool {
+    pub(crate) fn connected(&mut self, encoder: EncoderId, alone: bool, now: Instant) -> bool {
         if !alone || self.active == Some(encoder) {
             return false;
         }
@@ -70,7 +70,7 @@ impl Failover {
 
     /// An encoder sent a tag; `ready` says whether it holds what a viewer
     /// can start from (a configuration and a keyframe).
-    pub fn tag(&mut self, encoder: EncoderId, ready: bool, now: Instant) -> Verdict {
+    pub(crate) fn tag(&mut self, encoder: EncoderId, ready: bool, now: Instant) -> Verdict {
         if self.active == Some(encoder) {
             return Verdict::Publish;
         }
@@ -92,13 +92,13 @@ impl Failover {
     }
 
     /// The active encoder's tag was packaged.
-    pub fn wrote(&mut self, now: Instant) {
+    pub(crate) fn wrote(&mut self, now: Instant) {
         self.last_write = now;
     }
 
     /// An encoder disconnected; true if it was the active one (close the
     /// groups it was writing).
-    pub fn disconnected(&mut self, encoder: EncoderId) -> bool {
+    pub(crate) fn disconnected(&mut self, encoder: EncoderId) -> bool {
         if self.active != Some(encoder) {
             return false;
         }

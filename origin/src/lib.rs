@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom's origin: accepts broadcasters' pushes (RTMP), packages them as CMAF
 //! groups and objects, and publishes them over MoQT to edges.
 

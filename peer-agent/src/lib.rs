@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom's peer-agent: runs on machines inside a corporate LAN and shares one
 //! copy of each stream between the agents of a site (the peer-assisted eCDN).
 //!

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom-relay: what every relay of strom shares. The origin, the edges and
 //! the peer-agents all keep broadcasts in one group cache ([`broadcast`],
 //! [`cache`]), serve it over MoQT (raw QUIC and WebTransport, [`moqt`]) and

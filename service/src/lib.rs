@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! strom-service: a service's named parts: every long-running task of a service is spawned
 //! here under a name, and the service runs until one of them ends or it is
 //! told to stop.

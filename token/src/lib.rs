@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! Publish and playback tokens: what a broadcaster shows the origin and a
 //! viewer shows an edge. PASETO v4.public (Ed25519, no algorithm choice to
 //! confuse), the signing key's PASERK id in the footer, scoped to tenant +

@@ -170,14 +170,14 @@ fn si24(b: &[u8]) -> i32 {
 
 /// Enhanced RTMP `VideoPacketType` values (veovera enhanced-rtmp v1/v2).
 mod ex_packet {
-    pub const SEQUENCE_START: u8 = 0;
-    pub const CODED_FRAMES: u8 = 1;
-    pub const SEQUENCE_END: u8 = 2;
-    pub const CODED_FRAMES_X: u8 = 3;
-    pub const METADATA: u8 = 4;
-    pub const MPEG2TS_SEQUENCE_START: u8 = 5;
-    pub const MULTITRACK: u8 = 6;
-    pub const MOD_EX: u8 = 7;
+    pub(super) const SEQUENCE_START: u8 = 0;
+    pub(super) const CODED_FRAMES: u8 = 1;
+    pub(super) const SEQUENCE_END: u8 = 2;
+    pub(super) const CODED_FRAMES_X: u8 = 3;
+    pub(super) const METADATA: u8 = 4;
+    pub(super) const MPEG2TS_SEQUENCE_START: u8 = 5;
+    pub(super) const MULTITRACK: u8 = 6;
+    pub(super) const MOD_EX: u8 = 7;
 }
 
 /// The body of an Enhanced RTMP video tag: `[IsExHeader:1][FrameType:3][PacketType:4]`,

@@ -12,127 +12,127 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::net::SocketAddr;
 
-pub type SRTSOCKET = i32;
-pub const SRT_INVALID_SOCK: SRTSOCKET = -1;
-pub const SRT_ERROR: c_int = -1;
+pub(super) type SRTSOCKET = i32;
+pub(super) const SRT_INVALID_SOCK: SRTSOCKET = -1;
+pub(super) const SRT_ERROR: c_int = -1;
 
 // SRT_SOCKOPT values used.
-pub const SRTO_RCVSYN: c_int = 2;
-pub const SRTO_RCVTIMEO: c_int = 14;
-pub const SRTO_REUSEADDR: c_int = 15;
-pub const SRTO_PASSPHRASE: c_int = 26;
-pub const SRTO_PBKEYLEN: c_int = 27;
-pub const SRTO_RCVLATENCY: c_int = 43;
-pub const SRTO_STREAMID: c_int = 46;
-pub const SRTO_TRANSTYPE: c_int = 50;
-pub const SRTO_ENFORCEDENCRYPTION: c_int = 53;
+pub(super) const SRTO_RCVSYN: c_int = 2;
+pub(super) const SRTO_RCVTIMEO: c_int = 14;
+pub(super) const SRTO_REUSEADDR: c_int = 15;
+pub(super) const SRTO_PASSPHRASE: c_int = 26;
+pub(super) const SRTO_PBKEYLEN: c_int = 27;
+pub(super) const SRTO_RCVLATENCY: c_int = 43;
+pub(super) const SRTO_STREAMID: c_int = 46;
+pub(super) const SRTO_TRANSTYPE: c_int = 50;
+pub(super) const SRTO_ENFORCEDENCRYPTION: c_int = 53;
 
 // SRT_ERRNO values the receive loop tells apart.
 /// No data in time (blocking mode with SRTO_RCVTIMEO).
-pub const SRT_EASYNCRCV: c_int = 6002;
-pub const SRT_ETIMEOUT: c_int = 6003;
+pub(super) const SRT_EASYNCRCV: c_int = 6002;
+pub(super) const SRT_ETIMEOUT: c_int = 6003;
 
 // Rejection codes a listener callback may set (srt/access_control.h).
-pub const SRT_REJX_BAD_REQUEST: c_int = 1400;
-pub const SRT_REJX_UNAUTHORIZED: c_int = 1401;
+pub(super) const SRT_REJX_BAD_REQUEST: c_int = 1400;
+pub(super) const SRT_REJX_UNAUTHORIZED: c_int = 1401;
 /// Too many requests (the admission limits).
-pub const SRT_REJX_OVERLOAD: c_int = 1402;
-pub const SRT_REJX_FORBIDDEN: c_int = 1403;
-pub const SRT_REJX_NOTFOUND: c_int = 1404;
-pub const SRT_REJX_BAD_MODE: c_int = 1405;
-pub const SRT_REJX_CONFLICT: c_int = 1409;
-pub const SRT_REJX_ISE: c_int = 1500;
-pub const SRT_REJX_DOWN: c_int = 1503;
+pub(super) const SRT_REJX_OVERLOAD: c_int = 1402;
+pub(super) const SRT_REJX_FORBIDDEN: c_int = 1403;
+pub(super) const SRT_REJX_NOTFOUND: c_int = 1404;
+pub(super) const SRT_REJX_BAD_MODE: c_int = 1405;
+pub(super) const SRT_REJX_CONFLICT: c_int = 1409;
+pub(super) const SRT_REJX_ISE: c_int = 1500;
+pub(super) const SRT_REJX_DOWN: c_int = 1503;
 
 /// `struct CBytePerfMon` of libsrt 1.5 (srt.h), field for field.
 #[repr(C)]
 #[derive(Default, Debug, Clone, Copy)]
-pub struct CBytePerfMon {
-    pub msTimeStamp: i64,
-    pub pktSentTotal: i64,
-    pub pktRecvTotal: i64,
-    pub pktSndLossTotal: c_int,
-    pub pktRcvLossTotal: c_int,
-    pub pktRetransTotal: c_int,
-    pub pktSentACKTotal: c_int,
-    pub pktRecvACKTotal: c_int,
-    pub pktSentNAKTotal: c_int,
-    pub pktRecvNAKTotal: c_int,
-    pub usSndDurationTotal: i64,
-    pub pktSndDropTotal: c_int,
-    pub pktRcvDropTotal: c_int,
-    pub pktRcvUndecryptTotal: c_int,
-    pub byteSentTotal: u64,
-    pub byteRecvTotal: u64,
-    pub byteRcvLossTotal: u64,
-    pub byteRetransTotal: u64,
-    pub byteSndDropTotal: u64,
-    pub byteRcvDropTotal: u64,
-    pub byteRcvUndecryptTotal: u64,
-    pub pktSent: i64,
-    pub pktRecv: i64,
-    pub pktSndLoss: c_int,
-    pub pktRcvLoss: c_int,
-    pub pktRetrans: c_int,
-    pub pktRcvRetrans: c_int,
-    pub pktSentACK: c_int,
-    pub pktRecvACK: c_int,
-    pub pktSentNAK: c_int,
-    pub pktRecvNAK: c_int,
-    pub mbpsSendRate: f64,
-    pub mbpsRecvRate: f64,
-    pub usSndDuration: i64,
-    pub pktReorderDistance: c_int,
-    pub pktRcvAvgBelatedTime: f64,
-    pub pktRcvBelated: i64,
-    pub pktSndDrop: c_int,
-    pub pktRcvDrop: c_int,
-    pub pktRcvUndecrypt: c_int,
-    pub byteSent: u64,
-    pub byteRecv: u64,
-    pub byteRcvLoss: u64,
-    pub byteRetrans: u64,
-    pub byteSndDrop: u64,
-    pub byteRcvDrop: u64,
-    pub byteRcvUndecrypt: u64,
-    pub usPktSndPeriod: f64,
-    pub pktFlowWindow: c_int,
-    pub pktCongestionWindow: c_int,
-    pub pktFlightSize: c_int,
-    pub msRTT: f64,
-    pub mbpsBandwidth: f64,
-    pub byteAvailSndBuf: c_int,
-    pub byteAvailRcvBuf: c_int,
-    pub mbpsMaxBW: f64,
-    pub byteMSS: c_int,
-    pub pktSndBuf: c_int,
-    pub byteSndBuf: c_int,
-    pub msSndBuf: c_int,
-    pub msSndTsbPdDelay: c_int,
-    pub pktRcvBuf: c_int,
-    pub byteRcvBuf: c_int,
-    pub msRcvBuf: c_int,
-    pub msRcvTsbPdDelay: c_int,
-    pub pktSndFilterExtraTotal: c_int,
-    pub pktRcvFilterExtraTotal: c_int,
-    pub pktRcvFilterSupplyTotal: c_int,
-    pub pktRcvFilterLossTotal: c_int,
-    pub pktSndFilterExtra: c_int,
-    pub pktRcvFilterExtra: c_int,
-    pub pktRcvFilterSupply: c_int,
-    pub pktRcvFilterLoss: c_int,
-    pub pktReorderTolerance: c_int,
-    pub pktSentUniqueTotal: i64,
-    pub pktRecvUniqueTotal: i64,
-    pub byteSentUniqueTotal: u64,
-    pub byteRecvUniqueTotal: u64,
-    pub pktSentUnique: i64,
-    pub pktRecvUnique: i64,
-    pub byteSentUnique: u64,
-    pub byteRecvUnique: u64,
+pub(super) struct CBytePerfMon {
+    pub(super) msTimeStamp: i64,
+    pub(super) pktSentTotal: i64,
+    pub(super) pktRecvTotal: i64,
+    pub(super) pktSndLossTotal: c_int,
+    pub(super) pktRcvLossTotal: c_int,
+    pub(super) pktRetransTotal: c_int,
+    pub(super) pktSentACKTotal: c_int,
+    pub(super) pktRecvACKTotal: c_int,
+    pub(super) pktSentNAKTotal: c_int,
+    pub(super) pktRecvNAKTotal: c_int,
+    pub(super) usSndDurationTotal: i64,
+    pub(super) pktSndDropTotal: c_int,
+    pub(super) pktRcvDropTotal: c_int,
+    pub(super) pktRcvUndecryptTotal: c_int,
+    pub(super) byteSentTotal: u64,
+    pub(super) byteRecvTotal: u64,
+    pub(super) byteRcvLossTotal: u64,
+    pub(super) byteRetransTotal: u64,
+    pub(super) byteSndDropTotal: u64,
+    pub(super) byteRcvDropTotal: u64,
+    pub(super) byteRcvUndecryptTotal: u64,
+    pub(super) pktSent: i64,
+    pub(super) pktRecv: i64,
+    pub(super) pktSndLoss: c_int,
+    pub(super) pktRcvLoss: c_int,
+    pub(super) pktRetrans: c_int,
+    pub(super) pktRcvRetrans: c_int,
+    pub(super) pktSentACK: c_int,
+    pub(super) pktRecvACK: c_int,
+    pub(super) pktSentNAK: c_int,
+    pub(super) pktRecvNAK: c_int,
+    pub(super) mbpsSendRate: f64,
+    pub(super) mbpsRecvRate: f64,
+    pub(super) usSndDuration: i64,
+    pub(super) pktReorderDistance: c_int,
+    pub(super) pktRcvAvgBelatedTime: f64,
+    pub(super) pktRcvBelated: i64,
+    pub(super) pktSndDrop: c_int,
+    pub(super) pktRcvDrop: c_int,
+    pub(super) pktRcvUndecrypt: c_int,
+    pub(super) byteSent: u64,
+    pub(super) byteRecv: u64,
+    pub(super) byteRcvLoss: u64,
+    pub(super) byteRetrans: u64,
+    pub(super) byteSndDrop: u64,
+    pub(super) byteRcvDrop: u64,
+    pub(super) byteRcvUndecrypt: u64,
+    pub(super) usPktSndPeriod: f64,
+    pub(super) pktFlowWindow: c_int,
+    pub(super) pktCongestionWindow: c_int,
+    pub(super) pktFlightSize: c_int,
+    pub(super) msRTT: f64,
+    pub(super) mbpsBandwidth: f64,
+    pub(super) byteAvailSndBuf: c_int,
+    pub(super) byteAvailRcvBuf: c_int,
+    pub(super) mbpsMaxBW: f64,
+    pub(super) byteMSS: c_int,
+    pub(super) pktSndBuf: c_int,
+    pub(super) byteSndBuf: c_int,
+    pub(super) msSndBuf: c_int,
+    pub(super) msSndTsbPdDelay: c_int,
+    pub(super) pktRcvBuf: c_int,
+    pub(super) byteRcvBuf: c_int,
+    pub(super) msRcvBuf: c_int,
+    pub(super) msRcvTsbPdDelay: c_int,
+    pub(super) pktSndFilterExtraTotal: c_int,
+    pub(super) pktRcvFilterExtraTotal: c_int,
+    pub(super) pktRcvFilterSupplyTotal: c_int,
+    pub(super) pktRcvFilterLossTotal: c_int,
+    pub(super) pktSndFilterExtra: c_int,
+    pub(super) pktRcvFilterExtra: c_int,
+    pub(super) pktRcvFilterSupply: c_int,
+    pub(super) pktRcvFilterLoss: c_int,
+    pub(super) pktReorderTolerance: c_int,
+    pub(super) pktSentUniqueTotal: i64,
+    pub(super) pktRecvUniqueTotal: i64,
+    pub(super) byteSentUniqueTotal: u64,
+    pub(super) byteRecvUniqueTotal: u64,
+    pub(super) pktSentUnique: i64,
+    pub(super) pktRecvUnique: i64,
+    pub(super) byteSentUnique: u64,
+    pub(super) byteRecvUnique: u64,
 }
 
-pub type ListenCallback = unsafe extern "C" fn(
+pub(super) type ListenCallback = unsafe extern "C" fn(
     opaque: *mut c_void,
     ns: SRTSOCKET,
     hs_version: c_int,
@@ -140,7 +140,7 @@ pub type ListenCallback = unsafe extern "C" fn(
     stream_id: *const c_char,
 ) -> c_int;
 
-pub type LogHandler = unsafe extern "C" fn(
+pub(super) type LogHandler = unsafe extern "C" fn(
     opaque: *mut c_void,
     level: c_int,
     file: *const c_char,
@@ -151,40 +151,40 @@ pub type LogHandler = unsafe extern "C" fn(
 
 #[link(name = "srt-gnutls")]
 extern "C" {
-    pub fn srt_startup() -> c_int;
-    pub fn srt_create_socket() -> SRTSOCKET;
-    pub fn srt_bind(u: SRTSOCKET, name: *const libc::sockaddr, namelen: c_int) -> c_int;
-    pub fn srt_listen(u: SRTSOCKET, backlog: c_int) -> c_int;
-    pub fn srt_listen_callback(
+    pub(super) fn srt_startup() -> c_int;
+    pub(super) fn srt_create_socket() -> SRTSOCKET;
+    pub(super) fn srt_bind(u: SRTSOCKET, name: *const libc::sockaddr, namelen: c_int) -> c_int;
+    pub(super) fn srt_listen(u: SRTSOCKET, backlog: c_int) -> c_int;
+    pub(super) fn srt_listen_callback(
         lsn: SRTSOCKET,
         hook: Option<ListenCallback>,
         opaque: *mut c_void,
     ) -> c_int;
-    pub fn srt_accept(u: SRTSOCKET, addr: *mut libc::sockaddr, addrlen: *mut c_int) -> SRTSOCKET;
-    pub fn srt_close(u: SRTSOCKET) -> c_int;
+    pub(super) fn srt_accept(u: SRTSOCKET, addr: *mut libc::sockaddr, addrlen: *mut c_int) -> SRTSOCKET;
+    pub(super) fn srt_close(u: SRTSOCKET) -> c_int;
     /// `SRT_SOCKSTATUS`: 1 init … 5 connected, 6 broken, 7 closing, 8 closed,
     /// 9 nonexistent.
-    pub fn srt_getsockstate(u: SRTSOCKET) -> c_int;
-    pub fn srt_getsockname(u: SRTSOCKET, name: *mut libc::sockaddr, namelen: *mut c_int) -> c_int;
-    pub fn srt_setsockflag(u: SRTSOCKET, opt: c_int, optval: *const c_void, optlen: c_int)
+    pub(super) fn srt_getsockstate(u: SRTSOCKET) -> c_int;
+    pub(super) fn srt_getsockname(u: SRTSOCKET, name: *mut libc::sockaddr, namelen: *mut c_int) -> c_int;
+    pub(super) fn srt_setsockflag(u: SRTSOCKET, opt: c_int, optval: *const c_void, optlen: c_int)
         -> c_int;
-    pub fn srt_getsockflag(
+    pub(super) fn srt_getsockflag(
         u: SRTSOCKET,
         opt: c_int,
         optval: *mut c_void,
         optlen: *mut c_int,
     ) -> c_int;
-    pub fn srt_recvmsg(u: SRTSOCKET, buf: *mut c_char, len: c_int) -> c_int;
-    pub fn srt_getlasterror(errno_loc: *mut c_int) -> c_int;
-    pub fn srt_getlasterror_str() -> *const c_char;
-    pub fn srt_setrejectreason(sock: SRTSOCKET, value: c_int) -> c_int;
-    pub fn srt_bstats(u: SRTSOCKET, perf: *mut CBytePerfMon, clear: c_int) -> c_int;
-    pub fn srt_setloglevel(level: c_int);
-    pub fn srt_setloghandler(opaque: *mut c_void, handler: Option<LogHandler>);
+    pub(super) fn srt_recvmsg(u: SRTSOCKET, buf: *mut c_char, len: c_int) -> c_int;
+    pub(super) fn srt_getlasterror(errno_loc: *mut c_int) -> c_int;
+    pub(super) fn srt_getlasterror_str() -> *const c_char;
+    pub(super) fn srt_setrejectreason(sock: SRTSOCKET, value: c_int) -> c_int;
+    pub(super) fn srt_bstats(u: SRTSOCKET, perf: *mut CBytePerfMon, clear: c_int) -> c_int;
+    pub(super) fn srt_setloglevel(level: c_int);
+    pub(super) fn srt_setloghandler(opaque: *mut c_void, handler: Option<LogHandler>);
 }
 
 /// The calling thread's last libsrt error: (code, text).
-pub fn last_error() -> (c_int, String) {
+pub(super) fn last_error() -> (c_int, String) {
     // SAFETY: both calls only read thread-local state of the library; the
     // string is copied before anything else can run on this thread.
     unsafe {
@@ -200,7 +200,7 @@ pub fn last_error() -> (c_int, String) {
 }
 
 /// A socket address as libc's `sockaddr_storage`, with its length.
-pub fn to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, c_int) {
+pub(super) fn to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, c_int) {
     // SAFETY: an all-zero sockaddr_storage is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
@@ -239,7 +239,7 @@ pub fn to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, c_int) {
 ///
 /// # Safety
 /// `addr` is null or points to a valid sockaddr of its family's size.
-pub unsafe fn from_raw(addr: *const libc::sockaddr) -> Option<SocketAddr> {
+pub(super) unsafe fn from_raw(addr: *const libc::sockaddr) -> Option<SocketAddr> {
     if addr.is_null() {
         return None;
     }
