@@ -293,6 +293,22 @@ async fn authorize(
 }
 
 /// Calls our callback; returns status, Location and the problem body.
+/// A fresh browser that starts a staff login of the world's tenant and does
+/// `act` at the provider; the callback URL the provider sends it back to.
+async fn staff_login(w: &World, act: AtProvider<'_>) -> (reqwest::Client, String) {
+    let b = browser();
+    let cb = authorize(&b, w, &format!("tenant={}", w.tenant), act).await;
+    (b, cb)
+}
+
+/// The same for a participant's login to the world's event.
+async fn participant_login(w: &World, act: AtProvider<'_>) -> (reqwest::Client, String) {
+    let b = browser();
+    let query = format!("tenant={}&event={}", w.tenant, w.event);
+    let cb = authorize(&b, w, &query, act).await;
+    (b, cb)
+}
+
 async fn finish(b: &reqwest::Client, callback: &str) -> (u16, Option<String>, Value) {
     let res = b.get(callback).send().await.unwrap();
     let status = res.status().as_u16();
@@ -327,14 +343,7 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
     let mut w = world("id_token").await;
 
     // Staff: no event.
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("staff"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("staff")).await;
     let (status, loc, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     assert_eq!(loc.as_deref(), Some(format!("{}/", w.plane.base).as_str()));
@@ -364,14 +373,7 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
     assert_eq!(tenant.status(), 403);
 
     // Participant: with event=, lands on the event's page, and is active now.
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}&event={}", w.tenant, w.event),
-        AtProvider::LogIn("viewer"),
-    )
-    .await;
+    let (b, cb) = participant_login(&w, AtProvider::LogIn("viewer")).await;
     let (status, loc, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     // The viewer portal's address (`/e/{tenant}/{event}`).
@@ -399,23 +401,9 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
 
     // The participant's address is no staff account, and the staff member is
     // no participant of the event: each login is for what it was started for.
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("viewer"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("viewer")).await;
     assert_eq!(finish(&b, &cb).await.0, 403);
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}&event={}", w.tenant, w.event),
-        AtProvider::LogIn("staff"),
-    )
-    .await;
+    let (b, cb) = participant_login(&w, AtProvider::LogIn("staff")).await;
     assert_eq!(finish(&b, &cb).await.0, 403);
     assert_eq!(session(&b, &w).await.0, 401);
 }
@@ -424,14 +412,7 @@ async fn staff_and_participants_log_in_through_the_tenants_provider() {
 async fn unknown_unverified_and_deactivated_identities_are_refused() {
     let mut w = world("id_token").await;
 
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("stranger"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("stranger")).await;
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 403, "{body:?}");
     assert!(
@@ -440,14 +421,7 @@ async fn unknown_unverified_and_deactivated_identities_are_refused() {
     );
     assert_eq!(session(&b, &w).await.0, 401);
 
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("unverified"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("unverified")).await;
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 403, "{body:?}");
     assert!(
@@ -464,19 +438,11 @@ async fn unknown_unverified_and_deactivated_identities_are_refused() {
         )
         .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("staff"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("staff")).await;
     assert_eq!(finish(&b, &cb).await.0, 403);
 
     // The user says no at the provider: its error comes back as a problem.
-    let b = browser();
-    let cb = authorize(&b, &w, &format!("tenant={}", w.tenant), AtProvider::Abort).await;
+    let (b, cb) = staff_login(&w, AtProvider::Abort).await;
     assert!(cb.contains("error=access_denied"), "{cb}");
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 403, "{body:?}");
@@ -489,14 +455,7 @@ async fn unknown_unverified_and_deactivated_identities_are_refused() {
 #[tokio::test]
 async fn the_state_is_single_use_and_bound_to_the_browser_that_started() {
     let w = world("id_token").await;
-    let a = browser();
-    let cb = authorize(
-        &a,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("staff"),
-    )
-    .await;
+    let (a, cb) = staff_login(&w, AtProvider::LogIn("staff")).await;
 
     // Another browser with the same callback URL (no pre-auth cookie).
     let other = browser();
@@ -545,26 +504,12 @@ async fn email_claims_from_userinfo_and_bad_start_requests() {
     // The provider keeps e-mail claims out of the ID token (the spec's
     // default for the code flow): they come from the UserInfo endpoint.
     let w = world("userinfo").await;
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("staff"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("staff")).await;
     let (status, _, body) = finish(&b, &cb).await;
     assert_eq!(status, 303, "{body:?}");
     let (_, s) = session(&b, &w).await;
     assert_eq!(s["id"], w.staff_id);
-    let b = browser();
-    let cb = authorize(
-        &b,
-        &w,
-        &format!("tenant={}", w.tenant),
-        AtProvider::LogIn("unverified"),
-    )
-    .await;
+    let (b, cb) = staff_login(&w, AtProvider::LogIn("unverified")).await;
     assert_eq!(finish(&b, &cb).await.0, 403);
 
     // Start: unknown tenant or event, tenant without OIDC, missing tenant.

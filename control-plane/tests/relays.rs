@@ -34,6 +34,14 @@ async fn call(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+async fn get(base: &str, path: &str, token: &str) -> (u16, Value) {
+    call(base, reqwest::Method::GET, path, token, None).await
+}
+
+async fn post(base: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    call(base, reqwest::Method::POST, path, token, body).await
+}
+
 fn play_grant(tenant: &str, subject: &str) -> Grant {
     Grant::play(subject, tenant, "e_aaaaaaaaaaaa")
 }
@@ -183,11 +191,8 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
         "peer_id": PEER, "addrs": ["10.77.0.10"], "listen": ["/ip4/10.77.0.10/udp/4001/quic-v1"],
         "moqt_port": 4443, "http_port": 8443,
     });
-    let post = reqwest::Method::POST;
-    let get = reqwest::Method::GET;
-    let (status, answer) = call(
+    let (status, answer) = post(
         &plane.base,
-        post.clone(),
         "/api/v1/agents/register",
         &credential,
         Some(registration.clone()),
@@ -198,14 +203,7 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
     let now = OffsetDateTime::now_utc();
     let ticket_claims = plane.repo.verifier().verify(&ticket, now).unwrap();
     assert_eq!(ticket_claims.via.as_deref(), Some(id.as_str()));
-    let (status, _) = call(
-        &plane.base,
-        get.clone(),
-        "/api/v1/relay/revocations?after=0",
-        &ticket,
-        None,
-    )
-    .await;
+    let (status, _) = get(&plane.base, "/api/v1/relay/revocations?after=0", &ticket).await;
     assert_eq!(status, 200);
 
     let (status, list) = owner.get("/api/v1/agent-credentials").await;
@@ -221,23 +219,15 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
     let (_, list) = owner.get("/api/v1/agent-credentials").await;
     assert!(list[0]["revoked_at"].is_string());
     // At once, no polling involved: the credential, and the ticket.
-    let (status, _) = call(
+    let (status, _) = post(
         &plane.base,
-        post,
         "/api/v1/agents/register",
         &credential,
         Some(registration),
     )
     .await;
     assert_eq!(status, 401);
-    let (status, _) = call(
-        &plane.base,
-        get,
-        "/api/v1/relay/revocations?after=0",
-        &ticket,
-        None,
-    )
-    .await;
+    let (status, _) = get(&plane.base, "/api/v1/relay/revocations?after=0", &ticket).await;
     assert_eq!(status, 401);
     assert_eq!(
         plane
@@ -277,8 +267,6 @@ async fn a_revoked_agent_credential_and_its_tickets_stop_working() {
 #[tokio::test]
 async fn relay_credentials_are_scoped_by_role_and_revocable() {
     let plane = common::start().await;
-    let get = reqwest::Method::GET;
-    let post = reqwest::Method::POST;
     let origin = plane
         .repo
         .issue_relay_credential("operator", RelayRole::Origin, "origin-1")
@@ -286,76 +274,44 @@ async fn relay_credentials_are_scoped_by_role_and_revocable() {
         .0;
     let edge = plane.relay.clone();
     // Only origins get the SRT secrets (and register media keys).
-    let (status, secrets) = call(
-        &plane.base,
-        get.clone(),
-        "/api/v1/relay/srt-secrets",
-        &origin,
-        None,
-    )
-    .await;
+    let (status, secrets) = get(&plane.base, "/api/v1/relay/srt-secrets", &origin).await;
     assert_eq!(status, 200, "{secrets:?}");
-    let (status, _) = call(
-        &plane.base,
-        get.clone(),
-        "/api/v1/relay/srt-secrets",
-        &edge,
-        None,
-    )
-    .await;
+    let (status, _) = get(&plane.base, "/api/v1/relay/srt-secrets", &edge).await;
     assert_eq!(status, 403);
     let key = json!({"key": "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"});
-    let (status, _) = call(
+    let (status, _) = post(
         &plane.base,
-        post.clone(),
         "/api/v1/relay/media-key",
         &edge,
         Some(key.clone()),
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _) = call(
-        &plane.base,
-        post.clone(),
-        "/api/v1/relay/media-key",
-        &origin,
-        Some(key),
-    )
-    .await;
+    let (status, _) = post(&plane.base, "/api/v1/relay/media-key", &origin, Some(key)).await;
     assert_eq!(status, 204);
     // The old single root secret is not handed out any more.
-    let (status, _) = call(
-        &plane.base,
-        get.clone(),
-        "/api/v1/relay/srt-secret",
-        &origin,
-        None,
-    )
-    .await;
+    let (status, _) = get(&plane.base, "/api/v1/relay/srt-secret", &origin).await;
     assert_eq!(status, 404);
     // An edge cannot claim to be an origin (and mark broadcasts live).
     let report = |role: &str| json!({"role": role, "streams": [{"namespace": "t/e/main", "ingest_bps": 1, "viewers": 0}]});
-    let (status, _) = call(
+    let (status, _) = post(
         &plane.base,
-        post.clone(),
         "/api/v1/relay/status",
         &edge,
         Some(report("origin")),
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _) = call(
+    let (status, _) = post(
         &plane.base,
-        post.clone(),
         "/api/v1/relay/status",
         &edge,
         Some(report("edge")),
     )
     .await;
     assert_eq!(status, 204);
-    let (status, _) = call(
+    let (status, _) = post(
         &plane.base,
-        post.clone(),
         "/api/v1/relay/status",
         &origin,
         Some(report("origin")),
@@ -373,14 +329,7 @@ async fn relay_credentials_are_scoped_by_role_and_revocable() {
         .repo
         .revoke_credential("operator", strom_control_plane::repo::PLATFORM, "origin-1")
         .unwrap();
-    let (status, _) = call(
-        &plane.base,
-        get.clone(),
-        "/api/v1/relay/srt-secrets",
-        &origin,
-        None,
-    )
-    .await;
+    let (status, _) = get(&plane.base, "/api/v1/relay/srt-secrets", &origin).await;
     assert_eq!(status, 401);
     // Issued again (the relay gets a new credential): works.
     let fresh = plane
@@ -388,7 +337,7 @@ async fn relay_credentials_are_scoped_by_role_and_revocable() {
         .issue_relay_credential("operator", RelayRole::Origin, "origin-1")
         .unwrap()
         .0;
-    let (status, _) = call(&plane.base, get, "/api/v1/relay/srt-secrets", &fresh, None).await;
+    let (status, _) = get(&plane.base, "/api/v1/relay/srt-secrets", &fresh).await;
     assert_eq!(status, 200);
     // Names that would pose as agents or carry odd bytes are refused.
     for bad in ["agent:s_x:peer", "", "Edge 1", "e/1"] {
@@ -421,12 +370,10 @@ async fn an_agent_reads_only_its_tenants_revocations() {
         .repo
         .revoke(RevocationKind::Event, "t_other", "e_cccccccccccc")
         .unwrap();
-    let (status, feed) = call(
+    let (status, feed) = get(
         &plane.base,
-        reqwest::Method::GET,
         "/api/v1/relay/revocations?after=0",
         &credential,
-        None,
     )
     .await;
     assert_eq!(status, 200);
@@ -438,12 +385,10 @@ async fn an_agent_reads_only_its_tenants_revocations() {
         .collect();
     assert_eq!(tenants, vec![tenant.as_str()]);
     // The position still covers everything, so the agent does not read it again.
-    let (_, platform) = call(
+    let (_, platform) = get(
         &plane.base,
-        reqwest::Method::GET,
         "/api/v1/relay/revocations?after=0",
         &plane.relay,
-        None,
     )
     .await;
     assert_eq!(feed["seq"], platform["seq"]);
@@ -507,26 +452,16 @@ async fn origins_learn_each_tenants_srt_secret_as_tenants_come() {
         .issue_relay_credential("operator", RelayRole::Origin, "origin-1")
         .unwrap()
         .0;
-    let get = reqwest::Method::GET;
-    let (status, first) = call(
-        &plane.base,
-        get.clone(),
-        "/api/v1/relay/srt-secrets",
-        &origin,
-        None,
-    )
-    .await;
+    let (status, first) = get(&plane.base, "/api/v1/relay/srt-secrets", &origin).await;
     assert_eq!(status, 200, "{first:?}");
     let version = first["version"].as_u64().unwrap();
     let base = plane.base.clone();
     let token = origin.clone();
     let waiting = tokio::spawn(async move {
-        call(
+        get(
             &base,
-            reqwest::Method::GET,
             &format!("/api/v1/relay/srt-secrets?version={version}&wait=20"),
             &token,
-            None,
         )
         .await
     });

@@ -160,14 +160,26 @@ extern "C" {
         hook: Option<ListenCallback>,
         opaque: *mut c_void,
     ) -> c_int;
-    pub(super) fn srt_accept(u: SRTSOCKET, addr: *mut libc::sockaddr, addrlen: *mut c_int) -> SRTSOCKET;
+    pub(super) fn srt_accept(
+        u: SRTSOCKET,
+        addr: *mut libc::sockaddr,
+        addrlen: *mut c_int,
+    ) -> SRTSOCKET;
     pub(super) fn srt_close(u: SRTSOCKET) -> c_int;
     /// `SRT_SOCKSTATUS`: 1 init … 5 connected, 6 broken, 7 closing, 8 closed,
     /// 9 nonexistent.
     pub(super) fn srt_getsockstate(u: SRTSOCKET) -> c_int;
-    pub(super) fn srt_getsockname(u: SRTSOCKET, name: *mut libc::sockaddr, namelen: *mut c_int) -> c_int;
-    pub(super) fn srt_setsockflag(u: SRTSOCKET, opt: c_int, optval: *const c_void, optlen: c_int)
-        -> c_int;
+    pub(super) fn srt_getsockname(
+        u: SRTSOCKET,
+        name: *mut libc::sockaddr,
+        namelen: *mut c_int,
+    ) -> c_int;
+    pub(super) fn srt_setsockflag(
+        u: SRTSOCKET,
+        opt: c_int,
+        optval: *const c_void,
+        optlen: c_int,
+    ) -> c_int;
     pub(super) fn srt_getsockflag(
         u: SRTSOCKET,
         opt: c_int,
