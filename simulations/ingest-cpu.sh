@@ -59,7 +59,8 @@ origin() {
   } >> "$WORK/origin.toml"
   STROM_LOG=warn $BIN --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
   ORIGIN=$!
-  wait_for "$WORK/origin.log" "origin ready"
+  # (the origin logs warnings only here: ready once /metrics answers)
+  wait_http "http://127.0.0.1:$HTTP/metrics"
   sleep 1
 }
 

@@ -51,7 +51,7 @@ TOML
   STROM_LOG=error "$BIN" --config "$WORK/origin.toml" origin 2> "$WORK/origin.log" &
   ORIGIN=$!
   # Ready once /metrics answers; then a moment to settle.
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HTTP/metrics" >/dev/null && break; sleep 0.2; done
+  wait_http "http://127.0.0.1:$HTTP/metrics"
   sleep 2
 }
 

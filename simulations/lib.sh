@@ -6,6 +6,7 @@
 #   port tcp|udp             a free loopback port
 #   ticks PID...             CPU ticks (user + system) of the processes; HZ per second
 #   wait_for LOG TEXT        waits up to 20 s for a line with TEXT
+#   wait_http URL            waits up to 20 s for URL to answer 2xx
 #   field LOG TEXT NAME      NAME=value of the first line with TEXT
 #   counter PORT FAMILY      sum of a counter family on a /metrics page
 #   origin_toml              $WORK/origin.toml with every listener on a free loopback
@@ -48,6 +49,15 @@ wait_for() {
     sleep 0.2
   done
   echo "no \"$2\" in $1 after 20 s" >&2
+  return 1
+}
+
+wait_http() {
+  for _ in $(seq 100); do
+    curl -sf -o /dev/null "$1" && return 0
+    sleep 0.2
+  done
+  echo "$1 did not answer within 20 s" >&2
   return 1
 }
 
