@@ -23,6 +23,9 @@ export async function generate() {
   const schemas = JSON.parse(
     JSON.stringify(doc.components.schemas).replaceAll('#/components/schemas/', '#/definitions/'),
   );
+  // A reference carries nothing else that matters for a type; a description
+  // beside it would make the generator declare a second, identical type.
+  stripRefSiblings(schemas);
   const root = { title: 'StromApi', type: 'object', additionalProperties: false, definitions: schemas };
   return compile(root, 'StromApi', {
     bannerComment: banner,
@@ -30,6 +33,18 @@ export async function generate() {
     additionalProperties: false,
     strictIndexSignatures: true,
   });
+}
+
+function stripRefSiblings(node) {
+  if (Array.isArray(node)) {
+    node.forEach(stripRefSiblings);
+  } else if (node && typeof node === 'object') {
+    if (typeof node.$ref === 'string') {
+      for (const key of Object.keys(node)) if (key !== '$ref') delete node[key];
+      return;
+    }
+    Object.values(node).forEach(stripRefSiblings);
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

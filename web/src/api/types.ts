@@ -412,10 +412,13 @@ export interface EventDashboard {
   /**
    * Oldest first, up to an hour.
    */
-  timeline: Sample1[];
+  timeline: Sample[];
 }
 /**
- * The latest sample (all zero before the first).
+ * One point of an event's timeline.
+ *
+ * This interface was referenced by `StromApi`'s JSON-Schema
+ * via the `definition` "Sample".
  */
 export interface Sample {
   /**
@@ -469,46 +472,6 @@ export interface SiteNow {
   site: string;
   stall_ratio?: number | null;
   viewers: number;
-  wan_bps: number;
-}
-/**
- * One point of an event's timeline.
- *
- * This interface was referenced by `StromApi`'s JSON-Schema
- * via the `definition` "Sample".
- */
-export interface Sample1 {
-  /**
-   * Unix seconds.
-   */
-  at: number;
-  /**
-   * What edges sent (all events), bits per second.
-   */
-  egress_bps: number;
-  /**
-   * Ingest bitrate of the event's streams (sum), bits per second.
-   */
-  ingest_bps: number;
-  /**
-   * Mean latency to live players reported in the interval, milliseconds.
-   */
-  latency_ms?: number | null;
-  /**
-   * Share of the tenant's agents' media that came from peers, 0 to 1.
-   */
-  offload?: number | null;
-  /**
-   * Stalled time over watched time in the interval, 0 to 1.
-   */
-  stall_ratio?: number | null;
-  /**
-   * Viewers at edges and peer-agents.
-   */
-  viewers: number;
-  /**
-   * What the tenant's sites pull over their WAN links, bits per second.
-   */
   wan_bps: number;
 }
 /**
@@ -852,10 +815,7 @@ export interface Problem {
  * via the `definition` "PublicEvent".
  */
 export interface PublicEvent {
-  /**
-   * open, domains, list or approval.
-   */
-  access: "open" | "domains" | "list" | "approval";
+  access: AccessMode;
   ended: boolean;
   ends_at: string;
   form: FieldDto[];
@@ -936,41 +896,7 @@ export interface RosterEntry {
   moqt_port: number;
   peer_bps?: number;
   peer_id: string;
-  stats?: null | AgentStats1;
-}
-/**
- * Last reported counters, and the rates since the report before.
- */
-export interface AgentStats1 {
-  /**
-   * Media bytes received from the edge (crossing the site's WAN link).
-   */
-  bytes_from_edge: number;
-  /**
-   * Media bytes received from other agents (over the LAN).
-   */
-  bytes_from_peers: number;
-  /**
-   * Viewers at the agent per event, and their players' QoE since the
-   * last registration (kept for the dashboard, not in the roster).
-   */
-  events?: EventFigures[];
-  /**
-   * Objects refused for a wrong or missing origin signature.
-   */
-  objects_rejected: number;
-  /**
-   * Admitted agents connected now.
-   */
-  peers: number;
-  /**
-   * Times the agent's parent stalled or vanished and it moved.
-   */
-  stalls: number;
-  /**
-   * Whether this agent pulls from the edge (the site's leader).
-   */
-  upstream_is_edge: boolean;
+  stats?: null | AgentStats;
 }
 /**
  * A tenant's LAN site: the networks its agents are found in.
@@ -1015,42 +941,7 @@ export interface RegisterRequest {
    * The agent's libp2p peer id (base58).
    */
   peer_id: string;
-  stats?: null | AgentStats2;
-}
-/**
- * The agent's counters since it started; rates come from two
- * consecutive registrations.
- */
-export interface AgentStats2 {
-  /**
-   * Media bytes received from the edge (crossing the site's WAN link).
-   */
-  bytes_from_edge: number;
-  /**
-   * Media bytes received from other agents (over the LAN).
-   */
-  bytes_from_peers: number;
-  /**
-   * Viewers at the agent per event, and their players' QoE since the
-   * last registration (kept for the dashboard, not in the roster).
-   */
-  events?: EventFigures[];
-  /**
-   * Objects refused for a wrong or missing origin signature.
-   */
-  objects_rejected: number;
-  /**
-   * Admitted agents connected now.
-   */
-  peers: number;
-  /**
-   * Times the agent's parent stalled or vanished and it moved.
-   */
-  stalls: number;
-  /**
-   * Whether this agent pulls from the edge (the site's leader).
-   */
-  upstream_is_edge: boolean;
+  stats?: null | AgentStats;
 }
 /**
  * This interface was referenced by `StromApi`'s JSON-Schema
@@ -1215,10 +1106,7 @@ export interface SrtSecrets {
  * via the `definition` "StatusChange".
  */
 export interface StatusChange {
-  /**
-   * active (approve or reactivate), deactivated or blocked.
-   */
-  status: "invited" | "pending" | "active" | "deactivated" | "blocked";
+  status: ParticipantStatus;
 }
 /**
  * This interface was referenced by `StromApi`'s JSON-Schema
@@ -1271,24 +1159,10 @@ export interface TenantDto {
 export interface TenantPatch {
   lockout_minutes?: null | LockoutMinutes;
   name?: string | null;
-  oidc?: null | OidcRequest1;
+  oidc?: null | OidcRequest;
   password_policy?: null | PolicyDto;
   session_idle_minutes?: number | null;
   totp_required_for_owners?: boolean | null;
-}
-/**
- * Single sign-on by OpenID Connect; `null` turns it off.
- */
-export interface OidcRequest1 {
-  client_id: string;
-  /**
-   * Stored sealed; never returned.
-   */
-  client_secret?: string | null;
-  /**
-   * Issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).
-   */
-  issuer: string;
 }
 /**
  * This interface was referenced by `StromApi`'s JSON-Schema
