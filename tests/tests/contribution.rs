@@ -261,6 +261,31 @@ fn srt_stream_keys_are_checked_and_revoked_like_their_publish_token() {
 }
 
 /// A short SRT push by ffmpeg; true when ffmpeg finished cleanly.
+fn srt_bytes(origin: &Service) -> f64 {
+    metric(
+        &origin.metrics(),
+        "strom_ingest_bytes_total",
+        &[("protocol", "srt")],
+    )
+    .unwrap_or(0.0)
+}
+
+/// ffmpeg linked with Debian's libsrt now and then aborts in glibc's heap
+/// check at process exit, after the stream is sent and the connection closed
+/// (libsrt's threads against the exit-time destructors: Haivision/srt#2770).
+/// Such a run says nothing about the origin; the caller judges it by the bytes
+/// the origin received, and a run that printed anything else still fails.
+fn aborted_in_libsrt_teardown(status: &std::process::ExitStatus, log: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let heap = ["corrupted double-linked list", "free(): ", "double free"];
+    status.signal() == Some(6)
+        && log.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || heap.iter().any(|h| l.contains(h))
+        })
+        && log.lines().any(|l| heap.iter().any(|h| l.contains(h)))
+}
+
 fn attempt(url: &str, dir: &std::path::Path, name: &str) -> (bool, String) {
     let mut p = push_srt(url, 3, dir, name);
     let status = p
@@ -355,20 +380,33 @@ fn bad_srt_callers_are_refused_and_the_listener_keeps_accepting() {
             before,
             "{what}: a connection was accepted"
         );
-        let (ok, log) = attempt(
+        let bytes_before = srt_bytes(&origin);
+        let mut p = push_srt(
             &srt_url(port, &secret, Some(SECRET_PASS), key_bytes),
+            3,
             dir,
             "ffmpeg-good",
         );
-        assert!(
-            ok,
-            "after {what}: a good AES-{} caller failed:\n{log}",
-            key_bytes as u32 * 8
-        );
+        let status = p
+            .wait(Duration::from_secs(30))
+            .expect("ffmpeg ends after its 3 s");
+        let log = p.log_text();
         wait_until(
             Duration::from_secs(10),
             "the good caller's connection counted",
             || (srt_connections(&origin) > before).then_some(()),
+        );
+        // 3 s of the 2.5 Mbit/s pattern and its audio is about 1.06 MB.
+        let received = srt_bytes(&origin) - bytes_before;
+        let aes = key_bytes as u32 * 8;
+        eprintln!("after {what}: the AES-{aes} caller delivered {received} bytes");
+        assert!(
+            received > 800_000.0,
+            "after {what}: a good AES-{aes} caller delivered {received} bytes:\n{log}"
+        );
+        assert!(
+            status.success() || aborted_in_libsrt_teardown(&status, &log),
+            "after {what}: a good AES-{aes} caller failed ({status}):\n{log}"
         );
     }
     let log = origin.proc.log_text();
