@@ -234,7 +234,8 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
             .await?;
     let ctx = UpstreamContext {
         broadcasts: strom_relay::broadcast::Broadcasts::new(),
-        counters: Arc::new(ServerCounters::default()),
+        // Counted like an edge's upstream; never shown.
+        counters: Arc::new(ServerCounters::new(strom_relay::Role::Edge)),
         limits: CacheLimits::default(),
         idle: Duration::from_secs(1),
         credential: None,

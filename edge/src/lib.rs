@@ -215,7 +215,7 @@ impl Edge {
             vod,
             access,
             broadcasts: Broadcasts::new(),
-            counters: Arc::new(ServerCounters::default()),
+            counters: Arc::new(ServerCounters::new(Role::Edge)),
             cert_sha256: identity.sha256_hex(),
         })
     }

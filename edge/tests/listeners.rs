@@ -87,7 +87,8 @@ async fn metrics_are_served_on_the_metrics_listener_only() {
         "web pages may not read the metrics"
     );
     assert!(
-        body.contains("strom_moqt_sessions_active{role=\"edge\""),
+        strom_relay::metrics::sum(&body, "strom_moqt_sessions_active", &[("role", "edge")])
+            .is_some(),
         "{body}"
     );
     let (status, _, _) = get(&format!("http://{metrics}/healthz")).await;

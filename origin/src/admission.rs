@@ -174,21 +174,19 @@ impl Admission {
         );
     }
 
-    /// Prometheus text: the gauge of unauthenticated connections.
-    pub fn render(&self) -> String {
-        let name = "strom_ingest_unauthenticated_connections";
-        let mut out = format!(
-            "# HELP {name} Ingest connections not yet allowed to publish (RTMP before publish, SRT in the handshake).\n# TYPE {name} gauge\n"
+    /// Adds the gauge of unauthenticated connections to the page.
+    pub fn collect(&self, scrape: &strom_relay::metrics::Scrape) {
+        let family = scrape.gauge(
+            "strom_ingest_unauthenticated_connections",
+            "Ingest connections not yet allowed to publish (RTMP before publish, SRT in the handshake).",
+            &["protocol"],
         );
         let state = self.state();
         for transport in Transport::ALL {
-            out.push_str(&format!(
-                "{name}{{protocol=\"{}\"}} {}\n",
-                transport.as_str(),
-                state.by_transport[transport as usize]
-            ));
+            family
+                .with_label_values(&[transport.as_str()])
+                .set(state.by_transport[transport as usize] as f64);
         }
-        out
     }
 }
 
@@ -266,8 +264,10 @@ mod tests {
         drop(first);
         assert_eq!(a.count(Transport::Rtmp), 0);
         let _again = a.enter(Transport::Rtmp, one).unwrap();
-        assert!(a
-            .render()
+        let scrape = strom_relay::metrics::Scrape::new();
+        a.collect(&scrape);
+        assert!(scrape
+            .encode()
             .contains("strom_ingest_unauthenticated_connections{protocol=\"srt\"} 1"));
     }
 

@@ -355,7 +355,7 @@ impl Origin {
             authorizer,
             access,
             broadcasts,
-            counters: Arc::new(ServerCounters::default()),
+            counters: Arc::new(ServerCounters::new(Role::Origin)),
             ingest: Arc::new(IngestCounters::default()),
             cert_sha256: identity.sha256_hex(),
         })
@@ -537,14 +537,12 @@ impl Origin {
             role: Role::Origin,
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
-            extra_metrics: Some(Arc::new(move || {
-                let mut text =
-                    rtmp::render_ingest(&[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
-                text.push_str(&ingest.render_rtmp_refusals());
-                text.push_str(&srt_counters.render());
-                text.push_str(&admission.render());
-                text.push_str(&publications.render());
-                text
+            extra_metrics: Some(Arc::new(move |scrape| {
+                rtmp::collect_ingest(scrape, &[("rtmp", &ingest), ("srt", &srt_counters.ingest)]);
+                ingest.collect_rtmp_refusals(scrape);
+                srt_counters.collect(scrape);
+                admission.collect(scrape);
+                publications.collect(scrape);
             })),
         }
     }

@@ -25,6 +25,7 @@ use moq_transport::data::ExtensionHeaders;
 use strom_media::{AudioTag, Output, Packager, PackagerError, VideoTag};
 use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace, Source};
 use strom_relay::cache::{CacheLimits, Object, TrackCache};
+use strom_relay::metrics::Scrape;
 use strom_token::media::{self, MediaSigner, ObjectPlace};
 
 use crate::failover::{Failover, Reason, Verdict};
@@ -411,112 +412,93 @@ impl Publications {
         })
     }
 
-    /// Prometheus text: what each stream's encoders deliver (frames, bytes,
+    /// Adds to the page what each stream's encoders deliver (frames, bytes,
     /// keyframe interval per rendition), the encoders connected per role
     /// (1 for the one feeding the broadcast, 0 for a standby), failovers.
-    pub fn render(&self) -> String {
-        use std::fmt::Write as _;
-        let mut encoders: Vec<(String, &'static str, u8)> = Vec::new();
-        let mut media: Vec<(String, strom_media::PackagerStats)> = Vec::new();
+    pub fn collect(&self, scrape: &Scrape) {
+        let stream = ["tenant", "event", "stream", "rendition"];
+        let track = ["tenant", "event", "stream", "rendition", "track"];
+        let encoder = ["tenant", "event", "stream", "rendition", "encoder"];
+        let per_track = [
+            (
+                "strom_ingest_frames_total",
+                "Frames packaged per stream, rendition and track (rate: frames per second).",
+            ),
+            (
+                "strom_ingest_media_bytes_total",
+                "Media bytes packaged per stream, rendition and track (rate × 8: bitrate).",
+            ),
+            (
+                "strom_ingest_dropped_frames_total",
+                "Frames dropped (before the first keyframe or configuration, or empty).",
+            ),
+        ]
+        .map(|(name, help)| scrape.counter(name, help, &track));
+        let keyframes = scrape.counter(
+            "strom_ingest_keyframes_total",
+            "Keyframes (group starts) per stream and rendition.",
+            &stream,
+        );
+        let interval = scrape.gauge(
+            "strom_ingest_keyframe_interval_seconds",
+            "The last interval between keyframes.",
+            &stream,
+        );
+        let active = scrape.gauge(
+            "strom_ingest_encoder_active",
+            "Encoders connected per stream, rendition and role: 1 feeds the broadcast, 0 stands by.",
+            &encoder,
+        );
         for (ns, p) in self.map().iter() {
-            let labels = strom_relay::metrics::namespace_labels(ns);
-            let rendition_labels = |r: &Option<String>| {
-                format!("{labels},rendition=\"{}\"", r.as_deref().unwrap_or("main"))
+            let [tenant, event, name] = strom_relay::metrics::namespace_values(ns);
+            let at = |rendition: &Option<String>| {
+                [
+                    tenant.clone(),
+                    event.clone(),
+                    name.clone(),
+                    rendition.clone().unwrap_or_else(|| "main".into()),
+                ]
             };
             for ((rendition, role), id) in &p.sessions {
-                let active = p
+                let feeds = p
                     .writers
                     .get(rendition)
                     .is_some_and(|w| lock(w).failover.is_active(*id));
-                encoders.push((rendition_labels(rendition), role.as_str(), u8::from(active)));
+                let [t, e, n, r] = at(rendition);
+                active
+                    .with_label_values(&[&t, &e, &n, &r, role.as_str()])
+                    .set(f64::from(u8::from(feeds)));
             }
             for (rendition, w) in &p.writers {
-                media.push((rendition_labels(rendition), lock(w).stats()));
-            }
-        }
-        encoders.sort();
-        media.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                let s = lock(w).stats();
+                let [t, e, n, r] = at(rendition);
+                let figures = [
+                    (s.video_frames, s.audio_frames),
+                    (s.video_bytes, s.audio_bytes),
+                    (s.dropped_video_frames, s.dropped_audio_frames),
+                ];
+                for (family, (video, audio)) in per_track.iter().zip(figures) {
+                    for (track, v) in [("video", video), ("audio", audio)] {
+                        family
+                            .with_label_values(&[&t, &e, &n, &r, track])
+                            .inc_by(v as f64);
+                    }
+                }
+                keyframes
+                    .with_label_values(&[&t, &e, &n, &r])
+                    .inc_by(s.keyframes as f64);
+                if let Some(ms) = s.last_keyframe_interval_ms {
+                    interval
+                        .with_label_values(&[&t, &e, &n, &r])
+                        .set(ms as f64 / 1000.0);
                 }
             }
-        };
-        let per_track = |f: &dyn Fn(&strom_media::PackagerStats) -> (u64, u64)| {
-            media
-                .iter()
-                .flat_map(|(l, s)| {
-                    let (v, a) = f(s);
-                    [
-                        (format!("{l},track=\"video\""), v.to_string()),
-                        (format!("{l},track=\"audio\""), a.to_string()),
-                    ]
-                })
-                .collect::<Vec<_>>()
-        };
-        family(
-            "strom_ingest_frames_total",
-            "counter",
-            "Frames packaged per stream, rendition and track (rate: frames per second).",
-            per_track(&|s| (s.video_frames, s.audio_frames)),
-        );
-        family(
-            "strom_ingest_media_bytes_total",
-            "counter",
-            "Media bytes packaged per stream, rendition and track (rate × 8: bitrate).",
-            per_track(&|s| (s.video_bytes, s.audio_bytes)),
-        );
-        family(
-            "strom_ingest_dropped_frames_total",
-            "counter",
-            "Frames dropped (before the first keyframe or configuration, or empty).",
-            per_track(&|s| (s.dropped_video_frames, s.dropped_audio_frames)),
-        );
-        family(
-            "strom_ingest_keyframes_total",
-            "counter",
-            "Keyframes (group starts) per stream and rendition.",
-            media
-                .iter()
-                .map(|(l, s)| (l.clone(), s.keyframes.to_string()))
-                .collect(),
-        );
-        family(
-            "strom_ingest_keyframe_interval_seconds",
-            "gauge",
-            "The last interval between keyframes.",
-            media
-                .iter()
-                .filter_map(|(l, s)| {
-                    let ms = s.last_keyframe_interval_ms?;
-                    Some((l.clone(), format!("{}", ms as f64 / 1000.0)))
-                })
-                .collect(),
-        );
-        family(
-            "strom_ingest_encoder_active",
-            "gauge",
-            "Encoders connected per stream, rendition and role: 1 feeds the broadcast, 0 stands by.",
-            encoders
-                .into_iter()
-                .map(|(l, role, active)| (format!("{l},encoder=\"{role}\""), active.to_string()))
-                .collect(),
-        );
-        family(
+        }
+        scrape.count(
             "strom_ingest_failovers_total",
-            "counter",
             "Times a standby encoder took over from a stalled or disconnected one.",
-            vec![(
-                String::new(),
-                self.failovers.load(Ordering::Relaxed).to_string(),
-            )],
+            self.failovers.load(Ordering::Relaxed),
         );
-        out
     }
 
     pub fn is_live(&self, namespace: &Namespace) -> bool {

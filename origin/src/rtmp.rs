@@ -26,6 +26,7 @@ use crate::auth::{key_label, PublishAuthorizer, Transport};
 use crate::contain::contained;
 use crate::publish::{Publications, PublishSession, PushOptions};
 use strom_relay::access::RevocationWatch;
+use strom_relay::metrics::Scrape;
 use strom_relay::pseudonym;
 
 /// A publisher that sends nothing for this long is dropped.
@@ -72,19 +73,17 @@ impl IngestCounters {
         refusals.get(reason).copied().unwrap_or(0)
     }
 
-    /// Prometheus text for the RTMP (and RTMPS) refusals by reason.
-    pub fn render_rtmp_refusals(&self) -> String {
-        let name = "strom_ingest_rtmp_refused_total";
-        let mut out = format!(
-            "# HELP {name} RTMP and RTMPS publishes and connections refused, by reason.\n# TYPE {name} counter\n"
+    /// Adds the RTMP (and RTMPS) refusals by reason to the page.
+    pub fn collect_rtmp_refusals(&self, scrape: &Scrape) {
+        let family = scrape.counter(
+            "strom_ingest_rtmp_refused_total",
+            "RTMP and RTMPS publishes and connections refused, by reason.",
+            &["reason"],
         );
         let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        let mut reasons: Vec<_> = refusals.iter().collect();
-        reasons.sort();
-        for (reason, n) in reasons {
-            out.push_str(&format!("{name}{{reason=\"{reason}\"}} {n}\n"));
+        for (reason, n) in refusals.iter() {
+            family.with_label_values(&[reason]).inc_by(*n as f64);
         }
-        out
     }
 }
 
@@ -106,9 +105,9 @@ impl Unadmitted {
     }
 }
 
-/// Prometheus text for the ingest counters of each protocol (one family per
+/// Adds the ingest counters of each protocol to the page (one family per
 /// metric, a `protocol` label per listener).
-pub fn render_ingest(protocols: &[(&str, &IngestCounters)]) -> String {
+pub fn collect_ingest(scrape: &Scrape, protocols: &[(&str, &IngestCounters)]) {
     type Field = fn(&IngestCounters) -> &AtomicU64;
     let rows: [(&str, &str, Field); 6] = [
         (
@@ -142,17 +141,14 @@ pub fn render_ingest(protocols: &[(&str, &IngestCounters)]) -> String {
             |c| &c.panics,
         ),
     ];
-    let mut out = String::new();
     for (name, help, field) in rows {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        let family = scrape.counter(name, help, &["protocol"]);
         for (protocol, counters) in protocols {
-            out.push_str(&format!(
-                "{name}{{protocol=\"{protocol}\"}} {}\n",
-                field(counters).load(Ordering::Relaxed)
-            ));
+            family
+                .with_label_values(&[protocol])
+                .inc_by(field(counters).load(Ordering::Relaxed) as f64);
         }
     }
-    out
 }
 
 pub struct RtmpContext {

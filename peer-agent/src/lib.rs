@@ -35,7 +35,7 @@ use strom_relay::access::{self, Access};
 use strom_relay::broadcast::Broadcasts;
 use strom_relay::cache::CacheLimits;
 use strom_relay::control_plane::ControlPlaneLink;
-use strom_relay::metrics::ServerCounters;
+use strom_relay::metrics::{Figure, Scrape, ServerCounters};
 use strom_relay::Role;
 use strom_relay::{http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
 use tokio::sync::{mpsc, watch};
@@ -296,7 +296,7 @@ impl PeerAgent {
             cert_sha256 = %self.cert_sha256,
             "peer-agent ready"
         );
-        let server_counters = Arc::new(ServerCounters::default());
+        let server_counters = Arc::new(ServerCounters::new(Role::Agent));
         let hls_viewers = Arc::new(status::HlsViewers::default());
         let tally = status::EventTally::new(server_counters.clone(), hls_viewers.clone());
         parts.spawn_loop(
@@ -379,12 +379,13 @@ impl PeerAgent {
                         role: Role::Agent,
                         broadcasts: self.broadcasts.clone(),
                         counters: server_counters.clone(),
-                        extra_metrics: Some(Arc::new(move || {
+                        extra_metrics: Some(Arc::new(move |scrape| {
                             let site = metrics_site
                                 .borrow()
                                 .as_ref()
                                 .map(|r| (r.tenant.clone(), r.site.clone()));
-                            metrics_text(
+                            collect_metrics(
+                                scrape,
                                 &metrics_counters,
                                 metrics_members.borrow().len(),
                                 site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
@@ -466,13 +467,18 @@ async fn log_status(
     }
 }
 
-/// Prometheus text for the agent's own counters (P2P-6), labelled with
-/// the tenant and site ids once the control plane has placed the agent.
-pub fn metrics_text(c: &AgentCounters, peers: usize, site: Option<(&str, &str)>) -> String {
-    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-    let labels = site
-        .map(|(t, s)| format!("{{tenant=\"{}\",site=\"{}\"}}", esc(t), esc(s)))
-        .unwrap_or_default();
+/// Adds the agent's own counters (P2P-6) to the page, labelled with the
+/// tenant and site ids once the control plane has placed the agent.
+pub fn collect_metrics(
+    scrape: &Scrape,
+    c: &AgentCounters,
+    peers: usize,
+    site: Option<(&str, &str)>,
+) {
+    let (labels, values): (&[&str], Vec<&str>) = match site {
+        Some((tenant, site)) => (&["tenant", "site"], vec![tenant, site]),
+        None => (&[], vec![]),
+    };
     let edge = c.bytes_from_edge.load(Ordering::Relaxed);
     let peer = c.bytes_from_peers.load(Ordering::Relaxed);
     let offload = if edge + peer == 0 {
@@ -480,77 +486,76 @@ pub fn metrics_text(c: &AgentCounters, peers: usize, site: Option<(&str, &str)>)
     } else {
         peer as f64 / (edge + peer) as f64
     };
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
-        ));
-    };
-    family(
-        "strom_agent_edge_bytes_total",
-        "counter",
-        "Media bytes received from the edge.",
-        edge.to_string(),
-    );
-    family(
-        "strom_agent_peer_bytes_total",
-        "counter",
-        "Media bytes received from other agents.",
-        peer.to_string(),
-    );
-    family(
-        "strom_agent_offload_ratio",
-        "gauge",
-        "Share of media bytes received from peers.",
-        format!("{offload:.4}"),
-    );
-    family(
-        "strom_agent_peers",
-        "gauge",
-        "Admitted agents of this site connected now.",
-        peers.to_string(),
-    );
-    family(
-        "strom_agent_upstream_is_edge",
-        "gauge",
-        "1 when this agent pulls from the edge (the site's leader).",
-        c.upstream_is_edge.load(Ordering::Relaxed).to_string(),
-    );
-    family(
-        "strom_agent_parent_switches_total",
-        "counter",
-        "Times this agent changed the agent or edge it pulls from.",
-        c.parent_switches.load(Ordering::Relaxed).to_string(),
-    );
-    family(
-        "strom_agent_stalls_total",
-        "counter",
-        "Times a parent stalled or could not be reached and the agent moved.",
-        c.stalls.load(Ordering::Relaxed).to_string(),
-    );
-    family(
-        "strom_agent_repaired_objects_total",
-        "counter",
-        "Objects fetched from the repair source because the parent lagged past the deadline.",
-        c.objects_repaired.load(Ordering::Relaxed).to_string(),
-    );
-    family(
-        "strom_agent_repair_edge_bytes_total",
-        "counter",
-        "Bytes of repair fetched from the edge (only the standby repairs from the edge).",
-        c.repair_bytes_from_edge.load(Ordering::Relaxed).to_string(),
-    );
-    family(
-        "strom_agent_objects_verified_total",
-        "counter",
-        "Objects whose origin signature held.",
-        c.objects_verified.load(Ordering::Relaxed).to_string(),
-    );
-    family(
-        "strom_agent_objects_rejected_total",
-        "counter",
-        "Objects refused for a missing or wrong signature.",
-        c.objects_rejected.load(Ordering::Relaxed).to_string(),
-    );
-    out
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed) as f64;
+    let rows = [
+        (
+            "strom_agent_edge_bytes_total",
+            true,
+            "Media bytes received from the edge.",
+            edge as f64,
+        ),
+        (
+            "strom_agent_peer_bytes_total",
+            true,
+            "Media bytes received from other agents.",
+            peer as f64,
+        ),
+        (
+            "strom_agent_offload_ratio",
+            false,
+            "Share of media bytes received from peers.",
+            offload,
+        ),
+        (
+            "strom_agent_peers",
+            false,
+            "Admitted agents of this site connected now.",
+            peers as f64,
+        ),
+        (
+            "strom_agent_upstream_is_edge",
+            false,
+            "1 when this agent pulls from the edge (the site's leader).",
+            load(&c.upstream_is_edge),
+        ),
+        (
+            "strom_agent_parent_switches_total",
+            true,
+            "Times this agent changed the agent or edge it pulls from.",
+            load(&c.parent_switches),
+        ),
+        (
+            "strom_agent_stalls_total",
+            true,
+            "Times a parent stalled or could not be reached and the agent moved.",
+            load(&c.stalls),
+        ),
+        (
+            "strom_agent_repaired_objects_total",
+            true,
+            "Objects fetched from the repair source because the parent lagged past the deadline.",
+            load(&c.objects_repaired),
+        ),
+        (
+            "strom_agent_repair_edge_bytes_total",
+            true,
+            "Bytes of repair fetched from the edge (only the standby repairs from the edge).",
+            load(&c.repair_bytes_from_edge),
+        ),
+        (
+            "strom_agent_objects_verified_total",
+            true,
+            "Objects whose origin signature held.",
+            load(&c.objects_verified),
+        ),
+        (
+            "strom_agent_objects_rejected_total",
+            true,
+            "Objects refused for a missing or wrong signature.",
+            load(&c.objects_rejected),
+        ),
+    ];
+    for (name, counter, help, value) in rows {
+        Figure::new(scrape, name, help, counter, labels).set_at(&values, value);
+    }
 }

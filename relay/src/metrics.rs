@@ -1,16 +1,21 @@
-//! Prometheus text exposition of what a relay does: sessions, subscriptions,
-//! and per-track traffic, labelled by namespace and track (never personal data).
+//! What a relay counts (sessions, subscriptions, per-track traffic, labelled
+//! by namespace and track, never personal data) and the [`Scrape`] that
+//! turns it into Prometheus text through the `prometheus` crate.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prometheus::core::Collector;
+use prometheus::{CounterVec, GaugeVec, Histogram, HistogramOpts, Opts, Registry, TextEncoder};
+
 use crate::broadcast::{Broadcasts, Namespace};
+use crate::Role;
 
 /// Counters of one MoQT server.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct ServerCounters {
+    role: Role,
     pub sessions_quic: AtomicU64,
     pub sessions_webtransport: AtomicU64,
     pub sessions_active_quic: AtomicU64,
@@ -34,8 +39,8 @@ pub struct ServerCounters {
     /// Players' QoE beacons received here.
     pub qoe: crate::qoe::QoeStore,
     /// Age of live objects on arrival from upstream (their `prft` wall
-    /// clock against this relay's).
-    pub latency: LatencyHistogram,
+    /// clock against this relay's), in seconds.
+    pub latency: Histogram,
     /// MoQT sessions open now with a play token, per (tenant, event): the
     /// viewers here (relays and peer-agents pulling through are not).
     pub viewer_sessions: Mutex<HashMap<(String, String), u64>>,
@@ -44,51 +49,107 @@ pub struct ServerCounters {
 /// Upper bounds (seconds) of the latency buckets.
 pub const LATENCY_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0, 10.0];
 
-/// A Prometheus histogram of object latency (cumulative on render).
-#[derive(Default, Debug)]
-pub struct LatencyHistogram {
-    buckets: [AtomicU64; 10],
-    count: AtomicU64,
-    /// Sum in microseconds.
-    sum_us: AtomicU64,
+/// Observes the time since `produced_unix_us` (clamped at 0 for clocks
+/// slightly ahead) in a histogram of seconds.
+pub fn observe_since(histogram: &Histogram, produced_unix_us: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    histogram.observe(now.saturating_sub(produced_unix_us) as f64 / 1e6);
 }
 
-impl LatencyHistogram {
-    pub fn observe_micros(&self, us: u64) {
-        let secs = us as f64 / 1e6;
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+/// One `/metrics` page being built: families filled from live figures when
+/// the page is asked for, and long-lived collectors (histograms, the
+/// process), all written in the text format 0.0.4 by the `prometheus`
+/// crate. A family without a series is left out, as Prometheus clients do;
+/// label values from a fixed set are filled with 0 by their owners.
+#[derive(Clone, Default)]
+pub struct Scrape {
+    registry: Registry,
+    role: Option<&'static str>,
+}
+
+impl Scrape {
+    pub fn new() -> Scrape {
+        Scrape::default()
     }
 
-    /// Observes the time since `produced_unix_us` (clamped at 0 for clocks
-    /// slightly ahead).
-    pub fn observe_since(&self, produced_unix_us: u64) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        self.observe_micros(now.saturating_sub(produced_unix_us));
+    /// The same page, with `role` on every family made from the copy.
+    pub fn relay(&self, role: Role) -> Scrape {
+        Scrape {
+            registry: self.registry.clone(),
+            role: Some(role.as_str()),
+        }
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    fn opts(&self, name: &str, help: &str) -> Opts {
+        let opts = Opts::new(name, help);
+        match self.role {
+            Some(role) => opts.const_label("role", role),
+            None => opts,
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
     }
+
+    /// A counter family with these labels.
+    pub fn counter(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        let family = CounterVec::new(self.opts(name, help), labels).expect("a valid family");
+        self.add(family.clone());
+        family
+    }
+
+    /// A gauge family with these labels.
+    pub fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        let family = GaugeVec::new(self.opts(name, help), labels).expect("a valid family");
+        self.add(family.clone());
+        family
+    }
+
+    /// A counter with one series and no labels.
+    pub fn count(&self, name: &str, help: &str, value: u64) {
+        self.counter(name, help, &[])
+            .with_label_values(NO_LABELS)
+            .inc_by(value as f64);
+    }
+
+    /// A gauge with one series and no labels.
+    pub fn level(&self, name: &str, help: &str, value: f64) {
+        self.gauge(name, help, &[])
+            .with_label_values(NO_LABELS)
+            .set(value);
+    }
+
+    /// A collector that lives longer than the page (a histogram).
+    pub fn add(&self, collector: impl Collector + 'static) {
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            // Two families of one name: a bug, found by the tests that read
+            // every page.
+            tracing::error!(error = %e, "metric family left out");
+            debug_assert!(false, "metric family left out: {e}");
+        }
+    }
+
+    /// The page.
+    pub fn encode(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics could not be encoded");
+                String::new()
+            })
+    }
+}
+
+/// Label values of a series without labels.
+pub const NO_LABELS: &[&str] = &[];
+
+/// `tenant`, `event` and `stream` of a namespace: its first two fields and
+/// the rest (ids, never names of people).
+pub fn namespace_values(ns: &Namespace) -> [String; 3] {
+    let f = ns.fields();
+    let get = |i: usize| f.get(i).cloned().unwrap_or_default();
+    let stream = f.get(2..).map(|r| r.join("/")).unwrap_or_default();
+    [get(0), get(1), stream]
 }
 
 /// Decrements the active-session gauge when the session ends.
@@ -109,6 +170,45 @@ impl Drop for SessionGuard {
 }
 
 impl ServerCounters {
+    pub fn new(role: Role) -> ServerCounters {
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "strom_upstream_object_latency_seconds",
+                "Age of live objects when they arrive from upstream, from the origin's ingest clock (prft).",
+            )
+            .const_label("role", role.as_str())
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("a valid histogram");
+        ServerCounters {
+            role,
+            sessions_quic: AtomicU64::default(),
+            sessions_webtransport: AtomicU64::default(),
+            sessions_active_quic: AtomicU64::default(),
+            sessions_active_webtransport: AtomicU64::default(),
+            subscriptions_total: AtomicU64::default(),
+            subscriptions_refused: AtomicU64::default(),
+            moqt_objects_out: AtomicU64::default(),
+            moqt_bytes_out: AtomicU64::default(),
+            hls_requests: AtomicU64::default(),
+            hls_bytes: AtomicU64::default(),
+            upstream_subscriptions: AtomicU64::default(),
+            upstream_subscriptions_active: AtomicU64::default(),
+            sessions_refused: AtomicU64::default(),
+            requests_refused: AtomicU64::default(),
+            hls_refused: AtomicU64::default(),
+            upstream_sessions_active: AtomicU64::default(),
+            qoe: crate::qoe::QoeStore::new(role),
+            latency,
+            viewer_sessions: Mutex::default(),
+        }
+    }
+
+    /// The relay these counters belong to.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// Counts a viewer's session of (tenant, event) until the guard drops.
     pub fn viewer_opened(self: &Arc<Self>, tenant: &str, event: &str) -> ViewerGuard {
         let key = (tenant.to_owned(), event.to_owned());
@@ -173,256 +273,227 @@ impl Drop for ViewerGuard {
     }
 }
 
-/// The labels every per-broadcast series carries:
-/// `tenant="…",event="…",stream="…"` (a namespace's first two fields and
-/// the rest; ids, never names of people).
-pub fn namespace_labels(ns: &Namespace) -> String {
-    let f = ns.fields();
-    let get = |i: usize| f.get(i).map(String::as_str).unwrap_or("");
-    let stream = f.get(2..).map(|r| r.join("/")).unwrap_or_default();
-    format!(
-        "tenant=\"{}\",event=\"{}\",stream=\"{}\"",
-        escape(get(0)),
-        escape(get(1)),
-        escape(&stream)
-    )
+/// The whole `/metrics` page of a relay: its counters, per-track figures
+/// and the process; `extra` adds the families of the service around it.
+pub fn page(
+    counters: &ServerCounters,
+    broadcasts: &Broadcasts,
+    extra: impl FnOnce(&Scrape),
+) -> String {
+    let scrape = Scrape::new();
+    collect(&scrape.relay(counters.role), counters, broadcasts);
+    #[cfg(target_os = "linux")]
+    scrape.add(prometheus::process_collector::ProcessCollector::for_self());
+    extra(&scrape);
+    scrape.encode()
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Renders the counters and per-track figures for `role` ("origin" or "edge").
-pub fn render(role: &str, counters: &ServerCounters, broadcasts: &Broadcasts) -> String {
-    let mut out = String::new();
-    let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{role=\"{role}\"{labels}}} {value}");
-        }
+/// Adds the counters and per-track figures to a relay's page.
+fn collect(scrape: &Scrape, counters: &ServerCounters, broadcasts: &Broadcasts) {
+    let c = |v: &AtomicU64| v.load(Ordering::Relaxed) as f64;
+    let by_protocol = |family: Figure, quic: &AtomicU64, wt: &AtomicU64| {
+        family.set("quic", c(quic));
+        family.set("webtransport", c(wt));
     };
-    family(
-        "strom_moqt_sessions_total",
-        "counter",
-        "MoQT sessions accepted, by transport.",
-        vec![
-            (",protocol=\"quic\"".into(), c(&counters.sessions_quic)),
-            (
-                ",protocol=\"webtransport\"".into(),
-                c(&counters.sessions_webtransport),
-            ),
-        ],
+    by_protocol(
+        Figure::new(
+            scrape,
+            "strom_moqt_sessions_total",
+            "MoQT sessions accepted, by transport.",
+            true,
+            &["protocol"],
+        ),
+        &counters.sessions_quic,
+        &counters.sessions_webtransport,
     );
-    family(
-        "strom_moqt_sessions_active",
-        "gauge",
-        "MoQT sessions open now, by transport.",
-        vec![
-            (
-                ",protocol=\"quic\"".into(),
-                c(&counters.sessions_active_quic),
-            ),
-            (
-                ",protocol=\"webtransport\"".into(),
-                c(&counters.sessions_active_webtransport),
-            ),
-        ],
+    by_protocol(
+        Figure::new(
+            scrape,
+            "strom_moqt_sessions_active",
+            "MoQT sessions open now, by transport.",
+            false,
+            &["protocol"],
+        ),
+        &counters.sessions_active_quic,
+        &counters.sessions_active_webtransport,
     );
-    let mut viewers: Vec<((String, String), u64)> = counters.viewers().into_iter().collect();
-    viewers.sort();
-    family(
+    let viewers = scrape.gauge(
         "strom_viewer_sessions",
-        "gauge",
         "MoQT sessions open now with a play token, by event (relays and peer-agents pulling through are not counted).",
-        viewers
-            .into_iter()
-            .map(|((t, e), n)| {
-                (
-                    format!(",tenant=\"{}\",event=\"{}\"", escape(&t), escape(&e)),
-                    n,
-                )
-            })
-            .collect(),
+        &["tenant", "event"],
     );
-    family(
+    for ((tenant, event), n) in counters.viewers() {
+        viewers.with_label_values(&[&tenant, &event]).set(n as f64);
+    }
+    scrape.count(
         "strom_moqt_subscriptions_refused_total",
-        "counter",
         "SUBSCRIBE requests for unknown broadcasts or tracks.",
-        vec![(String::new(), c(&counters.subscriptions_refused))],
+        c(&counters.subscriptions_refused) as u64,
     );
-    family(
+    let refused = scrape.counter(
         "strom_access_refused_total",
-        "counter",
         "Access refused for want of a valid token: MoQT sessions, MoQT requests outside the token's scope, HLS requests.",
-        vec![
-            (",what=\"moqt_session\"".into(), c(&counters.sessions_refused)),
-            (",what=\"moqt_request\"".into(), c(&counters.requests_refused)),
-            (",what=\"hls_request\"".into(), c(&counters.hls_refused)),
-        ],
+        &["what"],
     );
-    family(
-        "strom_moqt_egress_objects_total",
-        "counter",
-        "Objects handed to MoQT subscribers (all broadcasts; never resets).",
-        vec![(String::new(), c(&counters.moqt_objects_out))],
-    );
-    family(
-        "strom_moqt_egress_bytes_total",
-        "counter",
-        "Object payload bytes handed to MoQT subscribers (all broadcasts; never resets).",
-        vec![(String::new(), c(&counters.moqt_bytes_out))],
-    );
-    family(
-        "strom_upstream_subscriptions_total",
-        "counter",
-        "Track subscriptions this relay opened upstream.",
-        vec![(String::new(), c(&counters.upstream_subscriptions))],
-    );
-    family(
-        "strom_upstream_subscriptions_active",
-        "gauge",
-        "Track subscriptions this relay holds upstream now.",
-        vec![(String::new(), c(&counters.upstream_subscriptions_active))],
-    );
-    family(
-        "strom_upstream_sessions_active",
-        "gauge",
-        "MoQT sessions to upstreams (origin or parent edges) connected now.",
-        vec![(String::new(), c(&counters.upstream_sessions_active))],
-    );
-    family(
-        "strom_hls_requests_total",
-        "counter",
-        "HTTP requests for HLS playlists and media.",
-        vec![(String::new(), c(&counters.hls_requests))],
-    );
-    family(
-        "strom_hls_egress_bytes_total",
-        "counter",
-        "Bytes of HLS playlists and media sent.",
-        vec![(String::new(), c(&counters.hls_bytes))],
-    );
+    for (what, v) in [
+        ("moqt_session", &counters.sessions_refused),
+        ("moqt_request", &counters.requests_refused),
+        ("hls_request", &counters.hls_refused),
+    ] {
+        refused.with_label_values(&[what]).inc_by(c(v));
+    }
+    // (name, help, figure, counter: false for a gauge)
+    let unlabelled: [(&str, &str, &AtomicU64, bool); 7] = [
+        (
+            "strom_moqt_egress_objects_total",
+            "Objects handed to MoQT subscribers (all broadcasts; never resets).",
+            &counters.moqt_objects_out,
+            true,
+        ),
+        (
+            "strom_moqt_egress_bytes_total",
+            "Object payload bytes handed to MoQT subscribers (all broadcasts; never resets).",
+            &counters.moqt_bytes_out,
+            true,
+        ),
+        (
+            "strom_upstream_subscriptions_total",
+            "Track subscriptions this relay opened upstream.",
+            &counters.upstream_subscriptions,
+            true,
+        ),
+        (
+            "strom_upstream_subscriptions_active",
+            "Track subscriptions this relay holds upstream now.",
+            &counters.upstream_subscriptions_active,
+            false,
+        ),
+        (
+            "strom_upstream_sessions_active",
+            "MoQT sessions to upstreams (origin or parent edges) connected now.",
+            &counters.upstream_sessions_active,
+            false,
+        ),
+        (
+            "strom_hls_requests_total",
+            "HTTP requests for HLS playlists and media.",
+            &counters.hls_requests,
+            true,
+        ),
+        (
+            "strom_hls_egress_bytes_total",
+            "Bytes of HLS playlists and media sent.",
+            &counters.hls_bytes,
+            true,
+        ),
+    ];
+    for (name, help, v, counter) in unlabelled {
+        if counter {
+            scrape.count(name, help, c(v) as u64);
+        } else {
+            scrape.level(name, help, c(v));
+        }
+    }
 
-    let mut per_track: Vec<(String, [u64; 7])> = Vec::new();
+    let labels = ["tenant", "event", "stream", "track"];
+    type Family = (&'static str, &'static str, bool);
+    let families: [Family; 7] = [
+        (
+            "strom_track_subscriptions_total",
+            "Downstream MoQT subscriptions accepted per track.",
+            true,
+        ),
+        (
+            "strom_track_readers",
+            "Readers (MoQT subscribers) following a track now.",
+            false,
+        ),
+        (
+            "strom_track_objects_in_total",
+            "Objects stored per track.",
+            true,
+        ),
+        (
+            "strom_track_ingress_bytes_total",
+            "Object bytes stored per track.",
+            true,
+        ),
+        (
+            "strom_track_egress_bytes_total",
+            "Object bytes handed to MoQT subscribers per track.",
+            true,
+        ),
+        (
+            "strom_track_cache_bytes",
+            "Bytes held in the group cache per track.",
+            false,
+        ),
+        (
+            "strom_track_reader_skips_total",
+            "Times a slow reader fell behind the cache and skipped ahead.",
+            true,
+        ),
+    ];
+    let families =
+        families.map(|(name, help, counter)| Figure::new(scrape, name, help, counter, &labels));
     for b in broadcasts.list() {
+        let [tenant, event, stream] = namespace_values(&b.namespace);
         for (name, k, track) in b.track_figures() {
-            let labels = format!(
-                ",{},track=\"{}\"",
-                namespace_labels(&b.namespace),
-                escape(&name)
-            );
             let (readers, cached) = track.map_or((0, 0), |t| {
                 (t.reader_count() as u64, t.cached_bytes() as u64)
             });
-            per_track.push((
-                labels,
-                [
-                    c(&k.subscriptions),
-                    readers,
-                    c(&k.objects_in),
-                    c(&k.bytes_in),
-                    c(&k.bytes_out),
-                    cached,
-                    c(&k.objects_skipped),
-                ],
-            ));
+            let values = [
+                c(&k.subscriptions),
+                readers as f64,
+                c(&k.objects_in),
+                c(&k.bytes_in),
+                c(&k.bytes_out),
+                cached as f64,
+                c(&k.objects_skipped),
+            ];
+            let at = [
+                tenant.as_str(),
+                event.as_str(),
+                stream.as_str(),
+                name.as_str(),
+            ];
+            for (family, v) in families.iter().zip(values) {
+                family.set_at(&at, v);
+            }
         }
     }
-    per_track.sort();
-    let pick = |i: usize| per_track.iter().map(|(l, v)| (l.clone(), v[i])).collect();
-    family(
-        "strom_track_subscriptions_total",
-        "counter",
-        "Downstream MoQT subscriptions accepted per track.",
-        pick(0),
-    );
-    family(
-        "strom_track_readers",
-        "gauge",
-        "Readers (MoQT subscribers) following a track now.",
-        pick(1),
-    );
-    family(
-        "strom_track_objects_in_total",
-        "counter",
-        "Objects stored per track.",
-        pick(2),
-    );
-    family(
-        "strom_track_ingress_bytes_total",
-        "counter",
-        "Object bytes stored per track.",
-        pick(3),
-    );
-    family(
-        "strom_track_egress_bytes_total",
-        "counter",
-        "Object bytes handed to MoQT subscribers per track.",
-        pick(4),
-    );
-    family(
-        "strom_track_cache_bytes",
-        "gauge",
-        "Bytes held in the group cache per track.",
-        pick(5),
-    );
-    family(
-        "strom_track_reader_skips_total",
-        "counter",
-        "Times a slow reader fell behind the cache and skipped ahead.",
-        pick(6),
-    );
-    counters.latency.render(
-        "strom_upstream_object_latency_seconds",
-        "Age of live objects when they arrive from upstream, from the origin's ingest clock (prft).",
-        &mut out,
-    );
-    out.push_str(&counters.qoe.render(role));
-    out
+    scrape.add(counters.latency.clone());
+    counters.qoe.collect(scrape);
 }
 
-/// CPU seconds and resident memory of this process (Linux `/proc/self`),
-/// in the standard Prometheus process metric names.
-pub fn render_process() -> String {
-    let mut out = String::new();
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name (which may contain spaces) start at ')'.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of stat; 12 and 13 after ')'.
-            let ticks: f64 = [11, 12]
-                .iter()
-                .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-                .sum();
-            let hz = 100.0; // USER_HZ is 100 on Linux.
-            let _ = writeln!(
-                out,
-                "# HELP process_cpu_seconds_total User and system CPU time spent."
-            );
-            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
-            let _ = writeln!(out, "process_cpu_seconds_total {}", ticks / hz);
+/// A family, counter or gauge, whose series are set from figures read
+/// when the page is asked for.
+pub enum Figure {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+}
+
+impl Figure {
+    pub fn new(scrape: &Scrape, name: &str, help: &str, counter: bool, labels: &[&str]) -> Figure {
+        if counter {
+            Figure::Counter(scrape.counter(name, help, labels))
+        } else {
+            Figure::Gauge(scrape.gauge(name, help, labels))
         }
     }
-    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-        if let Some(pages) = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            let _ = writeln!(
-                out,
-                "# HELP process_resident_memory_bytes Resident memory size."
-            );
-            let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
-            let _ = writeln!(out, "process_resident_memory_bytes {}", pages * 4096);
+
+    fn set(&self, label: &str, v: f64) {
+        self.set_at(&[label], v);
+    }
+
+    /// Sets the series of these label values (a counter's value is read
+    /// from our own counter, so it is added once to a fresh series).
+    pub fn set_at(&self, labels: &[&str], v: f64) {
+        match self {
+            Figure::Counter(f) => f.with_label_values(labels).inc_by(v),
+            Figure::Gauge(f) => f.with_label_values(labels).set(v),
         }
     }
-    out
 }
 
 /// Reads back the exposition: sums `name` over the series whose labels
@@ -455,11 +526,11 @@ mod tests {
 
     #[test]
     fn sum_reads_back_what_render_writes() {
-        let counters = ServerCounters::default();
+        let counters = ServerCounters::new(Role::Edge);
         counters
             .subscriptions_refused
             .fetch_add(3, Ordering::Relaxed);
-        let text = render("edge", &counters, &Broadcasts::default());
+        let text = page(&counters, &Broadcasts::default(), |_| {});
         assert_eq!(
             sum(&text, "strom_moqt_subscriptions_refused_total", &[]),
             Some(3.0)

@@ -26,18 +26,17 @@ pub struct Monitoring {
     pub counters: Arc<ServerCounters>,
     /// More metric families appended to `/metrics` (the origin's ingest,
     /// the agent's offload).
-    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    pub extra_metrics: Option<Arc<dyn Fn(&metrics::Scrape) + Send + Sync>>,
 }
 
 impl Monitoring {
     /// The whole `/metrics` page.
     pub fn render(&self) -> String {
-        let mut text = metrics::render(self.role.as_str(), &self.counters, &self.broadcasts);
-        text.push_str(&metrics::render_process());
-        if let Some(extra) = &self.extra_metrics {
-            text.push_str(&extra());
-        }
-        text
+        metrics::page(&self.counters, &self.broadcasts, |scrape| {
+            if let Some(extra) = &self.extra_metrics {
+                extra(scrape);
+            }
+        })
     }
 }
 

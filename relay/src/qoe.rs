@@ -6,10 +6,13 @@
 //! label set at will).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 
+use prometheus::{HistogramOpts, HistogramVec};
 use serde::Deserialize;
+
+use crate::metrics::Scrape;
+use crate::Role;
 
 /// What a player sends (`POST /qoe`, JSON, at most [`MAX_BEACON_BYTES`]).
 #[derive(Debug, Deserialize)]
@@ -73,37 +76,7 @@ impl Beacon {
 
 const STARTUP_BUCKETS: [f64; 8] = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
 const LATENCY_BUCKETS: [f64; 9] = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
-
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    buckets: Vec<u64>,
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, bounds: &[f64], v: f64) {
-        if self.buckets.len() != bounds.len() {
-            self.buckets = vec![0; bounds.len()];
-        }
-        if let Some(i) = bounds.iter().position(|b| v <= *b) {
-            self.buckets[i] += 1;
-        }
-        self.count += 1;
-        self.sum += v;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
-        let mut cumulative = 0;
-        for (i, b) in bounds.iter().enumerate() {
-            cumulative += self.buckets.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
-}
+const LABELS: [&str; 3] = ["tenant", "event", "transport"];
 
 #[derive(Debug, Default, Clone)]
 struct Figures {
@@ -112,25 +85,47 @@ struct Figures {
     stall_ms: u64,
     stalls: u64,
     media_bytes: f64,
-    startup: Histogram,
-    latency: Histogram,
 }
 
 /// Aggregates per (tenant, event, transport).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QoeStore {
+    role: Role,
     map: Mutex<BTreeMap<(String, String, String), Figures>>,
+    startup: HistogramVec,
+    latency: HistogramVec,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn histogram(role: Role, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help)
+        .const_label("role", role.as_str())
+        .buckets(buckets.to_vec());
+    HistogramVec::new(opts, &LABELS).expect("a valid histogram")
 }
 
 impl QoeStore {
+    pub fn new(role: Role) -> QoeStore {
+        QoeStore {
+            role,
+            map: Mutex::default(),
+            startup: histogram(
+                role,
+                "strom_qoe_startup_seconds",
+                "Time from start to the first frame shown.",
+                &STARTUP_BUCKETS,
+            ),
+            latency: histogram(
+                role,
+                "strom_qoe_latency_seconds",
+                "Latency to live players reported.",
+                &LATENCY_BUCKETS,
+            ),
+        }
+    }
+
     pub fn add(&self, b: &Beacon) {
         let Ok(ns) = b.namespace() else { return };
+        let labels = [ns[0], ns[1], b.transport.as_str()];
         let key = (ns[0].to_owned(), ns[1].to_owned(), b.transport.clone());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let f = map.entry(key).or_default();
@@ -140,10 +135,14 @@ impl QoeStore {
         f.stalls += u64::from(b.stalls);
         f.media_bytes += b.bitrate_bps as f64 / 8.0 * b.watch_ms as f64 / 1000.0;
         if let Some(ms) = b.first_frame_ms {
-            f.startup.observe(&STARTUP_BUCKETS, ms as f64 / 1000.0);
+            self.startup
+                .with_label_values(&labels)
+                .observe(ms as f64 / 1000.0);
         }
         if let Some(ms) = b.latency_ms {
-            f.latency.observe(&LATENCY_BUCKETS, ms as f64 / 1000.0);
+            self.latency
+                .with_label_values(&labels)
+                .observe(ms as f64 / 1000.0);
         }
     }
 
@@ -151,7 +150,8 @@ impl QoeStore {
     pub fn totals(&self) -> BTreeMap<(String, String), crate::control_plane::QoeSums> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: BTreeMap<(String, String), crate::control_plane::QoeSums> = BTreeMap::new();
-        for ((t, e, _), f) in map.iter() {
+        for ((t, e, tr), f) in map.iter() {
+            let latency = self.latency.with_label_values(&[t, e, tr]);
             out.entry((t.clone(), e.clone()))
                 .or_default()
                 .add(&crate::control_plane::QoeSums {
@@ -159,74 +159,49 @@ impl QoeStore {
                     watch_seconds: f.watch_ms as f64 / 1000.0,
                     stall_seconds: f.stall_ms as f64 / 1000.0,
                     stalls: f.stalls,
-                    latency_seconds_sum: f.latency.sum,
-                    latency_samples: f.latency.count,
+                    latency_seconds_sum: latency.get_sample_sum(),
+                    latency_samples: latency.get_sample_count(),
                 });
         }
         out
     }
 
-    /// Prometheus text for every family (headers even when empty).
-    pub fn render(&self, role: &str) -> String {
+    /// Adds every family to a relay's page (with the relay's role).
+    pub fn collect(&self, scrape: &Scrape) {
+        let scrape = scrape.relay(self.role);
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let labels = |(t, e, tr): &(String, String, String)| {
-            format!(
-                "role=\"{role}\",tenant=\"{}\",event=\"{}\",transport=\"{}\"",
-                escape(t),
-                escape(e),
-                escape(tr)
-            )
-        };
-        let mut out = String::new();
-        type Field = fn(&Figures) -> String;
+        type Field = fn(&Figures) -> f64;
         let counters: [(&str, &str, Field); 5] = [
             ("strom_qoe_beacons_total", "Player QoE beacons received.", |f| {
-                f.beacons.to_string()
+                f.beacons as f64
             }),
             (
                 "strom_qoe_watch_seconds_total",
                 "Time viewers watched (playing or stalled).",
-                |f| format!("{}", f.watch_ms as f64 / 1000.0),
+                |f| f.watch_ms as f64 / 1000.0,
             ),
             (
                 "strom_qoe_stall_seconds_total",
                 "Time viewers' playback was stalled (stall ratio: this over watch seconds).",
-                |f| format!("{}", f.stall_ms as f64 / 1000.0),
+                |f| f.stall_ms as f64 / 1000.0,
             ),
             ("strom_qoe_stalls_total", "Stalls viewers saw.", |f| {
-                f.stalls.to_string()
+                f.stalls as f64
             }),
             (
                 "strom_qoe_media_bytes_total",
                 "Media bytes viewers received, from their players' bitrate (rate × 8 over viewers: average bitrate).",
-                |f| format!("{}", f.media_bytes.round()),
+                |f| f.media_bytes.round(),
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, f) in &map {
-                let _ = writeln!(out, "{name}{{{}}} {}", labels(k), value(f));
+            let family = scrape.counter(name, help, &LABELS);
+            for ((t, e, tr), f) in &map {
+                family.with_label_values(&[t, e, tr]).inc_by(value(f));
             }
         }
-        let _ = writeln!(out, "# HELP strom_qoe_startup_seconds Time from start to the first frame shown.\n# TYPE strom_qoe_startup_seconds histogram");
-        for (k, f) in &map {
-            f.startup.render(
-                &mut out,
-                "strom_qoe_startup_seconds",
-                &labels(k),
-                &STARTUP_BUCKETS,
-            );
-        }
-        let _ = writeln!(out, "# HELP strom_qoe_latency_seconds Latency to live players reported.\n# TYPE strom_qoe_latency_seconds histogram");
-        for (k, f) in &map {
-            f.latency.render(
-                &mut out,
-                "strom_qoe_latency_seconds",
-                &labels(k),
-                &LATENCY_BUCKETS,
-            );
-        }
-        out
+        scrape.add(self.startup.clone());
+        scrape.add(self.latency.clone());
     }
 }
 
@@ -238,21 +213,38 @@ mod tests {
 
     #[test]
     fn beacons_aggregate_per_event_and_transport() {
-        let store = QoeStore::default();
+        let store = QoeStore::new(Role::Edge);
         let b = Beacon::parse(GOOD.as_bytes()).unwrap();
         store.add(&b);
         store.add(&b);
-        let text = store.render("edge");
-        let l = r#"role="edge",tenant="acme",event="townhall",transport="webtransport""#;
-        assert!(
-            text.contains(&format!("strom_qoe_beacons_total{{{l}}} 2")),
-            "{text}"
+        let scrape = Scrape::new();
+        store.collect(&scrape);
+        let text = scrape.encode();
+        let l = [
+            ("role", "edge"),
+            ("tenant", "acme"),
+            ("event", "townhall"),
+            ("transport", "webtransport"),
+        ];
+        let get = |name: &str, extra: &[(&str, &str)]| {
+            let labels: Vec<_> = l.iter().chain(extra).copied().collect();
+            crate::metrics::sum(&text, name, &labels)
+        };
+        assert_eq!(get("strom_qoe_beacons_total", &[]), Some(2.0), "{text}");
+        assert_eq!(get("strom_qoe_stall_seconds_total", &[]), Some(0.6));
+        assert_eq!(
+            get("strom_qoe_startup_seconds_bucket", &[("le", "1")]),
+            Some(2.0)
         );
-        assert!(text.contains(&format!("strom_qoe_stall_seconds_total{{{l}}} 0.6")));
-        assert!(text.contains(&format!(
-            "strom_qoe_startup_seconds_bucket{{{l},le=\"1\"}} 2"
-        )));
-        assert!(text.contains(&format!("strom_qoe_latency_seconds_count{{{l}}} 2")));
+        assert_eq!(
+            get("strom_qoe_startup_seconds_bucket", &[("le", "0.5")]),
+            Some(0.0)
+        );
+        assert_eq!(get("strom_qoe_latency_seconds_count", &[]), Some(2.0));
+        let totals = store.totals();
+        let t = &totals[&("acme".to_owned(), "townhall".to_owned())];
+        assert_eq!((t.beacons, t.latency_samples), (2, 2));
+        assert!((t.latency_seconds_sum - 0.84).abs() < 1e-9);
     }
 
     #[test]

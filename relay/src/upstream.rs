@@ -478,7 +478,7 @@ async fn read_subgroup(
     let group = subgroup.group_id;
     let result = read_objects(subgroup, &track.name, |object| {
         if let Some(produced) = object.meta.producer_time_us {
-            counters.latency.observe_since(produced);
+            crate::metrics::observe_since(&counters.latency, produced);
         }
         track.insert(group, object, Instant::now());
     })

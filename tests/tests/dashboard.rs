@@ -317,22 +317,19 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
         let text = String::from_utf8_lossy(&out.stdout);
         strom_tests::prometheus::check(&text)
             .unwrap_or_else(|e| panic!("agent {} /metrics: {e}\n{text}", a.host));
-        assert!(
-            text.contains(&format!(
-                "strom_viewer_sessions{{role=\"agent\",tenant=\"{}\",event=\"{}\"}} 1",
-                tenant.id, event.id
-            )),
+        let viewers = [
+            ("role", "agent"),
+            ("tenant", tenant.id.as_str()),
+            ("event", event.id.as_str()),
+        ];
+        assert_eq!(
+            metric(&text, "strom_viewer_sessions", &viewers),
+            Some(1.0),
             "agent {} counts its viewer: {text}",
             a.host
         );
-        let offload_line = format!(
-            "strom_agent_offload_ratio{{tenant=\"{}\",site=\"{site_id}\"}} ",
-            tenant.id
-        );
-        let _since_start: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&offload_line))
-            .and_then(|v| v.parse().ok())
+        let site = [("tenant", tenant.id.as_str()), ("site", site_id)];
+        metric(&text, "strom_agent_offload_ratio", &site)
             .unwrap_or_else(|| panic!("agent {} offload with its site: {text}", a.host));
         before.push((
             counter(&text, "strom_agent_edge_bytes_total"),

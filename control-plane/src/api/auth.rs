@@ -103,9 +103,7 @@ pub(crate) fn limit(state: &AppState, ip: std::net::IpAddr, account: &str) -> Ap
     let now = Instant::now();
     let refused = |which: &'static str| {
         let metrics = &state.repo.metrics;
-        metrics
-            .refused_rate_limited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics.refused_rate_limited.inc();
         tracing::info!(limit = which, "request refused: rate limit");
     };
     state

@@ -223,7 +223,7 @@ async fn security_events(
         } else {
             &metrics.refused_forbidden
         };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.inc();
         if let Some((tenant, subject, _)) = who {
             let action = if csrf {
                 "csrf-refused"
@@ -326,11 +326,7 @@ async fn refuse_cross_site(state: &Shared, req: axum::extract::Request, next: Ne
                 .unwrap_or(false),
         };
         if cross_site || !origin_ok {
-            state
-                .repo
-                .metrics
-                .refused_cross_site
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.repo.metrics.refused_cross_site.inc();
             tracing::warn!(method = %req.method(), "cross-site state change refused");
             return ApiError::forbidden("cross-site request refused").into_response();
         }

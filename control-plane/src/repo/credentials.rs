@@ -9,7 +9,7 @@ impl Repo {
         let _g = self.lock();
         let mut cred = self.credential(tenant, principal)?;
         cred.lockout = lockout::begin_attempt(&cred.lockout, now()).map_err(|l| {
-            self.metrics.logins_locked.fetch_add(1, Ordering::Relaxed);
+            self.metrics.logins_locked.inc();
             RepoError::Locked(l.until)
         })?;
         self.put_credential(Batch::default(), tenant, principal, &cred, vec![])?;
@@ -47,7 +47,7 @@ impl Repo {
         } else {
             &self.metrics.logins_failed
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
         cred.lockout = if ok {
             lockout::attempt_succeeded(&cred.lockout)
         } else {
@@ -65,7 +65,7 @@ impl Repo {
             ));
         }
         if !was_locked && cred.lockout.locked_until.is_some() {
-            self.metrics.lockouts.fetch_add(1, Ordering::Relaxed);
+            self.metrics.lockouts.inc();
             entries.push(Entry::new(
                 "system",
                 "locked",

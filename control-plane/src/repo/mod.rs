@@ -5,7 +5,6 @@
 //! appends to the tenant's audit chain in the same atomic batch.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;

@@ -470,7 +470,9 @@ async fn connections_beyond_the_limits_are_closed_at_once_and_counted() {
     assert_eq!(ctx.counters.refusals("too_many_unauthenticated"), 1);
     assert!(!closed(&mut held[0], Duration::from_millis(200)).await);
     assert_eq!(admission.count(Transport::Rtmp), 3);
-    let text = ctx.counters.render_rtmp_refusals();
+    let scrape = strom_relay::metrics::Scrape::new();
+    ctx.counters.collect_rtmp_refusals(&scrape);
+    let text = scrape.encode();
     assert!(
         text.contains("strom_ingest_rtmp_refused_total{reason=\"too_many_from_address\"} 1"),
         "{text}"

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
+use strom_relay::metrics::{Figure, Scrape};
+
 use super::ffi;
 use crate::publish::PushOptions;
 use crate::rtmp::IngestCounters;
@@ -45,101 +47,99 @@ impl SrtCounters {
             .or_default() += 1;
     }
 
-    /// Prometheus text for SRT ingest.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP strom_ingest_srt_refused_total SRT handshakes refused, by reason.\n# TYPE strom_ingest_srt_refused_total counter\n");
-        let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
-        let mut reasons: Vec<_> = refusals.iter().collect();
-        reasons.sort();
-        for (reason, n) in reasons {
-            out.push_str(&format!(
-                "strom_ingest_srt_refused_total{{reason=\"{reason}\"}} {n}\n"
-            ));
+    /// Adds SRT ingest to the page.
+    pub fn collect(&self, scrape: &Scrape) {
+        let refused = scrape.counter(
+            "strom_ingest_srt_refused_total",
+            "SRT handshakes refused, by reason.",
+            &["reason"],
+        );
+        for (reason, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            refused.with_label_values(&[reason]).inc_by(*n as f64);
         }
-        drop(refusals);
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        let mut links: Vec<_> = links.iter().collect();
-        links.sort_by(|a, b| a.0.cmp(b.0));
-        type Field = fn(&LinkStats) -> String;
-        let rows: [(&str, &str, &str, Field); 9] = [
+        type Field = fn(&LinkStats) -> f64;
+        let rows: [(&str, bool, &str, Field); 9] = [
             (
                 "strom_ingest_srt_rtt_seconds",
-                "gauge",
+                false,
                 "Round-trip time of the SRT link.",
-                |l| format!("{}", l.rtt_ms / 1000.0),
+                |l| l.rtt_ms / 1000.0,
             ),
             (
                 "strom_ingest_srt_bandwidth_bytes_per_second",
-                "gauge",
+                false,
                 "Link bandwidth estimated by SRT.",
-                |l| format!("{}", l.bandwidth_mbps * 1e6 / 8.0),
+                |l| l.bandwidth_mbps * 1e6 / 8.0,
             ),
             (
                 "strom_ingest_srt_received_packets_total",
-                "counter",
+                true,
                 "Data packets received.",
-                |l| l.received_packets.to_string(),
+                |l| l.received_packets as f64,
             ),
             (
                 "strom_ingest_srt_lost_packets_total",
-                "counter",
+                true,
                 "Data packets detected lost (before retransmission).",
-                |l| l.lost_packets.to_string(),
+                |l| l.lost_packets as f64,
             ),
             (
                 "strom_ingest_srt_retransmitted_packets_total",
-                "counter",
+                true,
                 "Retransmitted packets received.",
-                |l| l.retransmitted_packets.to_string(),
+                |l| l.retransmitted_packets as f64,
             ),
             (
                 "strom_ingest_srt_dropped_packets_total",
-                "counter",
+                true,
                 "Packets dropped as too late to play.",
-                |l| l.dropped_packets.to_string(),
+                |l| l.dropped_packets as f64,
             ),
             (
                 "strom_ingest_srt_undecrypted_packets_total",
-                "counter",
+                true,
                 "Packets that failed to decrypt.",
-                |l| l.undecrypted_packets.to_string(),
+                |l| l.undecrypted_packets as f64,
             ),
             (
                 "strom_ingest_srt_receive_buffer_seconds",
-                "gauge",
+                false,
                 "Media held in the SRT receive buffer.",
-                |l| format!("{}", l.receive_buffer_ms as f64 / 1000.0),
+                |l| l.receive_buffer_ms as f64 / 1000.0,
             ),
             (
                 "strom_ingest_srt_latency_seconds",
-                "gauge",
+                false,
                 "Negotiated SRT receive latency.",
-                |l| format!("{}", l.latency_ms as f64 / 1000.0),
+                |l| l.latency_ms as f64 / 1000.0,
             ),
         ];
-        for (name, kind, help, value) in rows {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for ((labels, rendition, role), l) in &links {
-                out.push_str(&format!(
-                    "{name}{{{labels},rendition=\"{rendition}\",encoder=\"{role}\"}} {}\n",
-                    value(l)
-                ));
+        let labels = ["tenant", "event", "stream", "rendition", "encoder"];
+        for (name, counter, help, value) in rows {
+            let family = Figure::new(scrape, name, help, counter, &labels);
+            for (([tenant, event, stream], rendition, role), l) in links.iter() {
+                family.set_at(&[tenant, event, stream, rendition, role], value(l));
             }
         }
-        out
     }
 }
 
-/// A link's key in the statistics: the stream's labels, rendition, encoder role.
-pub(super) type LinkKey = (String, String, &'static str);
+/// A link's key in the statistics: the stream's tenant, event and stream,
+/// rendition, encoder role.
+pub(super) type LinkKey = ([String; 3], String, &'static str);
 
 pub(super) fn link_key(
     namespace: &strom_relay::broadcast::Namespace,
     options: &PushOptions,
 ) -> LinkKey {
     (
-        strom_relay::metrics::namespace_labels(namespace),
+        strom_relay::metrics::namespace_values(namespace),
         options.rendition.clone().unwrap_or_else(|| "main".into()),
         options.role().as_str(),
     )
