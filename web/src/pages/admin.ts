@@ -15,27 +15,17 @@ import { mountPlayer, unmountPlayer } from './watch';
 import { pollDashboard } from './dashboard';
 import { agentCredentialsCard } from './agents';
 import { securityCards } from './security';
+import type * as T from '../api/types';
 
-interface FieldDto { name: string; label: string; kind: string; options: string[]; required: boolean }
-interface EventDto {
-  id: string; title: string; starts_at: string; ends_at: string; access: string;
-  form: FieldDto[]; privacy_notice: string; ended_at: string | null; namespace: string; retention_days: number;
-}
-interface StreamDto { name: string; namespace: string; credential_issued_at: string | null }
-interface Credential {
-  rtmp_url: string;
-  stream_key: string;
-  srt_url: string;
-  srt_stream_key: string;
-  srt_passphrase: string;
-  namespace: string;
-  expires_at: string;
-}
-interface Participant { id: string; email: string; name: string; status: string; source: string; consent: string | null; created_at: string }
-interface ImportResult { created: number; errors: { line: number; column: string | null; message: string }[] }
-interface User { id: string; email: string; name: string; role: string; active: boolean; locked: boolean; totp: boolean }
-interface LiveStream { name: string; live: boolean; ingest_bitrate_bps: number; viewers: number; since: string | null }
-interface LiveStatus { streams: LiveStream[]; viewers: number }
+// The API's own types, generated from its OpenAPI document (api-types.mjs).
+type EventDto = T.EventDto;
+type FieldDto = T.FieldDto;
+type StreamDto = T.StreamDto;
+type Credential = T.PublishCredential;
+type Participant = T.ParticipantView;
+type ImportResult = T.ImportResult;
+type User = T.UserView;
+type LiveStatus = T.LiveStatus;
 
 const root = app();
 let me: Session;

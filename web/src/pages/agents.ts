@@ -3,21 +3,10 @@
 // control plane refuses it and every ticket minted with it at once, and the
 // agents using it stop within seconds.
 
+import type { CredentialRecord } from '../api/types';
 import { api } from './api';
 import { copyButton, h, notice, show } from './dom';
 
-interface CredentialRecord {
-  id: string;
-  tenant: string;
-  kind: string;
-  issued_at: string;
-  issued_by: string;
-  /** How many were issued for this id. */
-  issued: number;
-  kid: string;
-  expires_at: string;
-  revoked_at: string | null;
-}
 
 const dateTime = (iso: string) => new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(iso));
 

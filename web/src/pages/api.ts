@@ -2,16 +2,10 @@
 // along (same origin), state-changing calls carry the CSRF token, and errors
 // (application/problem+json) become exceptions with the server's wording.
 
-export interface Session {
-  tenant: string;
-  kind: 'staff' | 'participant';
-  id: string;
-  role: 'owner' | 'event_manager' | 'moderator' | null;
-  event: string | null;
-  csrf: string;
-  must_change_password: boolean;
-  must_enrol_totp: boolean;
-}
+import type { SessionInfo } from '../api/types';
+
+/** The caller's session (`GET /api/v1/session`), as the API's document types it. */
+export type Session = SessionInfo;
 
 export class ApiError extends Error {
   constructor(public status: number, message: string, public body: unknown = null) {
