@@ -14,6 +14,7 @@
 pub mod media;
 mod parents;
 mod registration;
+mod repair;
 pub mod swarm;
 pub mod topology;
 

@@ -15,13 +15,13 @@
 //! the agent FETCHes what follows its newest object from its repair source
 //! (the standby from the edge, everyone else from a peer, see
 //! [`crate::topology::place`]), over a second session kept open for that,
-//! every 100 ms until the parent catches up or is passed over.
+//! every 100 ms until the parent catches up or is passed over. When to
+//! repair and when to pass a parent over is decided by [`crate::repair`]
+//! (sans-IO, table-tested); this file does the I/O around it.
 //!
-//! Why one file of ~870 lines: the upstream session, each track's
+//! Why one file of ~840 lines: the upstream session, each track's
 //! subscription with its repair loop, and the signature check share the
-//! session generation and the freshness clock. The repair decisions are
-//! the next to move into a sans-IO state machine beside
-//! [`crate::topology`]; this file then keeps only the I/O.
+//! session generation and the freshness clock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,22 +46,9 @@ use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
 
+use crate::repair::{Check, Repair};
 use crate::topology::Parent;
 
-/// A parent that repair has had to outrun for this long (or, without a
-/// repair source, that sent nothing new for this long) while it still
-/// answers on the swarm is passed over. A dead peer is noticed sooner, by
-/// the swarm's idle timeout. Viewers do not wait for this: repair fills the
-/// gap from the repair deadline on. Short lags are left alone on purpose: a
-/// parent ramping up its own pull, or a brief stall at the edge, must not
-/// send the whole site to other parents at once.
-pub const SILENCE: Duration = Duration::from_secs(2);
-/// Objects a subscription must have delivered before silence counts (the
-/// catalog track is quiet by nature).
-const STEADY_AFTER: u64 = 10;
-/// A parent whose objects repair has not had to replace for this long has
-/// caught up.
-const CAUGHT_UP: Duration = Duration::from_secs(1);
 /// How far past its newest object a repair FETCH asks (End Location: up to
 /// and including the group before this many groups on).
 const REPAIR_GROUPS: u64 = 3;
@@ -599,15 +586,8 @@ async fn subscribe_once(
     let mut groups = FuturesUnordered::new();
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
     let mut silence_check = tokio::time::interval(REPAIR_EVERY);
-    let mut reported_silence = false;
     let mut repairing: Option<futures::future::BoxFuture<'static, u64>> = None;
-    // Since when repairs keep finding objects the parent had not sent (a
-    // repair that finds nothing means the stream paused: an encoder pausing
-    // must not move the site), and the last time one did. Lagging for all
-    // of SILENCE: the parent is passed over. A new parent catching up after
-    // a switch stops lagging well within that.
-    let mut lagging_since: Option<Instant> = None;
-    let mut last_repaired: Option<Instant> = None;
+    let mut policy = Repair::new(ctx.repair_after);
     let ended = loop {
         tokio::select! {
             next = subgroups.next() => match next {
@@ -626,10 +606,8 @@ async fn subscribe_once(
             Some(()) = groups.next(), if !groups.is_empty() => {}
             stored = async { repairing.as_mut().expect("guarded").await }, if repairing.is_some() => {
                 repairing = None;
+                policy.repaired(Instant::now(), stored);
                 if stored > 0 {
-                    let now = Instant::now();
-                    lagging_since.get_or_insert(now);
-                    last_repaired = Some(now);
                     tracing::debug!(track = %track.name, objects = stored, "repaired past a lagging parent");
                 }
             }
@@ -640,41 +618,27 @@ async fn subscribe_once(
             }
             _ = silence_check.tick() => {
                 if let Parent::Peer(p) = session.parent {
-                    let steady = arrivals.count.load(Ordering::Relaxed) >= STEADY_AFTER;
-                    let lag = arrivals.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                    let can_repair = ctx.repairs.borrow().is_some();
-                    // The deadline: the newest object held is this late (or,
-                    // without producer times, nothing new came for as long).
-                    let late = match fresh.lateness(track, unix_micros()) {
-                        Some(late) => Some(late),
-                        None if steady => Some(lag),
-                        None => None,
-                    };
-                    let due = late.is_some_and(|l| l > ctx.repair_after);
-                    if due && repairing.is_none() && !track.is_closed() {
-                        let source = ctx.repairs.borrow().clone();
-                        tracing::trace!(track = %track.name, late_ms = late.map(|l| l.as_millis() as u64), lag_ms = lag.as_millis() as u64, frontier = ?frontier(track), largest = ?track.largest(), source = source.is_some(), "repair due");
-                        if let Some(source) = source {
-                            repairing = Some(Box::pin(repair(
-                                source,
-                                broadcast.namespace.clone(),
-                                track.clone(),
-                                fresh.clone(),
-                                ctx.clone(),
-                            )));
-                        }
+                    let source = ctx.repairs.borrow().clone();
+                    let since_news = arrivals.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                    let verdict = policy.check(Check {
+                        now: Instant::now(),
+                        lateness: fresh.lateness(track, unix_micros()),
+                        since_news,
+                        delivered: arrivals.count.load(Ordering::Relaxed),
+                        source: source.is_some(),
+                        closed: track.is_closed(),
+                    });
+                    if let (true, Some(source)) = (verdict.fetch, source) {
+                        tracing::trace!(track = %track.name, since_news_ms = since_news.as_millis() as u64, frontier = ?frontier(track), largest = ?track.largest(), "repair due");
+                        repairing = Some(Box::pin(repair(
+                            source,
+                            broadcast.namespace.clone(),
+                            track.clone(),
+                            fresh.clone(),
+                            ctx.clone(),
+                        )));
                     }
-                    if last_repaired.is_some_and(|t| t.elapsed() > CAUGHT_UP) {
-                        lagging_since = None;
-                        last_repaired = None;
-                    }
-                    let quiet = if can_repair {
-                        lagging_since.is_some_and(|t| t.elapsed() > SILENCE)
-                    } else {
-                        lag > SILENCE
-                    };
-                    if steady && quiet && !reported_silence && !track.is_closed() {
-                        reported_silence = true;
+                    if verdict.parent_behind {
                         tracing::warn!(peer = %p, track = %track.name, "parent fell behind");
                         let _ = ctx.events.send(PeerEvent::Silent(p));
                     }

@@ -317,3 +317,117 @@ impl Repo {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::in_memory;
+    use super::*;
+
+    fn staff(repo: &Repo) -> (String, Principal) {
+        let t = repo.create_tenant("Acme").unwrap().id;
+        let (u, _) = repo
+            .create_user(
+                "system",
+                &t,
+                "staff@example.com",
+                "Staff",
+                Role::Owner,
+                None,
+            )
+            .unwrap();
+        let p = Principal::Staff {
+            user: u.id,
+            role: Role::Owner,
+        };
+        (t, p)
+    }
+
+    fn actions(repo: &Repo, tenant: &str) -> Vec<String> {
+        audit::list(repo.store.as_ref(), tenant, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect()
+    }
+
+    fn attempt(repo: &Repo, t: &str, p: &Principal, ok: bool, step: Option<u64>) -> Result<bool> {
+        repo.reserve_attempt(t, p)?;
+        repo.finish_attempt(t, p, ok, 15, step)
+    }
+
+    #[test]
+    fn the_third_failure_locks_even_the_right_password_out_until_an_owner_unlocks() {
+        let repo = in_memory();
+        let (t, p) = staff(&repo);
+        for _ in 0..3 {
+            assert!(!attempt(&repo, &t, &p, false, None).unwrap());
+        }
+        // The fourth attempt is refused before the password is looked at.
+        assert!(matches!(
+            attempt(&repo, &t, &p, true, None),
+            Err(RepoError::Locked(Some(_)))
+        ));
+        let trail = actions(&repo, &t);
+        assert_eq!(trail.iter().filter(|a| *a == "login-failed").count(), 3);
+        assert_eq!(trail.iter().filter(|a| *a == "locked").count(), 1);
+        let m = &repo.metrics;
+        assert_eq!(
+            (
+                m.logins_failed.get(),
+                m.lockouts.get(),
+                m.logins_locked.get()
+            ),
+            (3, 1, 1)
+        );
+        repo.unlock("u_owner", &t, &p).unwrap();
+        assert!(actions(&repo, &t).contains(&"unlock".to_owned()));
+        assert!(attempt(&repo, &t, &p, true, None).unwrap());
+        // A success clears the count: three more failures are needed again.
+        assert!(!attempt(&repo, &t, &p, false, None).unwrap());
+        assert!(!attempt(&repo, &t, &p, false, None).unwrap());
+        assert!(attempt(&repo, &t, &p, true, None).unwrap());
+    }
+
+    #[test]
+    fn parallel_attempts_cannot_exceed_the_limit() {
+        let repo = in_memory();
+        let (t, p) = staff(&repo);
+        // Three attempts reserved at once (none settled yet): a fourth waits
+        // for nothing, it is refused.
+        for _ in 0..3 {
+            repo.reserve_attempt(&t, &p).unwrap();
+        }
+        assert!(matches!(
+            repo.reserve_attempt(&t, &p),
+            Err(RepoError::Locked(None))
+        ));
+    }
+
+    #[test]
+    fn a_totp_step_passes_once() {
+        let repo = in_memory();
+        let (t, p) = staff(&repo);
+        assert!(attempt(&repo, &t, &p, true, Some(1000)).unwrap());
+        // The same code again (a replay), or an older one: refused, and
+        // counted as a failure.
+        assert!(!attempt(&repo, &t, &p, true, Some(1000)).unwrap());
+        assert!(!attempt(&repo, &t, &p, true, Some(999)).unwrap());
+        assert!(attempt(&repo, &t, &p, true, Some(1001)).unwrap());
+        assert_eq!(repo.credential(&t, &p).unwrap().totp_last_step, Some(1001));
+        assert_eq!(repo.metrics.logins_failed.get(), 2);
+    }
+
+    #[test]
+    fn a_sealed_second_factor_opens_only_for_its_account() {
+        let repo = in_memory();
+        let (t, p) = staff(&repo);
+        let sealed = repo.seal_totp(&t, &p, "JBSWY3DPEHPK3PXP").unwrap();
+        assert!(!sealed.contains("JBSWY3DPEHPK3PXP"));
+        assert_eq!(repo.open_totp(&t, &p, &sealed).unwrap(), "JBSWY3DPEHPK3PXP");
+        let other = Principal::Staff {
+            user: "u_other".into(),
+            role: Role::Owner,
+        };
+        assert!(repo.open_totp(&t, &other, &sealed).is_err());
+    }
+}

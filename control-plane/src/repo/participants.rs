@@ -520,3 +520,152 @@ pub(super) fn check_fields(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{in_memory, test_event};
+    use super::*;
+
+    fn new(email: &str) -> NewParticipant {
+        NewParticipant {
+            email: email.into(),
+            name: "Erika Mustermann".into(),
+            fields: BTreeMap::new(),
+            password: None,
+            status: ParticipantStatus::Active,
+            source: ParticipantSource::Imported,
+            consent: None,
+        }
+    }
+
+    /// A tenant and an event running now.
+    fn running(repo: &Repo) -> (String, String) {
+        let t = repo.create_tenant("Acme").unwrap().id;
+        let start = now() - time::Duration::minutes(10);
+        let e = repo.create_event("u_owner", test_event(&t, start)).unwrap();
+        (t, e.id)
+    }
+
+    #[test]
+    fn an_import_with_one_bad_row_creates_nobody() {
+        let repo = in_memory();
+        let (t, e) = running(&repo);
+        for bad in [
+            vec![new("a@example.com"), new("not an address")],
+            vec![new("a@example.com"), new("A@Example.com")],
+            vec![new("a@example.com"), {
+                let mut p = new("b@example.com");
+                p.fields.insert("department".into(), "x".into());
+                p
+            }],
+        ] {
+            assert!(repo.create_participants("u_owner", &t, &e, bad).is_err());
+            assert!(repo.participants(&t, &e).unwrap().is_empty());
+        }
+        let made = repo
+            .create_participants("u_owner", &t, &e, vec![new("a@example.com")])
+            .unwrap();
+        assert_eq!(made.len(), 1);
+        // The address is taken now, however it is written.
+        assert!(repo
+            .create_participants("u_owner", &t, &e, vec![new(" A@EXAMPLE.com ")])
+            .is_err());
+    }
+
+    #[test]
+    fn an_erased_participant_is_gone_and_the_trail_forgets_them_but_holds() {
+        let repo = in_memory();
+        let (t, e) = running(&repo);
+        let p = repo
+            .create_participants("u_owner", &t, &e, vec![new("erika@example.com")])
+            .unwrap()
+            .remove(0);
+        let trail = |repo: &Repo| audit::list(repo.store.as_ref(), &t, 0, 1000).unwrap();
+        let opened = |repo: &Repo| -> Vec<String> {
+            trail(repo)
+                .iter()
+                .filter(|r| r.entity_id == p.id)
+                .flat_map(|r| {
+                    let (old, new) = repo.open_audit_value(r);
+                    [old, new]
+                })
+                .flatten()
+                .collect()
+        };
+        assert!(opened(&repo).contains(&"erika@example.com".to_owned()));
+        assert!(repo.erase_participant("u_owner", &t, &e, &p.id).unwrap());
+        assert!(matches!(
+            repo.participant(&t, &e, &p.id),
+            Err(RepoError::NotFound)
+        ));
+        assert!(matches!(
+            repo.participant_by_email(&t, &e, "erika@example.com"),
+            Err(RepoError::NotFound)
+        ));
+        // What the trail kept of them no longer opens, and the trail still
+        // verifies.
+        let after = opened(&repo);
+        assert!(
+            !after
+                .iter()
+                .any(|v| v.contains("erika") || v.contains("Erika")),
+            "{after:?}"
+        );
+        assert!(trail(&repo)
+            .iter()
+            .any(|r| r.entity_id == p.id && r.action == "delete"));
+        let (_, broken) = audit::verify(repo.store.as_ref(), &t).unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+    }
+
+    #[test]
+    fn attendance_reported_often_adds_nothing() {
+        let repo = in_memory();
+        let (t, e) = running(&repo);
+        let p = repo
+            .create_participants("u_owner", &t, &e, vec![new("a@example.com")])
+            .unwrap()
+            .remove(0);
+        // One report counts at most 600 s, whatever it claims.
+        assert_eq!(repo.add_attendance(&t, &e, &p.id, 100_000).unwrap(), 600);
+        // Right after, only the time since (plus the slack) counts.
+        let again = repo.add_attendance(&t, &e, &p.id, 600).unwrap();
+        assert!(again <= ATTENDANCE_SLACK_SECS + 1, "{again}");
+        // An event that has not started takes no reports.
+        let later = repo
+            .create_event("u_owner", test_event(&t, now() + time::Duration::days(1)))
+            .unwrap();
+        let q = repo
+            .create_participants("u_owner", &t, &later.id, vec![new("b@example.com")])
+            .unwrap()
+            .remove(0);
+        assert!(matches!(
+            repo.add_attendance(&t, &later.id, &q.id, 60),
+            Err(RepoError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn consent_is_a_new_record_each_time() {
+        let repo = in_memory();
+        let (t, e) = running(&repo);
+        let p = repo
+            .create_participants("u_owner", &t, &e, vec![new("a@example.com")])
+            .unwrap()
+            .remove(0);
+        let given = repo
+            .record_consent(&t, &e, &p.id, "notice-v1", true)
+            .unwrap();
+        assert_eq!(
+            repo.participant(&t, &e, &p.id).unwrap().consent,
+            Some(given.id.clone())
+        );
+        repo.record_consent(&t, &e, &p.id, "notice-v1", false)
+            .unwrap();
+        let stored = repo.participant(&t, &e, &p.id).unwrap();
+        assert!(stored.consent.is_none() && stored.consent_withdrawn);
+        let records = repo.consents(&t, &e, &p.id).unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().any(|r| r.given) && records.iter().any(|r| !r.given));
+    }
+}

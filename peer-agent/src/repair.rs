@@ -1,0 +1,358 @@
+//! When a track repairs past its parent, and when the agent gives the
+//! parent up (P2P-4), as a state machine without I/O: `media` tells it how
+//! late the object a viewer waits for is, when the parent last sent news,
+//! and what each repair found; it answers whether to FETCH from the repair
+//! source now and whether the parent has fallen behind for good.
+//!
+//! The rules:
+//! - Repair is due when the object a viewer waits for is later than the
+//!   repair deadline (beyond the best delivery seen, so clock skew between
+//!   origin and agent cancels), or, for tracks without producer times, when
+//!   the parent has sent nothing new for as long once it was steady. One
+//!   repair at a time; a due track without a repair source waits.
+//! - A parent is lagging from the first repair that found objects it had not
+//!   sent; a repair that finds nothing means the stream paused (an encoder
+//!   pausing must not move the site). A parent no repair has had to replace
+//!   for [`CAUGHT_UP`] has caught up.
+//! - A steady parent lagging for all of [`SILENCE`] (or, without a repair
+//!   source, silent for as long) is reported once. Viewers do not wait for
+//!   this: repair fills the gap from the deadline on.
+
+use std::time::{Duration, Instant};
+
+/// A parent that repair has had to outrun for this long (or, without a
+/// repair source, that sent nothing new for this long) while it still
+/// answers on the swarm is passed over. A dead peer is noticed sooner, by
+/// the swarm's idle timeout. Short lags are left alone on purpose: a parent
+/// ramping up its own pull, or a brief stall at the edge, must not send the
+/// whole site to other parents at once.
+pub(crate) const SILENCE: Duration = Duration::from_secs(2);
+/// Objects a subscription must have delivered before silence counts (the
+/// catalog track is quiet by nature).
+pub(crate) const STEADY_AFTER: u64 = 10;
+/// A parent whose objects repair has not had to replace for this long has
+/// caught up.
+pub(crate) const CAUGHT_UP: Duration = Duration::from_secs(1);
+
+/// What `media` sees of one track at a check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Check {
+    pub(crate) now: Instant,
+    /// How late the object a viewer waits for is, beyond the best delivery
+    /// (`None`: the track's objects carry no producer time).
+    pub(crate) lateness: Option<Duration>,
+    /// Since the parent last sent an object this agent did not hold.
+    pub(crate) since_news: Duration,
+    /// Objects the parent has delivered on this subscription.
+    pub(crate) delivered: u64,
+    /// A repair source is connected.
+    pub(crate) source: bool,
+    /// The track has ended.
+    pub(crate) closed: bool,
+}
+
+/// What to do after a check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// FETCH what follows the newest object from the repair source now.
+    pub(crate) fetch: bool,
+    /// The parent has fallen behind for good: pass it over (said once).
+    pub(crate) parent_behind: bool,
+}
+
+/// One track's repair state on one subscription.
+#[derive(Debug)]
+pub(crate) struct Repair {
+    deadline: Duration,
+    repairing: bool,
+    lagging_since: Option<Instant>,
+    last_repaired: Option<Instant>,
+    reported: bool,
+}
+
+impl Repair {
+    /// `deadline`: how late the waited-for object may be before repair.
+    pub(crate) fn new(deadline: Duration) -> Repair {
+        Repair {
+            deadline,
+            repairing: false,
+            lagging_since: None,
+            last_repaired: None,
+            reported: false,
+        }
+    }
+
+    pub(crate) fn check(&mut self, c: Check) -> Verdict {
+        let steady = c.delivered >= STEADY_AFTER;
+        let late = match c.lateness {
+            Some(late) => Some(late),
+            None if steady => Some(c.since_news),
+            None => None,
+        };
+        let due = late.is_some_and(|l| l > self.deadline);
+        let fetch = due && c.source && !self.repairing && !c.closed;
+        if fetch {
+            self.repairing = true;
+        }
+        if self
+            .last_repaired
+            .is_some_and(|t| c.now.duration_since(t) > CAUGHT_UP)
+        {
+            self.lagging_since = None;
+            self.last_repaired = None;
+        }
+        let behind = if c.source {
+            self.lagging_since
+                .is_some_and(|t| c.now.duration_since(t) > SILENCE)
+        } else {
+            c.since_news > SILENCE
+        };
+        let parent_behind = steady && behind && !self.reported && !c.closed;
+        if parent_behind {
+            self.reported = true;
+        }
+        Verdict {
+            fetch,
+            parent_behind,
+        }
+    }
+
+    /// A repair ended having stored `stored` objects the parent had not sent.
+    pub(crate) fn repaired(&mut self, now: Instant, stored: u64) {
+        self.repairing = false;
+        if stored > 0 {
+            self.lagging_since.get_or_insert(now);
+            self.last_repaired = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_millis(400);
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// A check at `at` ms after `t0`, steady, with a source, on time.
+    fn check(t0: Instant, at: u64) -> Check {
+        Check {
+            now: t0 + ms(at),
+            lateness: Some(ms(0)),
+            since_news: ms(0),
+            delivered: 100,
+            source: true,
+            closed: false,
+        }
+    }
+
+    /// What happens to a track, step by step.
+    enum Step {
+        /// A check at this time with these changes; the expected verdict.
+        Check(u64, fn(Check) -> Check, Verdict),
+        /// A repair ends at this time having stored this many objects.
+        Repaired(u64, u64),
+    }
+
+    const NOTHING: Verdict = Verdict {
+        fetch: false,
+        parent_behind: false,
+    };
+    const FETCH: Verdict = Verdict {
+        fetch: true,
+        parent_behind: false,
+    };
+    const BEHIND: Verdict = Verdict {
+        fetch: false,
+        parent_behind: true,
+    };
+    const FETCH_BEHIND: Verdict = Verdict {
+        fetch: true,
+        parent_behind: true,
+    };
+
+    fn same(c: Check) -> Check {
+        c
+    }
+    fn late(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(500)),
+            ..c
+        }
+    }
+    fn exactly_deadline(c: Check) -> Check {
+        Check {
+            lateness: Some(DEADLINE),
+            ..c
+        }
+    }
+    fn late_no_source(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(500)),
+            source: false,
+            ..c
+        }
+    }
+    fn silent_no_source(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(2500)),
+            since_news: ms(2100),
+            source: false,
+            ..c
+        }
+    }
+    fn late_closed(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(500)),
+            closed: true,
+            ..c
+        }
+    }
+    fn quiet_catalog(c: Check) -> Check {
+        Check {
+            lateness: None,
+            since_news: ms(3000),
+            delivered: 3,
+            source: false,
+            ..c
+        }
+    }
+    fn quiet_steady_untimed(c: Check) -> Check {
+        Check {
+            lateness: None,
+            since_news: ms(500),
+            ..c
+        }
+    }
+    fn late_unsteady(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(3000)),
+            delivered: 3,
+            ..c
+        }
+    }
+
+    #[test]
+    fn repair_and_passing_over_follow_the_table() {
+        use Step::*;
+        let cases: Vec<(&str, Vec<Step>)> = vec![
+            ("on time: nothing", vec![Check(0, same, NOTHING)]),
+            (
+                "exactly at the deadline: not yet",
+                vec![Check(0, exactly_deadline, NOTHING)],
+            ),
+            ("late: fetch", vec![Check(0, late, FETCH)]),
+            (
+                "one repair at a time",
+                vec![
+                    Check(0, late, FETCH),
+                    Check(100, late, NOTHING),
+                    Repaired(150, 5),
+                    Check(200, late, FETCH),
+                ],
+            ),
+            (
+                "late without a source waits",
+                vec![Check(0, late_no_source, NOTHING)],
+            ),
+            (
+                "an ended track is not repaired",
+                vec![Check(0, late_closed, NOTHING)],
+            ),
+            (
+                "untimed and steady: silence is lateness",
+                vec![Check(0, quiet_steady_untimed, FETCH)],
+            ),
+            (
+                "a quiet catalog is never behind",
+                vec![
+                    Check(0, quiet_catalog, NOTHING),
+                    Check(5000, quiet_catalog, NOTHING),
+                ],
+            ),
+            (
+                "repairs that keep finding objects for 2 s: behind, said once",
+                vec![
+                    Check(0, late, FETCH),
+                    Repaired(50, 3),
+                    Check(500, late, FETCH),
+                    Repaired(550, 3),
+                    Check(1000, late, FETCH),
+                    Repaired(1050, 3),
+                    Check(1500, late, FETCH),
+                    Repaired(1550, 3),
+                    Check(2000, late, FETCH),
+                    Repaired(2040, 3),
+                    Check(2100, late, FETCH_BEHIND),
+                    Repaired(2140, 3),
+                    Check(2200, late, FETCH),
+                ],
+            ),
+            (
+                "repairs that find nothing: a pause, not a lagging parent",
+                vec![
+                    Check(0, late, FETCH),
+                    Repaired(50, 0),
+                    Check(1000, late, FETCH),
+                    Repaired(1050, 0),
+                    Check(2500, late, FETCH),
+                    Repaired(2550, 0),
+                    Check(3000, late, FETCH),
+                ],
+            ),
+            (
+                "a parent that catches up is forgiven",
+                vec![
+                    Check(0, late, FETCH),
+                    Repaired(50, 3),
+                    Check(1000, same, NOTHING),
+                    // Over 1 s without a repair finding anything: caught up.
+                    Check(1100, same, NOTHING),
+                    Check(1500, late, FETCH),
+                    Repaired(1550, 3),
+                    Check(2000, late, FETCH),
+                    Repaired(2050, 3),
+                    // Lagging again since 1550 only (not since 50): not
+                    // 2 s yet at 3000.
+                    Check(3000, late, FETCH),
+                ],
+            ),
+            (
+                "without a source: silent for 2 s is behind",
+                vec![
+                    Check(0, silent_no_source, BEHIND),
+                    Check(100, silent_no_source, NOTHING),
+                ],
+            ),
+            (
+                "a parent that never became steady is not judged",
+                vec![
+                    Check(0, late_unsteady, FETCH),
+                    Repaired(10, 3),
+                    Check(900, late_unsteady, FETCH),
+                    Repaired(910, 3),
+                    Check(1800, late_unsteady, FETCH),
+                    Repaired(1810, 3),
+                    // Lagging for 2.49 s, but never steady: repaired, not judged.
+                    Check(2500, late_unsteady, FETCH),
+                ],
+            ),
+        ];
+        for (name, steps) in cases {
+            let t0 = Instant::now();
+            let mut r = Repair::new(DEADLINE);
+            for (i, step) in steps.into_iter().enumerate() {
+                match step {
+                    Step::Check(at, change, want) => {
+                        let got = r.check(change(check(t0, at)));
+                        assert_eq!(got, want, "{name}: step {i} at {at} ms");
+                    }
+                    Step::Repaired(at, stored) => r.repaired(t0 + ms(at), stored),
+                }
+            }
+        }
+    }
+}
