@@ -47,8 +47,7 @@ impl Documented {
 /// Live families this test's scenario (one RTMP push, an HLS viewer, a
 /// beacon, an agent without broadcasts) gives no series, and the test that
 /// sees them served.
-const NOT_IN_THIS_SCENARIO: [(&str, &str); 12] = [
-    ("strom_viewer_sessions", "dashboard.rs: an agent's viewer"),
+const NOT_IN_THIS_SCENARIO: [(&str, &str); 11] = [
     (
         "strom_ingest_rtmp_refused_total",
         "contribution.rs: refused RTMP publishes",
@@ -94,6 +93,11 @@ const NOT_IN_THIS_SCENARIO: [(&str, &str); 12] = [
         "contribution.rs: an encrypted SRT push",
     ),
 ];
+
+/// Live families this scenario may or may not show when it reads the pages:
+/// the MoQT viewer's session can still be open, or already closed.
+const MAYBE_IN_THIS_SCENARIO: [(&str, &str); 1] =
+    [("strom_viewer_sessions", "dashboard.rs: an agent's viewer")];
 
 /// The documented families per section of docs/metrics.md.
 fn documented() -> BTreeMap<String, Vec<Documented>> {
@@ -277,6 +281,8 @@ fn every_service_serves_valid_documented_metrics_with_real_figures() {
                     serving, services,
                     "{name} is not served by all of {services:?} (docs/metrics.md, {section})"
                 );
+            } else if MAYBE_IN_THIS_SCENARIO.iter().any(|(n, _)| n == name) {
+                // Checked by the test named there.
             } else if let Some((_, elsewhere)) =
                 NOT_IN_THIS_SCENARIO.iter().find(|(n, _)| n == name)
             {

@@ -538,6 +538,14 @@ mod tests {
         }
     }
 
+    /// One participant created by the owner.
+    fn one(repo: &Repo, t: &str, e: &str, email: &str) -> ParticipantView {
+        let mut made = repo
+            .create_participants("u_owner", t, e, vec![new(email)])
+            .unwrap();
+        made.remove(0)
+    }
+
     /// A tenant and an event running now.
     fn running(repo: &Repo) -> (String, String) {
         let t = repo.create_tenant("Acme").unwrap().id;
@@ -562,10 +570,7 @@ mod tests {
             assert!(repo.create_participants("u_owner", &t, &e, bad).is_err());
             assert!(repo.participants(&t, &e).unwrap().is_empty());
         }
-        let made = repo
-            .create_participants("u_owner", &t, &e, vec![new("a@example.com")])
-            .unwrap();
-        assert_eq!(made.len(), 1);
+        one(&repo, &t, &e, "a@example.com");
         // The address is taken now, however it is written.
         assert!(repo
             .create_participants("u_owner", &t, &e, vec![new(" A@EXAMPLE.com ")])
@@ -576,10 +581,7 @@ mod tests {
     fn an_erased_participant_is_gone_and_the_trail_forgets_them_but_holds() {
         let repo = in_memory();
         let (t, e) = running(&repo);
-        let p = repo
-            .create_participants("u_owner", &t, &e, vec![new("erika@example.com")])
-            .unwrap()
-            .remove(0);
+        let p = one(&repo, &t, &e, "erika@example.com");
         let trail = |repo: &Repo| audit::list(repo.store.as_ref(), &t, 0, 1000).unwrap();
         let opened = |repo: &Repo| -> Vec<String> {
             trail(repo)
@@ -622,10 +624,7 @@ mod tests {
     fn attendance_reported_often_adds_nothing() {
         let repo = in_memory();
         let (t, e) = running(&repo);
-        let p = repo
-            .create_participants("u_owner", &t, &e, vec![new("a@example.com")])
-            .unwrap()
-            .remove(0);
+        let p = one(&repo, &t, &e, "a@example.com");
         // One report counts at most 600 s, whatever it claims.
         assert_eq!(repo.add_attendance(&t, &e, &p.id, 100_000).unwrap(), 600);
         // Right after, only the time since (plus the slack) counts.
@@ -635,10 +634,7 @@ mod tests {
         let later = repo
             .create_event("u_owner", test_event(&t, now() + time::Duration::days(1)))
             .unwrap();
-        let q = repo
-            .create_participants("u_owner", &t, &later.id, vec![new("b@example.com")])
-            .unwrap()
-            .remove(0);
+        let q = one(&repo, &t, &later.id, "b@example.com");
         assert!(matches!(
             repo.add_attendance(&t, &later.id, &q.id, 60),
             Err(RepoError::Conflict(_))
@@ -649,10 +645,7 @@ mod tests {
     fn consent_is_a_new_record_each_time() {
         let repo = in_memory();
         let (t, e) = running(&repo);
-        let p = repo
-            .create_participants("u_owner", &t, &e, vec![new("a@example.com")])
-            .unwrap()
-            .remove(0);
+        let p = one(&repo, &t, &e, "a@example.com");
         let given = repo
             .record_consent(&t, &e, &p.id, "notice-v1", true)
             .unwrap();
