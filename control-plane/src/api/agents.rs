@@ -60,16 +60,15 @@ pub async fn create_agent_credential(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<(StatusCode, Json<AgentCredential>)> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let (id, credential) = repo.issue_agent_credential(caller.actor(), caller.tenant())?;
-        Ok((
-            StatusCode::CREATED,
-            Json(AgentCredential { id, credential }),
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let (id, credential) = repo.issue_agent_credential(caller.actor(), caller.tenant())?;
+            Ok((
+                StatusCode::CREATED,
+                Json(AgentCredential { id, credential }),
+            ))
+        })
+        .await
 }
 
 /// The tenant's agent credentials (owners): when issued, by whom, whether
@@ -80,9 +79,11 @@ pub async fn list_agent_credentials(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<crate::repo::CredentialRecord>>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.credentials(caller.tenant())?))).await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            Ok(Json(repo.credentials(caller.tenant())?))
+        })
+        .await
 }
 
 /// Revokes an agent credential and every ticket minted with it: the control

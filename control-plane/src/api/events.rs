@@ -270,17 +270,16 @@ pub async fn list_events(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<EventDto>>> {
-    caller.require(ALL_STAFF)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(
-            repo.events(caller.tenant())?
-                .iter()
-                .map(event_dto)
-                .collect(),
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, ALL_STAFF, move |repo, caller| {
+            Ok(Json(
+                repo.events(caller.tenant())?
+                    .iter()
+                    .map(event_dto)
+                    .collect(),
+            ))
+        })
+        .await
 }
 
 /// Creates an event.
@@ -291,13 +290,12 @@ pub async fn create_event(
     caller: Caller,
     Body(req): Body<EventRequest>,
 ) -> ApiResult<(StatusCode, Json<EventDto>)> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let e = repo.create_event(caller.actor(), build_event(caller.tenant(), "", req)?)?;
-        Ok((StatusCode::CREATED, Json(event_dto(&e))))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            let e = repo.create_event(caller.actor(), build_event(caller.tenant(), "", req)?)?;
+            Ok((StatusCode::CREATED, Json(event_dto(&e))))
+        })
+        .await
 }
 
 /// One event.
@@ -308,9 +306,11 @@ pub async fn get_event(
     caller: Caller,
     PathOf(event): PathOf<String>,
 ) -> ApiResult<Json<EventDto>> {
-    caller.require(ALL_STAFF)?;
-    let repo = state.repo.clone();
-    blocking(move || Ok(Json(event_dto(&repo.event(caller.tenant(), &event)?)))).await
+    caller
+        .in_role(&state, ALL_STAFF, move |repo, caller| {
+            Ok(Json(event_dto(&repo.event(caller.tenant(), &event)?)))
+        })
+        .await
 }
 
 /// Replaces an event's settings.
@@ -322,17 +322,16 @@ pub async fn update_event(
     PathOf(event): PathOf<String>,
     Body(req): Body<EventRequest>,
 ) -> ApiResult<Json<EventDto>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let old = repo.event(caller.tenant(), &event)?;
-        let mut e = build_event(caller.tenant(), &event, req)?;
-        e.created_at = old.created_at;
-        e.ended_at = old.ended_at;
-        repo.update_event(caller.actor(), &e)?;
-        Ok(Json(event_dto(&e)))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            let old = repo.event(caller.tenant(), &event)?;
+            let mut e = build_event(caller.tenant(), &event, req)?;
+            e.created_at = old.created_at;
+            e.ended_at = old.ended_at;
+            repo.update_event(caller.actor(), &e)?;
+            Ok(Json(event_dto(&e)))
+        })
+        .await
 }
 
 /// Deletes an event with its participants, streams, recordings and keys.
@@ -343,13 +342,12 @@ pub async fn delete_event(
     caller: Caller,
     PathOf(event): PathOf<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        repo.delete_event(caller.actor(), caller.tenant(), &event)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            repo.delete_event(caller.actor(), caller.tenant(), &event)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }
 
 /// Ends an event now: viewers' permissions lapse and their sessions close.
@@ -360,16 +358,15 @@ pub async fn end_event(
     caller: Caller,
     PathOf(event): PathOf<String>,
 ) -> ApiResult<Json<EventDto>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(event_dto(&repo.end_event(
-            caller.actor(),
-            caller.tenant(),
-            &event,
-        )?)))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(event_dto(&repo.end_event(
+                caller.actor(),
+                caller.tenant(),
+                &event,
+            )?)))
+        })
+        .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -396,17 +393,16 @@ pub async fn list_streams(
     caller: Caller,
     PathOf(event): PathOf<String>,
 ) -> ApiResult<Json<Vec<StreamDto>>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(
-            repo.streams(caller.tenant(), &event)?
-                .iter()
-                .map(stream_dto)
-                .collect(),
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(
+                repo.streams(caller.tenant(), &event)?
+                    .iter()
+                    .map(stream_dto)
+                    .collect(),
+            ))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -425,20 +421,19 @@ pub async fn create_stream(
     PathOf(event): PathOf<String>,
     Body(req): Body<StreamRequest>,
 ) -> ApiResult<(StatusCode, Json<StreamDto>)> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok((
-            StatusCode::CREATED,
-            Json(stream_dto(&repo.create_stream(
-                caller.actor(),
-                caller.tenant(),
-                &event,
-                &req.name,
-            )?)),
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok((
+                StatusCode::CREATED,
+                Json(stream_dto(&repo.create_stream(
+                    caller.actor(),
+                    caller.tenant(),
+                    &event,
+                    &req.name,
+                )?)),
+            ))
+        })
+        .await
 }
 
 /// Deletes a stream; its publish credential stops working.
@@ -449,13 +444,12 @@ pub async fn delete_stream(
     caller: Caller,
     PathOf((event, stream)): PathOf<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        repo.delete_stream(caller.actor(), caller.tenant(), &event, &stream)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            repo.delete_stream(caller.actor(), caller.tenant(), &event, &stream)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }
 
 #[derive(Serialize, ToSchema)]

@@ -26,7 +26,7 @@ use axum::Router;
 use strom_identity::mail::Mailer;
 use utoipa::OpenApi;
 
-pub use problem::{ApiError, ApiResult, Problem};
+pub use problem::{blocking, ApiError, ApiResult, Problem};
 
 use crate::limits::RateLimits;
 use crate::model::{Principal, Role, Session};
@@ -107,6 +107,21 @@ impl Caller {
             Some(r) if roles.contains(&r) => Ok(()),
             _ => Err(ApiError::forbidden("your role does not allow this")),
         }
+    }
+
+    /// Need-to-know first, then the work: checks that the caller is staff
+    /// with one of `roles` (as [`Caller::require`]) and runs `work` on the
+    /// repository off the async workers. The one idiom for a staff
+    /// handler, so no handler reaches the repository before its check.
+    pub async fn in_role<T: Send + 'static>(
+        self,
+        state: &AppState,
+        roles: &[Role],
+        work: impl FnOnce(&Repo, &Caller) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        self.require(roles)?;
+        let repo = state.repo.clone();
+        blocking(move || work(&repo, &self)).await
     }
 
     pub fn participant(&self) -> ApiResult<(&str, &str)> {

@@ -78,17 +78,16 @@ pub async fn list_participants(
     caller: Caller,
     PathOf(event): PathOf<String>,
 ) -> ApiResult<Json<Vec<ParticipantView>>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(
-            repo.participants(caller.tenant(), &event)?
-                .iter()
-                .map(|p| repo.participant_view(p))
-                .collect::<Result<_, _>>()?,
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(
+                repo.participants(caller.tenant(), &event)?
+                    .iter()
+                    .map(|p| repo.participant_view(p))
+                    .collect::<Result<_, _>>()?,
+            ))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -159,16 +158,15 @@ pub async fn get_participant(
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
 ) -> ApiResult<Json<ParticipantView>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(repo.participant_view(&repo.participant(
-            caller.tenant(),
-            &event,
-            &id,
-        )?)?))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(repo.participant_view(&repo.participant(
+                caller.tenant(),
+                &event,
+                &id,
+            )?)?))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -191,20 +189,19 @@ pub async fn update_participant(
     PathOf((event, id)): PathOf<(String, String)>,
     Body(req): Body<ParticipantPatch>,
 ) -> ApiResult<Json<ParticipantView>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(repo.update_participant(
-            caller.actor(),
-            caller.tenant(),
-            &event,
-            &id,
-            req.name.as_deref(),
-            req.email.as_deref(),
-            req.fields.as_ref(),
-        )?))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(repo.update_participant(
+                caller.actor(),
+                caller.tenant(),
+                &event,
+                &id,
+                req.name.as_deref(),
+                req.email.as_deref(),
+                req.fields.as_ref(),
+            )?))
+        })
+        .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -221,14 +218,13 @@ pub async fn erase_participant(
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
 ) -> ApiResult<Json<Erasure>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(Erasure {
-            deleted: repo.erase_participant(caller.actor(), caller.tenant(), &event, &id)?,
-        }))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(Erasure {
+                deleted: repo.erase_participant(caller.actor(), caller.tenant(), &event, &id)?,
+            }))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -277,21 +273,20 @@ pub async fn unlock_participant(
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        repo.participant(caller.tenant(), &event, &id)?;
-        repo.unlock(
-            caller.actor(),
-            caller.tenant(),
-            &Principal::Participant {
-                event,
-                participant: id,
-            },
-        )?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            repo.participant(caller.tenant(), &event, &id)?;
+            repo.unlock(
+                caller.actor(),
+                caller.tenant(),
+                &Principal::Participant {
+                    event,
+                    participant: id,
+                },
+            )?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -329,9 +324,7 @@ pub async fn import_participants(
     QueryOf(q): QueryOf<ImportQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
+    caller.in_role(&state, MANAGERS, move |repo, caller| {
         let ev = repo.event(caller.tenant(), &event)?;
         let policy = repo.tenant(caller.tenant())?.settings.password_policy;
         let report = participants_csv::import_with_policy(&body, &ev.form, &policy);
@@ -390,9 +383,7 @@ pub async fn export_participants(
     PathOf(event): PathOf<String>,
     QueryOf(q): QueryOf<ExportQuery>,
 ) -> ApiResult<Response> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
+    caller.in_role(&state, MANAGERS, move |repo, caller| {
         let ev = repo.event(caller.tenant(), &event)?;
         let views: Vec<ParticipantView> = repo.participants(caller.tenant(), &event)?.iter().map(|p| repo.participant_view(p)).collect::<Result<_, _>>()?;
         tracing::info!(tenant = caller.tenant(), event = %event, actor = caller.actor(), rows = views.len(), "participants exported");
@@ -449,9 +440,11 @@ pub async fn export_participant(
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
 ) -> ApiResult<Json<SubjectExport>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || Ok(Json(subject_export(&repo, caller.tenant(), &event, &id)?))).await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            Ok(Json(subject_export(&repo, caller.tenant(), &event, &id)?))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -219,17 +219,16 @@ pub async fn list_users(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<UserView>>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(
-            repo.users(caller.tenant())?
-                .iter()
-                .map(|u| repo.user_view(u))
-                .collect::<Result<_, _>>()?,
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            Ok(Json(
+                repo.users(caller.tenant())?
+                    .iter()
+                    .map(|u| repo.user_view(u))
+                    .collect::<Result<_, _>>()?,
+            ))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -258,26 +257,25 @@ pub async fn create_user(
     caller: Caller,
     Body(req): Body<NewUser>,
 ) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let (user, initial_password) = repo.create_user(
-            caller.actor(),
-            caller.tenant(),
-            &req.email,
-            &req.name,
-            req.role,
-            req.password.as_deref(),
-        )?;
-        Ok((
-            StatusCode::CREATED,
-            Json(CreatedUser {
-                user,
-                initial_password,
-            }),
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let (user, initial_password) = repo.create_user(
+                caller.actor(),
+                caller.tenant(),
+                &req.email,
+                &req.name,
+                req.role,
+                req.password.as_deref(),
+            )?;
+            Ok((
+                StatusCode::CREATED,
+                Json(CreatedUser {
+                    user,
+                    initial_password,
+                }),
+            ))
+        })
+        .await
 }
 
 /// One staff account.
@@ -288,9 +286,11 @@ pub async fn get_user(
     caller: Caller,
     PathOf(id): PathOf<String>,
 ) -> ApiResult<Json<UserView>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.user_view(&repo.user(caller.tenant(), &id)?)?))).await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            Ok(Json(repo.user_view(&repo.user(caller.tenant(), &id)?)?))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -313,19 +313,18 @@ pub async fn update_user(
     PathOf(id): PathOf<String>,
     Body(req): Body<UserPatch>,
 ) -> ApiResult<Json<UserView>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        Ok(Json(repo.update_user(
-            caller.actor(),
-            caller.tenant(),
-            &id,
-            req.name.as_deref(),
-            req.role,
-            req.active,
-        )?))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            Ok(Json(repo.update_user(
+                caller.actor(),
+                caller.tenant(),
+                &id,
+                req.name.as_deref(),
+                req.role,
+                req.active,
+            )?))
+        })
+        .await
 }
 
 /// Deletes a staff account.
@@ -336,13 +335,12 @@ pub async fn delete_user(
     caller: Caller,
     PathOf(id): PathOf<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        repo.delete_user(caller.actor(), caller.tenant(), &id)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            repo.delete_user(caller.actor(), caller.tenant(), &id)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }
 
 /// Unlocks a locked staff account.
@@ -353,21 +351,20 @@ pub async fn unlock_user(
     caller: Caller,
     PathOf(id): PathOf<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let u = repo.user(caller.tenant(), &id)?;
-        repo.unlock(
-            caller.actor(),
-            caller.tenant(),
-            &crate::model::Principal::Staff {
-                user: u.id,
-                role: u.role,
-            },
-        )?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let u = repo.user(caller.tenant(), &id)?;
+            repo.unlock(
+                caller.actor(),
+                caller.tenant(),
+                &crate::model::Principal::Staff {
+                    user: u.id,
+                    role: u.role,
+                },
+            )?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }
 
 /// Removes another staff member's second factor (a lost authenticator):
@@ -406,9 +403,11 @@ pub async fn reset_user_totp(
 /// Sites (LAN locations) for the peer-assisted eCDN.
 #[utoipa::path(get, path = "/api/v1/sites", tag = "tenant", responses((status = 200, body = Vec<Site>), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_sites(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<Site>>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.sites(caller.tenant())?))).await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            Ok(Json(repo.sites(caller.tenant())?))
+        })
+        .await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -427,20 +426,19 @@ pub async fn create_site(
     caller: Caller,
     Body(req): Body<SiteRequest>,
 ) -> ApiResult<(StatusCode, Json<Site>)> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let site = Site {
-            id: new_id("s"),
-            tenant: caller.tenant().into(),
-            name: req.name.trim().into(),
-            cidrs: req.cidrs,
-            p2p: req.p2p,
-        };
-        repo.put_site(caller.actor(), &site, true)?;
-        Ok((StatusCode::CREATED, Json(site)))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let site = Site {
+                id: new_id("s"),
+                tenant: caller.tenant().into(),
+                name: req.name.trim().into(),
+                cidrs: req.cidrs,
+                p2p: req.p2p,
+            };
+            repo.put_site(caller.actor(), &site, true)?;
+            Ok((StatusCode::CREATED, Json(site)))
+        })
+        .await
 }
 
 /// Replaces a site's name, CIDRs and p2p mode.
@@ -452,21 +450,20 @@ pub async fn update_site(
     PathOf(id): PathOf<String>,
     Body(req): Body<SiteRequest>,
 ) -> ApiResult<Json<Site>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        repo.site(caller.tenant(), &id)?;
-        let site = Site {
-            id,
-            tenant: caller.tenant().into(),
-            name: req.name.trim().into(),
-            cidrs: req.cidrs,
-            p2p: req.p2p,
-        };
-        repo.put_site(caller.actor(), &site, false)?;
-        Ok(Json(site))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            repo.site(caller.tenant(), &id)?;
+            let site = Site {
+                id,
+                tenant: caller.tenant().into(),
+                name: req.name.trim().into(),
+                cidrs: req.cidrs,
+                p2p: req.p2p,
+            };
+            repo.put_site(caller.actor(), &site, false)?;
+            Ok(Json(site))
+        })
+        .await
 }
 
 /// Deletes a site.
@@ -477,13 +474,12 @@ pub async fn delete_site(
     caller: Caller,
     PathOf(id): PathOf<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        repo.delete_site(caller.actor(), caller.tenant(), &id)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            repo.delete_site(caller.actor(), caller.tenant(), &id)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -518,27 +514,26 @@ pub async fn audit(
     caller: Caller,
     QueryOf(q): QueryOf<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let limit = q.limit.clamp(1, 1000) as usize;
-        let records = crate::audit::list(repo.store.as_ref(), caller.tenant(), q.after, limit)
-            .map_err(crate::repo::RepoError::from)?;
-        Ok(Json(
-            records
-                .into_iter()
-                .map(|r| {
-                    let (old_value, new_value) = repo.open_audit_value(&r);
-                    AuditEntry {
-                        record: r,
-                        old_value,
-                        new_value,
-                    }
-                })
-                .collect(),
-        ))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let limit = q.limit.clamp(1, 1000) as usize;
+            let records = crate::audit::list(repo.store.as_ref(), caller.tenant(), q.after, limit)
+                .map_err(crate::repo::RepoError::from)?;
+            Ok(Json(
+                records
+                    .into_iter()
+                    .map(|r| {
+                        let (old_value, new_value) = repo.open_audit_value(&r);
+                        AuditEntry {
+                            record: r,
+                            old_value,
+                            new_value,
+                        }
+                    })
+                    .collect(),
+            ))
+        })
+        .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -555,18 +550,17 @@ pub async fn audit_verify(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<AuditVerification>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let (records, broken) = crate::audit::verify(repo.store.as_ref(), caller.tenant())
-            .map_err(crate::repo::RepoError::from)?;
-        Ok(Json(AuditVerification {
-            records,
-            intact: broken.is_empty(),
-            findings: broken.iter().map(|b| format!("{b:?}")).collect(),
-        }))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let (records, broken) = crate::audit::verify(repo.store.as_ref(), caller.tenant())
+                .map_err(crate::repo::RepoError::from)?;
+            Ok(Json(AuditVerification {
+                records,
+                intact: broken.is_empty(),
+                findings: broken.iter().map(|b| format!("{b:?}")).collect(),
+            }))
+        })
+        .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -585,28 +579,27 @@ pub async fn access_review(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<RoleHolder>>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let mut out = Vec::new();
-        for u in repo.users(caller.tenant())? {
-            let v = repo.user_view(&u)?;
-            out.push(RoleHolder {
-                id: v.id,
-                name: v.name,
-                role: v.role,
-                since: v
-                    .role_since
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                active: v.active,
-                totp: v.totp,
-            });
-        }
-        out.sort_by(|a, b| a.role.cmp(&b.role).then(a.since.cmp(&b.since)));
-        Ok(Json(out))
-    })
-    .await
+    caller
+        .in_role(&state, OWNERS, move |repo, caller| {
+            let mut out = Vec::new();
+            for u in repo.users(caller.tenant())? {
+                let v = repo.user_view(&u)?;
+                out.push(RoleHolder {
+                    id: v.id,
+                    name: v.name,
+                    role: v.role,
+                    since: v
+                        .role_since
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    active: v.active,
+                    totp: v.totp,
+                });
+            }
+            out.sort_by(|a, b| a.role.cmp(&b.role).then(a.since.cmp(&b.since)));
+            Ok(Json(out))
+        })
+        .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -623,25 +616,24 @@ pub async fn retention_due(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<DueItem>>> {
-    caller.require(MANAGERS)?;
-    let repo = state.repo.clone();
-    blocking(move || {
-        let horizon = crate::repo::now() + time::Duration::days(30);
-        let mut out = Vec::new();
-        for e in repo.retention_due(Some(caller.tenant()), horizon)? {
-            out.push(DueItem {
-                participants: repo.participants(caller.tenant(), &e.id)?.len(),
-                due: e
-                    .retention_due()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                event: e.id,
-                title: e.title,
-            });
-        }
-        Ok(Json(out))
-    })
-    .await
+    caller
+        .in_role(&state, MANAGERS, move |repo, caller| {
+            let horizon = crate::repo::now() + time::Duration::days(30);
+            let mut out = Vec::new();
+            for e in repo.retention_due(Some(caller.tenant()), horizon)? {
+                out.push(DueItem {
+                    participants: repo.participants(caller.tenant(), &e.id)?.len(),
+                    due: e
+                        .retention_due()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    event: e.id,
+                    title: e.title,
+                });
+            }
+            Ok(Json(out))
+        })
+        .await
 }
 
 /// Edges registered with the platform and their load.
@@ -650,7 +642,7 @@ pub async fn list_edges(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<EdgeRegistration>>> {
-    caller.require(OWNERS)?;
-    let repo = state.repo.clone();
-    blocking(move || Ok(Json(repo.edges()?))).await
+    caller
+        .in_role(&state, OWNERS, move |repo, _| Ok(Json(repo.edges()?)))
+        .await
 }
