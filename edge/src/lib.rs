@@ -120,6 +120,8 @@ impl EdgeConfig {
         CacheLimits {
             max_age: Duration::from_secs(self.cache_max_age_secs),
             max_bytes: self.cache_max_bytes,
+            // Not yet waited for on edges: see docs/architecture.md.
+            gap_wait: Duration::ZERO,
         }
     }
 }

@@ -321,6 +321,8 @@ impl Origin {
         let limits = CacheLimits {
             max_age: Duration::from_secs(config.cache_max_age_secs),
             max_bytes: config.cache_max_bytes,
+            // Groups are made here, in order: none is ever missing.
+            gap_wait: Duration::ZERO,
         };
         let signer = Arc::new(media_signer(data_dir)?);
         let media_key = hex::encode(signer.public_key());

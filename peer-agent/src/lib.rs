@@ -346,6 +346,7 @@ impl PeerAgent {
         let limits = CacheLimits {
             max_age: Duration::from_secs(self.config.cache_max_age_secs),
             max_bytes: self.config.cache_max_bytes,
+            gap_wait: repair::gap_wait(Duration::from_millis(self.config.repair_after_ms)),
         };
         let media_ctx = MediaContext {
             broadcasts: self.broadcasts.clone(),

@@ -52,8 +52,6 @@ use crate::topology::Parent;
 /// How far past its newest object a repair FETCH asks (End Location: up to
 /// and including the group before this many groups on).
 const REPAIR_GROUPS: u64 = 3;
-/// How often a track behind its deadline asks its repair source again.
-const REPAIR_EVERY: Duration = Duration::from_millis(100);
 /// Broadcasts the new parent does not announce within this time have ended.
 const REANNOUNCE_GRACE: Duration = Duration::from_secs(6);
 
@@ -402,14 +400,16 @@ enum Ended {
     Closed(anyhow::Error),
 }
 
-/// Keeps one track fed, across parents, while anyone reads it.
+/// Keeps one track fed, across parents, while anyone reads it; the
+/// relay's [`upstream::Lifecycle`] decides where each subscription starts,
+/// when to let go, and what follows the end of one.
 async fn pull_track(
     broadcast: Arc<Broadcast>,
     track: Arc<TrackCache>,
     mut sessions: watch::Receiver<Option<Session>>,
     ctx: MediaContext,
 ) {
-    let mut first = true;
+    let mut life = upstream::Lifecycle::new(upstream::Policy::agent(ctx.idle));
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
     let fresh = Arc::new(Freshness::default());
     loop {
@@ -420,35 +420,44 @@ async fn pull_track(
         let Some(session) = current else {
             tokio::select! {
                 changed = sessions.changed() => if changed.is_err() { break },
-                _ = idle_check.tick() => if !track.in_demand(ctx.idle, Instant::now()) { break },
+                _ = idle_check.tick() => if !life.wanted(track.demand(Instant::now())) { break },
             }
             continue;
         };
-        match subscribe_once(
+        let how = match subscribe_once(
             &broadcast,
             &track,
             &fresh,
             &session,
             &mut sessions,
             &ctx,
-            first,
+            &mut life,
         )
         .await
         {
             Ended::Idle => break,
-            Ended::Switched => {}
+            Ended::Switched => upstream::Ending::Switched,
             Ended::Closed(err) => {
                 tracing::debug!(namespace = %broadcast.namespace, track = %track.name, error = %format!("{err:#}"), "upstream subscription ended");
-                if first && session.parent == Parent::Edge {
-                    if let UpstreamState::Pending = track.upstream_answer(Duration::ZERO).await {
-                        track.set_upstream(UpstreamState::Refused(serve::ServeError::Cancel));
-                        break;
-                    }
+                upstream::Ending::Closed
+            }
+        };
+        let answered = !matches!(
+            track.upstream_answer(Duration::ZERO).await,
+            UpstreamState::Pending
+        );
+        match life.ended(how, session.parent == Parent::Edge, answered) {
+            upstream::After::Resubscribe => {}
+            upstream::After::Wait(wait) => {
+                let _ = tokio::time::timeout(wait, sessions.changed()).await;
+            }
+            upstream::After::Retire { refuse } => {
+                if refuse {
+                    track.set_upstream(UpstreamState::Refused(serve::ServeError::Cancel));
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(300), sessions.changed()).await;
+                break;
             }
         }
-        first = false;
     }
     upstream::retire(&broadcast, &track).await;
 }
@@ -470,20 +479,32 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where a viewer reading the track in order waits now: the group before
-/// the newest while it is still open (a parent that falls behind sends the
-/// newest group first and leaves the previous one's tail hanging), else the
-/// newest group. Returns the group, the next object id, and the producer
-/// time of the last object held there.
+/// Where a viewer reading the track in order waits now. A parent that
+/// falls behind sends the newest group first, so:
+/// - the group before the newest, while it is still open: at its tail;
+/// - a group missing entirely just before the newest: at its first object
+///   (the cache's reader waits there, see `CacheLimits::gap_wait`);
+/// - otherwise: after the newest object.
+///
+/// Returns the group, the next object id, and the producer time of the
+/// last object held before that place.
 fn frontier(track: &TrackCache) -> Option<(u64, u64, Option<u64>)> {
     track.with_groups(|groups| {
         let newest = groups.back()?;
-        let group = match groups.iter().rev().nth(1) {
-            Some(previous) if !previous.complete && previous.id + 1 == newest.id => previous,
-            _ => newest,
+        let (group, next, last) = match groups.iter().rev().nth(1) {
+            Some(previous) if !previous.complete => {
+                let last = previous.objects.last()?;
+                (previous.id, last.id + 1, last)
+            }
+            Some(previous) if previous.id + 1 < newest.id => {
+                (previous.id + 1, 0, previous.objects.last()?)
+            }
+            _ => {
+                let last = newest.objects.last()?;
+                (newest.id, last.id + 1, last)
+            }
         };
-        let last = group.objects.last()?;
-        Some((group.id, last.id + 1, last.meta.producer_time_us))
+        Some((group, next, last.meta.producer_time_us))
     })
 }
 
@@ -527,7 +548,7 @@ async fn subscribe_once(
     session: &Session,
     sessions: &mut watch::Receiver<Option<Session>>,
     ctx: &MediaContext,
-    first: bool,
+    life: &mut upstream::Lifecycle,
 ) -> Ended {
     let mut subscriber = session.subscriber.clone();
     let (writer, reader) = serve::Track::new(
@@ -541,8 +562,9 @@ async fn subscribe_once(
     // new parent sends what the gap missed, across group boundaries; what
     // is already held comes at most once more and is dropped (MoQT
     // AbsoluteStart).
+    let plan = life.subscribe(frontier(track).map(|(group, next, _)| (group, next)));
     let mut params = KeyValuePairs::default();
-    if let (false, Some((group, next, _))) = (first, frontier(track)) {
+    if let Some((group, next)) = plan.start {
         let filter = SubscriptionFilter {
             filter_type: FilterType::AbsoluteStart,
             start_location: Some(Location::new(group, next)),
@@ -565,9 +587,10 @@ async fn subscribe_once(
         count: AtomicU64::new(0),
         last: Mutex::new(Instant::now()),
     });
-    // No history is fetched: on a thin WAN a burst of old groups delays the
-    // live objects queued behind it, and a new subscription already starts
-    // at the newest group's first object.
+    // An agent fetches no history (`plan.history` is 0, see
+    // `upstream::Policy::agent`): a new subscription already starts at the
+    // newest group's first object.
+    debug_assert_eq!(plan.history, 0);
     track.set_history_done();
     let mode = tokio::select! {
         mode = reader.mode() => mode,
@@ -585,7 +608,7 @@ async fn subscribe_once(
     };
     let mut groups = FuturesUnordered::new();
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
-    let mut silence_check = tokio::time::interval(REPAIR_EVERY);
+    let mut silence_check = tokio::time::interval(crate::repair::CHECK_EVERY);
     let mut repairing: Option<futures::future::BoxFuture<'static, u64>> = None;
     let mut policy = Repair::new(ctx.repair_after);
     let ended = loop {
@@ -612,7 +635,7 @@ async fn subscribe_once(
                 }
             }
             _ = idle_check.tick() => {
-                if !track.in_demand(ctx.idle, Instant::now()) {
+                if !life.wanted(track.demand(Instant::now())) {
                     break Ended::Idle;
                 }
             }
@@ -794,6 +817,7 @@ mod tests {
             CacheLimits {
                 max_age: Duration::from_secs(30),
                 max_bytes: 1 << 20,
+                ..CacheLimits::default()
             },
         )
     }
@@ -814,6 +838,24 @@ mod tests {
         // Once group 7 is closed the viewer moves on to the newest.
         track.finish_group(7);
         assert_eq!(frontier(&track), Some((8, 2, Some(2_001))));
+    }
+
+    #[test]
+    fn a_viewer_waits_at_a_group_that_never_came_before_the_newest() {
+        let track = cache();
+        let now = Instant::now();
+        for id in 0..3 {
+            track.insert(7, object(id, 1_000 + id), now);
+        }
+        track.finish_group(7);
+        // The parent sends group 9 first; group 8 has not come at all.
+        track.insert(9, object(0, 3_000), now);
+        // The viewer waits at 8/0, as late as the last object it had.
+        assert_eq!(frontier(&track), Some((8, 0, Some(1_002))));
+        // Repaired: group 8 is whole, the viewer waits after the newest.
+        track.insert(8, object(0, 2_000), now);
+        track.finish_group(8);
+        assert_eq!(frontier(&track), Some((9, 1, Some(3_000))));
     }
 
     #[test]

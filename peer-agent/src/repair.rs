@@ -34,6 +34,31 @@ pub(crate) const STEADY_AFTER: u64 = 10;
 /// caught up.
 pub(crate) const CAUGHT_UP: Duration = Duration::from_secs(1);
 
+/// How often `media` checks each track against the deadline.
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// What one repair may take: a FETCH from the agent to its edge across the
+/// site's WAN link and back, with a group's worth of objects.
+pub(crate) const FETCH_BUDGET: Duration = Duration::from_millis(500);
+
+/// How long a viewer's reader waits for a group that is missing while a
+/// newer one is here (`CacheLimits::gap_wait`), so that a parent sending the
+/// newest group first does not cost a viewer a whole group.
+///
+/// Why this is enough: from the moment a newer group arrives with the one
+/// before it missing, the viewer waits at that group's first object
+/// (`media::frontier`), and the lateness `media` reports is measured from
+/// the last object held before it, which had already arrived. So the
+/// lateness passes the deadline at most `deadline` after the gap opened,
+/// and the next check (within [`CHECK_EVERY`]) asks for a FETCH from exactly
+/// that place. One repair runs at a time: in the worst case the one still
+/// running (begun at an earlier place, and possibly stopped by the source
+/// before the missing group) ends first, then ours; each is answered
+/// within [`FETCH_BUDGET`]. The group is in the cache before the reader
+/// gives up on it, unless the repair source lacks it too.
+pub(crate) fn gap_wait(deadline: Duration) -> Duration {
+    deadline + CHECK_EVERY + 2 * FETCH_BUDGET
+}
+
 /// What `media` sees of one track at a check.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Check {
@@ -351,6 +376,60 @@ mod tests {
                         assert_eq!(got, want, "{name}: step {i} at {at} ms");
                     }
                     Step::Repaired(at, stored) => r.repaired(t0 + ms(at), stored),
+                }
+            }
+        }
+    }
+
+    /// The argument of [`gap_wait`], played out: a group goes missing at
+    /// `t0` (a newer one came first), the object a viewer waits for grows
+    /// late from then on (worst case: exactly as fast as time), `media`
+    /// checks every [`CHECK_EVERY`] at any phase, a repair may already be
+    /// running, and every repair takes the whole [`FETCH_BUDGET`]. The
+    /// repair that brings the group must end before the reader gives up.
+    #[test]
+    fn a_missing_group_is_repaired_before_the_reader_gives_up_on_it() {
+        for deadline in [50, 300, 1_000, 5_000].map(ms) {
+            // When a repair already running ends, after t0 (None: none runs).
+            for running_until in [None, Some(ms(0)), Some(ms(1)), Some(FETCH_BUDGET)] {
+                for phase in [0, 1, 37, 99].map(ms) {
+                    let t0 = Instant::now() + ms(10_000);
+                    let mut policy = Repair::new(deadline);
+                    if running_until.is_some() {
+                        let started = t0 - ms(1);
+                        let c = Check {
+                            now: started,
+                            lateness: Some(deadline + ms(1)),
+                            ..check(started, 0)
+                        };
+                        assert!(policy.check(c).fetch);
+                    }
+                    let mut pending_end = running_until.map(|d| t0 + d);
+                    let mut fetched_at = None;
+                    for tick in 0..1_000u32 {
+                        let now = t0 + phase + CHECK_EVERY * tick;
+                        if let Some(end) = pending_end.filter(|end| *end <= now) {
+                            policy.repaired(end, 0);
+                            pending_end = None;
+                        }
+                        let c = Check {
+                            now,
+                            lateness: Some(now - t0),
+                            ..check(now, 0)
+                        };
+                        if policy.check(c).fetch {
+                            fetched_at = Some(now);
+                            break;
+                        }
+                    }
+                    let fetched_at = fetched_at.expect("a repair is asked for");
+                    let repaired_by = fetched_at + FETCH_BUDGET - t0;
+                    assert!(
+                        repaired_by <= gap_wait(deadline),
+                        "deadline {deadline:?}, running until {running_until:?}, phase {phase:?}: \
+                         repaired {repaired_by:?} after the gap, the reader waits {:?}",
+                        gap_wait(deadline)
+                    );
                 }
             }
         }

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use moq_transport::data::ExtensionHeaders;
 use tokio::sync::watch;
 
+use crate::upstream::Demand;
+
 /// How long and how much a track keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheLimits {
@@ -22,6 +24,12 @@ pub struct CacheLimits {
     pub max_age: Duration,
     /// Bytes kept per track at most; the newest group is always kept.
     pub max_bytes: usize,
+    /// How long a reader waits for a group that is missing while a newer
+    /// one is already here, before it moves past it. Zero: it moves on at
+    /// once. An upstream that sends the newer group first (a parent short of
+    /// uplink) may still deliver the missing one, or a repair may: an agent
+    /// waits as long as its repair needs (`strom_peer_agent::repair`).
+    pub gap_wait: Duration,
 }
 
 impl Default for CacheLimits {
@@ -29,6 +37,7 @@ impl Default for CacheLimits {
         Self {
             max_age: Duration::from_secs(30),
             max_bytes: 64 * 1024 * 1024,
+            gap_wait: Duration::ZERO,
         }
     }
 }
@@ -345,13 +354,16 @@ impl TrackCache {
         *self.last_demand.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
-    /// True while a reader is attached or a request touched the track within `idle`.
-    pub fn in_demand(&self, idle: Duration, now: Instant) -> bool {
-        if self.readers.load(Ordering::Relaxed) > 0 {
-            return true;
-        }
+    /// Who wants the track now: attached readers, and the time since a
+    /// request last touched it (the pull's [`Lifecycle`] decides from it).
+    ///
+    /// [`Lifecycle`]: crate::upstream::Lifecycle
+    pub fn demand(&self, now: Instant) -> Demand {
         let last = *self.last_demand.lock().unwrap_or_else(|p| p.into_inner());
-        now.duration_since(last) < idle
+        Demand {
+            readers: self.readers.load(Ordering::Relaxed),
+            since_request: now.saturating_duration_since(last),
+        }
     }
 
     pub fn reader_count(&self) -> usize {
@@ -375,6 +387,7 @@ impl TrackCache {
             group,
             index: 0,
             skip_before: None,
+            gap_since: None,
         }
     }
 
@@ -419,6 +432,9 @@ pub struct TrackReader {
     index: usize,
     /// Objects of this group below this id are not delivered.
     skip_before: Option<(u64, u64)>,
+    /// Since when the reader waits for its missing group (see
+    /// [`CacheLimits::gap_wait`]).
+    gap_since: Option<Instant>,
 }
 
 impl TrackReader {
@@ -436,8 +452,19 @@ impl TrackReader {
             if self.track.is_closed() && self.poll().is_none() {
                 return None;
             }
-            if self.changes.changed().await.is_err() {
-                return None;
+            match self.gap_since {
+                // Waiting for a missing group: until it comes or the wait is over.
+                Some(since) => {
+                    let left = self.track.limits.gap_wait.saturating_sub(since.elapsed());
+                    if let Ok(Err(_)) = tokio::time::timeout(left, self.changes.changed()).await {
+                        return None;
+                    }
+                }
+                None => {
+                    if self.changes.changed().await.is_err() {
+                        return None;
+                    }
+                }
             }
         }
     }
@@ -468,7 +495,17 @@ impl TrackReader {
         };
         let group = state.groups.iter().find(|x| x.id >= current)?;
         if group.id != current {
-            // Our group vanished (never arrived or was evicted): move on.
+            // Our group is missing while a newer one is here: wait for it
+            // as long as the limits say (it may still come, late or
+            // repaired), then move on.
+            let wait = self.track.limits.gap_wait;
+            if !wait.is_zero() && !state.closed {
+                let since = *self.gap_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < wait {
+                    return None;
+                }
+            }
+            self.gap_since = None;
             self.group = Some(group.id);
             self.index = 0;
             return Some(Delivery::GroupEnd { group: current });
@@ -497,6 +534,11 @@ impl TrackReader {
         if group.complete {
             let next = state.groups.iter().find(|x| x.id > current).map(|x| x.id);
             match next {
+                // The next group is missing: wait for it (above).
+                Some(n) if n > current + 1 && !self.track.limits.gap_wait.is_zero() => {
+                    self.group = Some(current + 1);
+                    self.index = 0;
+                }
                 Some(n) => {
                     self.group = Some(n);
                     self.index = 0;
@@ -588,6 +630,99 @@ mod tests {
         assert_eq!(got, vec![(3, 3), (3, 4), (4, 0)]);
     }
 
+    /// Reads `n` deliveries (objects as (group, id), ends as (group, END)).
+    async fn read(r: &mut TrackReader, n: usize) -> Vec<(u64, u64)> {
+        const END: u64 = u64::MAX;
+        let mut got = Vec::new();
+        while got.len() < n {
+            match r.next().await {
+                Some(Delivery::Object { group, object }) => got.push((group, object.id)),
+                Some(Delivery::GroupEnd { group }) => got.push((group, END)),
+                None => break,
+            }
+        }
+        got
+    }
+
+    fn waiting(wait: Duration) -> Arc<TrackCache> {
+        TrackCache::new(
+            "video",
+            CacheLimits {
+                gap_wait: wait,
+                ..CacheLimits::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_group_that_comes_after_a_newer_one_is_still_read_in_order() {
+        const END: u64 = u64::MAX;
+        let t = waiting(Duration::from_secs(5));
+        let now = Instant::now();
+        t.insert(7, obj(0, 10), now);
+        t.finish_group(7);
+        let mut r = t.reader_at(Some(7));
+        // Group 9 arrives before group 8 (a parent short of uplink).
+        t.insert(9, obj(0, 10), now);
+        assert_eq!(read(&mut r, 2).await, vec![(7, 0), (7, END)]);
+        assert!(r.poll().is_none(), "the reader waits for group 8");
+        let late = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            late.insert(8, obj(0, 10), Instant::now());
+            late.insert(8, obj(1, 10), Instant::now());
+            late.finish_group(8);
+        });
+        assert_eq!(
+            read(&mut r, 4).await,
+            vec![(8, 0), (8, 1), (8, END), (9, 0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_at_a_missing_group_moves_on_after_the_wait() {
+        const END: u64 = u64::MAX;
+        let wait = Duration::from_millis(150);
+        let t = waiting(wait);
+        let now = Instant::now();
+        t.insert(7, obj(0, 10), now);
+        t.finish_group(7);
+        t.insert(9, obj(0, 10), now);
+        let mut r = t.reader_at(Some(7));
+        let started = Instant::now();
+        // Group 8 never comes: after the wait the reader ends it and goes on.
+        assert_eq!(
+            read(&mut r, 4).await,
+            vec![(7, 0), (7, END), (8, END), (9, 0)]
+        );
+        assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
+        assert!(started.elapsed() < wait * 10, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn without_a_wait_or_once_closed_a_missing_group_is_passed_at_once() {
+        const END: u64 = u64::MAX;
+        // No wait configured (origins, edges): as before, at once.
+        let t = waiting(Duration::ZERO);
+        let now = Instant::now();
+        t.insert(7, obj(0, 10), now);
+        t.finish_group(7);
+        t.insert(9, obj(0, 10), now);
+        let mut r = t.reader_at(Some(7));
+        assert_eq!(read(&mut r, 3).await, vec![(7, 0), (7, END), (9, 0)]);
+        // A closed track has nothing more to wait for.
+        let t = waiting(Duration::from_secs(3600));
+        t.insert(7, obj(0, 10), now);
+        t.finish_group(7);
+        t.insert(9, obj(0, 10), now);
+        t.close();
+        let mut r = t.reader_at(Some(7));
+        let got = tokio::time::timeout(Duration::from_secs(5), read(&mut r, 4))
+            .await
+            .expect("a closed track does not wait");
+        assert_eq!(got, vec![(7, 0), (7, END), (8, END), (9, 0)]);
+    }
+
     #[test]
     fn eviction_by_bytes_keeps_newest_group() {
         let t = TrackCache::new(
@@ -595,6 +730,7 @@ mod tests {
             CacheLimits {
                 max_age: Duration::from_secs(100),
                 max_bytes: 100,
+                ..CacheLimits::default()
             },
         );
         let now = Instant::now();
@@ -615,6 +751,7 @@ mod tests {
             CacheLimits {
                 max_age: Duration::from_secs(5),
                 max_bytes: usize::MAX,
+                ..CacheLimits::default()
             },
         );
         let t0 = Instant::now();
@@ -632,6 +769,7 @@ mod tests {
             CacheLimits {
                 max_age: Duration::from_secs(100),
                 max_bytes: 25,
+                ..CacheLimits::default()
             },
         );
         let now = Instant::now();

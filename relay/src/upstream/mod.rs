@@ -25,6 +25,12 @@ use crate::moqt::{from_track_namespace, quic_transport_config, to_track_namespac
 use crate::object_meta;
 use crate::tls::{self, Trust};
 
+mod lifecycle;
+pub use lifecycle::{
+    After, Demand, Ending, Lifecycle, Location, Policy, Redial, Subscribe, HISTORY_GROUPS,
+    RETRY_AFTER,
+};
+
 /// One upstream to pull from.
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
@@ -47,9 +53,10 @@ pub struct UpstreamContext {
     pub credential: Option<Arc<str>>,
 }
 
-/// Keeps one upstream link up for ever, reconnecting with backoff.
+/// Keeps one upstream link up for ever, dialling again after a loss as
+/// [`Redial`] says.
 pub async fn run(config: UpstreamConfig, ctx: UpstreamContext) {
-    let mut backoff = Duration::from_millis(250);
+    let mut redial = Redial::new();
     loop {
         let started = Instant::now();
         match connect_once(&config, &ctx).await {
@@ -58,11 +65,7 @@ pub async fn run(config: UpstreamConfig, ctx: UpstreamContext) {
                 tracing::warn!(upstream = %config.url, error = %format!("{err:#}"), "upstream session failed")
             }
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(250);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(redial.after(started.elapsed())).await;
     }
 }
 
@@ -335,6 +338,8 @@ async fn pull_track_inner(
     subscriber: &mut Subscriber,
     ctx: &UpstreamContext,
 ) -> anyhow::Result<()> {
+    let mut life = Lifecycle::new(Policy::edge(ctx.idle));
+    let plan = life.subscribe(None);
     let (writer, reader) = serve::Track::new(
         to_track_namespace(&broadcast.namespace),
         track.name.as_str(),
@@ -343,7 +348,9 @@ async fn pull_track_inner(
     let subscription = match subscriber.subscribe_open(writer).await {
         Ok(s) => s,
         Err(err) => {
-            track.set_upstream(UpstreamState::Refused(err.clone()));
+            if let After::Retire { refuse: true } = life.ended(Ending::Closed, true, false) {
+                track.set_upstream(UpstreamState::Refused(err.clone()));
+            }
             return Err(anyhow::Error::from(err).context("SUBSCRIBE refused"));
         }
     };
@@ -359,9 +366,17 @@ async fn pull_track_inner(
     // Recent history so that a cold edge can serve HLS at once (a joining
     // FETCH ends where the subscription began). An upstream without FETCH
     // support costs nothing but the request.
-    let history = backfill(subscriber.clone(), subscription.id, track.clone());
+    let history = backfill(
+        subscriber.clone(),
+        subscription.id,
+        plan.history,
+        track.clone(),
+    );
     tokio::pin!(history);
-    let mut history_done = false;
+    let mut history_done = plan.history == 0;
+    if history_done {
+        track.set_history_done();
+    }
     let mode = tokio::select! {
         mode = reader.mode() => mode.context("upstream track")?,
         res = subscription.closed() => { res?; return Ok(()) },
@@ -388,7 +403,7 @@ async fn pull_track_inner(
                 }
             }
             _ = idle_check.tick() => {
-                if !track.in_demand(ctx.idle, Instant::now()) {
+                if !life.wanted(track.demand(Instant::now())) {
                     break true;
                 }
             }
@@ -401,19 +416,18 @@ async fn pull_track_inner(
     Ok(())
 }
 
-/// Groups of history asked for when a track is first subscribed.
-const HISTORY_GROUPS: u64 = 3;
-
+/// Fetches `history` groups before where `subscription` began.
 async fn backfill(
     mut subscriber: Subscriber,
     subscription: u64,
+    history: u64,
     track: Arc<TrackCache>,
 ) -> anyhow::Result<()> {
     let mut fetch = subscriber
         .joining_fetch(
             FetchType::RelativeJoining,
             subscription,
-            HISTORY_GROUPS,
+            history,
             KeyValuePairs::default(),
         )
         .await?;
