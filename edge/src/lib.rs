@@ -19,12 +19,14 @@ use strom_relay::cache::CacheLimits;
 use strom_relay::metrics::ServerCounters;
 use strom_relay::Role;
 use strom_relay::{
-    http, monitoring, moqt, status, upstream, validate_control_plane, vod, ControlPlaneLink,
-    TlsFiles, UpstreamSettings,
+    http, monitoring, moqt, status, upstream, validate_control_plane, vod, CacheSettings,
+    ControlPlaneLink, ServingSettings, TlsFiles, UpstreamSettings,
 };
 
+/// The `[edge]` section. Unknown keys are refused when the file is read
+/// (`strom::config`), not here: serde cannot refuse them next to `flatten`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EdgeConfig {
     pub moqt_listen: SocketAddr,
     /// LL-HLS, recordings and QoE beacons for viewers (no `/metrics`).
@@ -38,11 +40,10 @@ pub struct EdgeConfig {
     pub metrics_allow_non_loopback: bool,
     pub tls: Option<TlsFiles>,
     pub upstream: Vec<UpstreamSettings>,
-    pub cache_max_age_secs: u64,
-    pub cache_max_bytes: usize,
-    pub idle_secs: u64,
-    pub hls_part_target_secs: f64,
-    pub hls_window: usize,
+    #[serde(flatten)]
+    pub cache: CacheSettings,
+    #[serde(flatten)]
+    pub serving: ServingSettings,
     /// When set, viewers need playback tokens (MoQT and HLS), lower-tier
     /// edges relay tokens, and this edge presents `credential` upstream.
     pub control_plane: Option<ControlPlaneLink>,
@@ -60,11 +61,8 @@ impl Default for EdgeConfig {
             metrics_allow_non_loopback: false,
             tls: None,
             upstream: Vec::new(),
-            cache_max_age_secs: 30,
-            cache_max_bytes: 64 * 1024 * 1024,
-            idle_secs: 10,
-            hls_part_target_secs: 0.5,
-            hls_window: 6,
+            cache: CacheSettings::default(),
+            serving: ServingSettings::default(),
             control_plane: None,
         }
     }
@@ -72,30 +70,8 @@ impl Default for EdgeConfig {
 
 impl EdgeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !(0.1..=2.0).contains(&self.hls_part_target_secs) {
-            anyhow::bail!(
-                "edge.hls_part_target_secs = {} must be between 0.1 and 2.0",
-                self.hls_part_target_secs
-            );
-        }
-        if !(3..=60).contains(&self.hls_window) {
-            anyhow::bail!(
-                "edge.hls_window = {} must be between 3 and 60",
-                self.hls_window
-            );
-        }
-        if self.cache_max_age_secs < 2 {
-            anyhow::bail!(
-                "edge.cache_max_age_secs = {} must be at least 2",
-                self.cache_max_age_secs
-            );
-        }
-        if self.cache_max_bytes < 1024 * 1024 {
-            anyhow::bail!(
-                "edge.cache_max_bytes = {} must be at least 1 MiB",
-                self.cache_max_bytes
-            );
-        }
+        self.serving.validate("edge")?;
+        self.cache.validate("edge")?;
         if !self.http_tls && !self.http_listen.ip().is_loopback() {
             anyhow::bail!(
                 "edge.http_listen = {} is not loopback: plain HTTP is allowed on loopback only, set http_tls = true",
@@ -117,12 +93,9 @@ impl EdgeConfig {
     }
 
     pub fn limits(&self) -> CacheLimits {
-        CacheLimits {
-            max_age: Duration::from_secs(self.cache_max_age_secs),
-            max_bytes: self.cache_max_bytes,
-            // Not yet waited for on edges: see docs/architecture.md.
-            gap_wait: Duration::ZERO,
-        }
+        // A missing group is not yet waited for on edges: see
+        // docs/architecture.md ("Repair at the deadline").
+        self.cache.limits(Duration::ZERO)
     }
 }
 
@@ -202,7 +175,7 @@ impl Edge {
                     base,
                     &resolved.trust,
                     credential,
-                    config.cache_max_bytes,
+                    config.cache.cache_max_bytes,
                 )?));
                 break;
             }
@@ -262,7 +235,7 @@ impl Edge {
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
             limits: self.config.limits(),
-            idle: Duration::from_secs(self.config.idle_secs),
+            idle: self.config.serving.idle(),
             credential: self
                 .access
                 .as_ref()
@@ -278,8 +251,8 @@ impl Edge {
             role: Role::Edge,
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
-            part_target: self.config.hls_part_target_secs,
-            window: self.config.hls_window,
+            part_target: self.config.serving.hls_part_target_secs,
+            window: self.config.serving.hls_window,
             access: self.access.clone(),
             secure_cookies: self.http_tls.is_some(),
             webtransport: Some(http::WebTransportInfo {

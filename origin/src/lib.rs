@@ -22,11 +22,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strom_relay::access::{self, Access};
 use strom_relay::broadcast::{Broadcasts, Namespace};
-use strom_relay::cache::CacheLimits;
 use strom_relay::metrics::ServerCounters;
 use strom_relay::ControlPlaneLink;
 use strom_relay::Role;
-use strom_relay::{http, monitoring, moqt, TlsFiles};
+use strom_relay::{http, monitoring, moqt, CacheSettings, TlsFiles};
 use strom_service::Tasks;
 
 use admission::{Admission, AdmissionConfig};
@@ -50,7 +49,7 @@ pub struct StreamSettings {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct OriginConfig {
     pub rtmp_listen: SocketAddr,
     /// RTMPS (RTMP in TLS, with the origin's certificate); none to turn it off.
@@ -65,8 +64,8 @@ pub struct OriginConfig {
     pub recording: record::RecordingConfig,
     pub tls: Option<TlsFiles>,
     pub streams: Vec<StreamSettings>,
-    pub cache_max_age_secs: u64,
-    pub cache_max_bytes: usize,
+    #[serde(flatten)]
+    pub cache: CacheSettings,
     pub linger_secs: u64,
     /// Limits on ingest connections not yet allowed to publish.
     pub admission: AdmissionConfig,
@@ -88,8 +87,7 @@ impl Default for OriginConfig {
             recording: record::RecordingConfig::default(),
             tls: None,
             streams: Vec::new(),
-            cache_max_age_secs: 30,
-            cache_max_bytes: 64 * 1024 * 1024,
+            cache: CacheSettings::default(),
             linger_secs: 300,
             admission: AdmissionConfig::default(),
             control_plane: None,
@@ -155,12 +153,7 @@ impl OriginConfig {
                 self.http_listen
             );
         }
-        if self.cache_max_age_secs < 2 {
-            anyhow::bail!(
-                "origin.cache_max_age_secs = {} must be at least 2",
-                self.cache_max_age_secs
-            );
-        }
+        self.cache.validate("origin")?;
         Ok(())
     }
 }
@@ -318,12 +311,8 @@ impl Origin {
             None
         };
         let broadcasts = Broadcasts::new();
-        let limits = CacheLimits {
-            max_age: Duration::from_secs(config.cache_max_age_secs),
-            max_bytes: config.cache_max_bytes,
-            // Groups are made here, in order: none is ever missing.
-            gap_wait: Duration::ZERO,
-        };
+        // Groups are made here, in order: none is ever missing.
+        let limits = config.cache.limits(Duration::ZERO);
         let signer = Arc::new(media_signer(data_dir)?);
         let media_key = hex::encode(signer.public_key());
         let publications =

@@ -34,11 +34,13 @@ use serde::{Deserialize, Serialize};
 use strom_protocol::{AgentStats, P2pMode, RegisterAnswer, RegisterRequest};
 use strom_relay::access::{self, Access};
 use strom_relay::broadcast::Broadcasts;
-use strom_relay::cache::CacheLimits;
 use strom_relay::control_plane::ControlPlaneLink;
 use strom_relay::metrics::{Figure, Scrape, ServerCounters};
 use strom_relay::Role;
-use strom_relay::{http, monitoring, moqt, status, tls, AbortOnDrop, TlsFiles, UpstreamSettings};
+use strom_relay::{
+    http, monitoring, moqt, status, tls, AbortOnDrop, CacheSettings, ServingSettings, TlsFiles,
+    UpstreamSettings,
+};
 use tokio::sync::{mpsc, watch};
 
 use media::{AgentCounters, MediaContext, PeerEvent, RepairTarget, Target};
@@ -49,7 +51,7 @@ use topology::{Parent, Suspicions};
 const SUSPECT_FOR: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PeerAgentConfig {
     /// The control plane; `credential` is the tenant's agent credential.
     pub control_plane: Option<ControlPlaneLink>,
@@ -76,14 +78,12 @@ pub struct PeerAgentConfig {
     /// A live track with nothing new from its parent for this long is
     /// fetched from the repair source (the playback deadline, P2P-4).
     pub repair_after_ms: u64,
-    pub cache_max_age_secs: u64,
-    pub cache_max_bytes: usize,
-    pub idle_secs: u64,
-    pub hls_part_target_secs: f64,
-    pub hls_window: usize,
+    #[serde(flatten)]
+    pub cache: CacheSettings,
+    #[serde(flatten)]
+    pub serving: ServingSettings,
     /// Testing only: behave like a hostile agent (alter every object it
     /// forwards, and push to the front of the site's order).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tamper: bool,
 }
 
@@ -104,11 +104,8 @@ impl Default for PeerAgentConfig {
             fanout: 16,
             peer_timeout_ms: 400,
             repair_after_ms: 300,
-            cache_max_age_secs: 30,
-            cache_max_bytes: 64 * 1024 * 1024,
-            idle_secs: 10,
-            hls_part_target_secs: 0.5,
-            hls_window: 6,
+            cache: CacheSettings::default(),
+            serving: ServingSettings::default(),
             tamper: false,
         }
     }
@@ -147,13 +144,8 @@ impl PeerAgentConfig {
             self.metrics_listen,
             self.metrics_allow_non_loopback,
         )?;
-        if self.cache_max_age_secs < 2 || self.cache_max_bytes < 1024 * 1024 {
-            anyhow::bail!("peer_agent cache: at least 2 s and 1 MiB");
-        }
-        if !(0.1..=2.0).contains(&self.hls_part_target_secs) || !(3..=60).contains(&self.hls_window)
-        {
-            anyhow::bail!("peer_agent: hls_part_target_secs 0.1 to 2.0, hls_window 3 to 60");
-        }
+        self.cache.validate("peer_agent")?;
+        self.serving.validate("peer_agent")?;
         Ok(())
     }
 }
@@ -343,16 +335,17 @@ impl PeerAgent {
             }
             .run(),
         );
-        let limits = CacheLimits {
-            max_age: Duration::from_secs(self.config.cache_max_age_secs),
-            max_bytes: self.config.cache_max_bytes,
-            gap_wait: repair::gap_wait(Duration::from_millis(self.config.repair_after_ms)),
-        };
+        let limits = self
+            .config
+            .cache
+            .limits(repair::gap_wait(Duration::from_millis(
+                self.config.repair_after_ms,
+            )));
         let media_ctx = MediaContext {
             broadcasts: self.broadcasts.clone(),
             counters: self.counters.clone(),
             limits,
-            idle: Duration::from_secs(self.config.idle_secs),
+            idle: self.config.serving.idle(),
             verifier: self.access.verifier().clone(),
             events: events_tx,
             repair_after: Duration::from_millis(self.config.repair_after_ms),
@@ -401,8 +394,8 @@ impl PeerAgent {
             role: Role::Agent,
             broadcasts: self.broadcasts.clone(),
             counters: server_counters.clone(),
-            part_target: self.config.hls_part_target_secs,
-            window: self.config.hls_window,
+            part_target: self.config.serving.hls_part_target_secs,
+            window: self.config.serving.hls_window,
             access: Some(self.access.clone()),
             secure_cookies: self.http_tls.is_some(),
             webtransport: Some(http::WebTransportInfo {

@@ -21,6 +21,7 @@ pub mod moqt;
 pub mod priority;
 pub mod pseudonym;
 pub mod qoe;
+pub mod settings;
 pub mod status;
 pub mod tls;
 pub mod upstream;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use cache::ObjectMeta;
 pub use control_plane::ControlPlaneLink;
+pub use settings::{CacheSettings, ServingSettings};
 
 /// Which relay this is. It names the configuration section, is the `role`
 /// label of the relay's metrics, and decides what its HTTP surface serves

@@ -195,62 +195,25 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(5);
 
+    /// A subscription that starts at `start` with `history` groups before it.
+    fn at(start: Option<Location>, history: u64) -> Subscribe {
+        Subscribe { start, history }
+    }
+
     #[test]
     fn where_each_subscription_starts() {
+        let (edge, agent) = (Policy::edge(IDLE), Policy::agent(IDLE));
         // (policy, frontiers offered one subscription after another, expected)
+        #[rustfmt::skip]
         let cases: &[(Policy, &[Option<Location>], &[Subscribe])] = &[
-            (
-                Policy::edge(IDLE),
-                &[None],
-                &[Subscribe {
-                    start: None,
-                    history: 3,
-                }],
-            ),
+            (edge, &[None], &[at(None, 3)]),
             // The first subscription starts live even when something is
             // held: an edge's cache is fresh, an agent's starts empty.
-            (
-                Policy::agent(IDLE),
-                &[Some((7, 4))],
-                &[Subscribe {
-                    start: None,
-                    history: 0,
-                }],
-            ),
+            (agent, &[Some((7, 4))], &[at(None, 0)]),
             // After a switch: exactly where a viewer waits, no history.
-            (
-                Policy::agent(IDLE),
-                &[None, Some((7, 4)), Some((9, 0))],
-                &[
-                    Subscribe {
-                        start: None,
-                        history: 0,
-                    },
-                    Subscribe {
-                        start: Some((7, 4)),
-                        history: 0,
-                    },
-                    Subscribe {
-                        start: Some((9, 0)),
-                        history: 0,
-                    },
-                ],
-            ),
+            (agent, &[None, Some((7, 4)), Some((9, 0))], &[at(None, 0), at(Some((7, 4)), 0), at(Some((9, 0)), 0)]),
             // Nothing held yet when the parent changed: start live.
-            (
-                Policy::agent(IDLE),
-                &[None, None],
-                &[
-                    Subscribe {
-                        start: None,
-                        history: 0,
-                    },
-                    Subscribe {
-                        start: None,
-                        history: 0,
-                    },
-                ],
-            ),
+            (agent, &[None, None], &[at(None, 0), at(None, 0)]),
         ];
         for (policy, frontiers, expected) in cases {
             let mut life = Lifecycle::new(*policy);
@@ -282,85 +245,31 @@ mod tests {
     fn what_follows_the_end_of_a_subscription() {
         use After::*;
         use Ending::*;
+        let (edge, agent) = (Policy::edge(IDLE), Policy::agent(IDLE));
         // (policy, subscriptions sent, how, authority, answered, expected)
+        #[rustfmt::skip]
         let cases = [
             // An edge: every end retires the track; the next request
             // subscribes afresh. Viewers still waiting are refused.
-            (
-                Policy::edge(IDLE),
-                1,
-                Closed,
-                true,
-                false,
-                Retire { refuse: true },
-            ),
-            (
-                Policy::edge(IDLE),
-                1,
-                Closed,
-                true,
-                true,
-                Retire { refuse: false },
-            ),
-            (
-                Policy::edge(IDLE),
-                1,
-                Closed,
-                false,
-                true,
-                Retire { refuse: false },
-            ),
+            (edge, 1, Closed, true, false, Retire { refuse: true }),
+            (edge, 1, Closed, true, true, Retire { refuse: false }),
+            (edge, 1, Closed, false, true, Retire { refuse: false }),
             // An agent whose edge refuses the first subscription: the
             // edge has the last word (the track does not exist, or the
             // viewer may not see it); waiting viewers are told at once.
-            (
-                Policy::agent(IDLE),
-                1,
-                Closed,
-                true,
-                false,
-                Retire { refuse: true },
-            ),
+            (agent, 1, Closed, true, false, Retire { refuse: true }),
             // A peer's refusal is not the last word: wait for the next
             // parent or try again.
-            (
-                Policy::agent(IDLE),
-                1,
-                Closed,
-                false,
-                false,
-                Wait(RETRY_AFTER),
-            ),
+            (agent, 1, Closed, false, false, Wait(RETRY_AFTER)),
             // Viewers already had an answer: keep the track, try again.
-            (
-                Policy::agent(IDLE),
-                1,
-                Closed,
-                true,
-                true,
-                Wait(RETRY_AFTER),
-            ),
+            (agent, 1, Closed, true, true, Wait(RETRY_AFTER)),
             // Later subscriptions (after a switch) never refuse viewers.
-            (
-                Policy::agent(IDLE),
-                2,
-                Closed,
-                true,
-                false,
-                Wait(RETRY_AFTER),
-            ),
-            (
-                Policy::agent(IDLE),
-                3,
-                Closed,
-                true,
-                true,
-                Wait(RETRY_AFTER),
-            ),
+            (agent, 2, Closed, true, false, Wait(RETRY_AFTER)),
+            (agent, 3, Closed, true, true, Wait(RETRY_AFTER)),
             // A switch subscribes on the new session at once.
-            (Policy::agent(IDLE), 1, Switched, false, true, Resubscribe),
-            (Policy::agent(IDLE), 1, Switched, true, false, Resubscribe),
-            (Policy::agent(IDLE), 4, Switched, false, false, Resubscribe),
+            (agent, 1, Switched, false, true, Resubscribe),
+            (agent, 1, Switched, true, false, Resubscribe),
+            (agent, 4, Switched, false, false, Resubscribe),
         ];
         for (policy, sent, how, authority, answered, expected) in cases {
             let mut life = Lifecycle::new(policy);
