@@ -394,17 +394,31 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("[edge]\nhls_windw = 3\n", &["edge.hls_windw"]),
             // The shared settings are known in every section that has them.
-            ("[edge]\nhls_window = 7\ncache_max_bytes = 2097152\nidle_secs = 3\n", &[]),
+            (
+                "[edge]\nhls_window = 7\ncache_max_bytes = 2097152\nidle_secs = 3\n",
+                &[],
+            ),
             ("[origin]\ncache_max_age_secs = 9\n", &[]),
-            ("[peer_agent]\nhls_part_target_secs = 1.0\ntamper = false\n", &[]),
+            (
+                "[peer_agent]\nhls_part_target_secs = 1.0\ntamper = false\n",
+                &[],
+            ),
             // ..and not in one that has not.
             ("[origin]\nhls_window = 7\n", &["origin.hls_window"]),
-            ("[control_plane]\ncache_max_bytes = 2097152\n", &["cache_max_bytes"]),
+            (
+                "[control_plane]\ncache_max_bytes = 2097152\n",
+                &["cache_max_bytes"],
+            ),
             // Top level and sections: all named at once.
-            ("dta_dir = \"x\"\n[edge]\nidle_sec = 1\n[peer_agent]\nfan_out = 2\n",
-             &["dta_dir", "edge.idle_sec", "peer_agent.fan_out"]),
+            (
+                "dta_dir = \"x\"\n[edge]\nidle_sec = 1\n[peer_agent]\nfan_out = 2\n",
+                &["dta_dir", "edge.idle_sec", "peer_agent.fan_out"],
+            ),
             // Tables inside sections keep serde's own refusal.
-            ("[[edge.upstream]]\nurl = \"moqt://127.0.0.1:1\"\ncert = \"x\"\n", &["`cert`"]),
+            (
+                "[[edge.upstream]]\nurl = \"moqt://127.0.0.1:1\"\ncert = \"x\"\n",
+                &["`cert`"],
+            ),
             ("[edge.cache]\ncache_max_bytes = 2097152\n", &["edge.cache"]),
         ];
         for (text, names) in cases {
