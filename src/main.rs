@@ -111,17 +111,29 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 /// being dropped, a blocking SRT accept) may take before the process exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(run(cli));
-    // Waiting for every blocking task would hang on a thread blocked in a
-    // socket call: what has not ended within the grace period is dropped.
-    runtime.shutdown_timeout(SHUTDOWN_GRACE);
-    result
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli));
+            // Waiting for every blocking task would hang on a thread blocked in a
+            // socket call: what has not ended within the grace period is dropped.
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            result
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The message and its causes on one line, for an operator: no
+            // backtrace (with RUST_BACKTRACE set, writing one out of a debug
+            // build takes seconds, and an edge that stopped is no bug).
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
