@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use strom_relay::broadcast::Namespace;
-use strom_relay::cache::{CacheLimits, Delivery, TrackReader};
-use strom_relay::catalog_view::CatalogView;
 use strom_relay::metrics::ServerCounters;
 use strom_relay::tls::{self, Trust};
 use strom_relay::upstream::{self, UpstreamContext};
+use strom_relay::{CacheLimits, CatalogView, Delivery, Namespace, TrackReader};
 use strom_token::media::{MediaKeys, ObjectPlace};
 use tokio::io::AsyncWriteExt;
 
@@ -216,11 +214,11 @@ pub fn trust_from(cert_sha256: Option<&str>, ca: Option<PathBuf>) -> anyhow::Res
 
 /// Whether the upstream refused `track` for want of a valid token
 /// (REQUEST_ERROR UNAUTHORIZED, MALFORMED_AUTH_TOKEN, EXPIRED_AUTH_TOKEN).
-async fn refused_access(track: &strom_relay::cache::TrackCache) -> bool {
+async fn refused_access(track: &strom_relay::TrackCache) -> bool {
     use moq_transport::message::RequestErrorCode as Code;
     matches!(
         track.upstream_answer(Duration::ZERO).await,
-        strom_relay::cache::UpstreamState::Refused(moq_transport::serve::ServeError::Closed(code))
+        strom_relay::UpstreamState::Refused(moq_transport::serve::ServeError::Closed(code))
             if [Code::Unauthorized, Code::MalformedAuthToken, Code::ExpiredAuthToken]
                 .iter()
                 .any(|c| *c as u64 == code)
@@ -233,7 +231,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         upstream::connect_with_token(&options.url, &options.trust, options.token.as_deref())
             .await?;
     let ctx = UpstreamContext {
-        broadcasts: strom_relay::broadcast::Broadcasts::new(),
+        broadcasts: strom_relay::Broadcasts::new(),
         // Counted like an edge's upstream; never shown.
         counters: Arc::new(ServerCounters::new(strom_relay::Role::Edge)),
         limits: CacheLimits::default(),

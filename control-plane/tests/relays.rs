@@ -91,12 +91,12 @@ async fn a_relay_catches_up_with_a_long_log_page_by_page() {
 
     // The real relay sync, over HTTP, gets there too.
     let verifier = Arc::new(Verifier::new());
-    let link = strom_relay::control_plane::ControlPlaneLink {
+    let link = strom_relay::ControlPlaneLink {
         url: format!("{}/", plane.base).parse().unwrap(),
         credential: plane.relay.clone(),
         ca_file: None,
     };
-    let _sync = strom_relay::control_plane::start(link, verifier.clone())
+    let _sync = strom_relay::start_key_sync(link, verifier.clone())
         .await
         .unwrap();
     let last = claims(&subjects[10_000]);

@@ -13,14 +13,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use strom_relay::access::{self, Access};
-use strom_relay::broadcast::Broadcasts;
-use strom_relay::cache::CacheLimits;
 use strom_relay::metrics::ServerCounters;
-use strom_relay::Role;
 use strom_relay::{
-    http, monitoring, moqt, status, upstream, validate_control_plane, vod, CacheSettings,
-    ControlPlaneLink, ServingSettings, TlsFiles, UpstreamSettings,
+    http, monitoring, upstream, validate_control_plane, Access, Broadcasts, CacheLimits,
+    CacheSettings, ControlPlaneLink, Role, ServingSettings, TlsFiles, UpstreamSettings,
 };
 
 /// The `[edge]` section. Unknown keys are refused when the file is read
@@ -102,12 +98,12 @@ impl EdgeConfig {
 /// A running edge: bound sockets, shared cache, counters.
 pub struct Edge {
     config: EdgeConfig,
-    moqt: moqt::MoqtServer,
+    moqt: strom_relay::MoqtServer,
     http: tokio::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<tokio::net::TcpListener>,
     upstreams: Vec<upstream::UpstreamConfig>,
-    vod: Option<Arc<dyn vod::VodSource>>,
+    vod: Option<Arc<dyn strom_relay::VodSource>>,
     access: Option<Arc<Access>>,
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<ServerCounters>,
@@ -121,7 +117,7 @@ impl Edge {
         config.validate()?;
         let access = match &config.control_plane {
             Some(link) => Some(Arc::new(
-                Access::connect(link.clone(), access::EDGE_SESSIONS)
+                Access::connect(link.clone(), strom_relay::EDGE_SESSIONS)
                     .await
                     .context("edge.control_plane")?,
             )),
@@ -147,9 +143,9 @@ impl Edge {
         access: Option<Arc<Access>>,
     ) -> anyhow::Result<Self> {
         let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
-        let moqt = moqt::MoqtServer::bind(
+        let moqt = strom_relay::MoqtServer::bind(
             config.moqt_listen,
-            identity.server_config(&moqt::server_alpns())?,
+            identity.server_config(&strom_relay::server_alpns())?,
         )?;
         let http = http::bind(config.http_listen).await?;
         let http_tls = if config.http_tls {
@@ -164,14 +160,14 @@ impl Edge {
             .map(UpstreamSettings::resolve)
             .collect::<anyhow::Result<Vec<_>>>()?;
         // Recordings come from the first upstream that offers them.
-        let mut vod: Option<Arc<dyn vod::VodSource>> = None;
+        let mut vod: Option<Arc<dyn strom_relay::VodSource>> = None;
         for (settings, resolved) in config.upstream.iter().zip(&upstreams) {
             if let Some(base) = settings.vod_base()? {
                 let credential = access
                     .as_ref()
                     .and_then(|a| a.relay_credential())
                     .map(str::to_owned);
-                vod = Some(Arc::new(vod::UpstreamVod::new(
+                vod = Some(Arc::new(strom_relay::UpstreamVod::new(
                     base,
                     &resolved.trust,
                     credential,
@@ -246,7 +242,7 @@ impl Edge {
         for u in self.upstreams {
             parts.spawn_loop("upstream", upstream::run(u, ctx.clone()));
         }
-        let hls_viewers = Arc::new(status::HlsViewers::default());
+        let hls_viewers = Arc::new(strom_relay::HlsViewers::default());
         let state = http::HttpState {
             role: Role::Edge,
             broadcasts: self.broadcasts.clone(),
@@ -267,7 +263,7 @@ impl Edge {
             .as_ref()
             .and_then(|a| a.control_plane().cloned())
         {
-            let mut reporter = status::Reporter::new(
+            let mut reporter = strom_relay::Reporter::new(
                 Role::Edge,
                 self.broadcasts.clone(),
                 hls_viewers,
@@ -275,7 +271,7 @@ impl Edge {
             );
             parts.spawn_loop(
                 "status reports",
-                strom_relay::control_plane::report_status(link, move || reporter.report()),
+                strom_relay::report_status(link, move || reporter.report()),
             );
         }
         if let Some(listener) = self.metrics {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use strom_edge::{Edge, EdgeConfig};
-use strom_relay::access::{self, Access};
+use strom_relay::Access;
 
 struct Running {
     http: SocketAddr,
@@ -29,7 +29,7 @@ async fn edge(name: &str, config: EdgeConfig) -> Running {
     let dir = std::env::temp_dir().join(format!("strom-edge-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let verifier = Arc::new(strom_token::Verifier::new());
-    let access = Arc::new(Access::new(verifier, access::EDGE_SESSIONS));
+    let access = Arc::new(Access::new(verifier, strom_relay::EDGE_SESSIONS));
     let edge = Edge::load_with_access(config, &dir, access).await.unwrap();
     Running {
         http: edge.http_addr().unwrap(),

@@ -1,9 +1,9 @@
 //! HLS and VOD requests as the edge's HTTP handler parses them, with access
 //! control on: the path after `/hls/` or `/vod/` (`http::hls_path`,
-//! `vod::safe_path`), the query (`http::blocking_reload`, the `token`
+//! `safe_path`), the query (`http::blocking_reload`, the `token`
 //! parameter), the `Cookie` and `Authorization` headers, the token check
 //! (`http::admit_hls`, `Access::admit`/`permits`), and the playlist rewrite
-//! that puts the token on every URI (`access::tokenize_playlist`, also run on
+//! that puts the token on every URI (`tokenize_playlist`, also run on
 //! VOD playlists that come from the upstream).
 //!
 //! The input is lines: `path[?query]`, `Cookie` value, `Authorization`
@@ -14,9 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use hyper::header::{HeaderValue, AUTHORIZATION, COOKIE};
 use hyper::HeaderMap;
-use strom_relay::access::{self, Access, EDGE_SESSIONS};
+use strom_relay::fuzzing::{hls_cookie, immutable, tokenize_playlist};
 use strom_relay::http::{admit_hls, blocking_reload, hls_path, HlsPath, TrackFile};
-use strom_relay::vod::{immutable, safe_path};
+use strom_relay::{safe_path, Access, EDGE_SESSIONS};
 use strom_token::Grant;
 
 use crate::fixtures;
@@ -84,7 +84,7 @@ pub fn hls_request(data: &[u8]) {
                 .and_then(|a| a.query_token),
         };
         if let Some(token) = token {
-            let _ = access::tokenize_playlist(playlist, &token);
+            let _ = tokenize_playlist(playlist, &token);
         }
         return;
     }
@@ -97,7 +97,7 @@ pub fn hls_request(data: &[u8]) {
     let admitted = admit_hls(&f.access, rest, query, &headers).ok();
     match hls_path(rest) {
         HlsPath::Master { namespace } => {
-            let _ = strom_relay::broadcast::Namespace::new(
+            let _ = strom_relay::Namespace::new(
                 namespace.iter().map(|s| s.to_string()).collect(),
             );
         }
@@ -111,7 +111,7 @@ pub fn hls_request(data: &[u8]) {
     }
     let Some(admitted) = admitted else { return };
     if let (Some(token), Some(claims)) = (&admitted.query_token, &admitted.claims) {
-        let _ = access::hls_cookie(token, claims, true, now);
-        let _ = access::tokenize_playlist(playlist, token);
+        let _ = hls_cookie(token, claims, true, now);
+        let _ = tokenize_playlist(playlist, token);
     }
 }

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use pasetors::keys::AsymmetricSecretKey;
 use pasetors::version4::{PublicToken, V4};
 use sha2::Sha256;
-use strom_relay::access::Access;
+use strom_relay::Access;
 use strom_identity::participants_csv::{self, ExportRow, FieldKind, FormField};
 use strom_identity::password::PasswordPolicy;
 use strom_origin::auth::{PublishAuthorizer, PublishTokens, Transport};
@@ -90,7 +90,7 @@ fn fixture() -> &'static Fixture {
         let verifier = fixtures::verifier();
         let access = Arc::new(Access::new(Arc::clone(&verifier), &[Action::Publish]));
         // Tenant t's SRT secret, as the origin holds it after its fetch.
-        let slot = strom_relay::control_plane::SrtSecretSlot::default();
+        let slot = strom_relay::SrtSecretSlot::default();
         slot.set(HashMap::from([("t".to_owned(), fixtures::SRT_SECRET)]));
         let (publish_token, claims) = key
             .mint(
@@ -173,7 +173,7 @@ pub fn token_verify(data: &[u8]) {
                     .authorizer
                     .admit(&request.app, &request.key, Transport::Srt);
                 let _ = f.authorizer.srt_passphrase(
-                    &strom_relay::broadcast::Namespace::parse("t/e/s").expect("a namespace"),
+                    &strom_relay::Namespace::parse("t/e/s").expect("a namespace"),
                     &request.key,
                 );
             }

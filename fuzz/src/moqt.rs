@@ -17,8 +17,7 @@ use moq_transport::coding::{Decode, DecodeError};
 use moq_transport::data::{Datagram, StreamHeader, SubgroupObject, SubgroupObjectExt};
 use moq_transport::message::Message;
 use moq_transport::setup::Setup;
-use strom_relay::cache::Object;
-use strom_relay::catalog_view::CatalogView;
+use strom_relay::{CatalogView, Object};
 use strom_media::Catalog;
 use strom_token::media::{MediaKeys, ObjectPlace};
 

@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use strom_relay::broadcast::{Broadcasts, Namespace};
-use strom_relay::cache::CacheLimits;
+use strom_relay::{Broadcasts, CacheLimits, Namespace};
 use strom_origin::auth::{StaticKeys, StreamKey};
 use strom_origin::publish::Publications;
 use strom_origin::rtmp::{handshake_step, Ingest, RtmpContext};

@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use strom_relay::access::{Access, RevocationWatch};
-use strom_relay::broadcast::Namespace;
-use strom_relay::control_plane::SrtSecretSlot;
+use strom_relay::{Access, Namespace, RevocationWatch, SrtSecretSlot};
 use strom_token::{Action, TokenError};
 
 /// The RTMP application publish tokens are pushed to: `rtmp://host/live/<token>`.
@@ -337,7 +335,7 @@ mod tests {
                 keys: vec![key.public_key()],
                 media: Vec::new(),
             });
-            let access = Arc::new(Access::new(verifier, strom_relay::access::ORIGIN_SESSIONS));
+            let access = Arc::new(Access::new(verifier, strom_relay::ORIGIN_SESSIONS));
             (key, access)
         }
 
@@ -403,7 +401,7 @@ mod tests {
         fn an_srt_stream_key_publishes_over_srt_only_and_a_token_everywhere() {
             let (key, access) = setup();
             let secret = [7u8; strom_token::srt::SECRET_LEN];
-            let slot = strom_relay::control_plane::SrtSecretSlot::default();
+            let slot = strom_relay::SrtSecretSlot::default();
             slot.set([("acme".to_owned(), secret)].into());
             let tokens = PublishTokens::new(access).with_srt_secret(slot);
             let grant = Grant {

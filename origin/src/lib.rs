@@ -20,12 +20,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use strom_relay::access::{self, Access};
-use strom_relay::broadcast::{Broadcasts, Namespace};
 use strom_relay::metrics::ServerCounters;
-use strom_relay::ControlPlaneLink;
-use strom_relay::Role;
-use strom_relay::{http, monitoring, moqt, CacheSettings, TlsFiles};
+use strom_relay::{
+    http, monitoring, Access, Broadcasts, CacheSettings, ControlPlaneLink, Namespace, Role,
+    TlsFiles,
+};
 use strom_service::Tasks;
 
 use admission::{Admission, AdmissionConfig};
@@ -164,7 +163,7 @@ pub struct Origin {
     rtmp: tokio::net::TcpListener,
     rtmps: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
     srt: SrtListener,
-    moqt: moqt::MoqtServer,
+    moqt: strom_relay::MoqtServer,
     http: tokio::net::TcpListener,
     vod: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
     recorder: Option<Arc<record::Recorder>>,
@@ -223,7 +222,7 @@ impl Origin {
         if let Some(link) = &config.control_plane {
             // Edges (and other origins) pull from an origin; a tenant's
             // agents pull from edges, never straight from here.
-            let access = Access::connect(link.clone(), access::ORIGIN_SESSIONS)
+            let access = Access::connect(link.clone(), strom_relay::ORIGIN_SESSIONS)
                 .await
                 .context("origin.control_plane")?
                 .only_relays(&[strom_token::RelayRole::Edge, strom_token::RelayRole::Origin]);
@@ -236,7 +235,7 @@ impl Origin {
 
     /// Like [`Origin::load`] with tokens checked by `access` (built with
     /// [`Access::new`] or [`Access::connect`], sessions for
-    /// [`access::ORIGIN_SESSIONS`]): publish tokens for RTMP, relay tokens
+    /// [`strom_relay::ORIGIN_SESSIONS`]): publish tokens for RTMP, relay tokens
     /// for MoQT, whatever `control_plane` says.
     pub async fn load_with_access(
         config: OriginConfig,
@@ -248,10 +247,11 @@ impl Origin {
         if let Some(link) = access.control_plane() {
             // SRT pushes with publish tokens are encrypted with a passphrase
             // derived from the credential and the control plane's secret.
-            let slot = strom_relay::control_plane::SrtSecretSlot::default();
-            srt_secret = Some(strom_relay::AbortOnDrop(
-                strom_relay::control_plane::fetch_srt_secrets(link.clone(), slot.clone()),
-            ));
+            let slot = strom_relay::SrtSecretSlot::default();
+            srt_secret = Some(strom_relay::AbortOnDrop(strom_relay::fetch_srt_secrets(
+                link.clone(),
+                slot.clone(),
+            )));
             tokens = tokens.with_srt_secret(slot);
         }
         let authorizer: Arc<dyn PublishAuthorizer> = Arc::new(tokens);
@@ -276,9 +276,9 @@ impl Origin {
         access: Option<Arc<Access>>,
     ) -> anyhow::Result<Self> {
         let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
-        let moqt = moqt::MoqtServer::bind(
+        let moqt = strom_relay::MoqtServer::bind(
             config.moqt_listen,
-            identity.server_config(&moqt::server_alpns())?,
+            identity.server_config(&strom_relay::server_alpns())?,
         )?;
         let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
             .await
@@ -410,7 +410,7 @@ impl Origin {
             .access
             .as_ref()
             .and_then(|a| a.control_plane().cloned());
-        let hls_viewers = Arc::new(strom_relay::status::HlsViewers::default());
+        let hls_viewers = Arc::new(strom_relay::HlsViewers::default());
         let rtmp_ctx = Arc::new(RtmpContext {
             authorizer: self.authorizer,
             publications: self.publications.clone(),
@@ -451,7 +451,7 @@ impl Origin {
                 hls_viewers: hls_viewers.clone(),
                 vod: self.recorder.as_ref().map(|r| {
                     Arc::new(vod::DiskVod::new(r.root().to_path_buf()))
-                        as Arc<dyn strom_relay::vod::VodSource>
+                        as Arc<dyn strom_relay::VodSource>
                 }),
             };
             parts.spawn_loop("VOD server", http::serve(listener, Some(tls), state));
@@ -469,13 +469,13 @@ impl Origin {
             // from the control plane.
             parts.spawn_loop(
                 "media key registration",
-                strom_service::once(strom_relay::control_plane::register_media_key(
+                strom_service::once(strom_relay::register_media_key(
                     link.clone(),
                     self.media_key.clone(),
                 )),
             );
             // The origin reports what is being pushed (live, ingest bitrate).
-            let mut reporter = strom_relay::status::Reporter::new(
+            let mut reporter = strom_relay::Reporter::new(
                 Role::Origin,
                 self.broadcasts.clone(),
                 hls_viewers,
@@ -483,7 +483,7 @@ impl Origin {
             );
             parts.spawn_loop(
                 "status reports",
-                strom_relay::control_plane::report_status(link, move || reporter.report()),
+                strom_relay::report_status(link, move || reporter.report()),
             );
         }
         if let (Some(access), Some(recorder)) = (&self.access, &self.recorder) {

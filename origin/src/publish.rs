@@ -23,9 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use moq_transport::data::ExtensionHeaders;
 use strom_media::{AudioTag, Output, Packager, PackagerError, VideoTag};
-use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace, Source};
-use strom_relay::cache::{CacheLimits, Object, TrackCache};
-use strom_relay::metrics::Scrape;
+use strom_relay::{
+    metrics::Scrape, Broadcast, Broadcasts, CacheLimits, Namespace, Object, Source, TrackCache,
+};
 use strom_token::media::{self, MediaSigner, ObjectPlace};
 
 use crate::failover::{Failover, Reason, Verdict};

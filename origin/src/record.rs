@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use strom_media::Catalog;
-use strom_relay::broadcast::Namespace;
+use strom_relay::Namespace;
 
 /// Recording settings (`[origin.recording]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

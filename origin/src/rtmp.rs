@@ -25,9 +25,7 @@ use crate::admission::{Admission, Unauthenticated};
 use crate::auth::{key_label, PublishAuthorizer, Transport};
 use crate::contain::contained;
 use crate::publish::{Publications, PublishSession, PushOptions};
-use strom_relay::access::RevocationWatch;
-use strom_relay::metrics::Scrape;
-use strom_relay::pseudonym;
+use strom_relay::{metrics::Scrape, pseudonym, RevocationWatch};
 
 /// A publisher that sends nothing for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);

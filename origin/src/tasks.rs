@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strom_relay::access::Access;
+use strom_relay::Access;
 
 use crate::publish::Publications;
 use crate::record::Recorder;

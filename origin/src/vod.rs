@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::Serialize;
 use strom_media::Catalog;
-use strom_relay::catalog_view::CatalogView;
-use strom_relay::vod::{safe_path, VodAnswer, VodFuture, VodSource};
+use strom_relay::{safe_path, CatalogView, VodAnswer, VodFuture, VodSource};
 
 use crate::record::{read_index, IndexLine, CATALOG, INDEX};
 

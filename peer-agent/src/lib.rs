@@ -32,14 +32,10 @@ use anyhow::Context;
 use libp2p::{identity, Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use strom_protocol::{AgentStats, P2pMode, RegisterAnswer, RegisterRequest};
-use strom_relay::access::{self, Access};
-use strom_relay::broadcast::Broadcasts;
-use strom_relay::control_plane::ControlPlaneLink;
 use strom_relay::metrics::{Figure, Scrape, ServerCounters};
-use strom_relay::Role;
 use strom_relay::{
-    http, monitoring, moqt, status, tls, AbortOnDrop, CacheSettings, ServingSettings, TlsFiles,
-    UpstreamSettings,
+    http, monitoring, tls, AbortOnDrop, Access, Broadcasts, CacheSettings, ControlPlaneLink, Role,
+    ServingSettings, TlsFiles, UpstreamSettings,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -198,7 +194,7 @@ pub struct PeerAgent {
     link: ControlPlaneLink,
     keypair: identity::Keypair,
     access: Arc<Access>,
-    moqt: moqt::MoqtServer,
+    moqt: strom_relay::MoqtServer,
     http: tokio::net::TcpListener,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<tokio::net::TcpListener>,
@@ -213,14 +209,14 @@ impl PeerAgent {
         let link = config.control_plane.clone().expect("validated");
         let keypair = load_identity(data_dir, config.tamper)?;
         let access = Arc::new(
-            Access::connect(link.clone(), access::EDGE_SESSIONS)
+            Access::connect(link.clone(), strom_relay::EDGE_SESSIONS)
                 .await
                 .context("peer_agent.control_plane")?,
         );
         let identity = TlsFiles::identity(config.tls.as_ref(), data_dir)?;
-        let moqt = moqt::MoqtServer::bind(
+        let moqt = strom_relay::MoqtServer::bind(
             config.moqt_listen,
-            identity.server_config(&moqt::server_alpns())?,
+            identity.server_config(&strom_relay::server_alpns())?,
         )?;
         let http = http::bind(config.http_listen).await?;
         let http_tls = if config.http_tls {
@@ -290,8 +286,8 @@ impl PeerAgent {
             "peer-agent ready"
         );
         let server_counters = Arc::new(ServerCounters::new(Role::Agent));
-        let hls_viewers = Arc::new(status::HlsViewers::default());
-        let tally = status::EventTally::new(server_counters.clone(), hls_viewers.clone());
+        let hls_viewers = Arc::new(strom_relay::HlsViewers::default());
+        let tally = strom_relay::EventTally::new(server_counters.clone(), hls_viewers.clone());
         parts.spawn_loop(
             "registration",
             Registrar {

@@ -37,11 +37,10 @@ use moq_transport::coding::{KeyValuePairs, TrackName};
 use moq_transport::message::{FilterType, StandaloneFetch, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber};
-use strom_relay::broadcast::{Broadcast, Broadcasts, Namespace};
-use strom_relay::cache::{CacheLimits, Object, TrackCache, UpstreamState};
-use strom_relay::moqt::{from_track_namespace, to_track_namespace};
-use strom_relay::tls::Trust;
-use strom_relay::upstream;
+use strom_relay::{
+    from_track_namespace, tls::Trust, to_track_namespace, upstream, Broadcast, Broadcasts,
+    CacheLimits, Namespace, Object, TrackCache, UpstreamState,
+};
 use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
@@ -797,7 +796,7 @@ fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strom_relay::cache::ObjectMeta;
+    use strom_relay::ObjectMeta;
 
     fn object(id: u64, produced_us: u64) -> Object {
         Object {

@@ -18,7 +18,7 @@ pub(crate) struct Registrar {
     pub commands: mpsc::UnboundedSender<Command>,
     pub counters: Arc<AgentCounters>,
     pub members: watch::Receiver<Members>,
-    pub tally: status::EventTally,
+    pub tally: strom_relay::EventTally,
 }
 
 impl Registrar {
@@ -39,7 +39,7 @@ impl Registrar {
             members,
             mut tally,
         } = self;
-        let client = match strom_relay::control_plane::http_client(&link, Duration::from_secs(10)) {
+        let client = match strom_relay::control_plane_client(&link, Duration::from_secs(10)) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "control plane client");
@@ -54,7 +54,7 @@ impl Registrar {
             }
         };
         let mut every;
-        let mut undelivered: Vec<strom_relay::control_plane::EventFigures> = Vec::new();
+        let mut undelivered: Vec<strom_protocol::EventFigures> = Vec::new();
         loop {
             let listen: Vec<Multiaddr> = listening.borrow().clone();
             let addrs: Vec<String> = if p2p_listen.ip().is_unspecified() {
@@ -89,7 +89,7 @@ impl Registrar {
                     upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
                     objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
                     stalls: counters.stalls.load(Ordering::Relaxed),
-                    events: strom_relay::control_plane::EventFigures::merge(
+                    events: strom_protocol::EventFigures::merge(
                         std::mem::take(&mut undelivered),
                         tally.figures(),
                     ),

@@ -34,11 +34,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// AUTHORIZATION TOKEN type for strom tokens (0: a type agreed out of band;
 /// the value is a PASETO `v4.public.…` string).
-pub const TOKEN_TYPE: u64 = 0;
+pub(crate) const TOKEN_TYPE: u64 = 0;
 /// Query parameter carrying a token in HLS and WebTransport URLs.
-pub const TOKEN_PARAM: &str = "token";
+pub(crate) const TOKEN_PARAM: &str = "token";
 /// Cookie carrying an HLS viewer's token.
-pub const TOKEN_COOKIE: &str = "strom_token";
+pub(crate) const TOKEN_COOKIE: &str = "strom_token";
 /// A revocation that the feed missed (a lagging receiver) is still found
 /// this often by looking at the revocations the verifier holds.
 const RECHECK: Duration = Duration::from_secs(2);
@@ -153,7 +153,7 @@ impl Access {
     ) -> anyhow::Result<Self> {
         let verifier = Arc::new(Verifier::new());
         let credential = link.credential.clone();
-        let handle = crate::control_plane::start(link.clone(), verifier.clone()).await?;
+        let handle = crate::control_plane::start_key_sync(link.clone(), verifier.clone()).await?;
         let mut access = Self::new(verifier, session_actions).with_relay_credential(credential);
         let mut feed = handle.subscribe();
         let sender = access.revoked.clone();
@@ -394,7 +394,10 @@ pub fn hls_cookie(token: &str, claims: &Claims, secure: bool, now: OffsetDateTim
 }
 
 /// The values of every `name` cookie in `Cookie` header values.
-pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Vec<&'a str> {
+pub(crate) fn cookie_values<'a>(
+    headers: impl IntoIterator<Item = &'a str>,
+    name: &str,
+) -> Vec<&'a str> {
     headers
         .into_iter()
         .flat_map(|h| h.split(';'))
@@ -405,7 +408,7 @@ pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str)
 }
 
 /// The decoded value of query parameter `name`.
-pub fn query_value(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_value(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())

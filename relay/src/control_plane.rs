@@ -16,10 +16,12 @@ use url::Url;
 use strom_token::revocation::RevocationFeed;
 use strom_token::{KeySet, Revocation, Verifier};
 
-pub use strom_protocol::{paths, EventFigures, QoeSums, RelayStatus, StreamStatus, LONG_POLL_SECS};
+pub(crate) use strom_protocol::{
+    paths, EventFigures, QoeSums, RelayStatus, StreamStatus, LONG_POLL_SECS,
+};
 
 /// How often relays report.
-pub const STATUS_EVERY: Duration = Duration::from_secs(strom_protocol::STATUS_EVERY_SECS);
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(strom_protocol::STATUS_EVERY_SECS);
 
 /// Where a relay finds its control plane.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -256,7 +258,10 @@ impl Drop for SyncHandle {
 
 /// Fetches the key set once (so a relay that starts knows its keys), then
 /// keeps syncing in the background.
-pub async fn start(link: ControlPlaneLink, verifier: Arc<Verifier>) -> anyhow::Result<SyncHandle> {
+pub async fn start_key_sync(
+    link: ControlPlaneLink,
+    verifier: Arc<Verifier>,
+) -> anyhow::Result<SyncHandle> {
     let client = client(&link, Duration::from_secs(LONG_POLL_SECS + 10))?;
     let keys_url = link.url.join(paths::KEYS)?;
     let revocations_url = link.url.join(paths::REVOCATIONS)?;

@@ -13,7 +13,7 @@ use crate::cache::Group;
 
 /// Parameters of one media playlist.
 #[derive(Clone, Copy, Debug)]
-pub struct PlaylistParams {
+pub(crate) struct PlaylistParams {
     /// Track timescale (ticks per second).
     pub timescale: u64,
     /// LL-HLS part target duration, seconds.
@@ -26,7 +26,7 @@ pub struct PlaylistParams {
 
 /// A part: objects `[first, end)` of a group.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Part {
+pub(crate) struct Part {
     pub first: usize,
     pub end: usize,
     pub ticks: u64,
@@ -36,7 +36,7 @@ pub struct Part {
 /// Splits a group's objects into parts of at most `target_ticks` (when frame
 /// durations are steady). Returns the closed parts; the trailing run is
 /// closed only when the group is complete.
-pub fn parts_of(group: &Group, target_ticks: u64) -> Vec<Part> {
+pub(crate) fn parts_of(group: &Group, target_ticks: u64) -> Vec<Part> {
     let mut parts = Vec::new();
     let mut first = 0;
     let mut ticks = 0u64;
@@ -67,7 +67,7 @@ pub fn parts_of(group: &Group, target_ticks: u64) -> Vec<Part> {
 }
 
 /// Concatenates objects `[first, end)` of a group.
-pub fn concat(group: &Group, first: usize, end: usize) -> Bytes {
+pub(crate) fn concat(group: &Group, first: usize, end: usize) -> Bytes {
     let slice = &group.objects[first.min(group.objects.len())..end.min(group.objects.len())];
     if slice.len() == 1 {
         return slice[0].payload.clone();
@@ -98,15 +98,8 @@ fn format_program_date_time(unix_us: u64) -> String {
     )
 }
 
-/// Where the live edge of a playlist is: the next part to appear.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Position {
-    pub msn: u64,
-    pub part: usize,
-}
-
 /// True once the playlist holds `msn`/`part` (part None: the whole segment).
-pub fn has(
+pub(crate) fn has(
     groups: &VecDeque<Group>,
     params: &PlaylistParams,
     msn: u64,
@@ -124,7 +117,7 @@ pub fn has(
 }
 
 /// Renders the media playlist of one track from its cached groups.
-pub fn media_playlist(groups: &VecDeque<Group>, params: &PlaylistParams) -> Option<String> {
+pub(crate) fn media_playlist(groups: &VecDeque<Group>, params: &PlaylistParams) -> Option<String> {
     let target_ticks = (params.part_target * params.timescale as f64).round() as u64;
     // Only groups that start decodable (object 0 present) and are not empty.
     let usable: Vec<&Group> = groups
@@ -231,7 +224,7 @@ fn write_part(out: &mut String, msn: u64, index: usize, part: &Part, timescale: 
 }
 
 /// One rendition line of the multivariant playlist.
-pub struct Variant<'a> {
+pub(crate) struct Variant<'a> {
     pub video_track: &'a str,
     pub codecs: String,
     pub bandwidth: u64,
@@ -239,13 +232,16 @@ pub struct Variant<'a> {
     pub frame_rate: Option<f64>,
 }
 
-pub struct AudioRendition<'a> {
+pub(crate) struct AudioRendition<'a> {
     pub track: &'a str,
     pub name: &'a str,
     pub default: bool,
 }
 
-pub fn multivariant_playlist(variants: &[Variant<'_>], audio: &[AudioRendition<'_>]) -> String {
+pub(crate) fn multivariant_playlist(
+    variants: &[Variant<'_>],
+    audio: &[AudioRendition<'_>],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "#EXTM3U");
     let _ = writeln!(out, "#EXT-X-VERSION:9");

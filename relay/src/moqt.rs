@@ -72,7 +72,7 @@ fn prefix_fields(prefix: &TrackNamespacePrefix) -> anyhow::Result<Vec<String>> {
 }
 
 /// Publisher priorities (lower is more important): audio survives congestion first.
-pub fn priority_of(track: &str) -> u8 {
+pub(crate) fn priority_of(track: &str) -> u8 {
     match track {
         "catalog" => 0,
         t if t.starts_with("audio") => 1,
@@ -80,7 +80,7 @@ pub fn priority_of(track: &str) -> u8 {
     }
 }
 
-pub fn quic_transport_config() -> quinn::TransportConfig {
+pub(crate) fn quic_transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
         std::time::Duration::from_secs(10)
@@ -103,7 +103,7 @@ pub fn quic_transport_config() -> quinn::TransportConfig {
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// A UDP socket with large buffers (the kernel caps them at net.core.*mem_max).
-pub fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -127,7 +127,7 @@ pub fn udp_socket(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
 /// a viewer (two or three tracks) gets about 1 MB — ample for a few Mbit/s
 /// at any RTT — while an edge-to-edge link carrying many tracks gets more, so
 /// that many lagging viewers cannot pin gigabytes of unsent data.
-pub struct SendWindow {
+pub(crate) struct SendWindow {
     conn: quinn::Connection,
     tracks: std::sync::atomic::AtomicU64,
 }
@@ -253,7 +253,7 @@ const SESSION_UNAUTHORIZED: u32 = 0x2;
 /// The tokens a session presents: AUTHORIZATION TOKEN setup options, then a
 /// `token` query parameter of the WebTransport URL or the raw-QUIC PATH
 /// (for clients whose MoQT library cannot send setup options).
-pub fn session_tokens(
+pub(crate) fn session_tokens(
     params: &moq_transport::coding::KeyValuePairs,
     url: &url::Url,
     path: Option<&str>,
@@ -276,7 +276,7 @@ pub fn session_tokens(
 }
 
 /// A session's admission: what its token allows, and the watch that ends it.
-pub struct SessionGrant {
+pub(crate) struct SessionGrant {
     pub access: Arc<Access>,
     pub claims: strom_token::Claims,
 }

@@ -16,19 +16,19 @@ use web_transport_trait as wtt;
 
 /// A WebTransport/QUIC session whose send streams take MoQT priorities.
 #[derive(Clone)]
-pub struct MoqtPrioritySession(pub wt::Session);
+pub(crate) struct MoqtPrioritySession(pub wt::Session);
 
 /// A send stream that maps a MoQT priority to quinn's.
-pub struct MoqtPrioritySend(wt::SendStream);
+pub(crate) struct MoqtPrioritySend(wt::SendStream);
 
 /// quinn's priority for a MoQT priority: 0 (most important) sends first.
-pub fn quinn_priority(moqt: u8) -> i32 {
+pub(crate) fn quinn_priority(moqt: u8) -> i32 {
     i32::from(u8::MAX - moqt)
 }
 
 /// Control and request streams (SETUP, SUBSCRIBE_OK, …) go before any media:
 /// a subscriber drops objects of a track whose SUBSCRIBE_OK it has not seen.
-pub const CONTROL_PRIORITY: i32 = 1024;
+pub(crate) const CONTROL_PRIORITY: i32 = 1024;
 
 fn control(send: wt::SendStream) -> MoqtPrioritySend {
     let _ = send.set_priority(CONTROL_PRIORITY);

@@ -33,7 +33,7 @@ pub struct Beacon {
     pub bitrate_bps: u64,
 }
 
-pub const MAX_BEACON_BYTES: usize = 4096;
+pub(crate) const MAX_BEACON_BYTES: usize = 4096;
 /// Players beacon every 10 s; more than this per beacon is not believable.
 const MAX_WATCH_MS: u64 = 120_000;
 

@@ -566,13 +566,13 @@ fn a_relay_that_meets_an_unknown_media_key_fetches_the_key_set_at_once() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let link = strom_relay::control_plane::ControlPlaneLink {
+        let link = strom_relay::ControlPlaneLink {
             url: cp.url.parse().expect("url"),
             credential: cp.relay_credential.clone(),
             ca_file: None,
         };
         let verifier = std::sync::Arc::new(strom_token::Verifier::new());
-        let _sync = strom_relay::control_plane::start(link, verifier.clone())
+        let _sync = strom_relay::start_key_sync(link, verifier.clone())
             .await
             .expect("sync");
         assert!(verifier.media_keys().is_empty());

@@ -132,7 +132,7 @@ fn check(service: &str, text: &str) -> Families {
 fn agent_metrics() -> String {
     strom_relay::monitoring::Monitoring {
         role: strom_relay::Role::Agent,
-        broadcasts: strom_relay::broadcast::Broadcasts::new(),
+        broadcasts: strom_relay::Broadcasts::new(),
         counters: std::sync::Arc::new(strom_relay::metrics::ServerCounters::new(
             strom_relay::Role::Agent,
         )),

@@ -9,8 +9,7 @@ use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use strom_relay::broadcast::{Broadcasts, Namespace};
-use strom_relay::cache::CacheLimits;
+use strom_relay::{Broadcasts, CacheLimits, Namespace};
 
 const KEY: &str = "fuzz-key-0123456789abcdef";
 

@@ -134,10 +134,7 @@ impl SrtCounters {
 /// rendition, encoder role.
 pub(super) type LinkKey = ([String; 3], String, &'static str);
 
-pub(super) fn link_key(
-    namespace: &strom_relay::broadcast::Namespace,
-    options: &PushOptions,
-) -> LinkKey {
+pub(super) fn link_key(namespace: &strom_relay::Namespace, options: &PushOptions) -> LinkKey {
     (
         strom_relay::metrics::namespace_values(namespace),
         options.rendition.clone().unwrap_or_else(|| "main".into()),

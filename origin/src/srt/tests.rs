@@ -61,8 +61,7 @@ mod unauthenticated {
     use super::super::*;
     use crate::admission::AdmissionConfig;
     use crate::auth::{StaticKeys, StreamKey};
-    use strom_relay::broadcast::{Broadcasts, Namespace};
-    use strom_relay::cache::CacheLimits;
+    use strom_relay::{Broadcasts, CacheLimits, Namespace};
 
     const KEY: &str = "srt-test-key-0123456789";
 

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use strom_relay::broadcast::Namespace;
-use strom_relay::moqt::to_track_namespace;
 use strom_relay::tls::{self, Trust};
+use strom_relay::{to_track_namespace, Namespace};
 use strom_simulations::edge_metrics::{Sample, Scraper};
 use strom_simulations::hls::{self, HlsShared};
 use strom_simulations::http::Target;
