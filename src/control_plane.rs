@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 use strom_control_plane::admin;
-use strom_control_plane::keys::{write_secret_file, MasterKeys};
 use strom_control_plane::repo::{CredentialRecord, SigningKeyInfo, PLATFORM};
 use strom_control_plane::store::{RocksStore, Store, Table};
 use strom_control_plane::RelayRole;
+use strom_control_plane::{write_secret_file, MasterKeys};
 use strom_control_plane::{ControlPlane, ControlPlaneConfig, Paths};
 
 #[derive(Subcommand)]
@@ -228,7 +228,7 @@ pub async fn run(
             let mut broken = 0;
             for (k, _) in store.scan(Table::Tenants, b"", usize::MAX)? {
                 let tenant = String::from_utf8_lossy(&k).to_string();
-                let (records, findings) = strom_control_plane::audit::verify(&store, &tenant)?;
+                let (records, findings) = strom_control_plane::verify_audit_trail(&store, &tenant)?;
                 if findings.is_empty() {
                     println!("{tenant}: {records} records, chain intact");
                 } else {

@@ -299,15 +299,15 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 /// Sends the owner a magic link through the dev outbox and returns it with
 /// its code (the outbox is where `strom dev` users read their mail).
 async fn admin_login_link(
-    state: &strom_control_plane::api::Shared,
+    state: &strom_control_plane::Shared,
     tenant: &str,
 ) -> anyhow::Result<(String, String)> {
-    let req = strom_control_plane::api::auth::LinkRequest {
+    let req = strom_control_plane::LinkRequest {
         tenant: tenant.into(),
         event: None,
         email: DEV_OWNER.into(),
     };
-    let mail = strom_control_plane::api::auth::issue_link(
+    let mail = strom_control_plane::issue_link(
         state,
         strom_control_plane::model::LinkPurpose::MagicLogin,
         &req,

@@ -38,7 +38,7 @@ pub struct AuditRecord {
 
 /// What to record; the chain fields are filled in by [`append`].
 #[derive(Debug, Clone, Default)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub actor: String,
     pub action: String,
     pub entity: String,
@@ -50,7 +50,7 @@ pub struct Entry {
 
 impl Entry {
     /// `actor` did `action` to one record (`entity`, `id`).
-    pub fn new(actor: &str, action: &str, entity: &str, id: &str) -> Self {
+    pub(crate) fn new(actor: &str, action: &str, entity: &str, id: &str) -> Self {
         Entry {
             actor: actor.into(),
             action: action.into(),
@@ -62,14 +62,14 @@ impl Entry {
 
     /// … to one field of it, whose values are not recorded (a password, a
     /// second factor).
-    pub fn field(mut self, field: &str) -> Self {
+    pub(crate) fn field(mut self, field: &str) -> Self {
         self.field = Some(field.into());
         self
     }
 
     /// … to one field whose values are not personal, recorded in clear
     /// (prefixed `=`, which no sealed value starts with).
-    pub fn clear(
+    pub(crate) fn clear(
         self,
         field: &str,
         old: Option<impl std::fmt::Display>,
@@ -83,7 +83,7 @@ impl Entry {
     }
 
     /// … to one personal field, both values already sealed.
-    pub fn sealed(mut self, field: &str, old: Option<String>, new: Option<String>) -> Self {
+    pub(crate) fn sealed(mut self, field: &str, old: Option<String>, new: Option<String>) -> Self {
         self.field = Some(field.into());
         self.old = old;
         self.new = new;
@@ -92,7 +92,7 @@ impl Entry {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Head {
+pub(crate) struct Head {
     pub seq: u64,
     pub hash: String,
 }
@@ -113,7 +113,7 @@ fn head_key(tenant: &str) -> Vec<u8> {
     key(&["audit-head", tenant])
 }
 
-pub fn head(store: &dyn Store, tenant: &str) -> Result<Head, StoreError> {
+pub(crate) fn head(store: &dyn Store, tenant: &str) -> Result<Head, StoreError> {
     match store.get(Table::Meta, &head_key(tenant))? {
         Some(raw) => serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt(e.to_string())),
         None => Ok(Head {
@@ -126,7 +126,7 @@ pub fn head(store: &dyn Store, tenant: &str) -> Result<Head, StoreError> {
 /// Adds records for `entries` to `batch` (written atomically with the change
 /// they describe). The caller holds the write lock, and `head` is the head
 /// before this batch; returns the new head.
-pub fn append(
+pub(crate) fn append(
     batch: &mut Batch,
     tenant: &str,
     mut head: Head,
@@ -172,7 +172,7 @@ fn record_key(tenant: &str, seq: u64) -> Vec<u8> {
 }
 
 /// Records after `after`, oldest first.
-pub fn list(
+pub(crate) fn list(
     store: &dyn Store,
     tenant: &str,
     after: u64,

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 /// Parses `trusted_proxies` entries: CIDRs (`10.0.0.0/8`) or single
 /// addresses.
-pub fn parse_trusted(entries: &[String]) -> Result<Vec<IpNet>, String> {
+pub(crate) fn parse_trusted(entries: &[String]) -> Result<Vec<IpNet>, String> {
     entries
         .iter()
         .map(|e| {
@@ -29,7 +29,7 @@ pub fn parse_trusted(entries: &[String]) -> Result<Vec<IpNet>, String> {
 }
 
 /// The client's address: `peer` itself unless `peer` is a trusted proxy.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |a: &IpAddr| trusted.iter().any(|n| n.contains(a));
     if !is_trusted(&peer) {

@@ -10,15 +10,23 @@
 //! and the tests start it through these two calls.
 
 pub mod admin;
-pub mod api;
-pub mod audit;
-pub mod forwarded;
-pub mod keys;
-pub mod limits;
-pub mod metrics;
+mod api;
+mod audit;
+mod forwarded;
+mod keys;
+mod limits;
+mod metrics;
 pub mod model;
 pub mod repo;
 pub mod store;
+
+// The crate's surface besides `ControlPlane`. Four modules stay public as
+// namespaces: the data model, the repository over it, the `Store` a second
+// backend implements, and the admin socket's client (`admin::call`).
+pub use api::auth::{issue_link, LinkRequest};
+pub use api::{openapi_document, Shared, SECURITY_EVENTS_PER_MINUTE};
+pub use audit::{verify as verify_audit_trail, AuditRecord};
+pub use keys::{write_secret_file, KeyError, KeyRing, MasterKeys, Scope};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +38,6 @@ use serde::{Deserialize, Serialize};
 use strom_identity::mail::{FileOutbox, Mailer, SmtpConfig, SmtpMailer};
 pub use strom_token::RelayRole;
 
-use crate::keys::{KeyRing, MasterKeys};
 use crate::model::Role;
 use crate::repo::Repo;
 use crate::store::{RocksStore, Store, Table};

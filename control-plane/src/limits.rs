@@ -77,7 +77,7 @@ impl PhantomLockouts {
 /// The per-address rate-limit key: an IPv4 address, or the /64 an IPv6
 /// address lies in (one host usually holds a whole /64, so per address it
 /// could start a fresh allowance with every request).
-pub fn address_key(ip: std::net::IpAddr) -> String {
+pub(crate) fn address_key(ip: std::net::IpAddr) -> String {
     match ip {
         std::net::IpAddr::V4(a) => a.to_string(),
         std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {

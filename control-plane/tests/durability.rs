@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use serde_json::json;
-use strom_control_plane::keys::{KeyError, KeyRing, MasterKeys, Scope};
 use strom_control_plane::model::{Participant, ParticipantSource, ParticipantStatus};
 use strom_control_plane::repo::{NewParticipant, RepoError};
 use strom_control_plane::store::{RocksStore, Store, Table};
 use strom_control_plane::{open_repo, ControlPlane, Paths};
+use strom_control_plane::{KeyError, KeyRing, MasterKeys, Scope};
 
 /// Child process: serves a control plane on the data dir in the environment
 /// until it is killed. Does nothing in a normal test run.

@@ -9,8 +9,7 @@ mod common;
 
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
-use strom_control_plane::model::EdgeRegistration;
-use strom_control_plane::ControlPlaneConfig;
+use strom_control_plane::{model::EdgeRegistration, ControlPlaneConfig};
 
 const PEER: &str = "12D3KooWLdvg7ZbBHnyFeY4kU7VZ5U3T8fM6o6x4o3HVYxBXYxKn";
 

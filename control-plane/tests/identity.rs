@@ -6,8 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use strom_control_plane::model::Link;
-use strom_control_plane::store::Table;
+use strom_control_plane::{model::Link, store::Table};
 
 async fn staff(plane: &Plane, owner: &mut Client, email: &str, role: &str) -> (String, String) {
     let r = owner

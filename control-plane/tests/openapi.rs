@@ -9,7 +9,7 @@
 
 #[test]
 fn the_committed_openapi_document_is_the_api() {
-    let doc = serde_json::to_string_pretty(&strom_control_plane::api::openapi_document())
+    let doc = serde_json::to_string_pretty(&strom_control_plane::openapi_document())
         .expect("the document serialises")
         + "\n";
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/openapi.json");

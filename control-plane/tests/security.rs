@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use strom_control_plane::keys::Scope;
+use strom_control_plane::Scope;
 
 fn code_at(secret: &str, unix: u64) -> String {
     totp_rs::Builder::new()
@@ -585,7 +585,7 @@ async fn an_erased_participants_data_is_unreadable_in_the_audit_trail() {
         }
     }
     // Not with the event's key nor the tenant's either (both still exist).
-    let records: Vec<strom_control_plane::audit::AuditRecord> = plane
+    let records: Vec<strom_control_plane::AuditRecord> = plane
         .repo
         .store
         .scan(
@@ -596,7 +596,7 @@ async fn an_erased_participants_data_is_unreadable_in_the_audit_trail() {
         .unwrap()
         .into_iter()
         .map(|(_, v)| serde_json::from_slice(&v).unwrap())
-        .filter(|r: &strom_control_plane::audit::AuditRecord| r.entity_id == p)
+        .filter(|r: &strom_control_plane::AuditRecord| r.entity_id == p)
         .collect();
     let mut sealed = 0;
     for r in &records {
@@ -782,7 +782,7 @@ async fn refusals_are_security_events_in_the_audit_trail() {
         refused.iter().any(|a| a["field"] == "GET /api/v1/users"),
         "{refused:?}"
     );
-    assert!(refused.len() <= strom_control_plane::api::SECURITY_EVENTS_PER_MINUTE as usize);
+    assert!(refused.len() <= strom_control_plane::SECURITY_EVENTS_PER_MINUTE as usize);
     assert_eq!(of("csrf-refused").len(), 1, "{audit}");
     assert!(!of("login").is_empty(), "staff logins are recorded too");
     // Pseudonymous: no e-mail address in these records.

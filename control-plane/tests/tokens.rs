@@ -3,8 +3,7 @@
 
 mod common;
 
-use strom_control_plane::model::Event;
-use strom_control_plane::repo::now;
+use strom_control_plane::{model::Event, repo::now};
 use strom_token::{Action, RevocationKind, Verifier};
 
 #[tokio::test]

@@ -6,8 +6,7 @@
 
 use std::time::Instant;
 
-use strom_control_plane::repo::Repo;
-use strom_control_plane::{ControlPlane, ControlPlaneConfig};
+use strom_control_plane::{repo::Repo, ControlPlane, ControlPlaneConfig};
 use strom_token::{Action, Grant, RevocationKind};
 use time::OffsetDateTime;
 

@@ -20,18 +20,18 @@ use utoipa::ToSchema;
 
 use super::problem::{blocking, Body};
 use super::*;
-pub use strom_protocol::{AgentStats, RegisterAnswer, RegisterRequest, RosterEntry};
+pub(crate) use strom_protocol::{AgentStats, RegisterAnswer, RegisterRequest, RosterEntry};
 
 /// How often agents register (the answer tells them).
-pub const REGISTER_EVERY_SECS: u64 = 10;
+pub(crate) const REGISTER_EVERY_SECS: u64 = 10;
 /// An agent not heard from for this long leaves the roster.
 const ROSTER_TTL: Duration = Duration::from_secs(3 * REGISTER_EVERY_SECS);
 /// Lifetime of a ticket; agents register far more often than this.
 const TICKET_SECS: i64 = 3600;
 /// The prefix of a ticket's subject: `agent:<site>:<peer id>`.
-pub const TICKET_SUBJECT_PREFIX: &str = "agent:";
+pub(crate) const TICKET_SUBJECT_PREFIX: &str = "agent:";
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route(
             "/api/v1/agent-credentials",
@@ -46,7 +46,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct AgentCredential {
+pub(crate) struct AgentCredential {
     /// The credential's id (its token subject; revoke by it).
     pub id: String,
     /// Give this to the tenant's peer-agents (`peer_agent.credential`). Shown once.
@@ -56,7 +56,7 @@ pub struct AgentCredential {
 /// Issues a credential with which the tenant's peer-agents register.
 #[utoipa::path(post, path = "/api/v1/agent-credentials", tag = "agents",
     responses((status = 201, body = AgentCredential), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn create_agent_credential(
+pub(crate) async fn create_agent_credential(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<(StatusCode, Json<AgentCredential>)> {
@@ -75,7 +75,7 @@ pub async fn create_agent_credential(
 /// revoked. The credentials themselves are shown only when issued.
 #[utoipa::path(get, path = "/api/v1/agent-credentials", tag = "agents",
     responses((status = 200, body = Vec<crate::repo::CredentialRecord>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_agent_credentials(
+pub(crate) async fn list_agent_credentials(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<crate::repo::CredentialRecord>>> {
@@ -91,7 +91,7 @@ pub async fn list_agent_credentials(
 /// sessions close). Issue a new credential for the agents that stay.
 #[utoipa::path(delete, path = "/api/v1/agent-credentials/{id}", tag = "agents", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn revoke_agent_credential(
+pub(crate) async fn revoke_agent_credential(
     State(state): State<Shared>,
     caller: Caller,
     super::problem::PathOf(id): super::problem::PathOf<String>,
@@ -112,7 +112,7 @@ pub async fn revoke_agent_credential(
 #[utoipa::path(post, path = "/api/v1/agents/register", tag = "agents", request_body = RegisterRequest, security(("relay" = [])),
     responses((status = 200, body = RegisterAnswer), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<Shared>,
     headers: HeaderMap,
     Body(mut req): Body<RegisterRequest>,
@@ -222,7 +222,7 @@ pub struct SiteAgents {
 /// The agents of each site heard from recently (tenant owners).
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
     responses((status = 200, body = Vec<SiteAgents>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_agents(
+pub(crate) async fn list_agents(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<SiteAgents>>> {

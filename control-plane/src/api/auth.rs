@@ -26,10 +26,10 @@ mod second_factor;
 mod sessions;
 
 pub use links::*;
-pub use second_factor::*;
-pub use sessions::*;
+pub(crate) use second_factor::*;
+pub(crate) use sessions::*;
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
@@ -50,7 +50,7 @@ pub fn routes() -> Router<Shared> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginRequest {
+pub(crate) struct LoginRequest {
     pub tenant: String,
     /// Set for a participant's login to an event; absent for staff.
     #[serde(default)]
@@ -63,7 +63,7 @@ pub struct LoginRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct SessionInfo {
+pub(crate) struct SessionInfo {
     pub tenant: String,
     /// `staff` or `participant`.
     pub kind: String,
@@ -239,7 +239,7 @@ pub(crate) fn with_session_cookie(state: &AppState, secret: &str, session: &Sess
 /// Password login for staff (and participants with a password).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = SessionInfo), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 423, body = Problem), (status = 429, body = Problem)))]
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -333,7 +333,7 @@ pub(crate) fn check_totp(
 
 /// Ends the session.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn logout(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
+pub(crate) async fn logout(State(state): State<Shared>, caller: Caller) -> ApiResult<Response> {
     let repo = state.repo.clone();
     blocking(move || Ok(repo.delete_session(&caller.secret)?)).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
@@ -346,13 +346,13 @@ pub async fn logout(State(state): State<Shared>, caller: Caller) -> ApiResult<Re
 
 /// The caller's session and CSRF token.
 #[utoipa::path(get, path = "/api/v1/session", tag = "auth", responses((status = 200, body = SessionInfo), (status = 401, body = Problem)))]
-pub async fn session_info(caller: Caller) -> Json<SessionInfo> {
+pub(crate) async fn session_info(caller: Caller) -> Json<SessionInfo> {
     Json(info(&caller.session))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ChangePasswordRequest {
+pub(crate) struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
 }
@@ -360,7 +360,7 @@ pub struct ChangePasswordRequest {
 /// Changes the caller's password (policy and history apply).
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 423, body = Problem)))]
-pub async fn change_password(
+pub(crate) async fn change_password(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<ChangePasswordRequest>,

@@ -22,7 +22,7 @@ use super::relay::{EventFigures, QoeSums};
 use super::*;
 
 /// How often a sample is taken.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// How long a timeline reaches back (and how long an event's figures stay
 /// after its last report).
 const KEEP: Duration = Duration::from_secs(3600);
@@ -360,7 +360,7 @@ impl Inner {
 }
 
 /// Samples every [`SAMPLE_EVERY`] until the control plane stops.
-pub async fn sample_loop(state: Shared) {
+pub(crate) async fn sample_loop(state: Shared) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -397,7 +397,7 @@ pub async fn sample_loop(state: Shared) {
 /// and their timelines over the last hour, sampled every 5 s.
 #[utoipa::path(get, path = "/api/v1/events/{event}/dashboard", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = EventDashboard), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn event_dashboard(
+pub(crate) async fn event_dashboard(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,

@@ -14,7 +14,7 @@ use super::problem::{blocking, Body, PathOf};
 use super::*;
 use crate::model::{AccessMode, Event, Stream};
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/events", get(list_events).post(create_event))
         .route(
@@ -39,7 +39,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct LiveStream {
+pub(crate) struct LiveStream {
     pub name: String,
     /// The encoder is pushing (an origin carries the stream).
     pub live: bool,
@@ -50,7 +50,7 @@ pub struct LiveStream {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct LiveStatus {
+pub(crate) struct LiveStatus {
     pub streams: Vec<LiveStream>,
     /// Viewers of the event now: play sessions and HLS players at edges and
     /// peer-agents (as the dashboard counts them).
@@ -61,7 +61,7 @@ pub struct LiveStatus {
 /// as the origins and edges reported in the last seconds.
 #[utoipa::path(get, path = "/api/v1/events/{event}/live", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = LiveStatus), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn live(
+pub(crate) async fn live(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -105,7 +105,7 @@ pub async fn live(
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct FieldDto {
+pub(crate) struct FieldDto {
     /// Machine name, a-z 0-9 _.
     pub name: String,
     pub label: String,
@@ -118,7 +118,7 @@ pub struct FieldDto {
     pub required: bool,
 }
 
-pub fn to_field(d: &FieldDto) -> ApiResult<FormField> {
+pub(crate) fn to_field(d: &FieldDto) -> ApiResult<FormField> {
     let kind = match d.kind.as_str() {
         "text" => FieldKind::Text,
         "email" => FieldKind::Email,
@@ -140,7 +140,7 @@ pub fn to_field(d: &FieldDto) -> ApiResult<FormField> {
     })
 }
 
-pub fn from_field(f: &FormField) -> FieldDto {
+pub(crate) fn from_field(f: &FormField) -> FieldDto {
     let (kind, options) = match &f.kind {
         FieldKind::Text => ("text", vec![]),
         FieldKind::Email => ("email", vec![]),
@@ -157,7 +157,7 @@ pub fn from_field(f: &FormField) -> FieldDto {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct EventDto {
+pub(crate) struct EventDto {
     pub id: String,
     pub title: String,
     #[schema(format = DateTime)]
@@ -181,7 +181,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-pub fn event_dto(e: &Event) -> EventDto {
+pub(crate) fn event_dto(e: &Event) -> EventDto {
     EventDto {
         id: e.id.clone(),
         title: e.title.clone(),
@@ -201,7 +201,7 @@ pub fn event_dto(e: &Event) -> EventDto {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventRequest {
+pub(crate) struct EventRequest {
     pub title: String,
     #[schema(format = DateTime)]
     pub starts_at: String,
@@ -266,7 +266,7 @@ fn build_event(tenant: &str, id: &str, req: EventRequest) -> ApiResult<Event> {
 
 /// Events of the tenant.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", responses((status = 200, body = Vec<EventDto>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<EventDto>>> {
@@ -285,7 +285,7 @@ pub async fn list_events(
 /// Creates an event.
 #[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = EventRequest,
     responses((status = 201, body = EventDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn create_event(
+pub(crate) async fn create_event(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<EventRequest>,
@@ -301,7 +301,7 @@ pub async fn create_event(
 /// One event.
 #[utoipa::path(get, path = "/api/v1/events/{event}", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = EventDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_event(
+pub(crate) async fn get_event(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -316,7 +316,7 @@ pub async fn get_event(
 /// Replaces an event's settings.
 #[utoipa::path(patch, path = "/api/v1/events/{event}", tag = "events", params(("event" = String, Path)), request_body = EventRequest,
     responses((status = 200, body = EventDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn update_event(
+pub(crate) async fn update_event(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -337,7 +337,7 @@ pub async fn update_event(
 /// Deletes an event with its participants, streams, recordings and keys.
 #[utoipa::path(delete, path = "/api/v1/events/{event}", tag = "events", params(("event" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete_event(
+pub(crate) async fn delete_event(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -353,7 +353,7 @@ pub async fn delete_event(
 /// Ends an event now: viewers' permissions lapse and their sessions close.
 #[utoipa::path(post, path = "/api/v1/events/{event}/end", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = EventDto), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn end_event(
+pub(crate) async fn end_event(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -370,7 +370,7 @@ pub async fn end_event(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct StreamDto {
+pub(crate) struct StreamDto {
     pub name: String,
     /// Media namespace: tenant/event/stream.
     pub namespace: String,
@@ -388,7 +388,7 @@ fn stream_dto(s: &Stream) -> StreamDto {
 /// Streams of an event.
 #[utoipa::path(get, path = "/api/v1/events/{event}/streams", tag = "events", params(("event" = String, Path)),
     responses((status = 200, body = Vec<StreamDto>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn list_streams(
+pub(crate) async fn list_streams(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -407,7 +407,7 @@ pub async fn list_streams(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StreamRequest {
+pub(crate) struct StreamRequest {
     /// 1 to 32 of a-z, 0-9 and -.
     pub name: String,
 }
@@ -415,7 +415,7 @@ pub struct StreamRequest {
 /// Adds a stream to an event.
 #[utoipa::path(post, path = "/api/v1/events/{event}/streams", tag = "events", params(("event" = String, Path)), request_body = StreamRequest,
     responses((status = 201, body = StreamDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn create_stream(
+pub(crate) async fn create_stream(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -439,7 +439,7 @@ pub async fn create_stream(
 /// Deletes a stream; its publish credential stops working.
 #[utoipa::path(delete, path = "/api/v1/events/{event}/streams/{stream}", tag = "events", params(("event" = String, Path), ("stream" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete_stream(
+pub(crate) async fn delete_stream(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, stream)): PathOf<(String, String)>,
@@ -453,7 +453,7 @@ pub async fn delete_stream(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct PublishCredential {
+pub(crate) struct PublishCredential {
     /// RTMP server URL for the encoder (OBS: Server).
     pub rtmp_url: String,
     /// The publish credential (OBS: Stream Key). Shown once; issuing a new one revokes it.
@@ -474,7 +474,7 @@ pub struct PublishCredential {
 /// Issues a new publish credential for a stream (and revokes the previous one).
 #[utoipa::path(post, path = "/api/v1/events/{event}/streams/{stream}/credential", tag = "events", params(("event" = String, Path), ("stream" = String, Path)),
     responses((status = 200, body = PublishCredential), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn issue_credential(
+pub(crate) async fn issue_credential(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, stream)): PathOf<(String, String)>,
@@ -507,7 +507,7 @@ pub async fn issue_credential(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct PublicEvent {
+pub(crate) struct PublicEvent {
     pub tenant: String,
     pub id: String,
     pub title: String,
@@ -523,7 +523,7 @@ pub struct PublicEvent {
 /// What the event's landing page shows (no login needed).
 #[utoipa::path(get, path = "/api/v1/public/{tenant}/events/{event}", tag = "events", params(("tenant" = String, Path), ("event" = String, Path)),
     responses((status = 200, body = PublicEvent), (status = 404, body = Problem)))]
-pub async fn public_event(
+pub(crate) async fn public_event(
     State(state): State<Shared>,
     PathOf((tenant, event)): PathOf<(String, String)>,
 ) -> ApiResult<Json<PublicEvent>> {

@@ -2,16 +2,16 @@
 //! need-to-know checks per role, errors as `application/problem+json`, and an
 //! OpenAPI document at `/api/openapi.json`.
 
-pub mod agents;
-pub mod auth;
-pub mod dashboard;
-pub mod events;
-pub mod oidc;
-pub mod pages;
-pub mod participants;
-pub mod problem;
-pub mod relay;
-pub mod tenant;
+pub(crate) mod agents;
+pub(crate) mod auth;
+pub(crate) mod dashboard;
+pub(crate) mod events;
+pub(crate) mod oidc;
+pub(crate) mod pages;
+pub(crate) mod participants;
+pub(crate) mod problem;
+pub(crate) mod relay;
+pub(crate) mod tenant;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,15 +26,15 @@ use axum::Router;
 use strom_identity::mail::Mailer;
 use utoipa::OpenApi;
 
-pub use problem::{blocking, ApiError, ApiResult, Problem};
+pub(crate) use problem::{blocking, ApiError, ApiResult, Problem};
 
 use crate::limits::RateLimits;
 use crate::model::{Principal, Role, Session};
 use crate::repo::Repo;
 
-pub const SESSION_COOKIE: &str = "__Host-strom_session";
-pub const PREAUTH_COOKIE: &str = "__Host-strom_preauth";
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const SESSION_COOKIE: &str = "__Host-strom_session";
+pub(crate) const PREAUTH_COOKIE: &str = "__Host-strom_preauth";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// What every handler can reach.
 pub struct AppState {
@@ -73,22 +73,22 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 /// The caller's session, loaded from the cookie.
-pub struct Caller {
+pub(crate) struct Caller {
     pub session: Session,
     pub secret: String,
 }
 
 impl Caller {
-    pub fn tenant(&self) -> &str {
+    pub(crate) fn tenant(&self) -> &str {
         &self.session.tenant
     }
 
     /// Pseudonymous id of the caller, for the audit trail.
-    pub fn actor(&self) -> &str {
+    pub(crate) fn actor(&self) -> &str {
         crate::repo::principal_id(&self.session.principal)
     }
 
-    pub fn role(&self) -> Option<Role> {
+    pub(crate) fn role(&self) -> Option<Role> {
         match &self.session.principal {
             Principal::Staff { role, .. } => Some(*role),
             Principal::Participant { .. } => None,
@@ -97,7 +97,7 @@ impl Caller {
 
     /// Need-to-know: the caller must be staff with one of `roles`, and must
     /// have completed any due password change or TOTP enrolment.
-    pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
+    pub(crate) fn require(&self, roles: &[Role]) -> ApiResult<()> {
         if self.session.must_change_password || self.session.must_enrol_totp {
             return Err(ApiError::forbidden(
                 "finish the password change or TOTP enrolment first",
@@ -113,7 +113,7 @@ impl Caller {
     /// with one of `roles` (as [`Caller::require`]) and runs `work` on the
     /// repository off the async workers. The one idiom for a staff
     /// handler, so no handler reaches the repository before its check.
-    pub async fn in_role<T: Send + 'static>(
+    pub(crate) async fn in_role<T: Send + 'static>(
         self,
         state: &AppState,
         roles: &[Role],
@@ -124,7 +124,7 @@ impl Caller {
         blocking(move || work(&repo, &self)).await
     }
 
-    pub fn participant(&self) -> ApiResult<(&str, &str)> {
+    pub(crate) fn participant(&self) -> ApiResult<(&str, &str)> {
         match &self.session.principal {
             Principal::Participant { event, participant } if !self.session.must_change_password => {
                 Ok((event, participant))
@@ -137,11 +137,11 @@ impl Caller {
     }
 }
 
-pub const ALL_STAFF: &[Role] = &[Role::Owner, Role::EventManager, Role::Moderator];
-pub const MANAGERS: &[Role] = &[Role::Owner, Role::EventManager];
-pub const OWNERS: &[Role] = &[Role::Owner];
+pub(crate) const ALL_STAFF: &[Role] = &[Role::Owner, Role::EventManager, Role::Moderator];
+pub(crate) const MANAGERS: &[Role] = &[Role::Owner, Role::EventManager];
+pub(crate) const OWNERS: &[Role] = &[Role::Owner];
 
-pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -197,7 +197,7 @@ impl FromRequestParts<Shared> for Caller {
 /// Who a request turned out to be (filled by the [`Caller`] extractor), so
 /// that a refusal can be recorded as a security event after the handler.
 #[derive(Clone, Default)]
-pub struct SeenCaller(Arc<std::sync::Mutex<Option<(String, String, bool)>>>);
+pub(crate) struct SeenCaller(Arc<std::sync::Mutex<Option<(String, String, bool)>>>);
 
 impl SeenCaller {
     fn note(&self, session: &Session, csrf_refused: bool) {
@@ -271,7 +271,7 @@ pub const SECURITY_EVENTS_PER_MINUTE: u32 = 10;
 
 /// The client's address (for rate limits; never logged): the TCP peer, or
 /// the client a trusted reverse proxy names ([`crate::forwarded`]).
-pub struct ClientIp(pub std::net::IpAddr);
+pub(crate) struct ClientIp(pub std::net::IpAddr);
 
 impl FromRequestParts<Shared> for ClientIp {
     type Rejection = ApiError;
@@ -293,7 +293,12 @@ impl FromRequestParts<Shared> for ClientIp {
     }
 }
 
-pub fn session_cookie(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+pub(crate) fn session_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age_secs: i64,
+) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
     let cookie_name = if state.secure_cookies {
         name.to_owned()
@@ -400,7 +405,7 @@ async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi_document())
 }
 
-pub fn router(state: Shared) -> Router {
+pub(crate) fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi_json))
@@ -469,4 +474,4 @@ pub fn router(state: Shared) -> Router {
     components(schemas(problem::Problem)),
     tags((name = "auth"), (name = "tenant"), (name = "events"), (name = "participants"), (name = "relay"), (name = "agents"))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;

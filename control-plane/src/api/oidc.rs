@@ -18,7 +18,7 @@
 //! `control_plane.oidc_allow_private_addresses` lets in loopback and
 //! internal ones (development, an on-premises provider).
 
-pub mod provider_http;
+pub(crate) mod provider_http;
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -48,7 +48,7 @@ use crate::repo::{random_secret, sha256_hex};
 use provider_http::{AddressPolicy, ProviderHttp, ProviderHttpError, Refusal};
 
 /// Name of the cookie that binds a pending login to the browser that started it.
-pub const OIDC_COOKIE: &str = "__Host-strom_oidc";
+pub(crate) const OIDC_COOKIE: &str = "__Host-strom_oidc";
 /// How long a started login may take at the provider.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Pending logins kept at most (unauthenticated callers create them).
@@ -56,14 +56,14 @@ const PENDING_MAX: usize = 10_000;
 /// How long discovered provider metadata (with its JWKS) is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/auth/oidc/start", get(start))
         .route("/api/v1/auth/oidc/callback", get(callback))
 }
 
 /// The redirect URI to register at the identity provider.
-pub fn redirect_uri(state: &AppState) -> String {
+pub(crate) fn redirect_uri(state: &AppState) -> String {
     format!("{}api/v1/auth/oidc/callback", state.public_url)
 }
 
@@ -71,7 +71,7 @@ pub fn redirect_uri(state: &AppState) -> String {
 
 /// A login sent to the provider and not yet back.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PendingLogin {
+pub(crate) struct PendingLogin {
     pub tenant: String,
     pub event: Option<String>,
     pub pkce_verifier: String,
@@ -83,7 +83,7 @@ pub struct PendingLogin {
 
 /// Why a callback's `state` was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PendingRefusal {
+pub(crate) enum PendingRefusal {
     /// Unknown, expired or already used.
     Unknown,
     /// Started in another browser (the pre-auth cookie does not match);
@@ -93,17 +93,17 @@ pub enum PendingRefusal {
 
 /// The pending-login table is full of live logins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableFull;
+pub(crate) struct TableFull;
 
 /// Pending logins keyed by the SHA-256 of `state`; single use.
 #[derive(Default)]
-pub struct PendingLogins {
+pub(crate) struct PendingLogins {
     by_state: HashMap<String, PendingLogin>,
 }
 
 impl PendingLogins {
     /// Keeps `login` under `state_hash`; `Err` when full of live logins.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         state_hash: String,
         login: PendingLogin,
@@ -122,7 +122,7 @@ impl PendingLogins {
     /// Takes the login for `state_hash` if it is live and was started by the
     /// browser whose cookie hashes to `browser`. A wrong browser does not use
     /// it up, so whoever learns the callback URL cannot spoil the real login.
-    pub fn take(
+    pub(crate) fn take(
         &mut self,
         state_hash: &str,
         browser: Option<&str>,
@@ -146,11 +146,11 @@ impl PendingLogins {
             .ok_or(PendingRefusal::Unknown)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_state.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_state.is_empty()
     }
 }
@@ -184,7 +184,7 @@ type Client = CoreClient<
 >;
 
 /// What this control plane may reach for single sign-on.
-pub fn address_policy(state: &AppState) -> AddressPolicy {
+pub(crate) fn address_policy(state: &AppState) -> AddressPolicy {
     AddressPolicy {
         allow_private: state.oidc_allow_private_addresses,
     }
@@ -212,7 +212,7 @@ fn http(policy: AddressPolicy) -> Result<&'static ProviderHttp, ApiError> {
 /// Checks an issuer a tenant owner sets (or that is about to be used):
 /// https and a public host, by the URL alone (names are checked again,
 /// resolved, when fetched). `field` names it in the answer.
-pub fn check_issuer(policy: AddressPolicy, issuer: &url::Url, field: &str) -> ApiResult<()> {
+pub(crate) fn check_issuer(policy: AddressPolicy, issuer: &url::Url, field: &str) -> ApiResult<()> {
     policy.check_url(issuer).map_err(|refusal| {
         ApiError::bad_request(match refusal {
             Refusal::NotHttps => format!("{field} must be https"),
@@ -325,7 +325,7 @@ async fn client_for(state: &Shared, tenant: &str) -> ApiResult<(Client, String)>
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct StartQuery {
+pub(crate) struct StartQuery {
     /// The tenant whose identity provider to use (`t_…`).
     pub tenant: String,
     /// For a participant's login to an event (`e_…`); absent for staff.
@@ -345,7 +345,7 @@ fn rate_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
 #[utoipa::path(get, path = "/api/v1/auth/oidc/start", tag = "auth", params(StartQuery),
     responses((status = 303, description = "to the identity provider's authorization endpoint"), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 429, body = Problem), (status = 502, body = Problem), (status = 503, body = Problem)))]
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     QueryOf(q): QueryOf<StartQuery>,
@@ -395,7 +395,7 @@ pub async fn start(
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct CallbackQuery {
+pub(crate) struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,
     /// Set by the provider instead of `code` when the login failed.
@@ -432,7 +432,7 @@ fn provider_error(e: &str) -> &str {
 #[utoipa::path(get, path = "/api/v1/auth/oidc/callback", tag = "auth", params(CallbackQuery),
     responses((status = 303, description = "logged in: to the portal, or to the event's page for participants"), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 429, body = Problem), (status = 502, body = Problem)))]
-pub async fn callback(
+pub(crate) async fn callback(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,

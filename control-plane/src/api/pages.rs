@@ -24,7 +24,7 @@ use axum::Router;
 use super::{cookie_value, AppState, ClientIp, Shared, SESSION_COOKIE};
 use crate::model::P2pMode;
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route(
             "/",
@@ -172,7 +172,7 @@ async fn media_sources_for(state: &Shared, tenant: Option<TenantOf>, ip: IpAddr)
 /// the same host serves at a UDP port of its choosing (`webtransport.json`
 /// names it). URLs that are not http(s), or whose host could not stand in a
 /// policy as it is, are left out.
-pub fn media_sources<'a>(urls: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn media_sources<'a>(urls: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |s: String| {
         if !out.contains(&s) {
@@ -209,7 +209,7 @@ pub fn media_sources<'a>(urls: impl IntoIterator<Item = &'a str>) -> Vec<String>
 /// [`media_sources`]): scripts, styles and everything else only from here;
 /// media also from `blob:` (MSE). No `http:`/`https:` wildcards: a script
 /// slipped into a page could not send data anywhere else.
-pub fn content_security_policy(media: &[String], embeddable: bool) -> String {
+pub(crate) fn content_security_policy(media: &[String], embeddable: bool) -> String {
     let media: String = media.iter().map(|s| format!(" {s}")).collect();
     let frame_ancestors = if embeddable { "*" } else { "'none'" };
     format!(
@@ -224,7 +224,7 @@ const HSTS: &str = "max-age=31536000; includeSubDomains";
 /// `Strict-Transport-Security` when the public URL is https: a TLS proxy
 /// terminates in front of the control plane, but browsers see the public
 /// URL. Never over plain http (it would pin a name to https that has none).
-pub fn strict_transport_security(state: &AppState) -> Option<HeaderValue> {
+pub(crate) fn strict_transport_security(state: &AppState) -> Option<HeaderValue> {
     (state.public_url.scheme() == "https").then(|| HeaderValue::from_static(HSTS))
 }
 
@@ -246,7 +246,11 @@ const NOT_A_PAGE_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 /// `no-referrer`, HSTS when the public URL is https, and a locked-down
 /// policy on answers that carry none. Assets go without: a policy on a
 /// script would bind a worker started from it.
-pub async fn security_headers(State(state): State<Shared>, req: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(
+    State(state): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
     let asset = req.uri().path().starts_with("/assets/");
     let mut res = next.run(req).await;
     let h = res.headers_mut();

@@ -22,7 +22,7 @@ use super::*;
 use crate::model::{AccessMode, LinkPurpose, ParticipantSource, ParticipantStatus, Principal};
 use crate::repo::{ConsentRecord, NewParticipant, ParticipantView};
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route(
             "/api/v1/events/{event}/participants",
@@ -73,7 +73,7 @@ pub fn routes() -> Router<Shared> {
 /// Participants of an event.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants", tag = "participants", params(("event" = String, Path)),
     responses((status = 200, body = Vec<ParticipantView>), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn list_participants(
+pub(crate) async fn list_participants(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -92,7 +92,7 @@ pub async fn list_participants(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Invitation {
+pub(crate) struct Invitation {
     pub email: String,
     pub name: String,
     #[serde(default)]
@@ -109,7 +109,7 @@ fn yes() -> bool {
 /// Invites a participant (status `invited` until their first login).
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants", tag = "participants", params(("event" = String, Path)), request_body = Invitation,
     responses((status = 201, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn create_participant(
+pub(crate) async fn create_participant(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -153,7 +153,7 @@ pub async fn create_participant(
 /// One participant.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = ParticipantView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_participant(
+pub(crate) async fn get_participant(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
@@ -171,7 +171,7 @@ pub async fn get_participant(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ParticipantPatch {
+pub(crate) struct ParticipantPatch {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -183,7 +183,7 @@ pub struct ParticipantPatch {
 /// Rectifies a participant's data.
 #[utoipa::path(patch, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", params(("event" = String, Path), ("id" = String, Path)), request_body = ParticipantPatch,
     responses((status = 200, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn update_participant(
+pub(crate) async fn update_participant(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
@@ -205,7 +205,7 @@ pub async fn update_participant(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Erasure {
+pub(crate) struct Erasure {
     /// true: deleted; false: blocked because the event is under a retention hold.
     pub deleted: bool,
 }
@@ -213,7 +213,7 @@ pub struct Erasure {
 /// Erases a participant (or blocks them under a retention hold); their tokens are revoked.
 #[utoipa::path(delete, path = "/api/v1/events/{event}/participants/{id}", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Erasure), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn erase_participant(
+pub(crate) async fn erase_participant(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
@@ -229,7 +229,7 @@ pub async fn erase_participant(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StatusChange {
+pub(crate) struct StatusChange {
     /// active (approve or reactivate), deactivated or blocked.
     pub status: ParticipantStatus,
 }
@@ -237,7 +237,7 @@ pub struct StatusChange {
 /// Approves, deactivates, reactivates or blocks a participant.
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/{id}/status", tag = "participants", params(("event" = String, Path), ("id" = String, Path)), request_body = StatusChange,
     responses((status = 200, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn set_status(
+pub(crate) async fn set_status(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
@@ -268,7 +268,7 @@ pub async fn set_status(
 /// Unlocks a participant locked out by failed password attempts.
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/{id}/unlock", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn unlock_participant(
+pub(crate) async fn unlock_participant(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
@@ -291,14 +291,14 @@ pub async fn unlock_participant(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ImportQuery {
+pub(crate) struct ImportQuery {
     /// Generate a password for rows without one (returned once, must be changed).
     #[serde(default)]
     pub generate_passwords: bool,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ImportResult {
+pub(crate) struct ImportResult {
     pub created: usize,
     /// Row errors; when there are any, nobody was created.
     pub errors: Vec<ImportError>,
@@ -307,7 +307,7 @@ pub struct ImportResult {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ImportError {
+pub(crate) struct ImportError {
     pub line: u64,
     pub column: Option<String>,
     pub message: String,
@@ -317,7 +317,7 @@ pub struct ImportError {
 #[utoipa::path(post, path = "/api/v1/events/{event}/participants/import", tag = "participants", params(("event" = String, Path), ImportQuery),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 201, body = ImportResult), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = ImportResult)))]
-pub async fn import_participants(
+pub(crate) async fn import_participants(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -368,7 +368,7 @@ pub async fn import_participants(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ExportQuery {
+pub(crate) struct ExportQuery {
     /// csv (default) or json.
     #[serde(default)]
     pub format: Option<String>,
@@ -377,7 +377,7 @@ pub struct ExportQuery {
 /// Exports an event's participants as CSV or JSON.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants/export", tag = "participants", params(("event" = String, Path), ExportQuery),
     responses((status = 200, description = "text/csv or application/json", body = Vec<ParticipantView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn export_participants(
+pub(crate) async fn export_participants(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -417,7 +417,7 @@ pub async fn export_participants(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct SubjectExport {
+pub(crate) struct SubjectExport {
     pub participant: ParticipantView,
     pub consents: Vec<ConsentRecord>,
     pub event_title: String,
@@ -435,7 +435,7 @@ fn subject_export(repo: &Repo, tenant: &str, event: &str, id: &str) -> ApiResult
 /// Data subject access export (JSON) of one participant, for staff.
 #[utoipa::path(get, path = "/api/v1/events/{event}/participants/{id}/export", tag = "participants", params(("event" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = SubjectExport), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn export_participant(
+pub(crate) async fn export_participant(
     State(state): State<Shared>,
     caller: Caller,
     PathOf((event, id)): PathOf<(String, String)>,
@@ -449,7 +449,7 @@ pub async fn export_participant(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Registration {
+pub(crate) struct Registration {
     pub email: String,
     pub name: String,
     #[serde(default)]
@@ -462,7 +462,7 @@ pub struct Registration {
 /// for valid input, whether or not the address was registered before.
 #[utoipa::path(post, path = "/api/v1/public/{tenant}/events/{event}/register", tag = "participants", params(("tenant" = String, Path), ("event" = String, Path)), request_body = Registration,
     responses((status = 202, body = super::auth::Accepted), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     PathOf((tenant, event)): PathOf<(String, String)>,
@@ -539,7 +539,7 @@ pub async fn register(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct PlaybackToken {
+pub(crate) struct PlaybackToken {
     /// Present as MoQT AUTHORIZATION TOKEN, `?token=` or the HLS cookie.
     pub token: String,
     pub expires_at: String,
@@ -557,7 +557,7 @@ pub struct PlaybackToken {
 /// A short-lived playback token for the caller (participant, or staff previewing).
 #[utoipa::path(post, path = "/api/v1/events/{event}/playback-token", tag = "participants", params(("event" = String, Path)),
     responses((status = 200, body = PlaybackToken), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn playback_token(
+pub(crate) async fn playback_token(
     State(state): State<Shared>,
     caller: Caller,
     ClientIp(ip): ClientIp,
@@ -654,7 +654,7 @@ pub async fn playback_token(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AttendanceReport {
+pub(crate) struct AttendanceReport {
     /// Seconds watched since the last report (at most 600).
     pub seconds: u32,
 }
@@ -662,7 +662,7 @@ pub struct AttendanceReport {
 /// Reports viewing time, for events that track attendance (TENANT-7).
 #[utoipa::path(post, path = "/api/v1/events/{event}/attendance", tag = "participants", params(("event" = String, Path)), request_body = AttendanceReport,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn attendance(
+pub(crate) async fn attendance(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(event): PathOf<String>,
@@ -688,7 +688,7 @@ pub async fn attendance(
 
 /// Everything stored about the calling participant (GDPR access, portability).
 #[utoipa::path(get, path = "/api/v1/me", tag = "participants", responses((status = 200, body = SubjectExport), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn me_export(
+pub(crate) async fn me_export(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<SubjectExport>> {
@@ -703,7 +703,7 @@ pub async fn me_export(
 /// Rectification by the participant.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "participants", request_body = ParticipantPatch,
     responses((status = 200, body = ParticipantView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
-pub async fn me_update(
+pub(crate) async fn me_update(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<ParticipantPatch>,
@@ -734,7 +734,10 @@ pub async fn me_update(
 
 /// Erasure at the participant's request (blocked instead under a retention hold).
 #[utoipa::path(delete, path = "/api/v1/me", tag = "participants", responses((status = 200, body = Erasure), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn me_erase(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Erasure>> {
+pub(crate) async fn me_erase(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Erasure>> {
     let repo = state.repo.clone();
     blocking(move || {
         let (event, id) = caller.participant()?;
@@ -747,7 +750,7 @@ pub async fn me_erase(State(state): State<Shared>, caller: Caller) -> ApiResult<
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ConsentChange {
+pub(crate) struct ConsentChange {
     /// false withdraws consent (access ends); true gives it again.
     pub given: bool,
 }
@@ -755,7 +758,7 @@ pub struct ConsentChange {
 /// Gives or withdraws consent to the event's privacy notice (a new immutable record).
 #[utoipa::path(post, path = "/api/v1/me/consent", tag = "participants", request_body = ConsentChange,
     responses((status = 200, body = ConsentRecord), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn me_consent(
+pub(crate) async fn me_consent(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<ConsentChange>,

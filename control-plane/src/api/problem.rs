@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::repo::RepoError;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
     pub kind: String,
@@ -29,7 +29,7 @@ pub struct ApiError {
     pub reason: Option<&'static str>,
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
@@ -128,17 +128,17 @@ impl IntoResponse for ApiError {
 /// JSON bodies whose rejections are problems too.
 #[derive(axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
-pub struct Body<T>(pub T);
+pub(crate) struct Body<T>(pub T);
 
 /// Path parameters whose rejections are problems.
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct PathOf<T>(pub T);
+pub(crate) struct PathOf<T>(pub T);
 
 /// Query parameters whose rejections are problems.
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct QueryOf<T>(pub T);
+pub(crate) struct QueryOf<T>(pub T);
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
@@ -159,7 +159,7 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 }
 
 /// Runs blocking repository work (RocksDB, argon2) off the async workers.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await?

@@ -15,9 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::problem::{blocking, Body, QueryOf};
 use super::*;
 use crate::model::EdgeRegistration;
-pub use strom_protocol::{EventFigures, QoeSums, RelayStatus, SrtSecrets, StreamStatus};
+pub(crate) use strom_protocol::{EventFigures, QoeSums, RelayStatus, SrtSecrets, StreamStatus};
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/relay/keys", get(keys))
         .route("/api/v1/relay/revocations", get(revocations))
@@ -29,7 +29,7 @@ pub fn routes() -> Router<Shared> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MediaKeyRequest {
+pub(crate) struct MediaKeyRequest {
     /// The origin's Ed25519 public key for object signatures, 64 hex digits.
     pub key: String,
 }
@@ -38,7 +38,7 @@ pub struct MediaKeyRequest {
 /// (`GET /api/v1/relay/keys`, field `media`) hands it to peer-agents.
 #[utoipa::path(post, path = "/api/v1/relay/media-key", tag = "relay", request_body = MediaKeyRequest, security(("relay" = [])),
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn media_key(
+pub(crate) async fn media_key(
     State(state): State<Shared>,
     headers: HeaderMap,
     Body(req): Body<MediaKeyRequest>,
@@ -69,7 +69,7 @@ pub async fn media_key(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SrtSecretsQuery {
+pub(crate) struct SrtSecretsQuery {
     /// The version held: the answer waits until the tenants change.
     #[serde(default)]
     pub version: Option<u64>,
@@ -84,7 +84,7 @@ pub struct SrtSecretsQuery {
 /// never leaves the control plane.
 #[utoipa::path(get, path = "/api/v1/relay/srt-secrets", tag = "relay", params(SrtSecretsQuery), security(("relay" = [])),
     responses((status = 200, body = SrtSecrets), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn srt_secrets(
+pub(crate) async fn srt_secrets(
     State(state): State<Shared>,
     headers: HeaderMap,
     QueryOf(q): QueryOf<SrtSecretsQuery>,
@@ -112,11 +112,11 @@ const MAX_REPORTED_STREAMS: usize = 10_000;
 const MAX_RELAYS: usize = 10_000;
 
 /// At most this many events per report.
-pub const MAX_REPORTED_EVENTS: usize = 10_000;
+pub(crate) const MAX_REPORTED_EVENTS: usize = 10_000;
 
 /// Checks reported events: `tenant/event` names (of `tenant` when given),
 /// finite non-negative figures that fit the interval.
-pub fn check_events(events: &[EventFigures], tenant: Option<&str>) -> ApiResult<()> {
+pub(crate) fn check_events(events: &[EventFigures], tenant: Option<&str>) -> ApiResult<()> {
     if events.len() > MAX_REPORTED_EVENTS {
         return Err(ApiError::bad_request("at most 10000 events per report"));
     }
@@ -215,7 +215,7 @@ impl StatusBoard {
 /// pushed and their bitrate, edges their viewers. No personal data.
 #[utoipa::path(post, path = "/api/v1/relay/status", tag = "relay", request_body = RelayStatus, security(("relay" = [])),
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn status(
+pub(crate) async fn status(
     State(state): State<Shared>,
     headers: HeaderMap,
     Body(req): Body<RelayStatus>,
@@ -296,14 +296,14 @@ pub(crate) fn relay_claims(state: &AppState, headers: &HeaderMap) -> ApiResult<C
 
 /// Public keys that sign strom tokens (PASETO v4.public, Ed25519), by key id.
 #[utoipa::path(get, path = "/api/v1/relay/keys", tag = "relay", responses((status = 200, description = "key set", body = Object)))]
-pub async fn keys(State(state): State<Shared>) -> ApiResult<Json<KeySet>> {
+pub(crate) async fn keys(State(state): State<Shared>) -> ApiResult<Json<KeySet>> {
     let repo = state.repo.clone();
     blocking(move || Ok(Json(repo.key_set()?))).await
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct RevocationQuery {
+pub(crate) struct RevocationQuery {
     /// Entries after this sequence number.
     #[serde(default)]
     pub after: u64,
@@ -316,7 +316,7 @@ pub struct RevocationQuery {
 #[utoipa::path(get, path = "/api/v1/relay/revocations", tag = "relay", params(RevocationQuery),
     security(("relay" = [])),
     responses((status = 200, description = "revocation feed", body = Object), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn revocations(
+pub(crate) async fn revocations(
     State(state): State<Shared>,
     headers: HeaderMap,
     QueryOf(q): QueryOf<RevocationQuery>,
@@ -336,7 +336,7 @@ pub async fn revocations(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub region: String,
     /// Base URL viewers use (HLS and WebTransport).
     pub url: String,
@@ -347,7 +347,7 @@ pub struct Heartbeat {
 /// An edge registers itself and reports its load (every few seconds).
 #[utoipa::path(post, path = "/api/v1/relay/heartbeat", tag = "relay", request_body = Heartbeat, security(("relay" = [])),
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn heartbeat(
+pub(crate) async fn heartbeat(
     State(state): State<Shared>,
     headers: HeaderMap,
     Body(req): Body<Heartbeat>,

@@ -16,7 +16,7 @@ use crate::audit::AuditRecord;
 use crate::model::{new_id, EdgeRegistration, LockoutMinutes, P2pMode, Site};
 use crate::repo::UserView;
 
-pub fn routes() -> Router<Shared> {
+pub(crate) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/tenant", get(get_tenant).patch(update_tenant))
         .route("/api/v1/users", get(list_users).post(create_user))
@@ -42,7 +42,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct PolicyDto {
+pub(crate) struct PolicyDto {
     /// 10 to 32.
     pub min_length: u8,
     pub require_classes: bool,
@@ -53,7 +53,7 @@ pub struct PolicyDto {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct TenantDto {
+pub(crate) struct TenantDto {
     pub id: String,
     pub name: String,
     pub password_policy: PolicyDto,
@@ -65,7 +65,7 @@ pub struct TenantDto {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TenantPatch {
+pub(crate) struct TenantPatch {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -92,7 +92,7 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 /// OIDC settings as an owner sends them.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct OidcRequest {
+pub(crate) struct OidcRequest {
     /// Issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).
     pub issuer: String,
     pub client_id: String,
@@ -103,7 +103,7 @@ pub struct OidcRequest {
 
 /// OIDC settings as shown (without the secret).
 #[derive(Serialize, ToSchema)]
-pub struct OidcDto {
+pub(crate) struct OidcDto {
     pub issuer: String,
     pub client_id: String,
     pub has_client_secret: bool,
@@ -136,7 +136,10 @@ fn tenant_dto(state: &AppState, t: &crate::model::Tenant) -> TenantDto {
 
 /// The tenant's settings.
 #[utoipa::path(get, path = "/api/v1/tenant", tag = "tenant", responses((status = 200, body = TenantDto), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn get_tenant(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<TenantDto>> {
+pub(crate) async fn get_tenant(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<TenantDto>> {
     caller.require(OWNERS)?;
     let st = state.clone();
     blocking(move || Ok(Json(tenant_dto(&st, &st.repo.tenant(caller.tenant())?)))).await
@@ -145,7 +148,7 @@ pub async fn get_tenant(State(state): State<Shared>, caller: Caller) -> ApiResul
 /// Changes the tenant's settings (password policy, TOTP, lockout, sessions).
 #[utoipa::path(patch, path = "/api/v1/tenant", tag = "tenant", request_body = TenantPatch,
     responses((status = 200, body = TenantDto), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn update_tenant(
+pub(crate) async fn update_tenant(
     State(state): State<Shared>,
     caller: Caller,
     Body(patch): Body<TenantPatch>,
@@ -215,7 +218,7 @@ pub async fn update_tenant(
 
 /// Staff accounts of the tenant.
 #[utoipa::path(get, path = "/api/v1/users", tag = "tenant", responses((status = 200, body = Vec<UserView>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_users(
+pub(crate) async fn list_users(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<UserView>>> {
@@ -233,7 +236,7 @@ pub async fn list_users(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewUser {
+pub(crate) struct NewUser {
     pub email: String,
     pub name: String,
     pub role: Role,
@@ -243,7 +246,7 @@ pub struct NewUser {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct CreatedUser {
+pub(crate) struct CreatedUser {
     pub user: UserView,
     /// The generated initial password, shown once.
     pub initial_password: Option<String>,
@@ -252,7 +255,7 @@ pub struct CreatedUser {
 /// Creates a staff account (higher roles are granted by owners only).
 #[utoipa::path(post, path = "/api/v1/users", tag = "tenant", request_body = NewUser,
     responses((status = 201, body = CreatedUser), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
-pub async fn create_user(
+pub(crate) async fn create_user(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<NewUser>,
@@ -281,7 +284,7 @@ pub async fn create_user(
 /// One staff account.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "tenant", params(("id" = String, Path)),
     responses((status = 200, body = UserView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_user(
+pub(crate) async fn get_user(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -295,7 +298,7 @@ pub async fn get_user(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UserPatch {
+pub(crate) struct UserPatch {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -307,7 +310,7 @@ pub struct UserPatch {
 /// Changes a staff account's name, role or active state.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "tenant", params(("id" = String, Path)), request_body = UserPatch,
     responses((status = 200, body = UserView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn update_user(
+pub(crate) async fn update_user(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -330,7 +333,7 @@ pub async fn update_user(
 /// Deletes a staff account.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn delete_user(
+pub(crate) async fn delete_user(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -346,7 +349,7 @@ pub async fn delete_user(
 /// Unlocks a locked staff account.
 #[utoipa::path(post, path = "/api/v1/users/{id}/unlock", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn unlock_user(
+pub(crate) async fn unlock_user(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -373,7 +376,7 @@ pub async fn unlock_user(
 /// with the password and the current code.
 #[utoipa::path(delete, path = "/api/v1/users/{id}/totp", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn reset_user_totp(
+pub(crate) async fn reset_user_totp(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -402,7 +405,10 @@ pub async fn reset_user_totp(
 
 /// Sites (LAN locations) for the peer-assisted eCDN.
 #[utoipa::path(get, path = "/api/v1/sites", tag = "tenant", responses((status = 200, body = Vec<Site>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_sites(State(state): State<Shared>, caller: Caller) -> ApiResult<Json<Vec<Site>>> {
+pub(crate) async fn list_sites(
+    State(state): State<Shared>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<Site>>> {
     caller
         .in_role(&state, OWNERS, move |repo, caller| {
             Ok(Json(repo.sites(caller.tenant())?))
@@ -412,7 +418,7 @@ pub async fn list_sites(State(state): State<Shared>, caller: Caller) -> ApiResul
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SiteRequest {
+pub(crate) struct SiteRequest {
     pub name: String,
     pub cidrs: Vec<String>,
     pub p2p: P2pMode,
@@ -421,7 +427,7 @@ pub struct SiteRequest {
 /// Creates a site.
 #[utoipa::path(post, path = "/api/v1/sites", tag = "tenant", request_body = SiteRequest,
     responses((status = 201, body = Site), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn create_site(
+pub(crate) async fn create_site(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<SiteRequest>,
@@ -444,7 +450,7 @@ pub async fn create_site(
 /// Replaces a site's name, CIDRs and p2p mode.
 #[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "tenant", params(("id" = String, Path)), request_body = SiteRequest,
     responses((status = 200, body = Site), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn update_site(
+pub(crate) async fn update_site(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -469,7 +475,7 @@ pub async fn update_site(
 /// Deletes a site.
 #[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "tenant", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn delete_site(
+pub(crate) async fn delete_site(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,
@@ -484,7 +490,7 @@ pub async fn delete_site(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Records after this sequence number.
     #[serde(default)]
     pub after: u64,
@@ -498,7 +504,7 @@ fn default_limit() -> u16 {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     #[serde(flatten)]
     pub record: AuditRecord,
     /// Opened old value (administrators may read it).
@@ -509,7 +515,7 @@ pub struct AuditEntry {
 /// The tenant's audit trail, oldest first, with values opened.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "tenant", params(AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn audit(
+pub(crate) async fn audit(
     State(state): State<Shared>,
     caller: Caller,
     QueryOf(q): QueryOf<AuditQuery>,
@@ -537,7 +543,7 @@ pub async fn audit(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct AuditVerification {
+pub(crate) struct AuditVerification {
     pub records: u64,
     pub intact: bool,
     /// What is broken, where.
@@ -546,7 +552,7 @@ pub struct AuditVerification {
 
 /// Verifies the tenant's audit hash chain.
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "tenant", responses((status = 200, body = AuditVerification), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn audit_verify(
+pub(crate) async fn audit_verify(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<AuditVerification>> {
@@ -564,7 +570,7 @@ pub async fn audit_verify(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct RoleHolder {
+pub(crate) struct RoleHolder {
     pub id: String,
     pub name: String,
     pub role: Role,
@@ -575,7 +581,7 @@ pub struct RoleHolder {
 
 /// Access review: who holds which role since when (TENANT-6).
 #[utoipa::path(get, path = "/api/v1/access-review", tag = "tenant", responses((status = 200, body = Vec<RoleHolder>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn access_review(
+pub(crate) async fn access_review(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<RoleHolder>>> {
@@ -603,7 +609,7 @@ pub async fn access_review(
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct DueItem {
+pub(crate) struct DueItem {
     pub event: String,
     pub title: String,
     pub due: String,
@@ -612,7 +618,7 @@ pub struct DueItem {
 
 /// The deletion assistant: events whose retention period ends within 30 days.
 #[utoipa::path(get, path = "/api/v1/retention", tag = "tenant", responses((status = 200, body = Vec<DueItem>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn retention_due(
+pub(crate) async fn retention_due(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<DueItem>>> {
@@ -638,7 +644,7 @@ pub async fn retention_due(
 
 /// Edges registered with the platform and their load.
 #[utoipa::path(get, path = "/api/v1/edges", tag = "tenant", responses((status = 200, body = Vec<EdgeRegistration>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_edges(
+pub(crate) async fn list_edges(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<EdgeRegistration>>> {

@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use strom_control_plane::repo::Repo;
-use strom_control_plane::{ControlPlane, ControlPlaneConfig};
+use strom_control_plane::{repo::Repo, ControlPlane, ControlPlaneConfig};
 
 pub struct Plane {
     pub base: String,
     pub repo: Arc<Repo>,
-    pub state: strom_control_plane::api::Shared,
+    pub state: strom_control_plane::Shared,
     pub dir: tempfile::TempDir,
     /// An edge's relay credential.
     pub relay: String,

@@ -15,7 +15,7 @@ pub struct LinkRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub status: String,
 }
 
@@ -39,7 +39,7 @@ fn accepted_with_preauth(state: &AppState, preauth: Option<&str>) -> Response {
 /// Sends a magic login link (10 minutes, single use). Always 202.
 #[utoipa::path(post, path = "/api/v1/auth/magic-link", tag = "auth", request_body = LinkRequest,
     responses((status = 202, body = Accepted), (status = 400, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
-pub async fn magic_link(
+pub(crate) async fn magic_link(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     Body(req): Body<LinkRequest>,
@@ -54,7 +54,7 @@ pub async fn magic_link(
 /// Creates and mails a link; does nothing (silently) for unknown addresses.
 /// The mail goes out in the background: the answer must not wait for the
 /// mail server only when the address exists (that timing would tell).
-pub async fn send_link(
+pub(crate) async fn send_link(
     state: &Shared,
     purpose: LinkPurpose,
     req: &LinkRequest,
@@ -127,7 +127,7 @@ pub async fn issue_link(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ConsumeRequest {
+pub(crate) struct ConsumeRequest {
     /// The secret from the link's fragment.
     pub token: String,
     /// The 8-digit code from the mail, when the link is opened on a device
@@ -145,7 +145,7 @@ pub struct ConsumeRequest {
 /// Staff with a second factor present it too (`totp`).
 #[utoipa::path(post, path = "/api/v1/auth/magic-link/consume", tag = "auth", request_body = ConsumeRequest,
     responses((status = 200, body = SessionInfo), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 423, body = Problem), (status = 429, body = Problem)))]
-pub async fn consume_magic_link(
+pub(crate) async fn consume_magic_link(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -230,7 +230,7 @@ pub async fn consume_magic_link(
 /// Sends a password reset link (20 minutes, single use). Always 202.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = LinkRequest,
     responses((status = 202, body = Accepted), (status = 400, body = Problem), (status = 403, body = Problem), (status = 429, body = Problem)))]
-pub async fn password_reset(
+pub(crate) async fn password_reset(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     Body(req): Body<LinkRequest>,
@@ -243,7 +243,7 @@ pub async fn password_reset(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompleteResetRequest {
+pub(crate) struct CompleteResetRequest {
     pub token: String,
     pub new_password: String,
 }
@@ -251,7 +251,7 @@ pub struct CompleteResetRequest {
 /// Sets a new password with a reset link.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/complete", tag = "auth", request_body = CompleteResetRequest,
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 429, body = Problem)))]
-pub async fn complete_password_reset(
+pub(crate) async fn complete_password_reset(
     State(state): State<Shared>,
     ClientIp(ip): ClientIp,
     Body(req): Body<CompleteResetRequest>,

@@ -4,7 +4,7 @@
 use super::*;
 
 #[derive(Serialize, ToSchema)]
-pub struct TotpEnrolment {
+pub(crate) struct TotpEnrolment {
     /// Base32 secret, for manual entry.
     pub secret: String,
     /// otpauth:// URI for a QR code.
@@ -13,7 +13,7 @@ pub struct TotpEnrolment {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TotpEnrolRequest {
+pub(crate) struct TotpEnrolRequest {
     /// The account's password: a session alone (a cookie left on a shared
     /// computer) cannot add or replace a second factor.
     pub password: String,
@@ -27,7 +27,7 @@ pub struct TotpEnrolRequest {
 /// attempts (lockout).
 #[utoipa::path(post, path = "/api/v1/auth/totp/enrol", tag = "auth", request_body = TotpEnrolRequest,
     responses((status = 200, body = TotpEnrolment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 423, body = Problem)))]
-pub async fn totp_enrol(
+pub(crate) async fn totp_enrol(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<TotpEnrolRequest>,
@@ -87,14 +87,14 @@ pub async fn totp_enrol(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TotpConfirm {
+pub(crate) struct TotpConfirm {
     pub code: String,
 }
 
 /// Confirms TOTP enrolment with a first code.
 #[utoipa::path(post, path = "/api/v1/auth/totp/confirm", tag = "auth", request_body = TotpConfirm,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn totp_confirm(
+pub(crate) async fn totp_confirm(
     State(state): State<Shared>,
     caller: Caller,
     Body(req): Body<TotpConfirm>,

@@ -4,7 +4,7 @@ use super::*;
 
 /// One of the caller's live sessions (a browser that is logged in).
 #[derive(Serialize, ToSchema)]
-pub struct SessionItem {
+pub(crate) struct SessionItem {
     /// Public id of the session (not its secret).
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -20,7 +20,7 @@ pub struct SessionItem {
 /// The caller's own live sessions, most recently used first (ASVS 7.5.2).
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
     responses((status = 200, body = Vec<SessionItem>), (status = 401, body = Problem)))]
-pub async fn list_sessions(
+pub(crate) async fn list_sessions(
     State(state): State<Shared>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<SessionItem>>> {
@@ -45,7 +45,7 @@ pub async fn list_sessions(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EndSessionRequest {
+pub(crate) struct EndSessionRequest {
     /// The account's password, where it has one: a cookie alone (left on a
     /// shared computer) does not end the owner's other sessions. Accounts
     /// without a password (magic link, single sign-on) need a session
@@ -63,7 +63,7 @@ const FRESH_LOGIN: time::Duration = time::Duration::minutes(10);
     request_body = EndSessionRequest,
     responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 423, body = Problem)))]
-pub async fn end_session(
+pub(crate) async fn end_session(
     State(state): State<Shared>,
     caller: Caller,
     PathOf(id): PathOf<String>,

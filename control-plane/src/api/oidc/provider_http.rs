@@ -39,7 +39,7 @@ const METADATA_NAMES: &[&str] = &[
 
 /// Where an address leads, for the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reach {
+pub(crate) enum Reach {
     /// Globally routable unicast.
     Public,
     /// This machine or an internal network: loopback, RFC 1918, CGNAT
@@ -53,7 +53,7 @@ pub enum Reach {
 
 /// Classifies `ip`; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as its
 /// IPv4 address.
-pub fn classify(ip: IpAddr) -> Reach {
+pub(crate) fn classify(ip: IpAddr) -> Reach {
     match ip.to_canonical() {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
@@ -146,7 +146,7 @@ fn classify_v6(ip: Ipv6Addr) -> Reach {
 
 /// Why a URL, name or address was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("must be https")]
     NotHttps,
     #[error("must name a host")]
@@ -165,7 +165,7 @@ pub enum Refusal {
 
 /// What the control plane may reach for single sign-on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AddressPolicy {
+pub(crate) struct AddressPolicy {
     /// Also [`Reach::Internal`] addresses, `localhost`, and plain http on
     /// loopback (`control_plane.oidc_allow_private_addresses`: development,
     /// the tests' local provider, a provider on the company network).
@@ -178,7 +178,7 @@ fn is_localhost(name: &str) -> bool {
 }
 
 impl AddressPolicy {
-    pub fn permits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn permits(&self, ip: IpAddr) -> bool {
         match classify(ip) {
             Reach::Public => true,
             Reach::Internal => self.allow_private,
@@ -195,7 +195,7 @@ impl AddressPolicy {
     }
 
     /// A host name, before it is resolved.
-    pub fn check_name(&self, host: &str) -> Result<(), Refusal> {
+    pub(crate) fn check_name(&self, host: &str) -> Result<(), Refusal> {
         let name = host.trim_end_matches('.').to_ascii_lowercase();
         if METADATA_NAMES.contains(&name.as_str()) {
             return Err(Refusal::MetadataName);
@@ -209,7 +209,7 @@ impl AddressPolicy {
     /// A URL the control plane is about to fetch: https (http only to
     /// loopback, and only with `allow_private`), and a host that passes
     /// [`Self::check_name`] or an address that [`Self::permits`].
-    pub fn check_url(&self, url: &Url) -> Result<(), Refusal> {
+    pub(crate) fn check_url(&self, url: &Url) -> Result<(), Refusal> {
         let host = url.host().ok_or(Refusal::NoHost)?;
         let loopback = match &host {
             Host::Ipv4(ip) => ip.is_loopback(),
@@ -229,7 +229,7 @@ impl AddressPolicy {
     }
 
     /// What a name resolved to: every address must be permitted.
-    pub fn check_resolved(&self, addrs: &[SocketAddr]) -> Result<(), Refusal> {
+    pub(crate) fn check_resolved(&self, addrs: &[SocketAddr]) -> Result<(), Refusal> {
         if addrs.is_empty() {
             return Err(Refusal::Unresolved);
         }
@@ -243,7 +243,7 @@ impl AddressPolicy {
 
 /// Resolves names for [`ProviderHttp`] and hands reqwest only addresses
 /// the policy permits, so the connection goes where the check looked.
-pub struct PolicyResolver {
+pub(crate) struct PolicyResolver {
     pub policy: AddressPolicy,
 }
 
@@ -265,7 +265,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
 
 /// A request to the provider that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ProviderHttpError {
+pub(crate) enum ProviderHttpError {
     /// Not sent: the URL (or what its name resolved to) is not allowed.
     #[error("refused: the URL {0}")]
     Refused(Refusal),
@@ -274,13 +274,13 @@ pub enum ProviderHttpError {
 }
 
 /// The HTTP client for every call to identity providers.
-pub struct ProviderHttp {
+pub(crate) struct ProviderHttp {
     client: reqwest::Client,
     policy: AddressPolicy,
 }
 
 impl ProviderHttp {
-    pub fn new(policy: AddressPolicy) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(policy: AddressPolicy) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             // Redirects would lead anywhere (openidconnect's docs warn of SSRF).
             .redirect(reqwest::redirect::Policy::none())
