@@ -60,7 +60,7 @@ fn rtmp_session(flv: &[u8], max_tags: usize) -> Vec<u8> {
     // against a real origin session and keep what the client sent.
     let ctx = rtmp::context();
     let (mut ingest, greeting) =
-        strom_origin::rtmp::Ingest::start(&ctx, "192.0.2.1:50000".parse().unwrap()).unwrap();
+        strom_origin::fuzzing::Ingest::start(&ctx, "192.0.2.1:50000".parse().unwrap()).unwrap();
     client.handle_input(&greeting).expect("greeting");
     let mut out = Vec::new();
     let mut exchange = |client: &mut ClientSession, mut bytes: Vec<u8>, out: &mut Vec<u8>| {

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use strom_relay::Access;
 use strom_identity::participants_csv::{self, ExportRow, FieldKind, FormField};
 use strom_identity::password::PasswordPolicy;
-use strom_origin::auth::{PublishAuthorizer, PublishTokens, Transport};
+use strom_origin::fuzzing::{PublishAuthorizer, PublishTokens, Transport};
 use strom_token::{srt, Action, Grant};
 
 use crate::fixtures;
@@ -168,7 +168,7 @@ pub fn token_verify(data: &[u8]) {
             let id = text
                 .replace("@T@", &f.publish_token)
                 .replace("@S@", &f.stream_key);
-            if let Ok(request) = strom_origin::srt::parse_stream_id(&id) {
+            if let Ok(request) = strom_origin::fuzzing::parse_stream_id(&id) {
                 let _ = f
                     .authorizer
                     .admit(&request.app, &request.key, Transport::Srt);

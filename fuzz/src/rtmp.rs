@@ -1,5 +1,5 @@
 //! RTMP ingest as the origin runs it: rml_rtmp's server handshake
-//! (`handshake_step`), then `strom_origin::rtmp::Ingest` — rml_rtmp's
+//! (`handshake_step`), then `strom_origin::fuzzing::Ingest` — rml_rtmp's
 //! `ServerSession` inside `contained()`, connect and publish requests through
 //! the origin's authorizer and `Publications`, FLV tag bodies into the
 //! packager. Only the socket is missing.
@@ -9,9 +9,7 @@ use std::sync::Arc;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use strom_relay::{Broadcasts, CacheLimits, Namespace};
-use strom_origin::auth::{StaticKeys, StreamKey};
-use strom_origin::publish::Publications;
-use strom_origin::rtmp::{handshake_step, Ingest, RtmpContext};
+use strom_origin::fuzzing::{handshake_step, Ingest, Publications, RtmpContext, StaticKeys, StreamKey};
 
 use crate::piece_size;
 

@@ -12,7 +12,7 @@ use strom_token::{Action, TokenError};
 /// The RTMP application publish tokens are pushed to: `rtmp://host/live/<token>`.
 /// One fixed name keeps encoder set-up uniform and makes a mistyped server
 /// URL fail loudly instead of publishing somewhere unexpected.
-pub const TOKEN_APP: &str = "live";
+pub(crate) const TOKEN_APP: &str = "live";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PublishRefused {
@@ -282,7 +282,7 @@ impl PublishAuthorizer for StaticKeys {
 }
 
 /// A short, non-reversible label for a key, safe for logs.
-pub fn key_label(key: &str) -> String {
+pub(crate) fn key_label(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     hex::encode(&digest[..4])
 }

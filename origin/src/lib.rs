@@ -2,16 +2,30 @@
 //! strom's origin: accepts broadcasters' pushes (RTMP), packages them as CMAF
 //! groups and objects, and publishes them over MoQT to edges.
 
-pub mod admission;
-pub mod auth;
+mod admission;
+mod auth;
 mod contain;
 mod failover;
-pub mod publish;
-pub mod record;
-pub mod rtmp;
-pub mod srt;
+mod publish;
+mod record;
+mod rtmp;
+mod srt;
 mod tasks;
-pub mod vod;
+mod vod;
+
+// The surface is `Origin` and its configuration; the configuration's parts
+// are named here.
+pub use admission::AdmissionConfig;
+
+/// What the fuzz targets reach: the parsers and sessions that take a
+/// broadcaster's bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey, Transport};
+    pub use crate::publish::Publications;
+    pub use crate::rtmp::{handshake_step, Ingest, RtmpContext};
+    pub use crate::srt::parse_stream_id;
+}
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,7 +41,7 @@ use strom_relay::{
 };
 use strom_service::Tasks;
 
-use admission::{Admission, AdmissionConfig};
+use admission::Admission;
 use auth::{PublishAuthorizer, PublishTokens, StaticKeys, StreamKey};
 use publish::Publications;
 use rtmp::{IngestCounters, RtmpContext};

@@ -106,7 +106,7 @@ impl PushOptions {
 
 /// A rendition name: 1 to 16 of `a-z`, `0-9`, `-`, `_`, starting with a
 /// letter or digit (it becomes part of track names and file names).
-pub fn rendition_name(v: &str) -> Result<String, String> {
+pub(crate) fn rendition_name(v: &str) -> Result<String, String> {
     let ok = (1..=16).contains(&v.len())
         && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && v.chars()
@@ -132,7 +132,7 @@ fn track_name(base: &str, rendition: Option<&str>) -> String {
 
 /// The active encoder has written nothing for this long: a standby with a
 /// keyframe takes over.
-pub const STALL: Duration = Duration::from_secs(1);
+pub(crate) const STALL: Duration = Duration::from_secs(1);
 
 /// What all renditions of a publication share: its tracks, the merged
 /// catalog and the recording.

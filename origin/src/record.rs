@@ -54,8 +54,8 @@ impl Default for RecordingConfig {
     }
 }
 
-pub const INDEX: &str = "index.log";
-pub const CATALOG: &str = "catalog.json";
+pub(crate) const INDEX: &str = "index.log";
+pub(crate) const CATALOG: &str = "catalog.json";
 
 enum Command {
     Start {
@@ -132,7 +132,7 @@ impl Drop for Recording {
 }
 
 /// The recordings directory of `namespace`.
-pub fn stream_dir(root: &Path, namespace: &Namespace) -> PathBuf {
+pub(crate) fn stream_dir(root: &Path, namespace: &Namespace) -> PathBuf {
     let mut dir = root.to_path_buf();
     for field in namespace.fields() {
         dir.push(field);
@@ -276,7 +276,7 @@ fn remove_empty_parents(dir: &Path, root: &Path) {
 }
 
 /// Every `<tenant>/<event>/<stream>/<started>` directory under `root`.
-pub fn recording_dirs(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn recording_dirs(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut level = vec![root.to_path_buf()];
     for _ in 0..4 {
@@ -519,7 +519,7 @@ fn write_loop(rx: mpsc::Receiver<Command>) {
 
 /// One line of `index.log`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexLine {
+pub(crate) enum IndexLine {
     Init {
         track: String,
         file: String,
@@ -536,7 +536,7 @@ pub enum IndexLine {
 }
 
 /// The complete lines of an index (a torn or unknown line is skipped).
-pub fn read_index(text: &str) -> Vec<IndexLine> {
+pub(crate) fn read_index(text: &str) -> Vec<IndexLine> {
     let complete = match text.rfind('\n') {
         Some(i) => &text[..=i],
         None => "",
@@ -600,7 +600,7 @@ fn chunk_len(data: &[u8]) -> Option<usize> {
 
 /// Ends a recording left open: keeps the whole chunks of each `.part` file
 /// and indexes them. Returns how many groups were recovered.
-pub fn recover(dir: &Path) -> io::Result<usize> {
+pub(crate) fn recover(dir: &Path) -> io::Result<usize> {
     let index_path = dir.join(INDEX);
     let text = fs::read_to_string(&index_path).unwrap_or_default();
     let lines = read_index(&text);

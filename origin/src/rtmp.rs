@@ -34,7 +34,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `publish` take 3–5 KiB, even with a 560-character publish token in three
 /// of them. Without a cap, rml_rtmp would reassemble a message of up to
 /// 16 MiB for a peer that never authenticates.
-pub const MAX_BYTES_BEFORE_PUBLISH: u64 = 32 * 1024;
+pub(crate) const MAX_BYTES_BEFORE_PUBLISH: u64 = 32 * 1024;
 /// Read buffer while a peer is unauthenticated, and once it publishes.
 const UNAUTHENTICATED_READ: usize = 4 * 1024;
 const PUBLISHING_READ: usize = 64 * 1024;
@@ -105,7 +105,7 @@ impl Unadmitted {
 
 /// Adds the ingest counters of each protocol to the page (one family per
 /// metric, a `protocol` label per listener).
-pub fn collect_ingest(scrape: &Scrape, protocols: &[(&str, &IngestCounters)]) {
+pub(crate) fn collect_ingest(scrape: &Scrape, protocols: &[(&str, &IngestCounters)]) {
     type Field = fn(&IngestCounters) -> &AtomicU64;
     let rows: [(&str, &str, Field); 6] = [
         (
@@ -157,13 +157,13 @@ pub struct RtmpContext {
 
 /// Plain RTMP; `admission` is the origin's count of unauthenticated
 /// connections (shared with RTMPS and SRT).
-pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, admission: Arc<Admission>) {
+pub(crate) async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, admission: Arc<Admission>) {
     serve_with(listener, None, ctx, admission).await
 }
 
 /// RTMPS: RTMP inside TLS (`rtmps://host:port/<app>/<key>`), with the
 /// origin's certificate.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     ctx: Arc<RtmpContext>,

@@ -47,8 +47,8 @@ use crate::auth::{key_label, PublishAuthorizer, Publisher, Transport, TOKEN_APP}
 use crate::contain::contained;
 use crate::publish::{rendition_name, Publications, PushOptions};
 
+pub(crate) use stats::SrtCounters;
 use stats::{link_key, sample};
-pub use stats::{LinkStats, SrtCounters};
 
 /// A publisher that sends nothing for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,7 +159,7 @@ fn refuse(code: c_int, reason: &'static str, message: impl Into<String>) -> Refu
 }
 
 /// What the listener callback and the connection threads share.
-pub struct SrtContext {
+pub(crate) struct SrtContext {
     pub authorizer: Arc<dyn PublishAuthorizer>,
     pub publications: Arc<Publications>,
     pub counters: Arc<SrtCounters>,
@@ -176,7 +176,7 @@ pub struct SrtContext {
 }
 
 impl SrtContext {
-    pub fn new(
+    pub(crate) fn new(
         authorizer: Arc<dyn PublishAuthorizer>,
         publications: Arc<Publications>,
         counters: Arc<SrtCounters>,
@@ -429,7 +429,7 @@ fn shown(remote: Option<SocketAddr>) -> String {
 }
 
 /// A bound libsrt listener with strom's callback installed.
-pub struct SrtListener {
+pub(crate) struct SrtListener {
     sock: ffi::SRTSOCKET,
     addr: SocketAddr,
     ctx: Arc<SrtContext>,
@@ -474,7 +474,7 @@ fn startup() {
 
 impl SrtListener {
     /// Binds `addr` (UDP) and starts listening.
-    pub fn bind(addr: SocketAddr, ctx: Arc<SrtContext>) -> anyhow::Result<Self> {
+    pub(crate) fn bind(addr: SocketAddr, ctx: Arc<SrtContext>) -> anyhow::Result<Self> {
         startup();
         // SAFETY: plain libsrt calls on a socket this function owns.
         let sock = unsafe { ffi::srt_create_socket() };
@@ -530,7 +530,7 @@ impl SrtListener {
         Ok(listener)
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
@@ -545,7 +545,7 @@ impl SrtListener {
     /// Accepts callers until dropped (the origin stops); each connection
     /// gets a thread. Dropping the future closes the listener and every
     /// running push, so no thread stays blocked in libsrt.
-    pub async fn serve(self) -> anyhow::Result<()> {
+    pub(crate) async fn serve(self) -> anyhow::Result<()> {
         struct StopOnDrop(Arc<SrtListener>);
         impl Drop for StopOnDrop {
             fn drop(&mut self) {

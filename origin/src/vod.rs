@@ -20,12 +20,12 @@ use strom_relay::{safe_path, CatalogView, VodAnswer, VodFuture, VodSource};
 use crate::record::{read_index, IndexLine, CATALOG, INDEX};
 
 /// Recordings on this origin's disk.
-pub struct DiskVod {
+pub(crate) struct DiskVod {
     root: PathBuf,
 }
 
 impl DiskVod {
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         DiskVod { root }
     }
 }
@@ -60,7 +60,7 @@ const M3U8: &str = "application/vnd.apple.mpegurl";
 
 /// One recording in `index.json`.
 #[derive(Debug, Serialize)]
-pub struct RecordingInfo {
+pub(crate) struct RecordingInfo {
     pub id: String,
     /// Unix milliseconds.
     pub started_at: u64,
@@ -156,7 +156,7 @@ fn summary(dir: &Path) -> Option<Summary> {
 }
 
 /// The recordings of one stream, oldest first.
-pub fn list(stream: &Path) -> Vec<RecordingInfo> {
+pub(crate) fn list(stream: &Path) -> Vec<RecordingInfo> {
     let Ok(entries) = std::fs::read_dir(stream) else {
         return Vec::new();
     };

@@ -5,18 +5,20 @@
 //! An agent registers with the control plane (with its tenant's agent
 //! credential) and learns its site, a ticket and the site's roster; it finds
 //! the site's other agents by mDNS and by that roster, and admits only those
-//! whose ticket names the same tenant and site ([`swarm`]). The admitted
-//! agents form a tree ([`topology`]): one pulls from the edge, the others
-//! from each other, over MoQT ([`media`]). Each agent serves the browsers of
+//! whose ticket names the same tenant and site ((`swarm`)). The admitted
+//! agents form a tree (`topology`): one pulls from the edge, the others
+//! from each other, over MoQT (`media`). Each agent serves the browsers of
 //! its LAN exactly like an edge (MoQT/WebTransport and LL-HLS, the same
 //! playback tokens), because it embeds the edge's cache and servers.
 
-pub mod media;
+mod media;
 mod parents;
 mod registration;
 mod repair;
-pub mod swarm;
-pub mod topology;
+mod swarm;
+mod topology;
+
+pub use media::AgentCounters;
 
 use parents::ParentChoice;
 use registration::Registrar;
@@ -39,7 +41,7 @@ use strom_relay::{
 };
 use tokio::sync::{mpsc, watch};
 
-use media::{AgentCounters, MediaContext, PeerEvent, RepairTarget, Target};
+use media::{MediaContext, PeerEvent, RepairTarget, Target};
 use swarm::{Command, Members, Registration, SiteNetworks};
 use topology::{Parent, Suspicions};
 

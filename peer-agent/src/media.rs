@@ -56,7 +56,7 @@ const REANNOUNCE_GRACE: Duration = Duration::from_secs(6);
 
 /// Where to pull from now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Target {
+pub(crate) struct Target {
     pub parent: Parent<PeerId>,
     pub url: url::Url,
     pub trust: Trust,
@@ -68,7 +68,7 @@ pub struct Target {
 
 /// Where objects a lagging parent has not delivered come from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RepairTarget {
+pub(crate) struct RepairTarget {
     /// The edge (for the standby) or a peer.
     pub from: Parent<PeerId>,
     pub url: url::Url,
@@ -78,14 +78,14 @@ pub struct RepairTarget {
 
 /// An open session to the repair source.
 #[derive(Clone)]
-pub struct RepairSession {
+pub(crate) struct RepairSession {
     from: Parent<PeerId>,
     subscriber: Subscriber,
 }
 
 /// Something the media plane learned about a peer.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     /// Unreachable, or a live track from it stalled.
     Silent(PeerId),
     /// Sent an object whose signature does not hold.
@@ -113,7 +113,7 @@ pub struct AgentCounters {
 }
 
 #[derive(Clone)]
-pub struct MediaContext {
+pub(crate) struct MediaContext {
     pub broadcasts: Arc<Broadcasts>,
     pub counters: Arc<AgentCounters>,
     pub limits: CacheLimits,
@@ -137,7 +137,7 @@ struct Session {
 }
 
 /// Follows `targets` for ever: one upstream session at a time.
-pub async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext) {
+pub(crate) async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext) {
     let (sessions_tx, sessions) = watch::channel(None::<Session>);
     let mut local: HashMap<Namespace, Arc<Broadcast>> = HashMap::new();
     let mut generation = 0u64;
@@ -210,7 +210,7 @@ async fn connect(
 }
 
 /// Keeps one session open to the current repair source.
-pub async fn keep_repair_session(
+pub(crate) async fn keep_repair_session(
     mut targets: watch::Receiver<Option<RepairTarget>>,
     sessions: watch::Sender<Option<RepairSession>>,
 ) {

@@ -50,18 +50,18 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 /// An admitted agent of this site.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Member {
+pub(crate) struct Member {
     pub peer: PeerId,
     /// Its MoQT server (its address as this agent sees it, its port).
     pub moqt: SocketAddr,
     pub cert_sha256: [u8; 32],
 }
 
-pub type Members = BTreeMap<PeerId, Member>;
+pub(crate) type Members = BTreeMap<PeerId, Member>;
 
 /// What this agent shows a peer when admitting each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Hello {
+pub(crate) struct Hello {
     pub ticket: String,
     pub moqt_port: u16,
     pub cert_sha256: String,
@@ -69,7 +69,7 @@ pub struct Hello {
 
 /// Who this agent is, once registered with the control plane.
 #[derive(Debug, Clone)]
-pub struct Registration {
+pub(crate) struct Registration {
     pub tenant: String,
     pub site: String,
     /// The site's mode is `on` (otherwise the agent pulls from the edge alone).
@@ -79,7 +79,7 @@ pub struct Registration {
 
 /// Orders for the swarm from the rest of the agent.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Dial these addresses (the control plane's roster).
     Dial(PeerId, Vec<Multiaddr>),
     /// Cut a peer off for good (bad ticket, altered media).
@@ -88,14 +88,14 @@ pub enum Command {
 
 /// The site's networks; empty until the control plane named the site.
 #[derive(Clone, Default)]
-pub struct SiteNetworks(Arc<RwLock<Vec<ipnet::IpNet>>>);
+pub(crate) struct SiteNetworks(Arc<RwLock<Vec<ipnet::IpNet>>>);
 
 impl SiteNetworks {
-    pub fn set(&self, cidrs: Vec<ipnet::IpNet>) {
+    pub(crate) fn set(&self, cidrs: Vec<ipnet::IpNet>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = cidrs;
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -118,7 +118,7 @@ impl SiteNetworks {
 #[error("{0} is outside this agent's site")]
 struct OutsideSite(IpAddr);
 
-pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(ip.into()),
         Protocol::Ip6(ip) => Some(ip.into()),
@@ -202,7 +202,7 @@ struct Behaviour {
 }
 
 /// Settings of the swarm.
-pub struct SwarmSettings {
+pub(crate) struct SwarmSettings {
     pub keypair: identity::Keypair,
     pub listen: Vec<Multiaddr>,
     pub networks: SiteNetworks,
@@ -214,7 +214,7 @@ pub struct SwarmSettings {
 }
 
 /// Handles to a running swarm.
-pub struct SwarmHandle {
+pub(crate) struct SwarmHandle {
     pub members: watch::Receiver<Members>,
     pub commands: mpsc::UnboundedSender<Command>,
     /// The swarm's listen addresses as they come up.
@@ -223,7 +223,7 @@ pub struct SwarmHandle {
 }
 
 /// Builds the swarm and runs it in the background.
-pub fn start(settings: SwarmSettings) -> anyhow::Result<SwarmHandle> {
+pub(crate) fn start(settings: SwarmSettings) -> anyhow::Result<SwarmHandle> {
     let idle_ms = settings.idle_timeout.as_millis().clamp(300, 60_000) as u32;
     let keep_alive = (settings.idle_timeout / 5).max(Duration::from_millis(50));
     let networks = settings.networks.clone();
@@ -501,7 +501,7 @@ fn judge(verifier: &Verifier, mine: &Registration, peer: PeerId, theirs: Hello) 
 }
 
 /// The ticket check on its own (sans-IO).
-pub fn check_ticket(
+pub(crate) fn check_ticket(
     verifier: &Verifier,
     mine: &Registration,
     peer: &str,
@@ -547,7 +547,7 @@ async fn read_hello(stream: &mut libp2p::Stream) -> anyhow::Result<Hello> {
     Ok(serde_json::from_slice(&body)?)
 }
 
-pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)

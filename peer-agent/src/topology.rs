@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 /// Where an agent takes a broadcast from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Parent<P> {
+pub(crate) enum Parent<P> {
     Edge,
     Peer(P),
 }
@@ -32,13 +32,13 @@ impl<P: std::fmt::Display> std::fmt::Display for Parent<P> {
 }
 
 /// An agent's place in the site's order: lower pulls earlier.
-pub fn rank(peer_id: &[u8]) -> [u8; 32] {
+pub(crate) fn rank(peer_id: &[u8]) -> [u8; 32] {
     Sha256::digest(peer_id).into()
 }
 
 /// The parent of `me` among `members` (admitted peers, not including `me`).
 /// `fanout` ≥ 1 is the most children one agent feeds.
-pub fn parent<P: Clone + Ord>(
+pub(crate) fn parent<P: Clone + Ord>(
     me: &P,
     members: &BTreeSet<P>,
     rank_of: impl Fn(&P) -> [u8; 32],
@@ -50,7 +50,7 @@ pub fn parent<P: Clone + Ord>(
 /// Where an agent pulls from, and where it repairs from when its parent
 /// falls behind (P2P-4).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place<P> {
+pub(crate) struct Place<P> {
     pub parent: Parent<P>,
     /// `None` for the leader (it pulls from the edge already).
     pub repair: Option<Parent<P>>,
@@ -62,7 +62,7 @@ pub struct Place<P> {
 /// costs its WAN at most one more copy, never one per agent: the leader's
 /// other children repair from the standby, everyone deeper in the tree
 /// from the leader (which holds the newest objects of the site).
-pub fn place<P: Clone + Ord>(
+pub(crate) fn place<P: Clone + Ord>(
     me: &P,
     members: &BTreeSet<P>,
     rank_of: impl Fn(&P) -> [u8; 32],
@@ -99,7 +99,7 @@ pub fn place<P: Clone + Ord>(
 
 /// Peers suspected locally (silent or misbehaving), each until a deadline.
 #[derive(Debug)]
-pub struct Suspicions<P> {
+pub(crate) struct Suspicions<P> {
     until: HashMap<P, Instant>,
 }
 
@@ -112,7 +112,7 @@ impl<P> Default for Suspicions<P> {
 }
 
 impl<P: Clone + Eq + std::hash::Hash> Suspicions<P> {
-    pub fn suspect(&mut self, peer: P, for_: Duration, now: Instant) {
+    pub(crate) fn suspect(&mut self, peer: P, for_: Duration, now: Instant) {
         let end = now + for_;
         let entry = self.until.entry(peer).or_insert(end);
         if *entry < end {
@@ -120,12 +120,12 @@ impl<P: Clone + Eq + std::hash::Hash> Suspicions<P> {
         }
     }
 
-    pub fn is_suspected(&self, peer: &P, now: Instant) -> bool {
+    pub(crate) fn is_suspected(&self, peer: &P, now: Instant) -> bool {
         self.until.get(peer).is_some_and(|t| *t > now)
     }
 
     /// Forgets expired suspicions; true if any expired.
-    pub fn expire(&mut self, now: Instant) -> bool {
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
         let before = self.until.len();
         self.until.retain(|_, t| *t > now);
         self.until.len() != before

@@ -139,7 +139,7 @@ fn agent_metrics() -> String {
         extra_metrics: Some(std::sync::Arc::new(|scrape| {
             strom_peer_agent::collect_metrics(
                 scrape,
-                &strom_peer_agent::media::AgentCounters::default(),
+                &strom_peer_agent::AgentCounters::default(),
                 0,
                 Some(("acme", "s_hq")),
             )

@@ -14,7 +14,7 @@ use crate::rtmp::IngestCounters;
 
 /// Link statistics of one SRT push, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LinkStats {
+pub(super) struct LinkStats {
     pub rtt_ms: f64,
     pub bandwidth_mbps: f64,
     pub received_packets: u64,

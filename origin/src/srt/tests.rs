@@ -58,6 +58,7 @@ fn malformed_stream_ids_are_refused_with_a_reason() {
 }
 
 mod unauthenticated {
+    use super::super::stats::LinkStats;
     use super::super::*;
     use crate::admission::AdmissionConfig;
     use crate::auth::{StaticKeys, StreamKey};
