@@ -36,6 +36,8 @@ a=$(ticks $ORIGIN $EDGE); o0=$(counter $EMETRICS strom_moqt_egress_bytes_total)
 sleep "$WINDOW"
 b=$(ticks $ORIGIN $EDGE); o1=$(counter $EMETRICS strom_moqt_egress_bytes_total)
 python3 -c "print(f'strom origin+edge, 1 x 6 Mbit/s in, $V MoQT viewers: {($b-$a)/$HZ/$WINDOW*100:.1f} % of one core, edge sent {($o1-$o0)*8/$WINDOW/1e6:.1f} Mbit/s')"
+# Groups the edge's readers passed because they never reached the edge.
+echo "  edge: groups its readers moved past because they never came: $(counter $EMETRICS strom_track_reader_missed_groups_total)"
 kill $(jobs -p) 2>/dev/null; wait 2>/dev/null || true
 sleep 1
 echo "  one viewer's statistics: $(grep -h 'video: ' "$WORK/watch-1.log" | tail -1 | sed 's/.*video: /video: /')"

@@ -19,7 +19,7 @@
 //! repair and when to pass a parent over is decided by [`crate::repair`]
 //! (sans-IO, table-tested); this file does the I/O around it.
 //!
-//! Why one file of ~840 lines: the upstream session, each track's
+//! Why one file of ~880 lines: the upstream session, each track's
 //! subscription with its repair loop, and the signature check share the
 //! session generation and the freshness clock.
 

@@ -36,17 +36,6 @@ pub(crate) fn rank(peer_id: &[u8]) -> [u8; 32] {
     Sha256::digest(peer_id).into()
 }
 
-/// The parent of `me` among `members` (admitted peers, not including `me`).
-/// `fanout` ≥ 1 is the most children one agent feeds.
-pub(crate) fn parent<P: Clone + Ord>(
-    me: &P,
-    members: &BTreeSet<P>,
-    rank_of: impl Fn(&P) -> [u8; 32],
-    fanout: usize,
-) -> Parent<P> {
-    place(me, members, rank_of, fanout).parent
-}
-
 /// Where an agent pulls from, and where it repairs from when its parent
 /// falls behind (P2P-4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +125,17 @@ impl<P: Clone + Eq + std::hash::Hash> Suspicions<P> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The parent of `me` among `members` (admitted peers, not including `me`).
+    /// `fanout` ≥ 1 is the most children one agent feeds.
+    fn parent<P: Clone + Ord>(
+        me: &P,
+        members: &BTreeSet<P>,
+        rank_of: impl Fn(&P) -> [u8; 32],
+        fanout: usize,
+    ) -> Parent<P> {
+        place(me, members, rank_of, fanout).parent
+    }
 
     fn r(p: &u32) -> [u8; 32] {
         rank(&p.to_be_bytes())

@@ -397,7 +397,7 @@ fn collect(scrape: &Scrape, counters: &ServerCounters, broadcasts: &Broadcasts) 
 
     let labels = ["tenant", "event", "stream", "track"];
     type Family = (&'static str, &'static str, bool);
-    let families: [Family; 7] = [
+    let families: [Family; 8] = [
         (
             "strom_track_subscriptions_total",
             "Downstream MoQT subscriptions accepted per track.",
@@ -433,6 +433,11 @@ fn collect(scrape: &Scrape, counters: &ServerCounters, broadcasts: &Broadcasts) 
             "Times a slow reader fell behind the cache and skipped ahead.",
             true,
         ),
+        (
+            "strom_track_reader_missed_groups_total",
+            "Groups readers moved past because they never arrived here.",
+            true,
+        ),
     ];
     let families =
         families.map(|(name, help, counter)| Figure::new(scrape, name, help, counter, &labels));
@@ -450,6 +455,7 @@ fn collect(scrape: &Scrape, counters: &ServerCounters, broadcasts: &Broadcasts) 
                 c(&k.bytes_out),
                 cached as f64,
                 c(&k.objects_skipped),
+                c(&k.groups_missed),
             ];
             let at = [
                 tenant.as_str(),
