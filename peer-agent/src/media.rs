@@ -273,7 +273,10 @@ async fn repair(
     let mut subscriber = source.subscriber.clone();
     let mut stored = 0u64;
     let mut open = group != newest_group;
-    let result = async {
+    // The budget holds whatever the source does (a source that never
+    // answers must not hold the track's one repair); what arrived within it
+    // stays, and the next check asks from there.
+    let result = tokio::time::timeout(crate::repair::FETCH_BUDGET, async {
         let mut fetch = subscriber.fetch(request, KeyValuePairs::default()).await?;
         // REQUEST_ERROR (nothing newer there) is the common answer.
         fetch.ok().await?;
@@ -308,8 +311,9 @@ async fn repair(
             }
         }
         anyhow::Ok(())
-    }
-    .await;
+    })
+    .await
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("out of its budget")));
     if let Err(e) = result {
         tracing::trace!(from = %source.from, track = %track.name, error = %format!("{e:#}"), "repair fetch ended");
     }

@@ -37,7 +37,10 @@ pub(crate) const CAUGHT_UP: Duration = Duration::from_secs(1);
 /// How often `media` checks each track against the deadline.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// What one repair may take: a FETCH from the agent to its edge across the
-/// site's WAN link and back, with a group's worth of objects.
+/// site's WAN link and back, with a group's worth of objects. `media`
+/// enforces it (a repair is cut off at its budget, keeping what arrived),
+/// and a source waits at most 250 ms for objects it does not hold yet
+/// before it answers (the relay's `FETCH_WAIT`).
 pub(crate) const FETCH_BUDGET: Duration = Duration::from_millis(500);
 
 /// How long a viewer's reader waits for a group that is missing while a

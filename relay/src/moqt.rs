@@ -701,32 +701,23 @@ async fn serve_fetch(
         .history_settled(std::time::Duration::from_secs(3))
         .await;
     let (start, end) = (range.start_location, range.end_location);
-    // End Location is exclusive; object 0 of the end group means "the whole previous group".
-    let objects: Vec<(u64, crate::cache::Object)> = track.with_groups(|groups| {
-        let newest = groups.back().map(|g| g.id);
-        let mut out = Vec::new();
-        for g in groups
-            .iter()
-            .filter(|g| g.id >= start.group_id && g.id <= end.group_id)
-        {
-            out.extend(
-                g.objects
-                    .iter()
-                    .filter(|o| {
-                        let at = Location::new(g.id, o.id);
-                        at >= start && at < end
-                    })
-                    .map(|o| (g.id, o.clone())),
-            );
-            // A group still open below the newest ends the answer: its tail
-            // may yet come, so whoever repairs from here can read an object
-            // of a later group as "the earlier groups are whole".
-            if !g.complete && Some(g.id) != newest {
-                break;
-            }
+    // Objects not here yet: wait a little for the first of them.
+    let mut changes = track.changes();
+    let deadline = tokio::time::Instant::now() + FETCH_WAIT;
+    let objects = loop {
+        changes.borrow_and_update();
+        let objects = cached_range(&track, start, end);
+        let ahead = track
+            .largest()
+            .is_none_or(|(g, o)| Location::new(g, o) < start);
+        if !objects.is_empty() || !ahead || track.is_closed() {
+            break objects;
         }
-        out
-    });
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => break objects,
+        }
+    };
     let Some(last) = objects.last().map(|(g, o)| Location::new(*g, o.id + 1)) else {
         let _ = request.reject(
             RequestErrorCode::InvalidRange,
@@ -758,6 +749,48 @@ async fn serve_fetch(
     }
     writer.finish().await?;
     Ok(())
+}
+
+/// How long a FETCH for objects past the newest one here waits for the
+/// first of them before it is refused. A peer-agent repairing from an
+/// agent that is itself repairing (two hops from the edge, when their
+/// common parent fails) gets the objects as they arrive instead of asking
+/// again at its next check. Well inside the requester's budget
+/// (`FETCH_BUDGET` in the peer-agent's `repair`).
+const FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The cached objects from `start` (inclusive) to `end` (exclusive), in order.
+fn cached_range(
+    track: &crate::cache::TrackCache,
+    start: Location,
+    end: Location,
+) -> Vec<(u64, crate::cache::Object)> {
+    // End Location is exclusive; object 0 of the end group means "the whole previous group".
+    track.with_groups(|groups| {
+        let newest = groups.back().map(|g| g.id);
+        let mut out = Vec::new();
+        for g in groups
+            .iter()
+            .filter(|g| g.id >= start.group_id && g.id <= end.group_id)
+        {
+            out.extend(
+                g.objects
+                    .iter()
+                    .filter(|o| {
+                        let at = Location::new(g.id, o.id);
+                        at >= start && at < end
+                    })
+                    .map(|o| (g.id, o.clone())),
+            );
+            // A group still open below the newest ends the answer: its tail
+            // may yet come, so whoever repairs from here can read an object
+            // of a later group as "the earlier groups are whole".
+            if !g.complete && Some(g.id) != newest {
+                break;
+            }
+        }
+        out
+    })
 }
 
 /// Viewers' sessions may not publish into this server: PUBLISH_NAMESPACE and
