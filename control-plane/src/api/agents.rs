@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use super::problem::{blocking, Body};
 use super::*;
-pub(crate) use strom_protocol::{AgentStats, RegisterAnswer, RegisterRequest, RosterEntry};
+pub(crate) use strom_protocol::{RegisterAnswer, RegisterRequest, RosterEntry};
 
 /// How often agents register (the answer tells them).
 pub(crate) const REGISTER_EVERY_SECS: u64 = 10;
@@ -339,6 +339,7 @@ impl AgentBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strom_protocol::AgentStats;
 
     fn entry(peer: &str) -> RosterEntry {
         RosterEntry {

@@ -146,11 +146,13 @@ impl PendingLogins {
             .ok_or(PendingRefusal::Unknown)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_state.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.by_state.is_empty()
     }
 }
