@@ -2,7 +2,7 @@
 //! out to subscribers and announces broadcasts, and the conversions between
 //! strom's model and moq-transport's types.
 //!
-//! Why one file of ~900 lines: it is the server side of one MoQT session
+//! Why one file of ~930 lines: it is the server side of one MoQT session
 //! (accepting it, refusing publishers, SUBSCRIBE_NAMESPACE, SUBSCRIBE,
 //! FETCH, TRACK_STATUS), and every handler passes the same per-session
 //! grant check (`refused`) and feeds the same counters. Split by message,
