@@ -15,6 +15,7 @@ mod media;
 mod parents;
 mod registration;
 mod repair;
+mod repairing;
 mod swarm;
 mod topology;
 
@@ -41,7 +42,8 @@ use strom_relay::{
 };
 use tokio::sync::{mpsc, watch};
 
-use media::{MediaContext, PeerEvent, RepairTarget, Target};
+use media::{MediaContext, PeerEvent, Target};
+use repairing::RepairTarget;
 use swarm::{Command, Members, Registration, SiteNetworks};
 use topology::{Parent, Suspicions};
 
@@ -315,7 +317,7 @@ impl PeerAgent {
         let (repair_sessions_tx, repair_sessions) = watch::channel(None);
         parts.spawn_loop(
             "repair session",
-            media::keep_repair_session(repair_targets, repair_sessions_tx),
+            repairing::keep_repair_session(repair_targets, repair_sessions_tx),
         );
         parts.spawn_loop(
             "parent choice",

@@ -10,18 +10,10 @@
 //! object is checked against the origins' media keys before it enters the
 //! cache, i.e. before this agent serves or forwards it.
 //!
-//! A parent that falls behind does not make viewers wait (P2P-4): when a
-//! live track has had nothing new from its parent for the repair deadline,
-//! the agent FETCHes what follows its newest object from its repair source
-//! (the standby from the edge, everyone else from a peer, see
-//! [`crate::topology::place`]), over a second session kept open for that,
-//! every 100 ms until the parent catches up or is passed over. When to
-//! repair and when to pass a parent over is decided by [`crate::repair`]
-//! (sans-IO, table-tested); this file does the I/O around it.
-//!
-//! Why one file of ~880 lines: the upstream session, each track's
-//! subscription with its repair loop, and the signature check share the
-//! session generation and the freshness clock.
+//! A parent that falls behind does not make viewers wait (P2P-4): each
+//! track is repaired from the repair source beside its subscriptions
+//! ([`crate::repairing`], decided by [`crate::repair`]); this file feeds
+//! it the freshness clock and what each subscription delivered.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +24,9 @@ use anyhow::{bail, Context};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p::PeerId;
+use moq_transport::coding::KeyValuePairs;
 use moq_transport::coding::Location;
-use moq_transport::coding::{KeyValuePairs, TrackName};
-use moq_transport::message::{FilterType, StandaloneFetch, SubscriptionFilter};
+use moq_transport::message::{FilterType, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{NamespaceEvent, Subscriber};
 use strom_relay::{
@@ -45,12 +37,9 @@ use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
 
-use crate::repair::{Check, Repair};
+use crate::repairing::{keep_repaired, Feed, RepairSession};
 use crate::topology::Parent;
 
-/// How far past its newest object a repair FETCH asks (End Location: up to
-/// and including the group before this many groups on).
-const REPAIR_GROUPS: u64 = 3;
 /// Broadcasts the new parent does not announce within this time have ended.
 const REANNOUNCE_GRACE: Duration = Duration::from_secs(6);
 
@@ -64,23 +53,6 @@ pub(crate) struct Target {
     pub token: String,
     /// Announcements under this prefix (the tenant).
     pub prefix: Vec<String>,
-}
-
-/// Where objects a lagging parent has not delivered come from.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RepairTarget {
-    /// The edge (for the standby) or a peer.
-    pub from: Parent<PeerId>,
-    pub url: url::Url,
-    pub trust: Trust,
-    pub token: String,
-}
-
-/// An open session to the repair source.
-#[derive(Clone)]
-pub(crate) struct RepairSession {
-    from: Parent<PeerId>,
-    subscriber: Subscriber,
 }
 
 /// Something the media plane learned about a peer.
@@ -196,7 +168,7 @@ pub(crate) async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: Media
 }
 
 /// A session to a parent or repair source, given up after 3 s.
-async fn connect(
+pub(crate) async fn connect(
     url: &url::Url,
     trust: &Trust,
     token: &str,
@@ -207,117 +179,6 @@ async fn connect(
     )
     .await
     .context("timed out")?
-}
-
-/// Keeps one session open to the current repair source.
-pub(crate) async fn keep_repair_session(
-    mut targets: watch::Receiver<Option<RepairTarget>>,
-    sessions: watch::Sender<Option<RepairSession>>,
-) {
-    loop {
-        let target = targets.borrow_and_update().clone();
-        let Some(target) = target else {
-            sessions.send_replace(None);
-            if targets.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        let Ok((session, subscriber)) = connect(&target.url, &target.trust, &target.token).await
-        else {
-            tracing::debug!(from = %target.from, "repair source unreachable");
-            sessions.send_replace(None);
-            let _ = tokio::time::timeout(Duration::from_secs(1), targets.changed()).await;
-            continue;
-        };
-        tracing::debug!(from = %target.from, "repair session open");
-        sessions.send_replace(Some(RepairSession {
-            from: target.from.clone(),
-            subscriber,
-        }));
-        tokio::select! {
-            res = session.run() => {
-                tracing::debug!(from = %target.from, ended = ?res.err(), "repair session ended");
-                sessions.send_replace(None);
-                let _ = tokio::time::timeout(Duration::from_secs(1), targets.changed()).await;
-            }
-            _ = targets.changed() => {}
-        }
-    }
-}
-
-/// Fetches what follows the track's newest object from the repair source;
-/// returns how many objects it stored.
-async fn repair(
-    source: RepairSession,
-    namespace: Namespace,
-    track: Arc<TrackCache>,
-    fresh: Arc<Freshness>,
-    ctx: MediaContext,
-) -> u64 {
-    let (Some((newest_group, _)), Some((group, next, _))) = (track.largest(), frontier(&track))
-    else {
-        return 0;
-    };
-    // One FETCH from where a viewer waits up to a few groups on. The answer
-    // stops after any group the source still has open (see the server's
-    // `serve_fetch`), so an object of a later group tells that the waited-on
-    // group is whole there: close it here too, or viewers would wait for
-    // its end from the lagging parent.
-    let request = StandaloneFetch {
-        track_namespace: to_track_namespace(&namespace),
-        track_name: TrackName::from(track.name.as_str()),
-        start_location: Location::new(group, next),
-        end_location: Location::new(newest_group + REPAIR_GROUPS, 0),
-    };
-    let mut subscriber = source.subscriber.clone();
-    let mut stored = 0u64;
-    let mut open = group != newest_group;
-    // The budget holds whatever the source does (a source that never
-    // answers must not hold the track's one repair); what arrived within it
-    // stays, and the next check asks from there.
-    let result = tokio::time::timeout(crate::repair::FETCH_BUDGET, async {
-        let mut fetch = subscriber.fetch(request, KeyValuePairs::default()).await?;
-        // REQUEST_ERROR (nothing newer there) is the common answer.
-        fetch.ok().await?;
-        while let Some((fetched_group, object)) =
-            upstream::next_fetched(&mut fetch, &track.name).await?
-        {
-            if open && fetched_group > group {
-                // The parent has not even closed it: that counts as lag.
-                track.finish_group(group);
-                open = false;
-                stored += 1;
-            }
-            let size = object.payload.len() as u64;
-            if accept(
-                &ctx,
-                &namespace,
-                &track,
-                &fresh,
-                fetched_group,
-                object,
-                &source.from,
-            ) {
-                stored += 1;
-                ctx.counters
-                    .objects_repaired
-                    .fetch_add(1, Ordering::Relaxed);
-                if source.from == Parent::Edge {
-                    ctx.counters
-                        .repair_bytes_from_edge
-                        .fetch_add(size, Ordering::Relaxed);
-                }
-            }
-        }
-        anyhow::Ok(())
-    })
-    .await
-    .unwrap_or_else(|_| Err(anyhow::anyhow!("out of its budget")));
-    if let Err(e) = result {
-        tracing::trace!(from = %source.from, track = %track.name, error = %format!("{e:#}"), "repair fetch ended");
-    }
-    stored
 }
 
 /// Learns broadcasts from the current parent; they persist across parents.
@@ -403,18 +264,37 @@ enum Ended {
     Closed(anyhow::Error),
 }
 
-/// Keeps one track fed, across parents, while anyone reads it; the
-/// relay's [`upstream::Lifecycle`] decides where each subscription starts,
-/// when to let go, and what follows the end of one.
+/// Keeps one track fed, across parents, while anyone reads it: the
+/// subscriptions one after another, and beside them the repairs, which
+/// belong to the track and so go on while a parent dies or is replaced.
 async fn pull_track(
     broadcast: Arc<Broadcast>,
     track: Arc<TrackCache>,
-    mut sessions: watch::Receiver<Option<Session>>,
+    sessions: watch::Receiver<Option<Session>>,
     ctx: MediaContext,
+) {
+    let fresh = Arc::new(Freshness::default());
+    let (feed_tx, feed) = watch::channel(None::<Feed>);
+    tokio::select! {
+        () = follow_parents(&broadcast, &track, &fresh, sessions, &feed_tx, &ctx) => {}
+        () = keep_repaired(&broadcast.namespace, &track, &fresh, feed, &ctx) => {}
+    }
+    upstream::retire(&broadcast, &track).await;
+}
+
+/// The track's subscriptions, one per parent; the relay's
+/// [`upstream::Lifecycle`] decides where each starts, when to let go, and
+/// what follows the end of one.
+async fn follow_parents(
+    broadcast: &Arc<Broadcast>,
+    track: &Arc<TrackCache>,
+    fresh: &Arc<Freshness>,
+    mut sessions: watch::Receiver<Option<Session>>,
+    feed: &watch::Sender<Option<Feed>>,
+    ctx: &MediaContext,
 ) {
     let mut life = upstream::Lifecycle::new(upstream::Policy::agent(ctx.idle));
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
-    let fresh = Arc::new(Freshness::default());
     loop {
         if track.is_closed() {
             break;
@@ -427,17 +307,19 @@ async fn pull_track(
             }
             continue;
         };
-        let how = match subscribe_once(
-            &broadcast,
-            &track,
-            &fresh,
+        let ended = subscribe_once(
+            broadcast,
+            track,
+            fresh,
             &session,
             &mut sessions,
-            &ctx,
+            feed,
+            ctx,
             &mut life,
         )
-        .await
-        {
+        .await;
+        feed.send_replace(None);
+        let how = match ended {
             Ended::Idle => break,
             Ended::Switched => upstream::Ending::Switched,
             Ended::Closed(err) => {
@@ -462,7 +344,6 @@ async fn pull_track(
             }
         }
     }
-    upstream::retire(&broadcast, &track).await;
 }
 
 /// How far behind live a track's cache is, from the origin's ingest clock
@@ -471,11 +352,11 @@ async fn pull_track(
 /// origin and agent cancels out; a parent that trickles objects ever later
 /// shows up as growing lateness even though something arrives all the time.
 #[derive(Default)]
-struct Freshness {
+pub(crate) struct Freshness {
     best_offset_us: Mutex<Option<i64>>,
 }
 
-fn unix_micros() -> u64 {
+pub(crate) fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -491,7 +372,7 @@ fn unix_micros() -> u64 {
 ///
 /// Returns the group, the next object id, and the producer time of the
 /// last object held before that place.
-fn frontier(track: &TrackCache) -> Option<(u64, u64, Option<u64>)> {
+pub(crate) fn frontier(track: &TrackCache) -> Option<(u64, u64, Option<u64>)> {
     track.with_groups(|groups| {
         let newest = groups.back()?;
         let (group, next, last) = match groups.iter().rev().nth(1) {
@@ -530,7 +411,7 @@ impl Freshness {
 
     /// How late the object a viewer waits for is now, beyond the best
     /// delivery seen; `None` for tracks without producer times (catalog).
-    fn lateness(&self, track: &TrackCache, now_us: u64) -> Option<Duration> {
+    pub(crate) fn lateness(&self, track: &TrackCache, now_us: u64) -> Option<Duration> {
         let best = self.best()?;
         let (_, _, produced) = frontier(track)?;
         let late = now_us as i64 - produced? as i64 - best;
@@ -539,9 +420,9 @@ impl Freshness {
 }
 
 /// Arrival bookkeeping of one subscription (for silence detection).
-struct Arrivals {
-    count: AtomicU64,
-    last: Mutex<Instant>,
+pub(crate) struct Arrivals {
+    pub(crate) count: AtomicU64,
+    pub(crate) last: Mutex<Instant>,
 }
 
 async fn subscribe_once(
@@ -550,6 +431,7 @@ async fn subscribe_once(
     fresh: &Arc<Freshness>,
     session: &Session,
     sessions: &mut watch::Receiver<Option<Session>>,
+    feed: &watch::Sender<Option<Feed>>,
     ctx: &MediaContext,
     life: &mut upstream::Lifecycle,
 ) -> Ended {
@@ -590,6 +472,10 @@ async fn subscribe_once(
         count: AtomicU64::new(0),
         last: Mutex::new(Instant::now()),
     });
+    feed.send_replace(Some(Feed {
+        parent: session.parent.clone(),
+        arrivals: arrivals.clone(),
+    }));
     // An agent fetches no history (`plan.history` is 0, see
     // `upstream::Policy::agent`): a new subscription already starts at the
     // newest group's first object.
@@ -611,9 +497,6 @@ async fn subscribe_once(
     };
     let mut groups = FuturesUnordered::new();
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
-    let mut silence_check = tokio::time::interval(crate::repair::CHECK_EVERY);
-    let mut repairing: Option<futures::future::BoxFuture<'static, u64>> = None;
-    let mut policy = Repair::new(ctx.repair_after);
     let ended = loop {
         tokio::select! {
             next = subgroups.next() => match next {
@@ -630,44 +513,9 @@ async fn subscribe_once(
                 Err(e) => break Ended::Closed(e.into()),
             },
             Some(()) = groups.next(), if !groups.is_empty() => {}
-            stored = async { repairing.as_mut().expect("guarded").await }, if repairing.is_some() => {
-                repairing = None;
-                policy.repaired(Instant::now(), stored);
-                if stored > 0 {
-                    tracing::debug!(track = %track.name, objects = stored, "repaired past a lagging parent");
-                }
-            }
             _ = idle_check.tick() => {
                 if !life.wanted(track.demand(Instant::now())) {
                     break Ended::Idle;
-                }
-            }
-            _ = silence_check.tick() => {
-                if let Parent::Peer(p) = session.parent {
-                    let source = ctx.repairs.borrow().clone();
-                    let since_news = arrivals.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-                    let verdict = policy.check(Check {
-                        now: Instant::now(),
-                        lateness: fresh.lateness(track, unix_micros()),
-                        since_news,
-                        delivered: arrivals.count.load(Ordering::Relaxed),
-                        source: source.is_some(),
-                        closed: track.is_closed(),
-                    });
-                    if let (true, Some(source)) = (verdict.fetch, source) {
-                        tracing::trace!(track = %track.name, since_news_ms = since_news.as_millis() as u64, frontier = ?frontier(track), largest = ?track.largest(), "repair due");
-                        repairing = Some(Box::pin(repair(
-                            source,
-                            broadcast.namespace.clone(),
-                            track.clone(),
-                            fresh.clone(),
-                            ctx.clone(),
-                        )));
-                    }
-                    if verdict.parent_behind {
-                        tracing::warn!(peer = %p, track = %track.name, "parent fell behind");
-                        let _ = ctx.events.send(PeerEvent::Silent(p));
-                    }
                 }
             }
             changed = sessions.changed() => {
@@ -717,7 +565,7 @@ async fn read_subgroup(
 
 /// Checks an object's signature and stores it; a bad one is dropped and
 /// its sender reported.
-fn accept(
+pub(crate) fn accept(
     ctx: &MediaContext,
     namespace: &Namespace,
     track: &TrackCache,

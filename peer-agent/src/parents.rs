@@ -42,21 +42,15 @@ impl ParentChoice {
                 let reg = registration.borrow();
                 let current = members.borrow();
                 let chosen = reg.as_ref().map(|reg| {
-                    let view: BTreeSet<PeerId> = current
-                        .keys()
-                        .filter(|p| !suspicions.is_suspected(p, now))
-                        .copied()
-                        .collect();
                     let place = if reg.p2p {
-                        let rank = |p: &PeerId| topology::rank(&p.to_bytes());
-                        let mut place = topology::place(&me, &view, rank, fanout);
-                        // The repair source follows the site's order, not this
-                        // agent's suspicions: the standby stays the one agent
-                        // repairing from the edge even after this agent passed
-                        // over a lagging leader.
                         let all: BTreeSet<PeerId> = current.keys().copied().collect();
-                        place.repair = topology::place(&me, &all, rank, fanout).repair;
-                        place
+                        topology::place_suspecting(
+                            &me,
+                            &all,
+                            |p| suspicions.is_suspected(p, now),
+                            |p| topology::rank(&p.to_bytes()),
+                            fanout,
+                        )
                     } else {
                         topology::Place {
                             parent: Parent::Edge,

@@ -17,6 +17,20 @@
 //! - A steady parent lagging for all of [`SILENCE`] (or, without a repair
 //!   source, silent for as long) is reported once. Viewers do not wait for
 //!   this: repair fills the gap from the deadline on.
+//! - A repair that found objects is followed by another check at once:
+//!   the source (often itself repairing, one hop closer to the edge) may
+//!   have more by now. One that found nothing waits for the next check.
+//! - Repair belongs to the track, not to one subscription: a parent that
+//!   dies or is passed over while a repair runs does not end that repair,
+//!   and while the track has no parent (the next one is still being
+//!   reached) it is repaired like a lagging one. A new parent is judged
+//!   afresh ([`Repair::new_parent`]); only a peer is ever passed over.
+//! - A track whose edge subscription (the leader's) is delivering is not
+//!   repaired: its repair source is the same edge, and a late edge
+//!   subscription means a congested WAN that duplicates would only load
+//!   more. One still starting (the standby just took the lead) is repaired
+//!   like a track between parents until it has delivered [`STEADY_AFTER`]
+//!   objects.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +89,23 @@ pub(crate) struct Check {
     pub(crate) delivered: u64,
     /// A repair source is connected.
     pub(crate) source: bool,
+    /// What the track is subscribed to now.
+    pub(crate) parent: Feeding,
     /// The track has ended.
     pub(crate) closed: bool,
+}
+
+/// What a track is subscribed to at a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feeding {
+    /// A peer: repaired when late, passed over when it stays behind.
+    Peer,
+    /// The edge (the leader): never passed over; repaired only while the
+    /// subscription is starting.
+    Edge,
+    /// Nothing: the parent died or was passed over and the next one has not
+    /// answered yet. Repaired when late; nobody to pass over.
+    Nobody,
 }
 
 /// What to do after a check.
@@ -118,7 +147,9 @@ impl Repair {
             None => None,
         };
         let due = late.is_some_and(|l| l > self.deadline);
-        let fetch = due && c.source && !self.repairing && !c.closed;
+        // An edge subscription still starting is no better than none.
+        let edge_flowing = c.parent == Feeding::Edge && steady;
+        let fetch = due && c.source && !self.repairing && !c.closed && !edge_flowing;
         if fetch {
             self.repairing = true;
         }
@@ -135,7 +166,8 @@ impl Repair {
         } else {
             c.since_news > SILENCE
         };
-        let parent_behind = steady && behind && !self.reported && !c.closed;
+        let parent_behind =
+            c.parent == Feeding::Peer && steady && behind && !self.reported && !c.closed;
         if parent_behind {
             self.reported = true;
         }
@@ -145,13 +177,26 @@ impl Repair {
         }
     }
 
-    /// A repair ended having stored `stored` objects the parent had not sent.
-    pub(crate) fn repaired(&mut self, now: Instant, stored: u64) {
+    /// The track subscribed on another parent (or lost its parent): its lag
+    /// so far was the old parent's. A repair still running goes on.
+    pub(crate) fn new_parent(&mut self) {
+        self.lagging_since = None;
+        self.last_repaired = None;
+        self.reported = false;
+    }
+
+    /// A repair ended having stored `stored` objects the parent had not
+    /// sent. Returns whether to check again at once rather than at the next
+    /// tick: a source that had objects may well have more by now (it is
+    /// often repairing itself, one hop closer to the edge), and a viewer
+    /// should not wait a check interval for each of its answers.
+    pub(crate) fn repaired(&mut self, now: Instant, stored: u64) -> bool {
         self.repairing = false;
         if stored > 0 {
             self.lagging_since.get_or_insert(now);
             self.last_repaired = Some(now);
         }
+        stored > 0
     }
 }
 
@@ -173,6 +218,7 @@ mod tests {
             since_news: ms(0),
             delivered: 100,
             source: true,
+            parent: Feeding::Peer,
             closed: false,
         }
     }
@@ -183,6 +229,8 @@ mod tests {
         Check(u64, fn(Check) -> Check, Verdict),
         /// A repair ends at this time having stored this many objects.
         Repaired(u64, u64),
+        /// The track subscribes on another parent.
+        NewParent,
     }
 
     const NOTHING: Verdict = Verdict {
@@ -255,6 +303,32 @@ mod tests {
             ..c
         }
     }
+    /// Late between parents (the next one is still being reached).
+    fn late_no_parent(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(2500)),
+            since_news: ms(2500),
+            parent: Feeding::Nobody,
+            ..c
+        }
+    }
+    /// The leader, subscribed to the edge, late.
+    fn late_from_the_edge(c: Check) -> Check {
+        Check {
+            lateness: Some(ms(2500)),
+            since_news: ms(2500),
+            parent: Feeding::Edge,
+            ..c
+        }
+    }
+    /// The standby that just took the lead: its edge subscription is up
+    /// but has delivered nothing yet.
+    fn late_from_the_edge_starting(c: Check) -> Check {
+        Check {
+            delivered: 0,
+            ..late_from_the_edge(c)
+        }
+    }
     fn late_unsteady(c: Check) -> Check {
         Check {
             lateness: Some(ms(3000)),
@@ -280,6 +354,16 @@ mod tests {
                     Check(100, late, NOTHING),
                     Repaired(150, 5),
                     Check(200, late, FETCH),
+                ],
+            ),
+            (
+                "a repair that found objects: the next one at once, not a tick later",
+                vec![
+                    Check(0, late, FETCH),
+                    Repaired(40, 2),
+                    Check(40, late, FETCH),
+                    // Nothing found: the next check comes at its tick.
+                    Repaired(45, 0),
                 ],
             ),
             (
@@ -368,6 +452,83 @@ mod tests {
                     Check(2500, late_unsteady, FETCH),
                 ],
             ),
+            (
+                "a repair running when the parent goes on; the next waits for it",
+                vec![
+                    Check(0, late, FETCH),
+                    NewParent,
+                    Check(100, late_no_parent, NOTHING),
+                    Repaired(150, 5),
+                    Check(200, late_no_parent, FETCH),
+                ],
+            ),
+            (
+                "between parents: repaired, nobody is passed over",
+                vec![
+                    Check(0, late_no_parent, FETCH),
+                    Repaired(50, 3),
+                    Check(1000, late_no_parent, FETCH),
+                    Repaired(1050, 3),
+                    Check(2500, late_no_parent, FETCH),
+                    Repaired(2550, 3),
+                    Check(3000, late_no_parent, FETCH),
+                ],
+            ),
+            (
+                "subscribed to the edge: neither repaired nor passed over",
+                vec![
+                    Check(0, late_from_the_edge, NOTHING),
+                    Check(2500, late_from_the_edge, NOTHING),
+                ],
+            ),
+            (
+                "a new edge subscription that has not delivered yet: repaired",
+                vec![
+                    Check(0, late_from_the_edge_starting, FETCH),
+                    Repaired(50, 3),
+                    Check(50, late_from_the_edge_starting, FETCH),
+                    Repaired(100, 0),
+                    Check(200, late_from_the_edge, NOTHING),
+                ],
+            ),
+            (
+                "the standby taking the lead: repaired until the edge answers",
+                vec![
+                    Check(0, late, FETCH),
+                    NewParent,
+                    Repaired(50, 3),
+                    Check(100, late_no_parent, FETCH),
+                    Repaired(150, 3),
+                    NewParent,
+                    Check(200, late_from_the_edge, NOTHING),
+                ],
+            ),
+            (
+                "a new parent is judged afresh: 2 s of its own lag",
+                vec![
+                    Check(0, late, FETCH),
+                    Repaired(50, 3),
+                    Check(1000, late, FETCH),
+                    Repaired(1050, 3),
+                    // The old parent lagged since 50; the new one from 1500.
+                    NewParent,
+                    Check(1500, late, FETCH),
+                    Repaired(1550, 3),
+                    Check(2500, late, FETCH),
+                    Repaired(2550, 3),
+                    Check(3500, late, FETCH),
+                    Repaired(3550, 3),
+                    Check(3600, late, FETCH_BEHIND),
+                ],
+            ),
+            (
+                "a parent passed over once may be judged again after a switch",
+                vec![
+                    Check(0, silent_no_source, BEHIND),
+                    NewParent,
+                    Check(100, silent_no_source, BEHIND),
+                ],
+            ),
         ];
         for (name, steps) in cases {
             let t0 = Instant::now();
@@ -378,7 +539,11 @@ mod tests {
                         let got = r.check(change(check(t0, at)));
                         assert_eq!(got, want, "{name}: step {i} at {at} ms");
                     }
-                    Step::Repaired(at, stored) => r.repaired(t0 + ms(at), stored),
+                    Step::Repaired(at, stored) => {
+                        let again = r.repaired(t0 + ms(at), stored);
+                        assert_eq!(again, stored > 0, "{name}: step {i}: check again at once");
+                    }
+                    Step::NewParent => r.new_parent(),
                 }
             }
         }
@@ -412,7 +577,7 @@ mod tests {
                     for tick in 0..1_000u32 {
                         let now = t0 + phase + CHECK_EVERY * tick;
                         if let Some(end) = pending_end.filter(|end| *end <= now) {
-                            policy.repaired(end, 0);
+                            let _ = policy.repaired(end, 0);
                             pending_end = None;
                         }
                         let c = Check {

@@ -41,16 +41,21 @@ pub(crate) fn rank(peer_id: &[u8]) -> [u8; 32] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Place<P> {
     pub parent: Parent<P>,
-    /// `None` for the leader (it pulls from the edge already).
+    /// `None` only where no site is formed (peer-to-peer off).
     pub repair: Option<Parent<P>>,
 }
 
 /// This agent's parent and repair source in the site's order.
 ///
-/// Only the standby repairs from the edge, so a site whose leader stalls
-/// costs its WAN at most one more copy, never one per agent: the leader's
-/// other children repair from the standby, everyone deeper in the tree
-/// from the leader (which holds the newest objects of the site).
+/// Only the leader and the standby repair from the edge, so a site whose
+/// leader stalls costs its WAN at most one more copy, never one per agent:
+/// the leader's other children repair from the standby, everyone deeper in
+/// the tree from the leader (which holds the newest objects of the site).
+/// The standby and the leader share their repair source on purpose: when
+/// the leader goes, the standby takes its place with its repair session
+/// to the edge still open, and repairs from it while its own subscription
+/// to the edge is being set up. (A leader subscribed to the edge does not
+/// repair from it: on a congested WAN that would only double the load.)
 pub(crate) fn place<P: Clone + Ord>(
     me: &P,
     members: &BTreeSet<P>,
@@ -71,7 +76,7 @@ pub(crate) fn place<P: Clone + Ord>(
     if position == 0 {
         return Place {
             parent: Parent::Edge,
-            repair: None,
+            repair: Some(Parent::Edge),
         };
     }
     let up = (position - 1) / fanout.max(1);
@@ -84,6 +89,31 @@ pub(crate) fn place<P: Clone + Ord>(
         parent: Parent::Peer(order[up].0.clone()),
         repair: Some(repair),
     }
+}
+
+/// This agent's place while it suspects some peers: its parent from its
+/// own view (the suspects left out), its repair source from the site's
+/// order, so that the standby stays the one agent repairing from the edge
+/// after this agent passed over a lagging leader. Never the parent itself,
+/// though: once a child has passed over the leader its parent is the
+/// standby, and repairing from the parent only races the subscription for
+/// the same objects, which would count as the parent lagging and pass over
+/// the freshest peer of the site too. Such a child has no repair source;
+/// its parent repairs from the edge for it.
+pub(crate) fn place_suspecting<P: Clone + Ord>(
+    me: &P,
+    members: &BTreeSet<P>,
+    suspected: impl Fn(&P) -> bool,
+    rank_of: impl Fn(&P) -> [u8; 32],
+    fanout: usize,
+) -> Place<P> {
+    let view: BTreeSet<P> = members.iter().filter(|p| !suspected(p)).cloned().collect();
+    let mut chosen = place(me, &view, &rank_of, fanout);
+    chosen.repair = place(me, members, &rank_of, fanout).repair;
+    if matches!(chosen.parent, Parent::Peer(_)) && chosen.repair.as_ref() == Some(&chosen.parent) {
+        chosen.repair = None;
+    }
+    chosen
 }
 
 /// Peers suspected locally (silent or misbehaving), each until a deadline.
@@ -182,12 +212,12 @@ mod tests {
     }
 
     #[test]
-    fn only_the_standby_repairs_from_the_edge() {
+    fn only_the_leader_and_the_standby_repair_from_the_edge() {
         let ids: Vec<u32> = (1..=7).collect();
         let order = ordered(&ids);
         let members: BTreeSet<u32> = ids.iter().copied().collect();
         let places: Vec<Place<u32>> = order.iter().map(|p| place(p, &members, r, 2)).collect();
-        assert_eq!(places[0].repair, None, "the leader pulls from the edge");
+        assert_eq!(places[0].repair, Some(Parent::Edge), "the leader");
         assert_eq!(places[1].repair, Some(Parent::Edge), "the standby");
         assert_eq!(places[2].repair, Some(Parent::Peer(order[1])));
         for p in &places[3..] {
@@ -206,6 +236,54 @@ mod tests {
         // A site of two: the standby repairs from the edge.
         let two: BTreeSet<u32> = order[..2].iter().copied().collect();
         assert_eq!(place(&order[1], &two, r, 16).repair, Some(Parent::Edge));
+        // The leader goes: the standby's repair source stays where it was.
+        let without_leader: BTreeSet<u32> = order[1..].iter().copied().collect();
+        assert_eq!(
+            place(&order[1], &without_leader, r, 2),
+            Place {
+                parent: Parent::Edge,
+                repair: places[1].repair.clone()
+            }
+        );
+    }
+
+    #[test]
+    fn a_child_that_passed_over_the_leader_does_not_repair_from_its_new_parent() {
+        let ids: Vec<u32> = (1..=7).collect();
+        let order = ordered(&ids);
+        let members: BTreeSet<u32> = ids.iter().copied().collect();
+        let me = order[3];
+        // Suspecting nobody: as `place`.
+        assert_eq!(
+            place_suspecting(&me, &members, |_| false, r, 16),
+            place(&me, &members, r, 16)
+        );
+        // The leader suspected: the standby feeds it, nobody repairs it.
+        assert_eq!(
+            place_suspecting(&me, &members, |p| *p == order[0], r, 16),
+            Place {
+                parent: Parent::Peer(order[1]),
+                repair: None
+            }
+        );
+        // The standby suspected: the leader still feeds it, and the standby
+        // stays its repair source (the site's order, not its suspicions).
+        assert_eq!(
+            place_suspecting(&me, &members, |p| *p == order[1], r, 16),
+            Place {
+                parent: Parent::Peer(order[0]),
+                repair: Some(Parent::Peer(order[1]))
+            }
+        );
+        // The standby itself, suspecting the leader, pulls from the edge and
+        // keeps repairing from it.
+        assert_eq!(
+            place_suspecting(&order[1], &members, |p| *p == order[0], r, 16),
+            Place {
+                parent: Parent::Edge,
+                repair: Some(Parent::Edge)
+            }
+        );
     }
 
     #[test]
