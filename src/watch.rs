@@ -58,6 +58,9 @@ struct TrackStats {
     joined_us: u64,
     live: bool,
     live_buckets: Vec<u64>,
+    /// How long after the session opened the first object was shown (the
+    /// rest of `--duration` is what the viewer watched).
+    first_after: Option<Duration>,
 }
 
 impl Default for TrackStats {
@@ -75,6 +78,7 @@ impl Default for TrackStats {
             joined_us: now_us(),
             live: false,
             live_buckets: vec![0; 60_001],
+            first_after: None,
         }
     }
 }
@@ -239,7 +243,8 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         credential: None,
     };
     let (broadcast, requests) = upstream::attach(namespace.clone(), subscriber, ctx);
-    let deadline = options.duration.map(|d| Instant::now() + d);
+    let began = Instant::now();
+    let deadline = options.duration.map(|d| began + d);
     let work = async {
         // The catalog tells which tracks exist and how to initialise a decoder.
         // A relay that has not learnt of the broadcast yet (it went live a
@@ -313,6 +318,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                             if !started {
                                 if name != names[0] || object.id != 0 { continue; }
                                 started = true;
+                                s.first_after = Some(began.elapsed());
                             }
                             s.objects += 1;
                             s.record_arrival(group, object.id, Instant::now());
@@ -381,8 +387,11 @@ fn print_stats(stats: &HashMap<String, TrackStats>) {
             } else {
                 String::new()
             };
+            let first = s
+                .first_after
+                .map_or(String::new(), |d| format!(", first after {} ms", d.as_millis()));
             format!(
-                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, late groups {}, max gap {} ms{signatures}",
+                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, late groups {}, max gap {} ms{first}{signatures}",
                 s.objects,
                 s.groups,
                 s.bytes,
