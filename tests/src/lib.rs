@@ -581,14 +581,11 @@ impl Service {
     /// e.g. `[origin.control_plane]`).
     pub fn origin_with(name: &str, dir: &Path, streams: &[(&str, &str)], extra: &str) -> Service {
         let data = dir.join(name);
+        // Port 0 everywhere: the origin binds what the system gives it and
+        // logs it (a port picked here and freed could be taken by another
+        // test before the origin binds it).
         let mut toml = format!(
-            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:{}\"\nrtmps_listen = \"127.0.0.1:{}\"\nsrt_listen = \"127.0.0.1:{}\"\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nvod_listen = \"127.0.0.1:{}\"\nlinger_secs = 60\n",
-            free_tcp_port(),
-            free_tcp_port(),
-            free_udp_port(),
-            free_udp_port(),
-            free_tcp_port(),
-            free_tcp_port()
+            "data_dir = {data:?}\n[origin]\nrtmp_listen = \"127.0.0.1:0\"\nrtmps_listen = \"127.0.0.1:0\"\nsrt_listen = \"127.0.0.1:0\"\nmoqt_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nvod_listen = \"127.0.0.1:0\"\nlinger_secs = 60\n"
         );
         for (key, ns) in streams {
             toml.push_str(&format!(
@@ -608,11 +605,9 @@ impl Service {
     /// e.g. `[edge.control_plane]`).
     pub fn edge_with(name: &str, dir: &Path, upstream: &Service, extra: &str) -> Service {
         let data = dir.join(name);
+        // Port 0, as for the origin: the edge logs what it bound.
         let mut toml = format!(
-            "data_dir = {data:?}\n[edge]\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
-            free_udp_port(),
-            free_tcp_port(),
-            free_tcp_port(),
+            "data_dir = {data:?}\n[edge]\nmoqt_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
             upstream.moqt_port,
             upstream.cert_sha256
         );
