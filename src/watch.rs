@@ -53,6 +53,8 @@ struct TrackStats {
     /// history a join starts with).
     last_arrival: Option<Instant>,
     max_gap: Duration,
+    /// When the longest gap ended (to find it in the relays' logs).
+    max_gap_end: Option<Instant>,
     /// When this viewer joined (µs since the epoch), and the latency of the
     /// objects produced after that.
     joined_us: u64,
@@ -75,6 +77,7 @@ impl Default for TrackStats {
             continuity: Continuity::default(),
             last_arrival: None,
             max_gap: Duration::ZERO,
+            max_gap_end: None,
             joined_us: now_us(),
             live: false,
             live_buckets: vec![0; 60_001],
@@ -89,7 +92,11 @@ impl TrackStats {
         self.continuity.record(group, object);
         if self.live {
             if let Some(prev) = self.last_arrival {
-                self.max_gap = self.max_gap.max(at.duration_since(prev));
+                let gap = at.duration_since(prev);
+                if gap > self.max_gap {
+                    self.max_gap = gap;
+                    self.max_gap_end = Some(at);
+                }
             }
         }
         self.last_arrival = Some(at);
@@ -347,12 +354,12 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
                         Delivery::GroupEnd { .. } => {}
                     }
                 }
-                _ = report.tick() => print_stats(&stats),
+                _ = report.tick() => print_stats(&stats, began),
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
         out.flush().await?;
-        print_stats(&stats);
+        print_stats(&stats, began);
         Ok(())
     };
     tokio::select! {
@@ -373,7 +380,7 @@ async fn futures_next(readers: &mut [(String, TrackReader)]) -> Option<(String, 
     item
 }
 
-fn print_stats(stats: &HashMap<String, TrackStats>) {
+fn print_stats(stats: &HashMap<String, TrackStats>, began: Instant) {
     let mut names: Vec<&String> = stats.keys().collect();
     names.sort();
     let lines: Vec<String> = names
@@ -387,11 +394,14 @@ fn print_stats(stats: &HashMap<String, TrackStats>) {
             } else {
                 String::new()
             };
+            let gap_at = s.max_gap_end.map_or(String::new(), |at| {
+                format!(" at {:.2} s", at.duration_since(began).as_secs_f64())
+            });
             let first = s
                 .first_after
                 .map_or(String::new(), |d| format!(", first after {} ms", d.as_millis()));
             format!(
-                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, late groups {}, max gap {} ms{first}{signatures}",
+                "{n}: {} objects, {} groups, {} bytes, latency p50 {} ms p99 {} ms, live p50 {} ms p99 {} ms, holes {}, skipped groups {}, late groups {}, max gap {} ms{gap_at}{first}{signatures}",
                 s.objects,
                 s.groups,
                 s.bytes,

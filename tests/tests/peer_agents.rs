@@ -59,6 +59,9 @@ struct Viewed {
     #[allow(dead_code)] // printed with the figures (Debug)
     late_groups: u64,
     max_gap_ms: u64,
+    /// When that gap ended, in seconds from the viewer's start.
+    #[allow(dead_code)] // printed with the figures (Debug)
+    max_gap_at_s: Option<f64>,
     /// When the first object was shown, from the start of `--duration`.
     first_ms: Option<u64>,
     verified: u64,
@@ -89,6 +92,7 @@ fn viewed(log: &str) -> Viewed {
         skipped_groups: num("skipped groups "),
         late_groups: num("late groups "),
         max_gap_ms: num("max gap "),
+        max_gap_at_s: field(video, " ms at ").and_then(|v| v.parse().ok()),
         first_ms: field(video, "first after ").and_then(|v| v.parse().ok()),
         verified: num("signatures "),
         refused: field(video, "verified ")
