@@ -288,6 +288,15 @@ impl TrackCache {
     }
 
     /// Marks a group as complete: no more objects will be accepted for it.
+    /// For a group held whole: the id after its last object (where MoQT's
+    /// End of Group status goes). `None` while the group is open or absent.
+    pub fn end_of_group(&self, group_id: u64) -> Option<u64> {
+        self.with_groups(|groups| {
+            let g = groups.iter().find(|g| g.id == group_id && g.complete)?;
+            Some(g.objects.last().map_or(0, |o| o.id + 1))
+        })
+    }
+
     pub fn finish_group(&self, group_id: u64) {
         {
             let mut state = self.lock();
@@ -443,6 +452,11 @@ pub struct TrackReader {
 impl TrackReader {
     pub fn track(&self) -> &Arc<TrackCache> {
         &self.track
+    }
+
+    /// Where a reader made with [`TrackCache::reader_at_object`] starts.
+    pub fn starts_at(&self) -> Option<(u64, u64)> {
+        self.skip_before
     }
 
     /// The next delivery, or None once the track is closed and drained.

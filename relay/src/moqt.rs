@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use moq_transport::coding::{Location, TrackNamespace, TrackNamespacePrefix, TupleField};
-use moq_transport::data::{FetchRecord, FetchRecordObject};
+use moq_transport::data::{FetchRecord, FetchRecordObject, ObjectStatus};
 use moq_transport::message::FilterType;
 use moq_transport::message::RequestErrorCode;
 use moq_transport::serve::{self, ServeError, Subgroup};
@@ -655,6 +655,29 @@ async fn feed(
             Delivery::GroupEnd { group } => {
                 if current.as_ref().map(|(g, _)| *g) == Some(group) {
                     // Dropping the writer ends the group's stream.
+                    current = None;
+                } else if let Some(end) = reader.track().end_of_group(group) {
+                    // The subscription started past the group's last object
+                    // (AbsoluteStart where a relay below waits for a tail
+                    // that does not exist): MoQT's End of Group status on a
+                    // stream of its own tells it the group is whole. Without
+                    // it that relay's readers would wait at the group for
+                    // ever.
+                    let start = reader
+                        .starts_at()
+                        .filter(|(g, _)| *g == group)
+                        .map_or(0, |(_, o)| o);
+                    let mut writer = subgroups.create(Subgroup {
+                        group_id: group,
+                        subgroup_id: 0,
+                        priority,
+                    })?;
+                    writer.create_with_id_and_status(
+                        end.max(start),
+                        0,
+                        ObjectStatus::EndOfGroup,
+                        None,
+                    )?;
                     current = None;
                 }
             }

@@ -111,10 +111,8 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
     // --- origin and edge (the edge's MoQT on every address: agents come
     // over the WAN, the browser over loopback)
     let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
-    let edge_port = free_udp_port();
-    let edge_http = free_tcp_port();
     let edge_toml = format!(
-        "data_dir = {:?}\n[edge]\nmoqt_listen = \"0.0.0.0:{edge_port}\"\nhttp_listen = \"127.0.0.1:{edge_http}\"\n\
+        "data_dir = {:?}\n[edge]\nmoqt_listen = \"0.0.0.0:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
          [[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n{}",
         dir.join("edge"),
         origin.moqt_port,
@@ -127,7 +125,7 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
         .put_edge(&strom_control_plane::model::EdgeRegistration {
             id: "relay-1".into(),
             region: "test".into(),
-            url: format!("http://127.0.0.1:{edge_http}/"),
+            url: format!("http://127.0.0.1:{}/", edge.http_port),
             load: 0.0,
             registered_at: strom_control_plane::repo::now(),
             last_seen: Some(strom_control_plane::repo::now()),
@@ -153,7 +151,7 @@ fn the_admin_dashboard_shows_viewers_offload_and_latency_of_a_live_event() {
     });
 
     // --- the branch office: an agent and a viewer on each host
-    let edge_url = format!("moqt://{}:{edge_port}", netns::INTERNET);
+    let edge_url = format!("moqt://{}:{}", netns::INTERNET, edge.moqt_port);
     let links = AgentLinks {
         edge_url: &edge_url,
         edge_cert: &edge.cert_sha256,

@@ -311,10 +311,8 @@ fn hevc_tags(seconds: u32, dir: &Path) -> Clip {
 /// that the whole of a short broadcast can be read back from them.
 fn long_window_edge(dir: &Path, upstream: &Service) -> Service {
     let toml = format!(
-        "data_dir = {:?}\n[edge]\nmoqt_listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nhls_window = 30\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
+        "data_dir = {:?}\n[edge]\nmoqt_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nhls_window = 30\n[[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n",
         dir.join("edge"),
-        free_udp_port(),
-        free_tcp_port(),
         upstream.moqt_port,
         upstream.cert_sha256
     );

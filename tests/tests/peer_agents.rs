@@ -267,19 +267,17 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
     let (_, credential) = cp.repo.issue_agent_credential("test", TENANT).unwrap();
 
     let origin = Service::origin_with("origin", dir, &[], &cp.toml("origin"));
-    let edge_port = free_udp_port();
     let edge_toml = format!(
-        "data_dir = {:?}\n[edge]\nmoqt_listen = \"{}:{edge_port}\"\nhttp_listen = \"127.0.0.1:{}\"\n\
+        "data_dir = {:?}\n[edge]\nmoqt_listen = \"{}:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
          [[edge.upstream]]\nurl = \"moqt://127.0.0.1:{}\"\ncert_sha256 = \"{}\"\n{}",
         dir.join("edge"),
         netns::INTERNET,
-        free_tcp_port(),
         origin.moqt_port,
         origin.cert_sha256,
         cp.toml("edge")
     );
     let edge = Service::start("edge", "edge", &edge_toml, dir);
-    let edge_url = format!("moqt://{}:{edge_port}", netns::INTERNET);
+    let edge_url = format!("moqt://{}:{}", netns::INTERNET, edge.moqt_port);
     let media_key = wait_until(Duration::from_secs(20), "the origin's media key", || {
         cp.repo.key_set().ok()?.media.first().map(|k| k.key.clone())
     });

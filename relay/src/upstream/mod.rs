@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
-use moq_transport::data::FetchRecord;
+use moq_transport::data::{FetchRecord, ObjectStatus};
 use moq_transport::message::FetchType;
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{Fetch, NamespaceEvent, SubscribeNamespace, Subscriber, Transport};
@@ -511,6 +511,11 @@ pub async fn read_objects(
     mut each: impl FnMut(Object),
 ) -> Result<(), serve::ServeError> {
     while let Some(mut object) = subgroup.next().await? {
+        // A status (End of Group, End of Track) carries no media: the
+        // stream's clean end that follows says what it needs to.
+        if object.info.status != ObjectStatus::NormalObject {
+            continue;
+        }
         let id = object.info.object_id;
         let ext = extensions(&object.info.extension_headers);
         let payload = object.read_all().await?;
