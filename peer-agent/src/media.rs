@@ -547,24 +547,33 @@ async fn read_subgroup(
     ctx: MediaContext,
 ) {
     let group = subgroup.group_id;
+    let mut refused = false;
     let clean = upstream::read_objects(subgroup, &track.name, |object| {
         // Only news counts: a parent whose objects repair already brought
         // is lagging, however busy it looks.
-        if accept(&ctx, &namespace, &track, &fresh, group, object, &from) {
-            arrivals.count.fetch_add(1, Ordering::Relaxed);
-            *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        match accept(&ctx, &namespace, &track, &fresh, group, object, &from) {
+            Some(true) => {
+                arrivals.count.fetch_add(1, Ordering::Relaxed);
+                *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+            Some(false) => {}
+            None => refused = true,
         }
     })
     .await;
     // Only a clean end closes the group: after a reset (the parent went
-    // away) the next parent may still complete it.
-    if clean.is_ok() {
+    // away) the next parent may still complete it. Nor does the end of a
+    // stream that carried refused objects: a peer caught altering media
+    // cannot tell this agent that a group is whole (its viewers would skip
+    // the tail the next parent brings).
+    if clean.is_ok() && !refused {
         track.finish_group(group);
     }
 }
 
 /// Checks an object's signature and stores it; a bad one is dropped and
-/// its sender reported.
+/// its sender reported. `Some(stored)` for an object whose signature holds
+/// (`false`: already held), `None` for one refused.
 pub(crate) fn accept(
     ctx: &MediaContext,
     namespace: &Namespace,
@@ -573,7 +582,7 @@ pub(crate) fn accept(
     group: u64,
     mut object: Object,
     from: &Parent<PeerId>,
-) -> bool {
+) -> Option<bool> {
     let id = object.id;
     let keys = ctx.verifier.media_keys();
     if keys.is_empty() {
@@ -606,7 +615,7 @@ pub(crate) fn accept(
             if let (Parent::Peer(p), false) = (from, reason == MediaSignatureError::UnknownKey) {
                 let _ = ctx.events.send(PeerEvent::Tampered(*p));
             }
-            return false;
+            return None;
         }
         ctx.counters
             .objects_verified
@@ -642,7 +651,7 @@ pub(crate) fn accept(
     if let (true, Some(produced)) = (stored, produced) {
         fresh.record(produced, unix_micros());
     }
-    stored
+    Some(stored)
 }
 
 #[cfg(test)]

@@ -115,14 +115,8 @@ async fn repair(
         while let Some((fetched_group, object)) =
             upstream::next_fetched(&mut fetch, &track.name).await?
         {
-            if open && fetched_group > group {
-                // The parent has not even closed it: that counts as lag.
-                track.finish_group(group);
-                open = false;
-                stored += 1;
-            }
             let size = object.payload.len() as u64;
-            if accept(
+            let verdict = accept(
                 &ctx,
                 &namespace,
                 &track,
@@ -130,7 +124,16 @@ async fn repair(
                 fetched_group,
                 object,
                 &source.from,
-            ) {
+            );
+            // Only an object whose signature holds says the waited-on
+            // group is whole at the source.
+            if open && fetched_group > group && verdict.is_some() {
+                // The parent has not even closed it: that counts as lag.
+                track.finish_group(group);
+                open = false;
+                stored += 1;
+            }
+            if verdict == Some(true) {
                 stored += 1;
                 ctx.counters
                     .objects_repaired
