@@ -60,10 +60,16 @@ async function render(el: HTMLElement, status: ReturnType<typeof notice>): Promi
           if (!confirm(`Revoke ${c.id}? Every agent using it stops within seconds.`)) return;
           try {
             await api('DELETE', `/api/v1/agent-credentials/${encodeURIComponent(c.id)}`);
-            status.ok(`${c.id} revoked.`);
-            await render(el, status);
           } catch (e) {
             status.fail(e);
+            return;
+          }
+          // Say so once the list shows it, so page and message never disagree.
+          try {
+            await render(el, status);
+            status.ok(`${c.id} revoked.`);
+          } catch {
+            status.ok(`${c.id} revoked; reload the page to see the list.`);
           }
         });
       }

@@ -37,11 +37,13 @@ function sessionsCard(): HTMLElement {
             end.addEventListener('click', async () => {
               try {
                 await api('POST', `/api/v1/auth/sessions/${x.id}/end`, password.value ? { password: password.value } : {});
-                status.ok('That session is logged out.');
-                await load();
               } catch (e) {
                 status.fail(e);
+                return;
               }
+              // Say so once the list shows it, so page and message never disagree.
+              await load();
+              status.ok('That session is logged out.');
             });
           }
           return h(
