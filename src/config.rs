@@ -289,6 +289,15 @@ oidc_allow_private_addresses = false
 # username = "strom"
 # password = "change-me"
 # from = "strom <noreply@example.com>"
+# Where records live. Without this table: embedded RocksDB under
+# <data_dir>/control-plane (one process). For several replicas behind a
+# load balancer, PostgreSQL (migrations are applied at start; the password
+# belongs in STROM_POSTGRES_URL, which overrides url). The wrapped data keys
+# go to a relation of their own (strom_keys), in another database with
+# keys_url / STROM_POSTGRES_KEYS_URL.
+# [control_plane.store]
+# kind = "postgres"
+# url = "postgresql://strom@db.example.com/strom"
 
 [peer_agent]
 # `strom peer-agent` runs inside a customer's LAN: it registers with the

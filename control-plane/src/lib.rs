@@ -40,7 +40,7 @@ pub use strom_token::RelayRole;
 
 use crate::model::Role;
 use crate::repo::Repo;
-use crate::store::{RocksStore, Store, Table};
+use crate::store::{PgStore, RocksStore, Store, Table};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +78,29 @@ pub struct ControlPlaneConfig {
     /// `X-Forwarded-For` headers name the client; rate limits key on that
     /// client. Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Where records live: RocksDB under the data directory (the default),
+    /// or PostgreSQL, which several replicas share.
+    pub store: StoreConfig,
+}
+
+/// `[control_plane.store]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Embedded RocksDB: `<data_dir>/control-plane/db` and `keys`.
+    #[default]
+    Rocksdb,
+    /// PostgreSQL. `url` in libpq form (`postgresql://user@host/db`); the
+    /// environment's `STROM_POSTGRES_URL` overrides it, so the password
+    /// need not sit in the configuration file. The wrapped data keys live
+    /// in a relation of their own (`strom_keys`), in another database when
+    /// `keys_url` (or `STROM_POSTGRES_KEYS_URL`) says so.
+    Postgres {
+        #[serde(default)]
+        url: String,
+        #[serde(default)]
+        keys_url: Option<String>,
+    },
 }
 
 impl Default for ControlPlaneConfig {
@@ -99,6 +122,7 @@ impl Default for ControlPlaneConfig {
             rate_limit_per_account_per_minute: 10,
             oidc_allow_private_addresses: false,
             trusted_proxies: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -173,12 +197,7 @@ pub fn open_repo(
     let master = MasterKeys::load(&master_file, config.generate_master_key).with_context(|| {
         format!("master key: set STROM_MASTER_KEY, or create {} with `strom control-plane master-key new`", master_file.display())
     })?;
-    let store: Arc<dyn Store> = Arc::new(
-        RocksStore::open(&paths.db(), &Table::DATA)
-            .context("opening the control-plane database")?,
-    );
-    let keys: Arc<dyn Store> =
-        Arc::new(RocksStore::open(&paths.keys(), &Table::KEYS).context("opening the key store")?);
+    let (store, keys) = open_stores(&config.store, &paths)?;
     let ring = KeyRing::new(keys.clone(), master);
     let repo = Arc::new(Repo::new(store, keys, ring)?);
     let replayed = repo.replay_journal()?;
@@ -189,6 +208,43 @@ pub fn open_repo(
         );
     }
     Ok((repo, master_file))
+}
+
+/// The data store and the key store the configuration names.
+fn open_stores(
+    config: &StoreConfig,
+    paths: &Paths,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Store>)> {
+    match config {
+        StoreConfig::Rocksdb => {
+            let store: Arc<dyn Store> = Arc::new(
+                RocksStore::open(&paths.db(), &Table::DATA)
+                    .context("opening the control-plane database")?,
+            );
+            let keys: Arc<dyn Store> = Arc::new(
+                RocksStore::open(&paths.keys(), &Table::KEYS).context("opening the key store")?,
+            );
+            Ok((store, keys))
+        }
+        StoreConfig::Postgres { url, keys_url } => {
+            let url = std::env::var("STROM_POSTGRES_URL").unwrap_or_else(|_| url.clone());
+            anyhow::ensure!(
+                !url.is_empty(),
+                "control_plane.store: kind = \"postgres\" needs url (or STROM_POSTGRES_URL)"
+            );
+            let keys_url = std::env::var("STROM_POSTGRES_KEYS_URL")
+                .ok()
+                .or_else(|| keys_url.clone())
+                .unwrap_or_else(|| url.clone());
+            let store: Arc<dyn Store> =
+                Arc::new(PgStore::connect(&url, "strom_kv").context("connecting to PostgreSQL")?);
+            let keys: Arc<dyn Store> = Arc::new(
+                PgStore::connect(&keys_url, "strom_keys")
+                    .context("connecting to PostgreSQL (key store)")?,
+            );
+            Ok((store, keys))
+        }
+    }
 }
 
 impl ControlPlane {

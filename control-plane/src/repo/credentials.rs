@@ -6,7 +6,7 @@ impl Repo {
     /// Reserves a login attempt (counted before the password is checked, so
     /// parallel attempts cannot exceed the limit).
     pub fn reserve_attempt(&self, tenant: &str, principal: &Principal) -> Result<Credential> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         cred.lockout = lockout::begin_attempt(&cred.lockout, now()).map_err(|l| {
             self.metrics.logins_locked.inc();
@@ -32,7 +32,7 @@ impl Repo {
         lock_minutes: u16,
         totp_step: Option<u64>,
     ) -> Result<bool> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         let replayed = totp_step.is_some_and(|step| cred.totp_last_step >= Some(step));
         let ok = ok && !replayed;
@@ -83,7 +83,7 @@ impl Repo {
     }
 
     pub fn unlock(&self, actor: &str, tenant: &str, principal: &Principal) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         cred.lockout = lockout::unlock();
         let entries = vec![Entry::new(
@@ -100,7 +100,7 @@ impl Repo {
     /// and the next login asks for a new enrolment where the tenant requires
     /// one. Audited as the actor's.
     pub fn reset_totp(&self, actor: &str, tenant: &str, principal: &Principal) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         let had = cred.totp.is_some();
         cred.totp = None;
@@ -201,7 +201,7 @@ impl Repo {
         password::check_password_in(policy, new, &history, &context)
             .map_err(|e| RepoError::Invalid(e.to_string()))?;
         let hash = password::hash_password(new);
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         if let Some(old) = cred.password.take() {
             cred.history.insert(0, old);
@@ -236,7 +236,7 @@ impl Repo {
         principal: &Principal,
         f: impl FnOnce(&mut Credential) -> Result<()>,
     ) -> Result<Credential> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         f(&mut cred)?;
         self.put_credential(Batch::default(), tenant, principal, &cred, vec![])?;
@@ -253,7 +253,7 @@ impl Repo {
         step: u64,
         keep: &str,
     ) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut cred = self.credential(tenant, principal)?;
         let replaced = cred.totp.is_some();
         cred.totp = Some(

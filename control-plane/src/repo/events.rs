@@ -10,7 +10,7 @@ impl Repo {
         validate_event(&event)?;
         self.ring
             .ensure(&Scope::Event(event.tenant.clone(), event.id.clone()))?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut b = Batch::default();
         b.put(
             Table::Events,
@@ -38,7 +38,7 @@ impl Repo {
 
     pub fn update_event(&self, actor: &str, event: &Event) -> Result<()> {
         validate_event(event)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.event(&event.tenant, &event.id)?;
         let mut b = Batch::default();
         b.put(
@@ -55,7 +55,7 @@ impl Repo {
 
     /// Ends an event now: viewers' and publishers' tokens are revoked.
     pub fn end_event(&self, actor: &str, tenant: &str, id: &str) -> Result<Event> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut event = self.event(tenant, id)?;
         event.ended_at = Some(now());
         let mut b = Batch::default();
@@ -67,7 +67,7 @@ impl Repo {
 
     /// Deletes an event with its participants, streams and keys (DATA-7).
     pub fn delete_event(&self, actor: &str, tenant: &str, id: &str) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.event(tenant, id)?;
         journal(
             self.keys.as_ref(),
@@ -123,7 +123,7 @@ impl Repo {
                 "stream name must be 1 to 32 of a-z, 0-9 and -".into(),
             ));
         }
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.event(tenant, event)?;
         let k = key(&[tenant, event, name]);
         if self.store.get(Table::Streams, &k)?.is_some() {
@@ -164,7 +164,7 @@ impl Repo {
     }
 
     pub fn delete_stream(&self, actor: &str, tenant: &str, event: &str, name: &str) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.stream(tenant, event, name)?;
         let mut b = Batch::default();
         b.delete(Table::Streams, key(&[tenant, event, name]));
@@ -192,7 +192,7 @@ impl Repo {
         name: &str,
     ) -> Result<(String, strom_token::Claims)> {
         let ev = self.event(tenant, event)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut stream = self.stream(tenant, event, name)?;
         if stream.credential_issued_at.is_some() {
             self.revoke_locked(RevocationKind::Stream, tenant, &format!("{event}/{name}"))?;

@@ -58,6 +58,13 @@ pub enum RepoError {
 
 pub type Result<T> = std::result::Result<T, RepoError>;
 
+/// An open write section ([`Repo::lock`]). The store's section closes
+/// before the process's lock (fields drop in order).
+pub struct Section<'a> {
+    _store: crate::store::Exclusive<'a>,
+    _local: MutexGuard<'a, ()>,
+}
+
 pub struct Repo {
     pub store: Arc<dyn Store>,
     pub keys: Arc<dyn Store>,
@@ -231,8 +238,16 @@ impl Repo {
         Ok(repo)
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens a write section: read-modify-write sequences (a link used
+    /// once, lockout counters, the audit chain's head) run one at a time in
+    /// this process and, on a store several replicas share, across them.
+    pub fn lock(&self) -> Result<Section<'_>> {
+        let local = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let store = self.store.exclusive()?;
+        Ok(Section {
+            _store: store,
+            _local: local,
+        })
     }
 
     pub(super) fn get<T: DeserializeOwned>(&self, t: Table, k: &[u8]) -> Result<T> {

@@ -82,7 +82,7 @@ impl Repo {
                 row.consent,
             ));
         }
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut seen = std::collections::HashSet::new();
         let mut b = Batch::default();
         let mut entries = Vec::new();
@@ -206,7 +206,7 @@ impl Repo {
     ) -> Result<ParticipantView> {
         let ev = self.event(tenant, event)?;
         let scope = Scope::Event(tenant.into(), event.into());
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut p = self.participant(tenant, event, id)?;
         if p.status == ParticipantStatus::Blocked {
             return Err(RepoError::Conflict(
@@ -261,7 +261,7 @@ impl Repo {
         id: &str,
         status: ParticipantStatus,
     ) -> Result<ParticipantView> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut p = self.participant(tenant, event, id)?;
         let old = p.status;
         if old == status {
@@ -309,7 +309,7 @@ impl Repo {
             return Ok(false);
         }
         let scope = Scope::Event(tenant.into(), event.into());
-        let _g = self.lock();
+        let _g = self.lock()?;
         let p = self.participant(tenant, event, id)?;
         let view = self.participant_view(&p)?;
         let mut b = Batch::default();
@@ -367,7 +367,7 @@ impl Repo {
         notice: &str,
         given: bool,
     ) -> Result<ConsentRecord> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut p = self.participant(tenant, event, id)?;
         let record = ConsentRecord {
             id: new_id("c"),
@@ -417,7 +417,7 @@ impl Repo {
     /// seconds credited.
     pub fn add_attendance(&self, tenant: &str, event: &str, id: &str, secs: u64) -> Result<u64> {
         let ev = self.event(tenant, event)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut p = self.participant(tenant, event, id)?;
         let at = now();
         if at < ev.starts_at - time::Duration::minutes(EVENT_GRACE_MINUTES)

@@ -62,7 +62,7 @@ impl Repo {
             },
             via: None,
         };
-        let _g = self.lock();
+        let _g = self.lock()?;
         let row = key(&[tenant, subject]);
         let earlier: Option<CredentialRecord> = match self.store.get(Table::Credentials, &row)? {
             Some(raw) => Some(decode(&raw)?),
@@ -121,7 +121,7 @@ impl Repo {
         tenant: &str,
         id: &str,
     ) -> Result<CredentialRecord> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let row = key(&[tenant, id]);
         let mut record: CredentialRecord = self.get(Table::Credentials, &row)?;
         let r = self.append_revocations(&[(

@@ -4,7 +4,7 @@ use super::*;
 
 impl Repo {
     pub fn revoke(&self, kind: RevocationKind, tenant: &str, id: &str) -> Result<Revocation> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.revoke_locked(kind, tenant, id)
     }
 
@@ -29,7 +29,7 @@ impl Repo {
         &self,
         entries: &[(RevocationKind, &str, &str, OffsetDateTime)],
     ) -> Result<Vec<Revocation>> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.append_revocations(entries)
     }
 
@@ -114,7 +114,7 @@ impl Repo {
     /// Positions are never reused, so relays simply read on. Returns how
     /// many entries went.
     pub fn compact_revocations(&self, at: OffsetDateTime) -> Result<usize> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let all: Vec<Revocation> = self.scan(Table::Revocations, b"")?;
         let keep: std::collections::HashSet<u64> = strom_token::revocation::compact(&all, at)
             .iter()

@@ -210,7 +210,7 @@ impl Repo {
         purpose: LinkPurpose,
         check: impl FnOnce(&Link) -> bool,
     ) -> Result<Link> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         let tenant = self
             .store
             .get(Table::Index, &key(&["link", &hex(secret_hash)]))?

@@ -14,7 +14,7 @@ impl Repo {
                 RepoError::Invalid("cidrs must look like 10.1.0.0/16 or fd00::/8".into())
             })?;
         }
-        let _g = self.lock();
+        let _g = self.lock()?;
         let k = key(&[&site.tenant, &site.id]);
         if !create && self.store.get(Table::Sites, &k)?.is_none() {
             return Err(RepoError::NotFound);
@@ -65,7 +65,7 @@ impl Repo {
     }
 
     pub fn delete_site(&self, actor: &str, tenant: &str, id: &str) -> Result<()> {
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.site(tenant, id)?;
         let mut b = Batch::default();
         b.delete(Table::Sites, key(&[tenant, id]));

@@ -10,7 +10,7 @@ impl Repo {
         if let Some(s) = self.srt_secret.get() {
             return Ok(*s);
         }
-        let _g = self.lock();
+        let _g = self.lock()?;
         let scope = Scope::Tenant("_platform".into());
         let place = aad("_platform", "srt-secret", "v1", "secret");
         let secret = match self.store.get(Table::Meta, b"srt-secret")? {

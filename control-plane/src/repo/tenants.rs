@@ -19,7 +19,7 @@ impl Repo {
             settings: TenantSettings::default(),
         };
         self.ring.ensure(&Scope::Tenant(tenant.id.clone()))?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut b = Batch::default();
         b.put(Table::Tenants, tenant.id.clone(), encode(&tenant));
         self.commit(
@@ -58,7 +58,7 @@ impl Repo {
                 "session_idle_minutes must be 5 to 1440".into(),
             ));
         }
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut b = Batch::default();
         b.put(Table::Tenants, tenant.id.clone(), encode(tenant));
         self.commit(
@@ -72,7 +72,7 @@ impl Repo {
     /// back), destroy its keys, then its data, then revoke its tokens.
     pub fn delete_tenant(&self, id: &str) -> Result<()> {
         self.tenant(id)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         journal(
             self.keys.as_ref(),
             &JournalEntry::Tenant { tenant: id.into() },

@@ -60,7 +60,7 @@ impl Repo {
         change.set("name", &mut user.name, None, &name)?;
         change.clear("role", None::<&str>, Some(format!("{role:?}")));
         let idx = self.user_email_index(tenant, &email)?;
-        let _g = self.lock();
+        let _g = self.lock()?;
         if self.store.get(Table::Index, &idx)?.is_some() {
             return Err(RepoError::Conflict(
                 "an account with this e-mail address exists".into(),
@@ -86,7 +86,7 @@ impl Repo {
         if self.store.get(Table::Tenants, tenant.as_bytes())?.is_none() {
             return Ok(());
         }
-        let _g = self.lock();
+        let _g = self.lock()?;
         self.commit(
             tenant,
             Batch::default(),
@@ -146,7 +146,7 @@ impl Repo {
         active: Option<bool>,
     ) -> Result<UserView> {
         let scope = Scope::Tenant(tenant.into());
-        let _g = self.lock();
+        let _g = self.lock()?;
         let mut u = self.user(tenant, id)?;
         let old = self.user_view(&u)?;
         let mut change = self.change(actor, "change", tenant, &scope, ("user", id));
@@ -202,7 +202,7 @@ impl Repo {
 
     pub fn delete_user(&self, actor: &str, tenant: &str, id: &str) -> Result<()> {
         let scope = Scope::Tenant(tenant.into());
-        let _g = self.lock();
+        let _g = self.lock()?;
         let u = self.user(tenant, id)?;
         if u.role == Role::Owner && self.owner_count(tenant)? <= 1 {
             return Err(RepoError::Conflict(

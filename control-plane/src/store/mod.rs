@@ -10,6 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod postgres;
+pub use postgres::PgStore;
+
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, Env, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -144,6 +147,38 @@ pub trait Store: Send + Sync + 'static {
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
     /// Writes a consistent backup of the store into `dir` (incremental).
     fn backup(&self, dir: &Path) -> Result<(), StoreError>;
+    /// Opens a write section: until the returned value is dropped no other
+    /// process sharing this store opens one (within one process the
+    /// repository's own lock serialises sections). A store only one
+    /// process can open needs nothing more, which is the default.
+    fn exclusive(&self) -> Result<Exclusive<'_>, StoreError> {
+        Ok(Exclusive::none())
+    }
+}
+
+/// An open write section of a [`Store`]; closed when dropped.
+pub struct Exclusive<'a> {
+    release: Option<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl<'a> Exclusive<'a> {
+    pub fn none() -> Self {
+        Self { release: None }
+    }
+
+    pub fn new(release: impl FnOnce() + Send + 'a) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
 }
 
 /// The RocksDB store.
@@ -405,12 +440,14 @@ impl Store for MemStore {
     }
 }
 
-/// The contract every [`Store`] meets, run against each backend.
-#[cfg(test)]
-mod contract {
+/// The contract every [`Store`] meets, run against each backend (the
+/// PostgreSQL run is in `tests/tests/postgres.rs`, which starts a server).
+#[doc(hidden)]
+pub mod contract {
     use super::*;
 
-    fn check(store: &dyn Store) {
+    /// Panics where `store` breaks the contract; expects an empty store.
+    pub fn check(store: &dyn Store) {
         let mut b = Batch::default();
         for k in ["t1/a", "t1/b", "t1/c", "t2/a", "t10/a"] {
             b.put(Table::Events, k.as_bytes().to_vec(), k.as_bytes().to_vec());
@@ -461,11 +498,13 @@ mod contract {
         assert!(store.get(Table::Users, b"t9/x").unwrap().is_none());
     }
 
+    #[cfg(test)]
     #[test]
     fn the_memory_store_meets_the_contract() {
         check(&MemStore::new());
     }
 
+    #[cfg(test)]
     #[test]
     fn rocksdb_meets_the_contract() {
         let dir = std::env::temp_dir().join(format!("strom-store-contract-{}", std::process::id()));

@@ -1,0 +1,366 @@
+//! The PostgreSQL store: the same ordered tables as RocksDB, as rows of one
+//! relation `(tbl, k, v)` keyed by table and key, so every repository rule
+//! above the [`Store`] trait runs unchanged on either backend.
+//!
+//! Several control-plane replicas share one database. What one process's
+//! write lock guarantees today (a link used once, lockout counted across
+//! attempts, one audit chain without forks) holds across replicas because
+//! [`Store::exclusive`] takes a PostgreSQL session advisory lock on a
+//! connection of its own, and every batch written while it is held goes
+//! through that same connection: should the connection break, the lock is
+//! gone *and* the section's write fails, so no replica ever writes on a lock
+//! it no longer holds.
+//!
+//! The trait is synchronous (the repository runs on blocking threads); the
+//! store drives tokio-postgres on a small runtime of its own, so it may be
+//! called from any thread without blocking the caller's runtime workers on
+//! a runtime they drive.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{prefix_end, Batch, Exclusive, KeyValue, Op, Store, StoreError, Table};
+
+/// Migrations, applied in order at start (each once, recorded in
+/// `strom_migrations`). `{rel}` is the store's relation name.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_kv.sql"))];
+
+/// Advisory lock keys (one 64-bit space per database): start-up migrations,
+/// and the write section of each relation (hashed into the second half).
+const MIGRATION_LOCK: i64 = 0x5374_726f_6d00_0001;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's message where there is one (never the parameters:
+        // they may hold sealed personal data).
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(format!("postgresql: {}", db.message())),
+            None => StoreError::Backend(format!("postgresql: {e}")),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Backend(format!("postgresql pool: {e}"))
+    }
+}
+
+pub struct PgStore {
+    /// Taken only on drop (a runtime must not be dropped on a runtime's
+    /// thread).
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    /// The relation holding this store's tables (data and keys live apart).
+    rel: String,
+    section_key: i64,
+    /// The connection holding the advisory lock while a section is open.
+    held: Mutex<Option<Object>>,
+}
+
+impl PgStore {
+    /// Connects (`url` in libpq form, e.g.
+    /// `postgresql://strom@db.example/strom`), applies pending migrations
+    /// and checks the relation. `relation` is `strom_kv` for the data,
+    /// `strom_keys` for the key store.
+    pub fn connect(url: &str, relation: &str) -> Result<Self, StoreError> {
+        if relation.is_empty()
+            || !relation
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+        {
+            return Err(StoreError::Backend(format!(
+                "relation name {relation:?}: lower-case letters, digits and _ only"
+            )));
+        }
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("postgresql url: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strom-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgresql runtime: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _enter = rt.enter();
+            Pool::builder(manager)
+                .max_size(16)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .create_timeout(Some(std::time::Duration::from_secs(10)))
+                .wait_timeout(Some(std::time::Duration::from_secs(30)))
+                .build()
+                .map_err(|e| StoreError::Backend(format!("postgresql pool: {e}")))?
+        };
+        let section_key = MIGRATION_LOCK
+            ^ i64::from_be_bytes(
+                <sha2::Sha256 as sha2::Digest>::digest(relation.as_bytes())[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
+        let store = Self {
+            handle: rt.handle().clone(),
+            rt: Some(rt),
+            pool,
+            rel: relation.to_owned(),
+            section_key,
+            held: Mutex::new(None),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Runs `f` on the store's runtime and waits for it (from any thread).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv()
+            .map_err(|_| StoreError::Backend("postgresql: the store's runtime stopped".into()))?
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
+        let rel = self.rel.clone();
+        self.run(async move {
+            let mut client = pool.get().await?;
+            // One replica migrates at a time; the others wait and find
+            // the work done.
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            let result = async {
+                client
+                    .batch_execute(
+                        "CREATE TABLE IF NOT EXISTS strom_migrations (
+                            relation text NOT NULL,
+                            version integer NOT NULL,
+                            applied_at timestamptz NOT NULL DEFAULT now(),
+                            PRIMARY KEY (relation, version))",
+                    )
+                    .await?;
+                for (version, sql) in MIGRATIONS {
+                    let done = client
+                        .query_opt(
+                            "SELECT 1 FROM strom_migrations WHERE relation = $1 AND version = $2",
+                            &[&rel, version],
+                        )
+                        .await?
+                        .is_some();
+                    if done {
+                        continue;
+                    }
+                    let tx = client.transaction().await?;
+                    tx.batch_execute(&sql.replace("{rel}", &rel)).await?;
+                    tx.execute(
+                        "INSERT INTO strom_migrations (relation, version) VALUES ($1, $2)",
+                        &[&rel, version],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    tracing::info!(relation = %rel, version, "postgresql migration applied");
+                }
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            result
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, Option<Object>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Rows with key in `[start, end)` (or `(start, end)` when `exclusive`).
+fn range_sql(rel: &str, exclusive: bool, bounded: bool) -> String {
+    format!(
+        "SELECT k, v FROM {rel} WHERE tbl = $1 AND k {} $2{} ORDER BY k LIMIT $3",
+        if exclusive { ">" } else { ">=" },
+        if bounded { " AND k < $4" } else { "" },
+    )
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+async fn write_batch(client: &mut Object, rel: &str, batch: Batch) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    let put = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {rel} (tbl, k, v) VALUES ($1, $2, $3)
+             ON CONFLICT (tbl, k) DO UPDATE SET v = EXCLUDED.v"
+        ))
+        .await?;
+    let delete = tx
+        .prepare_cached(&format!("DELETE FROM {rel} WHERE tbl = $1 AND k = $2"))
+        .await?;
+    for op in batch.ops {
+        match op {
+            Op::Put(t, k, v) => {
+                tx.execute(&put, &[&t.name(), &k, &v]).await?;
+            }
+            Op::Delete(t, k) => {
+                tx.execute(&delete, &[&t.name(), &k]).await?;
+            }
+            Op::DeletePrefix(t, p) => match prefix_end(&p) {
+                Some(end) => {
+                    tx.execute(
+                        &format!("DELETE FROM {rel} WHERE tbl = $1 AND k >= $2 AND k < $3"),
+                        &[&t.name(), &p, &end],
+                    )
+                    .await?;
+                }
+                // Dropping the transaction rolls it back.
+                None => return Err(StoreError::Backend("empty prefix delete refused".into())),
+            },
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+impl Store for PgStore {
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let (pool, sql, key) = (
+            self.pool.clone(),
+            format!("SELECT v FROM {} WHERE tbl = $1 AND k = $2", self.rel),
+            key.to_vec(),
+        );
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let row = client.query_opt(&stmt, &[&t.name(), &key]).await?;
+            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    fn scan(&self, t: Table, prefix: &[u8], limit_n: usize) -> Result<Vec<KeyValue>, StoreError> {
+        self.scan_range(t, prefix, prefix, false, limit_n)
+    }
+
+    fn scan_after(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        after: &[u8],
+        limit_n: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let start = if after < prefix { prefix } else { after };
+        self.scan_range(t, prefix, start, start == after, limit_n)
+    }
+
+    fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut held = self.held();
+        if let Some(client) = held.take() {
+            // Inside a section: on the connection that holds the lock.
+            let rel = self.rel.clone();
+            let (result, client) = self.run(async move {
+                let mut client = client;
+                let result = write_batch(&mut client, &rel, batch).await;
+                Ok((result, client))
+            })?;
+            *held = Some(client);
+            return result;
+        }
+        drop(held);
+        let (pool, rel) = (self.pool.clone(), self.rel.clone());
+        self.run(async move {
+            let mut client = pool.get().await?;
+            write_batch(&mut client, &rel, batch).await
+        })
+    }
+
+    fn exclusive(&self) -> Result<Exclusive<'_>, StoreError> {
+        let (pool, key) = (self.pool.clone(), self.section_key);
+        let client = self.run(async move {
+            let client = pool.get().await?;
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await?;
+            Ok(client)
+        })?;
+        let previous = self.held().replace(client);
+        debug_assert!(previous.is_none(), "write sections do not nest");
+        Ok(Exclusive::new(move || {
+            let Some(client) = self.held().take() else {
+                return;
+            };
+            let unlocked = self.run(async move {
+                client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .await?;
+                Ok(())
+            });
+            if let Err(e) = unlocked {
+                // The session ends with the connection, and its lock with it.
+                tracing::warn!(error = %e, "postgresql: releasing the write section failed");
+            }
+        }))
+    }
+
+    fn backup(&self, _dir: &Path) -> Result<(), StoreError> {
+        Err(StoreError::Backend(
+            "a PostgreSQL store is backed up with PostgreSQL's own tools \
+             (pg_basebackup, WAL archiving, or the managed service's backups)"
+                .into(),
+        ))
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PgStore {
+    fn scan_range(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        start: &[u8],
+        exclusive: bool,
+        limit_n: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let end = prefix_end(prefix);
+        let sql = range_sql(&self.rel, exclusive, end.is_some());
+        let (pool, start, n) = (self.pool.clone(), start.to_vec(), limit(limit_n));
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = match &end {
+                Some(end) => client.query(&stmt, &[&t.name(), &start, &n, end]).await?,
+                None => client.query(&stmt, &[&t.name(), &start, &n]).await?,
+            };
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+                .collect())
+        })
+    }
+}
