@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod agents;
 pub mod control_plane;
 pub mod netns;
+pub mod postgres;
 pub mod prometheus;
 pub mod rtmp_client;
 

@@ -1,0 +1,152 @@
+//! A private PostgreSQL server for tests: Debian's `postgresql` package,
+//! a cluster made with `initdb` in a temporary directory, listening on a
+//! Unix socket only (no TCP port to race other tests for), stopped and
+//! removed on drop. As root the server runs as the `postgres` user
+//! (PostgreSQL refuses to run as root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    server: Child,
+    /// Connection string for the `postgres` database (superuser `strom`).
+    pub url: String,
+}
+
+fn bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (apt-get install postgresql)")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let v = e.file_name().to_str()?.parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("no PostgreSQL version installed").1
+}
+
+fn as_owner(program: &Path) -> Command {
+    if crate::netns::is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("strom-pg-")
+            .tempdir()
+            .expect("temporary directory");
+        if crate::netns::is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of the cluster directory failed");
+        }
+        let data = dir.path().join("data");
+        let out = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "strom", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        if crate::netns::is_root() {
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path().join("server.log"))
+                .status();
+        }
+        let server = as_owner(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("postgres");
+        let url = format!("host={} user=strom dbname=postgres", dir.path().display());
+        let pg = Postgres { dir, server, url };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pg.log().contains("ready to accept connections") {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start: {}",
+                pg.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pg
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A new, empty database; its connection string.
+    pub fn database(&self, name: &str) -> String {
+        self.sql(&format!("CREATE DATABASE {name}"));
+        format!(
+            "host={} user=strom dbname={name}",
+            self.dir.path().display()
+        )
+    }
+
+    /// Runs SQL with `psql` against the `postgres` database; its output
+    /// (unaligned, tuples only).
+    pub fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    pub fn sql_in(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(bin_dir().join("psql"))
+            .arg(format!(
+                "host={} user=strom dbname={database}",
+                self.dir.path().display()
+            ))
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT: PostgreSQL's fast shutdown.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.server.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
