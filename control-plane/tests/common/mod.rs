@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use strom_control_plane::{repo::Repo, ControlPlane, ControlPlaneConfig};
+use strom_control_plane::{repo::Repo, ControlPlane, ControlPlaneConfig, StoreConfig};
 
 pub struct Plane {
     pub base: String,
@@ -32,8 +32,41 @@ pub fn config() -> ControlPlaneConfig {
         secure_cookies: false,
         rate_limit_per_ip_per_minute: 10_000,
         rate_limit_per_account_per_minute: 10_000,
+        store: store(),
         ..Default::default()
     }
+}
+
+/// The backend under test: RocksDB, or with `STROM_TEST_POSTGRES` (a libpq
+/// connection string to a PostgreSQL server, e.g. `host=/tmp/pg
+/// user=strom`) a fresh database of that server per control plane — the
+/// same suites on the second backend (`scripts/test` runs them both ways).
+pub fn store() -> StoreConfig {
+    let Ok(server) = std::env::var("STROM_TEST_POSTGRES") else {
+        return StoreConfig::Rocksdb;
+    };
+    let name = format!("cp_{}_{}", std::process::id(), rand::random::<u64>());
+    let out = std::process::Command::new("psql")
+        .arg(format!("{server} dbname=postgres"))
+        .args(["-v", "ON_ERROR_STOP=1", "-qAt", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "creating a test database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    StoreConfig::Postgres {
+        url: format!("{server} dbname={name}"),
+        keys_url: None,
+    }
+}
+
+/// Whether the suites run on PostgreSQL (tests of RocksDB's own files
+/// skip then, and say so).
+pub fn on_postgres() -> bool {
+    std::env::var_os("STROM_TEST_POSTGRES").is_some()
 }
 
 pub async fn start() -> Plane {
