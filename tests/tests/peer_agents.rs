@@ -665,6 +665,8 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
     let host = &net.sites[0].hosts[host_index];
     let tamperer = start_agent(host, host_index, "tamperer", &links, true, &extra, dir);
     let tamper_secs = 30;
+    let before = net.wan_tx_bytes();
+    let started = Instant::now();
     let mut viewers: Vec<Proc> = agents
         .iter()
         .filter(|a| a.host != leader)
@@ -682,8 +684,13 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
         })
         .collect();
     let tampered = finish(&mut viewers, tamper_secs);
+    let wan_mbit =
+        (net.wan_tx_bytes() - before) as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e6;
     drop(viewers);
-    eprintln!("with a tampering agent ({tamper_secs} s):");
+    eprintln!(
+        "with a tampering agent ({tamper_secs} s): WAN {wan_mbit:.2} Mbit/s = {:.2} copies",
+        wan_mbit / stream
+    );
     for v in &tampered {
         eprintln!("  {v:?}");
     }
