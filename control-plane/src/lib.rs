@@ -376,6 +376,7 @@ impl ControlPlane {
             });
         }
         parts.spawn_loop("retention sweep", sweep_loop(self.repo.clone()));
+        parts.spawn_loop("other replicas' changes", follow_loop(self.repo.clone()));
         parts.spawn_loop(
             "dashboard sampler",
             api::dashboard::sample_loop(self.state.clone()),
@@ -429,6 +430,27 @@ fn metrics_router(repo: Arc<Repo>) -> axum::Router {
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ready\n" }))
+}
+
+/// Twice a second: revocations other replicas appended to a shared store
+/// reach this replica's verifier and the relays long-polling it, and signing
+/// keys another replica rotated are taken up (two reads when nothing
+/// changed). A failed read is retried on the next tick.
+async fn follow_loop(repo: Arc<Repo>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let r = repo.clone();
+        let followed = tokio::task::spawn_blocking(move || {
+            r.follow_revocations()?;
+            r.follow_signing_keys()
+        })
+        .await;
+        if let Ok(Err(e)) = followed {
+            tracing::warn!(error = %e, "following other replicas failed");
+        }
+    }
 }
 
 /// Every 10 minutes: the retention sweep, then the revocation log's

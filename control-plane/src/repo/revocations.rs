@@ -39,7 +39,9 @@ impl Repo {
         &self,
         entries: &[(RevocationKind, &str, &str, OffsetDateTime)],
     ) -> Result<Vec<Revocation>> {
-        let mut seq = *self.revocation_seq.borrow();
+        // The log's head as stored: another replica may have appended
+        // since this one last looked (its positions must not be reused).
+        let mut seq = self.follow_revocations()?;
         let mut b = Batch::default();
         let mut out = Vec::with_capacity(entries.len());
         for (kind, tenant, id, at) in entries {
@@ -62,7 +64,13 @@ impl Repo {
             entries: out.clone(),
             ..Default::default()
         });
-        self.revocation_seq.send_replace(seq);
+        self.revocation_seq.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
         for r in &out {
             self.metrics.revoked(r.kind);
             tracing::info!(kind = ?r.kind, tenant = %r.tenant, id = %r.id, seq = r.seq, "revocation recorded");
@@ -103,6 +111,43 @@ impl Repo {
             reset,
             more,
         })
+    }
+
+    /// Catches up with what other replicas appended to the log (on a
+    /// store several share): applies their entries to this replica's own
+    /// verifier and wakes the relays' long-polls here. The control plane
+    /// calls it every half second; cheap when nothing changed (one read).
+    /// Returns the head.
+    pub fn follow_revocations(&self) -> Result<u64> {
+        let stored: u64 = match self.store.get(Table::Meta, b"revocation-seq")? {
+            Some(raw) => decode(&raw)?,
+            None => 0,
+        };
+        let head = *self.revocation_seq.borrow();
+        if stored <= head {
+            return Ok(head);
+        }
+        let rows = self.store.scan_after(
+            Table::Revocations,
+            b"",
+            format!("{head:016}").as_bytes(),
+            usize::MAX,
+        )?;
+        let entries: Vec<Revocation> =
+            rows.iter().map(|(_, v)| decode(v)).collect::<Result<_>>()?;
+        self.verifier.revocations_mut().apply(&RevocationFeed {
+            seq: stored,
+            entries,
+            ..Default::default()
+        });
+        self.revocation_seq.send_if_modified(|h| {
+            let newer = stored > *h;
+            if newer {
+                *h = stored;
+            }
+            newer
+        });
+        Ok(stored)
     }
 
     pub fn revocation_watch(&self) -> tokio::sync::watch::Receiver<u64> {
