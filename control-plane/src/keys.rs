@@ -232,6 +232,16 @@ impl KeyRing {
             let (v, k) = master.current();
             (v, *k)
         };
+        // Replicas sharing the key store make a scope's key once: two
+        // making it at the same moment would leave one of them sealing
+        // with a key the other overwrote.
+        {
+            let cache = self.cache.read().expect("cache lock");
+            if scopes.iter().all(|s| cache.contains_key(s)) {
+                return Ok(());
+            }
+        }
+        let _section = self.store.exclusive()?;
         let mut b = Batch::default();
         let mut fresh = Vec::new();
         for scope in scopes {

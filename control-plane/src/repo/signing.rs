@@ -3,13 +3,10 @@
 use super::*;
 
 impl Repo {
-    pub(super) fn load_signing_keys(&self) -> Result<()> {
+    /// The signing keys as stored, oldest first, each checked to open.
+    fn stored_signing_keys(&self) -> Result<Vec<StoredSigningKey>> {
         let scope = Scope::Tenant("_platform".into());
         let mut keys: Vec<StoredSigningKey> = self.scan(Table::Meta, &prefix(&["signing-key"]))?;
-        if keys.is_empty() {
-            self.rotate_signing_key(time::Duration::ZERO)?;
-            return Ok(());
-        }
         keys.sort_by_key(|k| k.created_at);
         for k in &keys {
             // Fails loudly if the platform key is gone.
@@ -19,16 +16,65 @@ impl Repo {
                 &k.secret,
             )?;
         }
+        Ok(keys)
+    }
+
+    pub(super) fn load_signing_keys(&self) -> Result<()> {
+        let keys = self.stored_signing_keys()?;
+        if keys.is_empty() {
+            // The first start: one replica makes the first key, the others
+            // (waiting on the section) find it.
+            let _g = self.lock()?;
+            let keys = self.stored_signing_keys()?;
+            if keys.is_empty() {
+                self.rotate_locked(time::Duration::ZERO)?;
+            } else {
+                *self.signing.lock().expect("signing lock") = keys;
+            }
+            return Ok(());
+        }
         *self.signing.lock().expect("signing lock") = keys;
         Ok(())
+    }
+
+    /// Takes up what another replica changed in the signing keys (a
+    /// rotation on a shared store), so this replica signs with the current
+    /// key and its verifier and key set accept it. The control plane calls
+    /// it every half second. Returns whether anything changed.
+    pub fn follow_signing_keys(&self) -> Result<bool> {
+        let stored = self.stored_signing_keys()?;
+        let same = {
+            let held = self.signing.lock().expect("signing lock");
+            held.len() == stored.len()
+                && held
+                    .iter()
+                    .zip(&stored)
+                    .all(|(h, s)| h.kid == s.kid && h.retire_at == s.retire_at)
+        };
+        if same || stored.is_empty() {
+            return Ok(false);
+        }
+        *self.signing.lock().expect("signing lock") = stored;
+        self.verifier.set_keys(&self.key_set()?);
+        tracing::info!("signing keys taken up from the store");
+        Ok(true)
     }
 
     /// Makes a new signing key current. Tokens signed by the older keys keep
     /// verifying for `overlap` and no longer (a compromised key: overlap 0);
     /// credentials signed by them must be issued again within it (see
     /// [`signing_keys`](Self::signing_keys)). The verifier here takes the new
-    /// key set at once; relays within a minute (or at their next refusal).
+    /// key set at once; relays within a minute (or at their next refusal),
+    /// other replicas within a second.
     pub fn rotate_signing_key(&self, overlap: time::Duration) -> Result<String> {
+        let _g = self.lock()?;
+        self.rotate_locked(overlap)
+    }
+
+    fn rotate_locked(&self, overlap: time::Duration) -> Result<String> {
+        // Retire what is stored, whichever replica made it.
+        let stored = self.stored_signing_keys()?;
+        *self.signing.lock().expect("signing lock") = stored;
         let scope = Scope::Tenant("_platform".into());
         let signing = SigningKey::generate();
         let created_at = now();
