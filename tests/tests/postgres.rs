@@ -291,3 +291,83 @@ fn a_replica_that_lost_its_connection_mid_section_cannot_write() {
     drop(s);
     assert_eq!(other.get(Table::Meta, b"after").unwrap().unwrap(), b"a");
 }
+
+#[test]
+fn revocations_from_two_replicas_keep_one_log_and_reach_both() {
+    use strom_token::RevocationKind;
+    let pg = Postgres::start();
+    let url = pg.database("revocations");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (replica(&url, dir.path()), replica(&url, dir.path()));
+    let t = a.create_tenant("Acme").unwrap().id;
+    let mut watch_b = b.revocation_watch();
+    // Alternating replicas: each appends after the other's entries, never
+    // over them (the position comes from the store, not a replica's memory).
+    let mut seqs = Vec::new();
+    for (i, repo) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let r = repo
+            .revoke(RevocationKind::Subject, &t, &format!("p_{i}"))
+            .unwrap();
+        seqs.push(r.seq);
+    }
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    for repo in [&a, &b] {
+        let feed = repo.revocations_after(0, None).unwrap();
+        let ids: Vec<&str> = feed.entries.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["p_0", "p_1", "p_2", "p_3"]);
+    }
+    // A revocation written on A wakes a long-poll on B once B follows the
+    // store (the control plane does so every 500 ms).
+    watch_b.borrow_and_update();
+    a.revoke(RevocationKind::Subject, &t, "p_late").unwrap();
+    assert!(!watch_b.has_changed().unwrap(), "B cannot know yet");
+    assert_eq!(b.follow_revocations().unwrap(), 5);
+    assert!(watch_b.has_changed().unwrap());
+    assert_eq!(*watch_b.borrow_and_update(), 5);
+    let feed = b.revocations_after(4, None).unwrap();
+    assert_eq!(feed.entries.len(), 1);
+    assert_eq!(feed.entries[0].id, "p_late");
+}
+
+#[test]
+fn a_signing_key_rotated_on_one_replica_is_taken_up_by_the_other() {
+    let pg = Postgres::start();
+    let url = pg.database("signing");
+    let dir = tempfile::tempdir().unwrap();
+    // Two replicas starting on an empty database make one first key
+    // (with the installation's master key in place, as an operator puts it).
+    strom_control_plane::MasterKeys::load(&dir.path().join("master.key"), true).unwrap();
+    let start = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, path, start) = (url.clone(), dir.path().to_owned(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                replica(&url, &path)
+            })
+        })
+        .collect();
+    let replicas: Vec<Arc<Repo>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let kids = |r: &Repo| -> Vec<String> { r.signing_keys().into_iter().map(|k| k.kid).collect() };
+    assert_eq!(kids(a).len(), 1, "two first keys: {:?}", kids(a));
+    assert_eq!(kids(a), kids(b));
+    let kid = a.rotate_signing_key(time::Duration::hours(1)).unwrap();
+    assert!(b.follow_signing_keys().unwrap());
+    let current = b.signing_keys().into_iter().find(|k| k.current).unwrap();
+    assert_eq!(current.kid, kid);
+    assert!(b.key_set().unwrap().keys.iter().any(|k| k.kid == kid));
+    assert!(
+        !b.follow_signing_keys().unwrap(),
+        "nothing new the second time"
+    );
+    // A rotation on B now retires A's key too (the section reads the store).
+    let second = b.rotate_signing_key(time::Duration::ZERO).unwrap();
+    assert!(a.follow_signing_keys().unwrap());
+    let listed = a.signing_keys();
+    assert_eq!(listed.last().unwrap().kid, second);
+    assert!(listed
+        .iter()
+        .filter(|k| !k.current)
+        .all(|k| k.retire_at.is_some()));
+}
