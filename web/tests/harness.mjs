@@ -3,7 +3,7 @@
 // Debian's headless Chromium through playwright-core.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -150,7 +150,20 @@ export function devPushedAndBrowser(seconds = 300) {
   after(async () => {
     await it.browser?.close();
     it.pusher?.stop();
+    if (it.dev) keepLog(it.dev.log);
     await it.dev?.stop();
   });
   return it;
+}
+
+let logs = 0;
+/** Keeps `strom dev`'s log among the artefacts and shows its warnings, so a
+ * failure on a CI machine can be read from the test output alone. */
+export function keepLog(log) {
+  const text = log.join('');
+  const file = join(artefacts, `strom-dev-${process.pid}-${logs++}.log`);
+  writeFileSync(file, text);
+  const warnings = text.split('\n').filter((l) => /\b(WARN|ERROR)\b/.test(l));
+  console.log(`strom dev log: ${file}; ${warnings.length} warnings${warnings.length ? ', the last:' : ''}`);
+  for (const l of warnings.slice(-30)) console.log(`  ${l.replace(/\x1b\[[0-9;]*m/g, '')}`);
 }

@@ -76,7 +76,14 @@ test('viewer: refused without login; register → consent → magic link → wat
   // The event's admin page shows the broadcaster live, its bitrate and the viewers.
   await admin.goto(`${e.control_plane_url}admin#/events/${e.event}`);
   const row = admin.locator('#live tr[data-stream=main]');
-  await row.locator('.badge.live').waitFor({ timeout: 15_000 });
+  await row
+    .locator('.badge.live')
+    .waitFor({ timeout: 15_000 })
+    .catch(async (err) => {
+      const shown = await admin.locator('#live').textContent();
+      const answer = await admin.request.get(`${e.control_plane_url}api/v1/events/${e.event}/live`);
+      throw new Error(`${err.message}\nthe card shows: ${shown}\n/live answers ${answer.status()}: ${await answer.text()}`);
+    });
   await admin.waitForFunction(() => Number(document.querySelector('#viewer-count')?.textContent) >= 1, null, { timeout: 15_000 });
   const ingest = await row.locator('td').nth(2).textContent();
   const mbit = parseFloat(ingest);
