@@ -18,6 +18,7 @@ mod repair;
 mod repairing;
 mod swarm;
 mod topology;
+mod tracks;
 
 pub use media::AgentCounters;
 

@@ -1,19 +1,22 @@
 //! The agent's media plane: one MoQT upstream at a time — the edge for the
 //! site's leader, another agent for everyone else — that can change under
-//! the agent's feet without its local viewers noticing.
+//! the agent's feet without its local viewers noticing. A change is made
+//! before the old upstream is broken: it keeps feeding the caches until the
+//! new one delivers (see [`HANDOVER`]).
 //!
 //! Broadcasts and their track caches outlive upstream sessions. When the
 //! parent changes (a peer left, fell silent or was caught altering media),
-//! each track subscribes again on the new session, starting right after the
-//! newest object it holds (MoQT AbsoluteStart): the new parent sends exactly
-//! what the gap missed, across group boundaries, and nothing twice. Every
+//! each track subscribes again on the new session ([`crate::tracks`]),
+//! starting right after the newest object it holds (MoQT AbsoluteStart):
+//! the new parent sends what the old one had not, across group boundaries,
+//! and what is already held is dropped. Every
 //! object is checked against the origins' media keys before it enters the
 //! cache, i.e. before this agent serves or forwards it.
 //!
 //! A parent that falls behind does not make viewers wait (P2P-4): each
 //! track is repaired from the repair source beside its subscriptions
-//! ([`crate::repairing`], decided by [`crate::repair`]); this file feeds
-//! it the freshness clock and what each subscription delivered.
+//! ([`crate::repairing`], decided by [`crate::repair`]); this file keeps
+//! the freshness clock it reads.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,23 +24,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use libp2p::PeerId;
-use moq_transport::coding::KeyValuePairs;
-use moq_transport::coding::Location;
-use moq_transport::message::{FilterType, SubscriptionFilter};
-use moq_transport::serve::{self, TrackReaderMode};
-use moq_transport::session::{NamespaceEvent, Subscriber};
+use moq_transport::session::{NamespaceEvent, SubscribeNamespace, Subscriber};
 use strom_relay::{
-    from_track_namespace, tls::Trust, to_track_namespace, upstream, Broadcast, Broadcasts,
-    CacheLimits, Namespace, Object, TrackCache, UpstreamState,
+    from_track_namespace, tls::Trust, upstream, Broadcast, Broadcasts, CacheLimits, Namespace,
+    Object, TrackCache,
 };
 use strom_token::media::{MediaSignatureError, ObjectPlace};
 use strom_token::Verifier;
 use tokio::sync::{mpsc, watch};
 
-use crate::repairing::{keep_repaired, Feed, RepairSession};
+use crate::repairing::RepairSession;
 use crate::topology::Parent;
 
 /// Broadcasts the new parent does not announce within this time have ended.
@@ -102,39 +99,135 @@ pub(crate) struct MediaContext {
 }
 
 #[derive(Clone)]
-struct Session {
-    generation: u64,
-    subscriber: Subscriber,
-    parent: Parent<PeerId>,
+pub(crate) struct Session {
+    /// Tells sessions apart: one per connection, kept when the agent
+    /// returns to a session it was handing over from.
+    pub(crate) generation: u64,
+    pub(crate) subscriber: Subscriber,
+    pub(crate) parent: Parent<PeerId>,
 }
 
-/// Follows `targets` for ever: one upstream session at a time.
+/// How long a replaced upstream session stays open (make before break):
+/// its subscriptions keep feeding the caches until the new parent has
+/// delivered an object whose signature holds, and a return to it within
+/// this time needs no new connection. A new parent that sends nothing good
+/// for this long is repaired like any lagging one.
+pub(crate) const HANDOVER: Duration = Duration::from_secs(5);
+
+/// One connection to a parent: the session, the broadcasts it announces,
+/// and which of them it has announced so far.
+struct Upstream {
+    target: Target,
+    session: Session,
+    running: tokio::task::JoinHandle<Result<(), moq_transport::session::SessionError>>,
+    announced: Announced,
+}
+
+/// What a parent announces, as far as read.
+struct Announced {
+    namespaces: SubscribeNamespace,
+    seen: HashSet<Namespace>,
+    /// Broadcasts this parent has not announced by then have ended
+    /// (`None`: judged already).
+    grace: Option<tokio::time::Instant>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.running.abort();
+    }
+}
+
+impl Upstream {
+    /// Connects to `target` and asks for its announcements; the agent's
+    /// current upstream, if any, keeps serving meanwhile.
+    async fn open(target: &Target, generation: u64) -> anyhow::Result<Upstream> {
+        let (session, mut subscriber) = connect(&target.url, &target.trust, &target.token).await?;
+        let running = tokio::spawn(session.run());
+        let asked = tokio::time::timeout(
+            Duration::from_secs(3),
+            upstream::announcements(&mut subscriber, &target.prefix),
+        )
+        .await;
+        let namespaces = match asked {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                running.abort();
+                return Err(e);
+            }
+            Err(_) => {
+                running.abort();
+                bail!("SUBSCRIBE_NAMESPACE timed out");
+            }
+        };
+        Ok(Upstream {
+            target: target.clone(),
+            session: Session {
+                generation,
+                subscriber,
+                parent: target.parent.clone(),
+            },
+            running,
+            announced: Announced {
+                namespaces,
+                seen: HashSet::new(),
+                grace: Some(tokio::time::Instant::now() + REANNOUNCE_GRACE),
+            },
+        })
+    }
+
+    fn alive(&self) -> bool {
+        !self.running.is_finished()
+    }
+}
+
+/// Follows `targets` for ever. One upstream session serves at a time; the
+/// one it replaces stays open for [`HANDOVER`] so that tracks move over
+/// without a gap and a return to it costs nothing.
 pub(crate) async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: MediaContext) {
     let (sessions_tx, sessions) = watch::channel(None::<Session>);
     let mut local: HashMap<Namespace, Arc<Broadcast>> = HashMap::new();
     let mut generation = 0u64;
     let mut previous: Option<Parent<PeerId>> = None;
+    let mut current: Option<Upstream> = None;
+    let mut replaced: Option<(Upstream, tokio::time::Instant)> = None;
     loop {
         let target = targets.borrow_and_update().clone();
         let Some(target) = target else {
+            sessions_tx.send_replace(None);
+            current = None;
+            replaced = None;
             if targets.changed().await.is_err() {
                 return;
             }
             continue;
         };
-        let (session, subscriber) = match connect(&target.url, &target.trust, &target.token).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(parent = %target.parent, error = %format!("{e:#}"), "upstream unreachable");
-                if let Parent::Peer(p) = target.parent {
-                    let _ = ctx.events.send(PeerEvent::Silent(p));
+        let reuse = |u: &Upstream| u.target == target && u.alive();
+        let upstream = if let Some(u) = current.take_if(|u| reuse(u)) {
+            u
+        } else if let Some((u, _)) = replaced.take_if(|(u, _)| reuse(u)) {
+            tracing::info!(parent = %target.parent, "back to the upstream being handed over");
+            u
+        } else {
+            generation += 1;
+            match Upstream::open(&target, generation).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(parent = %target.parent, error = %format!("{e:#}"), "upstream unreachable");
+                    if let Parent::Peer(p) = target.parent {
+                        let _ = ctx.events.send(PeerEvent::Silent(p));
+                    }
+                    // Wait for another target, or retry the same one
+                    // shortly; the current upstream serves meanwhile.
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), targets.changed()).await;
+                    continue;
                 }
-                // Wait for another target, or retry the same one shortly.
-                let _ = tokio::time::timeout(Duration::from_millis(500), targets.changed()).await;
-                continue;
             }
         };
-        generation += 1;
+        if let Some(old) = current.take() {
+            replaced = Some((old, tokio::time::Instant::now() + HANDOVER));
+        }
         if previous.as_ref() != Some(&target.parent) {
             if previous.is_some() {
                 ctx.counters.parent_switches.fetch_add(1, Ordering::Relaxed);
@@ -144,20 +237,30 @@ pub(crate) async fn run(mut targets: watch::Receiver<Option<Target>>, ctx: Media
         ctx.counters
             .upstream_is_edge
             .store(u64::from(target.parent == Parent::Edge), Ordering::Relaxed);
-        tracing::info!(parent = %target.parent, url = %target.url, "upstream connected");
-        sessions_tx.send_replace(Some(Session {
-            generation,
-            subscriber: subscriber.clone(),
-            parent: target.parent.clone(),
-        }));
-        let outcome = tokio::select! {
-            res = session.run() => res.context("upstream session").map(|_| ()),
-            res = follow(&target, subscriber, &mut local, &sessions, &ctx) => res,
-            _ = targets.changed() => Ok(()),
+        tracing::info!(parent = %target.parent, url = %target.url, generation = upstream.session.generation, "upstream connected");
+        sessions_tx.send_replace(Some(upstream.session.clone()));
+        let up = current.insert(upstream);
+        let outcome = loop {
+            tokio::select! {
+                res = &mut up.running => break match res {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("upstream session closed")),
+                    Ok(Err(e)) => Err(anyhow::Error::from(e).context("upstream session")),
+                    Err(e) => Err(anyhow::Error::from(e).context("upstream session")),
+                },
+                res = follow(&mut up.announced, &mut local, &sessions, &ctx) => break res,
+                _ = targets.changed() => break Ok(()),
+                _ = async { tokio::time::sleep_until(replaced.as_ref().expect("guarded").1).await },
+                    if replaced.is_some() => {
+                    replaced = None;
+                }
+            }
         };
-        sessions_tx.send_replace(None);
         if let Err(e) = outcome {
+            // This upstream is done; tracks wait for the next one (or
+            // finish what they were handed over from).
             tracing::info!(parent = %target.parent, error = %format!("{e:#}"), "upstream session ended");
+            current = None;
+            sessions_tx.send_replace(None);
             if let Parent::Peer(p) = target.parent {
                 if targets.borrow().as_ref() == Some(&target) {
                     let _ = ctx.events.send(PeerEvent::Silent(p));
@@ -182,24 +285,21 @@ pub(crate) async fn connect(
 }
 
 /// Learns broadcasts from the current parent; they persist across parents.
+/// Returns only with an error; cancelled (the parent changes) it loses
+/// nothing, and a return to this upstream goes on where it left off.
 async fn follow(
-    target: &Target,
-    mut subscriber: Subscriber,
+    up: &mut Announced,
     local: &mut HashMap<Namespace, Arc<Broadcast>>,
     sessions: &watch::Receiver<Option<Session>>,
     ctx: &MediaContext,
 ) -> anyhow::Result<()> {
-    let namespaces = upstream::announcements(&mut subscriber, &target.prefix).await?;
-    let mut seen: HashSet<Namespace> = HashSet::new();
-    let grace = tokio::time::sleep(REANNOUNCE_GRACE);
-    tokio::pin!(grace);
-    let mut grace_over = false;
     loop {
+        let grace = up.grace;
         tokio::select! {
-            event = namespaces.next() => match event? {
+            event = up.namespaces.next() => match event? {
                 Some(NamespaceEvent::Added(ns)) => {
                     let Ok(ns) = from_track_namespace(&ns) else { continue };
-                    seen.insert(ns.clone());
+                    up.seen.insert(ns.clone());
                     let alive = local.get(&ns).is_some_and(|b| {
                         ctx.broadcasts.get(&ns).is_some_and(|c| Arc::ptr_eq(&c, b))
                     });
@@ -211,11 +311,11 @@ async fn follow(
                     };
                     tracing::info!(namespace = %ns, "broadcast available");
                     local.insert(ns, broadcast.clone());
-                    tokio::spawn(serve_tracks(broadcast, rx, sessions.clone(), ctx.clone()));
+                    tokio::spawn(crate::tracks::serve_tracks(broadcast, rx, sessions.clone(), ctx.clone()));
                 }
                 Some(NamespaceEvent::Removed(ns)) => {
                     if let Ok(ns) = from_track_namespace(&ns) {
-                        seen.remove(&ns);
+                        up.seen.remove(&ns);
                         if let Some(b) = local.remove(&ns) {
                             tracing::info!(namespace = %ns, "broadcast ended");
                             ctx.broadcasts.remove(&b);
@@ -224,123 +324,16 @@ async fn follow(
                 }
                 None => bail!("upstream ended the namespace subscription"),
             },
-            _ = &mut grace, if !grace_over => {
-                grace_over = true;
+            _ = async { tokio::time::sleep_until(grace.expect("guarded")).await }, if grace.is_some() => {
+                up.grace = None;
                 local.retain(|ns, b| {
-                    let keep = seen.contains(ns);
+                    let keep = up.seen.contains(ns);
                     if !keep {
                         tracing::info!(namespace = %ns, "broadcast no longer announced");
                         ctx.broadcasts.remove(b);
                     }
                     keep
                 });
-            }
-        }
-    }
-}
-
-async fn serve_tracks(
-    broadcast: Arc<Broadcast>,
-    mut requests: mpsc::UnboundedReceiver<Arc<TrackCache>>,
-    sessions: watch::Receiver<Option<Session>>,
-    ctx: MediaContext,
-) {
-    while let Some(track) = requests.recv().await {
-        tokio::spawn(pull_track(
-            broadcast.clone(),
-            track,
-            sessions.clone(),
-            ctx.clone(),
-        ));
-    }
-}
-
-enum Ended {
-    /// Nobody reads the track any more.
-    Idle,
-    /// The parent changed: subscribe on the new session.
-    Switched,
-    /// The subscription ended or was refused on this session.
-    Closed(anyhow::Error),
-}
-
-/// Keeps one track fed, across parents, while anyone reads it: the
-/// subscriptions one after another, and beside them the repairs, which
-/// belong to the track and so go on while a parent dies or is replaced.
-async fn pull_track(
-    broadcast: Arc<Broadcast>,
-    track: Arc<TrackCache>,
-    sessions: watch::Receiver<Option<Session>>,
-    ctx: MediaContext,
-) {
-    let fresh = Arc::new(Freshness::default());
-    let (feed_tx, feed) = watch::channel(None::<Feed>);
-    tokio::select! {
-        () = follow_parents(&broadcast, &track, &fresh, sessions, &feed_tx, &ctx) => {}
-        () = keep_repaired(&broadcast.namespace, &track, &fresh, feed, &ctx) => {}
-    }
-    upstream::retire(&broadcast, &track).await;
-}
-
-/// The track's subscriptions, one per parent; the relay's
-/// [`upstream::Lifecycle`] decides where each starts, when to let go, and
-/// what follows the end of one.
-async fn follow_parents(
-    broadcast: &Arc<Broadcast>,
-    track: &Arc<TrackCache>,
-    fresh: &Arc<Freshness>,
-    mut sessions: watch::Receiver<Option<Session>>,
-    feed: &watch::Sender<Option<Feed>>,
-    ctx: &MediaContext,
-) {
-    let mut life = upstream::Lifecycle::new(upstream::Policy::agent(ctx.idle));
-    let mut idle_check = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        if track.is_closed() {
-            break;
-        }
-        let current = sessions.borrow_and_update().clone();
-        let Some(session) = current else {
-            tokio::select! {
-                changed = sessions.changed() => if changed.is_err() { break },
-                _ = idle_check.tick() => if !life.wanted(track.demand(Instant::now())) { break },
-            }
-            continue;
-        };
-        let ended = subscribe_once(
-            broadcast,
-            track,
-            fresh,
-            &session,
-            &mut sessions,
-            feed,
-            ctx,
-            &mut life,
-        )
-        .await;
-        feed.send_replace(None);
-        let how = match ended {
-            Ended::Idle => break,
-            Ended::Switched => upstream::Ending::Switched,
-            Ended::Closed(err) => {
-                tracing::debug!(namespace = %broadcast.namespace, track = %track.name, error = %format!("{err:#}"), "upstream subscription ended");
-                upstream::Ending::Closed
-            }
-        };
-        let answered = !matches!(
-            track.upstream_answer(Duration::ZERO).await,
-            UpstreamState::Pending
-        );
-        match life.ended(how, session.parent == Parent::Edge, answered) {
-            upstream::After::Resubscribe => {}
-            upstream::After::Wait(wait) => {
-                let _ = tokio::time::timeout(wait, sessions.changed()).await;
-            }
-            upstream::After::Retire { refuse } => {
-                if refuse {
-                    track.set_upstream(UpstreamState::Refused(serve::ServeError::Cancel));
-                }
-                break;
             }
         }
     }
@@ -416,158 +409,6 @@ impl Freshness {
         let (_, _, produced) = frontier(track)?;
         let late = now_us as i64 - produced? as i64 - best;
         Some(Duration::from_micros(late.max(0) as u64))
-    }
-}
-
-/// Arrival bookkeeping of one subscription (for silence detection).
-pub(crate) struct Arrivals {
-    pub(crate) count: AtomicU64,
-    pub(crate) last: Mutex<Instant>,
-}
-
-async fn subscribe_once(
-    broadcast: &Arc<Broadcast>,
-    track: &Arc<TrackCache>,
-    fresh: &Arc<Freshness>,
-    session: &Session,
-    sessions: &mut watch::Receiver<Option<Session>>,
-    feed: &watch::Sender<Option<Feed>>,
-    ctx: &MediaContext,
-    life: &mut upstream::Lifecycle,
-) -> Ended {
-    let mut subscriber = session.subscriber.clone();
-    let (writer, reader) = serve::Track::new(
-        to_track_namespace(&broadcast.namespace),
-        track.name.as_str(),
-    )
-    .produce();
-    // After a switch, resume where a viewer reading in order waits: right
-    // after the newest object held, or in the previous group if its tail
-    // is still missing (a lagging parent sends the newest group first). The
-    // new parent sends what the gap missed, across group boundaries; what
-    // is already held comes at most once more and is dropped (MoQT
-    // AbsoluteStart).
-    let plan = life.subscribe(frontier(track).map(|(group, next, _)| (group, next)));
-    let mut params = KeyValuePairs::default();
-    if let Some((group, next)) = plan.start {
-        let filter = SubscriptionFilter {
-            filter_type: FilterType::AbsoluteStart,
-            start_location: Some(Location::new(group, next)),
-            end_group_id: None,
-        };
-        if params.set_subscription_filter(&filter).is_err() {
-            params = KeyValuePairs::default();
-        }
-    }
-    let subscription = match subscriber.subscribe_open_with_params(writer, params).await {
-        Ok(s) => s,
-        Err(err) => return Ended::Closed(anyhow::Error::from(err).context("SUBSCRIBE refused")),
-    };
-    let largest = subscription
-        .subscribe_ok()
-        .and_then(|ok| ok.params.largest_object().ok().flatten())
-        .map(|l| (l.group_id, l.object_id));
-    track.set_upstream(UpstreamState::Ready { largest });
-    let arrivals = Arc::new(Arrivals {
-        count: AtomicU64::new(0),
-        last: Mutex::new(Instant::now()),
-    });
-    feed.send_replace(Some(Feed {
-        parent: session.parent.clone(),
-        arrivals: arrivals.clone(),
-    }));
-    // An agent fetches no history (`plan.history` is 0, see
-    // `upstream::Policy::agent`): a new subscription already starts at the
-    // newest group's first object.
-    debug_assert_eq!(plan.history, 0);
-    track.set_history_done();
-    let mode = tokio::select! {
-        mode = reader.mode() => mode,
-        res = subscription.closed() => return Ended::Closed(match res {
-            Ok(()) => anyhow::anyhow!("closed before delivering"),
-            Err(e) => e.into(),
-        }),
-    };
-    let mode = match mode {
-        Ok(m) => m,
-        Err(e) => return Ended::Closed(e.into()),
-    };
-    let TrackReaderMode::Subgroups(mut subgroups) = mode else {
-        return Ended::Closed(anyhow::anyhow!("upstream does not deliver subgroups"));
-    };
-    let mut groups = FuturesUnordered::new();
-    let mut idle_check = tokio::time::interval(Duration::from_millis(500));
-    let ended = loop {
-        tokio::select! {
-            next = subgroups.next() => match next {
-                Ok(Some(subgroup)) => groups.push(read_subgroup(
-                    subgroup,
-                    broadcast.namespace.clone(),
-                    track.clone(),
-                    fresh.clone(),
-                    session.parent.clone(),
-                    arrivals.clone(),
-                    ctx.clone(),
-                )),
-                Ok(None) => break Ended::Closed(anyhow::anyhow!("upstream track ended")),
-                Err(e) => break Ended::Closed(e.into()),
-            },
-            Some(()) = groups.next(), if !groups.is_empty() => {}
-            _ = idle_check.tick() => {
-                if !life.wanted(track.demand(Instant::now())) {
-                    break Ended::Idle;
-                }
-            }
-            changed = sessions.changed() => {
-                let same = changed.is_ok()
-                    && sessions.borrow().as_ref().is_some_and(|s| s.generation == session.generation);
-                if !same {
-                    break Ended::Switched;
-                }
-            }
-            res = subscription.closed() => break Ended::Closed(match res {
-                Ok(()) => anyhow::anyhow!("upstream closed the subscription"),
-                Err(e) => e.into(),
-            }),
-        }
-    };
-    if matches!(ended, Ended::Idle) {
-        subscription.unsubscribe().await;
-    }
-    ended
-}
-
-async fn read_subgroup(
-    subgroup: serve::SubgroupReader,
-    namespace: Namespace,
-    track: Arc<TrackCache>,
-    fresh: Arc<Freshness>,
-    from: Parent<PeerId>,
-    arrivals: Arc<Arrivals>,
-    ctx: MediaContext,
-) {
-    let group = subgroup.group_id;
-    let mut refused = false;
-    let clean = upstream::read_objects(subgroup, &track.name, |object| {
-        // Only news counts: a parent whose objects repair already brought
-        // is lagging, however busy it looks.
-        match accept(&ctx, &namespace, &track, &fresh, group, object, &from) {
-            Some(true) => {
-                arrivals.count.fetch_add(1, Ordering::Relaxed);
-                *arrivals.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            }
-            Some(false) => {}
-            None => refused = true,
-        }
-    })
-    .await;
-    // Only a clean end closes the group: after a reset (the parent went
-    // away) the next parent may still complete it. Nor does the end of a
-    // stream that carried refused objects: a peer caught altering media
-    // cannot tell this agent that a group is whole (its viewers would skip
-    // the tail the next parent brings).
-    if clean.is_ok() && !refused {
-        track.finish_group(group);
     }
 }
 

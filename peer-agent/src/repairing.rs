@@ -15,11 +15,10 @@ use moq_transport::session::Subscriber;
 use strom_relay::{tls::Trust, to_track_namespace, upstream, Namespace, TrackCache};
 use tokio::sync::watch;
 
-use crate::media::{
-    accept, connect, frontier, unix_micros, Arrivals, Freshness, MediaContext, PeerEvent,
-};
+use crate::media::{accept, connect, frontier, unix_micros, Freshness, MediaContext, PeerEvent};
 use crate::repair::{Check, Feeding, Repair};
 use crate::topology::Parent;
+use crate::tracks::Arrivals;
 
 /// How far past its newest object a repair FETCH asks (End Location: up to
 /// and including the group before this many groups on).

@@ -722,7 +722,11 @@ fn a_site_behind_a_thin_wan_pulls_one_copy_and_survives_loss_and_tampering() {
     assert_eq!(blockers, fed, "every agent the tamperer fed cut it off");
     for v in &tampered {
         assert_eq!(v.refused, 0, "a viewer got an altered object: {v:?}");
-        assert!(v.objects >= expected(v, tamper_secs) * 85 / 100, "{v:?}");
+        // Make before break: an agent keeps its old parent until the new
+        // one delivers good objects, so the tamperer costs no viewer
+        // anything (before, the leader's viewer lost group tails: 85 % was
+        // all this could ask, BENCHMARKS.md).
+        assert!(v.objects >= expected(v, tamper_secs) * 95 / 100, "{v:?}");
         joined_in_time(v);
     }
     drop(tamperer);
