@@ -3,11 +3,14 @@
 use super::*;
 
 impl Repo {
-    /// The signing keys as stored, oldest first, each checked to open.
+    /// The signing keys as stored, oldest first and the current one last,
+    /// each checked to open.
     fn stored_signing_keys(&self) -> Result<Vec<StoredSigningKey>> {
         let scope = Scope::Tenant("_platform".into());
         let mut keys: Vec<StoredSigningKey> = self.scan(Table::Meta, &prefix(&["signing-key"]))?;
-        keys.sort_by_key(|k| k.created_at);
+        // The current key (the one not retired) last, whatever the clock
+        // says: two rotations within one second have the same created_at.
+        keys.sort_by_key(|k| (k.retire_at.is_none(), k.created_at));
         for k in &keys {
             // Fails loudly if the platform key is gone.
             self.ring.open(
@@ -235,5 +238,27 @@ mod tests {
         assert!(repo.verifier().verify(&after, now).is_err());
         let (fresh, _) = repo.mint(&grant()).unwrap();
         assert!(repo.verifier().verify(&fresh, now).is_ok());
+    }
+
+    #[test]
+    fn the_current_key_is_read_back_as_current_after_rotations_in_one_second() {
+        let repo = in_memory();
+        // Stored times are whole seconds: these share one.
+        let mut kid = String::new();
+        for _ in 0..12 {
+            kid = repo.rotate_signing_key(time::Duration::hours(1)).unwrap();
+            // As a restart or another replica reads them.
+            let stored = repo.stored_signing_keys().unwrap();
+            assert_eq!(stored.last().unwrap().kid, kid);
+        }
+        *repo.signing.lock().unwrap() = Vec::new();
+        repo.load_signing_keys().unwrap();
+        let current = repo.signing_keys().into_iter().find(|k| k.current).unwrap();
+        assert_eq!(current.kid, kid);
+        assert_eq!(
+            repo.current_signing_key().unwrap().kid(),
+            kid,
+            "signs with it"
+        );
     }
 }
