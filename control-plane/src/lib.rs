@@ -281,7 +281,12 @@ impl ControlPlane {
             edges: config.edges.clone(),
             secure_cookies: config.secure_cookies,
             verifier,
-            relay_status: Default::default(),
+            relay_status: api::relay::StatusBoard::new(
+                repo.store
+                    .clone()
+                    .shared_presence()
+                    .unwrap_or_else(|| Arc::new(store::MemoryPresence::default())),
+            ),
             dashboard: Default::default(),
             agents: Default::default(),
             oidc_allow_private_addresses: config.oidc_allow_private_addresses,

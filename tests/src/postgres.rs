@@ -38,6 +38,19 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
+fn spawn_server(dir: &Path, log: std::fs::File) -> Child {
+    as_owner(&bin_dir().join("postgres"))
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-k")
+        .arg(dir)
+        .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("postgres")
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
         let bin = bin_dir();
@@ -72,28 +85,54 @@ impl Postgres {
                 .arg(dir.path().join("server.log"))
                 .status();
         }
-        let server = as_owner(&bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("postgres");
+        let server = spawn_server(dir.path(), log);
         let url = format!("host={} user=strom dbname=postgres", dir.path().display());
         let pg = Postgres { dir, server, url };
+        pg.wait_ready(1);
+        pg
+    }
+
+    /// Waits until the server's log says it accepts connections for the
+    /// `n`th time.
+    fn wait_ready(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !pg.log().contains("ready to accept connections") {
+        while self.log().matches("ready to accept connections").count() < n {
             assert!(
                 Instant::now() < deadline,
                 "PostgreSQL did not start: {}",
-                pg.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        pg
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, as in a restart
+    /// or a failover), leaving its data.
+    pub fn stop(&mut self) {
+        // pg_ctl signals the server itself (as root the child is `runuser`,
+        // which does not pass SIGINT on).
+        let out = as_owner(&bin_dir().join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-t", "30", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = self.server.wait();
+    }
+
+    /// Starts the stopped server again on the same data.
+    pub fn start_again(&mut self) {
+        let starts = self.log().matches("ready to accept connections").count();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        self.server = spawn_server(self.dir.path(), log);
+        self.wait_ready(starts + 1);
     }
 
     pub fn log(&self) -> String {
@@ -135,10 +174,14 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.server.id().to_string()])
-            .status();
+        if let Ok(Some(_)) = self.server.try_wait() {
+            return;
+        }
+        // Fast shutdown: clients still connected are cut off.
+        let _ = as_owner(&bin_dir().join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-t", "10", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.server.try_wait() {

@@ -63,9 +63,10 @@ fn postgresql_meets_the_store_contract() {
     assert_eq!(
         pg.sql_in(
             "contract",
-            "SELECT count(*) FROM strom_migrations WHERE relation = 'strom_kv'"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM strom_migrations \
+             WHERE relation = 'strom_kv'"
         ),
-        "1"
+        "1,2"
     );
     // A relation name is never SQL.
     assert!(PgStore::connect(&url, "kv; DROP TABLE strom_kv").is_err());
@@ -89,8 +90,11 @@ fn replicas_starting_together_migrate_once() {
         h.join().unwrap().unwrap();
     }
     assert_eq!(
-        pg.sql_in("together", "SELECT count(*) FROM strom_migrations"),
-        "1"
+        pg.sql_in(
+            "together",
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM strom_migrations"
+        ),
+        "1,2"
     );
 }
 
@@ -370,4 +374,122 @@ fn a_signing_key_rotated_on_one_replica_is_taken_up_by_the_other() {
         .iter()
         .filter(|k| !k.current)
         .all(|k| k.retire_at.is_some()));
+}
+
+#[test]
+fn postgresql_presence_meets_the_presence_contract() {
+    let pg = Postgres::start();
+    let url = pg.database("presence");
+    let store = PgStore::connect(&url, "strom_kv").unwrap();
+    strom_control_plane::store::presence::contract::check(&store);
+}
+
+/// POSTs a relay status report; the status code and Retry-After.
+fn report(base: &str, credential: &str, body: &serde_json::Value) -> (u16, Option<String>) {
+    let sent = ureq::post(&format!("{base}/api/v1/relay/status"))
+        .set("Authorization", &format!("Bearer {credential}"))
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string());
+    match sent {
+        Ok(r) => (r.status(), None),
+        Err(ureq::Error::Status(code, r)) => (code, r.header("retry-after").map(str::to_owned)),
+        Err(e) => panic!("report: {e}"),
+    }
+}
+
+#[test]
+fn two_http_replicas_share_relay_reports_and_say_503_while_the_database_restarts() {
+    let mut pg = Postgres::start();
+    let url = pg.database("replicas");
+    let shared = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ControlPlaneConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        generate_master_key: true,
+        master_key_file: Some(shared.path().join("master.key")),
+        store: StoreConfig::Postgres {
+            url: url.clone(),
+            keys_url: None,
+        },
+        ..ControlPlaneConfig::default()
+    };
+    // Two replicas of one installation, as behind a load balancer.
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut planes = Vec::new();
+    for dir in &dirs {
+        let cp = rt
+            .block_on(strom_control_plane::ControlPlane::load(
+                config.clone(),
+                dir.path(),
+            ))
+            .unwrap();
+        planes.push(cp);
+    }
+    let origin = planes[0]
+        .relay_credential(strom_control_plane::RelayRole::Origin, "origin-1")
+        .unwrap();
+    let edge = planes[1]
+        .relay_credential(strom_control_plane::RelayRole::Edge, "edge-1")
+        .unwrap();
+    let bases: Vec<String> = planes
+        .iter()
+        .map(|cp| format!("http://{}", cp.local_addr().unwrap()))
+        .collect();
+    let states: Vec<_> = planes.iter().map(|cp| cp.state.clone()).collect();
+    let tasks: Vec<_> = planes.into_iter().map(|cp| rt.spawn(cp.run())).collect();
+    let live = |i: usize| states[i].relay_status.stream("t/e/main").unwrap();
+
+    // The origin reports to replica A only; replica B says the stream is
+    // live. The edge reports its viewers to B; A counts them.
+    let streams = |viewers: u64| serde_json::json!([{ "namespace": "t/e/main", "ingest_bps": 2_500_000, "viewers": viewers }]);
+    let origin_report = serde_json::json!({
+        "role": "origin", "streams": streams(0), "events": [], "egress_bps": 0, "cpu_cores": 0.2
+    });
+    let edge_report = serde_json::json!({
+        "role": "edge", "streams": streams(17), "events": [], "egress_bps": 1_000_000, "cpu_cores": 0.1
+    });
+    assert_eq!(report(&bases[0], &origin, &origin_report).0, 204);
+    assert_eq!(report(&bases[1], &edge, &edge_report).0, 204);
+    for i in 0..2 {
+        let figures = live(i);
+        assert!(figures.live, "replica {i}: {figures:?}");
+        assert_eq!(figures.ingest_bps, 2_500_000);
+        assert_eq!(figures.viewers, 17, "replica {i}");
+    }
+    // The credentials hold on either replica: the origin's on B too.
+    assert_eq!(report(&bases[1], &origin, &origin_report).0, 204);
+
+    // The database restarts (or fails over): the replicas say 503 with a
+    // Retry-After instead of failing in odd ways, and recover by themselves.
+    pg.stop();
+    for base in &bases {
+        let (code, retry) = report(base, &origin, &origin_report);
+        assert_eq!(code, 503, "{base}");
+        assert_eq!(retry.as_deref(), Some("5"));
+    }
+    pg.start_again();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (code, _) = report(&bases[1], &origin, &origin_report);
+        if code == 204 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B still answers {code} 15 s after the database came back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Presence lives in an unlogged relation: after a crash it would be
+    // empty, after this clean restart it is kept; either way the origin's
+    // report of just now is there.
+    assert!(live(0).live);
+    for t in tasks {
+        t.abort();
+    }
+    drop(rt);
 }

@@ -368,7 +368,14 @@ pub(crate) async fn sample_loop(state: Shared) {
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let now = Instant::now();
-            let relays = st.relay_status.current(now);
+            let relays = match st.relay_status.current(now) {
+                Ok(r) => r,
+                Err(e) => {
+                    // No sample rather than one that says nobody watches.
+                    tracing::warn!(error = %e, "relay reports not readable; sample skipped");
+                    return;
+                }
+            };
             let repo = st.repo.clone();
             let agents = &st.agents;
             let sites = |tenant: &str| {

@@ -70,22 +70,19 @@ pub(crate) async fn live(
     let st = state.clone();
     blocking(move || {
         st.repo.event(caller.tenant(), &event)?;
-        let streams: Vec<LiveStream> = st
-            .repo
-            .streams(caller.tenant(), &event)?
-            .into_iter()
-            .map(|s| {
-                let figures =
-                    st.relay_status
-                        .stream(&format!("{}/{}/{}", caller.tenant(), event, s.name));
-                LiveStream {
-                    name: s.name,
-                    live: figures.live,
-                    ingest_bitrate_bps: figures.ingest_bps,
-                    viewers: figures.viewers,
-                }
-            })
-            .collect();
+        let mut streams = Vec::new();
+        for s in st.repo.streams(caller.tenant(), &event)? {
+            let figures = st
+                .relay_status
+                .stream(&format!("{}/{}/{}", caller.tenant(), event, s.name))
+                .map_err(crate::repo::RepoError::from)?;
+            streams.push(LiveStream {
+                name: s.name,
+                live: figures.live,
+                ingest_bitrate_bps: figures.ingest_bps,
+                viewers: figures.viewers,
+            });
+        }
         // Viewers as the dashboard counts them (play sessions and HLS
         // players at edges and peer-agents) while its sample is fresh; the
         // streams' figures are subscribers at edges (a site's agents count

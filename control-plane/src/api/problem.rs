@@ -66,6 +66,19 @@ impl ApiError {
             )
         }
     }
+    /// The store cannot be reached (a database restarting or failing
+    /// over): the client tries again shortly, on this replica or another.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        let id = crate::model::new_id("err");
+        tracing::warn!(error_id = %id, error = %detail, "storage unavailable");
+        Self {
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("storage unavailable; try again shortly ({id})"),
+            )
+        }
+    }
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         let id = crate::model::new_id("err");
         tracing::error!(error_id = %id, error = %detail, "internal error");
@@ -88,6 +101,7 @@ impl From<RepoError> for ApiError {
             ),
             RepoError::WrongCredentials => Self::new(StatusCode::UNAUTHORIZED, "wrong credentials"),
             RepoError::Key(crate::keys::KeyError::Shredded(_)) => Self::not_found(),
+            RepoError::Store(crate::store::StoreError::Backend(e)) => Self::unavailable(e),
             other => Self::internal(other),
         }
     }

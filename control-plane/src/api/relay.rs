@@ -1,13 +1,14 @@
 //! What relays (origins, edges, peer-agents) read: the token key set, the
 //! revocation log by long poll, and their own registration and load.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use strom_token::revocation::RevocationFeed;
 use strom_token::{Action, Claims, KeySet, RelayRole};
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::problem::{blocking, Body, QueryOf};
 use super::*;
 use crate::model::EdgeRegistration;
+use crate::store::{Presence, StoreError};
 pub(crate) use strom_protocol::{EventFigures, QoeSums, RelayStatus, SrtSecrets, StreamStatus};
 
 pub(crate) fn routes() -> Router<Shared> {
@@ -107,9 +109,9 @@ pub(crate) async fn srt_secrets(
 
 /// A report older than this is ignored (relays report every 2 s).
 const STATUS_STALE: Duration = Duration::from_secs(10);
-/// Bounds one report (streams) and the board (relays).
+/// Bounds one report (streams); the board is bounded by the relay
+/// credentials issued (one entry per credential and role).
 const MAX_REPORTED_STREAMS: usize = 10_000;
-const MAX_RELAYS: usize = 10_000;
 
 /// At most this many events per report.
 pub(crate) const MAX_REPORTED_EVENTS: usize = 10_000;
@@ -150,10 +152,24 @@ pub struct Report {
 }
 
 /// What relays last reported, by relay id and role (an origin and an edge
-/// may share a credential).
-#[derive(Default)]
+/// may share a credential). Kept in the store's presence, so every
+/// control-plane replica sees every report, whichever one received it.
 pub struct StatusBoard {
-    reports: std::sync::Mutex<std::collections::HashMap<(String, bool), Report>>,
+    presence: Arc<dyn Presence>,
+    stale: Duration,
+}
+
+/// The presence kind of relay reports.
+const REPORTS: &str = "relay-status";
+
+/// A report as kept in presence.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    origin: bool,
+    streams: Vec<StreamStatus>,
+    events: Vec<EventFigures>,
+    egress_bps: u64,
+    cpu_cores: f64,
 }
 
 /// One stream as the relays see it.
@@ -167,37 +183,58 @@ pub struct StreamLive {
 }
 
 impl StatusBoard {
-    fn put(&self, relay: &str, report: Report) {
-        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        let now = report.at;
-        reports.retain(|_, r| now.duration_since(r.at) < STATUS_STALE);
-        let key = (relay.to_owned(), report.origin);
-        if reports.len() < MAX_RELAYS || reports.contains_key(&key) {
-            reports.insert(key, report);
+    pub fn new(presence: Arc<dyn Presence>) -> Self {
+        Self {
+            presence,
+            stale: STATUS_STALE,
         }
     }
 
+    fn put(&self, relay: &str, report: Report) -> Result<(), StoreError> {
+        let key = format!("{}/{relay}", if report.origin { 'o' } else { 'e' });
+        let kept = Kept {
+            origin: report.origin,
+            streams: report.streams,
+            events: report.events,
+            egress_bps: report.egress_bps,
+            cpu_cores: report.cpu_cores,
+        };
+        let value = serde_json::to_vec(&kept).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.presence.put(REPORTS, &key, &value, self.stale)
+    }
+
     /// The reports of the last seconds, by relay id (edges and origins).
-    pub fn current(&self, now: std::time::Instant) -> Vec<(String, Report)> {
-        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(String, Report)> = reports
-            .iter()
-            .filter(|(_, r)| now.duration_since(r.at) < STATUS_STALE)
-            .map(|((id, _), r)| (id.clone(), r.clone()))
-            .collect();
+    pub fn current(&self, now: std::time::Instant) -> Result<Vec<(String, Report)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.presence.list(REPORTS)? {
+            let Some((_, relay)) = entry.key.split_once('/') else {
+                continue;
+            };
+            // A report this version cannot read (another replica's newer
+            // format) is skipped, not fatal.
+            let Ok(kept) = serde_json::from_slice::<Kept>(&entry.value) else {
+                continue;
+            };
+            out.push((
+                relay.to_owned(),
+                Report {
+                    at: now.checked_sub(entry.age).unwrap_or(now),
+                    origin: kept.origin,
+                    streams: kept.streams,
+                    events: kept.events,
+                    egress_bps: kept.egress_bps,
+                    cpu_cores: kept.cpu_cores,
+                },
+            ));
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        Ok(out)
     }
 
     /// The current figures of `namespace` (tenant/event/stream).
-    pub fn stream(&self, namespace: &str) -> StreamLive {
-        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+    pub fn stream(&self, namespace: &str) -> Result<StreamLive, StoreError> {
         let mut out = StreamLive::default();
-        for r in reports.values() {
-            if now.duration_since(r.at) >= STATUS_STALE {
-                continue;
-            }
+        for (_, r) in self.current(std::time::Instant::now())? {
             for s in r.streams.iter().filter(|s| s.namespace == namespace) {
                 if r.origin {
                     out.live = true;
@@ -207,7 +244,7 @@ impl StatusBoard {
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -248,18 +285,22 @@ pub(crate) async fn status(
             .dashboard
             .relay_reported(&claims.sub, &req.events, now);
     }
-    state.relay_status.put(
-        &claims.sub,
-        Report {
-            at: now,
-            origin,
-            streams: req.streams,
-            events: req.events,
-            egress_bps: req.egress_bps,
-            cpu_cores: req.cpu_cores,
-        },
-    );
-    Ok(StatusCode::NO_CONTENT)
+    let report = Report {
+        at: now,
+        origin,
+        streams: req.streams,
+        events: req.events,
+        egress_bps: req.egress_bps,
+        cpu_cores: req.cpu_cores,
+    };
+    let st = state.clone();
+    blocking(move || {
+        st.relay_status
+            .put(&claims.sub, report)
+            .map_err(crate::repo::RepoError::from)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// A relay credential of the operator's own relays with `role` (not a
@@ -397,79 +438,85 @@ mod tests {
     }
 
     fn put(board: &StatusBoard, relay: &str, origin: bool, streams: Vec<StreamStatus>) {
-        board.put(
-            relay,
-            Report {
-                at: std::time::Instant::now(),
-                origin,
-                streams,
-                events: vec![],
-                egress_bps: 0,
-                cpu_cores: 0.0,
-            },
-        );
+        board
+            .put(
+                relay,
+                Report {
+                    at: std::time::Instant::now(),
+                    origin,
+                    streams,
+                    events: vec![],
+                    egress_bps: 0,
+                    cpu_cores: 0.0,
+                },
+            )
+            .unwrap();
     }
 
-    #[test]
-    fn live_from_origins_viewers_summed_over_edges_stale_reports_ignored() {
-        let board = StatusBoard::default();
-        assert_eq!(board.stream("t/e/main"), StreamLive::default());
+    /// The board's rules over any presence (`memory` here; the PostgreSQL
+    /// suite runs them against a real server through two boards).
+    pub(crate) fn board_rules(a: &StatusBoard, b: &StatusBoard) {
+        assert_eq!(a.stream("t/e/main").unwrap(), StreamLive::default());
+        put(a, "origin-1", true, vec![stream("t/e/main", 2_500_000, 3)]);
+        put(b, "edge-a", false, vec![stream("t/e/main", 2_400_000, 40)]);
         put(
-            &board,
-            "origin-1",
-            true,
-            vec![stream("t/e/main", 2_500_000, 3)],
-        );
-        put(
-            &board,
-            "edge-a",
-            false,
-            vec![stream("t/e/main", 2_400_000, 40)],
-        );
-        put(
-            &board,
+            a,
             "edge-b",
             false,
             vec![stream("t/e/main", 2_400_000, 2), stream("t/e/other", 1, 7)],
         );
-        assert_eq!(
-            board.stream("t/e/main"),
-            StreamLive {
-                live: true,
-                ingest_bps: 2_500_000,
-                viewers: 42
-            }
-        );
-        // An edge's newer report replaces its older one.
-        put(
-            &board,
-            "edge-a",
-            false,
-            vec![stream("t/e/main", 2_400_000, 10)],
-        );
-        assert_eq!(board.stream("t/e/main").viewers, 12);
-        // A relay gone quiet stops counting.
-        board
-            .reports
-            .lock()
-            .unwrap()
-            .get_mut(&("origin-1".to_owned(), true))
-            .unwrap()
-            .at -= STATUS_STALE;
-        let figures = board.stream("t/e/main");
-        assert!(!figures.live);
-        assert_eq!(figures.ingest_bps, 0);
+        let main = StreamLive {
+            live: true,
+            ingest_bps: 2_500_000,
+            viewers: 42,
+        };
+        assert_eq!(a.stream("t/e/main").unwrap(), main);
+        assert_eq!(b.stream("t/e/main").unwrap(), main);
+        // An edge's newer report replaces its older one, whichever board
+        // took it.
+        put(a, "edge-a", false, vec![stream("t/e/main", 2_400_000, 10)]);
+        assert_eq!(b.stream("t/e/main").unwrap().viewers, 12);
         // An origin and an edge sharing a credential do not replace each other.
-        put(&board, "relay-1", true, vec![stream("t/e/x", 1_000, 0)]);
-        put(&board, "relay-1", false, vec![stream("t/e/x", 1_000, 5)]);
+        put(a, "relay-1", true, vec![stream("t/e/x", 1_000, 0)]);
+        put(b, "relay-1", false, vec![stream("t/e/x", 1_000, 5)]);
         assert_eq!(
-            board.stream("t/e/x"),
+            a.stream("t/e/x").unwrap(),
             StreamLive {
                 live: true,
                 ingest_bps: 1_000,
                 viewers: 5
             }
         );
+        let relays: Vec<String> = b
+            .current(std::time::Instant::now())
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            relays,
+            ["edge-a", "edge-b", "origin-1", "relay-1", "relay-1"]
+        );
+        // A relay gone quiet stops counting: the origin's report ages out,
+        // the edges report again.
+        std::thread::sleep(a.stale / 2);
+        put(a, "edge-a", false, vec![stream("t/e/main", 2_400_000, 10)]);
+        put(b, "edge-b", false, vec![stream("t/e/main", 2_400_000, 2)]);
+        std::thread::sleep(a.stale / 2 + Duration::from_millis(50));
+        let figures = b.stream("t/e/main").unwrap();
+        assert!(!figures.live);
+        assert_eq!(figures.ingest_bps, 0);
+        assert_eq!(figures.viewers, 12);
+    }
+
+    #[test]
+    fn live_from_origins_viewers_summed_over_edges_stale_reports_ignored() {
+        let presence: Arc<dyn Presence> = Arc::new(crate::store::MemoryPresence::default());
+        let board = |p: &Arc<dyn Presence>| StatusBoard {
+            presence: p.clone(),
+            stale: Duration::from_millis(600),
+        };
+        board_rules(&board(&presence), &board(&presence));
     }
 
     #[test]

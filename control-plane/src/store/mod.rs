@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 
 mod postgres;
+pub mod presence;
 pub use postgres::PgStore;
+pub use presence::{MemoryPresence, Presence, Present};
 
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{
@@ -153,6 +155,12 @@ pub trait Store: Send + Sync + 'static {
     /// process can open needs nothing more, which is the default.
     fn exclusive(&self) -> Result<Exclusive<'_>, StoreError> {
         Ok(Exclusive::none())
+    }
+    /// Where short-lived state shared by the processes using this store
+    /// lives ([`Presence`]); `None` for a store one process opens, which
+    /// keeps such state in memory.
+    fn shared_presence(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn Presence>> {
+        None
     }
 }
 

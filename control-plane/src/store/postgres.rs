@@ -22,11 +22,21 @@ use std::sync::{Mutex, MutexGuard};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use super::presence::{Presence, Present};
 use super::{prefix_end, Batch, Exclusive, KeyValue, Op, Store, StoreError, Table};
 
 /// Migrations, applied in order at start (each once, recorded in
 /// `strom_migrations`). `{rel}` is the store's relation name.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_kv.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_kv.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_presence.sql"),
+    ),
+];
+
+/// Every this many presence writes, expired entries are deleted.
+const PRESENCE_SWEEP_EVERY: u64 = 256;
 
 /// Advisory lock keys (one 64-bit space per database): start-up migrations,
 /// and the write section of each relation (hashed into the second half).
@@ -60,6 +70,7 @@ pub struct PgStore {
     section_key: i64,
     /// The connection holding the advisory lock while a section is open.
     held: Mutex<Option<Object>>,
+    presence_puts: std::sync::atomic::AtomicU64,
 }
 
 impl PgStore {
@@ -116,6 +127,7 @@ impl PgStore {
             rel: relation.to_owned(),
             section_key,
             held: Mutex::new(None),
+            presence_puts: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -321,12 +333,77 @@ impl Store for PgStore {
         }))
     }
 
+    fn shared_presence(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn Presence>> {
+        Some(self)
+    }
+
     fn backup(&self, _dir: &Path) -> Result<(), StoreError> {
         Err(StoreError::Backend(
             "a PostgreSQL store is backed up with PostgreSQL's own tools \
              (pg_basebackup, WAL archiving, or the managed service's backups)"
                 .into(),
         ))
+    }
+}
+
+impl Presence for PgStore {
+    fn put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let rel = &self.rel;
+        let sql = format!(
+            "INSERT INTO {rel}_presence (kind, k, v, put_at, expires_at)
+             VALUES ($1, $2, $3, now(), now() + $4::float8 * interval '1 second')
+             ON CONFLICT (kind, k) DO UPDATE
+             SET v = excluded.v, put_at = excluded.put_at, expires_at = excluded.expires_at"
+        );
+        let sweep = self
+            .presence_puts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(PRESENCE_SWEEP_EVERY);
+        let sweep_sql = format!("DELETE FROM {rel}_presence WHERE expires_at < now()");
+        let (pool, kind, key, value) = (
+            self.pool.clone(),
+            kind.to_owned(),
+            key.to_owned(),
+            value.to_vec(),
+        );
+        let ttl = ttl.as_secs_f64();
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            client.execute(&stmt, &[&kind, &key, &value, &ttl]).await?;
+            if sweep {
+                client.execute(&sweep_sql, &[]).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn list(&self, kind: &str) -> Result<Vec<Present>, StoreError> {
+        let sql = format!(
+            "SELECT k, v, extract(epoch FROM now() - put_at)::float8 FROM {}_presence
+             WHERE kind = $1 AND expires_at > now() ORDER BY k",
+            self.rel
+        );
+        let (pool, kind) = (self.pool.clone(), kind.to_owned());
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = client.query(&stmt, &[&kind]).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| Present {
+                    key: r.get(0),
+                    value: r.get(1),
+                    age: std::time::Duration::from_secs_f64(r.get::<_, f64>(2).max(0.0)),
+                })
+                .collect())
+        })
     }
 }
 
