@@ -267,6 +267,13 @@ impl ControlPlane {
             ),
             None => None,
         };
+        // What relays and agents report lately, shared by every replica
+        // where the store is (in this process's memory otherwise).
+        let presence = repo
+            .store
+            .clone()
+            .shared_presence()
+            .unwrap_or_else(|| Arc::new(store::MemoryPresence::default()));
         let state = Arc::new(api::AppState {
             repo: repo.clone(),
             mailer,
@@ -281,14 +288,9 @@ impl ControlPlane {
             edges: config.edges.clone(),
             secure_cookies: config.secure_cookies,
             verifier,
-            relay_status: api::relay::StatusBoard::new(
-                repo.store
-                    .clone()
-                    .shared_presence()
-                    .unwrap_or_else(|| Arc::new(store::MemoryPresence::default())),
-            ),
+            relay_status: api::relay::StatusBoard::new(presence.clone()),
             dashboard: Default::default(),
-            agents: Default::default(),
+            agents: api::agents::AgentBoard::new(presence),
             oidc_allow_private_addresses: config.oidc_allow_private_addresses,
             mails_in_flight: Default::default(),
             trusted_proxies: forwarded::parse_trusted(&config.trusted_proxies)

@@ -398,7 +398,7 @@ fn report(base: &str, credential: &str, body: &serde_json::Value) -> (u16, Optio
 }
 
 #[test]
-fn two_http_replicas_share_relay_reports_and_say_503_while_the_database_restarts() {
+fn two_http_replicas_share_relay_reports_and_rosters_and_say_503_while_the_database_restarts() {
     let mut pg = Postgres::start();
     let url = pg.database("replicas");
     let shared = tempfile::tempdir().unwrap();
@@ -463,6 +463,56 @@ fn two_http_replicas_share_relay_reports_and_say_503_while_the_database_restarts
     // The credentials hold on either replica: the origin's on B too.
     assert_eq!(report(&bases[1], &origin, &origin_report).0, 204);
 
+    // A site's agents registering with different replicas find each other
+    // (and players on either replica get them as their nearest servers).
+    let repo = &states[0].repo;
+    let tenant = repo.create_tenant("Acme").unwrap().id;
+    let site = strom_control_plane::model::Site {
+        id: strom_control_plane::model::new_id("s"),
+        tenant: tenant.clone(),
+        name: "Berlin office".into(),
+        cidrs: vec!["10.1.0.0/16".into()],
+        p2p: strom_control_plane::model::P2pMode::On,
+    };
+    repo.put_site("system", &site, true).unwrap();
+    let (_, agent_credential) = repo.issue_agent_credential("system", &tenant).unwrap();
+    let register = |base: &str, peer: &str, addr: &str| -> serde_json::Value {
+        let body = serde_json::json!({
+            "peer_id": peer, "addrs": [addr], "listen": [format!("/ip4/{addr}/udp/4001/quic-v1")],
+            "moqt_port": 4443, "http_port": 8443
+        });
+        let answer = ureq::post(&format!("{base}/api/v1/agents/register"))
+            .set("Authorization", &format!("Bearer {agent_credential}"))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+            .expect("registered");
+        serde_json::from_str(&answer.into_string().unwrap()).unwrap()
+    };
+    let (one, two) = (
+        "12D3KooWLdvg7ZbBHnyFeY4kU7VZ5U3T8fM6o6x4o3HVYxBXYxKn",
+        "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo",
+    );
+    let first = register(&bases[0], one, "10.1.0.5");
+    assert_eq!(first["roster"], serde_json::json!([]));
+    let second = register(&bases[1], two, "10.1.0.6");
+    let roster: Vec<&str> = second["roster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["peer_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(roster, [one], "replica B's roster lacks the agent A took");
+    for state in &states {
+        let ids: Vec<String> = state
+            .agents
+            .site_agents(&tenant, &site.id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.peer_id)
+            .collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+    }
+
     // The database restarts (or fails over): the replicas say 503 with a
     // Retry-After instead of failing in odd ways, and recover by themselves.
     pg.stop();
@@ -492,4 +542,50 @@ fn two_http_replicas_share_relay_reports_and_say_503_while_the_database_restarts
         t.abort();
     }
     drop(rt);
+}
+
+/// What relay reports cost on PostgreSQL: puts per second from several
+/// threads (replicas taking reports) and the time to list them all (what
+/// `/live` and the dashboard read). A measurement for BENCHMARKS.md, not a
+/// check: `cargo test -p strom-tests --test postgres -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn presence_cost_on_postgresql() {
+    use strom_control_plane::store::Presence;
+    let pg = Postgres::start();
+    let url = pg.database("presencecost");
+    let store = Arc::new(PgStore::connect(&url, "strom_kv").unwrap());
+    // A report as an edge with 20 streams sends it, JSON-encoded.
+    let value = vec![b'x'; 2_000];
+    let ttl = std::time::Duration::from_secs(10);
+    for relays in [100usize, 1_000] {
+        let puts = 20_000;
+        let started = std::time::Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (store, value) = (store.clone(), value.clone());
+                std::thread::spawn(move || {
+                    for i in 0..puts / 4 {
+                        let key = format!("e/relay-{}", (i * 4 + t) % relays);
+                        store.put("relay-status", &key, &value, ttl).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let rate = puts as f64 / started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let rounds = 50;
+        for _ in 0..rounds {
+            assert_eq!(store.list("relay-status", "").unwrap().len(), relays);
+        }
+        let list_ms = started.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
+        eprintln!(
+            "{relays} relays: {rate:.0} reports/s from 4 threads (a relay reports every 2 s: \
+             room for {:.0} relays); listing all {relays}: {list_ms:.1} ms",
+            rate * 2.0
+        );
+    }
 }

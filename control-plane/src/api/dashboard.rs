@@ -384,7 +384,8 @@ pub(crate) async fn sample_loop(state: Shared) {
                     .map(|s| s.into_iter().map(|s| (s.id, s.name)).collect())
                     .unwrap_or_default();
                 agents
-                    .tenant(tenant, now)
+                    .tenant(tenant)
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|s| {
                         let name = names.get(&s.site).cloned().unwrap_or_default();

@@ -54,11 +54,12 @@ pub struct AppState {
     /// Cookies get `Secure` (always true outside tests over plain HTTP).
     pub secure_cookies: bool,
     pub verifier: Arc<strom_token::Verifier>,
-    /// The latest status report of each relay (in memory: it is live data).
+    /// The latest status report of each relay (live data, in the store's
+    /// presence: every replica sees every report).
     pub relay_status: relay::StatusBoard,
     /// Events' live dashboards: timelines of viewers, QoE, load, offload.
     pub dashboard: dashboard::Dashboard,
-    /// The peer-agents of each site heard from recently (in memory).
+    /// The peer-agents of each site heard from recently (in presence too).
     pub agents: agents::AgentBoard,
     /// Single sign-on may reach identity providers at loopback and internal
     /// addresses (`control_plane.oidc_allow_private_addresses`).

@@ -615,9 +615,10 @@ pub(crate) async fn playback_token(
         // first (spread by subject), the edges stay as the fallback.
         if let Some(site) = st.repo.site_of(caller.tenant(), ip)? {
             if site.p2p == crate::model::P2pMode::On {
-                let mut agents =
-                    st.agents
-                        .site_agents(caller.tenant(), &site.id, std::time::Instant::now());
+                let mut agents = st
+                    .agents
+                    .site_agents(caller.tenant(), &site.id)
+                    .map_err(crate::repo::RepoError::from)?;
                 if !agents.is_empty() {
                     let spread = claims
                         .sub

@@ -206,7 +206,7 @@ impl StatusBoard {
     /// The reports of the last seconds, by relay id (edges and origins).
     pub fn current(&self, now: std::time::Instant) -> Result<Vec<(String, Report)>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.presence.list(REPORTS)? {
+        for entry in self.presence.list(REPORTS, "")? {
             let Some((_, relay)) = entry.key.split_once('/') else {
                 continue;
             };

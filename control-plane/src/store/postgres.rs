@@ -384,26 +384,67 @@ impl Presence for PgStore {
         })
     }
 
-    fn list(&self, kind: &str) -> Result<Vec<Present>, StoreError> {
+    fn get(&self, kind: &str, key: &str) -> Result<Option<Present>, StoreError> {
         let sql = format!(
             "SELECT k, v, extract(epoch FROM now() - put_at)::float8 FROM {}_presence
-             WHERE kind = $1 AND expires_at > now() ORDER BY k",
+             WHERE kind = $1 AND k = $2 AND expires_at > now()",
             self.rel
         );
-        let (pool, kind) = (self.pool.clone(), kind.to_owned());
+        let (pool, kind, key) = (self.pool.clone(), kind.to_owned(), key.to_owned());
         self.run(async move {
             let client = pool.get().await?;
             let stmt = client.prepare_cached(&sql).await?;
-            let rows = client.query(&stmt, &[&kind]).await?;
+            Ok(client.query_opt(&stmt, &[&kind, &key]).await?.map(present))
+        })
+    }
+
+    fn remove(&self, kind: &str, key: &str) -> Result<(), StoreError> {
+        let sql = format!(
+            "DELETE FROM {}_presence WHERE kind = $1 AND k = $2",
+            self.rel
+        );
+        let (pool, kind, key) = (self.pool.clone(), kind.to_owned(), key.to_owned());
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            client.execute(&stmt, &[&kind, &key]).await?;
+            Ok(())
+        })
+    }
+
+    fn list(&self, kind: &str, prefix: &str) -> Result<Vec<Present>, StoreError> {
+        // Keys compare byte by byte (COLLATE "C"), so a prefix is a range
+        // of the primary key.
+        let end = super::presence::prefix_end(prefix);
+        let sql = format!(
+            "SELECT k, v, extract(epoch FROM now() - put_at)::float8 FROM {}_presence
+             WHERE kind = $1 AND k >= $2{} AND expires_at > now() ORDER BY k",
+            self.rel,
+            if end.is_some() { " AND k < $3" } else { "" }
+        );
+        let (pool, kind, start) = (self.pool.clone(), kind.to_owned(), prefix.to_owned());
+        let prefix = prefix.to_owned();
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let rows = match &end {
+                Some(end) => client.query(&stmt, &[&kind, &start, end]).await?,
+                None => client.query(&stmt, &[&kind, &start]).await?,
+            };
             Ok(rows
                 .into_iter()
-                .map(|r| Present {
-                    key: r.get(0),
-                    value: r.get(1),
-                    age: std::time::Duration::from_secs_f64(r.get::<_, f64>(2).max(0.0)),
-                })
+                .map(present)
+                .filter(|p| p.key.starts_with(&prefix))
                 .collect())
         })
+    }
+}
+
+fn present(r: tokio_postgres::Row) -> Present {
+    Present {
+        key: r.get(0),
+        value: r.get(1),
+        age: std::time::Duration::from_secs_f64(r.get::<_, f64>(2).max(0.0)),
     }
 }
 

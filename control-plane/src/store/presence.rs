@@ -4,7 +4,7 @@
 //! ([`MemoryPresence`]); PostgreSQL keeps it in an unlogged relation, so
 //! whichever replica a relay reports to, every replica answers from it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,52 +20,120 @@ pub struct Present {
     pub age: Duration,
 }
 
+/// Keys are ids joined by `/` (tenant first where there is one), so that a
+/// tenant's or a site's entries are one prefix.
 pub trait Presence: Send + Sync + 'static {
     /// Sets `key` of `kind` to `value` for `ttl`.
     fn put(&self, kind: &str, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
-    /// The entries of `kind` whose time is not up, in key order.
-    fn list(&self, kind: &str) -> Result<Vec<Present>, StoreError>;
+    /// The entry at `key`, if its time is not up.
+    fn get(&self, kind: &str, key: &str) -> Result<Option<Present>, StoreError>;
+    fn remove(&self, kind: &str, key: &str) -> Result<(), StoreError>;
+    /// The entries of `kind` whose key starts with `prefix` and whose time
+    /// is not up, in key order.
+    fn list(&self, kind: &str, prefix: &str) -> Result<Vec<Present>, StoreError>;
 }
 
-/// At most this many entries per kind in memory; further keys are dropped
-/// (those already held are still updated).
-pub const MEMORY_LIMIT: usize = 10_000;
+/// The first string after every string that starts with `prefix` (`None`:
+/// no bound), for range scans.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
 
-/// Presence in this process's memory.
+/// At most this many entries per kind in memory (agents of all tenants
+/// are one kind); further keys are dropped, those already held are still
+/// updated.
+pub const MEMORY_LIMIT: usize = 100_000;
+/// Expired entries are swept every this many puts (and when full).
+const SWEEP_EVERY: u64 = 1024;
+
+type Entries = BTreeMap<String, (Vec<u8>, Instant, Duration)>;
+
+/// Presence in this process's memory: ordered, so a prefix is a range.
 #[derive(Default)]
 pub struct MemoryPresence {
-    #[allow(clippy::type_complexity)]
-    kinds: Mutex<HashMap<String, HashMap<String, (Vec<u8>, Instant, Duration)>>>,
+    kinds: Mutex<Kinds>,
+}
+
+#[derive(Default)]
+struct Kinds {
+    entries: HashMap<String, Entries>,
+    puts: u64,
+    /// When a full kind was last swept (a flood at the limit must not
+    /// sweep on every put).
+    swept_full: Option<Instant>,
 }
 
 impl Presence for MemoryPresence {
     fn put(&self, kind: &str, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = kinds.entry(kind.to_owned()).or_default();
+        let mut guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let kinds = &mut *guard;
+        kinds.puts += 1;
         let now = Instant::now();
-        entries.retain(|_, (_, at, ttl)| now.duration_since(*at) < *ttl);
+        let mut sweep = kinds.puts.is_multiple_of(SWEEP_EVERY);
+        let entries = kinds.entries.entry(kind.to_owned()).or_default();
+        if entries.len() >= MEMORY_LIMIT
+            && kinds
+                .swept_full
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            kinds.swept_full = Some(now);
+            sweep = true;
+        }
+        if sweep {
+            entries.retain(|_, (_, at, ttl)| now.duration_since(*at) < *ttl);
+        }
         if entries.len() < MEMORY_LIMIT || entries.contains_key(key) {
             entries.insert(key.to_owned(), (value.to_vec(), now, ttl));
         }
         Ok(())
     }
 
-    fn list(&self, kind: &str) -> Result<Vec<Present>, StoreError> {
-        let kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+    fn get(&self, kind: &str, key: &str) -> Result<Option<Present>, StoreError> {
+        let guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let mut out: Vec<Present> = kinds
+        Ok(guard
+            .entries
             .get(kind)
-            .into_iter()
-            .flatten()
+            .and_then(|entries| entries.get(key))
+            .filter(|(_, at, ttl)| now.duration_since(*at) < *ttl)
+            .map(|(v, at, _)| Present {
+                key: key.to_owned(),
+                value: v.clone(),
+                age: now.duration_since(*at),
+            }))
+    }
+
+    fn remove(&self, kind: &str, key: &str) -> Result<(), StoreError> {
+        let mut guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entries) = guard.entries.get_mut(kind) {
+            entries.remove(key);
+        }
+        Ok(())
+    }
+
+    fn list(&self, kind: &str, prefix: &str) -> Result<Vec<Present>, StoreError> {
+        let guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let Some(entries) = guard.entries.get(kind) else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, (_, at, ttl))| now.duration_since(*at) < *ttl)
             .map(|(k, (v, at, _))| Present {
                 key: k.clone(),
                 value: v.clone(),
                 age: now.duration_since(*at),
             })
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+            .collect())
     }
 }
 
@@ -81,29 +149,56 @@ pub mod contract {
         p.put("other", "a", b"3", long).unwrap();
         // A second put replaces the value and starts its time again.
         p.put("relay", "b", b"4", long).unwrap();
-        let listed = p.list("relay").unwrap();
+        let listed = p.list("relay", "").unwrap();
         let keys: Vec<(&str, &[u8])> = listed
             .iter()
             .map(|e| (e.key.as_str(), e.value.as_slice()))
             .collect();
         assert_eq!(keys, vec![("a", &b"2"[..]), ("b", &b"4"[..])]);
         assert!(listed.iter().all(|e| e.age < Duration::from_secs(5)));
-        assert_eq!(p.list("other").unwrap().len(), 1);
-        assert!(p.list("none").unwrap().is_empty());
+        assert_eq!(p.list("other", "").unwrap().len(), 1);
+        assert!(p.list("none", "").unwrap().is_empty());
+        // By prefix: a tenant's or a site's entries.
+        for key in [
+            "t1/s1/a", "t1/s1/b", "t1/s10/c", "t1/s2/d", "t10/s1/e", "t2/s1/f",
+        ] {
+            p.put("agent", key, key.as_bytes(), long).unwrap();
+        }
+        let keys = |prefix: &str| -> Vec<String> {
+            p.list("agent", prefix)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        assert_eq!(keys("t1/s1/"), ["t1/s1/a", "t1/s1/b"]);
+        assert_eq!(keys("t1/"), ["t1/s1/a", "t1/s1/b", "t1/s10/c", "t1/s2/d"]);
+        assert_eq!(keys("t1/s1/b"), ["t1/s1/b"]);
+        assert_eq!(keys("t3/"), Vec::<String>::new());
+        assert_eq!(keys("").len(), 6);
+        // One entry, and removing it.
+        let got = p.get("agent", "t1/s2/d").unwrap().unwrap();
+        assert_eq!(got.value, b"t1/s2/d");
+        assert!(p.get("agent", "t1/s2/x").unwrap().is_none());
+        assert!(p.get("relay", "t1/s2/d").unwrap().is_none());
+        p.remove("agent", "t1/s2/d").unwrap();
+        p.remove("agent", "never-there").unwrap();
+        assert!(p.get("agent", "t1/s2/d").unwrap().is_none());
+        assert_eq!(keys("t1/s2/"), Vec::<String>::new());
         // Gone when its time is up, and only then.
         p.put("short", "x", b"5", Duration::from_millis(300))
             .unwrap();
         p.put("short", "y", b"6", long).unwrap();
-        assert_eq!(p.list("short").unwrap().len(), 2);
+        assert_eq!(p.list("short", "").unwrap().len(), 2);
         std::thread::sleep(Duration::from_millis(400));
         let left: Vec<String> = p
-            .list("short")
+            .list("short", "")
             .unwrap()
             .into_iter()
             .map(|e| e.key)
             .collect();
         assert_eq!(left, vec!["y".to_owned()]);
-        let y = &p.list("short").unwrap()[0];
+        let y = &p.list("short", "").unwrap()[0];
         assert!(y.age >= Duration::from_millis(300), "age {:?}", y.age);
     }
 }
@@ -111,6 +206,18 @@ pub mod contract {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_end_bounds_exactly_the_prefixed_strings() {
+        assert_eq!(prefix_end("t1/s1/").as_deref(), Some("t1/s10"));
+        assert_eq!(prefix_end("").as_deref(), None);
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        let end = prefix_end("t1/").unwrap();
+        for inside in ["t1/", "t1/zzz", "t1/\u{10FFFF}"] {
+            assert!(inside.starts_with("t1/") && inside < end.as_str());
+        }
+        assert!("t10/" >= end.as_str(), "t10/ is not in t1/'s range");
+    }
 
     #[test]
     fn memory_presence_keeps_the_contract() {
@@ -125,10 +232,10 @@ mod tests {
             p.put("relay", &format!("r{i:05}"), b"x", ttl).unwrap();
         }
         p.put("relay", "one-too-many", b"x", ttl).unwrap();
-        let listed = p.list("relay").unwrap();
+        let listed = p.list("relay", "").unwrap();
         assert_eq!(listed.len(), MEMORY_LIMIT);
         assert!(listed.iter().all(|e| e.key != "one-too-many"));
         p.put("relay", "r00000", b"new", ttl).unwrap();
-        assert_eq!(p.list("relay").unwrap()[0].value, b"new");
+        assert_eq!(p.list("relay", "").unwrap()[0].value, b"new");
     }
 }
