@@ -248,6 +248,9 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         limits: CacheLimits::default(),
         idle: Duration::from_secs(1),
         credential: None,
+        // From the live edge: a burst of old groups would queue the live
+        // objects behind it on a thin link.
+        history: 0,
     };
     let (broadcast, requests) = upstream::attach(namespace.clone(), subscriber, ctx);
     let began = Instant::now();

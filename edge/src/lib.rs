@@ -237,6 +237,7 @@ impl Edge {
                 .as_ref()
                 .and_then(|a| a.relay_credential())
                 .map(Arc::from),
+            history: upstream::HISTORY_GROUPS,
         };
         let mut parts = strom_service::Tasks::new();
         for u in self.upstreams {

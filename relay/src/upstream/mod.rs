@@ -51,6 +51,10 @@ pub struct UpstreamContext {
     pub idle: Duration,
     /// Presented as AUTHORIZATION TOKEN to every upstream (this relay's credential).
     pub credential: Option<Arc<str>>,
+    /// Groups of history fetched with a track's first subscription: an
+    /// edge's [`HISTORY_GROUPS`] (HLS at once from a cold cache); none for
+    /// a viewer, which starts at the live edge as the browser player does.
+    pub history: u64,
 }
 
 /// Keeps one upstream link up for ever, dialling again after a loss as
@@ -338,7 +342,10 @@ async fn pull_track_inner(
     subscriber: &mut Subscriber,
     ctx: &UpstreamContext,
 ) -> anyhow::Result<()> {
-    let mut life = Lifecycle::new(Policy::edge(ctx.idle));
+    let mut life = Lifecycle::new(Policy {
+        history: ctx.history,
+        ..Policy::edge(ctx.idle)
+    });
     let plan = life.subscribe(None);
     let (writer, reader) = serve::Track::new(
         to_track_namespace(&broadcast.namespace),
