@@ -278,6 +278,7 @@ impl ControlPlane {
             repo: repo.clone(),
             mailer,
             limits: limits::RateLimits::new(
+                presence.clone(),
                 config.rate_limit_per_ip_per_minute,
                 config.rate_limit_per_account_per_minute,
             ),
@@ -290,7 +291,8 @@ impl ControlPlane {
             verifier,
             relay_status: api::relay::StatusBoard::new(presence.clone()),
             dashboard: Default::default(),
-            agents: api::agents::AgentBoard::new(presence),
+            agents: api::agents::AgentBoard::new(presence.clone()),
+            presence,
             oidc_allow_private_addresses: config.oidc_allow_private_addresses,
             mails_in_flight: Default::default(),
             trusted_proxies: forwarded::parse_trusted(&config.trusted_proxies)
@@ -440,9 +442,10 @@ fn metrics_router(repo: Arc<Repo>) -> axum::Router {
 }
 
 /// Twice a second: revocations other replicas appended to a shared store
-/// reach this replica's verifier and the relays long-polling it, and signing
-/// keys another replica rotated are taken up (two reads when nothing
-/// changed). A failed read is retried on the next tick.
+/// reach this replica's verifier and the relays long-polling it, signing
+/// keys another replica rotated are taken up, and tenants another replica
+/// created or deleted wake the origins long-polling for SRT secrets (three
+/// reads when nothing changed). A failed read is retried on the next tick.
 async fn follow_loop(repo: Arc<Repo>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -451,7 +454,8 @@ async fn follow_loop(repo: Arc<Repo>) {
         let r = repo.clone();
         let followed = tokio::task::spawn_blocking(move || {
             r.follow_revocations()?;
-            r.follow_signing_keys()
+            r.follow_signing_keys()?;
+            r.follow_tenants().map(|_| ())
         })
         .await;
         if let Ok(Err(e)) = followed {

@@ -1,76 +1,107 @@
 //! Rate limits on the endpoints that guess or send mail (login, magic link,
 //! password reset, registration): a fixed window per client address and per
-//! account. Sans-IO: the clock is an argument. Departure from the plan's
-//! tower_governor: it keys by IP only, and lockout needs per-account limits
-//! beside it; one small limiter does both.
+//! account. The counts live in the store's [`Presence`], so replicas on
+//! one database share every window: an attacker spreading requests over
+//! replicas gets no more than from one. Departure from the plan's
+//! tower_governor: it keys by IP only, counts in one process's memory, and
+//! lockout needs per-account limits beside it; one small limiter does all.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::store::{Presence, StoreError};
+
+/// Why a request is not let through.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Over the limit: come back in this many seconds.
+    Wait(u64),
+    /// The counters cannot be reached (the database is away).
+    Unavailable(StoreError),
+}
+
+/// A fixed window per key, counted in [`Presence`]: every replica on one
+/// database counts into the same window.
 pub struct Limiter {
+    presence: Arc<dyn Presence>,
+    kind: &'static str,
     limit: u32,
     window: Duration,
-    counts: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl Limiter {
-    pub fn new(limit: u32, window: Duration) -> Self {
+    pub fn new(
+        presence: Arc<dyn Presence>,
+        kind: &'static str,
+        limit: u32,
+        window: Duration,
+    ) -> Self {
         Self {
+            presence,
+            kind,
             limit,
             window,
-            counts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts a request for `key`; `Err(seconds)` says when to come back.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.len() > 100_000 {
-            counts.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+    /// Counts a request for `key`. Blocks on the store: call it off the
+    /// async workers.
+    pub fn check(&self, key: &str) -> Result<(), Refusal> {
+        let counted = self
+            .presence
+            .count(self.kind, key, self.window)
+            .map_err(Refusal::Unavailable)?;
+        if counted.hits > u64::from(self.limit) {
+            return Err(Refusal::Wait(
+                counted.left.as_secs_f64().ceil().max(1.0) as u64
+            ));
         }
-        let entry = counts.entry(key.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
-        }
-        if entry.1 >= self.limit {
-            let left = self.window.saturating_sub(now.duration_since(entry.0));
-            return Err(left.as_secs().max(1));
-        }
-        entry.1 += 1;
         Ok(())
     }
 }
 
 /// Lockout for accounts that do not exist: three failed attempts on an
 /// unknown address lock it like a real account, so a 423 does not tell an
-/// attacker which addresses have accounts. In memory and bounded.
-#[derive(Default)]
+/// attacker which addresses have accounts. Kept in [`Presence`] for a day
+/// after the last attempt. Two replicas counting one attempt each at the
+/// same instant may both read the old state and count one: harmless, an
+/// unknown account has no password to guess, and the lock still follows.
 pub struct PhantomLockouts {
-    states: Mutex<HashMap<String, strom_identity::lockout::LockoutState>>,
+    presence: Arc<dyn Presence>,
 }
 
+/// How long a phantom lockout state is kept after its last attempt.
+const PHANTOM_KEPT: Duration = Duration::from_secs(24 * 3600);
+const PHANTOM_KIND: &str = "phantom-lockout";
+
 impl PhantomLockouts {
-    /// Counts a failed attempt on the unknown account `key` (a hash); `Err`
-    /// when a real account would now be locked.
+    pub fn new(presence: Arc<dyn Presence>) -> Self {
+        Self { presence }
+    }
+
+    /// Counts a failed attempt on the unknown account `key` (a hash);
+    /// `Ok(Err)` when a real account would now be locked.
     pub fn attempt(
         &self,
         key: &str,
         lock_minutes: u16,
         now: time::OffsetDateTime,
-    ) -> Result<(), strom_identity::lockout::Locked> {
-        use strom_identity::lockout;
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        if states.len() >= 100_000 {
-            states.retain(|_, s| s.locked_until.is_some_and(|u| u > now));
-            if states.len() >= 100_000 {
-                states.clear();
-            }
-        }
-        let state = states.entry(key.to_owned()).or_default();
-        let next = lockout::begin_attempt(state, now)?;
-        *state = lockout::attempt_failed(&next, lock_minutes, now);
-        Ok(())
+    ) -> Result<Result<(), strom_identity::lockout::Locked>, StoreError> {
+        use strom_identity::lockout::{self, LockoutState};
+        let state: LockoutState = self
+            .presence
+            .get(PHANTOM_KIND, key)?
+            .and_then(|p| serde_json::from_slice(&p.value).ok())
+            .unwrap_or_default();
+        let next = match lockout::begin_attempt(&state, now) {
+            Ok(next) => next,
+            Err(locked) => return Ok(Err(locked)),
+        };
+        let after = lockout::attempt_failed(&next, lock_minutes, now);
+        let value = serde_json::to_vec(&after)
+            .map_err(|e| StoreError::Backend(format!("lockout state: {e}")))?;
+        self.presence.put(PHANTOM_KIND, key, &value, PHANTOM_KEPT)?;
+        Ok(Ok(()))
     }
 }
 
@@ -103,14 +134,26 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(per_ip_per_minute: u32, per_account_per_minute: u32) -> Self {
+    pub fn new(
+        presence: Arc<dyn Presence>,
+        per_ip_per_minute: u32,
+        per_account_per_minute: u32,
+    ) -> Self {
+        let minute = Duration::from_secs(60);
         Self {
-            per_ip: Limiter::new(per_ip_per_minute, Duration::from_secs(60)),
-            per_account: Limiter::new(per_account_per_minute, Duration::from_secs(60)),
-            phantom: PhantomLockouts::default(),
+            per_ip: Limiter::new(presence.clone(), "limit-ip", per_ip_per_minute, minute),
+            per_account: Limiter::new(
+                presence.clone(),
+                "limit-account",
+                per_account_per_minute,
+                minute,
+            ),
+            phantom: PhantomLockouts::new(presence.clone()),
             security_events: Limiter::new(
+                presence,
+                "limit-security-events",
                 crate::api::SECURITY_EVENTS_PER_MINUTE,
-                Duration::from_secs(60),
+                minute,
             ),
         }
     }
@@ -120,31 +163,55 @@ impl RateLimits {
 mod tests {
     use super::*;
 
+    use crate::store::MemoryPresence;
+
     #[test]
     fn window_limits_and_resets() {
-        let l = Limiter::new(3, Duration::from_secs(60));
-        let t0 = Instant::now();
+        let l = Limiter::new(
+            Arc::new(MemoryPresence::default()),
+            "t",
+            3,
+            Duration::from_millis(500),
+        );
         for _ in 0..3 {
-            assert!(l.check("a", t0).is_ok());
+            assert!(l.check("a").is_ok());
         }
-        assert_eq!(l.check("a", t0 + Duration::from_secs(10)), Err(50));
-        assert!(l.check("b", t0).is_ok(), "keys are independent");
-        assert!(l.check("a", t0 + Duration::from_secs(61)).is_ok());
+        assert!(matches!(l.check("a"), Err(Refusal::Wait(1))));
+        assert!(
+            matches!(l.check("a"), Err(Refusal::Wait(1))),
+            "still refused"
+        );
+        assert!(l.check("b").is_ok(), "keys are independent");
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(l.check("a").is_ok(), "a new window");
+    }
+
+    #[test]
+    fn limiters_on_one_presence_count_apart() {
+        let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
+        let limits = RateLimits::new(presence, 2, 2);
+        assert!(limits.per_ip.check("k").is_ok());
+        assert!(limits.per_ip.check("k").is_ok());
+        assert!(limits.per_ip.check("k").is_err());
+        assert!(limits.per_account.check("k").is_ok(), "another kind");
     }
 
     #[test]
     fn unknown_accounts_lock_like_real_ones() {
-        let p = PhantomLockouts::default();
+        let p = PhantomLockouts::new(Arc::new(MemoryPresence::default()));
         let t0 = time::OffsetDateTime::now_utc();
         for _ in 0..3 {
-            assert!(p.attempt("k", 15, t0).is_ok());
+            assert!(p.attempt("k", 15, t0).unwrap().is_ok());
         }
         assert!(
-            p.attempt("k", 15, t0).is_err(),
+            p.attempt("k", 15, t0).unwrap().is_err(),
             "the 4th is refused as locked"
         );
-        assert!(p.attempt("other", 15, t0).is_ok());
-        assert!(p.attempt("k", 15, t0 + time::Duration::minutes(16)).is_ok());
+        assert!(p.attempt("other", 15, t0).unwrap().is_ok());
+        assert!(p
+            .attempt("k", 15, t0 + time::Duration::minutes(16))
+            .unwrap()
+            .is_ok());
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn postgresql_meets_the_store_contract() {
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM strom_migrations \
              WHERE relation = 'strom_kv'"
         ),
-        "1,2"
+        "1,2,3"
     );
     // A relation name is never SQL.
     assert!(PgStore::connect(&url, "kv; DROP TABLE strom_kv").is_err());
@@ -94,7 +94,7 @@ fn replicas_starting_together_migrate_once() {
             "together",
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM strom_migrations"
         ),
-        "1,2"
+        "1,2,3"
     );
 }
 
@@ -376,6 +376,30 @@ fn a_signing_key_rotated_on_one_replica_is_taken_up_by_the_other() {
         .all(|k| k.retire_at.is_some()));
 }
 
+/// A tenant created on one replica wakes the SRT-secret long polls held by
+/// the other, and both name the tenant set with the same version, so an
+/// origin's poll may move between replicas.
+#[test]
+fn a_tenant_created_on_one_replica_wakes_srt_polls_on_the_other() {
+    let pg = Postgres::start();
+    let url = pg.database("tenants");
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&url, dir.path());
+    let b = replica(&url, dir.path());
+    let mut polls_on_b = b.tenants_watch();
+    let before = *polls_on_b.borrow_and_update();
+    assert_eq!(before, *a.tenants_watch().borrow());
+    let tenant = a.create_tenant("Newcomer").unwrap().id;
+    assert!(!polls_on_b.has_changed().unwrap(), "not before B follows");
+    let version = b.follow_tenants().unwrap();
+    assert!(polls_on_b.has_changed().unwrap(), "B's long polls answer");
+    assert_eq!(version, *a.tenants_watch().borrow());
+    assert_ne!(version, before);
+    assert!(b.srt_tenant_secrets().unwrap().contains_key(&tenant));
+    b.delete_tenant(&tenant).unwrap();
+    assert_eq!(a.follow_tenants().unwrap(), before);
+}
+
 #[test]
 fn postgresql_presence_meets_the_presence_contract() {
     let pg = Postgres::start();
@@ -544,6 +568,79 @@ fn two_http_replicas_share_relay_reports_and_rosters_and_say_503_while_the_datab
     drop(rt);
 }
 
+/// Rate limits count one window across replicas: an attacker alternating
+/// between two replicas behind a load balancer gets the allowance of one.
+#[test]
+fn two_http_replicas_count_one_rate_limit_window() {
+    let pg = Postgres::start();
+    let url = pg.database("limits");
+    let shared = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ControlPlaneConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        generate_master_key: true,
+        master_key_file: Some(shared.path().join("master.key")),
+        store: StoreConfig::Postgres {
+            url: url.clone(),
+            keys_url: None,
+        },
+        rate_limit_per_ip_per_minute: 6,
+        rate_limit_per_account_per_minute: 4,
+        ..ControlPlaneConfig::default()
+    };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut bases = Vec::new();
+    let mut tasks = Vec::new();
+    for dir in &dirs {
+        let cp = rt
+            .block_on(strom_control_plane::ControlPlane::load(
+                config.clone(),
+                dir.path(),
+            ))
+            .unwrap();
+        bases.push(format!("http://{}", cp.local_addr().unwrap()));
+        tasks.push(rt.spawn(cp.run()));
+    }
+    let login = |base: &str, email: &str| -> (u16, Option<String>) {
+        let body =
+            serde_json::json!({ "tenant": "t_nosuchtenant", "email": email, "password": "wrong" });
+        match ureq::post(&format!("{base}/api/v1/auth/login"))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())
+        {
+            Ok(r) => (r.status(), None),
+            Err(ureq::Error::Status(code, r)) => (code, r.header("retry-after").map(str::to_owned)),
+            Err(e) => panic!("login: {e}"),
+        }
+    };
+    // One account from one address, alternating replicas: the account's
+    // allowance (4) is used up after four, not eight.
+    let codes: Vec<u16> = (0..5)
+        .map(|i| login(&bases[i % 2], "same@example.com").0)
+        .collect();
+    assert!(codes[..4].iter().all(|c| *c != 429), "{codes:?}");
+    assert_eq!(codes[4], 429, "{codes:?}");
+    // The address's allowance (6) covers every account: one more request
+    // with a fresh address each time, alternating, and the 7th is refused
+    // on whichever replica it lands, with a time to come back.
+    let (code, _) = login(&bases[1], "other-1@example.com");
+    assert_ne!(code, 429, "the 6th request from this address");
+    for (i, base) in bases.iter().enumerate() {
+        let (code, retry) = login(base, &format!("fresh-{i}@example.com"));
+        assert_eq!(code, 429, "replica {i}");
+        let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+    }
+    for t in tasks {
+        t.abort();
+    }
+    drop(rt);
+}
+
 /// What relay reports cost on PostgreSQL: puts per second from several
 /// threads (replicas taking reports) and the time to list them all (what
 /// `/live` and the dashboard read). A measurement for BENCHMARKS.md, not a
@@ -587,5 +684,29 @@ fn presence_cost_on_postgresql() {
              room for {:.0} relays); listing all {relays}: {list_ms:.1} ms",
             rate * 2.0
         );
+    }
+    // Rate-limit hits: one upsert each. Spread over 10,000 addresses, and
+    // all on one key (a flood from one address: the row lock serialises).
+    for (what, keys) in [("10,000 addresses", 10_000usize), ("one address", 1)] {
+        let hits = 20_000;
+        let started = std::time::Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..hits / 4 {
+                        let key = format!("10.0.{}", (i * 4 + t) % keys);
+                        store
+                            .count("limit-ip", &key, std::time::Duration::from_secs(60))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let rate = hits as f64 / started.elapsed().as_secs_f64();
+        eprintln!("rate-limit hits on {what}: {rate:.0}/s from 4 threads");
     }
 }

@@ -4,8 +4,6 @@
 //! same mail), password reset links, password change and TOTP enrolment.
 //! Answers never tell whether an account exists.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -99,30 +97,36 @@ fn info(s: &Session) -> SessionInfo {
     }
 }
 
-pub(crate) fn limit(state: &AppState, ip: std::net::IpAddr, account: &str) -> ApiResult<()> {
-    let now = Instant::now();
-    let refused = |which: &'static str| {
-        let metrics = &state.repo.metrics;
-        metrics.refused_rate_limited.inc();
-        tracing::info!(limit = which, "request refused: rate limit");
-    };
-    state
-        .limits
-        .per_ip
-        .check(&crate::limits::address_key(ip), now)
-        .map_err(|s| {
-            refused("address");
-            ApiError::too_many(s)
-        })?;
-    state
-        .limits
-        .per_account
-        .check(&sha256_hex(account), now)
-        .map_err(|s| {
-            refused("account");
-            ApiError::too_many(s)
-        })?;
-    Ok(())
+pub(crate) async fn limit(state: &Shared, ip: std::net::IpAddr, account: &str) -> ApiResult<()> {
+    let (st, account) = (state.clone(), account.to_owned());
+    blocking(move || {
+        let limits = &st.limits;
+        let checks = [
+            ("address", &limits.per_ip, crate::limits::address_key(ip)),
+            ("account", &limits.per_account, sha256_hex(&account)),
+        ];
+        for (which, limiter, key) in checks {
+            limiter.check(&key).map_err(|r| refusal(&st, which, r))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The answer for a request a rate limit did not let through.
+pub(crate) fn refusal(
+    state: &AppState,
+    which: &'static str,
+    r: crate::limits::Refusal,
+) -> ApiError {
+    match r {
+        crate::limits::Refusal::Wait(seconds) => {
+            state.repo.metrics.refused_rate_limited.inc();
+            tracing::info!(limit = which, "request refused: rate limit");
+            ApiError::too_many(seconds)
+        }
+        crate::limits::Refusal::Unavailable(e) => ApiError::from(RepoError::Store(e)),
+    }
 }
 
 /// A tenant id as the login forms send it: anything else is refused before
@@ -245,7 +249,7 @@ pub(crate) async fn login(
     headers: HeaderMap,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Response> {
-    limit(&state, ip, &account_key(&req.tenant, &req.email))?;
+    limit(&state, ip, &account_key(&req.tenant, &req.email)).await?;
     check_tenant(&req.tenant)?;
     let st = state.clone();
     blocking(move || {
@@ -260,7 +264,7 @@ pub(crate) async fn login(
                 .map(|t| t.settings.lockout_minutes.for_role(req.event.is_none().then_some(Role::EventManager)))
                 .unwrap_or(15);
             let phantom = sha256_hex(&account_key(&req.tenant, &req.email));
-            st.limits.phantom.attempt(&phantom, minutes, now()).map_err(|l| RepoError::Locked(l.until))?;
+            st.limits.phantom.attempt(&phantom, minutes, now()).map_err(RepoError::Store)?.map_err(|l| RepoError::Locked(l.until))?;
             password::verify_password(&req.password, DUMMY_HASH.get_or_init(|| password::hash_password("not a password 1!")));
             tracing::info!(tenant = %req.tenant, "login refused: unknown account");
             return Err(ApiError::from(RepoError::WrongCredentials));

@@ -41,6 +41,9 @@ pub struct AppState {
     pub repo: Arc<Repo>,
     pub mailer: Arc<dyn Mailer>,
     pub limits: RateLimits,
+    /// Short-lived state shared by every replica on the store (pending
+    /// single sign-on logins; the boards and limits hold their own handle).
+    pub presence: std::sync::Arc<dyn crate::store::Presence>,
     /// Public base URL of the portal (links in mails point here).
     pub public_url: url::Url,
     /// Where encoders push (shown with publish credentials).
@@ -247,20 +250,15 @@ async fn security_events(
                 "access-refused"
             };
             tracing::warn!(%tenant, %subject, %route, %method, action, "request refused");
-            let within = state
-                .limits
-                .security_events
-                .check(&subject, std::time::Instant::now())
-                .is_ok();
-            if within {
-                let repo = state.repo.clone();
-                let what = format!("{method} {route}");
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = repo.security_event(&tenant, &subject, action, &what) {
+            let st = state.clone();
+            let what = format!("{method} {route}");
+            tokio::task::spawn_blocking(move || {
+                if st.limits.security_events.check(&subject).is_ok() {
+                    if let Err(e) = st.repo.security_event(&tenant, &subject, action, &what) {
                         tracing::warn!(error = %e, "security event not recorded");
                     }
-                });
-            }
+                }
+            });
         }
     }
     res

@@ -6,12 +6,13 @@
 //! expiry), maps the verified e-mail address to a staff account or an
 //! event's participant, and starts a session.
 //!
-//! Pending logins live in memory ([`PendingLogins`]), keyed by a hash of
-//! `state` and bound to the browser by a pre-auth cookie. They hold no
-//! personal data and live ten minutes, and one process owns the database
-//! (see docs/control-plane.md, Storage), so a restart costs at most the
-//! logins in flight — the user clicks "log in" again. Keeping them out of
-//! the store also keeps unauthenticated `start` calls from writing to disk.
+//! Pending logins live in the store's presence ([`crate::store::Presence`]:
+//! memory for RocksDB, an unlogged table on PostgreSQL), keyed by a hash of
+//! `state` and bound to the browser by a pre-auth cookie, so a login started
+//! on one replica finishes on whichever replica the provider's redirect
+//! reaches. They hold no personal data, live ten minutes and are taken
+//! once (an atomic delete); unauthenticated `start` calls are bounded by the
+//! per-address limit and a cap per tenant and ten minutes.
 //!
 //! Every request to the provider (discovery, JWKS, token, UserInfo) goes
 //! through [`provider_http`]: https to public addresses only, unless
@@ -23,6 +24,8 @@ pub(crate) mod provider_http;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::store::{Presence, StoreError};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -51,8 +54,10 @@ use provider_http::{AddressPolicy, ProviderHttp, ProviderHttpError, Refusal};
 pub(crate) const OIDC_COOKIE: &str = "__Host-strom_oidc";
 /// How long a started login may take at the provider.
 const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Pending logins kept at most (unauthenticated callers create them).
-const PENDING_MAX: usize = 10_000;
+/// Logins one tenant may start per [`PENDING_TTL`] (unauthenticated
+/// callers create them; 20,000 participants of a town hall logging in
+/// within its last ten minutes stay well inside).
+const PENDING_MAX: u64 = 100_000;
 /// How long discovered provider metadata (with its JWKS) is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
@@ -67,10 +72,10 @@ pub(crate) fn redirect_uri(state: &AppState) -> String {
     format!("{}api/v1/auth/oidc/callback", state.public_url)
 }
 
-// ---- pending logins (sans-IO: the clock is an argument) -------------------
+// ---- pending logins --------------------------------------------------------
 
 /// A login sent to the provider and not yet back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub(crate) struct PendingLogin {
     pub tenant: String,
     pub event: Option<String>,
@@ -78,100 +83,72 @@ pub(crate) struct PendingLogin {
     pub nonce: String,
     /// SHA-256 (hex) of the pre-auth cookie's value.
     pub browser: String,
-    pub expires: Instant,
 }
 
 /// Why a callback's `state` was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum PendingRefusal {
     /// Unknown, expired or already used.
     Unknown,
     /// Started in another browser (the pre-auth cookie does not match);
     /// carries the login's tenant for the log.
     OtherBrowser(String),
+    /// The store cannot be reached.
+    Unavailable(String),
 }
 
-/// The pending-login table is full of live logins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TableFull;
+/// Presence kind of pending logins, keyed by the SHA-256 of `state`.
+const PENDING_KIND: &str = "oidc-login";
+/// Presence kind of the per-tenant count of logins started.
+const STARTS_KIND: &str = "oidc-starts";
 
-/// Pending logins keyed by the SHA-256 of `state`; single use.
-#[derive(Default)]
-pub(crate) struct PendingLogins {
-    by_state: HashMap<String, PendingLogin>,
+/// Keeps `login` under the hash of `oauth_state`; `Ok(false)` when its
+/// tenant started [`PENDING_MAX`] logins in the last [`PENDING_TTL`].
+pub(crate) fn keep_pending(
+    presence: &dyn Presence,
+    oauth_state: &str,
+    login: &PendingLogin,
+) -> Result<bool, StoreError> {
+    if presence
+        .count(STARTS_KIND, &login.tenant, PENDING_TTL)?
+        .hits
+        > PENDING_MAX
+    {
+        return Ok(false);
+    }
+    let value = serde_json::to_vec(login).map_err(|e| StoreError::Backend(e.to_string()))?;
+    presence.put(PENDING_KIND, &sha256_hex(oauth_state), &value, PENDING_TTL)?;
+    Ok(true)
 }
 
-impl PendingLogins {
-    /// Keeps `login` under `state_hash`; `Err` when full of live logins.
-    pub(crate) fn insert(
-        &mut self,
-        state_hash: String,
-        login: PendingLogin,
-        now: Instant,
-    ) -> Result<(), TableFull> {
-        if self.by_state.len() >= PENDING_MAX {
-            self.by_state.retain(|_, p| p.expires > now);
-            if self.by_state.len() >= PENDING_MAX {
-                return Err(TableFull);
-            }
-        }
-        self.by_state.insert(state_hash, login);
-        Ok(())
+/// Takes the login for `oauth_state` if it is live and was started by the
+/// browser whose cookie hashes to `browser`. A wrong browser does not use
+/// it up, so whoever learns the callback URL cannot spoil the real login;
+/// of two callbacks with the right cookie at once (on two replicas), one
+/// gets it.
+pub(crate) fn take_pending(
+    presence: &dyn Presence,
+    oauth_state: &str,
+    browser: Option<&str>,
+) -> Result<PendingLogin, PendingRefusal> {
+    let unavailable = |e: StoreError| PendingRefusal::Unavailable(e.to_string());
+    let key = sha256_hex(oauth_state);
+    let decode = |v: &[u8]| serde_json::from_slice::<PendingLogin>(v).ok();
+    let login = presence
+        .get(PENDING_KIND, &key)
+        .map_err(unavailable)?
+        .and_then(|p| decode(&p.value))
+        .ok_or(PendingRefusal::Unknown)?;
+    let same_browser = browser
+        .is_some_and(|b| crate::repo::constant_time_eq(b.as_bytes(), login.browser.as_bytes()));
+    if !same_browser {
+        return Err(PendingRefusal::OtherBrowser(login.tenant));
     }
-
-    /// Takes the login for `state_hash` if it is live and was started by the
-    /// browser whose cookie hashes to `browser`. A wrong browser does not use
-    /// it up, so whoever learns the callback URL cannot spoil the real login.
-    pub(crate) fn take(
-        &mut self,
-        state_hash: &str,
-        browser: Option<&str>,
-        now: Instant,
-    ) -> Result<PendingLogin, PendingRefusal> {
-        let login = self
-            .by_state
-            .get(state_hash)
-            .ok_or(PendingRefusal::Unknown)?;
-        if login.expires <= now {
-            self.by_state.remove(state_hash);
-            return Err(PendingRefusal::Unknown);
-        }
-        let same_browser = browser
-            .is_some_and(|b| crate::repo::constant_time_eq(b.as_bytes(), login.browser.as_bytes()));
-        if !same_browser {
-            return Err(PendingRefusal::OtherBrowser(login.tenant.clone()));
-        }
-        self.by_state
-            .remove(state_hash)
-            .ok_or(PendingRefusal::Unknown)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.by_state.len()
-    }
-
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.by_state.is_empty()
-    }
-}
-
-/// One table per process; keys are hashes of 256-bit random `state` values,
-/// prefixed with the serving instance's address so that two control planes
-/// in one process (tests, `strom dev`) never see each other's logins.
-static PENDING: LazyLock<Mutex<PendingLogins>> = LazyLock::new(Default::default);
-
-fn pending_key(state: &Shared, oauth_state: &str) -> String {
-    format!(
-        "{:x}|{}",
-        std::sync::Arc::as_ptr(state) as usize,
-        sha256_hex(oauth_state)
-    )
-}
-
-fn pending() -> std::sync::MutexGuard<'static, PendingLogins> {
-    PENDING.lock().unwrap_or_else(|p| p.into_inner())
+    presence
+        .take(PENDING_KIND, &key)
+        .map_err(unavailable)?
+        .and_then(|p| decode(&p.value))
+        .ok_or(PendingRefusal::Unknown)
 }
 
 // ---- provider discovery ----------------------------------------------------
@@ -335,12 +312,15 @@ pub(crate) struct StartQuery {
     pub event: Option<String>,
 }
 
-fn rate_limit(state: &AppState, ip: std::net::IpAddr) -> ApiResult<()> {
-    state
-        .limits
-        .per_ip
-        .check(&crate::limits::address_key(ip), Instant::now())
-        .map_err(ApiError::too_many)
+async fn rate_limit(state: &Shared, ip: std::net::IpAddr) -> ApiResult<()> {
+    let st = state.clone();
+    blocking(move || {
+        st.limits
+            .per_ip
+            .check(&crate::limits::address_key(ip))
+            .map_err(|r| super::auth::refusal(&st, "address", r))
+    })
+    .await
 }
 
 /// Starts single sign-on: redirects to the tenant's identity provider.
@@ -352,7 +332,7 @@ pub(crate) async fn start(
     ClientIp(ip): ClientIp,
     QueryOf(q): QueryOf<StartQuery>,
 ) -> ApiResult<Response> {
-    rate_limit(&state, ip)?;
+    rate_limit(&state, ip).await?;
     if let Some(event) = &q.event {
         let (st, tenant, event) = (state.clone(), q.tenant.clone(), event.clone());
         blocking(move || Ok(st.repo.event(&tenant, &event).map(|_| ())?)).await?;
@@ -375,17 +355,20 @@ pub(crate) async fn start(
         pkce_verifier: verifier.secret().clone(),
         nonce: nonce.secret().clone(),
         browser: sha256_hex(&browser),
-        expires: Instant::now() + PENDING_TTL,
     };
-    pending()
-        .insert(pending_key(&state, csrf.secret()), login, Instant::now())
-        .map_err(|TableFull| {
-            tracing::warn!(tenant = %q.tenant, "oidc start refused: too many pending logins");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many logins in progress; try again in a few minutes",
-            )
-        })?;
+    let (st, oauth_state) = (state.clone(), csrf.secret().clone());
+    let kept = blocking(move || {
+        keep_pending(st.presence.as_ref(), &oauth_state, &login)
+            .map_err(|e| ApiError::from(crate::repo::RepoError::Store(e)))
+    })
+    .await?;
+    if !kept {
+        tracing::warn!(tenant = %q.tenant, "oidc start refused: too many pending logins");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many logins in progress; try again in a few minutes",
+        ));
+    }
     tracing::info!(tenant = %q.tenant, event = q.event.as_deref().unwrap_or(""), "oidc login started");
     let mut res = see_other(url.as_str())?;
     res.headers_mut().append(
@@ -440,7 +423,7 @@ pub(crate) async fn callback(
     headers: HeaderMap,
     QueryOf(q): QueryOf<CallbackQuery>,
 ) -> ApiResult<Response> {
-    rate_limit(&state, ip)?;
+    rate_limit(&state, ip).await?;
     let oauth_state = q
         .state
         .as_deref()
@@ -449,27 +432,34 @@ pub(crate) async fn callback(
     let browser = cookie_value(&headers, OIDC_COOKIE)
         .or_else(|| cookie_value(&headers, OIDC_COOKIE.trim_start_matches("__Host-")))
         .map(|c| sha256_hex(&c));
-    let login = pending()
-        .take(
-            &pending_key(&state, oauth_state),
+    let (st, oauth_state) = (state.clone(), oauth_state.to_owned());
+    let login = blocking(move || {
+        Ok(take_pending(
+            st.presence.as_ref(),
+            &oauth_state,
             browser.as_deref(),
-            Instant::now(),
-        )
-        .map_err(|r| match r {
-            PendingRefusal::Unknown => {
-                tracing::info!(
-                    reason = "unknown, expired or used state",
-                    "oidc login refused"
-                );
-                ApiError::bad_request("this login is unknown, expired or already used; start again")
-            }
-            PendingRefusal::OtherBrowser(tenant) => refuse(
-                &tenant,
-                StatusCode::FORBIDDEN,
-                "other browser",
-                "this login was started in another browser; start again here",
-            ),
-        })?;
+        ))
+    })
+    .await?
+    .map_err(|r| match r {
+        PendingRefusal::Unknown => {
+            tracing::info!(
+                reason = "unknown, expired or used state",
+                "oidc login refused"
+            );
+            ApiError::bad_request("this login is unknown, expired or already used; start again")
+        }
+        PendingRefusal::Unavailable(e) => {
+            tracing::warn!(error = %e, "oidc callback: the store is away");
+            ApiError::from(crate::repo::RepoError::Store(StoreError::Backend(e)))
+        }
+        PendingRefusal::OtherBrowser(tenant) => refuse(
+            &tenant,
+            StatusCode::FORBIDDEN,
+            "other browser",
+            "this login was started in another browser; start again here",
+        ),
+    })?;
     let tenant = login.tenant.clone();
     let mut res = finish(&state, &login, &q).await?;
     // A session the browser held before (planted or stale) does not live on.
@@ -656,76 +646,71 @@ async fn finish(state: &Shared, login: &PendingLogin, q: &CallbackQuery) -> ApiR
 mod tests {
     use super::*;
 
-    fn login(browser: &str, expires: Instant) -> PendingLogin {
+    use crate::store::MemoryPresence;
+
+    fn login(browser: &str) -> PendingLogin {
         PendingLogin {
             tenant: "t_1".into(),
             event: None,
             pkce_verifier: "v".into(),
             nonce: "n".into(),
             browser: sha256_hex(browser),
-            expires,
         }
     }
 
     #[test]
     fn a_pending_login_is_used_once() {
-        let now = Instant::now();
-        let mut p = PendingLogins::default();
-        p.insert("s".into(), login("b", now + PENDING_TTL), now)
-            .unwrap();
+        let p = MemoryPresence::default();
+        assert!(keep_pending(&p, "s", &login("b")).unwrap());
         let b = sha256_hex("b");
-        assert_eq!(p.take("s", Some(&b), now).unwrap().tenant, "t_1");
-        assert_eq!(p.take("s", Some(&b), now), Err(PendingRefusal::Unknown));
-        assert!(p.is_empty());
+        assert_eq!(take_pending(&p, "s", Some(&b)).unwrap().tenant, "t_1");
+        assert_eq!(
+            take_pending(&p, "s", Some(&b)),
+            Err(PendingRefusal::Unknown)
+        );
+        assert_eq!(
+            take_pending(&p, "never", Some(&b)),
+            Err(PendingRefusal::Unknown)
+        );
     }
 
     #[test]
     fn another_browser_is_refused_without_using_the_login_up() {
-        let now = Instant::now();
-        let mut p = PendingLogins::default();
-        p.insert("s".into(), login("b", now + PENDING_TTL), now)
-            .unwrap();
+        let p = MemoryPresence::default();
+        keep_pending(&p, "s", &login("b")).unwrap();
         let other = Err(PendingRefusal::OtherBrowser("t_1".into()));
-        assert_eq!(p.take("s", None, now), other);
-        assert_eq!(p.take("s", Some(&sha256_hex("other")), now), other);
-        assert!(p.take("s", Some(&sha256_hex("b")), now).is_ok());
+        assert_eq!(take_pending(&p, "s", None), other);
+        assert_eq!(take_pending(&p, "s", Some(&sha256_hex("other"))), other);
+        assert!(take_pending(&p, "s", Some(&sha256_hex("b"))).is_ok());
     }
 
     #[test]
-    fn an_expired_login_is_gone() {
-        let now = Instant::now();
-        let mut p = PendingLogins::default();
-        p.insert("s".into(), login("b", now + PENDING_TTL), now)
-            .unwrap();
-        let later = now + PENDING_TTL;
-        assert_eq!(
-            p.take("s", Some(&sha256_hex("b")), later),
-            Err(PendingRefusal::Unknown)
-        );
-        assert_eq!(p.len(), 0);
+    fn the_state_is_stored_only_as_its_hash() {
+        let p = MemoryPresence::default();
+        keep_pending(&p, "the-secret-state", &login("b")).unwrap();
+        let held = p.list(PENDING_KIND, "").unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].key, sha256_hex("the-secret-state"));
     }
 
     #[test]
-    fn the_table_is_bounded_but_makes_room_from_expired_logins() {
-        let now = Instant::now();
-        let mut p = PendingLogins::default();
-        for i in 0..PENDING_MAX {
-            p.insert(
-                format!("s{i}"),
-                login("b", now + Duration::from_secs(1 + (i % 2) as u64 * 600)),
-                now,
-            )
-            .unwrap();
+    fn one_tenant_starts_at_most_pending_max_logins_per_ten_minutes() {
+        let p = MemoryPresence::default();
+        // Count the tenant up to its cap without keeping that many logins.
+        for _ in 0..PENDING_MAX {
+            p.count(STARTS_KIND, "t_1", PENDING_TTL).unwrap();
         }
-        assert!(p
-            .insert("full".into(), login("b", now + PENDING_TTL), now)
-            .is_err());
-        // Half of them expire after a second: room again.
-        let later = now + Duration::from_secs(2);
-        assert!(p
-            .insert("room".into(), login("b", later + PENDING_TTL), later)
-            .is_ok());
-        assert_eq!(p.len(), PENDING_MAX / 2 + 1);
+        assert!(!keep_pending(&p, "over", &login("b")).unwrap());
+        assert_eq!(
+            take_pending(&p, "over", Some(&sha256_hex("b"))),
+            Err(PendingRefusal::Unknown),
+            "a refused start keeps nothing"
+        );
+        let other = PendingLogin {
+            tenant: "t_2".into(),
+            ..login("b")
+        };
+        assert!(keep_pending(&p, "other", &other).unwrap(), "tenants apart");
     }
 
     #[test]

@@ -468,7 +468,7 @@ pub(crate) async fn register(
     PathOf((tenant, event)): PathOf<(String, String)>,
     Body(req): Body<Registration>,
 ) -> ApiResult<Response> {
-    super::auth::limit(&state, ip, &super::auth::account_key(&tenant, &req.email))?;
+    super::auth::limit(&state, ip, &super::auth::account_key(&tenant, &req.email)).await?;
     if !crate::model::valid_id("t", &tenant) {
         return Err(ApiError::not_found());
     }

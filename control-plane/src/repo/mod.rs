@@ -233,6 +233,7 @@ impl Repo {
             metrics: Default::default(),
         };
         repo.ring.ensure(&Scope::Tenant("_platform".into()))?;
+        repo.follow_tenants()?;
         repo.load_signing_keys()?;
         repo.load_verifier()?;
         Ok(repo)

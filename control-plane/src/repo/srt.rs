@@ -47,7 +47,37 @@ impl Repo {
             .collect())
     }
 
-    /// Changes whenever a tenant is created or deleted.
+    /// The version of the tenant set: a digest of the tenant ids, so every
+    /// replica on one store names the same set with the same number and an
+    /// origin's long poll may move between replicas. 53 bits (exact in any
+    /// JSON reader).
+    pub fn tenant_set_version(&self) -> Result<u64> {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for (key, _) in self.store.scan(Table::Tenants, b"", usize::MAX)? {
+            digest.update((key.len() as u64).to_be_bytes());
+            digest.update(&key);
+        }
+        let d = digest.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        Ok(u64::from_be_bytes(first) & ((1 << 53) - 1))
+    }
+
+    /// Takes up tenants created or deleted on this or another replica: the
+    /// watch changes and long polls waiting on it answer.
+    pub fn follow_tenants(&self) -> Result<u64> {
+        let version = self.tenant_set_version()?;
+        self.tenants_changed.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
+        Ok(version)
+    }
+
+    /// Carries the tenant-set version ([`Self::tenant_set_version`]);
+    /// changes whenever a tenant is created or deleted.
     pub fn tenants_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.tenants_changed.subscribe()
     }
@@ -73,5 +103,34 @@ mod tests {
         let all = repo.srt_tenant_secrets().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[&a], hex::encode(sa));
+    }
+
+    #[test]
+    fn the_tenant_set_version_follows_the_set_and_wakes_watchers() {
+        let repo = in_memory();
+        let mut watch = repo.tenants_watch();
+        let empty = repo.tenant_set_version().unwrap();
+        assert_eq!(*watch.borrow_and_update(), empty, "set at open");
+        let a = repo.create_tenant("Acme").unwrap().id;
+        assert!(
+            watch.has_changed().unwrap(),
+            "a new tenant wakes the long poll"
+        );
+        let one = *watch.borrow_and_update();
+        assert_ne!(one, empty);
+        assert!(one < 1 << 53);
+        // Following finds nothing new: no wake-up.
+        assert_eq!(repo.follow_tenants().unwrap(), one);
+        assert!(!watch.has_changed().unwrap());
+        let b = repo.create_tenant("Globex").unwrap().id;
+        let two = *watch.borrow_and_update();
+        assert_ne!(two, one);
+        repo.delete_tenant(&b).unwrap();
+        assert_eq!(
+            *watch.borrow_and_update(),
+            one,
+            "the same set, the same version"
+        );
+        let _ = a;
     }
 }

@@ -27,7 +27,7 @@ impl Repo {
             b,
             vec![Entry::new("system", "create", "tenant", &tenant.id)],
         )?;
-        self.tenants_changed.send_modify(|v| *v += 1);
+        self.follow_tenants()?;
         Ok(tenant)
     }
 
@@ -96,7 +96,7 @@ impl Repo {
         if !entries.is_empty() {
             self.append_revocations(&entries)?;
         }
-        self.tenants_changed.send_modify(|v| *v += 1);
+        self.follow_tenants()?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 mod postgres;
 pub mod presence;
 pub use postgres::PgStore;
-pub use presence::{MemoryPresence, Presence, Present};
+pub use presence::{Counted, MemoryPresence, Presence, Present};
 
 use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use rocksdb::{

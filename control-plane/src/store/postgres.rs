@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::presence::{Presence, Present};
+use super::presence::{Counted, Presence, Present};
 use super::{prefix_end, Batch, Exclusive, KeyValue, Op, Store, StoreError, Table};
 
 /// Migrations, applied in order at start (each once, recorded in
@@ -32,6 +32,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         2,
         include_str!("../../migrations/postgres/0002_presence.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_counters.sql"),
     ),
 ];
 
@@ -436,6 +440,65 @@ impl Presence for PgStore {
                 .map(present)
                 .filter(|p| p.key.starts_with(&prefix))
                 .collect())
+        })
+    }
+
+    fn take(&self, kind: &str, key: &str) -> Result<Option<Present>, StoreError> {
+        // One DELETE: of several replicas taking a key at once, one
+        // statement deletes the row and the others find none.
+        let sql = format!(
+            "DELETE FROM {}_presence WHERE kind = $1 AND k = $2
+             RETURNING k, v, extract(epoch FROM now() - put_at)::float8, expires_at > now()",
+            self.rel
+        );
+        let (pool, kind, key) = (self.pool.clone(), kind.to_owned(), key.to_owned());
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            Ok(client
+                .query_opt(&stmt, &[&kind, &key])
+                .await?
+                .filter(|r| r.get::<_, bool>(3))
+                .map(present))
+        })
+    }
+
+    fn count(
+        &self,
+        kind: &str,
+        key: &str,
+        window: std::time::Duration,
+    ) -> Result<Counted, StoreError> {
+        // The upsert locks the row, so concurrent hits queue and each
+        // counts; a window that ended starts again at this hit.
+        let rel = &self.rel;
+        let sql = format!(
+            "INSERT INTO {rel}_counters AS c (kind, k, hits, window_end)
+             VALUES ($1, $2, 1, now() + $3::float8 * interval '1 second')
+             ON CONFLICT (kind, k) DO UPDATE SET
+               hits = CASE WHEN c.window_end <= now() THEN 1 ELSE c.hits + 1 END,
+               window_end = CASE WHEN c.window_end <= now() THEN excluded.window_end
+                            ELSE c.window_end END
+             RETURNING hits, extract(epoch FROM window_end - now())::float8"
+        );
+        let sweep = self
+            .presence_puts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(PRESENCE_SWEEP_EVERY);
+        let sweep_sql = format!("DELETE FROM {rel}_counters WHERE window_end < now()");
+        let (pool, kind, key) = (self.pool.clone(), kind.to_owned(), key.to_owned());
+        let window = window.as_secs_f64();
+        self.run(async move {
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(&sql).await?;
+            let row = client.query_one(&stmt, &[&kind, &key, &window]).await?;
+            if sweep {
+                client.execute(&sweep_sql, &[]).await?;
+            }
+            Ok(Counted {
+                hits: row.get::<_, i64>(0).max(0) as u64,
+                left: std::time::Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
+            })
         })
     }
 }

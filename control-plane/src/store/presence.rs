@@ -1,6 +1,7 @@
 //! Short-lived state every control-plane replica must see: what relays
-//! reported in the last seconds. Not backed up, not audited, gone when its
-//! time is up. A store that one process opens keeps it in memory
+//! reported in the last seconds, logins waiting at an identity provider,
+//! rate-limit counters. Not backed up, not audited, gone when its time is
+//! up. A store that one process opens keeps it in memory
 //! ([`MemoryPresence`]); PostgreSQL keeps it in an unlogged relation, so
 //! whichever replica a relay reports to, every replica answers from it.
 
@@ -31,6 +32,22 @@ pub trait Presence: Send + Sync + 'static {
     /// The entries of `kind` whose key starts with `prefix` and whose time
     /// is not up, in key order.
     fn list(&self, kind: &str, prefix: &str) -> Result<Vec<Present>, StoreError>;
+    /// Removes the entry at `key` and returns it if its time was not up.
+    /// Of several callers taking one key at once, one gets it (single use).
+    fn take(&self, kind: &str, key: &str) -> Result<Option<Present>, StoreError>;
+    /// Counts one more hit on `key` of `kind` in a fixed window of length
+    /// `window` that starts with the first hit after the last window ended.
+    /// Atomic: hits from several callers at once are all counted.
+    fn count(&self, kind: &str, key: &str, window: Duration) -> Result<Counted, StoreError>;
+}
+
+/// A counter after one more hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// Hits in the current window, this one included.
+    pub hits: u64,
+    /// Until the window ends.
+    pub left: Duration,
 }
 
 /// The first string after every string that starts with `prefix` (`None`:
@@ -64,6 +81,10 @@ pub struct MemoryPresence {
 #[derive(Default)]
 struct Kinds {
     entries: HashMap<String, Entries>,
+    /// Counters by (kind, key): window start, window, hits.
+    counters: HashMap<(String, String), (Instant, Duration, u64)>,
+    /// When the counters were last swept for being over the limit.
+    swept_counters: Option<Instant>,
     puts: u64,
     /// When a full kind was last swept (a flood at the limit must not
     /// sweep on every put).
@@ -135,6 +156,53 @@ impl Presence for MemoryPresence {
             })
             .collect())
     }
+
+    fn take(&self, kind: &str, key: &str) -> Result<Option<Present>, StoreError> {
+        let mut guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        Ok(guard
+            .entries
+            .get_mut(kind)
+            .and_then(|entries| entries.remove(key))
+            .filter(|(_, at, ttl)| now.duration_since(*at) < *ttl)
+            .map(|(v, at, _)| Present {
+                key: key.to_owned(),
+                value: v,
+                age: now.duration_since(at),
+            }))
+    }
+
+    /// Counters are not capped like entries (a full table must neither
+    /// stop counting nor refuse everyone): past [`MEMORY_LIMIT`] the ended
+    /// windows are swept, at most once a second, so what is held is bounded
+    /// by the hits of one window.
+    fn count(&self, kind: &str, key: &str, window: Duration) -> Result<Counted, StoreError> {
+        let mut guard = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let kinds = &mut *guard;
+        let now = Instant::now();
+        if kinds.counters.len() >= MEMORY_LIMIT
+            && kinds
+                .swept_counters
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            kinds.swept_counters = Some(now);
+            kinds
+                .counters
+                .retain(|_, (start, window, _)| now.duration_since(*start) < *window);
+        }
+        let entry = kinds
+            .counters
+            .entry((kind.to_owned(), key.to_owned()))
+            .or_insert((now, window, 0));
+        if now.duration_since(entry.0) >= entry.1 {
+            *entry = (now, window, 0);
+        }
+        entry.2 += 1;
+        Ok(Counted {
+            hits: entry.2,
+            left: entry.1.saturating_sub(now.duration_since(entry.0)),
+        })
+    }
 }
 
 /// The same checks against any [`Presence`]: both backends pass them.
@@ -200,6 +268,65 @@ pub mod contract {
         assert_eq!(left, vec!["y".to_owned()]);
         let y = &p.list("short", "").unwrap()[0];
         assert!(y.age >= Duration::from_millis(300), "age {:?}", y.age);
+        take(p);
+        count(p);
+    }
+
+    fn take(p: &dyn Presence) {
+        let long = Duration::from_secs(60);
+        p.put("login", "s1", b"a", long).unwrap();
+        p.put("login", "s2", b"b", Duration::from_millis(200))
+            .unwrap();
+        let got = p.take("login", "s1").unwrap().expect("taken");
+        assert_eq!((got.key.as_str(), got.value.as_slice()), ("s1", &b"a"[..]));
+        assert!(p.take("login", "s1").unwrap().is_none(), "single use");
+        assert!(p.get("login", "s1").unwrap().is_none());
+        assert!(p.take("other", "s2").unwrap().is_none(), "kinds apart");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(p.take("login", "s2").unwrap().is_none(), "expired");
+        // Eight callers race for one key: exactly one gets it.
+        p.put("login", "race", b"r", long).unwrap();
+        let won = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| p.take("login", "race").unwrap().is_some()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|won| *won)
+                .count()
+        });
+        assert_eq!(won, 1);
+    }
+
+    fn count(p: &dyn Presence) {
+        let w = Duration::from_millis(400);
+        let first = p.count("hits", "a", w).unwrap();
+        assert_eq!(first.hits, 1);
+        assert!(first.left <= w && first.left > Duration::from_millis(200));
+        assert_eq!(p.count("hits", "a", w).unwrap().hits, 2);
+        assert_eq!(p.count("hits", "b", w).unwrap().hits, 1, "keys apart");
+        assert_eq!(p.count("other", "a", w).unwrap().hits, 1, "kinds apart");
+        // Hits at once from eight callers are all counted.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        p.count("hits", "many", Duration::from_secs(60)).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            p.count("hits", "many", Duration::from_secs(60))
+                .unwrap()
+                .hits,
+            41
+        );
+        // A new window starts after the old one ended.
+        std::thread::sleep(Duration::from_millis(500));
+        let again = p.count("hits", "a", w).unwrap();
+        assert_eq!(again.hits, 1, "{again:?}");
     }
 }
 

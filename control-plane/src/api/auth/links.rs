@@ -44,7 +44,7 @@ pub(crate) async fn magic_link(
     ClientIp(ip): ClientIp,
     Body(req): Body<LinkRequest>,
 ) -> ApiResult<Response> {
-    limit(&state, ip, &account_key(&req.tenant, &req.email))?;
+    limit(&state, ip, &account_key(&req.tenant, &req.email)).await?;
     check_tenant(&req.tenant)?;
     let preauth = crate::repo::random_secret();
     send_link(&state, LinkPurpose::MagicLogin, &req, Some(&preauth)).await?;
@@ -151,7 +151,7 @@ pub(crate) async fn consume_magic_link(
     headers: HeaderMap,
     Body(req): Body<ConsumeRequest>,
 ) -> ApiResult<Response> {
-    limit(&state, ip, &format!("link|{}", sha256_hex(&req.token)))?;
+    limit(&state, ip, &format!("link|{}", sha256_hex(&req.token))).await?;
     let preauth = cookie_value(&headers, PREAUTH_COOKIE)
         .or_else(|| cookie_value(&headers, PREAUTH_COOKIE.trim_start_matches("__Host-")));
     let st = state.clone();
@@ -235,7 +235,7 @@ pub(crate) async fn password_reset(
     ClientIp(ip): ClientIp,
     Body(req): Body<LinkRequest>,
 ) -> ApiResult<Response> {
-    limit(&state, ip, &account_key(&req.tenant, &req.email))?;
+    limit(&state, ip, &account_key(&req.tenant, &req.email)).await?;
     check_tenant(&req.tenant)?;
     send_link(&state, LinkPurpose::PasswordReset, &req, None).await?;
     Ok(accepted_with_preauth(&state, None))
@@ -256,7 +256,7 @@ pub(crate) async fn complete_password_reset(
     ClientIp(ip): ClientIp,
     Body(req): Body<CompleteResetRequest>,
 ) -> ApiResult<StatusCode> {
-    limit(&state, ip, &format!("link|{}", sha256_hex(&req.token)))?;
+    limit(&state, ip, &format!("link|{}", sha256_hex(&req.token))).await?;
     let st = state.clone();
     blocking(move || {
         let hash = secret_link::hash_link_secret(&req.token).ok_or_else(ApiError::not_found)?;
