@@ -290,7 +290,7 @@ impl ControlPlane {
             secure_cookies: config.secure_cookies,
             verifier,
             relay_status: api::relay::StatusBoard::new(presence.clone()),
-            dashboard: Default::default(),
+            dashboard: api::dashboard::Dashboard::new(presence.clone()),
             agents: api::agents::AgentBoard::new(presence.clone()),
             presence,
             oidc_allow_private_addresses: config.oidc_allow_private_addresses,

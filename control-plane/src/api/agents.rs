@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -196,12 +196,11 @@ pub(crate) async fn register(
         edge_bps: 0.0,
         peer_bps: 0.0,
     };
-    let now = Instant::now();
-    state
-        .dashboard
-        .agent_reported(&claims.ten, &site.id, &entry.peer_id, &events, now);
     let (st, tenant, site_id) = (state.clone(), claims.ten.clone(), site.id.clone());
     let roster = blocking(move || {
+        st.dashboard
+            .agent_reported(&tenant, &site_id, &entry.peer_id, &events)
+            .map_err(|e| ApiError::from(crate::repo::RepoError::from(e)))?;
         st.agents
             .register(&tenant, &site_id, entry)
             .map_err(|e| ApiError::from(crate::repo::RepoError::from(e)))

@@ -3,32 +3,45 @@
 //! offload and WAN bitrate, and their timelines.
 //!
 //! Edges report viewers and QoE sums with their status (every 2 s), agents
-//! with their registration (every few seconds). Every [`SAMPLE_EVERY`] the
-//! sampler folds what came in since into one sample per event, kept in
-//! memory for [`KEEP`]. Nothing here names a person: events, edges (relay
-//! ids) and sites only.
+//! with their registration (every few seconds); both are kept in the
+//! store's presence, so every control-plane replica sees every report.
+//! Every [`SAMPLE_EVERY`] a replica folds each source's latest report into
+//! one sample per event and puts it in presence under the event and the
+//! start of its 5 s slot, kept for [`KEEP`]: replicas sampling the same slot
+//! write the same key from the same reports, so the timeline is one,
+//! whichever replica a browser reaches and however many sample. QoE is that
+//! of each source's latest report (an edge's last 2 s, an agent's last
+//! registration), not every beacon since the previous sample: latency and
+//! stall ratio are ratios, and a sample of them is what a timeline shows.
+//! Nothing here names a person: events, edges (relay ids) and sites only.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::problem::{blocking, PathOf};
 use super::relay::{EventFigures, QoeSums};
 use super::*;
+use crate::store::{Presence, StoreError};
 
 /// How often a sample is taken.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// How long a timeline reaches back (and how long an event's figures stay
 /// after its last report).
 const KEEP: Duration = Duration::from_secs(3600);
-const MAX_SAMPLES: usize = (3600 / 5) as usize;
-/// Bounds the events tracked (a flood of reports cannot grow it further).
+/// Bounds the events sampled at once (a flood of reports cannot grow it
+/// further).
 const MAX_EVENTS: usize = 10_000;
+/// Presence kinds: agents' latest figures (`tenant/site/peer`), samples
+/// (`tenant/event/slot`), an event's latest breakdown (`tenant/event`).
+const AGENT_FIGURES: &str = "dash-agent";
+const SAMPLES: &str = "dash-sample";
+const BREAKDOWN: &str = "dash-now";
 /// An agent not heard from for this long no longer counts its viewers.
 const AGENT_STALE: Duration = Duration::from_secs(20);
 
@@ -39,33 +52,24 @@ enum Source {
     Site(String),
 }
 
-/// Viewers at a site's agents: (site, peer id) → (viewers, heard at).
-type AgentViewers = HashMap<(String, String), (u64, Instant)>;
-
-#[derive(Default)]
-struct Inner {
-    /// QoE since the last sample, per event ("tenant/event") and source.
-    pending: HashMap<String, HashMap<Source, QoeSums>>,
-    /// Viewers at agents, per event.
-    agent_viewers: HashMap<String, AgentViewers>,
-    events: HashMap<String, EventBoard>,
+/// The dashboards of all events, in the store's presence.
+pub struct Dashboard {
+    presence: Arc<dyn Presence>,
+    /// An agent not heard from for this long no longer counts.
+    agent_stale: Duration,
 }
 
-/// One event's timeline and its latest breakdown.
-struct EventBoard {
-    samples: VecDeque<Sample>,
+/// An event's latest sample and per-edge and per-site figures, as kept in
+/// presence.
+#[derive(Serialize, Deserialize, Default)]
+struct Breakdown {
+    sample: Option<Sample>,
     edges: Vec<EdgeNow>,
     sites: Vec<SiteNow>,
-    last_active: Instant,
-}
-
-#[derive(Default)]
-pub struct Dashboard {
-    inner: Mutex<Inner>,
 }
 
 /// One point of an event's timeline.
-#[derive(Serialize, ToSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq)]
 pub struct Sample {
     /// Unix seconds.
     pub at: i64,
@@ -86,7 +90,7 @@ pub struct Sample {
 }
 
 /// An edge's load now, and its players' QoE for this event.
-#[derive(Serialize, ToSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq)]
 pub struct EdgeNow {
     /// The relay's id (its credential's subject).
     pub edge: String,
@@ -102,7 +106,7 @@ pub struct EdgeNow {
 
 /// A site of the tenant now: its agents' offload and WAN bitrate, and this
 /// event's viewers and QoE there.
-#[derive(Serialize, ToSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq)]
 pub struct SiteNow {
     pub site: String,
     /// The site's name (set by the tenant's owners).
@@ -128,6 +132,10 @@ pub struct EventDashboard {
     pub timeline: Vec<Sample>,
 }
 
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
 fn latency_ms(q: &QoeSums) -> Option<f64> {
     (q.latency_samples > 0).then(|| q.latency_seconds_sum / q.latency_samples as f64 * 1000.0)
 }
@@ -137,61 +145,89 @@ fn stall_ratio(q: &QoeSums) -> Option<f64> {
 }
 
 impl Dashboard {
-    /// An edge's report: its players' QoE per event.
-    pub fn relay_reported(&self, relay: &str, events: &[EventFigures], _now: Instant) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for e in events {
-            inner.add_qoe(&e.event, Source::Edge(relay.to_owned()), &e.qoe);
+    pub fn new(presence: Arc<dyn Presence>) -> Self {
+        Self {
+            presence,
+            agent_stale: AGENT_STALE,
         }
     }
 
-    /// An agent's registration: viewers there and their QoE per event.
+    #[cfg(test)]
+    fn with_agent_stale(presence: Arc<dyn Presence>, agent_stale: Duration) -> Self {
+        Self {
+            presence,
+            agent_stale,
+        }
+    }
+
+    /// An agent's registration: viewers there and their QoE per event
+    /// (events of `tenant` only, checked by the caller). Replaces what the
+    /// agent reported before.
     pub fn agent_reported(
         &self,
         tenant: &str,
         site: &str,
         peer: &str,
         events: &[EventFigures],
-        now: Instant,
-    ) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (site.to_owned(), peer.to_owned());
-        // The agent's viewers of events it no longer reports are gone.
-        for (event, agents) in inner.agent_viewers.iter_mut() {
-            if event.starts_with(&format!("{tenant}/")) {
-                agents.remove(&key);
-            }
+    ) -> Result<(), StoreError> {
+        let key = format!("{tenant}/{site}/{peer}");
+        if events.is_empty() {
+            return self.presence.remove(AGENT_FIGURES, &key);
         }
-        for e in events {
-            inner.add_qoe(&e.event, Source::Site(site.to_owned()), &e.qoe);
-            if inner.agent_viewers.len() < MAX_EVENTS || inner.agent_viewers.contains_key(&e.event)
-            {
-                inner
-                    .agent_viewers
-                    .entry(e.event.clone())
-                    .or_default()
-                    .insert(key.clone(), (e.viewers, now));
-            }
-        }
-        inner.agent_viewers.retain(|_, agents| !agents.is_empty());
+        self.presence
+            .put(AGENT_FIGURES, &key, &encode(&events)?, self.agent_stale)
     }
 
-    /// Folds what came in since the last sample into one sample per event.
-    /// `sites` gives a tenant's sites now (from the agents' registrations)
-    /// and the site names.
+    /// One sample per event from the relays' latest reports and the
+    /// agents' latest registrations, put in presence under the 5 s slot
+    /// `unix` falls in. `sites` gives a tenant's sites now (from the
+    /// agents' registrations) and the site names.
     pub fn sample(
         &self,
-        now: Instant,
         unix: i64,
         relays: &[(String, super::relay::Report)],
         sites: &dyn Fn(&str) -> Vec<(super::agents::SiteAgents, String)>,
-    ) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = std::mem::take(&mut inner.pending);
-        for agents in inner.agent_viewers.values_mut() {
-            agents.retain(|_, (_, at)| now.duration_since(*at) < AGENT_STALE);
+    ) -> Result<(), StoreError> {
+        // QoE per event and source, and viewers at agents per event.
+        let mut pending: HashMap<String, HashMap<Source, QoeSums>> = HashMap::new();
+        let mut at_agents: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+        let mut add_qoe = |event: &str, source: Source, q: &QoeSums| {
+            if q.beacons == 0 || (!pending.contains_key(event) && pending.len() >= MAX_EVENTS) {
+                return;
+            }
+            pending
+                .entry(event.to_owned())
+                .or_default()
+                .entry(source)
+                .or_default()
+                .add(q);
+        };
+        for (id, r) in relays.iter().filter(|(_, r)| !r.origin) {
+            for e in &r.events {
+                add_qoe(&e.event, Source::Edge(id.clone()), &e.qoe);
+            }
         }
-        inner.agent_viewers.retain(|_, a| !a.is_empty());
+        for kept in self.presence.list(AGENT_FIGURES, "")? {
+            let mut key = kept.key.splitn(3, '/');
+            let (Some(tenant), Some(site)) = (key.next(), key.next()) else {
+                continue;
+            };
+            let Ok(events) = serde_json::from_slice::<Vec<EventFigures>>(&kept.value) else {
+                continue;
+            };
+            for e in events
+                .iter()
+                .filter(|e| e.event.starts_with(&format!("{tenant}/")))
+            {
+                add_qoe(&e.event, Source::Site(site.to_owned()), &e.qoe);
+                if at_agents.len() < MAX_EVENTS || at_agents.contains_key(&e.event) {
+                    at_agents
+                        .entry(e.event.clone())
+                        .or_default()
+                        .push((site.to_owned(), e.viewers));
+                }
+            }
+        }
 
         // Every event heard of now: edge reports, origins' streams, agents.
         let mut active: BTreeMap<String, ()> = BTreeMap::new();
@@ -206,7 +242,7 @@ impl Dashboard {
                 }
             }
         }
-        for e in pending.keys().chain(inner.agent_viewers.keys()) {
+        for e in pending.keys().chain(at_agents.keys()) {
             active.insert(e.clone(), ());
         }
         let egress_bps: u64 = relays
@@ -214,12 +250,10 @@ impl Dashboard {
             .filter(|(_, r)| !r.origin)
             .map(|(_, r)| r.egress_bps)
             .sum();
+        let slot = unix - unix.rem_euclid(SAMPLE_EVERY.as_secs() as i64);
         let mut tenant_sites: HashMap<String, Vec<(super::agents::SiteAgents, String)>> =
             HashMap::new();
-        for event in active.keys() {
-            if !inner.events.contains_key(event) && inner.events.len() >= MAX_EVENTS {
-                continue;
-            }
+        for event in active.keys().take(MAX_EVENTS) {
             let tenant = event.split('/').next().unwrap_or_default().to_owned();
             let sites_now = tenant_sites
                 .entry(tenant.clone())
@@ -267,15 +301,15 @@ impl Dashboard {
                     stall_ratio: stall_ratio(&q),
                 });
             }
-            let at_agents = inner.agent_viewers.get(event);
+            let agents_here = at_agents.get(event);
             let (mut wan_bps, mut peer_bps) = (0.0, 0.0);
             let mut site_rows = Vec::new();
             for (s, name) in sites_now.iter() {
-                let here: u64 = at_agents
+                let here: u64 = agents_here
                     .map(|a| {
                         a.iter()
-                            .filter(|((site, _), _)| site == &s.site)
-                            .map(|(_, (n, _))| *n)
+                            .filter(|(site, _)| site == &s.site)
+                            .map(|(_, n)| *n)
                             .sum()
                     })
                     .unwrap_or(0);
@@ -295,7 +329,7 @@ impl Dashboard {
                 });
             }
             let sample = Sample {
-                at: unix,
+                at: slot,
                 viewers,
                 ingest_bps,
                 latency_ms: latency_ms(&total),
@@ -304,58 +338,52 @@ impl Dashboard {
                 offload: (wan_bps + peer_bps > 0.0).then(|| peer_bps / (wan_bps + peer_bps)),
                 wan_bps,
             };
-            let board = inner
-                .events
-                .entry(event.clone())
-                .or_insert_with(|| EventBoard {
-                    samples: VecDeque::new(),
-                    edges: Vec::new(),
-                    sites: Vec::new(),
-                    last_active: now,
-                });
-            board.samples.push_back(sample);
-            while board.samples.len() > MAX_SAMPLES {
-                board.samples.pop_front();
-            }
-            board.edges = edges;
-            board.sites = site_rows;
-            board.last_active = now;
+            let breakdown = Breakdown {
+                sample: Some(sample.clone()),
+                edges,
+                sites: site_rows,
+            };
+            self.presence.put(
+                SAMPLES,
+                &format!("{event}/{:012}", slot.max(0)),
+                &encode(&sample)?,
+                KEEP,
+            )?;
+            self.presence
+                .put(BREAKDOWN, event, &encode(&breakdown)?, KEEP)?;
         }
-        inner
-            .events
-            .retain(|_, b| now.duration_since(b.last_active) < KEEP);
+        Ok(())
+    }
+
+    /// The latest sample of `event` ("tenant/event"), if any (one read).
+    pub fn latest(&self, event: &str) -> Result<Option<Sample>, StoreError> {
+        Ok(self
+            .presence
+            .get(BREAKDOWN, event)?
+            .and_then(|p| serde_json::from_slice::<Breakdown>(&p.value).ok())
+            .and_then(|b| b.sample))
     }
 
     /// The dashboard of `event` ("tenant/event").
-    pub fn event(&self, event: &str) -> EventDashboard {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let board = inner.events.get(event);
-        EventDashboard {
+    pub fn event(&self, event: &str) -> Result<EventDashboard, StoreError> {
+        let timeline: Vec<Sample> = self
+            .presence
+            .list(SAMPLES, &format!("{event}/"))?
+            .into_iter()
+            .filter_map(|p| serde_json::from_slice(&p.value).ok())
+            .collect();
+        let breakdown: Breakdown = self
+            .presence
+            .get(BREAKDOWN, event)?
+            .and_then(|p| serde_json::from_slice(&p.value).ok())
+            .unwrap_or_default();
+        Ok(EventDashboard {
             sample_every_secs: SAMPLE_EVERY.as_secs(),
-            now: board.and_then(|b| b.samples.back().cloned()),
-            edges: board.map(|b| b.edges.clone()).unwrap_or_default(),
-            sites: board.map(|b| b.sites.clone()).unwrap_or_default(),
-            timeline: board
-                .map(|b| b.samples.iter().cloned().collect())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-impl Inner {
-    fn add_qoe(&mut self, event: &str, source: Source, q: &QoeSums) {
-        if q.beacons == 0 {
-            return;
-        }
-        if !self.pending.contains_key(event) && self.pending.len() >= MAX_EVENTS {
-            return;
-        }
-        self.pending
-            .entry(event.to_owned())
-            .or_default()
-            .entry(source)
-            .or_default()
-            .add(q);
+            now: timeline.last().cloned(),
+            edges: breakdown.edges,
+            sites: breakdown.sites,
+            timeline,
+        })
     }
 }
 
@@ -367,7 +395,7 @@ pub(crate) async fn sample_loop(state: Shared) {
         tick.tick().await;
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let now = Instant::now();
+            let now = std::time::Instant::now();
             let relays = match st.relay_status.current(now) {
                 Ok(r) => r,
                 Err(e) => {
@@ -393,8 +421,12 @@ pub(crate) async fn sample_loop(state: Shared) {
                     })
                     .collect()
             };
-            st.dashboard
-                .sample(now, crate::repo::now().unix_timestamp(), &relays, &sites);
+            if let Err(e) =
+                st.dashboard
+                    .sample(crate::repo::now().unix_timestamp(), &relays, &sites)
+            {
+                tracing::warn!(error = %e, "dashboard sample not kept");
+            }
         })
         .await;
     }
@@ -414,11 +446,11 @@ pub(crate) async fn event_dashboard(
     let st = state.clone();
     blocking(move || {
         st.repo.event(caller.tenant(), &event)?;
-        Ok(Json(st.dashboard.event(&format!(
-            "{}/{}",
-            caller.tenant(),
-            event
-        ))))
+        let board = st
+            .dashboard
+            .event(&format!("{}/{}", caller.tenant(), event))
+            .map_err(crate::repo::RepoError::Store)?;
+        Ok(Json(board))
     })
     .await
 }
@@ -450,10 +482,14 @@ mod tests {
 
     #[test]
     fn a_sample_adds_edges_and_sites_up() {
-        let d = Dashboard::default();
-        let now = Instant::now();
-        d.relay_reported("edge-1", &[event(3, qoe(10.0, 1.0, 0.5))], now);
-        d.agent_reported("t", "s1", "peer-a", &[event(4, qoe(10.0, 0.0, 1.5))], now);
+        let presence: Arc<dyn Presence> = Arc::new(crate::store::MemoryPresence::default());
+        let stale = Duration::from_millis(400);
+        let d = Dashboard::with_agent_stale(presence.clone(), stale);
+        // Another replica on the same presence (the same database).
+        let other = Dashboard::with_agent_stale(presence, stale);
+        let now = std::time::Instant::now();
+        d.agent_reported("t", "s1", "peer-a", &[event(4, qoe(10.0, 0.0, 1.5))])
+            .unwrap();
         // Another tenant's events do not mix in.
         d.agent_reported(
             "u",
@@ -464,8 +500,12 @@ mod tests {
                 viewers: 50,
                 qoe: qoe(1.0, 0.0, 0.1),
             }],
-            now,
-        );
+        )
+        .unwrap();
+        // An agent may not report another tenant's event.
+        other
+            .agent_reported("u", "s9", "peer-y", &[event(1000, qoe(1.0, 1.0, 9.0))])
+            .unwrap();
         let report = |origin: bool, events: Vec<EventFigures>| Report {
             at: now,
             origin,
@@ -478,13 +518,13 @@ mod tests {
             egress_bps: if origin { 0 } else { 9_000_000 },
             cpu_cores: 0.25,
         };
-        let relays = vec![
-            (
-                "edge-1".to_owned(),
-                report(false, vec![event(3, QoeSums::default())]),
-            ),
-            ("origin-1".to_owned(), report(true, vec![])),
-        ];
+        let relays_with = |q: QoeSums| {
+            vec![
+                ("edge-1".to_owned(), report(false, vec![event(3, q)])),
+                ("origin-1".to_owned(), report(true, vec![])),
+            ]
+        };
+        let relays = relays_with(qoe(10.0, 1.0, 0.5));
         let agent = |peer_bps: f64, edge_bps: f64| RosterEntry {
             peer_id: "p".into(),
             listen: vec![],
@@ -517,8 +557,9 @@ mod tests {
                 "HQ".to_owned(),
             )]
         };
-        d.sample(now, 1000, &relays, &sites);
-        let b = d.event("t/e");
+        d.sample(1000, &relays, &sites).unwrap();
+        // Read on the other replica.
+        let b = other.event("t/e").unwrap();
         let s = b.now.expect("a sample");
         assert_eq!(s.viewers, 7, "3 at the edge, 4 at the site's agent");
         assert_eq!(s.ingest_bps, 3_000_000);
@@ -532,16 +573,28 @@ mod tests {
         assert_eq!(b.sites[0].name, "HQ");
         assert_eq!(b.sites[0].viewers, 4);
         assert_eq!(b.sites[0].stall_ratio, Some(0.0));
-        assert_eq!(d.event("u/e").now.unwrap().viewers, 50);
-        assert_eq!(d.event("u/e").now.unwrap().ingest_bps, 0);
-        // The next sample has no beacons: QoE unknown, viewers still there.
-        d.sample(now + SAMPLE_EVERY, 1005, &relays, &sites);
-        let b = d.event("t/e");
+        let u = d.event("u/e").unwrap().now.unwrap();
+        assert_eq!(u.viewers, 50, "not {u:?}");
+        assert_eq!(u.ingest_bps, 0);
+        assert!(d.event("t/none").unwrap().now.is_none());
+        // Both replicas sample the same slot (1000 and 1003 are one slot):
+        // one point, not two.
+        other.sample(1003, &relays, &sites).unwrap();
+        assert_eq!(d.event("t/e").unwrap().timeline.len(), 1);
+        // The next slot has no beacons: QoE unknown, viewers still there.
+        d.agent_reported("t", "s1", "peer-a", &[event(4, QoeSums::default())])
+            .unwrap();
+        d.sample(1005, &relays_with(QoeSums::default()), &sites)
+            .unwrap();
+        let b = d.event("t/e").unwrap();
         assert_eq!(b.timeline.len(), 2);
+        assert_eq!((b.timeline[0].at, b.timeline[1].at), (1000, 1005));
         assert_eq!(b.timeline[1].latency_ms, None);
         assert_eq!(b.timeline[1].viewers, 7);
         // An agent gone quiet stops counting.
-        d.sample(now + AGENT_STALE, 1020, &relays, &sites);
-        assert_eq!(d.event("t/e").now.unwrap().viewers, 3);
+        std::thread::sleep(stale + Duration::from_millis(100));
+        assert!(now.elapsed() >= stale);
+        d.sample(1020, &relays, &sites).unwrap();
+        assert_eq!(d.event("t/e").unwrap().now.unwrap().viewers, 3);
     }
 }

@@ -91,8 +91,8 @@ pub(crate) async fn live(
         let fresh_after = crate::repo::now().unix_timestamp() - 15;
         let viewers = st
             .dashboard
-            .event(&format!("{}/{}", caller.tenant(), event))
-            .now
+            .latest(&format!("{}/{}", caller.tenant(), event))
+            .map_err(crate::repo::RepoError::Store)?
             .filter(|s| s.at >= fresh_after)
             .map_or(subscribers, |s| s.viewers);
         Ok(Json(LiveStatus { streams, viewers }))

@@ -280,11 +280,6 @@ pub(crate) async fn status(
         return Err(ApiError::bad_request("cpu_cores must be 0 to 4096"));
     }
     let now = std::time::Instant::now();
-    if !origin {
-        state
-            .dashboard
-            .relay_reported(&claims.sub, &req.events, now);
-    }
     let report = Report {
         at: now,
         origin,
