@@ -143,11 +143,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let state = cp.state.clone();
     let origin_link = ControlPlaneLink {
         url: cp_url.clone(),
+        fallback_urls: Vec::new(),
         credential: cp.relay_credential(strom_control_plane::RelayRole::Origin, "dev-origin")?,
         ca_file: None,
     };
     let edge_link = ControlPlaneLink {
         url: cp_url.clone(),
+        fallback_urls: Vec::new(),
         credential: cp.relay_credential(strom_control_plane::RelayRole::Edge, "dev-edge")?,
         ca_file: None,
     };

@@ -93,6 +93,7 @@ async fn a_relay_catches_up_with_a_long_log_page_by_page() {
     let verifier = Arc::new(Verifier::new());
     let link = strom_relay::ControlPlaneLink {
         url: format!("{}/", plane.base).parse().unwrap(),
+        fallback_urls: Vec::new(),
         credential: plane.relay.clone(),
         ca_file: None,
     };

@@ -46,13 +46,7 @@ impl Registrar {
                 return;
             }
         };
-        let url = match link.url.join(strom_protocol::paths::AGENT_REGISTER) {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::error!(error = %e, "control plane URL");
-                return;
-            }
-        };
+        let mut endpoints = link.endpoints();
         let mut every;
         let mut undelivered: Vec<strom_protocol::EventFigures> = Vec::new();
         loop {
@@ -95,14 +89,25 @@ impl Registrar {
                     ),
                 }),
             };
+            let url = match endpoints.url(strom_protocol::paths::AGENT_REGISTER) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(error = %e, "control plane URL");
+                    return;
+                }
+            };
+            // Whether a failure is the replica's (no answer, 5xx): then the
+            // next replica is asked at once.
+            let mut replica = true;
             let answer = async {
                 let response = client
-                    .post(url.clone())
+                    .post(url)
                     .bearer_auth(&link.credential)
                     .json(&body)
                     .send()
                     .await?;
                 let status = response.status();
+                replica = !status.is_client_error();
                 if !status.is_success() {
                     let text = response.text().await.unwrap_or_default();
                     anyhow::bail!(
@@ -151,15 +156,19 @@ impl Registrar {
                         }
                     }
                     every = Duration::from_secs(a.register_every_secs.clamp(2, 60));
+                    endpoints.succeeded();
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "registration with the control plane failed");
+                    tracing::warn!(error = %format!("{e:#}"), control_plane = %endpoints.base(), "registration with the control plane failed");
                     // The QoE sums go with the next registration, once (figures
                     // the control plane refused must not block registering).
                     if !carried {
                         undelivered = body.stats.map(|s| s.events).unwrap_or_default();
                     }
                     every = Duration::from_secs(2);
+                    if replica && endpoints.failed() == strom_relay::NextReplica::TryNow {
+                        every = Duration::ZERO;
+                    }
                 }
             }
             tokio::time::sleep(every).await;

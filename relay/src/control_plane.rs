@@ -23,17 +23,38 @@ pub(crate) use strom_protocol::{
 /// How often relays report.
 pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(strom_protocol::STATUS_EVERY_SECS);
 
+mod endpoints;
+pub(crate) use endpoints::replica_failed;
+pub use endpoints::{Endpoints, Next};
+
 /// Where a relay finds its control plane.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneLink {
-    /// Base URL, e.g. `https://cp.example.com/`.
+    /// Base URL, e.g. `https://cp.example.com/` (one load-balanced name,
+    /// or the first replica).
     pub url: Url,
+    /// Further replicas, tried in turn when the one in use fails (an
+    /// installation without a load balancer in front of its replicas).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_urls: Vec<Url>,
     /// Relay credential (a strom token with action `relay`).
     pub credential: String,
     /// CA certificate (PEM) to trust for an https URL besides the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+impl ControlPlaneLink {
+    /// Every replica's base URL, `url` first.
+    pub fn urls(&self) -> impl Iterator<Item = &Url> {
+        std::iter::once(&self.url).chain(&self.fallback_urls)
+    }
+
+    /// A fresh choice among the replicas, starting at `url`.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints::new(self.urls().cloned().collect())
+    }
 }
 
 /// Reports `status()` to the control plane at `link` every [`STATUS_EVERY`]
@@ -51,25 +72,38 @@ pub async fn report_status(
                 return;
             }
         };
-        let Ok(url) = link.url.join(paths::STATUS) else {
-            return;
-        };
+        let mut endpoints = link.endpoints();
         let mut failing = false;
         let mut tick = tokio::time::interval(STATUS_EVERY);
         loop {
             tick.tick().await;
             let report = status();
-            let sent = client
-                .post(url.clone())
-                .bearer_auth(&link.credential)
-                .json(&report)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
+            // One pass over the replicas at most per report.
+            let sent = loop {
+                let Ok(url) = endpoints.url(paths::STATUS) else {
+                    return;
+                };
+                let sent = client
+                    .post(url)
+                    .bearer_auth(&link.credential)
+                    .json(&report)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status());
+                match &sent {
+                    Err(e) if replica_failed(e) => {
+                        if endpoints.failed() == Next::TryNow {
+                            continue;
+                        }
+                    }
+                    _ => endpoints.succeeded(),
+                }
+                break sent;
+            };
             match sent {
                 Ok(_) if failing => {
                     failing = false;
-                    tracing::info!("status reports reach the control plane again");
+                    tracing::info!(control_plane = %endpoints.base(), "status reports reach the control plane again");
                 }
                 Err(e) if !failing => {
                     failing = true;
@@ -88,12 +122,13 @@ pub async fn register_media_key(link: ControlPlaneLink, key: String) {
         let Ok(client) = client(&link, Duration::from_secs(5)) else {
             return;
         };
-        let Ok(url) = link.url.join(paths::MEDIA_KEY) else {
-            return;
-        };
+        let mut endpoints = link.endpoints();
         loop {
+            let Ok(url) = endpoints.url(paths::MEDIA_KEY) else {
+                return;
+            };
             let sent = client
-                .post(url.clone())
+                .post(url)
                 .bearer_auth(&link.credential)
                 .json(&serde_json::json!({ "key": key }))
                 .send()
@@ -105,6 +140,9 @@ pub async fn register_media_key(link: ControlPlaneLink, key: String) {
                     return;
                 }
                 Err(e) => {
+                    if replica_failed(&e) && endpoints.failed() == Next::TryNow {
+                        continue;
+                    }
                     tracing::warn!(error = %e, "media signing key not registered yet; retrying");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
@@ -152,9 +190,7 @@ pub fn fetch_srt_secrets(
         let Ok(client) = client(&link, Duration::from_secs(LONG_POLL_SECS + 10)) else {
             return;
         };
-        let Ok(url) = link.url.join(paths::SRT_SECRETS) else {
-            return;
-        };
+        let mut endpoints = link.endpoints();
         let mut version: Option<u64> = None;
         let mut failing = false;
         // SRT handshakes naming unknown tenants (anyone can send them) ask
@@ -162,23 +198,36 @@ pub fn fetch_srt_secrets(
         let mut forced: Option<tokio::time::Instant> = None;
         loop {
             let may_force = forced.is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
-            let mut request = client.get(url.clone()).bearer_auth(&link.credential);
+            let Ok(url) = endpoints.url(paths::SRT_SECRETS) else {
+                return;
+            };
+            let mut request = client.get(url).bearer_auth(&link.credential);
             if let Some(v) = version {
                 request = request.query(&[("version", v), ("wait", LONG_POLL_SECS)]);
             }
             let fetch = async {
-                let answer: strom_protocol::SrtSecrets =
-                    request.send().await?.error_for_status()?.json().await?;
-                let secrets = answer
-                    .secrets
-                    .into_iter()
-                    .map(|(tenant, hex)| {
-                        strom_token::srt::secret_from_hex(&hex)
-                            .map(|s| (tenant, s))
-                            .ok_or_else(|| anyhow::anyhow!("an SRT secret is not 64 hex digits"))
-                    })
-                    .collect::<anyhow::Result<HashMap<_, _>>>()?;
-                anyhow::Ok((secrets, answer.version))
+                // Which failures are the replica's: no answer, a 5xx, an
+                // answer that does not parse. A 4xx every replica would give.
+                let response = match request.send().await.and_then(|r| r.error_for_status()) {
+                    Ok(r) => r,
+                    Err(e) => return Err((replica_failed(&e), anyhow::Error::from(e))),
+                };
+                let parsed = async {
+                    let answer: strom_protocol::SrtSecrets = response.json().await?;
+                    let secrets = answer
+                        .secrets
+                        .into_iter()
+                        .map(|(tenant, hex)| {
+                            strom_token::srt::secret_from_hex(&hex)
+                                .map(|s| (tenant, s))
+                                .ok_or_else(|| {
+                                    anyhow::anyhow!("an SRT secret is not 64 hex digits")
+                                })
+                        })
+                        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+                    anyhow::Ok((secrets, answer.version))
+                };
+                parsed.await.map_err(|e| (true, e))
             };
             let got = tokio::select! {
                 got = fetch => got,
@@ -198,14 +247,20 @@ pub fn fetch_srt_secrets(
                         );
                     }
                     failing = false;
+                    endpoints.succeeded();
                     version = Some(v);
                     slot.set(secrets);
                 }
-                Err(e) => {
+                Err((replica, e)) => {
                     if !failing {
                         tracing::warn!(error = %format!("{e:#}"), "SRT secrets not fetched; retrying");
                     }
                     failing = true;
+                    // The version names the tenant set on every replica:
+                    // another replica may go on polling with it.
+                    if replica && endpoints.failed() == Next::TryNow {
+                        continue;
+                    }
                     version = None;
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
@@ -263,17 +318,33 @@ pub async fn start_key_sync(
     verifier: Arc<Verifier>,
 ) -> anyhow::Result<SyncHandle> {
     let client = client(&link, Duration::from_secs(LONG_POLL_SECS + 10))?;
-    let keys_url = link.url.join(paths::KEYS)?;
-    let revocations_url = link.url.join(paths::REVOCATIONS)?;
-    match fetch_keys(&client, &keys_url).await {
-        Ok(set) => apply_keys(&verifier, &set),
-        Err(e) => tracing::warn!(error = %e, "control plane key set not reachable yet; retrying"),
+    let mut endpoints = link.endpoints();
+    // The first key set from the first replica that has it.
+    loop {
+        match fetch_keys(&client, &endpoints.url(paths::KEYS)?).await {
+            Ok(set) => {
+                apply_keys(&verifier, &set);
+                endpoints.succeeded();
+                break;
+            }
+            Err(e) => {
+                let next = match e.downcast_ref::<reqwest::Error>() {
+                    Some(e) if !replica_failed(e) => Next::Wait,
+                    _ => endpoints.failed(),
+                };
+                if next == Next::Wait {
+                    tracing::warn!(error = %e, "control plane key set not reachable yet; retrying");
+                    break;
+                }
+            }
+        }
     }
     let (revoked, _) = broadcast::channel(1024);
     let sender = revoked.clone();
     let task = tokio::spawn(async move {
         let keys = {
-            let (client, verifier) = (client.clone(), verifier.clone());
+            let (client, verifier, mut endpoints) =
+                (client.clone(), verifier.clone(), endpoints.clone());
             async move {
                 let mut last: Option<tokio::time::Instant> = None;
                 loop {
@@ -287,9 +358,24 @@ pub async fn start_key_sync(
                         }
                     }
                     last = Some(tokio::time::Instant::now());
-                    match fetch_keys(&client, &keys_url).await {
-                        Ok(set) => apply_keys(&verifier, &set),
-                        Err(e) => tracing::warn!(error = %e, "key set refresh failed"),
+                    // One pass over the replicas.
+                    loop {
+                        let Ok(url) = endpoints.url(paths::KEYS) else {
+                            break;
+                        };
+                        match fetch_keys(&client, &url).await {
+                            Ok(set) => {
+                                apply_keys(&verifier, &set);
+                                endpoints.succeeded();
+                                break;
+                            }
+                            Err(e) => {
+                                if endpoints.failed() == Next::Wait {
+                                    tracing::warn!(error = %e, "key set refresh failed");
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -298,9 +384,13 @@ pub async fn start_key_sync(
             let mut backoff = Duration::from_millis(250);
             loop {
                 let after = verifier.revocations().seq();
+                let Ok(revocations_url) = endpoints.url(paths::REVOCATIONS) else {
+                    return;
+                };
                 match fetch_revocations(&client, &revocations_url, &link.credential, after).await {
                     Ok(feed) => {
                         backoff = Duration::from_millis(250);
+                        endpoints.succeeded();
                         let fresh = {
                             let mut held = verifier.revocations_mut();
                             let fresh = held.apply(&feed);
@@ -313,7 +403,13 @@ pub async fn start_key_sync(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "revocation poll failed");
+                        tracing::warn!(error = %e, control_plane = %endpoints.base(), "revocation poll failed");
+                        let replica = e
+                            .downcast_ref::<reqwest::Error>()
+                            .is_none_or(replica_failed);
+                        if replica && endpoints.failed() == Next::TryNow {
+                            continue;
+                        }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                         // Keys may have rotated while we were away.

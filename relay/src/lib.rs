@@ -46,7 +46,8 @@ pub use cache::{
 pub use catalog_view::CatalogView;
 pub use control_plane::{
     fetch_srt_secrets, http_client as control_plane_client, register_media_key, report_status,
-    start_key_sync, ControlPlaneLink, SrtSecretSlot, SyncHandle,
+    start_key_sync, ControlPlaneLink, Endpoints as ControlPlaneEndpoints, Next as NextReplica,
+    SrtSecretSlot, SyncHandle,
 };
 pub use moqt::{from_track_namespace, server_alpns, to_track_namespace, MoqtServer};
 pub use settings::{CacheSettings, ServingSettings};
@@ -202,23 +203,30 @@ impl UpstreamSettings {
 /// Checks a control-plane link at start-up (`role` names the section).
 pub fn validate_control_plane(role: Role, link: &ControlPlaneLink) -> anyhow::Result<()> {
     let role = role.section();
-    if !matches!(link.url.scheme(), "https" | "http") {
-        anyhow::bail!(
-            "{role}.control_plane.url = {:?}: the scheme must be https (http on loopback only)",
-            link.url.as_str()
-        );
-    }
-    let loopback = match link.url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    if link.url.scheme() == "http" && !loopback {
-        anyhow::bail!(
-            "{role}.control_plane.url = {:?}: plain http is allowed on loopback only",
-            link.url.as_str()
-        );
+    for (i, url) in link.urls().enumerate() {
+        let key = if i == 0 {
+            "url".to_owned()
+        } else {
+            format!("fallback_urls[{}]", i - 1)
+        };
+        if !matches!(url.scheme(), "https" | "http") {
+            anyhow::bail!(
+                "{role}.control_plane.{key} = {:?}: the scheme must be https (http on loopback only)",
+                url.as_str()
+            );
+        }
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if url.scheme() == "http" && !loopback {
+            anyhow::bail!(
+                "{role}.control_plane.{key} = {:?}: plain http is allowed on loopback only",
+                url.as_str()
+            );
+        }
     }
     if link.credential.trim().is_empty() {
         anyhow::bail!("{role}.control_plane.credential is empty: give this relay's credential");

@@ -568,6 +568,7 @@ fn a_relay_that_meets_an_unknown_media_key_fetches_the_key_set_at_once() {
     runtime.block_on(async {
         let link = strom_relay::ControlPlaneLink {
             url: cp.url.parse().expect("url"),
+            fallback_urls: Vec::new(),
             credential: cp.relay_credential.clone(),
             ca_file: None,
         };

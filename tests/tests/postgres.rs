@@ -568,6 +568,143 @@ fn two_http_replicas_share_relay_reports_and_rosters_and_say_503_while_the_datab
     drop(rt);
 }
 
+/// A relay that lists two replicas (no load balancer in front) goes on
+/// reporting, learning revocations and fetching SRT secrets when the first
+/// replica's machine dies, and one that starts while it is dead finds the
+/// second.
+#[test]
+fn a_relay_listing_two_replicas_carries_on_when_the_first_dies() {
+    use std::time::{Duration, Instant};
+    let pg = Postgres::start();
+    let url = pg.database("failover");
+    let shared = tempfile::tempdir().unwrap();
+    let config = ControlPlaneConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        generate_master_key: true,
+        master_key_file: Some(shared.path().join("master.key")),
+        store: StoreConfig::Postgres {
+            url: url.clone(),
+            keys_url: None,
+        },
+        ..ControlPlaneConfig::default()
+    };
+    // Each replica in its own runtime: dropping one stops its listener and
+    // every connection it holds, as a machine that dies.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (rt_a, rt_b, relay_rt) = (runtime(), runtime(), runtime());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let start = |rt: &tokio::runtime::Runtime, dir: &std::path::Path| {
+        let cp = rt
+            .block_on(strom_control_plane::ControlPlane::load(config.clone(), dir))
+            .unwrap();
+        let base: url::Url = format!("http://{}/", cp.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let state = cp.state.clone();
+        let credential = cp
+            .relay_credential(strom_control_plane::RelayRole::Origin, "origin-1")
+            .unwrap();
+        rt.spawn(cp.run());
+        (base, state, credential)
+    };
+    let (base_a, _, credential) = start(&rt_a, dirs[0].path());
+    let (base_b, state_b, _) = start(&rt_b, dirs[1].path());
+    let tenant = state_b.repo.create_tenant("Acme").unwrap().id;
+    let link = strom_relay::ControlPlaneLink {
+        url: base_a.clone(),
+        fallback_urls: vec![base_b.clone()],
+        credential,
+        ca_file: None,
+    };
+    let namespace = format!("{tenant}/e/main");
+    let status = move || strom_protocol::RelayStatus {
+        role: "origin".into(),
+        streams: vec![strom_protocol::StreamStatus {
+            namespace: namespace.clone(),
+            ingest_bps: 1_000_000,
+            viewers: 0,
+        }],
+        events: vec![],
+        egress_bps: 0,
+        cpu_cores: 0.1,
+    };
+    let verifier = Arc::new(strom_token::Verifier::new());
+    let slot = strom_relay::SrtSecretSlot::default();
+    let (reporting, sync, _srt) = relay_rt.block_on(async {
+        (
+            tokio::spawn(strom_relay::report_status(link.clone(), status)),
+            strom_relay::start_key_sync(link.clone(), verifier.clone())
+                .await
+                .unwrap(),
+            strom_relay::fetch_srt_secrets(link.clone(), slot.clone()),
+        )
+    });
+    let fresh_report = |within: Duration| {
+        state_b
+            .relay_status
+            .current(Instant::now())
+            .unwrap()
+            .iter()
+            .any(|(id, r)| id == "origin-1" && r.at.elapsed() < within)
+    };
+    let wait = |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "{what} within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("a report", &|| fresh_report(Duration::from_secs(3)));
+    wait("the tenant's SRT secret", &|| {
+        slot.get(&tenant).ok().flatten().is_some()
+    });
+
+    // Replica A's machine dies.
+    drop(rt_a);
+    let died = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    wait("reports after A died", &|| {
+        fresh_report(Duration::from_secs(1))
+    });
+    // A revocation recorded on B reaches the relay's verifier (its long
+    // poll moved to B), and so does a new tenant's SRT secret.
+    let before = verifier.revocations().seq();
+    state_b
+        .repo
+        .revoke(strom_token::RevocationKind::Subject, &tenant, "p_gone")
+        .unwrap();
+    wait("the revocation at the relay", &|| {
+        verifier.revocations().seq() > before
+    });
+    let newcomer = state_b.repo.create_tenant("Newcomer").unwrap().id;
+    wait("the new tenant's SRT secret", &|| {
+        slot.get(&newcomer).ok().flatten().is_some()
+    });
+    eprintln!(
+        "after replica A died: reports, revocations and SRT secrets from B within {:.1} s",
+        died.elapsed().as_secs_f64()
+    );
+
+    // A relay starting now, A still dead, finds B for its first key set.
+    let late = Arc::new(strom_token::Verifier::new());
+    let _late_sync = relay_rt
+        .block_on(strom_relay::start_key_sync(link.clone(), late.clone()))
+        .unwrap();
+    wait("the late relay's revocations from B", &|| {
+        late.revocations().seq() > 0
+    });
+    reporting.abort();
+    drop(sync);
+    drop(relay_rt);
+    drop(rt_b);
+}
+
 /// Rate limits count one window across replicas: an attacker alternating
 /// between two replicas behind a load balancer gets the allowance of one.
 #[test]
