@@ -48,7 +48,6 @@ impl Registrar {
         };
         let mut endpoints = link.endpoints();
         let mut every;
-        let mut undelivered: Vec<strom_protocol::EventFigures> = Vec::new();
         loop {
             let listen: Vec<Multiaddr> = listening.borrow().clone();
             let addrs: Vec<String> = if p2p_listen.ip().is_unspecified() {
@@ -65,7 +64,6 @@ impl Registrar {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            let carried = !undelivered.is_empty();
             let body = RegisterRequest {
                 peer_id: me.to_string(),
                 addrs,
@@ -83,10 +81,9 @@ impl Registrar {
                     upstream_is_edge: counters.upstream_is_edge.load(Ordering::Relaxed) == 1,
                     objects_rejected: counters.objects_rejected.load(Ordering::Relaxed),
                     stalls: counters.stalls.load(Ordering::Relaxed),
-                    events: strom_protocol::EventFigures::merge(
-                        std::mem::take(&mut undelivered),
-                        tally.figures(),
-                    ),
+                    // QoE over the last 15 s: a failed registration loses
+                    // nothing the next one (2 s later) does not carry.
+                    events: tally.figures(),
                 }),
             };
             let url = match endpoints.url(strom_protocol::paths::AGENT_REGISTER) {
@@ -160,11 +157,6 @@ impl Registrar {
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), control_plane = %endpoints.base(), "registration with the control plane failed");
-                    // The QoE sums go with the next registration, once (figures
-                    // the control plane refused must not block registering).
-                    if !carried {
-                        undelivered = body.stats.map(|s| s.events).unwrap_or_default();
-                    }
                     every = Duration::from_secs(2);
                     if replica && endpoints.failed() == strom_relay::NextReplica::TryNow {
                         every = Duration::ZERO;

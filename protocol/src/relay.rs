@@ -62,8 +62,9 @@ pub struct StreamStatus {
 }
 
 /// One event at one relay or peer-agent: viewers now, and what its players'
-/// QoE beacons reported since the previous report (sums, so the control
-/// plane can add relays up). No personal data.
+/// QoE beacons reported over the last 15 s or more (sums, so the control
+/// plane can add relays up; consecutive reports overlap, so a lost report
+/// loses no beacon). No personal data.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -79,19 +80,6 @@ impl EventFigures {
     /// At most ten million viewers, and plausible QoE sums.
     pub fn plausible(&self) -> bool {
         self.viewers <= 10_000_000 && self.qoe.plausible()
-    }
-
-    /// Folds figures not yet delivered (`older`) into the newest ones:
-    /// viewers are the newest count, QoE sums add up.
-    pub fn merge(older: Vec<EventFigures>, newer: Vec<EventFigures>) -> Vec<EventFigures> {
-        let mut out = newer;
-        for old in older {
-            match out.iter_mut().find(|e| e.event == old.event) {
-                Some(e) => e.qoe.add(&old.qoe),
-                None => out.push(EventFigures { viewers: 0, ..old }),
-            }
-        }
-        out
     }
 }
 
@@ -202,32 +190,6 @@ mod tests {
         let before = qoe(10, 100.0, 1.0);
         assert_eq!(qoe(12, 130.0, 1.0).since(&before), qoe(2, 30.0, 0.0));
         assert_eq!(qoe(3, 20.0, 0.0).since(&before), qoe(3, 20.0, 0.0));
-    }
-
-    #[test]
-    fn merged_figures_keep_the_newest_viewers_and_add_qoe() {
-        let older = vec![
-            EventFigures {
-                event: "t/a".into(),
-                viewers: 5,
-                qoe: qoe(1, 10.0, 0.0),
-            },
-            EventFigures {
-                event: "t/gone".into(),
-                viewers: 2,
-                qoe: qoe(1, 5.0, 0.0),
-            },
-        ];
-        let newer = vec![EventFigures {
-            event: "t/a".into(),
-            viewers: 7,
-            qoe: qoe(2, 20.0, 1.0),
-        }];
-        let merged = EventFigures::merge(older, newer);
-        assert_eq!(merged[0].viewers, 7);
-        assert_eq!(merged[0].qoe, qoe(3, 30.0, 1.0));
-        assert_eq!(merged[1].event, "t/gone");
-        assert_eq!(merged[1].viewers, 0);
     }
 
     #[test]

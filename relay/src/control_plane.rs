@@ -458,30 +458,6 @@ async fn fetch_revocations(
     Ok(response.json().await?)
 }
 
-#[cfg(test)]
-mod figures_tests {
-    use super::*;
-
-    #[test]
-    fn undelivered_qoe_is_carried_into_the_next_report() {
-        let qoe = |beacons: u64| QoeSums {
-            beacons,
-            watch_seconds: 10.0 * beacons as f64,
-            ..QoeSums::default()
-        };
-        let fig = |event: &str, viewers: u64, beacons: u64| EventFigures {
-            event: event.into(),
-            viewers,
-            qoe: qoe(beacons),
-        };
-        let merged = EventFigures::merge(
-            vec![fig("t/a", 5, 2), fig("t/gone", 3, 1)],
-            vec![fig("t/a", 4, 1)],
-        );
-        assert_eq!(merged, vec![fig("t/a", 4, 3), fig("t/gone", 0, 1)]);
-    }
-}
-
 /// Resolves once something asked the verifier for fresh keys
 /// ([`Verifier::want_fresh_keys`]); polled, the token crate has no runtime.
 async fn fresh_keys_wanted(verifier: &Verifier) {

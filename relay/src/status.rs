@@ -3,7 +3,7 @@
 //! and the viewers — MoQT subscribers of the video track plus HLS players,
 //! counted by the distinct tokens that fetched a video playlist recently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,13 +81,25 @@ impl HlsViewers {
     }
 }
 
+/// How far back the QoE in a report reaches. Longer than a player's beacon
+/// interval (10 s, `web/src/player/qoe.ts`), so that every report carries
+/// the latest beacon of every player: the control plane's dashboard samples
+/// each source's latest report every 5 s, and with reports every 2 s and
+/// beacons every 10 s a report covering only its own 2 s would be caught
+/// by the sampler always or never, depending on phase.
+pub(crate) const QOE_WINDOW: Duration = Duration::from_secs(15);
+
 /// Per event: viewers now (play sessions and HLS players) and the QoE
-/// beacons' figures since the previous call. Edges report this to the
-/// control plane with their status, peer-agents with their registration.
+/// beacons' figures over the last [`QOE_WINDOW`] (or since the previous
+/// call, if that was longer ago). Edges report this to the control plane
+/// with their status, peer-agents with their registration. Reports overlap:
+/// a report that is lost loses nothing the next one does not carry.
 pub struct EventTally {
     counters: Arc<ServerCounters>,
     hls: Arc<HlsViewers>,
-    previous: BTreeMap<(String, String), QoeSums>,
+    /// Cumulative sums at earlier calls, oldest first; the first one is at
+    /// or before `now - QOE_WINDOW` once calls span the window.
+    earlier: VecDeque<(Instant, BTreeMap<(String, String), QoeSums>)>,
 }
 
 impl EventTally {
@@ -95,11 +107,20 @@ impl EventTally {
         Self {
             counters,
             hls,
-            previous: BTreeMap::new(),
+            earlier: VecDeque::new(),
         }
     }
 
     pub fn figures(&mut self) -> Vec<EventFigures> {
+        let totals = self.counters.qoe.totals();
+        self.figures_at(Instant::now(), totals)
+    }
+
+    fn figures_at(
+        &mut self,
+        now: Instant,
+        totals: BTreeMap<(String, String), QoeSums>,
+    ) -> Vec<EventFigures> {
         let mut viewers: BTreeMap<(String, String), u64> = BTreeMap::new();
         for (k, n) in self.counters.viewers() {
             *viewers.entry(k).or_default() += n;
@@ -107,14 +128,23 @@ impl EventTally {
         for (k, n) in self.hls.event_counts() {
             *viewers.entry(k).or_default() += n;
         }
-        let totals = self.counters.qoe.totals();
+        // The base: the latest snapshot at or before the window's start.
+        while self
+            .earlier
+            .get(1)
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= QOE_WINDOW)
+        {
+            self.earlier.pop_front();
+        }
+        let empty = BTreeMap::new();
+        let base = self.earlier.front().map_or(&empty, |(_, m)| m);
         let mut out = Vec::new();
         let keys: std::collections::BTreeSet<&(String, String)> =
             viewers.keys().chain(totals.keys()).collect();
         for key in keys {
             let qoe = totals
                 .get(key)
-                .map(|t| t.since(self.previous.get(key).unwrap_or(&QoeSums::default())))
+                .map(|t| t.since(base.get(key).unwrap_or(&QoeSums::default())))
                 .unwrap_or_default();
             let n = viewers.get(key).copied().unwrap_or(0);
             if n == 0 && qoe.beacons == 0 {
@@ -126,7 +156,7 @@ impl EventTally {
                 qoe,
             });
         }
-        self.previous = totals;
+        self.earlier.push_back((now, totals));
         out
     }
 }
@@ -237,6 +267,76 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Players beacon every 10 s, the relay reports every `report` and the
+    /// control plane samples the latest report every 5 s: whatever the
+    /// phases, every sample after the first beacon sees one, and over time
+    /// a beacon is counted in every report of the window after it.
+    #[test]
+    fn every_report_carries_the_latest_beacon_of_every_player() {
+        let cases = [
+            // (report every, beacon phase, sample phase), milliseconds
+            (2_000, 0, 0),
+            (2_000, 1_000, 0),
+            (2_000, 300, 4_900),
+            (2_000, 9_999, 2_500),
+            (5_000, 0, 0),
+            (10_000, 5_000, 0),
+            (14_000, 1, 7_000),
+        ];
+        for (report, beacon_phase, sample_phase) in cases {
+            let mut tally = EventTally::new(
+                Arc::new(ServerCounters::new(crate::Role::Edge)),
+                Arc::new(HlsViewers::default()),
+            );
+            let start = Instant::now();
+            let key = ("t".to_owned(), "e".to_owned());
+            let mut beacons = 0u64;
+            let mut latest: Option<QoeSums> = None;
+            let mut seen_by_samples = 0;
+            let mut samples_after_first_beacon = 0;
+            for ms in 0..120_000u64 {
+                if ms >= beacon_phase && (ms - beacon_phase).is_multiple_of(10_000) {
+                    beacons += 1;
+                }
+                if ms % report == 0 {
+                    let totals = BTreeMap::from([(
+                        key.clone(),
+                        QoeSums {
+                            beacons,
+                            watch_seconds: 10.0 * beacons as f64,
+                            latency_seconds_sum: 0.5 * beacons as f64,
+                            latency_samples: beacons,
+                            ..QoeSums::default()
+                        },
+                    )]);
+                    let figures = tally.figures_at(start + Duration::from_millis(ms), totals);
+                    latest = figures.first().map(|f| f.qoe);
+                    if let Some(q) = latest {
+                        assert!(
+                            q.beacons <= 2 + (report / 10_000),
+                            "a window holds a beacon or two per player, not the past: \
+                             {q:?} at {ms} ms (report every {report} ms)"
+                        );
+                    }
+                }
+                if ms >= sample_phase && (ms - sample_phase).is_multiple_of(5_000) && beacons > 0 {
+                    samples_after_first_beacon += 1;
+                    if latest.is_some_and(|q| q.latency_samples > 0) {
+                        seen_by_samples += 1;
+                    }
+                }
+            }
+            // The sampler may run between the first beacon and the first
+            // report after it; from then on every sample sees latency.
+            assert!(
+                seen_by_samples + 2 >= samples_after_first_beacon,
+                "report every {report} ms, beacons at +{beacon_phase} ms, samples at \
+                 +{sample_phase} ms: {seen_by_samples} of {samples_after_first_beacon} \
+                 samples saw a beacon"
+            );
+        }
+    }
 
     #[test]
     fn hls_viewers_are_distinct_tokens_and_expire() {

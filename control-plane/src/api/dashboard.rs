@@ -10,9 +10,10 @@
 //! start of its 5 s slot, kept for [`KEEP`]: replicas sampling the same slot
 //! write the same key from the same reports, so the timeline is one,
 //! whichever replica a browser reaches and however many sample. QoE is that
-//! of each source's latest report (an edge's last 2 s, an agent's last
-//! registration), not every beacon since the previous sample: latency and
-//! stall ratio are ratios, and a sample of them is what a timeline shows.
+//! of each source's latest report, which covers its players' beacons of the
+//! last 15 s (longer than a player's 10 s beacon interval, so every sample
+//! holds every player's latest beacon): latency and stall ratio are ratios,
+//! and a moving window of them is what a timeline shows.
 //! Nothing here names a person: events, edges (relay ids) and sites only.
 
 use std::collections::{BTreeMap, HashMap};
