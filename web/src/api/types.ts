@@ -108,8 +108,9 @@ export interface AgentStats {
 }
 /**
  * One event at one relay or peer-agent: viewers now, and what its players'
- * QoE beacons reported since the previous report (sums, so the control
- * plane can add relays up). No personal data.
+ * QoE beacons reported over the last 15 s or more (sums, so the control
+ * plane can add relays up; consecutive reports overlap, so a lost report
+ * loses no beacon). No personal data.
  *
  * This interface was referenced by `StromApi`'s JSON-Schema
  * via the `definition` "EventFigures".
