@@ -11,7 +11,7 @@ use strom_control_plane::repo::{CredentialRecord, SigningKeyInfo, PLATFORM};
 use strom_control_plane::store::{RocksStore, Store, Table};
 use strom_control_plane::RelayRole;
 use strom_control_plane::{write_secret_file, MasterKeys};
-use strom_control_plane::{ControlPlane, ControlPlaneConfig, Paths};
+use strom_control_plane::{ControlPlane, ControlPlaneConfig, Paths, StoreConfig};
 
 #[derive(Subcommand)]
 pub enum CpCommand {
@@ -49,6 +49,21 @@ pub enum CpCommand {
     Restore {
         #[arg(long)]
         from: PathBuf,
+    },
+    /// Move this embedded installation (RocksDB) into PostgreSQL: copies
+    /// every table and the wrapped data keys, then verifies the copy (rows
+    /// and digests, every audit chain, every sealed field opened). The
+    /// control plane must be stopped; the embedded database is left as it
+    /// was. The target must be empty (a migration that was interrupted is
+    /// cleared and done again).
+    Migrate {
+        /// The database, in libpq form (postgresql://user@host/db); from
+        /// the environment, so that a password stays off the command line.
+        #[arg(long, env = "STROM_POSTGRES_URL", hide_env_values = true)]
+        to: String,
+        /// Where the wrapped data keys go, when not in the same database.
+        #[arg(long, env = "STROM_POSTGRES_KEYS_URL", hide_env_values = true)]
+        keys_to: Option<String>,
     },
     /// Audit trail tools.
     Audit {
@@ -219,28 +234,25 @@ pub async fn run(
             println!("restored; {replayed} later deletions replayed");
             Ok(())
         }
+        CpCommand::Migrate { to, keys_to } => migrate(&config, data_dir, to, keys_to).await,
         CpCommand::Audit {
             command: AuditCommand::Verify,
         } => {
+            if let StoreConfig::Postgres { .. } = config.store {
+                let data_dir = data_dir.to_path_buf();
+                return tokio::task::spawn_blocking(move || {
+                    let paths = Paths::new(&data_dir);
+                    let (store, _) = strom_control_plane::open_stores(&config.store, &paths)?;
+                    verify_audit(&*store)
+                })
+                .await?;
+            }
             let paths = Paths::new(data_dir);
             let secondary = tempfile_dir(data_dir)?;
             let store = RocksStore::open_secondary(&paths.db(), &secondary, &Table::DATA)?;
-            let mut broken = 0;
-            for (k, _) in store.scan(Table::Tenants, b"", usize::MAX)? {
-                let tenant = String::from_utf8_lossy(&k).to_string();
-                let (records, findings) = strom_control_plane::verify_audit_trail(&store, &tenant)?;
-                if findings.is_empty() {
-                    println!("{tenant}: {records} records, chain intact");
-                } else {
-                    broken += 1;
-                    println!("{tenant}: {records} records, CHAIN BROKEN: {findings:?}");
-                }
-            }
+            let verified = verify_audit(&store);
             let _ = std::fs::remove_dir_all(&secondary);
-            if broken > 0 {
-                anyhow::bail!("{broken} tenant(s) with a broken audit chain");
-            }
-            Ok(())
+            verified
         }
         CpCommand::MasterKey {
             command: MasterKeyCommand::New { file },
@@ -464,4 +476,102 @@ fn tempfile_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
         .join(format!("secondary-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Every tenant's hash chain; an error when one is broken.
+fn verify_audit(store: &dyn Store) -> anyhow::Result<()> {
+    let mut broken = 0;
+    for (k, _) in store.scan(Table::Tenants, b"", usize::MAX)? {
+        let tenant = String::from_utf8_lossy(&k).to_string();
+        let (records, findings) = strom_control_plane::verify_audit_trail(store, &tenant)?;
+        if findings.is_empty() {
+            println!("{tenant}: {records} records, chain intact");
+        } else {
+            broken += 1;
+            println!("{tenant}: {records} records, CHAIN BROKEN: {findings:?}");
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!("{broken} tenant(s) with a broken audit chain");
+    }
+    Ok(())
+}
+
+/// `strom control-plane migrate`: the embedded stores into PostgreSQL.
+async fn migrate(
+    config: &ControlPlaneConfig,
+    data_dir: &Path,
+    to: String,
+    keys_to: Option<String>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use strom_control_plane::migrate::{self, Stores};
+    use strom_control_plane::store::PgStore;
+
+    if !matches!(config.store, StoreConfig::Rocksdb) {
+        anyhow::bail!(
+            "migrate copies the embedded store (RocksDB) into PostgreSQL; \
+             this configuration's [control_plane.store] already names PostgreSQL"
+        );
+    }
+    let paths = Paths::new(data_dir);
+    for dir in [paths.db(), paths.keys()] {
+        if !dir.join("CURRENT").exists() {
+            anyhow::bail!(
+                "no embedded control-plane database at {} (is data_dir right?)",
+                dir.display()
+            );
+        }
+    }
+    let master_file = config
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| paths.master_key());
+    let master = MasterKeys::load(&master_file, false)
+        .with_context(|| format!("master key {}", master_file.display()))?;
+    let stopped = "opening the embedded database (stop the control plane first)";
+    let source = Stores {
+        data: Arc::new(RocksStore::open(&paths.db(), &Table::DATA).context(stopped)?),
+        keys: Arc::new(RocksStore::open(&paths.keys(), &Table::KEYS).context(stopped)?),
+    };
+    let migrated = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let keys_to = keys_to.unwrap_or_else(|| to.clone());
+        let target = Stores {
+            data: Arc::new(PgStore::connect(&to, "strom_kv").context("connecting to PostgreSQL")?),
+            keys: Arc::new(
+                PgStore::connect(&keys_to, "strom_keys")
+                    .context("connecting to PostgreSQL (key store)")?,
+            ),
+        };
+        let mut last = None;
+        let migrated = migrate::migrate(&source, &target, master, &mut |t, rows| {
+            if last.is_some_and(|l| l != t) || rows % 10_000 == 0 {
+                eprintln!("copying {}: {rows} rows", t.name());
+            }
+            last = Some(t);
+        })?;
+        Ok(migrated)
+    })
+    .await??;
+    if migrated.resumed {
+        println!("an interrupted migration's rows were cleared first");
+    }
+    println!("copied and verified (rows, SHA-256 of every table):");
+    for f in &migrated.tables {
+        println!("  {:<12} {:>9} rows", f.table.name(), f.rows);
+    }
+    for (tenant, records) in &migrated.audit {
+        println!("audit chain of {tenant}: {records} records, intact");
+    }
+    println!(
+        "sealed fields opened with the master key: {} users, {} participants",
+        migrated.users_opened, migrated.participants_opened
+    );
+    println!(
+        "The embedded database in {} is unchanged. To serve from PostgreSQL, set\n  \
+         [control_plane.store]\n  kind = \"postgres\"\n\
+         and STROM_POSTGRES_URL (or url = ...), and start the control plane.",
+        paths.db().display()
+    );
+    Ok(())
 }

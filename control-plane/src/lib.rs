@@ -16,6 +16,7 @@ mod forwarded;
 mod keys;
 mod limits;
 mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod repo;
 pub mod store;
@@ -198,6 +199,7 @@ pub fn open_repo(
         format!("master key: set STROM_MASTER_KEY, or create {} with `strom control-plane master-key new`", master_file.display())
     })?;
     let (store, keys) = open_stores(&config.store, &paths)?;
+    migrate::check_not_marked(&*store).map_err(anyhow::Error::msg)?;
     let ring = KeyRing::new(keys.clone(), master);
     let repo = Arc::new(Repo::new(store, keys, ring)?);
     let replayed = repo.replay_journal()?;
@@ -211,7 +213,7 @@ pub fn open_repo(
 }
 
 /// The data store and the key store the configuration names.
-fn open_stores(
+pub fn open_stores(
     config: &StoreConfig,
     paths: &Paths,
 ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Store>)> {

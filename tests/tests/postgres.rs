@@ -847,3 +847,277 @@ fn presence_cost_on_postgresql() {
         eprintln!("rate-limit hits on {what}: {rate:.0}/s from 4 threads");
     }
 }
+
+/// `strom control-plane migrate` as an operator runs it the day an embedded
+/// installation outgrows one machine: refused while the control plane
+/// runs, a verified copy once it is stopped, the copy serving with every
+/// participant, consent and audit record, a second run refused, and a run
+/// that was interrupted completed by the next.
+#[test]
+fn an_embedded_installation_moves_into_postgresql_verified() {
+    use std::process::Command;
+    use strom_control_plane::model::{Event, ParticipantSource, ParticipantStatus};
+    use strom_control_plane::repo::NewParticipant;
+    use strom_tests::strom_bin;
+
+    let pg = Postgres::start();
+    let url = pg.database("moved");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("control-plane")).unwrap();
+    let embedded = ControlPlaneConfig {
+        generate_master_key: true,
+        ..ControlPlaneConfig::default()
+    };
+    let on_pg = |url: &str| ControlPlaneConfig {
+        store: StoreConfig::Postgres {
+            url: url.to_owned(),
+            keys_url: None,
+        },
+        ..ControlPlaneConfig::default()
+    };
+    let config_file = dir.path().join("strom.toml");
+    std::fs::write(
+        &config_file,
+        format!("data_dir = {data:?}\n[control_plane]\ngenerate_master_key = true\n"),
+    )
+    .unwrap();
+    let strom = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(strom_bin())
+            .arg("--config")
+            .arg(&config_file)
+            .arg("control-plane")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("strom control-plane");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // --- an embedded installation: one tenant, two events, 1,010
+    // participants, consent given and withdrawn, everything audited.
+    let repo = open_repo(&embedded, &data).unwrap().0;
+    let (tenant, _) = staff(&repo);
+    let now = time::OffsetDateTime::now_utc();
+    let town_hall = repo
+        .create_event(
+            "system",
+            Event::open(&tenant, "Town hall", now, now + time::Duration::hours(2)),
+        )
+        .unwrap()
+        .id;
+    let board = repo
+        .create_event(
+            "system",
+            Event::open(&tenant, "Board", now, now + time::Duration::hours(1)),
+        )
+        .unwrap()
+        .id;
+    let row = |i: usize| NewParticipant {
+        email: format!("person{i}@example.com"),
+        name: format!("Person {i}"),
+        fields: Default::default(),
+        password: None,
+        status: ParticipantStatus::Active,
+        source: ParticipantSource::Imported,
+        consent: None,
+    };
+    for chunk in (0..1_000).collect::<Vec<_>>().chunks(250) {
+        repo.create_participants(
+            "system",
+            &tenant,
+            &town_hall,
+            chunk.iter().map(|&i| row(i)).collect(),
+        )
+        .unwrap();
+    }
+    repo.create_participants("system", &tenant, &board, (1_000..1_010).map(row).collect())
+        .unwrap();
+    let people = repo.participants(&tenant, &town_hall).unwrap();
+    for p in people.iter().take(100) {
+        repo.record_consent(&tenant, &town_hall, &p.id, "notice v1", true)
+            .unwrap();
+    }
+    repo.record_consent(&tenant, &town_hall, &people[0].id, "notice v1", false)
+        .unwrap();
+    let emails = |repo: &Repo| {
+        let mut e: Vec<String> = repo
+            .participants(&tenant, &town_hall)
+            .unwrap()
+            .iter()
+            .map(|p| repo.participant_view(p).unwrap().email)
+            .collect();
+        e.sort();
+        e
+    };
+    let before = emails(&repo);
+    assert_eq!(before.len(), 1_000);
+
+    // --- while the control plane has the database open: refused.
+    let (ok, _, err) = strom(&["migrate", "--to", &url], &[]);
+    assert!(!ok);
+    assert!(err.contains("stop the control plane first"), "{err}");
+    drop(repo);
+
+    // --- stopped: copied and verified. The URL comes from the
+    // environment, as an operator passes one with a password.
+    let (ok, out, err) = strom(&["migrate"], &[("STROM_POSTGRES_URL", &url)]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("1010 participants") && out.contains("1 users"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("audit chain of {tenant}")), "{out}");
+    assert!(
+        !out.contains(&url) && !err.contains(&url),
+        "the URL is not echoed"
+    );
+
+    // The copy serves: every participant, consent record and audit record.
+    let moved = open_repo(&on_pg(&url), &data).unwrap().0;
+    assert_eq!(emails(&moved), before);
+    assert_eq!(moved.participants(&tenant, &board).unwrap().len(), 10);
+    let consents = moved.consents(&tenant, &town_hall, &people[0].id).unwrap();
+    assert_eq!(consents.len(), 2, "given, then withdrawn");
+    assert_eq!(
+        moved
+            .consents(&tenant, &town_hall, &people[99].id)
+            .unwrap()
+            .len(),
+        1
+    );
+    let (records, findings) =
+        strom_control_plane::verify_audit_trail(&moved_store(&url), &tenant).unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    assert!(records > 100, "imports and consent are audited: {records}");
+    drop(moved);
+    std::fs::write(
+        &config_file,
+        format!("data_dir = {data:?}\n[control_plane.store]\nkind = \"postgres\"\nurl = {url:?}\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = strom(&["audit", "verify"], &[]);
+    assert!(
+        ok && out.contains(&format!("{tenant}: {records} records, chain intact")),
+        "{out}\n{err}"
+    );
+    std::fs::write(
+        &config_file,
+        format!("data_dir = {data:?}\n[control_plane]\ngenerate_master_key = true\n"),
+    )
+    .unwrap();
+
+    // --- a second run into the now serving database: refused, untouched.
+    let rows = pg.sql_in("moved", "SELECT count(*) FROM strom_kv");
+    let (ok, _, err) = strom(&["migrate", "--to", &url], &[]);
+    assert!(!ok);
+    assert!(err.contains("already holds a control plane"), "{err}");
+    assert_eq!(pg.sql_in("moved", "SELECT count(*) FROM strom_kv"), rows);
+
+    // --- a run stopped half way leaves its mark and some rows (here made
+    // as such a run leaves them): no control plane starts on it, and the
+    // next run clears it and completes.
+    let half = pg.database("half");
+    {
+        let store = PgStore::connect(&half, "strom_kv").unwrap();
+        let mut b = Batch::default();
+        b.put(
+            Table::Meta,
+            strom_control_plane::migrate::MARKER,
+            b"2026-12-07T17:00:00Z".to_vec(),
+        );
+        b.put(Table::Tenants, tenant.as_bytes().to_vec(), b"{}".to_vec());
+        store.write(b).unwrap();
+    }
+    let refused = open_repo(&on_pg(&half), &data).err().expect("refused");
+    assert!(
+        format!("{refused:#}").contains("did not finish"),
+        "{refused:#}"
+    );
+    let (ok, out, err) = strom(&["migrate", "--to", &half], &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("interrupted migration"), "{out}");
+    let completed = open_repo(&on_pg(&half), &data).unwrap().0;
+    assert_eq!(emails(&completed), before);
+}
+
+fn moved_store(url: &str) -> PgStore {
+    PgStore::connect(url, "strom_kv").unwrap()
+}
+
+/// How fast `migrate` copies and verifies: an embedded installation with
+/// 20,000 participants (each with index rows and audit records) into
+/// PostgreSQL. A measurement for BENCHMARKS.md:
+/// `cargo test -p strom-tests --test postgres -- --ignored --nocapture migrate_cost`.
+#[test]
+#[ignore]
+fn migrate_cost() {
+    use strom_control_plane::migrate::{migrate, Stores};
+    use strom_control_plane::model::{Event, ParticipantSource, ParticipantStatus};
+    use strom_control_plane::repo::NewParticipant;
+    use strom_control_plane::store::RocksStore;
+    use strom_control_plane::{MasterKeys, Paths};
+
+    let pg = Postgres::start();
+    let url = pg.database("migratecost");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("control-plane")).unwrap();
+    let embedded = ControlPlaneConfig {
+        generate_master_key: true,
+        ..ControlPlaneConfig::default()
+    };
+    let repo = open_repo(&embedded, &data).unwrap().0;
+    let (tenant, _) = staff(&repo);
+    let now = time::OffsetDateTime::now_utc();
+    let event = repo
+        .create_event(
+            "system",
+            Event::open(&tenant, "Town hall", now, now + time::Duration::hours(2)),
+        )
+        .unwrap()
+        .id;
+    let people = 20_000;
+    for chunk in (0..people).collect::<Vec<_>>().chunks(1_000) {
+        let rows = chunk
+            .iter()
+            .map(|i| NewParticipant {
+                email: format!("person{i}@example.com"),
+                name: format!("Person {i}"),
+                fields: Default::default(),
+                password: None,
+                status: ParticipantStatus::Active,
+                source: ParticipantSource::Imported,
+                consent: None,
+            })
+            .collect();
+        repo.create_participants("system", &tenant, &event, rows)
+            .unwrap();
+    }
+    drop(repo);
+    let paths = Paths::new(&data);
+    let source = Stores {
+        data: Arc::new(RocksStore::open(&paths.db(), &Table::DATA).unwrap()),
+        keys: Arc::new(RocksStore::open(&paths.keys(), &Table::KEYS).unwrap()),
+    };
+    let target = Stores {
+        data: Arc::new(PgStore::connect(&url, "strom_kv").unwrap()),
+        keys: Arc::new(PgStore::connect(&url, "strom_keys").unwrap()),
+    };
+    let master = MasterKeys::load(&paths.master_key(), false).unwrap();
+    let started = std::time::Instant::now();
+    let m = migrate(&source, &target, master, &mut |_, _| {}).unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let rows: u64 = m.tables.iter().map(|t| t.rows).sum();
+    eprintln!(
+        "{people} participants: {rows} rows copied and verified in {took:.1} s ({:.0} rows/s), \
+         {} audit records, {} participants opened",
+        rows as f64 / took,
+        m.audit.iter().map(|(_, n)| n).sum::<u64>(),
+        m.participants_opened
+    );
+}
