@@ -284,7 +284,12 @@ impl Edge {
                         role: Role::Edge,
                         broadcasts: self.broadcasts.clone(),
                         counters: self.counters.clone(),
-                        extra_metrics: None,
+                        extra_metrics: self.access.clone().map(|a| {
+                            Arc::new(move |scrape: &strom_relay::metrics::Scrape| {
+                                a.collect_metrics(scrape)
+                            })
+                                as Arc<dyn Fn(&strom_relay::metrics::Scrape) + Send + Sync>
+                        }),
                     },
                 ),
             );

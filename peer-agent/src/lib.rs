@@ -366,6 +366,7 @@ impl PeerAgent {
         let metrics_counters = self.counters.clone();
         let metrics_members = swarm.members.clone();
         let metrics_site = registration.clone();
+        let metrics_access = self.access.clone();
         if let Some(listener) = self.metrics {
             parts.spawn_loop(
                 "metrics server",
@@ -385,7 +386,8 @@ impl PeerAgent {
                                 &metrics_counters,
                                 metrics_members.borrow().len(),
                                 site.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
-                            )
+                            );
+                            metrics_access.collect_metrics(scrape);
                         })),
                     },
                 ),

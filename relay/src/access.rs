@@ -183,6 +183,26 @@ impl Access {
         self.link.as_ref()
     }
 
+    /// The control plane's reachability and the play tokens accepted past
+    /// their expiry during outages (`/metrics`), for a relay that follows
+    /// a control plane.
+    pub fn collect_metrics(&self, scrape: &crate::metrics::Scrape) {
+        if self.link.is_none() {
+            return;
+        }
+        let issuer = self.verifier.issuer();
+        scrape.level(
+            "strom_control_plane_reachable",
+            "1 while the control plane answers this relay's key and revocation polls; 0 during an outage, when play tokens that expire are still accepted for strom_token::OUTAGE_GRACE_SECS.",
+            if issuer.heard.is_some() && !issuer.unreachable { 1.0 } else { 0.0 },
+        );
+        scrape.count(
+            "strom_play_tokens_extended_total",
+            "Play token checks passed past the token's expiry because the control plane was unreachable.",
+            self.verifier.extended_count(),
+        );
+    }
+
     pub fn relay_credential(&self) -> Option<&str> {
         self.relay_credential.as_deref()
     }

@@ -324,6 +324,7 @@ pub async fn start_key_sync(
         match fetch_keys(&client, &endpoints.url(paths::KEYS)?).await {
             Ok(set) => {
                 apply_keys(&verifier, &set);
+                heard(&verifier);
                 endpoints.succeeded();
                 break;
             }
@@ -334,6 +335,7 @@ pub async fn start_key_sync(
                 };
                 if next == Next::Wait {
                     tracing::warn!(error = %e, "control plane key set not reachable yet; retrying");
+                    verifier.issuer_unreachable();
                     break;
                 }
             }
@@ -366,6 +368,7 @@ pub async fn start_key_sync(
                         match fetch_keys(&client, &url).await {
                             Ok(set) => {
                                 apply_keys(&verifier, &set);
+                                heard(&verifier);
                                 endpoints.succeeded();
                                 break;
                             }
@@ -391,6 +394,9 @@ pub async fn start_key_sync(
                     Ok(feed) => {
                         backoff = Duration::from_millis(250);
                         endpoints.succeeded();
+                        // Before pruning: entries go only once the outage's
+                        // grace has ended (strom_token::Issuer).
+                        heard(&verifier);
                         let fresh = {
                             let mut held = verifier.revocations_mut();
                             let fresh = held.apply(&feed);
@@ -407,8 +413,18 @@ pub async fn start_key_sync(
                         let replica = e
                             .downcast_ref::<reqwest::Error>()
                             .is_none_or(replica_failed);
-                        if replica && endpoints.failed() == Next::TryNow {
-                            continue;
+                        if replica {
+                            if endpoints.failed() == Next::TryNow {
+                                continue;
+                            }
+                            // No replica answers: viewers cannot refresh
+                            // their tokens now.
+                            if verifier.issuer_unreachable() {
+                                tracing::warn!(
+                                    grace_secs = strom_token::OUTAGE_GRACE_SECS,
+                                    "no control-plane replica answers: play tokens expiring from now on stay accepted for the grace period; revocations held still apply"
+                                );
+                            }
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -456,6 +472,16 @@ async fn fetch_revocations(
         .await?
         .error_for_status()?;
     Ok(response.json().await?)
+}
+
+/// The control plane answered: expiry is as minted again.
+fn heard(verifier: &Verifier) {
+    if verifier.issuer_heard(time::OffsetDateTime::now_utc()) {
+        tracing::info!(
+            extended = verifier.extended_count(),
+            "the control plane answers again: play tokens expire as minted"
+        );
+    }
 }
 
 /// Resolves once something asked the verifier for fresh keys

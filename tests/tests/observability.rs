@@ -259,6 +259,7 @@ fn every_service_serves_valid_documented_metrics_with_real_figures() {
     let applies = |section: &str| -> Vec<&str> {
         match section {
             s if s.starts_with("Relay") => vec!["origin", "edge", "peer-agent"],
+            s if s.starts_with("Edge") => vec!["edge"],
             "Origin" => vec!["origin"],
             "Peer-agent" => vec!["peer-agent"],
             "Control plane" => vec!["control plane"],

@@ -1049,6 +1049,249 @@ fn moved_store(url: &str) -> PgStore {
     PgStore::connect(url, "strom_kv").unwrap()
 }
 
+/// One control-plane replica served in a runtime of its own on a fixed
+/// port; stopping drops the runtime, as a machine dies (connections cut,
+/// long polls unanswered), and starting again binds the same port.
+struct Replica {
+    port: u16,
+    stop: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Replica {
+    fn start(
+        config: &ControlPlaneConfig,
+        dir: &std::path::Path,
+        port: u16,
+    ) -> (Replica, [String; 2]) {
+        let mut config = config.clone();
+        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = dir.to_owned();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let cp = rt
+                .block_on(strom_control_plane::ControlPlane::load(config, &dir))
+                .expect("a replica");
+            let edge = cp
+                .relay_credential(strom_control_plane::RelayRole::Edge, "edge-1")
+                .unwrap();
+            let origin = cp
+                .relay_credential(strom_control_plane::RelayRole::Origin, "origin-1")
+                .unwrap();
+            let port = cp.local_addr().unwrap().port();
+            rt.spawn(cp.run());
+            ready_tx.send((port, [edge, origin])).unwrap();
+            let _ = stop_rx.recv();
+            rt.shutdown_timeout(std::time::Duration::from_millis(200));
+        });
+        let (port, credentials) = ready_rx.recv().expect("the replica started");
+        (
+            Replica {
+                port,
+                stop: Some((stop_tx, thread)),
+            },
+            credentials,
+        )
+    }
+
+    fn stop(&mut self) {
+        if let Some((tx, thread)) = self.stop.take() {
+            let _ = tx.send(());
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Viewers keep watching through a complete control-plane outage: a play
+/// token that expires while no replica answers is still accepted by the
+/// edge (HLS requests, a MoQT session opened anew), one that had expired
+/// before is not, a revocation the edge holds still applies, and once a
+/// replica answers again expiry is as minted. The edge's metrics say so.
+#[test]
+fn viewers_keep_watching_while_no_control_plane_replica_answers() {
+    use std::time::{Duration, Instant};
+    use strom_tests::{http_get, push, wait_until, watch_with_token, Service};
+    use strom_token::{Action, Grant, RevocationKind};
+
+    let _serial = strom_tests::serial();
+    let pg = Postgres::start();
+    let url = pg.database("outage");
+    let shared = tempfile::tempdir().unwrap();
+    let dir = shared.path();
+    let config = ControlPlaneConfig {
+        generate_master_key: true,
+        master_key_file: Some(dir.join("master.key")),
+        store: StoreConfig::Postgres {
+            url: url.clone(),
+            keys_url: None,
+        },
+        ..ControlPlaneConfig::default()
+    };
+    let cp_dir = dir.join("cp");
+    std::fs::create_dir_all(&cp_dir).unwrap();
+    // The test's own replica of the same installation mints and revokes.
+    let minting = replica(&url, dir);
+    let (mut serving, [edge_credential, origin_credential]) = Replica::start(&config, &cp_dir, 0);
+    let cp_url = format!("http://127.0.0.1:{}/", serving.port);
+    let link = |credential: &str, section: &str| {
+        format!("[{section}.control_plane]\nurl = \"{cp_url}\"\ncredential = \"{credential}\"\n")
+    };
+    let origin = Service::origin_with("origin", dir, &[], &link(&origin_credential, "origin"));
+    let edge = Service::edge_with("edge", dir, &origin, &link(&edge_credential, "edge"));
+
+    let ns = "acme/outage/main";
+    let mint = |subject: &str, action: Action, lifetime_secs: i64, at: time::OffsetDateTime| {
+        let grant = Grant {
+            subject: subject.into(),
+            tenant: "acme".into(),
+            event: "outage".into(),
+            // A publish token names its stream.
+            stream: (action == Action::Publish).then(|| "main".to_owned()),
+            action,
+            lifetime_secs,
+            not_after: None,
+            role: None,
+            via: None,
+        };
+        minting.mint_at(&grant, at).unwrap().0
+    };
+    let now = time::OffsetDateTime::now_utc;
+    let publish = mint("s_broadcaster", Action::Publish, 3600, now());
+    let _pusher = push(
+        &format!(
+            "rtmp://127.0.0.1:{}/live/{publish}",
+            origin.rtmp_port.unwrap()
+        ),
+        150,
+        dir,
+        "ffmpeg",
+    );
+    let hls = |token: &str| {
+        http_get(&edge.http_url(&format!("/hls/{ns}/master.m3u8?token={token}")))
+            .map(|(status, _)| status)
+            .unwrap_or(0)
+    };
+    let metric = |name: &str| {
+        edge.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            .unwrap_or_default()
+    };
+
+    // Tokens: one living 40 s (it expires during the outage), one that
+    // expired before it, one revoked before it.
+    let lifetime = 40;
+    let short = mint("p_viewer", Action::Play, lifetime, now());
+    let expires = Instant::now() + Duration::from_secs(lifetime as u64);
+    let stale = mint(
+        "p_late",
+        Action::Play,
+        30,
+        now() - time::Duration::seconds(60),
+    );
+    let revoked = mint(
+        "p_revoked",
+        Action::Play,
+        600,
+        now() - time::Duration::seconds(5),
+    );
+    wait_until(Duration::from_secs(30), "the broadcast at the edge", || {
+        (hls(&short) == 200).then_some(())
+    });
+    assert_eq!(hls(&stale), 403);
+    assert_eq!(hls(&revoked), 200);
+    minting
+        .revoke(RevocationKind::Subject, "acme", "p_revoked")
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the revocation at the edge", || {
+        (hls(&revoked) == 403).then_some(())
+    });
+    assert_eq!(metric("strom_control_plane_reachable"), "1");
+    // A viewer watching over MoQT from before the outage to after the
+    // token's expiry.
+    let watched = dir.join("through.mp4");
+    let mut through = watch_with_token(
+        &edge.moq_url(),
+        ns,
+        &edge.cert_sha256,
+        (lifetime + 25) as f64,
+        &watched,
+        dir,
+        "watch-through",
+        Some(&short),
+    );
+
+    // --- every replica gone.
+    serving.stop();
+    wait_until(
+        Duration::from_secs(30),
+        "the edge noticing the outage",
+        || (metric("strom_control_plane_reachable") == "0").then_some(()),
+    );
+    std::thread::sleep(expires.saturating_duration_since(Instant::now()) + Duration::from_secs(3));
+    // The token has expired, while nobody could refresh it: still good.
+    assert_eq!(hls(&short), 200, "a token that expired during the outage");
+    assert_eq!(hls(&stale), 403, "a token that had expired before");
+    assert_eq!(hls(&revoked), 403, "a revocation held before the outage");
+    let size_then = std::fs::metadata(&watched).map(|m| m.len()).unwrap_or(0);
+    // A player reconnecting (a network change, another edge) with it.
+    let mut again = watch_with_token(
+        &edge.moq_url(),
+        ns,
+        &edge.cert_sha256,
+        5.0,
+        &dir.join("again.mp4"),
+        dir,
+        "watch-again",
+        Some(&short),
+    );
+    let status = again.wait(Duration::from_secs(40)).expect("watch ends");
+    assert!(status.success(), "{}", again.log_text());
+    let mut refused = watch_with_token(
+        &edge.moq_url(),
+        ns,
+        &edge.cert_sha256,
+        5.0,
+        &dir.join("stale.mp4"),
+        dir,
+        "watch-stale",
+        Some(&stale),
+    );
+    let status = refused.wait(Duration::from_secs(40)).expect("watch ends");
+    assert!(!status.success(), "a stale token opens no session");
+    let status = through.wait(Duration::from_secs(60)).expect("watch ends");
+    assert!(status.success(), "{}", through.log_text());
+    let size_after = std::fs::metadata(&watched).unwrap().len();
+    assert!(
+        size_after > size_then + 500_000,
+        "the viewer from before kept receiving after its token expired: {size_then} → {size_after} bytes"
+    );
+    let extended: u64 = metric("strom_play_tokens_extended_total").parse().unwrap();
+    assert!(extended >= 2, "counted: {extended}");
+
+    // --- a replica answers again: expiry is as minted.
+    let (_serving, _) = Replica::start(&config, &cp_dir, serving.port);
+    wait_until(
+        Duration::from_secs(30),
+        "the edge hearing the control plane",
+        || (metric("strom_control_plane_reachable") == "1").then_some(()),
+    );
+    assert_eq!(hls(&short), 403, "the outage's grace ends with it");
+    let fresh = mint("p_viewer", Action::Play, 600, now());
+    assert_eq!(hls(&fresh), 200, "a refreshed token");
+}
+
 /// How fast `migrate` copies and verifies: an embedded installation with
 /// 20,000 participants (each with index rows and audit records) into
 /// PostgreSQL. A measurement for BENCHMARKS.md:

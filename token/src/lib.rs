@@ -33,6 +33,9 @@ pub const ISSUER: &str = "strom";
 pub const CLOCK_SKEW_SECS: i64 = 30;
 /// Longest a playback token may live.
 pub const MAX_PLAY_SECS: i64 = 600;
+/// How long a relay cut off from the control plane keeps accepting play
+/// tokens that expired since it last heard from it (see [`Issuer`]).
+pub const OUTAGE_GRACE_SECS: i64 = 3600;
 /// Longest a publish credential may live (it is pasted into an encoder once
 /// per event, so it spans the event's schedule, never more than this).
 pub const MAX_PUBLISH_SECS: i64 = 14 * 24 * 3600;
@@ -331,6 +334,39 @@ pub struct MediaKey {
     pub key: String,
 }
 
+/// What a relay knows of the control plane that issues its tokens: when it
+/// last answered, and whether it answers now.
+///
+/// Viewers refresh their play token (ten minutes) through the control
+/// plane. While no replica of it answers, nobody can, so a relay keeps
+/// accepting a **play** token that expired *after* the control plane was
+/// last heard from — its holder was entitled then and could not refresh
+/// since — for at most [`OUTAGE_GRACE_SECS`] after that moment. A token
+/// that had expired before (a viewer refused a refresh, a copied old link)
+/// stays expired; revocations held still apply; publish and relay tokens
+/// are not extended. Once the control plane answers again, expiry is as
+/// minted and players refresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Issuer {
+    /// When the control plane last answered.
+    pub heard: Option<OffsetDateTime>,
+    /// No replica answered since.
+    pub unreachable: bool,
+}
+
+impl Issuer {
+    /// Whether `claims`, expired at `now`, are still accepted.
+    pub fn extends(&self, claims: &Claims, now: OffsetDateTime) -> bool {
+        let Some(heard) = self.heard else {
+            return false;
+        };
+        self.unreachable
+            && claims.act == Action::Play
+            && claims.exp >= heard
+            && now < heard + time::Duration::seconds(OUTAGE_GRACE_SECS)
+    }
+}
+
 /// Checks tokens offline against a key set and a revocation list.
 #[derive(Default)]
 pub struct Verifier {
@@ -338,6 +374,9 @@ pub struct Verifier {
     revocations: RwLock<Revocations>,
     media: RwLock<std::sync::Arc<media::MediaKeys>>,
     keys_wanted: std::sync::atomic::AtomicBool,
+    issuer: RwLock<Issuer>,
+    /// Play tokens accepted past their expiry ([`Issuer`]).
+    extended: std::sync::atomic::AtomicU64,
 }
 
 impl Verifier {
@@ -391,6 +430,36 @@ impl Verifier {
             .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The control plane answered (a key set, a revocation poll); returns
+    /// whether it had been unreachable (the outage ends now).
+    pub fn issuer_heard(&self, now: OffsetDateTime) -> bool {
+        let before = std::mem::replace(
+            &mut *self.issuer.write().expect("issuer lock"),
+            Issuer {
+                heard: Some(now),
+                unreachable: false,
+            },
+        );
+        before.unreachable
+    }
+
+    /// No replica of the control plane answered; returns whether this is
+    /// news (the outage begins now).
+    pub fn issuer_unreachable(&self) -> bool {
+        let mut issuer = self.issuer.write().expect("issuer lock");
+        !std::mem::replace(&mut issuer.unreachable, true)
+    }
+
+    pub fn issuer(&self) -> Issuer {
+        *self.issuer.read().expect("issuer lock")
+    }
+
+    /// Play tokens accepted past their expiry while the control plane was
+    /// unreachable, since start.
+    pub fn extended_count(&self) -> u64 {
+        self.extended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.read().expect("key lock").len()
     }
@@ -425,17 +494,21 @@ impl Verifier {
             .map_err(|_| TokenError::BadSignature)?;
         let claims: Claims =
             serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
-        check_times(&claims, now)?;
-        if self.revocations().revokes(&claims) {
-            return Err(TokenError::Revoked);
-        }
+        self.check_claims(&claims, now)?;
         Ok(claims)
     }
 
     /// Checks claims obtained otherwise than from a token of this verifier
     /// (an SRT stream key): times, lifetime and revocations, as [`verify`](Self::verify) does.
     pub fn check_claims(&self, claims: &Claims, now: OffsetDateTime) -> Result<(), TokenError> {
-        check_times(claims, now)?;
+        match check_times(claims, now) {
+            Err(TokenError::Expired) if self.issuer().extends(claims, now) => {
+                check_times(claims, claims.exp - time::Duration::seconds(1))?;
+                self.extended
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            other => other?,
+        }
         if self.revocations().revokes(claims) {
             return Err(TokenError::Revoked);
         }
@@ -575,6 +648,159 @@ mod tests {
             v.verify(&token, now + time::Duration::seconds(301)),
             Err(TokenError::Expired)
         );
+    }
+
+    /// The outage rule: who is let in past expiry while the control plane
+    /// does not answer, and who is not.
+    #[test]
+    fn expired_play_tokens_are_extended_only_through_an_outage() {
+        let key = SigningKey::generate();
+        let t0 = OffsetDateTime::now_utc();
+        let s = |n: i64| time::Duration::seconds(n);
+        // Control plane last heard at t0 (when `heard` is Some).
+        let cases: [(&str, Action, i64, Option<i64>, bool, i64, bool); 10] = [
+            // (what, action, token minted at t0+…, heard at t0+…, unreachable, now t0+…, accepted)
+            (
+                "expired after contact was lost",
+                Action::Play,
+                -100,
+                Some(0),
+                true,
+                400,
+                true,
+            ),
+            (
+                "up to the grace's end",
+                Action::Play,
+                -100,
+                Some(0),
+                true,
+                OUTAGE_GRACE_SECS - 1,
+                true,
+            ),
+            (
+                "not beyond it",
+                Action::Play,
+                -100,
+                Some(0),
+                true,
+                OUTAGE_GRACE_SECS,
+                false,
+            ),
+            (
+                "expired before the last contact",
+                Action::Play,
+                -400,
+                Some(0),
+                true,
+                400,
+                false,
+            ),
+            (
+                "the control plane answers again",
+                Action::Play,
+                -100,
+                Some(0),
+                false,
+                400,
+                false,
+            ),
+            (
+                "never heard from it",
+                Action::Play,
+                -100,
+                None,
+                true,
+                400,
+                false,
+            ),
+            (
+                "a publish token is not extended",
+                Action::Publish,
+                -100,
+                Some(0),
+                true,
+                400,
+                false,
+            ),
+            (
+                "a relay token is not extended",
+                Action::Relay,
+                -100,
+                Some(0),
+                true,
+                400,
+                false,
+            ),
+            (
+                "not yet expired: accepted anyway",
+                Action::Play,
+                0,
+                Some(0),
+                true,
+                100,
+                true,
+            ),
+            (
+                "heard after it expired",
+                Action::Play,
+                -400,
+                Some(-50),
+                true,
+                400,
+                false,
+            ),
+        ];
+        for (what, action, minted, heard, unreachable, now, accepted) in cases {
+            let (token, _) = key.mint(&grant(action), t0 + s(minted)).unwrap();
+            let v = verifier(&key);
+            if let Some(h) = heard {
+                v.issuer_heard(t0 + s(h));
+            }
+            if unreachable {
+                v.issuer_unreachable();
+            }
+            let got = v.verify(&token, t0 + s(now));
+            assert_eq!(got.is_ok(), accepted, "{what}: {got:?}");
+            if !accepted && minted + 300 <= now {
+                assert_eq!(got, Err(TokenError::Expired), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_revoked_or_forged_token_gets_no_grace() {
+        let key = SigningKey::generate();
+        let t0 = OffsetDateTime::now_utc();
+        let (token, claims) = key
+            .mint(&grant(Action::Play), t0 - time::Duration::seconds(100))
+            .unwrap();
+        let v = verifier(&key);
+        v.issuer_heard(t0);
+        assert!(v.issuer_unreachable(), "the outage begins");
+        assert!(!v.issuer_unreachable(), "and is not news twice");
+        let later = t0 + time::Duration::seconds(400);
+        assert!(v.verify(&token, later).is_ok());
+        assert_eq!(v.extended_count(), 1);
+        v.revocations_mut().apply(&revocation::RevocationFeed {
+            seq: 1,
+            entries: vec![Revocation {
+                seq: 1,
+                kind: RevocationKind::Subject,
+                tenant: claims.ten.clone(),
+                id: claims.sub.clone(),
+                issued_before: later,
+                keep_until: Some(later + time::Duration::hours(2)),
+            }],
+            reset: false,
+            more: false,
+        });
+        assert_eq!(v.verify(&token, later), Err(TokenError::Revoked));
+        // Signed by another key: no claims are read at all.
+        let (forged, _) = SigningKey::generate()
+            .mint(&grant(Action::Play), t0 - time::Duration::seconds(100))
+            .unwrap();
+        assert!(v.verify(&forged, later).is_err());
     }
 
     #[test]

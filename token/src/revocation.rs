@@ -40,6 +40,9 @@ pub struct Revocation {
     /// No token this entry revokes is valid after this moment (the longest
     /// lifetime such a token can have); then the entry can be forgotten.
     /// Absent in older entries: the longest lifetime of the kind applies.
+    /// (A play token accepted past expiry during a control-plane outage,
+    /// [`crate::Issuer`], may outlive it: relays forget entries only after
+    /// a poll that answered, when that grace has ended.)
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
