@@ -235,6 +235,32 @@ test('login: ?next= never sends the browser to another site (backslash, tab)', a
   }
 });
 
+test('login: while no control-plane replica answers, the page says so and does not hang', async () => {
+  const e = it.dev.endpoints;
+  const context = await it.browser.newContext();
+  const page = await context.newPage();
+  const cases = [
+    ['connection refused', (route) => route.abort('connectionrefused')],
+    ["a load balancer's own 502", (route) => route.fulfill({ status: 502, contentType: 'text/html', body: '<html><body><h1>502 Bad Gateway</h1></body></html>' })],
+    // Never answered: the page gives up after 30 s (CALL_TIMEOUT_MS).
+    ['no answer at all', () => {}],
+  ];
+  for (const [what, answer] of cases) {
+    await page.unrouteAll({ behavior: 'ignoreErrors' });
+    await page.goto(`${e.control_plane_url}login?tenant=${e.tenant}`);
+    await page.route('**/api/v1/auth/login', answer);
+    await page.fill('input[name=email]', e.owner_email);
+    await page.fill('input[name=password]', 'Not-The-Password-1');
+    const started = Date.now();
+    await page.click('button[type=submit]');
+    await page.getByText(/not reachable right now.*already watching keep watching/).waitFor({ timeout: 45_000 });
+    const took = Date.now() - started;
+    assert.ok(took < 35_000, `${what}: the message came after ${took} ms`);
+    assert.equal(new URL(page.url()).pathname, '/login', `${what}: still on the login page`);
+  }
+  await context.close();
+});
+
 test('login: a link opened on another device asks for the code from the mail', async () => {
   const e = it.dev.endpoints;
   const asking = await it.browser.newContext();
