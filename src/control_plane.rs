@@ -64,6 +64,10 @@ pub enum CpCommand {
         /// Where the wrapped data keys go, when not in the same database.
         #[arg(long, env = "STROM_POSTGRES_KEYS_URL", hide_env_values = true)]
         keys_to: Option<String>,
+        /// The CA (PEM) that signed the database server's certificate, for
+        /// a database off this machine (reached over TLS).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Audit trail tools.
     Audit {
@@ -208,6 +212,16 @@ pub async fn run(
             println!("tenant {tenant} deleted");
             Ok(())
         }
+        CpCommand::Backup { .. } | CpCommand::Restore { .. }
+            if matches!(config.store, StoreConfig::Postgres { .. }) =>
+        {
+            anyhow::bail!(
+                "this control plane keeps its data in PostgreSQL: back it up and restore it with \
+                 PostgreSQL's tools (pg_dump -Fc -t strom_kv, or base backups with the keys in \
+                 another cluster), then start the control plane, which replays later deletions \
+                 from the journal (docs/control-plane.md, \"Backups on PostgreSQL\")"
+            )
+        }
         CpCommand::Backup { to } => {
             let paths = Paths::new(data_dir);
             let store = RocksStore::open(&paths.db(), &Table::DATA)
@@ -234,7 +248,11 @@ pub async fn run(
             println!("restored; {replayed} later deletions replayed");
             Ok(())
         }
-        CpCommand::Migrate { to, keys_to } => migrate(&config, data_dir, to, keys_to).await,
+        CpCommand::Migrate {
+            to,
+            keys_to,
+            ca_file,
+        } => migrate(&config, data_dir, to, keys_to, ca_file).await,
         CpCommand::Audit {
             command: AuditCommand::Verify,
         } => {
@@ -503,6 +521,7 @@ async fn migrate(
     data_dir: &Path,
     to: String,
     keys_to: Option<String>,
+    ca_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
     use strom_control_plane::migrate::{self, Stores};
@@ -537,9 +556,12 @@ async fn migrate(
     let migrated = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let keys_to = keys_to.unwrap_or_else(|| to.clone());
         let target = Stores {
-            data: Arc::new(PgStore::connect(&to, "strom_kv").context("connecting to PostgreSQL")?),
+            data: Arc::new(
+                PgStore::connect_with(&to, "strom_kv", ca_file.as_deref())
+                    .context("connecting to PostgreSQL")?,
+            ),
             keys: Arc::new(
-                PgStore::connect(&keys_to, "strom_keys")
+                PgStore::connect_with(&keys_to, "strom_keys", ca_file.as_deref())
                     .context("connecting to PostgreSQL (key store)")?,
             ),
         };

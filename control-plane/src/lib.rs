@@ -96,11 +96,17 @@ pub enum StoreConfig {
     /// need not sit in the configuration file. The wrapped data keys live
     /// in a relation of their own (`strom_keys`), in another database when
     /// `keys_url` (or `STROM_POSTGRES_KEYS_URL`) says so.
+    ///
+    /// Off this machine the connection is TLS, the server verified against
+    /// `ca_file` (PEM; e.g. the managed service's CA bundle), unless the url
+    /// says `sslmode=disable` (`store::postgres::tls_plan`).
     Postgres {
         #[serde(default)]
         url: String,
         #[serde(default)]
         keys_url: Option<String>,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -228,7 +234,11 @@ pub fn open_stores(
             );
             Ok((store, keys))
         }
-        StoreConfig::Postgres { url, keys_url } => {
+        StoreConfig::Postgres {
+            url,
+            keys_url,
+            ca_file,
+        } => {
             let url = std::env::var("STROM_POSTGRES_URL").unwrap_or_else(|_| url.clone());
             anyhow::ensure!(
                 !url.is_empty(),
@@ -238,10 +248,12 @@ pub fn open_stores(
                 .ok()
                 .or_else(|| keys_url.clone())
                 .unwrap_or_else(|| url.clone());
-            let store: Arc<dyn Store> =
-                Arc::new(PgStore::connect(&url, "strom_kv").context("connecting to PostgreSQL")?);
+            let store: Arc<dyn Store> = Arc::new(
+                PgStore::connect_with(&url, "strom_kv", ca_file.as_deref())
+                    .context("connecting to PostgreSQL")?,
+            );
             let keys: Arc<dyn Store> = Arc::new(
-                PgStore::connect(&keys_url, "strom_keys")
+                PgStore::connect_with(&keys_url, "strom_keys", ca_file.as_deref())
                     .context("connecting to PostgreSQL (key store)")?,
             );
             Ok((store, keys))

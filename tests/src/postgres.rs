@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 pub struct Postgres {
     dir: tempfile::TempDir,
     server: Child,
+    /// More server settings (`-c name=value`), kept for restarts.
+    settings: Vec<String>,
+    /// The TLS certificate and key, when there are any.
+    _tls: Option<tempfile::TempDir>,
     /// Connection string for the `postgres` database (superuser `strom`).
     pub url: String,
 }
@@ -38,13 +42,18 @@ fn as_owner(program: &Path) -> Command {
     }
 }
 
-fn spawn_server(dir: &Path, log: std::fs::File) -> Child {
+fn spawn_server(dir: &Path, log: std::fs::File, settings: &[String]) -> Child {
+    let mut args = vec!["-c".to_owned(), "listen_addresses=".to_owned()];
+    for s in settings {
+        args.extend(["-c".to_owned(), s.clone()]);
+    }
     as_owner(&bin_dir().join("postgres"))
         .arg("-D")
         .arg(dir.join("data"))
         .arg("-k")
         .arg(dir)
-        .args(["-c", "listen_addresses=", "-c", "max_connections=200"])
+        .args(["-c", "max_connections=200"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -53,6 +62,59 @@ fn spawn_server(dir: &Path, log: std::fs::File) -> Child {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(&[])
+    }
+
+    /// Also listening on 127.0.0.1:`port` for TLS connections only, with
+    /// this certificate and key (PEM); plain TCP connections are refused.
+    /// Unix-socket connections stay as they are.
+    pub fn start_tls(port: u16, cert_pem: &str, key_pem: &str) -> Postgres {
+        let tls_dir = tempfile::Builder::new()
+            .prefix("strom-pg-tls-")
+            .tempdir()
+            .expect("temporary directory");
+        let (cert, key) = (
+            tls_dir.path().join("server.crt"),
+            tls_dir.path().join("server.key"),
+        );
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if crate::netns::is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(tls_dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let mut pg = Self::start_with(&[
+            "listen_addresses=127.0.0.1".to_owned(),
+            format!("port={port}"),
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ]);
+        // TCP: TLS or nothing.
+        let hba = pg.dir.path().join("data").join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).unwrap_or_default();
+        text = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("host"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        text.push_str(
+            "\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        );
+        std::fs::write(&hba, text).unwrap();
+        pg.sql("SELECT pg_reload_conf()");
+        pg._tls = Some(tls_dir);
+        pg
+    }
+
+    fn start_with(settings: &[String]) -> Postgres {
+        let settings = settings.to_vec();
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("strom-pg-")
@@ -85,9 +147,23 @@ impl Postgres {
                 .arg(dir.path().join("server.log"))
                 .status();
         }
-        let server = spawn_server(dir.path(), log);
-        let url = format!("host={} user=strom dbname=postgres", dir.path().display());
-        let pg = Postgres { dir, server, url };
+        let server = spawn_server(dir.path(), log, &settings);
+        let port = settings
+            .iter()
+            .find_map(|s| s.strip_prefix("port="))
+            .unwrap_or("5432")
+            .to_owned();
+        let url = format!(
+            "host={} port={port} user=strom dbname=postgres",
+            dir.path().display()
+        );
+        let pg = Postgres {
+            dir,
+            server,
+            settings,
+            _tls: None,
+            url,
+        };
         pg.wait_ready(1);
         pg
     }
@@ -131,7 +207,7 @@ impl Postgres {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
-        self.server = spawn_server(self.dir.path(), log);
+        self.server = spawn_server(self.dir.path(), log, &self.settings);
         self.wait_ready(starts + 1);
     }
 
@@ -139,12 +215,27 @@ impl Postgres {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// One of the server's client programs (pg_dump, pg_restore, psql), of
+    /// the installed version.
+    pub fn tool(&self, name: &str) -> Command {
+        Command::new(bin_dir().join(name))
+    }
+
+    /// The server's port (its Unix socket's name carries it).
+    fn port(&self) -> &str {
+        self.settings
+            .iter()
+            .find_map(|s| s.strip_prefix("port="))
+            .unwrap_or("5432")
+    }
+
     /// A new, empty database; its connection string.
     pub fn database(&self, name: &str) -> String {
         self.sql(&format!("CREATE DATABASE {name}"));
         format!(
-            "host={} user=strom dbname={name}",
-            self.dir.path().display()
+            "host={} port={} user=strom dbname={name}",
+            self.dir.path().display(),
+            self.port()
         )
     }
 
@@ -157,8 +248,9 @@ impl Postgres {
     pub fn sql_in(&self, database: &str, sql: &str) -> String {
         let out = Command::new(bin_dir().join("psql"))
             .arg(format!(
-                "host={} user=strom dbname={database}",
-                self.dir.path().display()
+                "host={} port={} user=strom dbname={database}",
+                self.dir.path().display(),
+                self.port()
             ))
             .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
             .output()

@@ -23,6 +23,7 @@ fn replica(url: &str, dir: &std::path::Path) -> Arc<Repo> {
         store: StoreConfig::Postgres {
             url: url.to_owned(),
             keys_url: None,
+            ca_file: None,
         },
         ..ControlPlaneConfig::default()
     };
@@ -438,6 +439,7 @@ fn two_http_replicas_share_relay_reports_and_rosters_and_say_503_while_the_datab
         store: StoreConfig::Postgres {
             url: url.clone(),
             keys_url: None,
+            ca_file: None,
         },
         ..ControlPlaneConfig::default()
     };
@@ -585,6 +587,7 @@ fn a_relay_listing_two_replicas_carries_on_when_the_first_dies() {
         store: StoreConfig::Postgres {
             url: url.clone(),
             keys_url: None,
+            ca_file: None,
         },
         ..ControlPlaneConfig::default()
     };
@@ -724,6 +727,7 @@ fn two_http_replicas_count_one_rate_limit_window() {
         store: StoreConfig::Postgres {
             url: url.clone(),
             keys_url: None,
+            ca_file: None,
         },
         rate_limit_per_ip_per_minute: 6,
         rate_limit_per_account_per_minute: 4,
@@ -873,6 +877,7 @@ fn an_embedded_installation_moves_into_postgresql_verified() {
         store: StoreConfig::Postgres {
             url: url.to_owned(),
             keys_url: None,
+            ca_file: None,
         },
         ..ControlPlaneConfig::default()
     };
@@ -1049,6 +1054,155 @@ fn moved_store(url: &str) -> PgStore {
     PgStore::connect(url, "strom_kv").unwrap()
 }
 
+/// Backups on PostgreSQL keep what the RocksDB path promises: the data
+/// relation is dumped without the keys (they never sit in a data backup),
+/// and deletions made after the backup — an event, one participant — are
+/// replayed from the journal when a control plane starts on the restored
+/// data, so a restore brings nobody back. `strom control-plane backup` and
+/// `restore` refuse on a PostgreSQL configuration and say how instead.
+#[test]
+fn a_restored_postgresql_dump_replays_later_deletions_and_holds_no_keys() {
+    use strom_control_plane::model::{Event, ParticipantSource, ParticipantStatus};
+    use strom_control_plane::repo::NewParticipant;
+
+    let pg = Postgres::start();
+    let url = pg.database("restored");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = replica(&url, dir.path());
+    let (tenant, _) = staff(&repo);
+    let now = time::OffsetDateTime::now_utc();
+    let event = |title: &str| {
+        repo.create_event(
+            "system",
+            Event::open(&tenant, title, now, now + time::Duration::hours(1)),
+        )
+        .unwrap()
+        .id
+    };
+    let (kept, deleted) = (event("Kept"), event("Deleted later"));
+    let row = |i: usize| NewParticipant {
+        email: format!("restore{i}@example.com"),
+        name: format!("Person {i}"),
+        fields: Default::default(),
+        password: None,
+        status: ParticipantStatus::Active,
+        source: ParticipantSource::Imported,
+        consent: None,
+    };
+    let people = repo
+        .create_participants("system", &tenant, &kept, (0..5).map(row).collect())
+        .unwrap();
+    repo.create_participants("system", &tenant, &deleted, (5..8).map(row).collect())
+        .unwrap();
+
+    // The documented backup: the data relation, in PostgreSQL's custom format.
+    let dump = dir.path().join("strom_kv.dump");
+    let out = pg
+        .tool("pg_dump")
+        .args(["-Fc", "-t", "strom_kv", "-f"])
+        .arg(&dump)
+        .args(["-d", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = pg.tool("pg_restore").arg("-l").arg(&dump).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("strom_kv"), "{listing}");
+    assert!(
+        !listing.contains("strom_keys"),
+        "no keys in a data backup: {listing}"
+    );
+
+    // After the backup: an event deleted, a participant erased.
+    repo.delete_event("system", &tenant, &deleted).unwrap();
+    assert!(repo
+        .erase_participant("system", &tenant, &kept, &people[0].id)
+        .unwrap());
+    drop(repo);
+
+    // Restored over the live data, with every control plane stopped.
+    let out = pg
+        .tool("pg_restore")
+        .args(["--clean", "--if-exists", "-d", &url])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pg.sql_in(
+            "restored",
+            "SELECT count(*) FROM strom_kv WHERE tbl = 'events'"
+        ),
+        "2",
+        "the restore brought the deleted event's rows back"
+    );
+
+    // A control plane starting on it replays the journal first.
+    let repo = replica(&url, dir.path());
+    let events: Vec<String> = repo
+        .events(&tenant)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(events, vec![kept.clone()]);
+    assert!(matches!(
+        repo.participants(&tenant, &deleted),
+        Err(RepoError::NotFound)
+    ));
+    let left: Vec<String> = repo
+        .participants(&tenant, &kept)
+        .unwrap()
+        .iter()
+        .map(|p| repo.participant_view(p).unwrap().email)
+        .collect();
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(!left.contains(&"restore0@example.com".to_owned()));
+    assert!(repo
+        .participant_by_email(&tenant, &kept, "restore0@example.com")
+        .is_err());
+    let store = PgStore::connect(&url, "strom_kv").unwrap();
+    let (_, findings) = strom_control_plane::verify_audit_trail(&store, &tenant).unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+
+    // The embedded tools refuse on PostgreSQL, pointing to these steps.
+    let config = dir.path().join("strom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[control_plane]\nmaster_key_file = {:?}\n[control_plane.store]\nkind = \"postgres\"\nurl = {url:?}\n",
+            dir.path().join("data"),
+            dir.path().join("master.key")
+        ),
+    )
+    .unwrap();
+    for args in [["backup", "--to"], ["restore", "--from"]] {
+        let out = std::process::Command::new(strom_tests::strom_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("control-plane")
+            .args(args)
+            .arg(dir.path().join("elsewhere"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("pg_dump") && err.contains("journal"), "{err}");
+        assert!(
+            !dir.path().join("data/control-plane/db").exists(),
+            "no RocksDB made"
+        );
+    }
+}
+
 /// One control-plane replica served in a runtime of its own on a fixed
 /// port; stopping drops the runtime, as a machine dies (connections cut,
 /// long polls unanswered), and starting again binds the same port.
@@ -1120,6 +1274,25 @@ impl Drop for Replica {
 /// replica answers again expiry is as minted. The edge's metrics say so.
 #[test]
 fn viewers_keep_watching_while_no_control_plane_replica_answers() {
+    viewers_through_an_outage(0);
+}
+
+/// The same through a 30-minute outage (`STROM_OUTAGE_SECS` to change
+/// it), checking every 30 s: a soak for BENCHMARKS.md,
+/// `cargo test -p strom-tests --test postgres -- --ignored --nocapture outage_soak`.
+#[test]
+#[ignore]
+fn outage_soak() {
+    let secs = std::env::var("STROM_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
+    viewers_through_an_outage(secs);
+}
+
+/// An outage of every control-plane replica lasting past a play token's
+/// expiry, and `longer` seconds more.
+fn viewers_through_an_outage(longer: u64) {
     use std::time::{Duration, Instant};
     use strom_tests::{http_get, push, wait_until, watch_with_token, Service};
     use strom_token::{Action, Grant, RevocationKind};
@@ -1135,6 +1308,7 @@ fn viewers_keep_watching_while_no_control_plane_replica_answers() {
         store: StoreConfig::Postgres {
             url: url.clone(),
             keys_url: None,
+            ca_file: None,
         },
         ..ControlPlaneConfig::default()
     };
@@ -1173,7 +1347,7 @@ fn viewers_keep_watching_while_no_control_plane_replica_answers() {
             "rtmp://127.0.0.1:{}/live/{publish}",
             origin.rtmp_port.unwrap()
         ),
-        150,
+        150 + longer as u32,
         dir,
         "ffmpeg",
     );
@@ -1225,7 +1399,7 @@ fn viewers_keep_watching_while_no_control_plane_replica_answers() {
         &edge.moq_url(),
         ns,
         &edge.cert_sha256,
-        (lifetime + 25) as f64,
+        (lifetime as u64 + 25 + longer) as f64,
         &watched,
         dir,
         "watch-through",
@@ -1270,6 +1444,30 @@ fn viewers_keep_watching_while_no_control_plane_replica_answers() {
     );
     let status = refused.wait(Duration::from_secs(40)).expect("watch ends");
     assert!(!status.success(), "a stale token opens no session");
+    // Longer: the viewer from before keeps receiving, the expired token
+    // keeps serving HLS.
+    let end = Instant::now() + Duration::from_secs(longer);
+    let mut size_was = size_then;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(30).min(end - Instant::now()));
+        assert_eq!(
+            hls(&short),
+            200,
+            "{} s more into the outage",
+            longer - (end - Instant::now()).as_secs()
+        );
+        let size = std::fs::metadata(&watched).unwrap().len();
+        assert!(
+            size > size_was,
+            "the viewer from before stopped receiving: {size} bytes"
+        );
+        eprintln!(
+            "outage: {} s more, the viewer has {size} bytes, tokens extended {}",
+            longer - (end - Instant::now()).as_secs(),
+            metric("strom_play_tokens_extended_total")
+        );
+        size_was = size;
+    }
     let status = through.wait(Duration::from_secs(60)).expect("watch ends");
     assert!(status.success(), "{}", through.log_text());
     let size_after = std::fs::metadata(&watched).unwrap().len();
@@ -1363,4 +1561,72 @@ fn migrate_cost() {
         m.audit.iter().map(|(_, n)| n).sum::<u64>(),
         m.participants_opened
     );
+}
+
+/// The store reaches a database off this machine over TLS only, and only a
+/// server whose certificate chains to the configured CA: a server with
+/// another certificate (an attacker on the path) is refused, a missing CA
+/// file is named, and a plain connection where the server demands TLS
+/// fails rather than being retried in the clear.
+#[test]
+fn the_store_reaches_postgresql_over_verified_tls_only() {
+    use strom_relay::tls::generate_self_signed;
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let port = strom_tests::free_tcp_port();
+    let (cert, key) = generate_self_signed(&["127.0.0.1".into(), "localhost".into()], day).unwrap();
+    let pg = Postgres::start_tls(port, &cert, &key);
+    pg.sql("CREATE DATABASE tls");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let (other, _) = generate_self_signed(&["127.0.0.1".into()], day).unwrap();
+    let wrong_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong_ca, other).unwrap();
+    let plain = format!("host=127.0.0.1 port={port} user=strom dbname=tls");
+    let tls = format!("{plain} sslmode=verify-full");
+    let error = |r: Result<PgStore, strom_control_plane::store::StoreError>| match r {
+        Ok(_) => panic!("connected"),
+        Err(e) => {
+            eprintln!("refused: {e}");
+            e.to_string()
+        }
+    };
+
+    // Loopback without sslmode stays plain, which this server refuses.
+    let e = error(PgStore::connect_with(&plain, "strom_kv", Some(&ca)));
+    assert!(e.contains("no encryption") || e.contains("pg_hba"), "{e}");
+    // TLS without a CA file: named.
+    let e = error(PgStore::connect_with(&tls, "strom_kv", None));
+    assert!(e.contains("ca_file"), "{e}");
+    // A server whose certificate the CA did not sign.
+    let e = error(PgStore::connect_with(&tls, "strom_kv", Some(&wrong_ca)));
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("tls"),
+        "{e}"
+    );
+
+    // With the right CA: a store meeting its contract, over TLS.
+    let store = PgStore::connect_with(&tls, "strom_kv", Some(&ca)).unwrap();
+    contract::check(&store);
+    let encrypted = pg.sql_in(
+        "tls",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.datname = 'tls' AND a.pid <> pg_backend_pid()",
+    );
+    assert!(encrypted.parse::<u32>().unwrap() >= 1, "{encrypted}");
+    drop(store);
+
+    // And a control plane configured so.
+    let config = ControlPlaneConfig {
+        generate_master_key: true,
+        master_key_file: Some(dir.path().join("master.key")),
+        store: StoreConfig::Postgres {
+            url: tls.clone(),
+            keys_url: None,
+            ca_file: Some(ca.clone()),
+        },
+        ..ControlPlaneConfig::default()
+    };
+    let repo = open_repo(&config, dir.path()).unwrap().0;
+    staff(&repo);
 }

@@ -49,17 +49,30 @@ const MIGRATION_LOCK: i64 = 0x5374_726f_6d00_0001;
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's message where there is one (never the parameters:
-        // they may hold sealed personal data).
+        // they may hold sealed personal data); else the error and its
+        // causes (a TLS handshake's reason).
         match e.as_db_error() {
             Some(db) => StoreError::Backend(format!("postgresql: {}", db.message())),
-            None => StoreError::Backend(format!("postgresql: {e}")),
+            None => {
+                let mut text = format!("postgresql: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                StoreError::Backend(text)
+            }
         }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(format!("postgresql pool: {e}"))
+        match e {
+            // Connecting failed: say why (refused, authentication, TLS).
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Backend(format!("postgresql pool: {other}")),
+        }
     }
 }
 
@@ -83,6 +96,16 @@ impl PgStore {
     /// and checks the relation. `relation` is `strom_kv` for the data,
     /// `strom_keys` for the key store.
     pub fn connect(url: &str, relation: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, relation, None)
+    }
+
+    /// Like [`PgStore::connect`], over TLS where [`tls_plan`] says so,
+    /// verifying the server against the CAs in `ca_file` (PEM).
+    pub fn connect_with(
+        url: &str,
+        relation: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, StoreError> {
         if relation.is_empty()
             || !relation
                 .bytes()
@@ -92,22 +115,42 @@ impl PgStore {
                 "relation name {relation:?}: lower-case letters, digits and _ only"
             )));
         }
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("postgresql url: {e}")))?;
+        let (mut config, plan) = tls_plan(url)?;
+        if let TlsPlan::PlainToRemote(host) = &plan {
+            tracing::warn!(%host, "plain connection to PostgreSQL (sslmode=disable): personal data crosses the network unencrypted");
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("strom-pg")
             .enable_all()
             .build()
             .map_err(|e| StoreError::Backend(format!("postgresql runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match plan {
+            TlsPlan::Tls => {
+                let Some(ca_file) = ca_file else {
+                    return Err(StoreError::Backend(
+                        "PostgreSQL over the network is reached over TLS: set [control_plane.store] ca_file \
+                         to the CA that signed the server's certificate (or sslmode=disable in the url, \
+                         on a network you trust)"
+                            .into(),
+                    ));
+                };
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = client_tls(ca_file)?;
+                Manager::from_config(
+                    config,
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                    manager_config(),
+                )
+            }
+            TlsPlan::Plain | TlsPlan::PlainToRemote(_) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                Manager::from_config(config, NoTls, manager_config())
+            }
+        };
         let pool = {
             let _enter = rt.enter();
             Pool::builder(manager)
@@ -213,6 +256,104 @@ fn range_sql(rel: &str, exclusive: bool, bounded: bool) -> String {
         if exclusive { ">" } else { ">=" },
         if bounded { " AND k < $4" } else { "" },
     )
+}
+
+/// How a connection string is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TlsPlan {
+    /// Unix sockets, or loopback without `sslmode`: no TLS.
+    Plain,
+    /// `sslmode=disable` to a host off this machine (allowed; warned).
+    PlainToRemote(String),
+    /// TLS required and the server verified (certificate chain and name),
+    /// whatever `sslmode` short of `disable` says: `prefer` would let an
+    /// attacker on the path answer "no TLS", and libpq's `require` does not
+    /// check the certificate.
+    Tls,
+}
+
+/// Parses `url` and decides on TLS: a host off this machine gets TLS
+/// unless the URL says `sslmode=disable`; loopback gets it when `sslmode`
+/// asks; Unix sockets never (PostgreSQL has no TLS there). libpq's
+/// `verify-ca` and `verify-full` are accepted (what strom always does).
+pub(crate) fn tls_plan(url: &str) -> Result<(tokio_postgres::Config, TlsPlan), StoreError> {
+    let mode = explicit_ssl_mode(url);
+    let normalised = match mode.as_deref() {
+        Some("verify-ca" | "verify-full") => url
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require"),
+        _ => url.to_owned(),
+    };
+    let config: tokio_postgres::Config = normalised
+        .parse()
+        .map_err(|e| StoreError::Backend(format!("postgresql url: {e}")))?;
+    let tcp: Vec<&str> = config
+        .get_hosts()
+        .iter()
+        .filter_map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => Some(name.as_str()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .collect();
+    let remote = tcp.iter().find(|h| !is_loopback(h)).map(|h| h.to_string());
+    let plan = match (mode.as_deref(), remote) {
+        _ if tcp.is_empty() => TlsPlan::Plain,
+        (Some("disable"), Some(host)) => TlsPlan::PlainToRemote(host),
+        (Some("disable"), None) => TlsPlan::Plain,
+        (None | Some("prefer"), None) => TlsPlan::Plain,
+        _ => TlsPlan::Tls,
+    };
+    Ok((config, plan))
+}
+
+/// A rustls client trusting the CAs in `ca_file` (PEM) and nothing else.
+fn client_tls(ca_file: &Path) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let fail = |e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!(
+            "postgresql TLS, ca_file {}: {e}",
+            ca_file.display()
+        ))
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| fail(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| fail(&e))?)
+            .map_err(|e| fail(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(fail(&"holds no certificate"));
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+fn explicit_ssl_mode(url: &str) -> Option<String> {
+    let at = url.find("sslmode=")? + "sslmode=".len();
+    Some(
+        url[at..]
+            .chars()
+            .take_while(|c| !matches!(c, '&' | ' ' | '#'))
+            .collect(),
+    )
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn limit(n: usize) -> i64 {
@@ -543,5 +684,65 @@ impl PgStore {
                 .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_required_off_this_machine_unless_disabled_in_so_many_words() {
+        let remote = |h: &str| TlsPlan::PlainToRemote(h.to_owned());
+        let cases: [(&str, Result<TlsPlan, ()>); 14] = [
+            (
+                "host=/run/postgresql user=strom dbname=strom",
+                Ok(TlsPlan::Plain),
+            ),
+            (
+                "host=/run/postgresql sslmode=require dbname=strom",
+                Ok(TlsPlan::Plain),
+            ),
+            ("postgresql://strom@localhost/strom", Ok(TlsPlan::Plain)),
+            (
+                "postgresql://strom@127.0.0.1:5433/strom",
+                Ok(TlsPlan::Plain),
+            ),
+            ("postgresql://strom@[::1]/strom", Ok(TlsPlan::Plain)),
+            (
+                "postgresql://strom@localhost/strom?sslmode=require",
+                Ok(TlsPlan::Tls),
+            ),
+            ("postgresql://strom@db.example/strom", Ok(TlsPlan::Tls)),
+            (
+                "postgresql://strom@db.example/strom?sslmode=prefer",
+                Ok(TlsPlan::Tls),
+            ),
+            ("postgresql://strom@10.0.0.5/strom?sslmode=allow", Err(())),
+            (
+                "host=db.example sslmode=verify-full dbname=strom",
+                Ok(TlsPlan::Tls),
+            ),
+            (
+                "postgresql://strom@db.example/strom?sslmode=verify-ca&application_name=cp",
+                Ok(TlsPlan::Tls),
+            ),
+            (
+                "postgresql://strom@db.example/strom?sslmode=disable",
+                Ok(remote("db.example")),
+            ),
+            (
+                "host=localhost,db.example sslmode=disable",
+                Ok(remote("db.example")),
+            ),
+            (
+                "postgresql://strom@db.example/strom?sslmode=sometimes",
+                Err(()),
+            ),
+        ];
+        for (url, want) in cases {
+            let got = tls_plan(url).map(|(_, plan)| plan).map_err(|_| ());
+            assert_eq!(got, want, "{url}");
+        }
     }
 }

@@ -60,6 +60,7 @@ pub fn store() -> StoreConfig {
     StoreConfig::Postgres {
         url: format!("{server} dbname={name}"),
         keys_url: None,
+        ca_file: None,
     }
 }
 
