@@ -99,8 +99,11 @@ pub struct EventTally {
     hls: Arc<HlsViewers>,
     /// Cumulative sums at earlier calls, oldest first; the first one is at
     /// or before `now - QOE_WINDOW` once calls span the window.
-    earlier: VecDeque<(Instant, BTreeMap<(String, String), QoeSums>)>,
+    earlier: VecDeque<(Instant, Totals)>,
 }
+
+/// Cumulative QoE sums per (tenant, event).
+type Totals = BTreeMap<(String, String), QoeSums>;
 
 impl EventTally {
     pub fn new(counters: Arc<ServerCounters>, hls: Arc<HlsViewers>) -> Self {
@@ -116,11 +119,7 @@ impl EventTally {
         self.figures_at(Instant::now(), totals)
     }
 
-    fn figures_at(
-        &mut self,
-        now: Instant,
-        totals: BTreeMap<(String, String), QoeSums>,
-    ) -> Vec<EventFigures> {
+    fn figures_at(&mut self, now: Instant, totals: Totals) -> Vec<EventFigures> {
         let mut viewers: BTreeMap<(String, String), u64> = BTreeMap::new();
         for (k, n) in self.counters.viewers() {
             *viewers.entry(k).or_default() += n;

@@ -658,8 +658,10 @@ mod tests {
         let t0 = OffsetDateTime::now_utc();
         let s = |n: i64| time::Duration::seconds(n);
         // Control plane last heard at t0 (when `heard` is Some).
-        let cases: [(&str, Action, i64, Option<i64>, bool, i64, bool); 10] = [
-            // (what, action, token minted at t0+…, heard at t0+…, unreachable, now t0+…, accepted)
+        // (what, action, token minted at t0+…, heard at t0+…, unreachable,
+        // now t0+…, accepted)
+        type Case = (&'static str, Action, i64, Option<i64>, bool, i64, bool);
+        let cases: [Case; 10] = [
             (
                 "expired after contact was lost",
                 Action::Play,
