@@ -14,6 +14,7 @@ use strom_control_plane::store::{contract, Batch, PgStore, Store, Table};
 use strom_control_plane::{open_repo, ControlPlaneConfig, StoreConfig};
 use strom_tests::postgres::Postgres;
 
+
 /// A replica's repository on `url`; replicas made with the same `dir`
 /// share the master key, as replicas of one installation do.
 fn replica(url: &str, dir: &std::path::Path) -> Arc<Repo> {
@@ -297,6 +298,104 @@ fn a_replica_that_lost_its_connection_mid_section_cannot_write() {
     assert_eq!(other.get(Table::Meta, b"after").unwrap().unwrap(), b"a");
 }
 
+/// A write from another thread while a section is open goes outside it
+/// (as on RocksDB): it does not borrow the section's connection (so it
+/// does not fail with it, nor keep the lock alive after the section
+/// closes).
+#[test]
+fn a_write_beside_an_open_section_leaves_the_lock_to_its_holder() {
+    let pg = Postgres::start();
+    let url = pg.database("beside");
+    let store = Arc::new(PgStore::connect(&url, "strom_kv").unwrap());
+    let write_beside = |key: &'static [u8]| {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut batch = Batch::default();
+            batch.put(Table::Meta, key.to_vec(), b"x".to_vec());
+            store.write(batch)
+        })
+        .join()
+        .unwrap()
+    };
+    let section = store.exclusive().unwrap();
+    // The section's connection dies: a write from another thread, which
+    // never was the section's, goes through all the same.
+    let killed = pg.sql_in(
+        "beside",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted",
+    );
+    assert_eq!(killed, "1");
+    write_beside(b"beside").expect("a write outside the section");
+    drop(section);
+    // Sections and writes beside them, over and over: no lock outlives
+    // its section.
+    for _ in 0..20 {
+        let section = store.exclusive().unwrap();
+        write_beside(b"again").unwrap();
+        let mut batch = Batch::default();
+        batch.put(Table::Meta, b"inside".to_vec(), b"y".to_vec());
+        store.write(batch).unwrap();
+        drop(section);
+        let held = pg.sql_in(
+            "beside",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        );
+        assert_eq!(held, "0", "the lock outlived its section");
+    }
+}
+
+/// More threads want the write section than the store has connections
+/// (32 against 16): new participants each make a data key in the key
+/// store's section while sessions are touched beside it. Every call
+/// succeeds: waiters queue in the process, not on pooled connections the
+/// holder needs.
+#[test]
+fn more_writers_than_connections_all_get_through() {
+    let pg = Postgres::start();
+    let url = pg.database("crowd");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = replica(&url, dir.path());
+    let (tenant, _) = staff(&repo);
+    let now = strom_control_plane::repo::now();
+    let event = repo
+        .create_event(
+            "system",
+            strom_control_plane::model::Event::open(
+                &tenant,
+                "Crowd",
+                now,
+                now + time::Duration::hours(1),
+            ),
+        )
+        .unwrap()
+        .id;
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let (repo, tenant, event) = (repo.clone(), tenant.clone(), event.clone());
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let row = strom_control_plane::repo::NewParticipant {
+                        email: format!("c{t}-{i}@crowd.example"),
+                        name: "Crowd".into(),
+                        fields: Default::default(),
+                        password: None,
+                        status: strom_control_plane::model::ParticipantStatus::Active,
+                        source: strom_control_plane::model::ParticipantSource::Imported,
+                        consent: None,
+                    };
+                    repo.create_participants("system", &tenant, &event, vec![row])
+                        .unwrap_or_else(|e| panic!("thread {t}, participant {i}: {e}"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(repo.participants(&tenant, &event).unwrap().len(), 160);
+}
+
 #[test]
 fn revocations_from_two_replicas_keep_one_log_and_reach_both() {
     use strom_token::RevocationKind;
@@ -546,6 +645,18 @@ fn two_http_replicas_share_relay_reports_and_rosters_and_say_503_while_the_datab
         let (code, retry) = report(base, &origin, &origin_report);
         assert_eq!(code, 503, "{base}");
         assert_eq!(retry.as_deref(), Some("5"));
+        // A browser's session cannot be looked up either: that is not a
+        // logout (401 would send the viewer to the login page).
+        match ureq::get(&format!("{base}/api/v1/me"))
+            .set("Cookie", "__Host-strom_session=some-session")
+            .call()
+        {
+            Err(ureq::Error::Status(code, r)) => {
+                assert_eq!(code, 503, "a session looked up while the database is down");
+                assert_eq!(r.header("retry-after"), Some("5"));
+            }
+            other => panic!("a session looked up while the database is down: {other:?}"),
+        }
     }
     pg.start_again();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);

@@ -175,7 +175,13 @@ impl FromRequestParts<Shared> for Caller {
         let session = tokio::task::spawn_blocking(move || repo.session(&s2))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|_| ApiError::unauthenticated())?;
+            .map_err(|e| match e {
+                // The database unreachable is not a logout: the browser
+                // keeps its session and tries again.
+                crate::repo::RepoError::Store(_)
+                | crate::repo::RepoError::Key(crate::keys::KeyError::Store(_)) => ApiError::from(e),
+                _ => ApiError::unauthenticated(),
+            })?;
         let seen = parts.extensions.get::<SeenCaller>().cloned();
         let csrf_ok = parts.method == Method::GET
             || parts.method == Method::HEAD

@@ -101,7 +101,10 @@ impl From<RepoError> for ApiError {
             ),
             RepoError::WrongCredentials => Self::new(StatusCode::UNAUTHORIZED, "wrong credentials"),
             RepoError::Key(crate::keys::KeyError::Shredded(_)) => Self::not_found(),
-            RepoError::Store(crate::store::StoreError::Backend(e)) => Self::unavailable(e),
+            RepoError::Store(crate::store::StoreError::Backend(e))
+            | RepoError::Key(crate::keys::KeyError::Store(crate::store::StoreError::Backend(e))) => {
+                Self::unavailable(e)
+            }
             other => Self::internal(other),
         }
     }

@@ -76,6 +76,11 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
+struct Held {
+    thread: std::thread::ThreadId,
+    client: Object,
+}
+
 pub struct PgStore {
     /// Taken only on drop (a runtime must not be dropped on a runtime's
     /// thread).
@@ -85,8 +90,17 @@ pub struct PgStore {
     /// The relation holding this store's tables (data and keys live apart).
     rel: String,
     section_key: i64,
-    /// The connection holding the advisory lock while a section is open.
-    held: Mutex<Option<Object>>,
+    /// The connection holding the advisory lock while a section is open,
+    /// and the thread that opened it: only that thread's writes go through
+    /// it (other threads write outside the section, on pooled
+    /// connections, as they would on RocksDB).
+    held: Mutex<Option<Held>>,
+    /// Whether a thread of this process has the section or is taking it:
+    /// the others wait here, not in the database on a pooled connection
+    /// each (sixteen waiters there would hold every connection the
+    /// section's holder needs for its reads).
+    busy: Mutex<bool>,
+    free: std::sync::Condvar,
     presence_puts: std::sync::atomic::AtomicU64,
 }
 
@@ -174,6 +188,8 @@ impl PgStore {
             rel: relation.to_owned(),
             section_key,
             held: Mutex::new(None),
+            busy: Mutex::new(false),
+            free: std::sync::Condvar::new(),
             presence_puts: Default::default(),
         };
         store.migrate()?;
@@ -244,7 +260,13 @@ impl PgStore {
         })
     }
 
-    fn held(&self) -> MutexGuard<'_, Option<Object>> {
+    /// The next thread of this process may take the section.
+    fn leave(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.free.notify_one();
+    }
+
+    fn held(&self) -> MutexGuard<'_, Option<Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -431,15 +453,20 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut held = self.held();
-        if let Some(client) = held.take() {
-            // Inside a section: on the connection that holds the lock.
+        let mine = held
+            .as_ref()
+            .is_some_and(|h| h.thread == std::thread::current().id());
+        if let Some(Held { thread, client }) = mine.then(|| held.take()).flatten() {
+            // Inside this thread's section: on the connection that holds
+            // the lock (the slot stays taken while it writes, so the lock
+            // is not released under it).
             let rel = self.rel.clone();
             let (result, client) = self.run(async move {
                 let mut client = client;
                 let result = write_batch(&mut client, &rel, batch).await;
                 Ok((result, client))
             })?;
-            *held = Some(client);
+            *held = Some(Held { thread, client });
             return result;
         }
         drop(held);
@@ -451,30 +478,54 @@ impl Store for PgStore {
     }
 
     fn exclusive(&self) -> Result<Exclusive<'_>, StoreError> {
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while *busy {
+                busy = self.free.wait(busy).unwrap_or_else(|p| p.into_inner());
+            }
+            *busy = true;
+        }
         let (pool, key) = (self.pool.clone(), self.section_key);
-        let client = self.run(async move {
+        let client = match self.run(async move {
             let client = pool.get().await?;
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&key])
                 .await?;
             Ok(client)
-        })?;
-        let previous = self.held().replace(client);
+        }) {
+            Ok(client) => client,
+            Err(e) => {
+                self.leave();
+                return Err(e);
+            }
+        };
+        let thread = std::thread::current().id();
+        let previous = self.held().replace(Held { thread, client });
         debug_assert!(previous.is_none(), "write sections do not nest");
         Ok(Exclusive::new(move || {
-            let Some(client) = self.held().take() else {
+            let Some(Held { client, .. }) = self.held().take() else {
+                self.leave();
                 return;
             };
             let unlocked = self.run(async move {
-                client
+                match client
                     .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                    .await?;
-                Ok(())
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        // Never back into the pool with the lock possibly
+                        // still held: close the session, and the lock goes
+                        // with it.
+                        drop(Object::take(client));
+                        Err(e.into())
+                    }
+                }
             });
             if let Err(e) = unlocked {
-                // The session ends with the connection, and its lock with it.
                 tracing::warn!(error = %e, "postgresql: releasing the write section failed");
             }
+            self.leave();
         }))
     }
 
