@@ -8,7 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub mod agents;
+pub mod balancer;
 pub mod control_plane;
+pub mod mail;
 pub mod netns;
 pub mod postgres;
 pub mod prometheus;

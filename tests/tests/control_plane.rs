@@ -81,10 +81,7 @@ fn mails_to(outbox: &Path, to: &str) -> usize {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter(|text| {
-                    text.lines()
-                        .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
-                })
+                .filter(|text| mail::is_to(text, to))
                 .count()
         })
         .unwrap_or(0)
@@ -105,29 +102,10 @@ fn mail_link(outbox: &Path, to: &str, before: usize) -> (String, String) {
         files.sort();
         files.into_iter().rev().find_map(|f| {
             let text = std::fs::read_to_string(f).ok()?;
-            if !text
-                .lines()
-                .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
-            {
+            if !mail::is_to(&text, to) {
                 return None;
             }
-            let text = text
-                .replace("=\r\n", "")
-                .replace("=\n", "")
-                .replace("=3D", "=");
-            let token = text
-                .split("#token=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .to_owned();
-            let code = text
-                .split("enter this code instead: ")
-                .nth(1)?
-                .chars()
-                .take(8)
-                .collect();
-            Some((token, code))
+            mail::magic_link(&text)
         })
     })
 }

@@ -14,6 +14,8 @@ use strom_control_plane::store::{contract, Batch, PgStore, Store, Table};
 use strom_control_plane::{open_repo, ControlPlaneConfig, StoreConfig};
 use strom_tests::postgres::Postgres;
 
+#[path = "postgres/storm.rs"]
+mod storm;
 
 /// A replica's repository on `url`; replicas made with the same `dir`
 /// share the master key, as replicas of one installation do.
