@@ -1415,9 +1415,14 @@ fn viewers_through_an_outage(longer: u64) {
     let url = pg.database("outage");
     let shared = tempfile::tempdir().unwrap();
     let dir = shared.path();
+    // The replica's port is chosen first: the portal's pages call the API
+    // at the public URL.
+    let cp_port = strom_tests::free_tcp_port();
     let config = ControlPlaneConfig {
         generate_master_key: true,
         master_key_file: Some(dir.join("master.key")),
+        public_url: format!("http://127.0.0.1:{cp_port}/").parse().unwrap(),
+        secure_cookies: false,
         store: StoreConfig::Postgres {
             url: url.clone(),
             keys_url: None,
@@ -1429,7 +1434,26 @@ fn viewers_through_an_outage(longer: u64) {
     std::fs::create_dir_all(&cp_dir).unwrap();
     // The test's own replica of the same installation mints and revokes.
     let minting = replica(&url, dir);
-    let (mut serving, [edge_credential, origin_credential]) = Replica::start(&config, &cp_dir, 0);
+    // A real tenant and event: a browser watches it through the portal.
+    let tenant = minting.create_tenant("Acme").unwrap().id;
+    let opened = strom_control_plane::repo::now() - time::Duration::minutes(5);
+    let event = minting
+        .create_event(
+            "system",
+            strom_control_plane::model::Event::open(
+                &tenant,
+                "Town hall",
+                opened,
+                opened + time::Duration::hours(3),
+            ),
+        )
+        .unwrap()
+        .id;
+    minting
+        .create_stream("system", &tenant, &event, "main")
+        .unwrap();
+    let (mut serving, [edge_credential, origin_credential]) =
+        Replica::start(&config, &cp_dir, cp_port);
     let cp_url = format!("http://127.0.0.1:{}/", serving.port);
     let link = |credential: &str, section: &str| {
         format!("[{section}.control_plane]\nurl = \"{cp_url}\"\ncredential = \"{credential}\"\n")
@@ -1437,12 +1461,12 @@ fn viewers_through_an_outage(longer: u64) {
     let origin = Service::origin_with("origin", dir, &[], &link(&origin_credential, "origin"));
     let edge = Service::edge_with("edge", dir, &origin, &link(&edge_credential, "edge"));
 
-    let ns = "acme/outage/main";
+    let ns = &format!("{tenant}/{event}/main");
     let mint = |subject: &str, action: Action, lifetime_secs: i64, at: time::OffsetDateTime| {
         let grant = Grant {
             subject: subject.into(),
-            tenant: "acme".into(),
-            event: "outage".into(),
+            tenant: tenant.clone(),
+            event: event.clone(),
             // A publish token names its stream.
             stream: (action == Action::Publish).then(|| "main".to_owned()),
             action,
@@ -1499,7 +1523,7 @@ fn viewers_through_an_outage(longer: u64) {
     assert_eq!(hls(&stale), 403);
     assert_eq!(hls(&revoked), 200);
     minting
-        .revoke(RevocationKind::Subject, "acme", "p_revoked")
+        .revoke(RevocationKind::Subject, &tenant, "p_revoked")
         .unwrap();
     wait_until(Duration::from_secs(5), "the revocation at the edge", || {
         (hls(&revoked) == 403).then_some(())
@@ -1519,8 +1543,25 @@ fn viewers_through_an_outage(longer: u64) {
         Some(&short),
     );
 
+    // A participant watching in Chromium through the portal's player.
+    let browser_secs = lifetime as u64 + 90 + longer;
+    let (browser, browser_out) =
+        browser_viewer(&minting, &tenant, &event, &edge, cp_port, browser_secs, dir);
+    let played = |lines: &[serde_json::Value]| -> Option<(u64, f64)> {
+        let last = lines.last()?;
+        Some((last["at"].as_u64()?, last["currentTime"].as_f64()?))
+    };
+    let (_, playing_at) = wait_until(Duration::from_secs(60), "the browser playing", || {
+        played(&browser_lines(&browser_out)).filter(|(_, t)| *t > 2.0)
+    });
+    eprintln!(
+        "browser playing ({playing_at:.1} s) over {}",
+        browser_lines(&browser_out).last().unwrap()["transport"]
+    );
+
     // --- every replica gone.
     serving.stop();
+    let outage_began = std::time::SystemTime::now();
     wait_until(
         Duration::from_secs(30),
         "the edge noticing the outage",
@@ -1590,6 +1631,35 @@ fn viewers_through_an_outage(longer: u64) {
     );
     let extended: u64 = metric("strom_play_tokens_extended_total").parse().unwrap();
     assert!(extended >= 2, "counted: {extended}");
+
+    // The browser played on through the outage (its token refreshes
+    // failing, retried), as far as the wall clock went.
+    let lines = browser_lines(&browser_out);
+    let began_ms = outage_began
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let at_outage = lines
+        .iter()
+        .rev()
+        .find(|l| l["at"].as_u64().is_some_and(|at| at <= began_ms))
+        .and_then(|l| l["currentTime"].as_f64())
+        .expect("a browser figure from before the outage");
+    let (last_at, last_time) = played(&lines).expect("browser figures");
+    let wall = (last_at.saturating_sub(began_ms)) as f64 / 1000.0;
+    eprintln!(
+        "browser through the outage: {:.1} s played in {wall:.1} s; last {}",
+        last_time - at_outage,
+        lines.last().unwrap()
+    );
+    assert!(
+        last_time - at_outage >= wall * 0.8 && wall > lifetime as f64,
+        "the browser stalled in the outage: {:.1} s played in {wall:.1} s ({})",
+        last_time - at_outage,
+        browser.log_text()
+    );
+    assert_eq!(lines.last().unwrap()["paused"], false);
+    drop(browser);
 
     // --- a replica answers again: expiry is as minted.
     let (_serving, _) = Replica::start(&config, &cp_dir, serving.port);
@@ -1742,4 +1812,87 @@ fn the_store_reaches_postgresql_over_verified_tls_only() {
     };
     let repo = open_repo(&config, dir.path()).unwrap().0;
     staff(&repo);
+}
+
+/// Starts Chromium on the portal's embeddable player for a new participant
+/// of the event (a session made in the store, as after a login), the edge
+/// registered so playback tokens name it; its figures go to the returned
+/// file, one JSON line every 2 s.
+fn browser_viewer(
+    repo: &Repo,
+    tenant: &str,
+    event: &str,
+    edge: &strom_tests::Service,
+    cp_port: u16,
+    seconds: u64,
+    dir: &std::path::Path,
+) -> (strom_tests::Proc, std::path::PathBuf) {
+    use strom_control_plane::model::{
+        EdgeRegistration, ParticipantSource, ParticipantStatus, Session,
+    };
+    let now = strom_control_plane::repo::now();
+    repo.put_edge(&EdgeRegistration {
+        id: "edge-1".into(),
+        region: "test".into(),
+        url: edge.http_url("/"),
+        load: 0.0,
+        registered_at: now,
+        last_seen: None,
+    })
+    .unwrap();
+    let participant = repo
+        .create_participants(
+            "system",
+            tenant,
+            event,
+            vec![strom_control_plane::repo::NewParticipant {
+                email: "viewer@acme.example".into(),
+                name: "Viewer".into(),
+                fields: Default::default(),
+                password: None,
+                status: ParticipantStatus::Active,
+                source: ParticipantSource::Imported,
+                consent: None,
+            }],
+        )
+        .unwrap()
+        .remove(0);
+    let session = repo
+        .create_session(&Session {
+            tenant: tenant.into(),
+            principal: Principal::Participant {
+                event: event.into(),
+                participant: participant.id,
+            },
+            csrf: "outage-csrf".into(),
+            created_at: now,
+            last_seen: now,
+            idle_minutes: 24 * 60,
+            must_change_password: false,
+            must_enrol_totp: false,
+        })
+        .unwrap();
+    let out = dir.join("browser.jsonl");
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
+    let mut cmd = std::process::Command::new("node");
+    cmd.current_dir(web)
+        .arg("tests/outage-watch.mjs")
+        .args([
+            &format!("http://127.0.0.1:{cp_port}/"),
+            tenant,
+            event,
+            &session,
+        ])
+        .arg(seconds.to_string())
+        .stdout(std::fs::File::create(&out).unwrap());
+    (strom_tests::Proc::spawn("browser", cmd, dir), out)
+}
+
+/// The browser's figures so far.
+fn browser_lines(out: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
