@@ -117,7 +117,7 @@ impl Edge {
         config.validate()?;
         let access = match &config.control_plane {
             Some(link) => Some(Arc::new(
-                Access::connect(link.clone(), strom_relay::EDGE_SESSIONS)
+                Access::connect(link.clone(), strom_relay::EDGE_SESSIONS, data_dir)
                     .await
                     .context("edge.control_plane")?,
             )),

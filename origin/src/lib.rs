@@ -236,7 +236,7 @@ impl Origin {
         if let Some(link) = &config.control_plane {
             // Edges (and other origins) pull from an origin; a tenant's
             // agents pull from edges, never straight from here.
-            let access = Access::connect(link.clone(), strom_relay::ORIGIN_SESSIONS)
+            let access = Access::connect(link.clone(), strom_relay::ORIGIN_SESSIONS, data_dir)
                 .await
                 .context("origin.control_plane")?
                 .only_relays(&[strom_token::RelayRole::Edge, strom_token::RelayRole::Origin]);

@@ -214,7 +214,7 @@ impl PeerAgent {
         let link = config.control_plane.clone().expect("validated");
         let keypair = load_identity(data_dir, config.tamper)?;
         let access = Arc::new(
-            Access::connect(link.clone(), strom_relay::EDGE_SESSIONS)
+            Access::connect(link.clone(), strom_relay::EDGE_SESSIONS, data_dir)
                 .await
                 .context("peer_agent.control_plane")?,
         );

@@ -147,13 +147,20 @@ impl Access {
 
     /// Keys and revocations from the control plane at `link`, kept current in
     /// the background; `link.credential` is presented upstream.
+    /// What the control plane said last is kept in `data_dir`
+    /// ([`crate::control_plane::last_word`]): a relay starting while no
+    /// replica answers checks tokens with it.
     pub async fn connect(
         link: ControlPlaneLink,
         session_actions: &[Action],
+        data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let verifier = Arc::new(Verifier::new());
         let credential = link.credential.clone();
-        let handle = crate::control_plane::start_key_sync(link.clone(), verifier.clone()).await?;
+        let kept = data_dir.join(crate::control_plane::last_word::FILE);
+        let handle =
+            crate::control_plane::start_key_sync_kept(link.clone(), verifier.clone(), Some(kept))
+                .await?;
         let mut access = Self::new(verifier, session_actions).with_relay_credential(credential);
         let mut feed = handle.subscribe();
         let sender = access.revoked.clone();

@@ -24,6 +24,7 @@ pub(crate) use strom_protocol::{
 pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(strom_protocol::STATUS_EVERY_SECS);
 
 mod endpoints;
+pub(crate) mod last_word;
 pub(crate) use endpoints::replica_failed;
 pub use endpoints::{Endpoints, Next};
 
@@ -317,8 +318,36 @@ pub async fn start_key_sync(
     link: ControlPlaneLink,
     verifier: Arc<Verifier>,
 ) -> anyhow::Result<SyncHandle> {
+    start_key_sync_kept(link, verifier, None).await
+}
+
+/// [`start_key_sync`], keeping what the control plane said last in the
+/// file `kept` ([`last_word`]) and starting from it when no replica
+/// answers at start.
+pub async fn start_key_sync_kept(
+    link: ControlPlaneLink,
+    verifier: Arc<Verifier>,
+    kept: Option<PathBuf>,
+) -> anyhow::Result<SyncHandle> {
     let client = client(&link, Duration::from_secs(LONG_POLL_SECS + 10))?;
     let mut endpoints = link.endpoints();
+    let latest: Arc<std::sync::Mutex<Option<KeySet>>> = Arc::default();
+    let start_from = kept.clone();
+    let keep = {
+        let (latest, verifier) = (latest.clone(), verifier.clone());
+        move |set: Option<&KeySet>| {
+            let Some(path) = kept.as_deref() else {
+                return;
+            };
+            let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(set) = set {
+                *latest = Some(set.clone());
+            }
+            if let Some(set) = latest.as_ref() {
+                last_word::save(path, set, &verifier);
+            }
+        }
+    };
     // The first key set from the first replica that has it.
     loop {
         match fetch_keys(&client, &endpoints.url(paths::KEYS)?).await {
@@ -326,6 +355,7 @@ pub async fn start_key_sync(
                 apply_keys(&verifier, &set);
                 heard(&verifier);
                 endpoints.succeeded();
+                keep(Some(&set));
                 break;
             }
             Err(e) => {
@@ -335,7 +365,17 @@ pub async fn start_key_sync(
                 };
                 if next == Next::Wait {
                     tracing::warn!(error = %e, "control plane key set not reachable yet; retrying");
-                    verifier.issuer_unreachable();
+                    match start_from
+                        .as_deref()
+                        .and_then(|path| last_word::restore(path, &verifier))
+                    {
+                        Some(set) => {
+                            *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
+                        }
+                        None => {
+                            verifier.issuer_unreachable();
+                        }
+                    }
                     break;
                 }
             }
@@ -345,8 +385,12 @@ pub async fn start_key_sync(
     let sender = revoked.clone();
     let task = tokio::spawn(async move {
         let keys = {
-            let (client, verifier, mut endpoints) =
-                (client.clone(), verifier.clone(), endpoints.clone());
+            let (client, verifier, mut endpoints, keep) = (
+                client.clone(),
+                verifier.clone(),
+                endpoints.clone(),
+                keep.clone(),
+            );
             async move {
                 let mut last: Option<tokio::time::Instant> = None;
                 loop {
@@ -370,6 +414,7 @@ pub async fn start_key_sync(
                                 apply_keys(&verifier, &set);
                                 heard(&verifier);
                                 endpoints.succeeded();
+                                keep(Some(&set));
                                 break;
                             }
                             Err(e) => {
@@ -407,6 +452,7 @@ pub async fn start_key_sync(
                             tracing::info!(kind = ?entry.kind, tenant = %entry.tenant, id = %entry.id, "revocation received");
                             let _ = sender.send(entry);
                         }
+                        keep(None);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, control_plane = %endpoints.base(), "revocation poll failed");
@@ -447,7 +493,7 @@ fn keys_url_of(revocations_url: &Url) -> Url {
     url.join("keys").unwrap_or(url)
 }
 
-fn apply_keys(verifier: &Verifier, set: &KeySet) {
+pub(crate) fn apply_keys(verifier: &Verifier, set: &KeySet) {
     for kid in verifier.set_keys(set) {
         tracing::warn!(%kid, "key set entry refused: id does not match the key");
     }

@@ -44,10 +44,13 @@ pub use cache::{
     CacheLimits, Delivery, Object, ObjectMeta, TrackCache, TrackReader, UpstreamState,
 };
 pub use catalog_view::CatalogView;
+/// The file in a relay's data directory holding what its control plane
+/// said last (key set, revocations, when it last answered).
+pub use control_plane::last_word::FILE as LAST_WORD_FILE;
 pub use control_plane::{
     fetch_srt_secrets, http_client as control_plane_client, register_media_key, report_status,
-    start_key_sync, ControlPlaneLink, Endpoints as ControlPlaneEndpoints, Next as NextReplica,
-    SrtSecretSlot, SyncHandle,
+    start_key_sync, start_key_sync_kept, ControlPlaneLink, Endpoints as ControlPlaneEndpoints,
+    Next as NextReplica, SrtSecretSlot, SyncHandle,
 };
 pub use moqt::{from_track_namespace, server_alpns, to_track_namespace, MoqtServer};
 pub use settings::{CacheSettings, ServingSettings};

@@ -1661,6 +1661,40 @@ fn viewers_through_an_outage(longer: u64) {
     assert_eq!(lines.last().unwrap()["paused"], false);
     drop(browser);
 
+    // An edge starting while no replica answers (a restart, a new machine
+    // with the first one's disk): it takes up what the control plane said
+    // last, kept in its data directory, so the token that expired during
+    // the outage still plays, and the stale and revoked ones still do not.
+    let kept = dir.join("edge").join(strom_relay::LAST_WORD_FILE);
+    assert!(
+        kept.exists(),
+        "the edge kept nothing of what the control plane said"
+    );
+    std::fs::create_dir_all(dir.join("edge-2")).unwrap();
+    std::fs::copy(&kept, dir.join("edge-2").join(strom_relay::LAST_WORD_FILE)).unwrap();
+    let second = Service::edge_with("edge-2", dir, &origin, &link(&edge_credential, "edge"));
+    let hls_second = |token: &str| {
+        http_get(&second.http_url(&format!("/hls/{ns}/master.m3u8?token={token}")))
+            .map(|(status, _)| status)
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a restarted edge playing the expired token",
+        || (hls_second(&short) == 200).then_some(()),
+    );
+    assert_eq!(
+        hls_second(&stale),
+        403,
+        "a stale token at the restarted edge"
+    );
+    assert_eq!(
+        hls_second(&revoked),
+        403,
+        "a revocation the restarted edge took up"
+    );
+    drop(second);
+
     // --- a replica answers again: expiry is as minted.
     let (_serving, _) = Replica::start(&config, &cp_dir, serving.port);
     wait_until(

@@ -450,6 +450,16 @@ impl Verifier {
         !std::mem::replace(&mut issuer.unreachable, true)
     }
 
+    /// Starts in an outage that began before this process did: the control
+    /// plane was last heard at `heard` (kept on disk by the relay), and no
+    /// replica answers now. The grace counts from `heard`.
+    pub fn resume_outage(&self, heard: OffsetDateTime) {
+        *self.issuer.write().expect("issuer lock") = Issuer {
+            heard: Some(heard),
+            unreachable: true,
+        };
+    }
+
     pub fn issuer(&self) -> Issuer {
         *self.issuer.read().expect("issuer lock")
     }

@@ -230,6 +230,20 @@ impl Revocations {
         fresh
     }
 
+    /// Every entry held and the position reached, as one page that
+    /// [`Revocations::apply`] takes back (`reset`): what a relay keeps on
+    /// disk to start with while its control plane is away.
+    pub fn snapshot(&self) -> RevocationFeed {
+        let mut entries: Vec<Revocation> = self.entries.values().cloned().collect();
+        entries.sort_by_key(|r| r.seq);
+        RevocationFeed {
+            seq: self.seq,
+            entries,
+            reset: true,
+            more: false,
+        }
+    }
+
     /// Drops entries that can no longer match a valid token.
     pub fn prune(&mut self, now: OffsetDateTime) {
         self.entries.retain(|_, r| r.obsolete_at() > now);
