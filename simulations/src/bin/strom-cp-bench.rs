@@ -1,7 +1,10 @@
 //! Control-plane benchmarks (BENCHMARKS.md): token issuance and edge-side
 //! verification per second on one core; argon2id password checks per second
 //! and login throughput over HTTP; a join storm of N participants asking
-//! for playback tokens, against a real control plane (RocksDB, HTTP).
+//! for playback tokens, against a real control plane (RocksDB, HTTP), or
+//! against one or more replicas on PostgreSQL (`--postgres`, `--replicas`),
+//! with the CPU time of the benchmark process and of the database's
+//! processes counted per phase.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +25,53 @@ struct Args {
     /// Concurrent requests in the join storm.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Run the control plane on this PostgreSQL database (libpq form;
+    /// it must be empty) instead of embedded RocksDB.
+    #[arg(long, env = "STROM_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Control-plane replicas on the one database, requests spread over
+    /// them in turn as a load balancer would (PostgreSQL only).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Skip the single-core token and argon2 figures.
+    #[arg(long)]
+    http_only: bool,
+}
+
+/// CPU seconds used so far: this process, and every process named
+/// `postgres` on the machine (the database's server and backends).
+fn cpu_seconds() -> (f64, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let of = |stat: &str| -> Option<f64> {
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 12th and 13th of those.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+    };
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| of(&s))
+        .unwrap_or(0.0);
+    let mut database = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.filter_map(|e| e.ok()) {
+            let path = e.path();
+            if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
+                database += std::fs::read_to_string(path.join("stat"))
+                    .ok()
+                    .and_then(|s| of(&s))
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    (own, database)
+}
+
+/// CPU seconds since `from` (this process, the database).
+fn cpu_since(from: (f64, f64)) -> (f64, f64) {
+    let now = cpu_seconds();
+    (now.0 - from.0, now.1 - from.1)
 }
 
 fn per_second(secs: f64, mut f: impl FnMut()) -> f64 {
@@ -54,6 +104,27 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(1)
     );
 
+    if !args.http_only {
+        single_core(&args);
+    }
+    let args = &args;
+    anyhow::ensure!(
+        args.replicas >= 1 && (args.replicas == 1 || args.postgres.is_some()),
+        "several replicas need --postgres (RocksDB has one writer)"
+    );
+    println!(
+        "store: {}, {} replica(s)",
+        if args.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "RocksDB"
+        },
+        args.replicas
+    );
+    http(args).await
+}
+
+fn single_core(args: &Args) {
     // 1. Tokens, one core.
     let key = SigningKey::generate();
     let grant = Grant::play("p_abcdefghijkm", "t_abcdefghijkm", "e_abcdefghijkm");
@@ -65,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         keys: vec![key.public_key()],
         media: Vec::new(),
     });
-    let (token, _) = key.mint(&grant, time::OffsetDateTime::now_utc())?;
+    let (token, _) = key.mint(&grant, time::OffsetDateTime::now_utc()).unwrap();
     let parts = ["t_abcdefghijkm", "e_abcdefghijkm", "main"];
     let verify = per_second(args.secs, || {
         verifier
@@ -99,21 +170,40 @@ async fn main() -> anyhow::Result<()> {
         1000.0 / per_core,
         hash.split('$').take(4).collect::<Vec<_>>().join("$")
     );
+}
 
-    // 3. A real control plane.
+async fn http(args: &Args) -> anyhow::Result<()> {
+    // 3. A real control plane: one, or several replicas of one
+    // installation (one master key, one database).
     let dir = tempfile::tempdir()?;
     let config = strom_control_plane::ControlPlaneConfig {
         listen: "127.0.0.1:0".parse()?,
         generate_master_key: true,
+        master_key_file: Some(dir.path().join("master.key")),
         secure_cookies: false,
         rate_limit_per_ip_per_minute: u32::MAX,
         rate_limit_per_account_per_minute: u32::MAX,
+        store: match &args.postgres {
+            Some(url) => strom_control_plane::StoreConfig::Postgres {
+                url: url.clone(),
+                keys_url: None,
+                ca_file: None,
+            },
+            None => strom_control_plane::StoreConfig::default(),
+        },
         ..Default::default()
     };
-    let cp = strom_control_plane::ControlPlane::load(config, dir.path()).await?;
-    let base = format!("http://{}", cp.local_addr()?);
-    let repo = cp.repo.clone();
-    tokio::spawn(cp.run());
+    let mut bases = Vec::new();
+    let mut repo = None;
+    for i in 0..args.replicas {
+        let data = dir.path().join(format!("replica-{i}"));
+        let cp = strom_control_plane::ControlPlane::load(config.clone(), &data).await?;
+        bases.push(format!("http://{}", cp.local_addr()?));
+        repo.get_or_insert_with(|| cp.repo.clone());
+        tokio::spawn(cp.run());
+    }
+    let repo = repo.expect("one replica at least");
+    let bases = Arc::new(bases);
     let (tenant, _, owner_pw) =
         strom_control_plane::bootstrap(&repo, "Bench", "owner@bench.example", "Owner")?;
     let start = now() - time::Duration::minutes(5);
@@ -144,12 +234,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = u;
     }
     let client = reqwest::Client::new();
+    let cpu = cpu_seconds();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for (i, email) in accounts.iter().enumerate() {
         let (client, base, t, email) = (
             client.clone(),
-            base.clone(),
+            bases[i % bases.len()].clone(),
             tenant.id.clone(),
             email.clone(),
         );
@@ -173,9 +264,12 @@ async fn main() -> anyhow::Result<()> {
         ok += t.await?;
     }
     let el = t0.elapsed().as_secs_f64();
+    let (own, db) = cpu_since(cpu);
     println!(
-        "login over HTTP: {ok}/{logins} ok in {el:.2} s = {:.1} logins/s (all cores)",
-        ok as f64 / el
+        "login over HTTP: {ok}/{logins} ok in {el:.2} s = {:.1} logins/s (all cores); CPU per login: control plane and clients {:.1} ms, database {:.1} ms",
+        ok as f64 / el,
+        own * 1000.0 / ok.max(1) as f64,
+        db * 1000.0 / ok.max(1) as f64
     );
     let _ = owner_pw;
 
@@ -218,12 +312,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let secrets = Arc::new(secrets);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu = cpu_seconds();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, base, secrets, next, e) = (
+        let (client, bases, secrets, next, e) = (
             client.clone(),
-            base.clone(),
+            bases.clone(),
             secrets.clone(),
             next.clone(),
             event.id.clone(),
@@ -237,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
                     return (lat, failed);
                 }
                 let s = Instant::now();
+                let base = &bases[i % bases.len()];
                 let r = client
                     .post(format!("{base}/api/v1/events/{e}/playback-token"))
                     .header("cookie", format!("strom_session={}", secrets[i]))
@@ -259,15 +355,18 @@ async fn main() -> anyhow::Result<()> {
         failed += f;
     }
     let el = t0.elapsed().as_secs_f64();
+    let (own, db) = cpu_since(cpu);
     lat.sort();
     println!(
-        "join storm: {} playback tokens in {el:.2} s = {:.0}/s, {failed} failed; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms (concurrency {})",
+        "join storm: {} playback tokens in {el:.2} s = {:.0}/s, {failed} failed; latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms (concurrency {}); CPU per join: control plane and clients {:.2} ms, database {:.2} ms",
         lat.len(),
         lat.len() as f64 / el,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         percentile(&lat, 1.0),
-        args.concurrency
+        args.concurrency,
+        own * 1000.0 / lat.len().max(1) as f64,
+        db * 1000.0 / lat.len().max(1) as f64
     );
     Ok(())
 }
