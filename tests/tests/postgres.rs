@@ -14,6 +14,8 @@ use strom_control_plane::store::{contract, Batch, PgStore, Store, Table};
 use strom_control_plane::{open_repo, ControlPlaneConfig, StoreConfig};
 use strom_tests::postgres::Postgres;
 
+#[path = "postgres/replicas.rs"]
+mod replicas;
 #[path = "postgres/storm.rs"]
 mod storm;
 

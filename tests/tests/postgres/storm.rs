@@ -20,7 +20,7 @@ use strom_tests::postgres::Postgres;
 use strom_tests::{log_field, mail, strom_bin, wait_until, Proc};
 
 /// One `strom control-plane serve` process of the installation.
-struct ReplicaProcess {
+pub(super) struct ReplicaProcess {
     proc: Proc,
     config: PathBuf,
     dir: PathBuf,
@@ -28,7 +28,13 @@ struct ReplicaProcess {
 }
 
 impl ReplicaProcess {
-    fn start(name: &str, dir: &Path, url: &str, master_key: &Path, port: u16) -> ReplicaProcess {
+    pub(super) fn start(
+        name: &str,
+        dir: &Path,
+        url: &str,
+        master_key: &Path,
+        port: u16,
+    ) -> ReplicaProcess {
         let data = dir.join(name);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -85,20 +91,20 @@ impl ReplicaProcess {
         self.ready();
     }
 
-    fn outbox(&self, name: &str) -> PathBuf {
+    pub(super) fn outbox(&self, name: &str) -> PathBuf {
         self.dir.join(name).join("control-plane/outbox")
     }
 }
 
 /// Login mails as they land in the replicas' outboxes, by addressee.
-struct Mails {
+pub(super) struct Mails {
     by_to: Mutex<HashMap<String, Vec<(String, String)>>>,
     arrived: Condvar,
     stop: AtomicBool,
 }
 
 impl Mails {
-    fn watch(dirs: Vec<PathBuf>) -> Arc<Mails> {
+    pub(super) fn watch(dirs: Vec<PathBuf>) -> Arc<Mails> {
         let mails = Arc::new(Mails {
             by_to: Mutex::new(HashMap::new()),
             arrived: Condvar::new(),
@@ -173,7 +179,7 @@ impl Drop for Mails {
 
 /// What clients met on the way: answers they had to retry.
 #[derive(Default, Debug)]
-struct Tally {
+pub(super) struct Tally {
     /// Connections cut or refused (a replica that died).
     transport: usize,
     /// 503 with a Retry-After (the database unreachable).
@@ -184,20 +190,20 @@ struct Tally {
     relinks: usize,
 }
 
-struct Storm {
-    base: String,
-    tenant: String,
-    event: String,
-    mails: Arc<Mails>,
-    tally: Mutex<Tally>,
+pub(super) struct Storm {
+    pub(super) base: String,
+    pub(super) tenant: String,
+    pub(super) event: String,
+    pub(super) mails: Arc<Mails>,
+    pub(super) tally: Mutex<Tally>,
 }
 
 /// A participant's acknowledged writes: registered, and a session.
-struct Joined {
-    email: String,
-    session: String,
-    csrf: String,
-    token: String,
+pub(super) struct Joined {
+    pub(super) email: String,
+    pub(super) session: String,
+    pub(super) csrf: String,
+    pub(super) token: String,
 }
 
 impl Storm {
@@ -248,7 +254,7 @@ impl Storm {
     }
 
     /// Registers, opens the login mail, asks for a playback token.
-    fn join(&self, agent: &ureq::Agent, email: &str) -> Result<Joined, String> {
+    pub(super) fn join(&self, agent: &ureq::Agent, email: &str) -> Result<Joined, String> {
         let deadline = Instant::now() + Duration::from_secs(240);
         let register = format!(
             "/api/v1/public/{}/events/{}/register",
