@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strom_control_plane::model::{EdgeRegistration, Event};
 use strom_control_plane::repo::{now, Repo};
-use strom_control_plane::{ControlPlane, ControlPlaneConfig};
+use strom_control_plane::{ControlPlane, ControlPlaneConfig, StoreConfig};
 use strom_edge::{Edge, EdgeConfig};
 use strom_origin::{Origin, OriginConfig};
 use strom_relay::{ControlPlaneLink, UpstreamSettings};
@@ -23,6 +23,9 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// Bind every listener to a free port instead of the defaults.
     pub random_ports: bool,
+    /// The control plane's records in PostgreSQL (libpq url) instead of
+    /// RocksDB under the data directory.
+    pub postgres: Option<String>,
 }
 
 /// What `strom dev` created in the data directory, kept across runs.
@@ -108,6 +111,14 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         } else {
             "127.0.0.1:8091".parse()?
         }),
+        store: match options.postgres {
+            Some(url) => StoreConfig::Postgres {
+                url,
+                keys_url: None,
+                ca_file: None,
+            },
+            None => StoreConfig::Rocksdb,
+        },
         ..ControlPlaneConfig::default()
     };
     let mut origin_config = OriginConfig::default();

@@ -40,6 +40,11 @@ enum Command {
         /// Bind every listener to a free port (endpoints.json tells which).
         #[arg(long)]
         random_ports: bool,
+        /// Keep the control plane's records in this PostgreSQL database
+        /// (libpq form, e.g. `host=/run/postgresql dbname=strom`) instead of
+        /// the embedded RocksDB: the backend several replicas share.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Run the origin (ingest and MoQT publishing) from the configuration.
     Origin,
@@ -174,7 +179,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     init_logging(config.log_format, default_filter);
     match cli.command {
-        Command::Dev { random_ports } => {
+        Command::Dev {
+            random_ports,
+            postgres,
+        } => {
             if cli.config.is_some() {
                 tracing::warn!(
                     "strom dev runs on its embedded defaults: the configuration file is not used"
@@ -183,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dev::run(dev::DevOptions {
                 data_dir: config.data_dir,
                 random_ports,
+                postgres,
             })
             .await
         }

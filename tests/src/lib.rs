@@ -157,12 +157,18 @@ pub struct Dev {
 
 impl Dev {
     pub fn start() -> Dev {
+        Self::start_with(&[])
+    }
+
+    /// `strom dev --random-ports` with more options (`--postgres <url>`).
+    pub fn start_with(args: &[&str]) -> Dev {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(strom_bin());
         cmd.arg("--data-dir")
             .arg(dir.path())
             .arg("dev")
-            .arg("--random-ports");
+            .arg("--random-ports")
+            .args(args);
         cmd.stdout(Stdio::null());
         let proc = Proc::spawn("strom-dev", cmd, dir.path());
         let path = dir.path().join("endpoints.json");

@@ -140,7 +140,30 @@ const NAME: &str = "Erika Mustermann";
 #[test]
 fn participants_tokens_and_revocation_through_strom_dev() {
     let _serial = serial();
-    let dev = Dev::start();
+    participants_tokens_and_revocation(&Dev::start());
+}
+
+/// The same journey with the control plane's records in PostgreSQL
+/// (`strom dev --postgres`), a server of Debian's started for the test.
+#[test]
+fn participants_tokens_and_revocation_through_strom_dev_on_postgresql() {
+    let _serial = serial();
+    let pg = postgres::Postgres::start();
+    let url = pg.database("dev");
+    let dev = Dev::start_with(&["--postgres", &url]);
+    let embedded = dev.dir.path().join("control-plane/db");
+    participants_tokens_and_revocation(&dev);
+    // The participant went into PostgreSQL, not into a RocksDB beside it.
+    let participants: u64 = pg
+        .sql_in("dev", "SELECT count(*) FROM strom_kv WHERE tbl = 'participants'")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(participants >= 1, "{participants} participants stored");
+    assert!(!embedded.exists(), "strom dev opened RocksDB too");
+}
+
+fn participants_tokens_and_revocation(dev: &Dev) {
     let dir = dev.dir.path();
     let outbox = Path::new(dev.endpoints["outbox"].as_str().unwrap()).to_owned();
     let (tenant, event) = (dev.get("tenant"), dev.get("event"));
@@ -490,7 +513,20 @@ fn bearer_status(base: &str, path: &str, token: &str) -> u16 {
 #[test]
 fn the_operator_revokes_relays_and_rotates_the_signing_key_while_it_runs() {
     let _serial = serial();
-    let dev = Dev::start();
+    operator_tools_while_it_runs(Dev::start());
+}
+
+/// The same on PostgreSQL: the operator's tools reach the running control
+/// plane through its socket, whichever store it uses.
+#[test]
+fn the_operator_revokes_relays_and_rotates_the_signing_key_on_postgresql() {
+    let _serial = serial();
+    let pg = postgres::Postgres::start();
+    let url = pg.database("dev");
+    operator_tools_while_it_runs(Dev::start_with(&["--postgres", &url]));
+}
+
+fn operator_tools_while_it_runs(dev: Dev) {
     let dir = dev.dir.path().to_owned();
     let cp = dev.get("control_plane_url");
     let strom = |args: &[&str]| {
