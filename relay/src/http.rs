@@ -14,20 +14,22 @@
 //! (offline, so a revocation applies to the very next request). Playlists
 //! fetched with `?token=` carry it on every URI, for players without cookies.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::http::header::{self, HeaderValue};
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::access::{self, Access, Refused, TOKEN_COOKIE, TOKEN_PARAM};
@@ -87,23 +89,61 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     state: HttpState,
 ) {
-    let state = Arc::new(state);
     let https = tls.is_some();
-    accept(listener, tls, move |req| {
-        let state = state.clone();
-        async move {
-            let mut r = handle(&state, req).await;
-            harden(&mut r, https);
-            r
-        }
-    })
-    .await
+    accept(listener, tls, router(Arc::new(state), https)).await
+}
+
+/// The routes: health for every role; recordings where a VOD source is
+/// set (404 otherwise); LL-HLS, QoE beacons and `/webtransport.json` only
+/// where viewers are served (edges and agents, not the origin).
+fn router(state: Arc<HttpState>, https: bool) -> Router {
+    let mut routes = Router::new()
+        .route("/healthz", get(|| async { healthz() }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Arc<HttpState>>| async move { readyz(s.role, &s.counters) }),
+        )
+        .route("/vod/{*rest}", get(vod_request));
+    if state.role.serves_viewers() {
+        routes = routes
+            .route("/webtransport.json", get(webtransport_json))
+            .route("/hls/{*rest}", get(hls))
+            .route("/qoe", post(qoe_beacon));
+    }
+    routes
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
+        })
+        // The last layer is the outermost: preflights are hardened too.
+        .layer(axum::middleware::from_fn(preflight))
+        .layer(axum::middleware::map_response(
+            move |r: axum::response::Response| async move { harden(r, https) },
+        ))
+        .with_state(state)
+}
+
+/// A CORS preflight, on any path: players on the portal's origin may GET
+/// and POST here.
+async fn preflight(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.method() != Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+    );
+    r.into_response()
 }
 
 /// Headers on every answer to viewers: no MIME sniffing and, over HTTPS
 /// only, HSTS (a plain-HTTP answer cannot vouch for HTTPS, and browsers
 /// ignore it there anyway).
-pub fn harden(r: &mut Response<Full<Bytes>>, https: bool) {
+pub(crate) fn harden<B>(mut r: Response<B>, https: bool) -> Response<B> {
     let h = r.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -115,18 +155,17 @@ pub fn harden(r: &mut Response<Full<Bytes>>, https: bool) {
             HeaderValue::from_static("max-age=31536000"),
         );
     }
+    r
 }
 
 /// Accepts connections on `listener` (TLS when `tls` is set) until the task
-/// is dropped, answering every request with `answer`.
-pub(crate) async fn accept<F, Fut>(
+/// is dropped, answering with `app`. Not `axum::serve`: it has no TLS, and
+/// edges serve LL-HLS over HTTPS with a bounded handshake.
+pub(crate) async fn accept(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    answer: F,
-) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
+    app: Router,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -138,13 +177,9 @@ pub(crate) async fn accept<F, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let answer = answer.clone();
+        let service = TowerToHyperService::new(app.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let answer = answer.clone();
-                async move { Ok::<_, Infallible>(answer(req).await) }
-            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
                 Some(acceptor) => {
@@ -205,19 +240,22 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> 
 
 /// `{"url", "cert_sha256", "protocols"}` for the player; the URL's host is the
 /// one this request was addressed to, so it works behind any name or address.
-fn webtransport_json(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn webtransport_json(
+    State(state): State<Arc<HttpState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Full<Bytes>> {
     let Some(wt) = &state.webtransport else {
         return error(StatusCode::NOT_FOUND, "no WebTransport here");
     };
-    let host = req
-        .uri()
+    let host = uri
         .host()
         .map(str::to_owned)
         .or_else(|| {
-            req.headers()
+            headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+                .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
                 .map(|a| a.host().to_owned())
         })
         .unwrap_or_else(|| "127.0.0.1".into());
@@ -254,48 +292,23 @@ pub(crate) fn readyz(role: crate::Role, counters: &ServerCounters) -> Response<F
     }
 }
 
-async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() == Method::OPTIONS {
-        let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
-        r.headers_mut().insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
-        );
-        return r;
-    }
-    if req.method() == Method::POST && req.uri().path() == "/qoe" && state.role.serves_viewers() {
-        return qoe_beacon(state, req).await;
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-    }
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    if !state.role.serves_viewers()
-        && !matches!(path.as_str(), "/healthz" | "/readyz")
-        && !path.starts_with("/vod/")
-    {
-        return error(StatusCode::NOT_FOUND, "not found");
-    }
-    match path.as_str() {
-        "/healthz" => return healthz(),
-        "/readyz" => return readyz(state.role, &state.counters),
-        "/webtransport.json" => return webtransport_json(state, &req),
-        _ => {}
-    }
-    if let Some(rest) = path.strip_prefix("/vod/") {
-        return vod_request(state, rest, &query, req.headers()).await;
-    }
-    let Some(rest) = path.strip_prefix("/hls/") else {
-        return error(StatusCode::NOT_FOUND, "not found");
-    };
+/// `/hls/<tenant>/<event>/<stream>/...`: the token checked, then the
+/// playlist or media from the cache. The raw path is used (not decoded):
+/// names in it are ids, never percent-encoded.
+async fn hls(
+    State(state): State<Arc<HttpState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Full<Bytes>> {
+    let rest = uri.path().strip_prefix("/hls/").unwrap_or_default();
+    let query = uri.query().unwrap_or("");
     state.counters.hls_requests.fetch_add(1, Ordering::Relaxed);
     let admitted = match &state.access {
         None => Admitted {
             query_token: None,
             claims: None,
         },
-        Some(access) => match admit_hls(access, rest, &query, req.headers()) {
+        Some(access) => match admit_hls(access, rest, query, &headers) {
             Ok(a) => a,
             Err(refused) => {
                 state.counters.hls_refused.fetch_add(1, Ordering::Relaxed);
@@ -308,7 +321,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
             }
         },
     };
-    let mut r = hls_request(state, rest, &query, admitted.query_token.as_deref()).await;
+    let mut r = hls_request(&state, rest, query, admitted.query_token.as_deref()).await;
     if let Some(claims) = &admitted.claims {
         if rest.ends_with("/playlist.m3u8") && r.status() == StatusCode::OK {
             let namespace: Vec<&str> = rest.split('/').take(3).collect();
@@ -340,7 +353,7 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
             }
         }
     }
-    let len = hyper::body::Body::size_hint(r.body()).exact().unwrap_or(0);
+    let len = http_body::Body::size_hint(r.body()).exact().unwrap_or(0);
     state.counters.hls_bytes.fetch_add(len, Ordering::Relaxed);
     r
 }
@@ -348,9 +361,12 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
 /// `POST /qoe`: a player's QoE beacon ([`crate::qoe`]). Accepted only for a
 /// broadcast this relay serves and, with access control, with a playback
 /// token for it; answered 204 without a body.
-async fn qoe_beacon(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn qoe_beacon(
+    State(state): State<Arc<HttpState>>,
+    body: axum::body::Body,
+) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(req.into_body(), crate::qoe::MAX_BEACON_BYTES);
+    let limited = http_body_util::Limited::new(body, crate::qoe::MAX_BEACON_BYTES);
     let body = match limited.collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "beacon too large"),
@@ -363,7 +379,7 @@ async fn qoe_beacon(state: &HttpState, req: Request<Incoming>) -> Response<Full<
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    if find(state, &fields).is_none() {
+    if find(&state, &fields).is_none() {
         return error(StatusCode::NOT_FOUND, "no such broadcast here");
     }
     if let Some(access) = &state.access {
@@ -383,11 +399,12 @@ async fn qoe_beacon(state: &HttpState, req: Request<Incoming>) -> Response<Full<
 /// for the stream, or a relay's bearer credential), then answered by the
 /// VOD source.
 async fn vod_request(
-    state: &HttpState,
-    rest: &str,
-    query: &str,
-    headers: &hyper::HeaderMap,
+    State(state): State<Arc<HttpState>>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response<Full<Bytes>> {
+    let rest = uri.path().strip_prefix("/vod/").unwrap_or_default();
+    let query = uri.query().unwrap_or("");
     let Some(vod) = &state.vod else {
         return error(StatusCode::NOT_FOUND, "recordings are not served here");
     };
@@ -408,7 +425,7 @@ async fn vod_request(
             Some(token) => access
                 .admit(&[token.to_owned()], time::OffsetDateTime::now_utc())
                 .and_then(|claims| access.permits(&claims, namespace)),
-            None => admit_hls(access, rest, query, headers).map(|a| {
+            None => admit_hls(access, rest, query, &headers).map(|a| {
                 query_token = a.query_token;
             }),
         };
@@ -453,6 +470,100 @@ async fn vod_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    fn state(role: crate::Role) -> Arc<HttpState> {
+        Arc::new(HttpState {
+            role,
+            broadcasts: Broadcasts::new(),
+            counters: Arc::new(ServerCounters::new(role)),
+            part_target: 0.5,
+            window: 6,
+            access: None,
+            secure_cookies: false,
+            webtransport: Some(WebTransportInfo {
+                port: 4443,
+                cert_sha256: "ab".into(),
+            }),
+            hls_viewers: Arc::default(),
+            vod: None,
+        })
+    }
+
+    /// What each role's router answers, before any broadcast exists.
+    #[tokio::test]
+    async fn routes_answer_by_role_method_and_scheme() {
+        use crate::Role::{Agent, Edge, Origin};
+        #[rustfmt::skip]
+        let table = [
+            // role, https, method, path, status, allow-methods header
+            (Edge, false, "GET", "/healthz", 200, None),
+            (Edge, false, "HEAD", "/healthz", 200, None),
+            (Edge, false, "GET", "/readyz", 503, None),
+            (Agent, false, "GET", "/readyz", 200, None),
+            (Origin, false, "GET", "/readyz", 200, None),
+            (Edge, false, "GET", "/webtransport.json", 200, None),
+            (Origin, false, "GET", "/webtransport.json", 404, None),
+            (Edge, false, "GET", "/hls/t/e/s/master.m3u8", 404, None),
+            (Origin, false, "GET", "/hls/t/e/s/master.m3u8", 404, None),
+            (Edge, false, "POST", "/hls/t/e/s/master.m3u8", 405, None),
+            (Edge, false, "DELETE", "/healthz", 405, None),
+            (Edge, false, "POST", "/qoe", 400, None),
+            (Origin, false, "POST", "/qoe", 404, None),
+            (Edge, false, "GET", "/vod/t/e/s/rec/index.m3u8", 404, None),
+            (Edge, false, "GET", "/nothing", 404, None),
+            (Edge, false, "OPTIONS", "/hls/t/e/s/master.m3u8", 204, Some("GET, HEAD, POST, OPTIONS")),
+            (Origin, true, "OPTIONS", "/anything", 204, Some("GET, HEAD, POST, OPTIONS")),
+            (Edge, true, "GET", "/healthz", 200, None),
+        ];
+        for (role, https, method, path, status, allow) in table {
+            let req = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::HOST, "edge.example:8443")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = router(state(role), https).oneshot(req).await.unwrap();
+            let case = format!("{role:?} {method} {path} https={https}");
+            assert_eq!(r.status().as_u16(), status, "{case}");
+            let h = r.headers();
+            assert_eq!(
+                h.get(header::X_CONTENT_TYPE_OPTIONS)
+                    .map(|v| v.to_str().unwrap()),
+                Some("nosniff"),
+                "{case}"
+            );
+            assert_eq!(
+                h.contains_key(header::STRICT_TRANSPORT_SECURITY),
+                https,
+                "{case}"
+            );
+            assert_eq!(
+                h.get(header::ACCESS_CONTROL_ALLOW_METHODS)
+                    .map(|v| v.to_str().unwrap()),
+                allow,
+                "{case}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn webtransport_json_names_the_host_the_browser_used() {
+        let req = axum::http::Request::builder()
+            .uri("/webtransport.json")
+            .header(header::HOST, "edge.example:8443")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = router(state(crate::Role::Edge), false)
+            .oneshot(req)
+            .await
+            .unwrap();
+        use http_body_util::BodyExt;
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["url"], "https://edge.example:4443/");
+        assert_eq!(json["cert_sha256"], "ab");
+    }
 
     #[test]
     fn hls_paths_name_a_broadcast_a_track_and_a_file() {

@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::routing::get;
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::broadcast::Broadcasts;
@@ -74,30 +74,33 @@ pub async fn bind(
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task
 /// is dropped.
 pub async fn serve(listener: TcpListener, monitoring: Monitoring) {
-    let monitoring = Arc::new(monitoring);
-    http::accept(listener, None, move |req| {
-        let monitoring = monitoring.clone();
-        async move { answer(&monitoring, &req) }
-    })
-    .await
-}
-
-fn answer(m: &Monitoring, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let mut r = if req.method() != Method::GET && req.method() != Method::HEAD {
-        http::error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
-    } else {
-        match req.uri().path() {
-            "/metrics" => http::response(StatusCode::OK, "text/plain; version=0.0.4", m.render()),
-            "/healthz" => http::healthz(),
-            "/readyz" => http::readyz(m.role, &m.counters),
-            _ => http::error(StatusCode::NOT_FOUND, "not found"),
-        }
-    };
-    // Not for web pages: a page in a browser on this host must not read it.
-    r.headers_mut()
-        .remove(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN);
-    http::harden(&mut r, false);
-    r
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Monitoring>>| async move {
+                http::response(StatusCode::OK, "text/plain; version=0.0.4", m.render())
+            }),
+        )
+        .route("/healthz", get(|| async { http::healthz() }))
+        .route(
+            "/readyz",
+            get(
+                |State(m): State<Arc<Monitoring>>| async move { http::readyz(m.role, &m.counters) },
+            ),
+        )
+        .fallback(|| async { http::error(StatusCode::NOT_FOUND, "not found") })
+        .method_not_allowed_fallback(|| async {
+            http::error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
+        })
+        // Not for web pages: a page in a browser on this host must not read it.
+        .layer(axum::middleware::map_response(
+            |mut r: axum::response::Response| async move {
+                r.headers_mut().remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+                http::harden(r, false)
+            },
+        ))
+        .with_state(Arc::new(monitoring));
+    http::accept(listener, None, app).await
 }
 
 #[cfg(test)]

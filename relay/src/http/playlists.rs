@@ -12,7 +12,7 @@ pub fn admit_hls(
     access: &Access,
     rest: &str,
     query: &str,
-    headers: &hyper::HeaderMap,
+    headers: &HeaderMap,
 ) -> Result<Admitted, Refused> {
     let namespace: Vec<&str> = rest.split('/').take(3).collect();
     let query_token = access::query_value(query, TOKEN_PARAM);
