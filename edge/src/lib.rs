@@ -265,7 +265,7 @@ impl Edge {
             .and_then(|a| a.control_plane().cloned())
         {
             let mut reporter = strom_relay::Reporter::new(
-                Role::Edge,
+                strom_relay::RelayKind::Edge,
                 self.broadcasts.clone(),
                 hls_viewers,
                 self.counters.clone(),

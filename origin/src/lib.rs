@@ -490,7 +490,7 @@ impl Origin {
             );
             // The origin reports what is being pushed (live, ingest bitrate).
             let mut reporter = strom_relay::Reporter::new(
-                Role::Origin,
+                strom_relay::RelayKind::Origin,
                 self.broadcasts.clone(),
                 hls_viewers,
                 self.counters.clone(),

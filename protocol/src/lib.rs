@@ -14,6 +14,6 @@ mod relay;
 
 pub use agents::{AgentStats, P2pMode, RegisterAnswer, RegisterRequest, RosterEntry, Site};
 pub use relay::{
-    paths, EventFigures, QoeSums, RelayStatus, SrtSecrets, StreamStatus, LONG_POLL_SECS,
+    paths, EventFigures, QoeSums, RelayKind, RelayStatus, SrtSecrets, StreamStatus, LONG_POLL_SECS,
     STATUS_EVERY_SECS,
 };

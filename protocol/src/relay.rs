@@ -26,6 +26,19 @@ pub const STATUS_EVERY_SECS: u64 = 2;
 /// How long a long poll (revocations, SRT secrets) is held open.
 pub const LONG_POLL_SECS: u64 = 20;
 
+/// Which of the operator's relays reports: its credential must be of the
+/// same kind.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RelayKind {
+    /// Takes encoders' pushes: reports the broadcasts being pushed.
+    Origin,
+    /// Serves viewers and lower tiers: reports its viewers.
+    #[default]
+    Edge,
+}
+
 /// What a relay carries now, reported to the control plane every
 /// [`STATUS_EVERY_SECS`]: per broadcast its ingest bitrate (at an origin:
 /// the encoder's push) and its viewers. No personal data.
@@ -33,8 +46,7 @@ pub const LONG_POLL_SECS: u64 = 20;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RelayStatus {
-    /// `origin` or `edge`.
-    pub role: String,
+    pub role: RelayKind,
     pub streams: Vec<StreamStatus>,
     /// Per event: viewers at this relay now, players' QoE since the last report.
     #[serde(default)]

@@ -55,6 +55,7 @@ pub use control_plane::{
 pub use moqt::{from_track_namespace, server_alpns, to_track_namespace, MoqtServer};
 pub use settings::{CacheSettings, ServingSettings};
 pub use status::{EventTally, HlsViewers, Reporter};
+pub use strom_protocol::RelayKind;
 pub use vod::{safe_path, UpstreamVod, VodAnswer, VodFuture, VodSource};
 
 /// What the fuzz targets reach: the parsers of hostile input that are not

@@ -176,7 +176,7 @@ fn process_cpu_seconds() -> Option<f64> {
 /// Builds successive reports; bitrates are the byte counters' growth since
 /// the previous report.
 pub struct Reporter {
-    role: crate::Role,
+    role: strom_protocol::RelayKind,
     broadcasts: Arc<Broadcasts>,
     hls: Arc<HlsViewers>,
     counters: Arc<ServerCounters>,
@@ -188,7 +188,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(
-        role: crate::Role,
+        role: strom_protocol::RelayKind,
         broadcasts: Arc<Broadcasts>,
         hls: Arc<HlsViewers>,
         counters: Arc<ServerCounters>,
@@ -254,7 +254,7 @@ impl Reporter {
         };
         self.previous_load = Some((egress, cpu, now));
         RelayStatus {
-            role: self.role.as_str().into(),
+            role: self.role,
             streams,
             events: self.events.figures(),
             egress_bps,

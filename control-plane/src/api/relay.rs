@@ -17,7 +17,9 @@ use super::problem::{blocking, Body, QueryOf};
 use super::*;
 use crate::model::EdgeRegistration;
 use crate::store::{Presence, StoreError};
-pub(crate) use strom_protocol::{EventFigures, QoeSums, RelayStatus, SrtSecrets, StreamStatus};
+pub(crate) use strom_protocol::{
+    EventFigures, QoeSums, RelayKind, RelayStatus, SrtSecrets, StreamStatus,
+};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -257,10 +259,9 @@ pub(crate) async fn status(
     headers: HeaderMap,
     Body(req): Body<RelayStatus>,
 ) -> ApiResult<StatusCode> {
-    let (origin, role) = match req.role.as_str() {
-        "origin" => (true, RelayRole::Origin),
-        "edge" => (false, RelayRole::Edge),
-        _ => return Err(ApiError::bad_request("role must be origin or edge")),
+    let (origin, role) = match req.role {
+        RelayKind::Origin => (true, RelayRole::Origin),
+        RelayKind::Edge => (false, RelayRole::Edge),
     };
     // An edge's credential cannot report as an origin (and so claim a
     // broadcast is live), nor the other way round.

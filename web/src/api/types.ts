@@ -46,6 +46,14 @@ export type ParticipantSource = "invited" | "registered" | "imported";
  * via the `definition` "ParticipantStatus".
  */
 export type ParticipantStatus = "invited" | "pending" | "active" | "deactivated" | "blocked";
+/**
+ * Which of the operator's relays reports: its credential must be of the
+ * same kind.
+ *
+ * This interface was referenced by `StromApi`'s JSON-Schema
+ * via the `definition` "RelayKind".
+ */
+export type RelayKind = "origin" | "edge";
 
 export interface StromApi {}
 /**
@@ -982,10 +990,7 @@ export interface RelayStatus {
    * Per event: viewers at this relay now, players' QoE since the last report.
    */
   events?: EventFigures[];
-  /**
-   * `origin` or `edge`.
-   */
-  role: string;
+  role: RelayKind;
   streams: StreamStatus[];
 }
 /**
