@@ -20,7 +20,7 @@ use super::auth::{send_link, LinkRequest};
 use super::problem::{blocking, Body, PathOf, QueryOf};
 use super::*;
 use crate::model::{AccessMode, LinkPurpose, ParticipantSource, ParticipantStatus, Principal};
-use crate::repo::{ConsentRecord, NewParticipant, ParticipantView};
+use crate::repo::{ConsentRecord, NewParticipant, ParticipantView, Rectification};
 
 pub(crate) fn routes() -> Router<Shared> {
     Router::new()
@@ -196,9 +196,11 @@ pub(crate) async fn update_participant(
                 caller.tenant(),
                 &event,
                 &id,
-                req.name.as_deref(),
-                req.email.as_deref(),
-                req.fields.as_ref(),
+                Rectification {
+                    name: req.name.as_deref(),
+                    email: req.email.as_deref(),
+                    fields: req.fields.as_ref(),
+                },
             )?))
         })
         .await
@@ -725,9 +727,11 @@ pub(crate) async fn me_update(
             caller.tenant(),
             event,
             id,
-            req.name.as_deref(),
-            None,
-            req.fields.as_ref(),
+            Rectification {
+                name: req.name.as_deref(),
+                email: None,
+                fields: req.fields.as_ref(),
+            },
         )?))
     })
     .await

@@ -27,7 +27,9 @@ mod srt;
 mod tenants;
 mod users;
 
-pub use participants::{NewParticipant, MAX_ATTENDANCE_REPORT_SECS, MAX_PASSWORDS_PER_IMPORT};
+pub use participants::{
+    NewParticipant, Rectification, MAX_ATTENDANCE_REPORT_SECS, MAX_PASSWORDS_PER_IMPORT,
+};
 pub use revocations::REVOCATION_PAGE;
 pub use sessions::MAX_SESSIONS_PER_ACCOUNT;
 mod credentials;

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// What a rectification changes; `None` leaves it as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rectification<'a> {
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub fields: Option<&'a BTreeMap<String, String>>,
+}
+
 impl Repo {
     pub(super) fn participant_email_index(
         &self,
@@ -193,17 +201,19 @@ impl Repo {
     }
 
     /// Rectification (DATA-6): changes name, e-mail or form answers.
-    #[allow(clippy::too_many_arguments)]
     pub fn update_participant(
         &self,
         actor: &str,
         tenant: &str,
         event: &str,
         id: &str,
-        name: Option<&str>,
-        email: Option<&str>,
-        fields: Option<&BTreeMap<String, String>>,
+        to: Rectification<'_>,
     ) -> Result<ParticipantView> {
+        let Rectification {
+            name,
+            email,
+            fields,
+        } = to;
         let ev = self.event(tenant, event)?;
         let scope = Scope::Event(tenant.into(), event.into());
         let _g = self.lock()?;
