@@ -155,7 +155,10 @@ fn participants_tokens_and_revocation_through_strom_dev_on_postgresql() {
     participants_tokens_and_revocation(&dev);
     // The participant went into PostgreSQL, not into a RocksDB beside it.
     let participants: u64 = pg
-        .sql_in("dev", "SELECT count(*) FROM strom_kv WHERE tbl = 'participants'")
+        .sql_in(
+            "dev",
+            "SELECT count(*) FROM strom_kv WHERE tbl = 'participants'",
+        )
         .trim()
         .parse()
         .unwrap();
