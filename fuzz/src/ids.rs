@@ -94,17 +94,7 @@ fn fixture() -> &'static Fixture {
         slot.set(HashMap::from([("t".to_owned(), fixtures::SRT_SECRET)]));
         let (publish_token, claims) = key
             .mint(
-                &Grant {
-                    subject: "s_e_s".into(),
-                    tenant: "t".into(),
-                    event: "e".into(),
-                    stream: Some("s".into()),
-                    action: Action::Publish,
-                    lifetime_secs: 3600,
-                    not_after: None,
-                    role: None,
-                    via: None,
-                },
+                &Grant::publish("s_e_s", "t", "e", "s", 3600),
                 time::OffsetDateTime::now_utc(),
             )
             .expect("mints");

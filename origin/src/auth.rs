@@ -404,17 +404,7 @@ mod tests {
             let slot = strom_relay::SrtSecretSlot::default();
             slot.set([("acme".to_owned(), secret)].into());
             let tokens = PublishTokens::new(access).with_srt_secret(slot);
-            let grant = Grant {
-                subject: "s_main".into(),
-                tenant: "acme".into(),
-                event: "townhall".into(),
-                stream: Some("main".into()),
-                action: Action::Publish,
-                lifetime_secs: 3600,
-                not_after: None,
-                role: None,
-                via: None,
-            };
+            let grant = Grant::publish("s_main", "acme", "townhall", "main", 3600);
             let (token, claims) = key.mint(&grant, OffsetDateTime::now_utc()).unwrap();
             let srt_key = strom_token::srt::stream_key(&secret, &claims).unwrap();
             // The SRT key travels in clear in the SRT handshake: over RTMP

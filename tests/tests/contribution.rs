@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use strom_tests::control_plane::TestControlPlane;
 use strom_tests::*;
-use strom_token::{Action, Grant, RevocationKind};
+use strom_token::{Grant, RevocationKind};
 
 const SECRET_KEY: &str = "srt-secret-stream-key-0001";
 const SECRET_NS: &str = "acme/srt/secret";
@@ -173,17 +173,7 @@ fn srt_stream_keys_are_checked_and_revoked_like_their_publish_token() {
         },
     );
     let secret = cp.repo.srt_tenant_secret("acme").unwrap();
-    let grant = Grant {
-        subject: "s_townhall_main".into(),
-        tenant: "acme".into(),
-        event: "townhall".into(),
-        stream: Some("main".into()),
-        action: Action::Publish,
-        lifetime_secs: 3600,
-        not_after: None,
-        role: None,
-        via: None,
-    };
+    let grant = Grant::publish("s_townhall_main", "acme", "townhall", "main", 3600);
     let (_, claims) = cp
         .repo
         .mint_at(&grant, time::OffsetDateTime::now_utc())

@@ -33,7 +33,16 @@ mod storm;
 /// A replica's repository on `url`; replicas made with the same `dir`
 /// share the master key, as replicas of one installation do.
 fn replica(url: &str, dir: &std::path::Path) -> Arc<Repo> {
-    let config = ControlPlaneConfig {
+    open_repo(&replica_config(url, dir), dir)
+        .expect("a replica")
+        .0
+}
+
+/// A replica's configuration on `url`, listening on a free port, with the
+/// master key shared through `dir`.
+fn replica_config(url: &str, dir: &std::path::Path) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
         generate_master_key: true,
         master_key_file: Some(dir.join("master.key")),
         store: StoreConfig::Postgres {
@@ -42,8 +51,7 @@ fn replica(url: &str, dir: &std::path::Path) -> Arc<Repo> {
             ca_file: None,
         },
         ..ControlPlaneConfig::default()
-    };
-    open_repo(&config, dir).expect("a replica").0
+    }
 }
 
 fn staff(repo: &Repo) -> (String, Principal) {

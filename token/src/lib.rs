@@ -169,6 +169,28 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Pushing `stream` of `event` as `subject`, for `lifetime_secs`
+    /// (clipped to a publish token's maximum).
+    pub fn publish(
+        subject: &str,
+        tenant: &str,
+        event: &str,
+        stream: &str,
+        lifetime_secs: i64,
+    ) -> Grant {
+        Grant {
+            subject: subject.into(),
+            tenant: tenant.into(),
+            event: event.into(),
+            stream: Some(stream.into()),
+            action: Action::Publish,
+            lifetime_secs,
+            not_after: None,
+            role: None,
+            via: None,
+        }
+    }
+
     /// Watching `event` of `tenant` as `subject`, for as long as a playback
     /// token may live.
     pub fn play(subject: &str, tenant: &str, event: &str) -> Grant {

@@ -108,16 +108,9 @@ fn viewers_through_an_outage(longer: u64) {
     // at the public URL.
     let cp_port = strom_tests::free_tcp_port();
     let config = ControlPlaneConfig {
-        generate_master_key: true,
-        master_key_file: Some(dir.join("master.key")),
         public_url: format!("http://127.0.0.1:{cp_port}/").parse().unwrap(),
         secure_cookies: false,
-        store: StoreConfig::Postgres {
-            url: url.clone(),
-            keys_url: None,
-            ca_file: None,
-        },
-        ..ControlPlaneConfig::default()
+        ..super::replica_config(&url, dir)
     };
     let cp_dir = dir.join("cp");
     std::fs::create_dir_all(&cp_dir).unwrap();

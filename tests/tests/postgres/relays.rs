@@ -29,17 +29,7 @@ fn two_http_replicas_share_relay_reports_and_rosters_and_say_503_while_the_datab
         .enable_all()
         .build()
         .unwrap();
-    let config = ControlPlaneConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        generate_master_key: true,
-        master_key_file: Some(shared.path().join("master.key")),
-        store: StoreConfig::Postgres {
-            url: url.clone(),
-            keys_url: None,
-            ca_file: None,
-        },
-        ..ControlPlaneConfig::default()
-    };
+    let config = super::replica_config(&url, shared.path());
     // Two replicas of one installation, as behind a load balancer.
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut planes = Vec::new();
@@ -189,17 +179,7 @@ fn a_relay_listing_two_replicas_carries_on_when_the_first_dies() {
     let pg = Postgres::start();
     let url = pg.database("failover");
     let shared = tempfile::tempdir().unwrap();
-    let config = ControlPlaneConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        generate_master_key: true,
-        master_key_file: Some(shared.path().join("master.key")),
-        store: StoreConfig::Postgres {
-            url: url.clone(),
-            keys_url: None,
-            ca_file: None,
-        },
-        ..ControlPlaneConfig::default()
-    };
+    let config = super::replica_config(&url, shared.path());
     // Each replica in its own runtime: dropping one stops its listener and
     // every connection it holds, as a machine that dies.
     let runtime = || {
@@ -330,17 +310,9 @@ fn two_http_replicas_count_one_rate_limit_window() {
         .build()
         .unwrap();
     let config = ControlPlaneConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        generate_master_key: true,
-        master_key_file: Some(shared.path().join("master.key")),
-        store: StoreConfig::Postgres {
-            url: url.clone(),
-            keys_url: None,
-            ca_file: None,
-        },
         rate_limit_per_ip_per_minute: 6,
         rate_limit_per_account_per_minute: 4,
-        ..ControlPlaneConfig::default()
+        ..super::replica_config(&url, shared.path())
     };
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut bases = Vec::new();

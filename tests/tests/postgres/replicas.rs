@@ -15,7 +15,7 @@ use strom_control_plane::repo::Repo;
 use strom_tests::balancer::Balancer;
 use strom_tests::postgres::Postgres;
 use strom_tests::{http_get, push, wait_until, watch_with_token, Service};
-use strom_token::{Action, Grant};
+use strom_token::Grant;
 
 use super::storm::{Mails, ReplicaProcess, Storm, Tally};
 
@@ -189,17 +189,7 @@ fn a_participant_deactivated_on_one_replica_loses_the_edge_session_through_the_o
     );
     let publish = repo
         .mint_at(
-            &Grant {
-                subject: "s_broadcaster".into(),
-                tenant: tenant.clone(),
-                event: event.clone(),
-                stream: Some("main".into()),
-                action: Action::Publish,
-                lifetime_secs: 3600,
-                not_after: None,
-                role: None,
-                via: None,
-            },
+            &Grant::publish("s_broadcaster", &tenant, &event, "main", 3600),
             time::OffsetDateTime::now_utc(),
         )
         .unwrap()
