@@ -23,7 +23,6 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
@@ -31,6 +30,7 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::access::{self, Access, Refused, TOKEN_COOKIE, TOKEN_PARAM};
 use crate::broadcast::{Broadcast, Broadcasts, Namespace};
@@ -110,52 +110,55 @@ fn router(state: Arc<HttpState>, https: bool) -> Router {
             .route("/hls/{*rest}", get(hls))
             .route("/qoe", post(qoe_beacon));
     }
-    routes
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
-        .method_not_allowed_fallback(|| async {
-            error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD")
+    // Preflights are answered by the fallbacks (no route takes OPTIONS),
+    // and the headers by `SetResponseHeader`, not by `from_fn` or
+    // `map_response` middleware: those box a future per request, which cost
+    // edges measurably on LL-HLS (BENCHMARKS.md, issue 17).
+    let routes = routes
+        .fallback(|method: Method| async move {
+            match method {
+                Method::OPTIONS => preflight(),
+                _ => error(StatusCode::NOT_FOUND, "not found"),
+            }
         })
-        // The last layer is the outermost: preflights are hardened too.
-        .layer(axum::middleware::from_fn(preflight))
-        .layer(axum::middleware::map_response(
-            move |r: axum::response::Response| async move { harden(r, https) },
-        ))
-        .with_state(state)
+        .method_not_allowed_fallback(|method: Method| async move {
+            match method {
+                Method::OPTIONS => preflight(),
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD"),
+            }
+        });
+    hardened(routes, https).with_state(state)
 }
 
 /// A CORS preflight, on any path: players on the portal's origin may GET
 /// and POST here.
-async fn preflight(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if req.method() != Method::OPTIONS {
-        return next.run(req).await;
-    }
+fn preflight() -> Response<Full<Bytes>> {
     let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
     r.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
     );
-    r.into_response()
+    r
 }
 
 /// Headers on every answer to viewers: no MIME sniffing and, over HTTPS
 /// only, HSTS (a plain-HTTP answer cannot vouch for HTTPS, and browsers
 /// ignore it there anyway).
-pub(crate) fn harden<B>(mut r: Response<B>, https: bool) -> Response<B> {
-    let h = r.headers_mut();
-    h.insert(
+pub(crate) fn hardened<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    https: bool,
+) -> Router<S> {
+    let routes = routes.layer(SetResponseHeaderLayer::overriding(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
-    );
-    if https {
-        h.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        );
+    ));
+    if !https {
+        return routes;
     }
-    r
+    routes.layer(SetResponseHeaderLayer::overriding(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    ))
 }
 
 /// Accepts connections on `listener` (TLS when `tls` is set) until the task
@@ -514,6 +517,8 @@ mod tests {
             (Edge, false, "GET", "/nothing", 404, None),
             (Edge, false, "OPTIONS", "/hls/t/e/s/master.m3u8", 204, Some("GET, HEAD, POST, OPTIONS")),
             (Origin, true, "OPTIONS", "/anything", 204, Some("GET, HEAD, POST, OPTIONS")),
+            (Edge, false, "OPTIONS", "/qoe", 204, Some("GET, HEAD, POST, OPTIONS")),
+            (Agent, true, "OPTIONS", "/healthz", 204, Some("GET, HEAD, POST, OPTIONS")),
             (Edge, true, "GET", "/healthz", 200, None),
         ];
         for (role, https, method, path, status, allow) in table {

@@ -74,6 +74,10 @@ pub async fn bind(
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task
 /// is dropped.
 pub async fn serve(listener: TcpListener, monitoring: Monitoring) {
+    http::accept(listener, None, router(monitoring)).await
+}
+
+fn router(monitoring: Monitoring) -> Router {
     let app = Router::new()
         .route(
             "/metrics",
@@ -96,16 +100,57 @@ pub async fn serve(listener: TcpListener, monitoring: Monitoring) {
         .layer(axum::middleware::map_response(
             |mut r: axum::response::Response| async move {
                 r.headers_mut().remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
-                http::harden(r, false)
+                r
             },
-        ))
-        .with_state(Arc::new(monitoring));
-    http::accept(listener, None, app).await
+        ));
+    http::hardened(app, false).with_state(Arc::new(monitoring))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn answers_operators_only_and_never_to_web_pages() {
+        #[rustfmt::skip]
+        let table = [
+            ("GET", "/metrics", 200),
+            ("HEAD", "/metrics", 200),
+            ("GET", "/healthz", 200),
+            ("GET", "/readyz", 503),
+            ("POST", "/metrics", 405),
+            ("OPTIONS", "/metrics", 405),
+            ("GET", "/hls/t/e/s/master.m3u8", 404),
+        ];
+        for (method, path, status) in table {
+            let monitoring = Monitoring {
+                role: crate::Role::Edge,
+                broadcasts: Broadcasts::new(),
+                counters: Arc::new(ServerCounters::new(crate::Role::Edge)),
+                extra_metrics: None,
+            };
+            let req = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = router(monitoring).oneshot(req).await.unwrap();
+            let case = format!("{method} {path}");
+            assert_eq!(r.status().as_u16(), status, "{case}");
+            let h = r.headers();
+            assert_eq!(
+                h.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(),
+                "nosniff",
+                "{case}"
+            );
+            assert!(
+                !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                "{case}"
+            );
+            assert!(!h.contains_key(header::STRICT_TRANSPORT_SECURITY), "{case}");
+        }
+    }
 
     #[test]
     fn metrics_stay_on_loopback_unless_allowed() {
