@@ -76,6 +76,15 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
+        /// Another relay of the broadcast (repeatable, in order): when the
+        /// current one goes away, watching continues there at the object
+        /// it lacks, with the same token.
+        #[arg(long = "fallback", value_name = "URL")]
+        fallbacks: Vec<url::Url>,
+        /// The certificate SHA-256 of each --fallback, in the same order
+        /// (without it they are trusted as the first relay is).
+        #[arg(long = "fallback-cert-sha256", value_name = "HEX")]
+        fallback_certs: Vec<String>,
         /// Playback token, sent as the MoQT AUTHORIZATION TOKEN.
         #[arg(long, env = "STROM_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -226,13 +235,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cert_sha256,
             ca,
             duration,
+            fallbacks,
+            fallback_certs,
             token,
             media_key,
         } => {
             let trust = watch::trust_from(cert_sha256.as_deref(), ca)?;
+            let fallbacks = watch::fallbacks(fallbacks, &fallback_certs, &trust)?;
             let media_keys = media_key.as_deref().map(watch::media_keys).transpose()?;
             watch::run(watch::WatchOptions {
                 url,
+                fallbacks,
                 namespace,
                 output,
                 trust,

@@ -16,6 +16,10 @@ use tokio::io::AsyncWriteExt;
 
 pub struct WatchOptions {
     pub url: url::Url,
+    /// Relays to move to, in order, when the current one goes away (its
+    /// process dies, its link is cut, it is shut down): the broadcast
+    /// continues at the object it lacks, with the same token.
+    pub fallbacks: Vec<(url::Url, Trust)>,
     pub namespace: String,
     pub output: Option<PathBuf>,
     pub trust: Trust,
@@ -223,6 +227,29 @@ pub fn trust_from(cert_sha256: Option<&str>, ca: Option<PathBuf>) -> anyhow::Res
     })
 }
 
+/// Pairs each `--fallback` with its `--fallback-cert-sha256`, or with
+/// `trust` when none are given.
+pub fn fallbacks(
+    urls: Vec<url::Url>,
+    certs: &[String],
+    trust: &Trust,
+) -> anyhow::Result<Vec<(url::Url, Trust)>> {
+    if certs.is_empty() {
+        return Ok(urls.into_iter().map(|u| (u, trust.clone())).collect());
+    }
+    if certs.len() != urls.len() {
+        bail!(
+            "{} --fallback but {} --fallback-cert-sha256: give one certificate per fallback, or none",
+            urls.len(),
+            certs.len()
+        );
+    }
+    urls.into_iter()
+        .zip(certs)
+        .map(|(u, c)| Ok((u, Trust::Pinned(tls::parse_hex32(c)?))))
+        .collect()
+}
+
 /// Whether the upstream refused `track` for want of a valid token
 /// (REQUEST_ERROR UNAUTHORIZED, MALFORMED_AUTH_TOKEN, EXPIRED_AUTH_TOKEN).
 async fn refused_access(track: &strom_relay::TrackCache) -> bool {
@@ -236,11 +263,63 @@ async fn refused_access(track: &strom_relay::TrackCache) -> bool {
     )
 }
 
+/// How often in a row every relay may fail to connect before `strom watch`
+/// gives up.
+const CONNECT_ROUNDS: usize = 3;
+
+/// Keeps a session to one of `relays` (in order, from the first), handing
+/// each new session's subscriber to the tracks. With one relay, its
+/// session's end is the end; with more, the next one takes over.
+async fn follow_relays(
+    relays: Vec<(url::Url, Trust)>,
+    token: Option<String>,
+    serving: tokio::sync::watch::Sender<Option<moq_transport::session::Subscriber>>,
+    first: moq_transport::session::Session,
+) -> anyhow::Result<()> {
+    let mut session = Some(first);
+    let mut current = 0;
+    let mut failures = 0;
+    loop {
+        if let Some(s) = session.take() {
+            failures = 0;
+            let ended = s.run().await;
+            serving.send_replace(None);
+            if relays.len() == 1 {
+                return ended.context("MoQT session ended");
+            }
+            let why = ended.err().map_or("closed".to_owned(), |e| e.to_string());
+            current = (current + 1) % relays.len();
+            eprintln!(
+                "the session to {} ended ({why}); moving to {}",
+                relays[(current + relays.len() - 1) % relays.len()].0,
+                relays[current].0
+            );
+        }
+        let (url, trust) = &relays[current];
+        match upstream::connect_viewer(url, trust, token.as_deref()).await {
+            Ok((s, subscriber)) => {
+                serving.send_replace(Some(subscriber));
+                session = Some(s);
+            }
+            Err(err) => {
+                failures += 1;
+                if failures >= CONNECT_ROUNDS * relays.len() {
+                    return Err(
+                        err.context(format!("no relay answered, {CONNECT_ROUNDS} times each"))
+                    );
+                }
+                eprintln!("{url}: {err:#}; trying the next relay");
+                current = (current + 1) % relays.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     let namespace = Namespace::parse(&options.namespace)?;
     let (session, subscriber) =
-        upstream::connect_with_token(&options.url, &options.trust, options.token.as_deref())
-            .await?;
+        upstream::connect_viewer(&options.url, &options.trust, options.token.as_deref()).await?;
     let ctx = UpstreamContext {
         broadcasts: strom_relay::Broadcasts::new(),
         // Counted like an edge's upstream; never shown.
@@ -252,7 +331,11 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
         // objects behind it on a thin link.
         history: 0,
     };
-    let (broadcast, requests) = upstream::attach(namespace.clone(), subscriber, ctx);
+    let (serving, follow) = tokio::sync::watch::channel(Some(subscriber));
+    let (broadcast, requests) = upstream::attach(namespace.clone(), follow, ctx);
+    let mut relays = vec![(options.url.clone(), options.trust.clone())];
+    relays.extend(options.fallbacks.iter().cloned());
+    let sessions = follow_relays(relays, options.token.clone(), serving, session);
     let began = Instant::now();
     let deadline = options.duration.map(|d| began + d);
     let work = async {
@@ -367,7 +450,7 @@ pub async fn run(options: WatchOptions) -> anyhow::Result<()> {
     };
     tokio::select! {
         res = work => res,
-        res = session.run() => res.context("MoQT session ended"),
+        res = sessions => res,
         _ = requests => bail!("track requests stopped"),
         _ = strom_service::stop_signal() => Ok(()),
     }

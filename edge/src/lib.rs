@@ -240,9 +240,11 @@ impl Edge {
             history: upstream::HISTORY_GROUPS,
         };
         let mut parts = strom_service::Tasks::new();
-        for u in self.upstreams {
-            parts.spawn_loop("upstream", upstream::run(u, ctx.clone()));
+        let upstreams = upstream::Upstreams::new(ctx);
+        for (link, u) in self.upstreams.into_iter().enumerate() {
+            parts.spawn_loop("upstream", upstream::run(u, link, upstreams.clone()));
         }
+        parts.spawn_loop("upstream offers", upstreams.expire_orphans());
         let hls_viewers = Arc::new(strom_relay::HlsViewers::default());
         let state = http::HttpState {
             role: Role::Edge,

@@ -356,35 +356,6 @@ pub(crate) fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where a viewer reading the track in order waits now. A parent that
-/// falls behind sends the newest group first, so:
-/// - the group before the newest, while it is still open: at its tail;
-/// - a group missing entirely just before the newest: at its first object
-///   (the cache's reader waits there, see `CacheLimits::gap_wait`);
-/// - otherwise: after the newest object.
-///
-/// Returns the group, the next object id, and the producer time of the
-/// last object held before that place.
-pub(crate) fn frontier(track: &TrackCache) -> Option<(u64, u64, Option<u64>)> {
-    track.with_groups(|groups| {
-        let newest = groups.back()?;
-        let (group, next, last) = match groups.iter().rev().nth(1) {
-            Some(previous) if !previous.complete => {
-                let last = previous.objects.last()?;
-                (previous.id, last.id + 1, last)
-            }
-            Some(previous) if previous.id + 1 < newest.id => {
-                (previous.id + 1, 0, previous.objects.last()?)
-            }
-            _ => {
-                let last = newest.objects.last()?;
-                (newest.id, last.id + 1, last)
-            }
-        };
-        Some((group, next, last.meta.producer_time_us))
-    })
-}
-
 impl Freshness {
     fn record(&self, produced_us: u64, now_us: u64) {
         let offset = now_us as i64 - produced_us as i64;
@@ -406,7 +377,7 @@ impl Freshness {
     /// delivery seen; `None` for tracks without producer times (catalog).
     pub(crate) fn lateness(&self, track: &TrackCache, now_us: u64) -> Option<Duration> {
         let best = self.best()?;
-        let (_, _, produced) = frontier(track)?;
+        let (_, _, produced) = track.frontier()?;
         let late = now_us as i64 - produced? as i64 - best;
         Some(Duration::from_micros(late.max(0) as u64))
     }
@@ -521,42 +492,6 @@ mod tests {
                 ..CacheLimits::default()
             },
         )
-    }
-
-    #[test]
-    fn a_viewer_waits_for_the_open_previous_group_not_the_newest() {
-        let track = cache();
-        let now = Instant::now();
-        assert_eq!(frontier(&track), None);
-        for id in 0..4 {
-            track.insert(7, object(id, 1_000 + id), now);
-        }
-        assert_eq!(frontier(&track), Some((7, 4, Some(1_003))));
-        // A lagging parent sends the next group first: group 7 stays open.
-        track.insert(8, object(0, 2_000), now);
-        track.insert(8, object(1, 2_001), now);
-        assert_eq!(frontier(&track), Some((7, 4, Some(1_003))));
-        // Once group 7 is closed the viewer moves on to the newest.
-        track.finish_group(7);
-        assert_eq!(frontier(&track), Some((8, 2, Some(2_001))));
-    }
-
-    #[test]
-    fn a_viewer_waits_at_a_group_that_never_came_before_the_newest() {
-        let track = cache();
-        let now = Instant::now();
-        for id in 0..3 {
-            track.insert(7, object(id, 1_000 + id), now);
-        }
-        track.finish_group(7);
-        // The parent sends group 9 first; group 8 has not come at all.
-        track.insert(9, object(0, 3_000), now);
-        // The viewer waits at 8/0, as late as the last object it had.
-        assert_eq!(frontier(&track), Some((8, 0, Some(1_002))));
-        // Repaired: group 8 is whole, the viewer waits after the newest.
-        track.insert(8, object(0, 2_000), now);
-        track.finish_group(8);
-        assert_eq!(frontier(&track), Some((9, 1, Some(3_000))));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub(crate) const FETCH_BUDGET: Duration = Duration::from_millis(500);
 ///
 /// Why this is enough: from the moment a newer group arrives with the one
 /// before it missing, the viewer waits at that group's first object
-/// (`media::frontier`), and the lateness `media` reports is measured from
+/// (`TrackCache::frontier`), and the lateness `media` reports is measured from
 /// the last object held before it, which had already arrived. So the
 /// lateness passes the deadline at most `deadline` after the gap opened,
 /// and the next check (within [`CHECK_EVERY`]) asks for a FETCH from exactly

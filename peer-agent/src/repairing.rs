@@ -15,7 +15,7 @@ use moq_transport::session::Subscriber;
 use strom_relay::{tls::Trust, to_track_namespace, upstream, Namespace, TrackCache};
 use tokio::sync::watch;
 
-use crate::media::{accept, connect, frontier, unix_micros, Freshness, MediaContext, PeerEvent};
+use crate::media::{accept, connect, unix_micros, Freshness, MediaContext, PeerEvent};
 use crate::repair::{Check, Feeding, Repair};
 use crate::topology::Parent;
 use crate::tracks::Arrivals;
@@ -86,7 +86,7 @@ async fn repair(
     fresh: Arc<Freshness>,
     ctx: MediaContext,
 ) -> u64 {
-    let (Some((newest_group, _)), Some((group, next, _))) = (track.largest(), frontier(&track))
+    let (Some((newest_group, _)), Some((group, next, _))) = (track.largest(), track.frontier())
     else {
         return 0;
     };
@@ -222,7 +222,7 @@ pub(crate) async fn keep_repaired(
                     closed: track.is_closed(),
                 });
                 if let (true, Some(source)) = (verdict.fetch, source) {
-                    tracing::trace!(track = %track.name, since_news_ms = since_news.as_millis() as u64, frontier = ?frontier(track), largest = ?track.largest(), "repair due");
+                    tracing::trace!(track = %track.name, since_news_ms = since_news.as_millis() as u64, frontier = ?track.frontier(), largest = ?track.largest(), "repair due");
                     repairing = Some(Box::pin(repair(
                         source,
                         namespace.clone(),

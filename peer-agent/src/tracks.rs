@@ -19,7 +19,7 @@ use moq_transport::session::Subscribe;
 use strom_relay::{to_track_namespace, upstream, Broadcast, Namespace, TrackCache, UpstreamState};
 use tokio::sync::{mpsc, watch};
 
-use crate::media::{accept, frontier, Freshness, MediaContext, Session, HANDOVER};
+use crate::media::{accept, Freshness, MediaContext, Session, HANDOVER};
 use crate::repairing::{keep_repaired, Feed};
 use crate::topology::Parent;
 
@@ -329,7 +329,7 @@ async fn open_subscription(
     // new parent sends what the gap missed, across group boundaries; what
     // is already held comes at most once more and is dropped (MoQT
     // AbsoluteStart).
-    let plan = life.subscribe(frontier(track).map(|(group, next, _)| (group, next)));
+    let plan = life.subscribe(track.frontier().map(|(group, next, _)| (group, next)));
     let mut params = KeyValuePairs::default();
     if let Some((group, next)) = plan.start {
         let filter = SubscriptionFilter {

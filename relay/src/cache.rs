@@ -347,6 +347,36 @@ impl TrackCache {
     }
 
     /// Bytes held in memory for this track.
+    /// Where a viewer reading the track in order waits now, for a relay
+    /// that resumes elsewhere (MoQT AbsoluteStart). An upstream that falls
+    /// behind sends the newest group first, so:
+    /// - the group before the newest, while it is still open: at its tail;
+    /// - a group missing entirely just before the newest: at its first
+    ///   object (the cache's reader waits there, see `CacheLimits::gap_wait`);
+    /// - otherwise: after the newest object.
+    ///
+    /// Returns the group, the next object id, and the producer time of the
+    /// last object held before that place.
+    pub fn frontier(&self) -> Option<(u64, u64, Option<u64>)> {
+        self.with_groups(|groups| {
+            let newest = groups.back()?;
+            let (group, next, last) = match groups.iter().rev().nth(1) {
+                Some(previous) if !previous.complete => {
+                    let last = previous.objects.last()?;
+                    (previous.id, last.id + 1, last)
+                }
+                Some(previous) if previous.id + 1 < newest.id => {
+                    (previous.id + 1, 0, previous.objects.last()?)
+                }
+                _ => {
+                    let last = newest.objects.last()?;
+                    (newest.id, last.id + 1, last)
+                }
+            };
+            Some((group, next, last.meta.producer_time_us))
+        })
+    }
+
     pub fn cached_bytes(&self) -> usize {
         self.lock().bytes
     }

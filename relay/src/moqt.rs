@@ -98,6 +98,10 @@ pub(crate) fn quic_transport_config() -> quinn::TransportConfig {
     transport
 }
 
+/// How long a subscription that starts before everything cached waits for
+/// the relay's own history fetch (a second at most, once per track).
+const HISTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Socket buffers for a QUIC server: the kernel's default (~208 KiB) drops
 /// handshakes when a hundred viewers join at once.
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
@@ -590,6 +594,14 @@ async fn serve_subscription(
         .map(|f| (f.filter_type, f.start_location))
     {
         Some((FilterType::AbsoluteStart | FilterType::AbsoluteRange, Some(start))) => {
+            // A viewer or relay moving here from another relay asks for
+            // where it stopped, often before the live group this relay's
+            // own subscription began with: let the history fetch bring it
+            // rather than skip it.
+            let held = track.with_groups(|groups| groups.front().map(|g| g.id));
+            if held.is_none_or(|oldest| start.group_id < oldest) {
+                track.history_settled(HISTORY_WAIT).await;
+            }
             track.reader_at_object(start.group_id, start.object_id)
         }
         Some((FilterType::NextGroupStart, _)) => {

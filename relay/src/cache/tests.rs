@@ -281,3 +281,51 @@ fn duplicates_and_stragglers_are_ignored() {
     assert!(!t.insert(5, obj(2, 1), now));
     assert!(!t.insert(4, obj(0, 1), now));
 }
+
+fn produced(id: u64, produced_us: u64) -> Object {
+    Object {
+        id,
+        payload: Bytes::from_static(b"x"),
+        meta: ObjectMeta {
+            duration_ticks: 0,
+            producer_time_us: Some(produced_us),
+        },
+        ext: None,
+    }
+}
+
+#[test]
+fn a_viewer_waits_for_the_open_previous_group_not_the_newest() {
+    let track = TrackCache::new("video", CacheLimits::default());
+    let now = Instant::now();
+    assert_eq!(track.frontier(), None);
+    for id in 0..4 {
+        track.insert(7, produced(id, 1_000 + id), now);
+    }
+    assert_eq!(track.frontier(), Some((7, 4, Some(1_003))));
+    // A lagging parent sends the next group first: group 7 stays open.
+    track.insert(8, produced(0, 2_000), now);
+    track.insert(8, produced(1, 2_001), now);
+    assert_eq!(track.frontier(), Some((7, 4, Some(1_003))));
+    // Once group 7 is closed the viewer moves on to the newest.
+    track.finish_group(7);
+    assert_eq!(track.frontier(), Some((8, 2, Some(2_001))));
+}
+
+#[test]
+fn a_viewer_waits_at_a_group_that_never_came_before_the_newest() {
+    let track = TrackCache::new("video", CacheLimits::default());
+    let now = Instant::now();
+    for id in 0..3 {
+        track.insert(7, produced(id, 1_000 + id), now);
+    }
+    track.finish_group(7);
+    // The parent sends group 9 first; group 8 has not come at all.
+    track.insert(9, produced(0, 3_000), now);
+    // The viewer waits at 8/0, as late as the last object it had.
+    assert_eq!(track.frontier(), Some((8, 0, Some(1_002))));
+    // Repaired: group 8 is whole, the viewer waits after the newest.
+    track.insert(8, produced(0, 2_000), now);
+    track.finish_group(8);
+    assert_eq!(track.frontier(), Some((9, 1, Some(3_000))));
+}

@@ -9,7 +9,8 @@
 //! - how many groups of history to FETCH with the first subscription;
 //! - when to let go of a track nobody asks for (idle teardown);
 //! - what follows the end of a subscription: subscribe again on the next
-//!   session, wait for one, or retire the track — refusing the viewers
+//!   session (an edge's next upstream, an agent's next parent), wait for
+//!   one, or retire the track — refusing the viewers
 //!   still waiting when the upstream that refused has the last word;
 //! - how long to wait before dialling a lost upstream again.
 
@@ -33,30 +34,22 @@ pub struct Policy {
     pub idle: Duration,
     /// Groups of history fetched with the first subscription.
     pub history: u64,
-    /// The pull outlives its subscription and follows the relay from
-    /// session to session (an agent changing parents). Otherwise the pull
-    /// ends with its subscription and the next request subscribes afresh.
-    pub across_sessions: bool,
 }
 
 impl Policy {
-    /// An edge: history for a cold cache; one subscription per pull.
+    /// An edge: history for a cold cache; follows its broadcast from
+    /// upstream to upstream ([`super::offers`]).
     pub fn edge(idle: Duration) -> Self {
         Self {
             idle,
             history: HISTORY_GROUPS,
-            across_sessions: false,
         }
     }
 
     /// An agent: no history (on a thin WAN a burst of old groups delays
     /// the live objects queued behind it); follows its parent.
     pub fn agent(idle: Duration) -> Self {
-        Self {
-            idle,
-            history: 0,
-            across_sessions: true,
-        }
+        Self { idle, history: 0 }
     }
 }
 
@@ -85,6 +78,8 @@ pub enum Ending {
     Closed,
     /// The relay moved to another upstream session.
     Switched,
+    /// The upstream ended the track cleanly: it is over there.
+    Finished,
 }
 
 /// What the pull does after a subscription ended.
@@ -142,10 +137,8 @@ impl Lifecycle {
     /// refusal is not). `answered`: viewers already had an answer (the
     /// upstream accepted a subscription once).
     pub fn ended(&mut self, how: Ending, authority: bool, answered: bool) -> After {
-        if !self.policy.across_sessions {
-            return After::Retire { refuse: !answered };
-        }
         match how {
+            Ending::Finished => After::Retire { refuse: !answered },
             Ending::Switched => After::Resubscribe,
             Ending::Closed if self.subscriptions <= 1 && authority && !answered => {
                 After::Retire { refuse: true }
@@ -207,6 +200,8 @@ mod tests {
         #[rustfmt::skip]
         let cases: &[(Policy, &[Option<Location>], &[Subscribe])] = &[
             (edge, &[None], &[at(None, 3)]),
+            // An edge that moved to another upstream: where its viewers wait.
+            (edge, &[None, Some((7, 4))], &[at(None, 3), at(Some((7, 4)), 0)]),
             // The first subscription starts live even when something is
             // held: an edge's cache is fresh, an agent's starts empty.
             (agent, &[Some((7, 4))], &[at(None, 0)]),
@@ -249,11 +244,18 @@ mod tests {
         // (policy, subscriptions sent, how, authority, answered, expected)
         #[rustfmt::skip]
         let cases = [
-            // An edge: every end retires the track; the next request
-            // subscribes afresh. Viewers still waiting are refused.
+            // An edge whose upstream refuses the first subscription:
+            // viewers still waiting are refused.
             (edge, 1, Closed, true, false, Retire { refuse: true }),
-            (edge, 1, Closed, true, true, Retire { refuse: false }),
-            (edge, 1, Closed, false, true, Retire { refuse: false }),
+            // A broken subscription: the track stays and follows the
+            // broadcast to the next upstream (or the same one again).
+            (edge, 1, Closed, true, true, Wait(RETRY_AFTER)),
+            (edge, 2, Closed, true, false, Wait(RETRY_AFTER)),
+            (edge, 1, Switched, true, true, Resubscribe),
+            // The upstream ended the track: it is over, for both.
+            (edge, 1, Finished, true, true, Retire { refuse: false }),
+            (edge, 3, Finished, true, false, Retire { refuse: true }),
+            (agent, 2, Finished, false, true, Retire { refuse: false }),
             // An agent whose edge refuses the first subscription: the
             // edge has the last word (the track does not exist, or the
             // viewer may not see it); waiting viewers are told at once.

@@ -1,11 +1,14 @@
-//! Upstream links: an edge dials an origin or a parent edge, learns its
-//! broadcasts with SUBSCRIBE_NAMESPACE, and subscribes to a track only while
-//! someone downstream wants it — exactly one upstream subscription per track.
+//! Upstream links: an edge dials its origins and parent edges, learns
+//! their broadcasts with SUBSCRIBE_NAMESPACE, and subscribes to a track only
+//! while someone downstream wants it — exactly one upstream subscription per
+//! track, on the first link in the configuration that offers the broadcast
+//! ([`offers`]). When that link is lost the tracks move to the next one and
+//! continue at the object their viewers wait for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -13,10 +16,10 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use moq_transport::coding::{KeyValuePairs, TrackNamespacePrefix, TupleField};
 use moq_transport::data::{FetchRecord, ObjectStatus};
-use moq_transport::message::FetchType;
+use moq_transport::message::{FetchType, FilterType, SubscriptionFilter};
 use moq_transport::serve::{self, TrackReaderMode};
 use moq_transport::session::{Fetch, NamespaceEvent, SubscribeNamespace, Subscriber, Transport};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::broadcast::{Broadcast, Broadcasts, Namespace, Source};
 use crate::cache::{CacheLimits, Object, TrackCache, UpstreamState};
@@ -26,10 +29,12 @@ use crate::object_meta;
 use crate::tls::{self, Trust};
 
 mod lifecycle;
+mod offers;
 pub use lifecycle::{
     After, Demand, Ending, Lifecycle, Location, Policy, Redial, Subscribe, HISTORY_GROUPS,
     RETRY_AFTER,
 };
+pub use offers::{Decision, Link, OfferEvent, Offers, ORPHAN_GRACE};
 
 /// One upstream to pull from.
 #[derive(Clone, Debug)]
@@ -57,13 +62,20 @@ pub struct UpstreamContext {
     pub history: u64,
 }
 
-/// Keeps one upstream link up for ever, dialling again after a loss as
-/// [`Redial`] says.
-pub async fn run(config: UpstreamConfig, ctx: UpstreamContext) {
+/// How soon a relay notices that its upstream is gone without a word (a
+/// killed process, a cut link): QUIC's idle timeout on relay links, with
+/// keep-alives well inside it. Viewers' gaps on a failover are this plus a
+/// round trip (OPS-4: at most 2 s).
+pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_millis(1200);
+const LINK_KEEP_ALIVE: Duration = Duration::from_millis(200);
+
+/// Keeps upstream link `link` up for ever, dialling again after a loss as
+/// [`Redial`] says; what it learns goes to `upstreams`.
+pub async fn run(config: UpstreamConfig, link: Link, upstreams: Arc<Upstreams>) {
     let mut redial = Redial::new();
     loop {
         let started = Instant::now();
-        match connect_once(&config, &ctx).await {
+        match connect_once(&config, link, &upstreams).await {
             Ok(()) => tracing::info!(upstream = %config.url, "upstream session closed"),
             Err(err) => {
                 tracing::warn!(upstream = %config.url, error = %format!("{err:#}"), "upstream session failed")
@@ -105,6 +117,38 @@ pub async fn connect_with_token(
     trust: &Trust,
     token: Option<&str>,
 ) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
+    connect_with(url, trust, token, quic_transport_config()).await
+}
+
+/// Like [`connect_with_token`] for a viewer that moves to another relay
+/// when this one goes away: it notices a silent relay as relays do
+/// ([`LINK_IDLE_TIMEOUT`]).
+pub async fn connect_viewer(
+    url: &url::Url,
+    trust: &Trust,
+    token: Option<&str>,
+) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
+    connect_with(url, trust, token, link_transport_config()).await
+}
+
+/// QUIC settings of a link that must notice a silent peer quickly.
+fn link_transport_config() -> quinn::TransportConfig {
+    let mut transport = quic_transport_config();
+    transport.keep_alive_interval(Some(LINK_KEEP_ALIVE));
+    transport.max_idle_timeout(Some(
+        LINK_IDLE_TIMEOUT
+            .try_into()
+            .expect("1.2 s is a valid idle timeout"),
+    ));
+    transport
+}
+
+async fn connect_with(
+    url: &url::Url,
+    trust: &Trust,
+    token: Option<&str>,
+    transport_config: quinn::TransportConfig,
+) -> anyhow::Result<(moq_transport::session::Session, Subscriber)> {
     let (addr, host) = resolve(url).await?;
     let (alpn, transport): (&[u8], Transport) = match url.scheme() {
         "moqt" => (
@@ -121,7 +165,7 @@ pub async fn connect_with_token(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
         .context("TLS configuration unusable for QUIC")?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(quic_transport_config()));
+    client.transport_config(Arc::new(transport_config));
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0".parse()?
     } else {
@@ -173,9 +217,19 @@ pub async fn connect_with_token(
     Ok((session, subscriber))
 }
 
-async fn connect_once(config: &UpstreamConfig, ctx: &UpstreamContext) -> anyhow::Result<()> {
-    let (session, subscriber) =
-        connect_with_token(&config.url, &config.trust, ctx.credential.as_deref()).await?;
+async fn connect_once(
+    config: &UpstreamConfig,
+    link: Link,
+    upstreams: &Upstreams,
+) -> anyhow::Result<()> {
+    let ctx = &upstreams.ctx;
+    let (session, subscriber) = connect_with(
+        &config.url,
+        &config.trust,
+        ctx.credential.as_deref(),
+        link_transport_config(),
+    )
+    .await?;
     tracing::info!(upstream = %config.url, "upstream connected");
     ctx.counters
         .upstream_sessions_active
@@ -189,13 +243,13 @@ async fn connect_once(config: &UpstreamConfig, ctx: &UpstreamContext) -> anyhow:
         }
     }
     let _connected = Connected(&ctx.counters);
-    let mut registered: HashMap<Namespace, Arc<Broadcast>> = HashMap::new();
+    let mut offered = HashSet::new();
     let result = tokio::select! {
         res = session.run() => res.context("upstream session"),
-        res = follow_namespaces(config, ctx, subscriber, &mut registered) => res,
+        res = follow_namespaces(config, link, upstreams, subscriber, &mut offered) => res,
     };
-    for b in registered.values() {
-        ctx.broadcasts.remove(b);
+    for ns in offered {
+        upstreams.on(&ns, OfferEvent::Lost(link), None);
     }
     result
 }
@@ -235,82 +289,243 @@ pub fn adopt(
 
 async fn follow_namespaces(
     config: &UpstreamConfig,
-    ctx: &UpstreamContext,
+    link: Link,
+    upstreams: &Upstreams,
     mut subscriber: Subscriber,
-    registered: &mut HashMap<Namespace, Arc<Broadcast>>,
+    offered: &mut HashSet<Namespace>,
 ) -> anyhow::Result<()> {
     let namespaces = announcements(&mut subscriber, &config.prefix).await?;
-    let mut pulls = FuturesUnordered::new();
     loop {
-        tokio::select! {
-            event = namespaces.next() => match event? {
-                Some(NamespaceEvent::Added(ns)) => {
-                    let Ok(ns) = from_track_namespace(&ns) else {
-                        tracing::warn!("upstream announced a namespace that is not ours; ignored");
-                        continue;
-                    };
-                    if registered.contains_key(&ns) {
-                        continue;
-                    }
-                    let Some((broadcast, rx)) = adopt(&ctx.broadcasts, &ns, ctx.limits) else {
-                        tracing::debug!(namespace = %ns, "broadcast already served by another upstream");
-                        continue;
-                    };
-                    tracing::info!(namespace = %ns, upstream = %config.url, "broadcast announced upstream");
-                    registered.insert(ns, broadcast.clone());
-                    pulls.push(serve_track_requests(broadcast, rx, subscriber.clone(), ctx.clone()));
-                }
-                Some(NamespaceEvent::Removed(ns)) => {
-                    if let Ok(ns) = from_track_namespace(&ns) {
-                        if let Some(b) = registered.remove(&ns) {
-                            tracing::info!(namespace = %ns, "broadcast ended upstream");
-                            ctx.broadcasts.remove(&b);
-                        }
+        match namespaces.next().await? {
+            Some(NamespaceEvent::Added(ns)) => {
+                let Ok(ns) = from_track_namespace(&ns) else {
+                    tracing::warn!("upstream announced a namespace that is not ours; ignored");
+                    continue;
+                };
+                tracing::info!(namespace = %ns, upstream = %config.url, "broadcast announced upstream");
+                offered.insert(ns.clone());
+                upstreams.on(&ns, OfferEvent::Announced(link), Some(&subscriber));
+            }
+            Some(NamespaceEvent::Removed(ns)) => {
+                if let Ok(ns) = from_track_namespace(&ns) {
+                    if offered.remove(&ns) {
+                        tracing::info!(namespace = %ns, upstream = %config.url, "broadcast ended upstream");
+                        upstreams.on(&ns, OfferEvent::Ended(link), None);
                     }
                 }
-                None => bail!("upstream ended the namespace subscription"),
-            },
-            Some(()) = pulls.next(), if !pulls.is_empty() => {}
+            }
+            None => bail!("upstream ended the namespace subscription"),
         }
     }
 }
 
-/// Subscribes upstream to each track the broadcast is asked for.
+/// The broadcasts an edge pulls, each with the links that offer it and the
+/// session its tracks are pulled from now.
+pub struct Upstreams {
+    ctx: UpstreamContext,
+    entries: Mutex<HashMap<Namespace, Entry>>,
+}
+
+struct Entry {
+    broadcast: Arc<Broadcast>,
+    offers: Offers,
+    sessions: HashMap<Link, Subscriber>,
+    /// The session the tracks pull from; `None` while orphaned. Dropped
+    /// when the broadcast ends, which ends its pulls.
+    serving: watch::Sender<Option<Subscriber>>,
+}
+
+impl Upstreams {
+    pub fn new(ctx: UpstreamContext) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            entries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Namespace, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a link saw of `ns` (with its session when it announced it).
+    pub fn on(&self, ns: &Namespace, event: OfferEvent, session: Option<&Subscriber>) {
+        let mut entries = self.entries();
+        if !entries.contains_key(ns) {
+            let (OfferEvent::Announced(_), Some(_)) = (event, session) else {
+                return;
+            };
+            let Some((broadcast, requests)) = adopt(&self.ctx.broadcasts, ns, self.ctx.limits)
+            else {
+                tracing::debug!(namespace = %ns, "broadcast already served from elsewhere");
+                return;
+            };
+            let (serving, follow) = watch::channel(None);
+            tokio::spawn(serve_track_requests(
+                broadcast.clone(),
+                requests,
+                follow,
+                self.ctx.clone(),
+            ));
+            entries.insert(
+                ns.clone(),
+                Entry {
+                    broadcast,
+                    offers: Offers::new(),
+                    sessions: HashMap::new(),
+                    serving,
+                },
+            );
+        }
+        let Some(entry) = entries.get_mut(ns) else {
+            return;
+        };
+        match (event, session) {
+            (OfferEvent::Announced(link), Some(session)) => {
+                entry.sessions.insert(link, session.clone());
+            }
+            (OfferEvent::Ended(link) | OfferEvent::Lost(link), _) => {
+                entry.sessions.remove(&link);
+            }
+            _ => {}
+        }
+        let decision = entry.offers.on(event, Instant::now());
+        self.apply(&mut entries, ns, decision);
+    }
+
+    /// Ends the orphans whose grace ran out; runs for ever.
+    pub async fn expire_orphans(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut entries = self.entries();
+            let ended: Vec<Namespace> = entries
+                .iter()
+                .filter(|(_, e)| e.offers.tick(now) == Decision::End)
+                .map(|(ns, _)| ns.clone())
+                .collect();
+            for ns in ended {
+                self.apply(&mut entries, &ns, Decision::End);
+            }
+        }
+    }
+
+    fn apply(&self, entries: &mut HashMap<Namespace, Entry>, ns: &Namespace, decision: Decision) {
+        match decision {
+            Decision::Keep => {}
+            Decision::Serve(link) => {
+                if let Some(entry) = entries.get(ns) {
+                    tracing::info!(namespace = %ns, link, "pulling the broadcast from this upstream");
+                    let session = entry.sessions.get(&link).cloned();
+                    entry.serving.send_replace(session);
+                }
+            }
+            Decision::Orphaned => {
+                if let Some(entry) = entries.get(ns) {
+                    if entry.serving.borrow().is_some() {
+                        tracing::info!(namespace = %ns, "no upstream offers the broadcast; waiting for one");
+                        entry.serving.send_replace(None);
+                    }
+                }
+            }
+            Decision::End => {
+                if let Some(entry) = entries.remove(ns) {
+                    tracing::info!(namespace = %ns, "broadcast ended");
+                    self.ctx.broadcasts.remove(&entry.broadcast);
+                }
+            }
+        }
+    }
+}
+
+/// Pulls each track the broadcast is asked for from the session `serving`
+/// names, following it from session to session, until the broadcast ends
+/// (the sender is dropped).
 async fn serve_track_requests(
     broadcast: Arc<Broadcast>,
     mut requests: mpsc::UnboundedReceiver<Arc<TrackCache>>,
-    subscriber: Subscriber,
+    serving: watch::Receiver<Option<Subscriber>>,
     ctx: UpstreamContext,
 ) {
     let mut pulls = FuturesUnordered::new();
+    let mut ended = serving.clone();
     loop {
         tokio::select! {
             request = requests.recv() => match request {
-                Some(track) => pulls.push(pull_track(broadcast.clone(), track, subscriber.clone(), ctx.clone())),
-                None => return,
+                Some(track) => pulls.push(pull_track(broadcast.clone(), track, serving.clone(), ctx.clone())),
+                None => break,
             },
             Some(()) = pulls.next(), if !pulls.is_empty() => {}
+            closed = ended.changed() => if closed.is_err() { break },
         }
     }
+    // The pulls see the end too; let them retire their tracks.
+    while pulls.next().await.is_some() {}
+}
+
+/// How one subscription ended.
+enum Pulled {
+    /// Nobody wants the track any more (unsubscribed).
+    Idle,
+    /// The upstream ended the track cleanly.
+    Finished,
+    /// Refused, reset, or the session broke.
+    Broken(anyhow::Error, Option<serve::ServeError>),
 }
 
 async fn pull_track(
     broadcast: Arc<Broadcast>,
     track: Arc<TrackCache>,
-    mut subscriber: Subscriber,
+    mut serving: watch::Receiver<Option<Subscriber>>,
     ctx: UpstreamContext,
 ) {
-    ctx.counters
-        .upstream_subscriptions
-        .fetch_add(1, Ordering::Relaxed);
-    ctx.counters
-        .upstream_subscriptions_active
-        .fetch_add(1, Ordering::Relaxed);
-    let result = pull_track_inner(&broadcast, &track, &mut subscriber, &ctx).await;
-    ctx.counters
-        .upstream_subscriptions_active
-        .fetch_sub(1, Ordering::Relaxed);
-    match result {
+    let mut life = Lifecycle::new(Policy {
+        history: ctx.history,
+        ..Policy::edge(ctx.idle)
+    });
+    let mut answered = false;
+    let outcome: anyhow::Result<()> = loop {
+        let session = serving.borrow_and_update().clone();
+        let Some(session) = session else {
+            // Orphaned: wait for an upstream (or the end of the broadcast).
+            if serving.changed().await.is_err() {
+                break Ok(());
+            }
+            continue;
+        };
+        let plan = life.subscribe(track.frontier().map(|(group, next, _)| (group, next)));
+        let (how, error, refusal) = tokio::select! {
+            pulled = pull_once(&broadcast, &track, session, plan, &life, &ctx, &mut answered) => match pulled {
+                Pulled::Idle => break Ok(()),
+                Pulled::Finished => (Ending::Finished, None, None),
+                Pulled::Broken(err, refusal) => (Ending::Closed, Some(err), refusal),
+            },
+            changed = serving.changed() => match changed {
+                Ok(()) => (Ending::Switched, None, None),
+                Err(_) => break Ok(()),
+            },
+        };
+        match life.ended(how, true, answered) {
+            After::Resubscribe => {}
+            After::Wait(limit) => {
+                if let Some(err) = &error {
+                    tracing::debug!(namespace = %broadcast.namespace, track = %track.name, error = %format!("{err:#}"), "upstream subscription broke; following the broadcast");
+                }
+                if let Ok(Err(_)) = tokio::time::timeout(limit, serving.changed()).await {
+                    break Ok(());
+                }
+            }
+            After::Retire { refuse } => {
+                if refuse {
+                    track.set_upstream(UpstreamState::Refused(
+                        refusal.unwrap_or(serve::ServeError::Cancel),
+                    ));
+                }
+                break error.map_or(Ok(()), Err);
+            }
+        }
+    };
+    match outcome {
         Ok(()) => {
             tracing::debug!(namespace = %broadcast.namespace, track = %track.name, "upstream subscription released")
         }
@@ -336,38 +551,70 @@ pub async fn retire(broadcast: &Broadcast, track: &Arc<TrackCache>) {
     track.close();
 }
 
-async fn pull_track_inner(
+/// One subscription on `subscriber`, from where `plan` says, until it ends
+/// or nobody wants the track.
+async fn pull_once(
     broadcast: &Arc<Broadcast>,
     track: &Arc<TrackCache>,
-    subscriber: &mut Subscriber,
+    mut subscriber: Subscriber,
+    plan: Subscribe,
+    life: &Lifecycle,
     ctx: &UpstreamContext,
-) -> anyhow::Result<()> {
-    let mut life = Lifecycle::new(Policy {
-        history: ctx.history,
-        ..Policy::edge(ctx.idle)
-    });
-    let plan = life.subscribe(None);
+    answered: &mut bool,
+) -> Pulled {
     let (writer, reader) = serve::Track::new(
         to_track_namespace(&broadcast.namespace),
         track.name.as_str(),
     )
     .produce();
-    let subscription = match subscriber.subscribe_open(writer).await {
+    // After a change of upstream: right where the viewers wait; what the
+    // cache already holds comes at most once more and is dropped.
+    let mut params = KeyValuePairs::default();
+    if let Some((group, object)) = plan.start {
+        let filter = SubscriptionFilter {
+            filter_type: FilterType::AbsoluteStart,
+            start_location: Some(moq_transport::coding::Location::new(group, object)),
+            end_group_id: None,
+        };
+        if params.set_subscription_filter(&filter).is_err() {
+            params = KeyValuePairs::default();
+        }
+    }
+    ctx.counters
+        .upstream_subscriptions
+        .fetch_add(1, Ordering::Relaxed);
+    ctx.counters
+        .upstream_subscriptions_active
+        .fetch_add(1, Ordering::Relaxed);
+    // Counted down however the subscription ends (a switch drops it).
+    struct Held<'a>(&'a ServerCounters);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0
+                .upstream_subscriptions_active
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _held = Held(&ctx.counters);
+    let subscription = match subscriber.subscribe_open_with_params(writer, params).await {
         Ok(s) => s,
         Err(err) => {
-            if let After::Retire { refuse: true } = life.ended(Ending::Closed, true, false) {
-                track.set_upstream(UpstreamState::Refused(err.clone()));
-            }
-            return Err(anyhow::Error::from(err).context("SUBSCRIBE refused"));
+            return Pulled::Broken(
+                anyhow::Error::from(err.clone()).context("SUBSCRIBE refused"),
+                Some(err),
+            )
         }
     };
     let upstream_largest = subscription
         .subscribe_ok()
         .and_then(|ok| ok.params.largest_object().ok().flatten())
         .map(|l| (l.group_id, l.object_id));
-    track.set_upstream(UpstreamState::Ready {
-        largest: upstream_largest,
-    });
+    if !*answered {
+        track.set_upstream(UpstreamState::Ready {
+            largest: upstream_largest,
+        });
+        *answered = true;
+    }
     let mut idle_check = tokio::time::interval(Duration::from_millis(500));
     let mut groups = FuturesUnordered::new();
     // Recent history so that a cold edge can serve HLS at once (a joining
@@ -385,17 +632,30 @@ async fn pull_track_inner(
         track.set_history_done();
     }
     let mode = tokio::select! {
-        mode = reader.mode() => mode.context("upstream track")?,
-        res = subscription.closed() => { res?; return Ok(()) },
+        mode = reader.mode() => mode,
+        res = subscription.closed() => return match res {
+            Ok(()) => Pulled::Finished,
+            Err(err) => Pulled::Broken(anyhow::Error::from(err), None),
+        },
     };
-    let TrackReaderMode::Subgroups(mut subgroups) = mode else {
-        bail!("upstream delivers this track neither as subgroups; not supported");
+    let mut subgroups = match mode {
+        Ok(TrackReaderMode::Subgroups(subgroups)) => subgroups,
+        Ok(_) => {
+            return Pulled::Broken(
+                anyhow::anyhow!("upstream delivers this track neither as subgroups; not supported"),
+                None,
+            )
+        }
+        Err(err) => {
+            return Pulled::Broken(anyhow::Error::from(err).context("upstream track"), None)
+        }
     };
-    let idle = loop {
+    let pulled = loop {
         tokio::select! {
-            next = subgroups.next() => match next? {
-                Some(subgroup) => groups.push(read_subgroup(subgroup, track.clone(), ctx.counters.clone())),
-                None => break false,
+            next = subgroups.next() => match next {
+                Ok(Some(subgroup)) => groups.push(read_subgroup(subgroup, track.clone(), ctx.counters.clone())),
+                Ok(None) => break Pulled::Finished,
+                Err(err) => break Pulled::Broken(anyhow::Error::from(err), None),
             },
             Some(res) = groups.next(), if !groups.is_empty() => {
                 if let Err(err) = res {
@@ -411,16 +671,20 @@ async fn pull_track_inner(
             }
             _ = idle_check.tick() => {
                 if !life.wanted(track.demand(Instant::now())) {
-                    break true;
+                    subscription.unsubscribe().await;
+                    break Pulled::Idle;
                 }
             }
-            res = subscription.closed() => { res?; break false },
+            res = subscription.closed() => break match res {
+                Ok(()) => Pulled::Finished,
+                Err(err) => Pulled::Broken(anyhow::Error::from(err), None),
+            },
         }
     };
-    if idle {
-        subscription.unsubscribe().await;
+    if !history_done {
+        track.set_history_done();
     }
-    Ok(())
+    pulled
 }
 
 /// Fetches `history` groups before where `subscription` began.
@@ -537,16 +801,18 @@ pub async fn read_objects(
     Ok(())
 }
 
-/// A broadcast pulled from an already connected upstream session: tracks are
-/// subscribed when first asked for (used by `strom watch`). Drive the
-/// session's `run()` alongside; the returned task serves the track requests.
+/// A broadcast pulled from the upstream sessions `serving` names, one after
+/// another: tracks are subscribed when first asked for and follow each new
+/// session at the object their readers wait for (used by `strom watch`).
+/// Drive the sessions alongside; the returned task serves the track
+/// requests until the sender is dropped.
 pub fn attach(
     namespace: Namespace,
-    subscriber: Subscriber,
+    serving: watch::Receiver<Option<Subscriber>>,
     ctx: UpstreamContext,
 ) -> (Arc<Broadcast>, impl std::future::Future<Output = ()>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let broadcast = Broadcast::new(namespace, Source::Upstream(tx), ctx.limits);
-    let serve = serve_track_requests(broadcast.clone(), rx, subscriber, ctx);
+    let serve = serve_track_requests(broadcast.clone(), rx, serving, ctx);
     (broadcast, serve)
 }
